@@ -1,0 +1,175 @@
+use crate::names::Names;
+use crate::topology::declare_topology;
+use backon::{ExponentialBuilder, Retryable};
+use lapin::{Channel, Connection, ConnectionProperties};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+#[derive(Clone, Debug)]
+pub struct BusConfig {
+    /// `amqp://user:pass@host:port/vhost`; a `heartbeat=10` query is added when none is given,
+    /// so a dead broker is noticed in seconds rather than minutes.
+    pub url: String,
+    pub names: Names,
+    /// Shown in RabbitMQ's management UI (`flinger-agent dut-01`).
+    pub connection_name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("shutting down")]
+    Shutdown,
+    #[error(transparent)]
+    Amqp(#[from] lapin::Error),
+}
+
+/// A live connection and its generation: operations that fail report the generation they used,
+/// so that only the connection that actually broke is replaced.
+#[derive(Clone)]
+pub struct Live {
+    pub connection: Arc<Connection>,
+    pub generation: u64,
+}
+
+/// A connection to the broker that reconnects with backoff and redeclares the topology each
+/// time. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: BusConfig,
+    shutdown: CancellationToken,
+    /// The current connection. A mutex, not a lock-free cell: concurrent callers during an
+    /// outage should wait for one reconnect, not start many.
+    live: tokio::sync::Mutex<Option<Live>>,
+    generation: AtomicU64,
+}
+
+impl Bus {
+    pub fn new(config: BusConfig, shutdown: CancellationToken) -> Bus {
+        Bus {
+            inner: Arc::new(Inner {
+                config,
+                shutdown,
+                live: tokio::sync::Mutex::new(None),
+                generation: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn names(&self) -> &Names {
+        &self.inner.config.names
+    }
+
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// How many times a connection was (re)established; the first connect counts as one.
+    pub fn connections_made(&self) -> u64 {
+        self.inner.generation.load(Ordering::Relaxed)
+    }
+
+    /// Whether a connection is up right now (for readiness probes).
+    pub async fn is_connected(&self) -> bool {
+        let guard = self.inner.live.lock().await;
+        guard.as_ref().is_some_and(|l| l.connection.status().connected())
+    }
+
+    /// The live connection, connecting (with backoff, until shutdown) if there is none.
+    pub async fn live(&self) -> Result<Live, BusError> {
+        let mut guard = self.inner.live.lock().await;
+        if let Some(l) = guard.as_ref() {
+            if l.connection.status().connected() {
+                return Ok(l.clone());
+            }
+            let _ = l.connection.close(200, "replacing broken connection".into()).await;
+        }
+        *guard = None;
+        let connect = || self.connect_once();
+        let retry = connect
+            .retry(super::backoff())
+            .when(|_| !self.inner.shutdown.is_cancelled())
+            .notify(|e, d| warn!(error = %e, retry_in = ?d, "cannot reach the broker"));
+        let connection = tokio::select! {
+            r = retry => r?,
+            _ = self.inner.shutdown.cancelled() => return Err(BusError::Shutdown),
+        };
+        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        if generation > 1 {
+            info!(generation, "reconnected to the broker");
+        }
+        let live = Live { connection: Arc::new(connection), generation };
+        *guard = Some(live.clone());
+        Ok(live)
+    }
+
+    async fn connect_once(&self) -> Result<Connection, lapin::Error> {
+        let props = ConnectionProperties::default()
+            .with_connection_name(self.inner.config.connection_name.clone().into());
+        let conn = Connection::connect(&with_heartbeat(&self.inner.config.url), props).await?;
+        let ch = conn.create_channel().await?;
+        if let Err(e) = declare_topology(&ch, &self.inner.config.names).await {
+            let _ = conn.close(200, "topology failed".into()).await;
+            return Err(e);
+        }
+        let _ = ch.close(200, "topology declared".into()).await;
+        Ok(conn)
+    }
+
+    /// Reports that an operation on connection `generation` failed; if it is still the current
+    /// one and is no longer connected, it is dropped and the next caller reconnects.
+    pub async fn broken(&self, generation: u64) {
+        let mut guard = self.inner.live.lock().await;
+        if let Some(l) = guard.as_ref()
+            && l.generation == generation
+            && !l.connection.status().connected()
+        {
+            *guard = None;
+        }
+    }
+
+    /// A new channel on the live connection.
+    pub async fn channel(&self) -> Result<(Channel, u64), BusError> {
+        loop {
+            let live = self.live().await?;
+            match live.connection.create_channel().await {
+                Ok(ch) => return Ok((ch, live.generation)),
+                Err(e) => {
+                    warn!(error = %e, "cannot open a channel");
+                    self.broken(live.generation).await;
+                    // A connection that is up but refuses channels would spin here.
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = self.inner.shutdown.cancelled() => return Err(BusError::Shutdown),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the connection (callers close their channels first).
+    pub async fn close(&self) {
+        if let Some(l) = self.inner.live.lock().await.take() {
+            let _ = l.connection.close(200, "shutting down".into()).await;
+        }
+    }
+}
+
+fn with_heartbeat(url: &str) -> String {
+    if url.contains('?') { url.to_owned() } else { format!("{url}?heartbeat=10") }
+}
+
+/// The same exponential policy for every reconnect in the project.
+pub(super) fn default_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+}

@@ -1,0 +1,30 @@
+//! The language every Flinger process speaks on the broker.
+//!
+//! - [`messages`]: every message type; [`codec`]: their versioned MessagePack encoding.
+//! - [`names`]: the only place exchange, queue and routing-key names are spelled;
+//!   [`topology`]: the idempotent declarations every binary runs at start.
+//! - [`job`], [`phase`], [`state`]: the job file, the phase rules and the job state machine,
+//!   shared by the gateway (validation), the scheduler (transitions) and the agent (phases).
+//! - [`bus`]: AMQP plumbing (reconnecting connection, confirmed publisher, direct reply-to).
+//!
+//! This crate knows nothing about stores, HTTP or devices.
+
+pub mod bus;
+pub mod codec;
+pub mod ids;
+pub mod job;
+pub mod messages;
+pub mod names;
+pub mod phase;
+pub mod service;
+pub mod state;
+pub mod timestamp;
+pub mod topology;
+
+pub use codec::{CONTENT_TYPE, DecodeError, Message, SCHEMA_VERSION, decode, decode_submission, encode};
+pub use ids::{AgentName, DeviceClass, NameError};
+pub use job::{JobDefinition, ValidationErrors};
+pub use names::Names;
+pub use phase::{Phase, Plan};
+pub use state::{Failure, FailureKind, JobState};
+pub use timestamp::Millis;

@@ -1,0 +1,85 @@
+//! The one place that declares exchanges, queues and bindings. Every declaration is idempotent,
+//! so every binary calls [`declare_topology`] at start and after every reconnect.
+//!
+//! Changing a queue's arguments here makes redeclaration fail with PRECONDITION_FAILED on an
+//! existing broker: such a change needs a migration note in `docs/operations.md`.
+
+use crate::ids::{AgentName, DeviceClass};
+use crate::messages::submission::PRIORITY_LEVELS;
+use crate::names::Names;
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, ExchangeKind};
+
+fn durable_exchange() -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions { durable: true, ..Default::default() }
+}
+
+fn durable_queue() -> QueueDeclareOptions {
+    QueueDeclareOptions { durable: true, ..Default::default() }
+}
+
+/// Queue arguments that send rejected or expired messages to the dead-letter exchange.
+fn dead_lettered(names: &Names) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(LongString::from(names.dead_exchange())),
+    );
+    args
+}
+
+async fn queue(ch: &Channel, name: String, args: FieldTable) -> lapin::Result<()> {
+    ch.queue_declare(name.into(), durable_queue(), args).await.map(|_| ())
+}
+
+async fn bind(ch: &Channel, queue: String, exchange: String, key: &str) -> lapin::Result<()> {
+    ch.queue_bind(queue.into(), exchange.into(), key.into(), QueueBindOptions::default(), FieldTable::default())
+        .await
+}
+
+/// Declares everything that does not depend on a device class or an agent: exchanges, the
+/// dead-letter queue, and the scheduler's queues.
+pub async fn declare_topology(ch: &Channel, names: &Names) -> lapin::Result<()> {
+    let x = |name: String, kind: ExchangeKind| async move {
+        ch.exchange_declare(name.into(), kind, durable_exchange(), FieldTable::default()).await
+    };
+    x(names.jobs_exchange(), ExchangeKind::Topic).await?;
+    x(names.events_exchange(), ExchangeKind::Topic).await?;
+    x(names.control_exchange(), ExchangeKind::Direct).await?;
+    x(names.dead_exchange(), ExchangeKind::Fanout).await?;
+
+    queue(ch, names.dead_queue(), FieldTable::default()).await?;
+    bind(ch, names.dead_queue(), names.dead_exchange(), "").await?;
+
+    // Bound per class by `declare_class`, so that a class nobody serves stays unroutable.
+    queue(ch, names.scheduler_submissions_queue(), dead_lettered(names)).await?;
+
+    queue(ch, names.scheduler_status_queue(), dead_lettered(names)).await?;
+    bind(ch, names.scheduler_status_queue(), names.events_exchange(), Names::ALL_JOB_STATUS).await?;
+    bind(ch, names.scheduler_status_queue(), names.events_exchange(), Names::ALL_HEARTBEATS).await?;
+
+    queue(ch, names.scheduler_output_queue(), dead_lettered(names)).await?;
+    bind(ch, names.scheduler_output_queue(), names.events_exchange(), Names::ALL_JOB_OUTPUT).await?;
+
+    queue(ch, names.scheduler_rpc_queue(), dead_lettered(names)).await?;
+    Ok(())
+}
+
+/// Declares a device class: its priority queue, and the scheduler's binding for it. Agents call
+/// this for each queue they serve; until one has, submissions to the class are unroutable and
+/// the producer is told so.
+pub async fn declare_class(ch: &Channel, names: &Names, class: &DeviceClass) -> lapin::Result<()> {
+    let mut args = dead_lettered(names);
+    args.insert("x-max-priority".into(), AMQPValue::LongInt(i32::from(PRIORITY_LEVELS - 1)));
+    queue(ch, names.class_queue(class), args).await?;
+    bind(ch, names.class_queue(class), names.jobs_exchange(), class.as_str()).await?;
+    bind(ch, names.scheduler_submissions_queue(), names.jobs_exchange(), class.as_str()).await?;
+    Ok(())
+}
+
+/// Declares an agent's control queue.
+pub async fn declare_agent(ch: &Channel, names: &Names, agent: &AgentName) -> lapin::Result<()> {
+    queue(ch, names.agent_control_queue(agent), dead_lettered(names)).await?;
+    bind(ch, names.agent_control_queue(agent), names.control_exchange(), agent.as_str()).await
+}

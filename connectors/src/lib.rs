@@ -1,0 +1,114 @@
+//! Device connectors: how a phase is carried out on a device.
+//!
+//! A connector is told "run phase P of this job in this directory" and streams the phase's
+//! output until it exits or is cancelled. It knows nothing about AMQP, leases, the store or
+//! timeouts: the agent owns all of that and simply cancels the phase when it must stop.
+//!
+//! - [`command`]: Testflinger's agent semantics — one shell command per phase, run via
+//!   `/bin/sh` in the job's run directory, so existing `testflinger-device-connector` setups keep
+//!   working.
+//! - [`fake`]: a simulated device for demos, tests and load, with failure injection.
+
+use async_trait::async_trait;
+use broker_schema::{JobDefinition, Phase};
+use bytes::Bytes;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub mod command;
+pub mod fake;
+
+/// Exit code by which a connector says "device recovery failed": the agent takes itself
+/// offline (Testflinger's convention).
+pub const RECOVERY_FAILED_EXIT: i32 = 46;
+
+/// Everything a connector needs to run one phase.
+#[derive(Clone, Debug)]
+pub struct PhaseContext {
+    pub phase: Phase,
+    pub job_id: Uuid,
+    pub job: Arc<JobDefinition>,
+    /// The job's run directory; holds `testflinger.json`. Created by the agent.
+    pub run_dir: PathBuf,
+    /// Extra environment for the phase (secrets, `DEVICE_IP`, …), on top of the connector's.
+    pub env: BTreeMap<String, String>,
+    pub agent_name: String,
+}
+
+/// Where a phase's output goes, as it is produced. Bounded: a connector that outruns the
+/// agent's publishing is slowed down rather than buffered without limit.
+#[derive(Clone, Debug)]
+pub struct OutputSink {
+    pub output: mpsc::Sender<Bytes>,
+    pub serial: mpsc::Sender<Bytes>,
+}
+
+impl OutputSink {
+    /// Sends output; a closed sink (the agent stopped listening) is ignored.
+    pub async fn out(&self, data: impl Into<Bytes>) {
+        let _ = self.output.send(data.into()).await;
+    }
+
+    pub async fn serial(&self, data: impl Into<Bytes>) {
+        let _ = self.serial.send(data.into()).await;
+    }
+}
+
+/// How a phase ended.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PhaseOutcome {
+    /// The phase's exit code; when it was cancelled, whatever the killed process returned
+    /// (`-9` for SIGKILL, `-15` for SIGTERM).
+    pub exit_code: i32,
+    /// Why, when the connector knows more than the exit code.
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The phase could not be started at all (missing program, unreadable run directory…).
+    #[error("cannot run {phase}: {reason}")]
+    CannotStart { phase: Phase, reason: String },
+    #[error("invalid connector configuration: {0}")]
+    Config(String),
+}
+
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// The connector's type name (`command`, `fake`, …), for logs and `provision_type`.
+    fn kind(&self) -> &'static str;
+
+    /// Whether the device has a step for this phase (phases without one are skipped).
+    fn supports(&self, phase: Phase) -> bool;
+
+    /// Runs one phase to its end, streaming its output. When `cancel` fires the connector
+    /// stops the phase promptly — killing every process it started — and returns.
+    async fn run_phase(
+        &self,
+        ctx: &PhaseContext,
+        sink: &OutputSink,
+        cancel: CancellationToken,
+    ) -> Result<PhaseOutcome, ConnectorError>;
+}
+
+/// A connector's settings, as written in the agent's YAML under `connector:`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ConnectorConfig {
+    Command(command::CommandConfig),
+    Fake(fake::FakeConfig),
+}
+
+impl ConnectorConfig {
+    pub fn build(&self) -> Result<Arc<dyn Connector>, ConnectorError> {
+        match self {
+            ConnectorConfig::Command(c) => Ok(Arc::new(command::CommandConnector::new(c.clone())?)),
+            ConnectorConfig::Fake(c) => Ok(Arc::new(fake::FakeConnector::new(c.clone())?)),
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The store: where the lab's state lives. One trait, two backends (SQLite embedded, MongoDB),
+//! one contract suite ([`contract`]) that both pass.
+//!
+//! Jobs are single documents changed only through [`Store::update_job`]: an atomic
+//! compare-and-set whose precondition carries the expected state, so concurrent schedulers
+//! cannot both win a transition. Only the scheduler calls it; the gateway only inserts new jobs,
+//! discards jobs it never accepted, and reads.
+
+mod model;
+mod query;
+mod update;
+
+pub mod contract;
+pub mod mongo;
+pub mod sqlite;
+
+pub use model::{AgentRecord, AttemptRecord, JobRecord, Lease, OutputFragment, Reservation};
+pub use query::{JobOrder, JobQuery, OutputQuery};
+pub use update::{JobUpdate, Precondition};
+
+use async_trait::async_trait;
+use broker_schema::messages::{AdminState, Heartbeat, LogStream};
+use broker_schema::{AgentName, Millis};
+use std::sync::Arc;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or timed out: worth retrying with backoff.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored document could not be read back (schema drift, manual edits).
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Result of inserting a job that may already exist (submissions are idempotent by `job_id`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Inserted {
+    New,
+    Existing(Box<JobRecord>),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend, for logs and `/readyz`.
+    fn backend(&self) -> &'static str;
+
+    /// Checks the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // ----- jobs
+
+    /// Inserts a job unless one with its id exists (then returns that one, unchanged).
+    async fn insert_job(&self, job: &JobRecord) -> StoreResult<Inserted>;
+
+    async fn get_job(&self, job_id: Uuid) -> StoreResult<Option<JobRecord>>;
+
+    /// Applies `update` if `pre` holds, atomically. Returns the job as it is after the update,
+    /// or `None` when the job does not exist or the precondition did not hold.
+    async fn update_job(&self, job_id: Uuid, pre: &Precondition, update: &JobUpdate) -> StoreResult<Option<JobRecord>>;
+
+    /// Deletes a job that was never accepted: only if it is still `waiting` and was never seen
+    /// on the broker. Returns whether it was deleted.
+    async fn discard_job(&self, job_id: Uuid) -> StoreResult<bool>;
+
+    async fn find_jobs(&self, query: &JobQuery) -> StoreResult<Vec<JobRecord>>;
+
+    async fn count_jobs(&self, query: &JobQuery) -> StoreResult<u64>;
+
+    // ----- output
+
+    /// Stores fragments; a fragment whose key (job_id, attempt, stream, seq) is already stored
+    /// is ignored, so redelivered chunks are harmless.
+    async fn append_output(&self, fragments: &[OutputFragment]) -> StoreResult<()>;
+
+    /// Fragments in `seq` order.
+    async fn read_output(&self, query: &OutputQuery) -> StoreResult<Vec<OutputFragment>>;
+
+    /// How many distinct fragments of a run's stream are stored.
+    async fn count_output(&self, job_id: Uuid, attempt: u32, stream: LogStream) -> StoreResult<u64>;
+
+    // ----- agents
+
+    /// Records a heartbeat: creates the agent or updates what it reports, keeping the admin's
+    /// decisions (`admin_state`, `admin_comment`).
+    async fn record_heartbeat(&self, hb: &Heartbeat) -> StoreResult<AgentRecord>;
+
+    /// Records an admin's decision about an agent, creating a placeholder record (state
+    /// offline, never seen) if the agent has not reported yet.
+    async fn set_agent_admin(&self, name: &AgentName, state: Option<AdminState>, comment: &str, now: Millis) -> StoreResult<AgentRecord>;
+
+    async fn get_agent(&self, name: &AgentName) -> StoreResult<Option<AgentRecord>>;
+
+    async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Which store to open, from configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// A SQLite file (created if missing).
+    Sqlite { path: std::path::PathBuf },
+    /// A MongoDB URI and database name.
+    Mongo { uri: String, database: String },
+}
+
+impl StoreConfig {
+    /// Parses `sqlite:PATH` / a bare path, or `mongodb://…` (database from the URI path,
+    /// default `flinger`).
+    pub fn parse(s: &str) -> Result<StoreConfig, String> {
+        if s.starts_with("mongodb://") || s.starts_with("mongodb+srv://") {
+            let after_host = s.split_once("://").map(|(_, r)| r).unwrap_or("");
+            let db = after_host
+                .split_once('/')
+                .map(|(_, rest)| rest.split('?').next().unwrap_or(""))
+                .filter(|d| !d.is_empty())
+                .unwrap_or("flinger");
+            return Ok(StoreConfig::Mongo { uri: s.to_owned(), database: db.to_owned() });
+        }
+        let path = s.strip_prefix("sqlite://").or_else(|| s.strip_prefix("sqlite:")).unwrap_or(s);
+        if path.is_empty() {
+            return Err("empty store path".into());
+        }
+        Ok(StoreConfig::Sqlite { path: path.into() })
+    }
+
+    /// Opens the store, creating tables or indexes as needed.
+    pub async fn open(&self) -> StoreResult<DynStore> {
+        match self {
+            StoreConfig::Sqlite { path } => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
+            StoreConfig::Mongo { uri, database } => Ok(Arc::new(mongo::MongoStore::open(uri, database).await?)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_config_parses_both_backends() {
+        assert_eq!(
+            StoreConfig::parse("mongodb://h:27017/lab?directConnection=true").unwrap(),
+            StoreConfig::Mongo { uri: "mongodb://h:27017/lab?directConnection=true".into(), database: "lab".into() }
+        );
+        assert_eq!(
+            StoreConfig::parse("mongodb://h:27017").unwrap(),
+            StoreConfig::Mongo { uri: "mongodb://h:27017".into(), database: "flinger".into() }
+        );
+        assert_eq!(StoreConfig::parse("sqlite:/var/lib/f.db").unwrap(), StoreConfig::Sqlite { path: "/var/lib/f.db".into() });
+        assert_eq!(StoreConfig::parse("/tmp/x.db").unwrap(), StoreConfig::Sqlite { path: "/tmp/x.db".into() });
+    }
+}

@@ -1,0 +1,109 @@
+//! Read queries over jobs and output, with their reference semantics in Rust.
+
+use super::model::{JobRecord, OutputFragment};
+use broker_schema::messages::LogStream;
+use broker_schema::{DeviceClass, JobState, Millis, Phase};
+use uuid::Uuid;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum JobOrder {
+    /// Oldest first.
+    #[default]
+    CreatedAsc,
+    /// Newest first.
+    CreatedDesc,
+    /// The order agents take waiting jobs in: priority descending, then oldest first.
+    QueueOrder,
+}
+
+/// Which jobs. Every `Some`/non-empty field must match.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobQuery {
+    pub queue: Option<DeviceClass>,
+    pub states: Option<Vec<JobState>>,
+    /// Jobs carrying these tags: all of them when `all_tags`, else any.
+    pub tags: Vec<String>,
+    pub all_tags: bool,
+    /// Jobs holding a lease that expired before this instant (the reaper's question).
+    pub lease_expired_before: Option<Millis>,
+    /// Jobs never seen on the broker and last updated before this instant (the sweeper's).
+    pub not_enqueued_since: Option<Millis>,
+    /// Jobs that come before a job of this priority created at this instant, in queue order
+    /// (the queue-position question).
+    pub ahead_of: Option<(u32, Millis)>,
+    pub created_after: Option<Millis>,
+    pub order: JobOrder,
+    pub limit: Option<u32>,
+}
+
+impl JobQuery {
+    pub fn matches(&self, j: &JobRecord) -> bool {
+        if let Some(q) = &self.queue
+            && &j.queue != q
+        {
+            return false;
+        }
+        if let Some(s) = &self.states
+            && !s.contains(&j.state)
+        {
+            return false;
+        }
+        if !self.tags.is_empty() {
+            let has = |t: &String| j.tags.contains(t);
+            let ok = if self.all_tags { self.tags.iter().all(has) } else { self.tags.iter().any(has) };
+            if !ok {
+                return false;
+            }
+        }
+        if let Some(t) = self.lease_expired_before
+            && !j.lease.as_ref().is_some_and(|l| l.until < t)
+        {
+            return false;
+        }
+        if let Some(t) = self.not_enqueued_since
+            && !(j.enqueued_at.is_none() && j.updated_at < t)
+        {
+            return false;
+        }
+        if let Some((p, c)) = self.ahead_of
+            && !(j.priority > p || (j.priority == p && j.created_at < c))
+        {
+            return false;
+        }
+        if let Some(t) = self.created_after
+            && j.created_at <= t
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// A slice of one run's output stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputQuery {
+    pub job_id: Uuid,
+    pub attempt: u32,
+    pub stream: LogStream,
+    /// Fragments with `seq >= from_seq`.
+    pub from_seq: u64,
+    pub phase: Option<Phase>,
+    /// Fragments with `at >= since`.
+    pub since: Option<Millis>,
+    pub limit: Option<u32>,
+}
+
+impl OutputQuery {
+    pub fn all(job_id: Uuid, attempt: u32, stream: LogStream) -> Self {
+        OutputQuery { job_id, attempt, stream, from_seq: 0, phase: None, since: None, limit: None }
+    }
+
+    pub fn matches(&self, f: &OutputFragment) -> bool {
+        f.job_id == self.job_id
+            && f.attempt == self.attempt
+            && f.stream == self.stream
+            && f.seq >= self.from_seq
+            && self.phase.is_none_or(|p| f.phase == p)
+            && self.since.is_none_or(|t| f.at >= t)
+    }
+}

@@ -1,0 +1,184 @@
+//! The single way a job changes: an update applied atomically if, and only if, a precondition
+//! holds on the current document.
+//!
+//! `Precondition::holds` and `JobUpdate::apply` are the reference semantics: the SQLite backend
+//! runs them inside a write transaction; the MongoDB backend translates them into a filter and an
+//! update document for one `findOneAndUpdate`. The contract suite checks both agree.
+
+use super::model::{AttemptRecord, JobRecord, Lease, Reservation};
+use broker_schema::{AgentName, Failure, JobState, Millis, Phase};
+
+/// What must be true of the job for an update to apply. Every `Some` field must hold.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Precondition {
+    /// The job's state is one of these.
+    pub states: Option<Vec<JobState>>,
+    /// The job's current attempt number is this.
+    pub attempt: Option<u32>,
+    /// The lease is held by this agent.
+    pub lease_agent: Option<AgentName>,
+    /// The lease has expired: `lease.until < t`.
+    pub lease_expired_at: Option<Millis>,
+    /// The lease is still valid: `lease.until >= t`.
+    pub lease_valid_at: Option<Millis>,
+    /// The submission has not been seen on the broker (`enqueued_at` is unset).
+    pub not_enqueued: bool,
+}
+
+impl Precondition {
+    pub fn in_states(states: &[JobState]) -> Self {
+        Precondition { states: Some(states.to_vec()), ..Default::default() }
+    }
+
+    pub fn state(state: JobState) -> Self {
+        Self::in_states(&[state])
+    }
+
+    pub fn attempt(mut self, attempt: u32) -> Self {
+        self.attempt = Some(attempt);
+        self
+    }
+
+    pub fn holds(&self, job: &JobRecord) -> bool {
+        if let Some(states) = &self.states
+            && !states.contains(&job.state)
+        {
+            return false;
+        }
+        if let Some(a) = self.attempt
+            && job.attempt != a
+        {
+            return false;
+        }
+        if let Some(agent) = &self.lease_agent
+            && job.lease.as_ref().map(|l| &l.agent) != Some(agent)
+        {
+            return false;
+        }
+        if let Some(t) = self.lease_expired_at
+            && !job.lease.as_ref().is_some_and(|l| l.until < t)
+        {
+            return false;
+        }
+        if let Some(t) = self.lease_valid_at
+            && !job.lease.as_ref().is_some_and(|l| l.until >= t)
+        {
+            return false;
+        }
+        if self.not_enqueued && job.enqueued_at.is_some() {
+            return false;
+        }
+        true
+    }
+}
+
+/// Changes to make. `None` leaves a field alone; `Some(None)` clears an optional field.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobUpdate {
+    /// Always written.
+    pub updated_at: Millis,
+    pub state: Option<JobState>,
+    pub attempt: Option<u32>,
+    pub lease: Option<Option<Lease>>,
+    pub enqueued_at: Option<Option<Millis>>,
+    pub awaiting_attachments: Option<bool>,
+    pub started_at: Option<Option<Millis>>,
+    pub ended_at: Option<Option<Millis>>,
+    pub failure: Option<Option<Failure>>,
+    pub cancel_requested: Option<Option<String>>,
+    /// Empties `phase_status` (a new attempt starts with no results) before `phase_status_set`.
+    pub clear_phase_status: bool,
+    /// Sets one phase's exit code.
+    pub phase_status_set: Option<(Phase, i32)>,
+    pub device_info: Option<Option<serde_json::Value>>,
+    pub reservation: Option<Option<Reservation>>,
+    pub last_output_at: Option<Millis>,
+    /// Appends to `attempts` (a lease was granted).
+    pub push_attempt: Option<AttemptRecord>,
+    /// Closes attempt `n` (1-based): sets its `ended_at` and `outcome`.
+    pub close_attempt: Option<(u32, Millis, String)>,
+}
+
+impl JobUpdate {
+    pub fn at(now: Millis) -> Self {
+        JobUpdate {
+            updated_at: now,
+            state: None,
+            attempt: None,
+            lease: None,
+            enqueued_at: None,
+            awaiting_attachments: None,
+            started_at: None,
+            ended_at: None,
+            failure: None,
+            cancel_requested: None,
+            clear_phase_status: false,
+            phase_status_set: None,
+            device_info: None,
+            reservation: None,
+            last_output_at: None,
+            push_attempt: None,
+            close_attempt: None,
+        }
+    }
+
+    pub fn state(mut self, s: JobState) -> Self {
+        self.state = Some(s);
+        self
+    }
+
+    pub fn apply(&self, job: &mut JobRecord) {
+        job.updated_at = self.updated_at;
+        if let Some(s) = self.state {
+            job.state = s;
+        }
+        if let Some(a) = self.attempt {
+            job.attempt = a;
+        }
+        if let Some(l) = &self.lease {
+            job.lease = l.clone();
+        }
+        if let Some(e) = self.enqueued_at {
+            job.enqueued_at = e;
+        }
+        if let Some(a) = self.awaiting_attachments {
+            job.awaiting_attachments = a;
+        }
+        if let Some(s) = self.started_at {
+            job.started_at = s;
+        }
+        if let Some(e) = self.ended_at {
+            job.ended_at = e;
+        }
+        if let Some(f) = &self.failure {
+            job.failure = f.clone();
+        }
+        if let Some(c) = &self.cancel_requested {
+            job.cancel_requested = c.clone();
+        }
+        if self.clear_phase_status {
+            job.phase_status.clear();
+        }
+        if let Some((phase, code)) = self.phase_status_set {
+            job.phase_status.insert(phase.as_str().to_owned(), code);
+        }
+        if let Some(d) = &self.device_info {
+            job.device_info = d.clone();
+        }
+        if let Some(r) = &self.reservation {
+            job.reservation = r.clone();
+        }
+        if let Some(t) = self.last_output_at {
+            job.last_output_at = Some(t);
+        }
+        if let Some(a) = &self.push_attempt {
+            job.attempts.push(a.clone());
+        }
+        if let Some((n, ended, outcome)) = &self.close_attempt
+            && let Some(a) = job.attempts.iter_mut().find(|a| a.attempt == *n)
+        {
+            a.ended_at = Some(*ended);
+            a.outcome = Some(outcome.clone());
+        }
+    }
+}
