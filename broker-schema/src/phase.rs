@@ -6,6 +6,10 @@
 //! failing `test` still lets `allocate` and `reserve` run; cleanup always runs.
 
 use crate::job::JobDefinition;
+
+/// The exit code by which a device connector says "device recovery failed" (Testflinger's
+/// convention): the job's device phase failed and the agent takes itself offline.
+pub const RECOVERY_FAILED_EXIT: i32 = 46;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

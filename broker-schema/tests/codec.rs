@@ -63,6 +63,7 @@ fn every_message_round_trips() {
             job_id: id,
             attempt: 1,
             lease_until: Millis(5),
+            lease_ms: 30_000,
             renew_every_ms: 10_000,
             secrets: BTreeMap::from([("TOKEN".into(), "s3cret".into())]),
             reserve_until: None,
@@ -87,6 +88,8 @@ fn every_message_round_trips() {
         JobEventKind::Finished {
             outcome: Outcome::Failed { failure: Failure { kind: FailureKind::OutputTimeout, reason: "silent 900 s".into() } },
             output: OutputCounts { output: 12, serial: 0 },
+            phase_status: BTreeMap::from([(Phase::Setup, 0), (Phase::Test, 1)]),
+            device_info: Some(json!({"device_ip": "10.0.0.2"})),
         },
         JobEventKind::StateChanged { state: JobState::Cancelled, failure: None, detail: None },
     ] {

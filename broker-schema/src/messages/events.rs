@@ -6,6 +6,7 @@ use crate::phase::Phase;
 use crate::state::{Failure, JobState};
 use crate::timestamp::Millis;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// How a run ended, as the agent saw it.
@@ -78,6 +79,12 @@ pub enum JobEventKind {
     Finished {
         outcome: Outcome,
         output: OutputCounts,
+        /// Every phase's exit code, so that finishing does not depend on the order in which
+        /// earlier events are processed (several schedulers may process them).
+        #[serde(default)]
+        phase_status: BTreeMap<Phase, i32>,
+        #[serde(default)]
+        device_info: Option<serde_json::Value>,
     },
     /// Published by the scheduler whenever it changes a job's state itself (recorded, requeued,
     /// cancelled, failed, rejected), so webhooks and dashboards see every move.

@@ -27,6 +27,9 @@ pub struct LeaseGrant {
     /// The fencing token: every event of this run carries it.
     pub attempt: u32,
     pub lease_until: Millis,
+    /// The lease's length: the agent counts it on its own clock from when it asked, so clock
+    /// skew between hosts cannot make it run unleased.
+    pub lease_ms: u64,
     /// How often the agent should renew (well before `lease_until`).
     pub renew_every_ms: u64,
     /// Secrets named by `test_data.secrets`, resolved for this run.
@@ -133,6 +136,9 @@ pub struct SetAgentStateRequest {
     pub comment: String,
 }
 
+// A lease request carries its submission; requests are decoded once and handled, so the size
+// difference between variants costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum SchedulerRequest {
