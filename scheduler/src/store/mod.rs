@@ -76,6 +76,7 @@ pub trait Store: Send + Sync + 'static {
 
     async fn find_jobs(&self, query: &JobQuery) -> StoreResult<Vec<JobRecord>>;
 
+    /// How many jobs `find_jobs` would return for `query` (its `limit` caps the count).
     async fn count_jobs(&self, query: &JobQuery) -> StoreResult<u64>;
 
     // ----- output
@@ -97,7 +98,8 @@ pub trait Store: Send + Sync + 'static {
     async fn record_heartbeat(&self, hb: &Heartbeat) -> StoreResult<AgentRecord>;
 
     /// Records an admin's decision about an agent, creating a placeholder record (state
-    /// offline, never seen) if the agent has not reported yet.
+    /// offline, never seen) if the agent has not reported yet. Semantics of
+    /// [`AgentRecord::set_admin`]: `None` clears the decision, an empty comment clears the comment.
     async fn set_agent_admin(&self, name: &AgentName, state: Option<AdminState>, comment: &str, now: Millis) -> StoreResult<AgentRecord>;
 
     async fn get_agent(&self, name: &AgentName) -> StoreResult<Option<AgentRecord>>;

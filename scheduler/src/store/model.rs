@@ -1,6 +1,6 @@
 //! What the store keeps: jobs (one document each), output fragments, agents.
 
-use broker_schema::messages::{AdminState, AgentState, LogStream};
+use broker_schema::messages::{AdminState, AgentState, Heartbeat, LogStream};
 use broker_schema::{AgentName, DeviceClass, Failure, JobDefinition, JobState, Millis, Phase};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -162,6 +162,55 @@ pub struct AgentRecord {
 }
 
 impl AgentRecord {
+    /// Heartbeat interval assumed for an agent that has never reported.
+    pub const DEFAULT_INTERVAL_MS: u64 = 10_000;
+
+    /// The record of an agent first heard of through `hb`.
+    pub fn from_heartbeat(hb: &Heartbeat) -> Self {
+        let mut a = AgentRecord::placeholder(hb.agent.clone());
+        a.apply_heartbeat(hb);
+        a
+    }
+
+    /// An agent an admin decided about before it ever reported: offline, never seen.
+    pub fn placeholder(name: AgentName) -> Self {
+        AgentRecord {
+            name,
+            state: AgentState::Offline,
+            job_id: None,
+            queues: vec![],
+            location: None,
+            provision_type: None,
+            comment: None,
+            admin_state: None,
+            admin_comment: None,
+            interval_ms: Self::DEFAULT_INTERVAL_MS,
+            last_seen: Millis(0),
+            version: None,
+        }
+    }
+
+    /// Reference semantics of a heartbeat: takes everything the agent reports (`last_seen` is the
+    /// heartbeat's `at`) and keeps the admin's decisions.
+    pub fn apply_heartbeat(&mut self, hb: &Heartbeat) {
+        self.state = hb.state;
+        self.job_id = hb.job_id;
+        self.queues = hb.queues.clone();
+        self.location = hb.location.clone();
+        self.provision_type = hb.provision_type.clone();
+        self.comment = hb.comment.clone();
+        self.interval_ms = hb.interval_ms;
+        self.last_seen = hb.at;
+        self.version = Some(hb.version.clone());
+    }
+
+    /// Reference semantics of an admin decision: `None` clears it; an empty comment clears the
+    /// admin comment. What the agent reports is kept.
+    pub fn set_admin(&mut self, state: Option<AdminState>, comment: &str) {
+        self.admin_state = state;
+        self.admin_comment = (!comment.is_empty()).then(|| comment.to_owned());
+    }
+
     /// Silent for three heartbeat intervals: shown offline.
     pub fn is_silent(&self, now: Millis) -> bool {
         now.0 - self.last_seen.0 > 3 * self.interval_ms.max(1) as i64

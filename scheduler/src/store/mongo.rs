@@ -1,8 +1,873 @@
-//! MongoDB backend (placeholder, being written).
+//! MongoDB backend: the production store (a replica set with majority writes).
+//!
+//! Three collections:
+//! - `jobs`: one document per job, `_id` = the job id (hyphenated string). Everything queries
+//!   or preconditions look at is a top-level field (`queue`, `state`, `priority`, `tags`,
+//!   `created_at`, `updated_at`, `enqueued_at`, `attempt`, `lease.until`, …). The job file and
+//!   the agent's `device_info` are stored as JSON *text*: they carry arbitrary user keys, which
+//!   may contain dots or start with `$`, and MongoDB update paths choke on those.
+//! - `output`: one document per fragment, unique on (job_id, attempt, stream, seq); data as
+//!   BSON binary.
+//! - `agents`: one document per agent, `_id` = its name.
+//!
+//! Every write is a single-document atomic operation (no transactions, no sessions): a job
+//! changes only through one `findOneAndUpdate` whose filter is the translated
+//! [`Precondition`] and whose update is the translated [`JobUpdate`]. Their Rust
+//! implementations are the reference; `job_filter` and `job_update` must stay
+//! equivalent to them (the contract suite checks it). Instants stay `Int64` milliseconds.
+
 use super::*;
-pub struct MongoStore;
+use broker_schema::messages::AgentState;
+use broker_schema::{DeviceClass, Failure, JobDefinition, JobState, Phase};
+use futures::TryStreamExt;
+use mongodb::bson::{self, Binary, Bson, Document, doc, spec::BinarySubtype};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReturnDocument, WriteConcern};
+use mongodb::{Client, Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::future::IntoFuture;
+use std::time::Duration;
+
+const JOBS: &str = "jobs";
+const OUTPUT: &str = "output";
+const AGENTS: &str = "agents";
+
+/// How long the driver looks for a usable server before giving up: an unreachable database
+/// must surface as [`StoreError::Unavailable`] quickly, not hang the caller.
+const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a majority write may wait for replication before it is reported as failed.
+const MAJORITY_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound on any single operation: the driver has no socket timeout, and a server that
+/// accepts a request and never answers must not stall a scheduler loop forever.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// MongoDB's duplicate-key error code.
+const DUPLICATE_KEY: i32 = 11000;
+
+pub struct MongoStore {
+    /// For `ping`, and so that tests can drop their database.
+    db: Database,
+    jobs: Collection<Document>,
+    output: Collection<Document>,
+    agents: Collection<Document>,
+}
+
 impl MongoStore {
-    pub async fn open(_uri: &str, _db: &str) -> StoreResult<Self> {
-        Err(StoreError::Other("not yet".into()))
+    /// Connects, checks the server answers, and creates the indexes (idempotent).
+    ///
+    /// Options given in the URI win; otherwise server selection and connect time out after
+    /// 5 s and writes use majority write concern (what a replica set needs for "accepted means
+    /// durable"; a standalone server treats majority as itself).
+    pub async fn open(uri: &str, database: &str) -> StoreResult<Self> {
+        let mut opts = ClientOptions::parse(uri)
+            .await
+            .map_err(|e| map_err("parse MongoDB URI", e))?;
+        opts.server_selection_timeout
+            .get_or_insert(SERVER_SELECTION_TIMEOUT);
+        opts.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
+        opts.app_name.get_or_insert_with(|| "flinger".to_owned());
+        opts.write_concern.get_or_insert_with(|| {
+            WriteConcern::builder()
+                .w(Acknowledgment::Majority)
+                .w_timeout(MAJORITY_WRITE_TIMEOUT)
+                .build()
+        });
+        let client = Client::with_options(opts).map_err(|e| map_err("create MongoDB client", e))?;
+        let db = client.database(database);
+        let store = MongoStore {
+            jobs: db.collection(JOBS),
+            output: db.collection(OUTPUT),
+            agents: db.collection(AGENTS),
+            db,
+        };
+        store.ping().await?;
+        store.create_indexes().await?;
+        Ok(store)
+    }
+
+    /// The database this store lives in (tests drop it when done).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    async fn create_indexes(&self) -> StoreResult<()> {
+        let index = |name: &str, keys: Document, unique: bool| {
+            IndexModel::builder()
+                .keys(keys)
+                .options(
+                    IndexOptions::builder()
+                        .name(name.to_owned())
+                        .unique(unique.then_some(true))
+                        .build(),
+                )
+                .build()
+        };
+        let jobs = vec![
+            // Agents' and the queue-position question: waiting jobs of a class in queue order.
+            index(
+                "queue_order",
+                doc! { "queue": 1, "state": 1, "priority": -1, "created_at": 1 },
+                false,
+            ),
+            // The reaper: leases that expired.
+            index("lease_until", doc! { "lease.until": 1 }, false),
+            // The sweeper: jobs never seen on the broker.
+            index("not_enqueued", doc! { "enqueued_at": 1, "updated_at": 1 }, false),
+            index("created_at", doc! { "created_at": 1 }, false),
+            index("tags", doc! { "tags": 1 }, false),
+        ];
+        timed("create job indexes", self.jobs.create_indexes(jobs)).await?;
+        let output = vec![index(
+            "fragment_key",
+            doc! { "job_id": 1, "attempt": 1, "stream": 1, "seq": 1 },
+            true,
+        )];
+        timed("create output indexes", self.output.create_indexes(output)).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    fn backend(&self) -> &'static str {
+        "mongodb"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        timed("ping", self.db.run_command(doc! { "ping": 1 })).await?;
+        Ok(())
+    }
+
+    async fn insert_job(&self, job: &JobRecord) -> StoreResult<Inserted> {
+        let doc = job_to_doc(job)?;
+        // A job discarded between our failed insert and our read is inserted again.
+        for _ in 0..3 {
+            match deadline("insert job", self.jobs.insert_one(doc.clone())).await? {
+                Ok(_) => return Ok(Inserted::New),
+                Err(e) if is_duplicate_key(&e) => {
+                    if let Some(existing) = self.get_job(job.job_id).await? {
+                        return Ok(Inserted::Existing(Box::new(existing)));
+                    }
+                }
+                Err(e) => return Err(map_err("insert job", e)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "insert job {}: it keeps appearing and vanishing",
+            job.job_id
+        )))
+    }
+
+    async fn get_job(&self, job_id: Uuid) -> StoreResult<Option<JobRecord>> {
+        let found = timed("get job", self.jobs.find_one(doc! { "_id": job_id.to_string() })).await?;
+        found.map(job_from_doc).transpose()
+    }
+
+    async fn update_job(
+        &self,
+        job_id: Uuid,
+        pre: &Precondition,
+        update: &JobUpdate,
+    ) -> StoreResult<Option<JobRecord>> {
+        let filter = job_filter(job_id, pre);
+        let found = match job_update(update)? {
+            Modification::Operators {
+                update,
+                array_filters,
+            } => {
+                let mut action = self
+                    .jobs
+                    .find_one_and_update(filter, update)
+                    .return_document(ReturnDocument::After);
+                if let Some(filters) = array_filters {
+                    action = action.array_filters(filters);
+                }
+                timed("update job", action).await?
+            }
+            Modification::Pipeline(stages) => {
+                let action = self
+                    .jobs
+                    .find_one_and_update(filter, stages)
+                    .return_document(ReturnDocument::After);
+                timed("update job", action).await?
+            }
+        };
+        found.map(job_from_doc).transpose()
+    }
+
+    async fn discard_job(&self, job_id: Uuid) -> StoreResult<bool> {
+        let filter = doc! {
+            "_id": job_id.to_string(),
+            "state": JobState::Waiting.as_str(),
+            "enqueued_at": Bson::Null,
+        };
+        let deleted = timed("discard job", self.jobs.delete_one(filter)).await?;
+        Ok(deleted.deleted_count == 1)
+    }
+
+    async fn find_jobs(&self, query: &JobQuery) -> StoreResult<Vec<JobRecord>> {
+        if query.limit == Some(0) {
+            // MongoDB reads `limit(0)` as "no limit".
+            return Ok(vec![]);
+        }
+        let sort = match query.order {
+            // `_id` breaks ties so that pages are stable (the SQLite backend does the same).
+            JobOrder::CreatedAsc => doc! { "created_at": 1, "_id": 1 },
+            JobOrder::CreatedDesc => doc! { "created_at": -1, "_id": -1 },
+            JobOrder::QueueOrder => doc! { "priority": -1, "created_at": 1, "_id": 1 },
+        };
+        let mut find = self.jobs.find(query_filter(query)).sort(sort);
+        if let Some(limit) = query.limit {
+            find = find.limit(i64::from(limit));
+        }
+        let docs: Vec<Document> = timed("find jobs", async move { find.await?.try_collect().await }).await?;
+        docs.into_iter().map(job_from_doc).collect()
+    }
+
+    /// Counts what `find_jobs` would return, `limit` included.
+    async fn count_jobs(&self, query: &JobQuery) -> StoreResult<u64> {
+        let mut count = self.jobs.count_documents(query_filter(query));
+        match query.limit {
+            Some(0) => return Ok(0),
+            Some(limit) => count = count.limit(u64::from(limit)),
+            None => {}
+        }
+        timed("count jobs", count).await
+    }
+
+    async fn append_output(&self, fragments: &[OutputFragment]) -> StoreResult<()> {
+        if fragments.is_empty() {
+            return Ok(());
+        }
+        let docs = fragments
+            .iter()
+            .map(fragment_to_doc)
+            .collect::<StoreResult<Vec<_>>>()?;
+        // Unordered: one duplicate (a redelivered chunk) must not stop the others.
+        match deadline("append output", self.output.insert_many(docs).ordered(false)).await? {
+            Ok(_) => Ok(()),
+            Err(e) => match e.kind.as_ref() {
+                ErrorKind::InsertMany(failure)
+                    if failure.write_concern_error.is_none()
+                        && failure
+                            .write_errors
+                            .as_ref()
+                            .is_some_and(|errs| errs.iter().all(|w| w.code == DUPLICATE_KEY)) =>
+                {
+                    Ok(())
+                }
+                _ => Err(map_err("append output", e)),
+            },
+        }
+    }
+
+    async fn read_output(&self, query: &OutputQuery) -> StoreResult<Vec<OutputFragment>> {
+        // Stored seqs are Int64: none is beyond `i64::MAX`.
+        let Ok(from_seq) = i64::try_from(query.from_seq) else {
+            return Ok(vec![]);
+        };
+        if query.limit == Some(0) {
+            return Ok(vec![]);
+        }
+        let mut filter = doc! {
+            "job_id": query.job_id.to_string(),
+            "attempt": i64::from(query.attempt),
+            "stream": query.stream.as_str(),
+            "seq": { "$gte": from_seq },
+        };
+        if let Some(phase) = query.phase {
+            filter.insert("phase", phase.as_str());
+        }
+        if let Some(since) = query.since {
+            filter.insert("at", doc! { "$gte": since.0 });
+        }
+        let mut find = self.output.find(filter).sort(doc! { "seq": 1 });
+        if let Some(limit) = query.limit {
+            find = find.limit(i64::from(limit));
+        }
+        let docs: Vec<Document> =
+            timed("read output", async move { find.await?.try_collect().await }).await?;
+        docs.iter().map(fragment_from_doc).collect()
+    }
+
+    async fn count_output(&self, job_id: Uuid, attempt: u32, stream: LogStream) -> StoreResult<u64> {
+        let filter =
+            doc! { "job_id": job_id.to_string(), "attempt": i64::from(attempt), "stream": stream.as_str() };
+        timed("count output", self.output.count_documents(filter)).await
+    }
+
+    async fn record_heartbeat(&self, hb: &Heartbeat) -> StoreResult<AgentRecord> {
+        let update = doc! {
+            "$set": reported_fields(&AgentRecord::from_heartbeat(hb))?,
+            // The admin's decisions are only written by `set_agent_admin`; a new agent has none.
+            "$setOnInsert": { "admin_state": Bson::Null, "admin_comment": Bson::Null },
+        };
+        self.upsert_agent("record heartbeat", &hb.agent, update).await
+    }
+
+    async fn set_agent_admin(
+        &self,
+        name: &AgentName,
+        state: Option<AdminState>,
+        comment: &str,
+        _now: Millis,
+    ) -> StoreResult<AgentRecord> {
+        let mut decided = AgentRecord::placeholder(name.clone());
+        decided.set_admin(state, comment);
+        let update = doc! {
+            "$set": {
+                "admin_state": decided.admin_state.map(|s| s.as_str()),
+                "admin_comment": decided.admin_comment.as_deref(),
+            },
+            // Until the agent reports: the placeholder (offline, never seen).
+            "$setOnInsert": reported_fields(&decided)?,
+        };
+        self.upsert_agent("set agent admin state", name, update).await
+    }
+
+    async fn get_agent(&self, name: &AgentName) -> StoreResult<Option<AgentRecord>> {
+        let found = timed("get agent", self.agents.find_one(doc! { "_id": name.as_str() })).await?;
+        found.map(agent_from_doc).transpose()
+    }
+
+    async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>> {
+        let find = self.agents.find(doc! {}).sort(doc! { "_id": 1 });
+        let docs: Vec<Document> =
+            timed("list agents", async move { find.await?.try_collect().await }).await?;
+        docs.into_iter().map(agent_from_doc).collect()
+    }
+}
+
+impl MongoStore {
+    /// One upsert on the agent's document. Two concurrent upserts of a new `_id` can race to
+    /// insert it; the loser gets a duplicate-key error and simply retries as an update.
+    async fn upsert_agent(&self, what: &str, name: &AgentName, update: Document) -> StoreResult<AgentRecord> {
+        let mut retried = false;
+        loop {
+            let action = self
+                .agents
+                .find_one_and_update(doc! { "_id": name.as_str() }, update.clone())
+                .upsert(true)
+                .return_document(ReturnDocument::After);
+            match deadline(what, action).await? {
+                Ok(Some(doc)) => return agent_from_doc(doc),
+                Ok(None) => return Err(StoreError::Other(format!("{what}: upsert returned no document"))),
+                Err(e) if !retried && is_duplicate_key(&e) => retried = true,
+                Err(e) => return Err(map_err(what, e)),
+            }
+        }
+    }
+}
+
+// ----- jobs: document shape
+
+/// A job as stored. Field names are the query vocabulary of [`job_filter`] and [`query_filter`].
+#[derive(Serialize, Deserialize)]
+struct JobDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    queue: DeviceClass,
+    /// The job file as JSON text (see the module docs for why not a subdocument).
+    definition: String,
+    state: JobState,
+    priority: u32,
+    tags: Vec<String>,
+    #[serde(default)]
+    submitted_by: Option<String>,
+    created_at: Millis,
+    updated_at: Millis,
+    #[serde(default)]
+    enqueued_at: Option<Millis>,
+    #[serde(default)]
+    awaiting_attachments: bool,
+    attempt: u32,
+    #[serde(default)]
+    lease: Option<Lease>,
+    #[serde(default)]
+    attempts: Vec<AttemptRecord>,
+    #[serde(default)]
+    started_at: Option<Millis>,
+    #[serde(default)]
+    ended_at: Option<Millis>,
+    #[serde(default)]
+    phase_status: BTreeMap<String, i32>,
+    /// JSON text, like `definition`: the agent reports arbitrary keys.
+    #[serde(default)]
+    device_info: Option<String>,
+    #[serde(default)]
+    failure: Option<Failure>,
+    #[serde(default)]
+    cancel_requested: Option<String>,
+    #[serde(default)]
+    reservation: Option<Reservation>,
+    #[serde(default)]
+    last_output_at: Option<Millis>,
+}
+
+fn job_to_doc(job: &JobRecord) -> StoreResult<Document> {
+    let definition = serde_json::to_string(&job.definition)
+        .map_err(|e| StoreError::Other(format!("job {}: encode definition: {e}", job.job_id)))?;
+    let device_info = job.device_info.as_ref().map(json_text).transpose()?;
+    let shaped = JobDoc {
+        id: job.job_id.to_string(),
+        queue: job.queue.clone(),
+        definition,
+        state: job.state,
+        priority: job.priority,
+        tags: job.tags.clone(),
+        submitted_by: job.submitted_by.clone(),
+        created_at: job.created_at,
+        updated_at: job.updated_at,
+        enqueued_at: job.enqueued_at,
+        awaiting_attachments: job.awaiting_attachments,
+        attempt: job.attempt,
+        lease: job.lease.clone(),
+        attempts: job.attempts.clone(),
+        started_at: job.started_at,
+        ended_at: job.ended_at,
+        phase_status: job.phase_status.clone(),
+        device_info,
+        failure: job.failure.clone(),
+        cancel_requested: job.cancel_requested.clone(),
+        reservation: job.reservation.clone(),
+        last_output_at: job.last_output_at,
+    };
+    bson::to_document(&shaped).map_err(|e| StoreError::Other(format!("job {}: encode: {e}", job.job_id)))
+}
+
+fn job_from_doc(doc: Document) -> StoreResult<JobRecord> {
+    let id = doc.get_str("_id").unwrap_or("?").to_owned();
+    let corrupt =
+        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("job {id}: {what}: {e}"));
+    let d: JobDoc = bson::from_document(doc).map_err(|e| corrupt("decode", &e))?;
+    let job_id = Uuid::parse_str(&d.id).map_err(|e| corrupt("_id", &e))?;
+    let definition: JobDefinition =
+        serde_json::from_str(&d.definition).map_err(|e| corrupt("definition", &e))?;
+    let device_info = d
+        .device_info
+        .map(|s| serde_json::from_str(&s))
+        .transpose()
+        .map_err(|e| corrupt("device_info", &e))?;
+    Ok(JobRecord {
+        job_id,
+        queue: d.queue,
+        definition,
+        state: d.state,
+        priority: d.priority,
+        tags: d.tags,
+        submitted_by: d.submitted_by,
+        created_at: d.created_at,
+        updated_at: d.updated_at,
+        enqueued_at: d.enqueued_at,
+        awaiting_attachments: d.awaiting_attachments,
+        attempt: d.attempt,
+        lease: d.lease,
+        attempts: d.attempts,
+        started_at: d.started_at,
+        ended_at: d.ended_at,
+        phase_status: d.phase_status,
+        device_info,
+        failure: d.failure,
+        cancel_requested: d.cancel_requested,
+        reservation: d.reservation,
+        last_output_at: d.last_output_at,
+    })
+}
+
+fn json_text(v: &serde_json::Value) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Other(format!("encode JSON: {e}")))
+}
+
+fn to_bson<T: Serialize>(what: &str, v: &T) -> StoreResult<Bson> {
+    bson::to_bson(v).map_err(|e| StoreError::Other(format!("encode {what}: {e}")))
+}
+
+// ----- jobs: preconditions, updates and queries translated
+
+/// [`Precondition::holds`] as a filter on the job's document.
+fn job_filter(job_id: Uuid, pre: &Precondition) -> Document {
+    let mut clauses = vec![doc! { "_id": job_id.to_string() }];
+    if let Some(states) = &pre.states {
+        clauses.push(doc! { "state": { "$in": states.iter().map(|s| s.as_str()).collect::<Vec<_>>() } });
+    }
+    if let Some(attempt) = pre.attempt {
+        clauses.push(doc! { "attempt": i64::from(attempt) });
+    }
+    if let Some(agent) = &pre.lease_agent {
+        // Never matches a null or missing lease, like `lease.agent == Some(agent)`.
+        clauses.push(doc! { "lease.agent": agent.as_str() });
+    }
+    if let Some(t) = pre.lease_expired_at {
+        // A comparison never matches null or missing: no lease, no expiry.
+        clauses.push(doc! { "lease.until": { "$lt": t.0 } });
+    }
+    if let Some(t) = pre.lease_valid_at {
+        clauses.push(doc! { "lease.until": { "$gte": t.0 } });
+    }
+    if pre.not_enqueued {
+        // Matches null and missing alike.
+        clauses.push(doc! { "enqueued_at": Bson::Null });
+    }
+    and(clauses)
+}
+
+/// [`JobQuery::matches`] as a filter.
+fn query_filter(q: &JobQuery) -> Document {
+    let mut clauses = vec![];
+    if let Some(queue) = &q.queue {
+        clauses.push(doc! { "queue": queue.as_str() });
+    }
+    if let Some(states) = &q.states {
+        clauses.push(doc! { "state": { "$in": states.iter().map(|s| s.as_str()).collect::<Vec<_>>() } });
+    }
+    if !q.tags.is_empty() {
+        let op = if q.all_tags { "$all" } else { "$in" };
+        clauses.push(doc! { "tags": { op: q.tags.clone() } });
+    }
+    if let Some(t) = q.lease_expired_before {
+        clauses.push(doc! { "lease.until": { "$lt": t.0 } });
+    }
+    if let Some(t) = q.not_enqueued_since {
+        clauses.push(doc! { "enqueued_at": Bson::Null, "updated_at": { "$lt": t.0 } });
+    }
+    if let Some((priority, created)) = q.ahead_of {
+        let p = i64::from(priority);
+        clauses.push(doc! { "$or": [
+            { "priority": { "$gt": p } },
+            { "priority": p, "created_at": { "$lt": created.0 } },
+        ] });
+    }
+    if let Some(t) = q.created_after {
+        clauses.push(doc! { "created_at": { "$gt": t.0 } });
+    }
+    and(clauses)
+}
+
+fn and(mut clauses: Vec<Document>) -> Document {
+    match clauses.len() {
+        0 => Document::new(),
+        1 => clauses.remove(0),
+        _ => doc! { "$and": clauses },
+    }
+}
+
+/// A translated [`JobUpdate`].
+enum Modification {
+    /// Update operators, with the array filters they use. The usual form.
+    Operators {
+        update: Document,
+        array_filters: Option<Vec<Document>>,
+    },
+    /// An aggregation-pipeline update (MongoDB 4.2+), for the one combination update operators
+    /// cannot express in one write: appending an attempt and closing one in the same update
+    /// (`$push` on `attempts` conflicts with any `$set` inside it).
+    Pipeline(Vec<Document>),
+}
+
+/// The array-filter identifier naming the attempt being closed.
+const CLOSING: &str = "closing";
+
+/// [`JobUpdate::apply`] as one update.
+///
+/// - optional fields: `$set` to the value, or to null for `Some(None)`;
+/// - `clear_phase_status` with `phase_status_set`: `$set` the whole map to the one entry
+///   (MongoDB refuses `$set` of `phase_status` and `phase_status.<p>` together, and clearing then
+///   inserting one entry is exactly that map); clear alone: `$set` to `{}`; set alone:
+///   `$set` of `phase_status.<p>`;
+/// - `push_attempt`: `$push`;
+/// - `close_attempt(n, …)`: `$set` of `attempts.$[closing].*` with array filter
+///   `closing.attempt == n`, so a missing attempt changes nothing, as in the reference (a
+///   positional `attempts.<n-1>` path would pad the array with nulls instead).
+fn job_update(u: &JobUpdate) -> StoreResult<Modification> {
+    let mut set = doc! { "updated_at": u.updated_at.0 };
+    if let Some(s) = u.state {
+        set.insert("state", s.as_str());
+    }
+    if let Some(a) = u.attempt {
+        set.insert("attempt", i64::from(a));
+    }
+    if let Some(lease) = &u.lease {
+        set.insert("lease", to_bson("lease", lease)?);
+    }
+    if let Some(t) = u.enqueued_at {
+        set.insert("enqueued_at", t.map(|t| t.0));
+    }
+    if let Some(a) = u.awaiting_attachments {
+        set.insert("awaiting_attachments", a);
+    }
+    if let Some(t) = u.started_at {
+        set.insert("started_at", t.map(|t| t.0));
+    }
+    if let Some(t) = u.ended_at {
+        set.insert("ended_at", t.map(|t| t.0));
+    }
+    if let Some(f) = &u.failure {
+        set.insert("failure", to_bson("failure", f)?);
+    }
+    if let Some(c) = &u.cancel_requested {
+        set.insert("cancel_requested", c.as_deref());
+    }
+    match (u.clear_phase_status, u.phase_status_set) {
+        (true, Some((phase, code))) => {
+            set.insert("phase_status", doc! { phase.as_str(): code });
+        }
+        (true, None) => {
+            set.insert("phase_status", Document::new());
+        }
+        (false, Some((phase, code))) => {
+            // Phase names are fixed snake_case words: safe in a path.
+            set.insert(format!("phase_status.{}", phase.as_str()), code);
+        }
+        (false, None) => {}
+    }
+    if let Some(info) = &u.device_info {
+        set.insert("device_info", info.as_ref().map(json_text).transpose()?);
+    }
+    if let Some(r) = &u.reservation {
+        set.insert("reservation", to_bson("reservation", r)?);
+    }
+    if let Some(t) = u.last_output_at {
+        set.insert("last_output_at", t.0);
+    }
+    let pushed = u
+        .push_attempt
+        .as_ref()
+        .map(|a| to_bson("attempt", a))
+        .transpose()?;
+
+    match (pushed, &u.close_attempt) {
+        (Some(pushed), Some((n, ended, outcome))) => {
+            // Same order as the reference: append, then close attempt `n` (possibly the new one).
+            let mut first = Document::new();
+            for (path, value) in set {
+                // In a pipeline, strings starting with `$` would be field paths.
+                first.insert(path, doc! { "$literal": value });
+            }
+            first.insert(
+                "attempts",
+                doc! { "$concatArrays": [ { "$ifNull": ["$attempts", []] }, [ { "$literal": pushed } ] ] },
+            );
+            let close = doc! {
+                "$map": {
+                    "input": "$attempts",
+                    "as": "a",
+                    "in": { "$cond": [
+                        { "$eq": ["$$a.attempt", i64::from(*n)] },
+                        { "$mergeObjects": ["$$a", {
+                            "ended_at": { "$literal": ended.0 },
+                            "outcome": { "$literal": outcome.as_str() },
+                        }] },
+                        "$$a",
+                    ] },
+                }
+            };
+            Ok(Modification::Pipeline(vec![
+                doc! { "$set": first },
+                doc! { "$set": { "attempts": close } },
+            ]))
+        }
+        (pushed, close) => {
+            let mut array_filters = None;
+            if let Some((n, ended, outcome)) = close {
+                set.insert(format!("attempts.$[{CLOSING}].ended_at"), ended.0);
+                set.insert(format!("attempts.$[{CLOSING}].outcome"), outcome.as_str());
+                array_filters = Some(vec![doc! { format!("{CLOSING}.attempt"): i64::from(*n) }]);
+            }
+            let mut update = doc! { "$set": set };
+            if let Some(pushed) = pushed {
+                update.insert("$push", doc! { "attempts": pushed });
+            }
+            Ok(Modification::Operators {
+                update,
+                array_filters,
+            })
+        }
+    }
+}
+
+// ----- output
+
+fn fragment_to_doc(f: &OutputFragment) -> StoreResult<Document> {
+    Ok(doc! {
+        "job_id": f.job_id.to_string(),
+        "attempt": i64::from(f.attempt),
+        "stream": f.stream.as_str(),
+        "seq": seq_to_i64(f.seq)?,
+        "phase": f.phase.as_str(),
+        "at": f.at.0,
+        "data": Binary { subtype: BinarySubtype::Generic, bytes: f.data.clone() },
+    })
+}
+
+fn fragment_from_doc(d: &Document) -> StoreResult<OutputFragment> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("output fragment {:?}: bad {what}", d.get("_id")));
+    let str_field = |k: &str| d.get_str(k).map_err(|_| corrupt(k));
+    let int_field = |k: &str| match d.get(k) {
+        Some(Bson::Int64(v)) => Ok(*v),
+        Some(Bson::Int32(v)) => Ok(i64::from(*v)),
+        _ => Err(corrupt(k)),
+    };
+    Ok(OutputFragment {
+        job_id: Uuid::parse_str(str_field("job_id")?).map_err(|_| corrupt("job_id"))?,
+        attempt: u32::try_from(int_field("attempt")?).map_err(|_| corrupt("attempt"))?,
+        stream: LogStream::parse(str_field("stream")?).ok_or_else(|| corrupt("stream"))?,
+        seq: u64::try_from(int_field("seq")?).map_err(|_| corrupt("seq"))?,
+        phase: Phase::parse(str_field("phase")?).ok_or_else(|| corrupt("phase"))?,
+        at: Millis(int_field("at")?),
+        data: d.get_binary_generic("data").map_err(|_| corrupt("data"))?.clone(),
+    })
+}
+
+fn seq_to_i64(seq: u64) -> StoreResult<i64> {
+    u64_to_i64("seq", seq)
+}
+
+fn u64_to_i64(what: &str, v: u64) -> StoreResult<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Other(format!("{what} {v} does not fit in a BSON Int64")))
+}
+
+// ----- agents
+
+/// What the agent reports about itself: everything but the admin's decisions.
+fn reported_fields(a: &AgentRecord) -> StoreResult<Document> {
+    Ok(doc! {
+        "state": a.state.as_str(),
+        "job_id": a.job_id.map(|id| id.to_string()),
+        "queues": a.queues.iter().map(|q| q.as_str()).collect::<Vec<_>>(),
+        "location": a.location.as_deref(),
+        "provision_type": a.provision_type.as_deref(),
+        "comment": a.comment.as_deref(),
+        "interval_ms": u64_to_i64("interval_ms", a.interval_ms)?,
+        "last_seen": a.last_seen.0,
+        "version": a.version.as_deref(),
+    })
+}
+
+#[derive(Deserialize)]
+struct AgentDoc {
+    #[serde(rename = "_id")]
+    name: AgentName,
+    state: AgentState,
+    #[serde(default)]
+    job_id: Option<String>,
+    #[serde(default)]
+    queues: Vec<DeviceClass>,
+    #[serde(default)]
+    location: Option<String>,
+    #[serde(default)]
+    provision_type: Option<String>,
+    #[serde(default)]
+    comment: Option<String>,
+    #[serde(default)]
+    admin_state: Option<AdminState>,
+    #[serde(default)]
+    admin_comment: Option<String>,
+    interval_ms: u64,
+    last_seen: Millis,
+    #[serde(default)]
+    version: Option<String>,
+}
+
+fn agent_from_doc(doc: Document) -> StoreResult<AgentRecord> {
+    let name = doc.get_str("_id").unwrap_or("?").to_owned();
+    let d: AgentDoc =
+        bson::from_document(doc).map_err(|e| StoreError::Corrupt(format!("agent {name}: decode: {e}")))?;
+    let job_id = d
+        .job_id
+        .map(|s| Uuid::parse_str(&s))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("agent {name}: job_id: {e}")))?;
+    Ok(AgentRecord {
+        name: d.name,
+        state: d.state,
+        job_id,
+        queues: d.queues,
+        location: d.location,
+        provision_type: d.provision_type,
+        comment: d.comment,
+        admin_state: d.admin_state,
+        admin_comment: d.admin_comment,
+        interval_ms: d.interval_ms,
+        last_seen: d.last_seen,
+        version: d.version,
+    })
+}
+
+// ----- errors
+
+/// Runs one driver operation with [`OPERATION_TIMEOUT`], mapping its error.
+async fn timed<T>(what: &str, op: impl IntoFuture<Output = mongodb::error::Result<T>>) -> StoreResult<T> {
+    deadline(what, op).await?.map_err(|e| map_err(what, e))
+}
+
+/// Runs one driver operation with [`OPERATION_TIMEOUT`], leaving its error to the caller
+/// (for the few that treat a duplicate key as an answer).
+async fn deadline<T>(
+    what: &str,
+    op: impl IntoFuture<Output = mongodb::error::Result<T>>,
+) -> StoreResult<mongodb::error::Result<T>> {
+    tokio::time::timeout(OPERATION_TIMEOUT, op)
+        .await
+        .map_err(|_| StoreError::Unavailable(format!("{what}: no answer within {OPERATION_TIMEOUT:?}")))
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
+        ErrorKind::InsertMany(m) => m
+            .write_errors
+            .as_ref()
+            .is_some_and(|errs| errs.iter().any(|w| w.code == DUPLICATE_KEY)),
+        _ => false,
+    }
+}
+
+/// Server error codes that mean "not now": a failover, a shutdown, a timeout, a write that
+/// could not reach a majority in time. Retrying later is the right answer to all of them.
+const TRANSIENT_CODES: &[i32] = &[
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    50,    // MaxTimeMSExpired
+    64,    // WriteConcernFailed (wtimeout)
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    189,   // PrimarySteppedDown
+    262,   // ExceededTimeLimit
+    9001,  // SocketException
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+];
+
+/// The one place driver errors become [`StoreError`]s.
+fn map_err(what: &str, e: mongodb::error::Error) -> StoreError {
+    let transient = match e.kind.as_ref() {
+        ErrorKind::Io(_)
+        | ErrorKind::ServerSelection { .. }
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::DnsResolve { .. }
+        | ErrorKind::Shutdown => true,
+        ErrorKind::Command(c) => TRANSIENT_CODES.contains(&c.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => TRANSIENT_CODES.contains(&w.code),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => TRANSIENT_CODES.contains(&w.code),
+        ErrorKind::InsertMany(m) => m
+            .write_concern_error
+            .as_ref()
+            .is_some_and(|w| TRANSIENT_CODES.contains(&w.code)),
+        _ => false,
+    } || e.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR);
+    if transient {
+        return StoreError::Unavailable(format!("{what}: {e}"));
+    }
+    match e.kind.as_ref() {
+        ErrorKind::BsonDeserialization(_) | ErrorKind::InvalidResponse { .. } => {
+            StoreError::Corrupt(format!("{what}: {e}"))
+        }
+        _ => StoreError::Other(format!("{what}: {e}")),
     }
 }

@@ -1,8 +1,667 @@
-//! SQLite backend (placeholder, being written).
-use super::*;
-pub struct SqliteStore;
+//! SQLite backend: the embedded default, so that a single-node lab needs no database server.
+//!
+//! Several processes open the same file (the gateway inserts and reads, schedulers write), so
+//! nothing here relies on being alone. Every write is one `BEGIN IMMEDIATE` transaction: it takes
+//! the file's single write lock up front (waiting up to [`BUSY_TIMEOUT`] for another process), so
+//! a transaction that read a job can always write it back. `update_job` loads the job, checks its
+//! precondition and applies its update inside that transaction with the reference semantics
+//! ([`Precondition::holds`], [`JobUpdate::apply`]): a compare-and-set across processes. WAL mode
+//! lets reads proceed while another process writes.
+//!
+//! SQLite calls block, so none runs on the runtime: each connection lives on its own thread
+//! (`tokio-rusqlite`). One writer connection serializes this process's writes; a few read-only
+//! connections answer reads concurrently.
+//!
+//! A job is stored as its JSON document plus columns derived from it for filtering and sorting.
+//! The columns are rewritten from the document on every write, never on their own, so they
+//! cannot drift from it.
+
+use super::{
+    AgentRecord, Inserted, JobOrder, JobQuery, JobRecord, JobUpdate, OutputFragment, OutputQuery,
+    Precondition, Store, StoreError, StoreResult,
+};
+use async_trait::async_trait;
+use broker_schema::messages::{AdminState, Heartbeat, LogStream};
+use broker_schema::{AgentName, Millis, Phase};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio_rusqlite::rusqlite::types::Value;
+use tokio_rusqlite::rusqlite::{self, OptionalExtension, TransactionBehavior, params, params_from_iter};
+use uuid::Uuid;
+
+/// How long a write waits for another process's write lock before giving up as `Unavailable`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Read connections per store: reads run in parallel with each other and with the writer.
+const READERS: usize = 2;
+
+/// Prepared statements kept per connection. `find_jobs` builds one statement per query shape
+/// (which filters are set), so there are a few dozen at most.
+const STATEMENT_CACHE: usize = 64;
+
+/// Schema migrations in order. `PRAGMA user_version` is the number applied; a new migration is
+/// appended here, never edited in place.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE jobs (
+    job_id      TEXT PRIMARY KEY,
+    queue       TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    priority    INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    enqueued_at INTEGER,
+    lease_until INTEGER,
+    tags        TEXT NOT NULL,  -- JSON array of strings, searched with json_each
+    doc         TEXT NOT NULL   -- the JobRecord as JSON: the truth; the columns above derive from it
+);
+-- Agents taking work and the queue-position question: queue, state, then queue order.
+CREATE INDEX jobs_queue_order ON jobs (queue, state, priority DESC, created_at);
+-- Listings, newest or oldest first.
+CREATE INDEX jobs_created ON jobs (created_at);
+-- The reaper: leases that expired.
+CREATE INDEX jobs_lease_until ON jobs (lease_until) WHERE lease_until IS NOT NULL;
+-- The sweeper: submissions never seen on the broker.
+CREATE INDEX jobs_not_enqueued ON jobs (updated_at) WHERE enqueued_at IS NULL;
+
+CREATE TABLE output (
+    job_id  TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    stream  TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    phase   TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    data    BLOB NOT NULL,
+    PRIMARY KEY (job_id, attempt, stream, seq)
+);
+
+CREATE TABLE agents (
+    name      TEXT PRIMARY KEY,
+    last_seen INTEGER NOT NULL,
+    doc       TEXT NOT NULL   -- the AgentRecord as JSON
+);
+"#];
+
+const SELECT_JOB: &str = "SELECT doc FROM jobs WHERE job_id = ?1";
+const INSERT_JOB: &str = "INSERT INTO jobs (job_id, queue, state, priority, created_at, updated_at, enqueued_at, \
+     lease_until, tags, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (job_id) DO NOTHING";
+const UPDATE_JOB: &str = "UPDATE jobs SET queue = ?2, state = ?3, priority = ?4, created_at = ?5, updated_at = ?6, \
+     enqueued_at = ?7, lease_until = ?8, tags = ?9, doc = ?10 WHERE job_id = ?1";
+const DISCARD_JOB: &str = "DELETE FROM jobs WHERE job_id = ?1 AND state = 'waiting' AND enqueued_at IS NULL";
+const INSERT_OUTPUT: &str = "INSERT INTO output (job_id, attempt, stream, seq, phase, at, data) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING";
+const READ_OUTPUT: &str = "SELECT seq, phase, at, data FROM output \
+     WHERE job_id = ?1 AND attempt = ?2 AND stream = ?3 AND seq >= ?4 \
+     AND (?5 IS NULL OR phase = ?5) AND (?6 IS NULL OR at >= ?6) ORDER BY seq LIMIT ?7";
+const COUNT_OUTPUT: &str = "SELECT COUNT(*) FROM output WHERE job_id = ?1 AND attempt = ?2 AND stream = ?3";
+const SELECT_AGENT: &str = "SELECT doc FROM agents WHERE name = ?1";
+const UPSERT_AGENT: &str = "INSERT INTO agents (name, last_seen, doc) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen, doc = excluded.doc";
+const LIST_AGENTS: &str = "SELECT name, doc FROM agents ORDER BY name";
+
+/// A store in one SQLite file, shared safely with other processes that open the same file.
+pub struct SqliteStore {
+    /// The only connection this process writes through, so its own writes never contend.
+    writer: tokio_rusqlite::Connection,
+    /// Read-only connections, used in turn.
+    readers: Vec<tokio_rusqlite::Connection>,
+    next_reader: AtomicUsize,
+}
+
 impl SqliteStore {
-    pub async fn open(_path: &std::path::Path) -> StoreResult<Self> {
-        Err(StoreError::Other("not yet".into()))
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// Safe to call from several processes at once.
+    pub async fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        let path = path.as_ref().to_owned();
+        let open_err =
+            |e: rusqlite::Error| StoreError::Unavailable(format!("opening {}: {e}", path.display()));
+        let writer = tokio_rusqlite::Connection::open(&path).await.map_err(open_err)?;
+        writer
+            .call(|c| {
+                configure(c)?;
+                use_wal(c)?;
+                migrate(c)
+            })
+            .await
+            .map_err(call_err)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = tokio_rusqlite::Connection::open(&path).await.map_err(open_err)?;
+            reader
+                .call(|c| {
+                    configure(c)?;
+                    c.pragma_update(None, "query_only", true)?;
+                    Ok(())
+                })
+                .await
+                .map_err(call_err)?;
+            readers.push(reader);
+        }
+        Ok(SqliteStore {
+            writer,
+            readers,
+            next_reader: AtomicUsize::new(0),
+        })
     }
+
+    async fn write<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        F: FnOnce(&mut rusqlite::Connection) -> StoreResult<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.writer.call(f).await.map_err(call_err)
+    }
+
+    async fn read<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        F: FnOnce(&mut rusqlite::Connection) -> StoreResult<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        self.readers[i].call(f).await.map_err(call_err)
+    }
+}
+
+/// Per-connection settings (the WAL mode itself is a property of the file).
+fn configure(c: &rusqlite::Connection) -> StoreResult<()> {
+    c.busy_timeout(BUSY_TIMEOUT)?;
+    // In WAL mode, NORMAL loses no committed transaction on a process crash, only possibly the
+    // last ones on power loss; it spares an fsync per commit.
+    c.pragma_update(None, "synchronous", "NORMAL")?;
+    c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(())
+}
+
+/// Switches the file to WAL. Another process opening the file at the same moment can hold a lock
+/// the switch needs, so a busy answer is retried until the busy timeout.
+fn use_wal(c: &rusqlite::Connection) -> StoreResult<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match c.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+            Ok(mode) => {
+                return Err(StoreError::Other(format!(
+                    "cannot use WAL mode (journal mode is {mode})"
+                )));
+            }
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Applies the migrations this database lacks, in one transaction (so concurrent openers apply
+/// each exactly once).
+fn migrate(c: &mut rusqlite::Connection) -> StoreResult<()> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let applied: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if applied > known {
+        return Err(StoreError::Other(format!(
+            "database schema version {applied} is newer than this program's ({known}); upgrade Flinger"
+        )));
+    }
+    for migration in &MIGRATIONS[applied as usize..] {
+        tx.execute_batch(migration)?;
+    }
+    tx.pragma_update(None, "user_version", known)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn immediate(c: &mut rusqlite::Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    c.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// The one place SQLite errors become store errors.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) => match f.code {
+                C::DatabaseBusy
+                | C::DatabaseLocked
+                | C::SystemIoFailure
+                | C::CannotOpen
+                | C::DiskFull
+                | C::OutOfMemory
+                | C::FileLockingProtocolFailed
+                | C::PermissionDenied
+                | C::ReadOnly => StoreError::Unavailable(format!("sqlite: {e}")),
+                C::DatabaseCorrupt | C::NotADatabase => StoreError::Corrupt(format!("sqlite: {e}")),
+                _ => StoreError::Other(format!("sqlite: {e}")),
+            },
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::Utf8Error(..) => StoreError::Corrupt(format!("sqlite: {e}")),
+            _ => StoreError::Other(format!("sqlite: {e}")),
+        }
+    }
+}
+
+fn call_err(e: tokio_rusqlite::Error<StoreError>) -> StoreError {
+    match e {
+        tokio_rusqlite::Error::Error(e) => e,
+        tokio_rusqlite::Error::ConnectionClosed => StoreError::Unavailable("sqlite connection closed".into()),
+        other => StoreError::Other(format!("sqlite: {other}")),
+    }
+}
+
+fn decode_job(doc: &str) -> StoreResult<JobRecord> {
+    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("job document: {e}")))
+}
+
+fn decode_agent(name: &str, doc: &str) -> StoreResult<AgentRecord> {
+    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("agent {name}: {e}")))
+}
+
+fn encode<T: serde::Serialize>(what: &str, v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Other(format!("encoding {what}: {e}")))
+}
+
+fn to_i64(what: &str, v: u64) -> StoreResult<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Other(format!("{what} {v} is out of range")))
+}
+
+/// A job as stored: its document and the columns derived from it.
+struct JobRow {
+    job_id: String,
+    queue: String,
+    state: &'static str,
+    priority: i64,
+    created_at: i64,
+    updated_at: i64,
+    enqueued_at: Option<i64>,
+    lease_until: Option<i64>,
+    tags: String,
+    doc: String,
+}
+
+impl JobRow {
+    fn of(job: &JobRecord) -> StoreResult<Self> {
+        Ok(JobRow {
+            job_id: job.job_id.to_string(),
+            queue: job.queue.as_str().to_owned(),
+            state: job.state.as_str(),
+            priority: i64::from(job.priority),
+            created_at: job.created_at.0,
+            updated_at: job.updated_at.0,
+            enqueued_at: job.enqueued_at.map(|t| t.0),
+            lease_until: job.lease.as_ref().map(|l| l.until.0),
+            tags: encode("tags", &job.tags)?,
+            doc: encode("job", job)?,
+        })
+    }
+
+    /// Runs [`INSERT_JOB`] or [`UPDATE_JOB`], which take the same parameters.
+    fn execute(&self, c: &rusqlite::Connection, sql: &str) -> rusqlite::Result<usize> {
+        c.prepare_cached(sql)?.execute(params![
+            self.job_id,
+            self.queue,
+            self.state,
+            self.priority,
+            self.created_at,
+            self.updated_at,
+            self.enqueued_at,
+            self.lease_until,
+            self.tags,
+            self.doc,
+        ])
+    }
+}
+
+/// The `FROM … WHERE …` part of a job query and its parameters: every [`JobQuery`] filter in SQL,
+/// with exactly the semantics of [`JobQuery::matches`], so that `LIMIT` and `COUNT` are right.
+fn job_filter(q: &JobQuery) -> (String, Vec<Value>) {
+    fn placeholders(n: usize) -> String {
+        vec!["?"; n].join(", ")
+    }
+    let mut sql = String::from(" FROM jobs WHERE 1");
+    let mut args: Vec<Value> = vec![];
+    if let Some(queue) = &q.queue {
+        sql.push_str(" AND queue = ?");
+        args.push(Value::Text(queue.as_str().to_owned()));
+    }
+    if let Some(states) = &q.states {
+        if states.is_empty() {
+            sql.push_str(" AND 0");
+        } else {
+            sql.push_str(&format!(" AND state IN ({})", placeholders(states.len())));
+            args.extend(states.iter().map(|s| Value::Text(s.as_str().to_owned())));
+        }
+    }
+    if !q.tags.is_empty() {
+        let tags: BTreeSet<&String> = q.tags.iter().collect();
+        let list = placeholders(tags.len());
+        if q.all_tags {
+            sql.push_str(&format!(
+                " AND (SELECT COUNT(DISTINCT value) FROM json_each(jobs.tags) WHERE value IN ({list})) = ?"
+            ));
+        } else {
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM json_each(jobs.tags) WHERE value IN ({list}))"
+            ));
+        }
+        args.extend(tags.iter().map(|t| Value::Text((*t).clone())));
+        if q.all_tags {
+            args.push(Value::Integer(tags.len() as i64));
+        }
+    }
+    if let Some(t) = q.lease_expired_before {
+        sql.push_str(" AND lease_until < ?");
+        args.push(Value::Integer(t.0));
+    }
+    if let Some(t) = q.not_enqueued_since {
+        sql.push_str(" AND enqueued_at IS NULL AND updated_at < ?");
+        args.push(Value::Integer(t.0));
+    }
+    if let Some((priority, created)) = q.ahead_of {
+        sql.push_str(" AND (priority > ? OR (priority = ? AND created_at < ?))");
+        args.extend([
+            Value::Integer(i64::from(priority)),
+            Value::Integer(i64::from(priority)),
+            Value::Integer(created.0),
+        ]);
+    }
+    if let Some(t) = q.created_after {
+        sql.push_str(" AND created_at > ?");
+        args.push(Value::Integer(t.0));
+    }
+    (sql, args)
+}
+
+fn job_order(order: JobOrder) -> &'static str {
+    // `job_id` breaks ties so that pages are stable.
+    match order {
+        JobOrder::CreatedAsc => " ORDER BY created_at, job_id",
+        JobOrder::CreatedDesc => " ORDER BY created_at DESC, job_id DESC",
+        JobOrder::QueueOrder => " ORDER BY priority DESC, created_at, job_id",
+    }
+}
+
+/// SQLite's "no limit".
+fn sql_limit(limit: Option<u32>) -> Value {
+    Value::Integer(limit.map_or(-1, i64::from))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|c| {
+            c.prepare_cached("SELECT COUNT(*) FROM sqlite_master")?
+                .query_row([], |r| r.get::<_, i64>(0))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_job(&self, job: &JobRecord) -> StoreResult<Inserted> {
+        let row = JobRow::of(job)?;
+        self.write(move |c| {
+            let tx = immediate(c)?;
+            let inserted = row.execute(&tx, INSERT_JOB)? == 1;
+            let outcome = if inserted {
+                Inserted::New
+            } else {
+                let doc: String = tx
+                    .prepare_cached(SELECT_JOB)?
+                    .query_row([&row.job_id], |r| r.get(0))?;
+                Inserted::Existing(Box::new(decode_job(&doc)?))
+            };
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn get_job(&self, job_id: Uuid) -> StoreResult<Option<JobRecord>> {
+        self.read(move |c| {
+            let doc: Option<String> = c
+                .prepare_cached(SELECT_JOB)?
+                .query_row([job_id.to_string()], |r| r.get(0))
+                .optional()?;
+            doc.map(|d| decode_job(&d)).transpose()
+        })
+        .await
+    }
+
+    async fn update_job(
+        &self,
+        job_id: Uuid,
+        pre: &Precondition,
+        update: &JobUpdate,
+    ) -> StoreResult<Option<JobRecord>> {
+        let (pre, update) = (pre.clone(), update.clone());
+        self.write(move |c| {
+            let tx = immediate(c)?;
+            let doc: Option<String> = tx
+                .prepare_cached(SELECT_JOB)?
+                .query_row([job_id.to_string()], |r| r.get(0))
+                .optional()?;
+            let Some(doc) = doc else { return Ok(None) };
+            let mut job = decode_job(&doc)?;
+            if !pre.holds(&job) {
+                return Ok(None); // dropping the transaction rolls it back: nothing was written
+            }
+            update.apply(&mut job);
+            JobRow::of(&job)?.execute(&tx, UPDATE_JOB)?;
+            tx.commit()?;
+            Ok(Some(job))
+        })
+        .await
+    }
+
+    async fn discard_job(&self, job_id: Uuid) -> StoreResult<bool> {
+        self.write(move |c| {
+            let tx = immediate(c)?;
+            let deleted = tx.prepare_cached(DISCARD_JOB)?.execute([job_id.to_string()])? == 1;
+            tx.commit()?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn find_jobs(&self, query: &JobQuery) -> StoreResult<Vec<JobRecord>> {
+        let (filter, mut args) = job_filter(query);
+        let sql = format!("SELECT doc{filter}{} LIMIT ?", job_order(query.order));
+        args.push(sql_limit(query.limit));
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let docs = stmt.query_map(params_from_iter(args), |r| r.get::<_, String>(0))?;
+            docs.map(|d| decode_job(&d?)).collect()
+        })
+        .await
+    }
+
+    async fn count_jobs(&self, query: &JobQuery) -> StoreResult<u64> {
+        let (filter, mut args) = job_filter(query);
+        let sql = format!("SELECT COUNT(*) FROM (SELECT 1{filter} LIMIT ?)");
+        args.push(sql_limit(query.limit));
+        self.read(move |c| {
+            let n: i64 = c
+                .prepare_cached(&sql)?
+                .query_row(params_from_iter(args), |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn append_output(&self, fragments: &[OutputFragment]) -> StoreResult<()> {
+        if fragments.is_empty() {
+            return Ok(());
+        }
+        let rows = fragments
+            .iter()
+            .map(|f| {
+                Ok((
+                    f.job_id.to_string(),
+                    f.attempt,
+                    f.stream.as_str(),
+                    to_i64("output seq", f.seq)?,
+                    f.phase.as_str(),
+                    f.at.0,
+                    f.data.clone(),
+                ))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.write(move |c| {
+            let tx = immediate(c)?;
+            {
+                let mut stmt = tx.prepare_cached(INSERT_OUTPUT)?;
+                for (job_id, attempt, stream, seq, phase, at, data) in &rows {
+                    stmt.execute(params![job_id, attempt, stream, seq, phase, at, data])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read_output(&self, query: &OutputQuery) -> StoreResult<Vec<OutputFragment>> {
+        let q = query.clone();
+        let from_seq = i64::try_from(q.from_seq).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(READ_OUTPUT)?;
+            let rows = stmt.query_map(
+                params![
+                    q.job_id.to_string(),
+                    q.attempt,
+                    q.stream.as_str(),
+                    from_seq,
+                    q.phase.map(Phase::as_str),
+                    q.since.map(|t| t.0),
+                    sql_limit(q.limit),
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                    ))
+                },
+            )?;
+            rows.map(|row| {
+                let (seq, phase, at, data) = row?;
+                let phase = Phase::parse(&phase).ok_or_else(|| {
+                    StoreError::Corrupt(format!("output of job {}: phase {phase:?}", q.job_id))
+                })?;
+                Ok(OutputFragment {
+                    job_id: q.job_id,
+                    attempt: q.attempt,
+                    stream: q.stream,
+                    seq: seq as u64,
+                    phase,
+                    at: Millis(at),
+                    data,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn count_output(&self, job_id: Uuid, attempt: u32, stream: LogStream) -> StoreResult<u64> {
+        self.read(move |c| {
+            let n: i64 = c
+                .prepare_cached(COUNT_OUTPUT)?
+                .query_row(params![job_id.to_string(), attempt, stream.as_str()], |r| {
+                    r.get(0)
+                })?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn record_heartbeat(&self, hb: &Heartbeat) -> StoreResult<AgentRecord> {
+        let hb = hb.clone();
+        self.write(move |c| {
+            upsert_agent(c, hb.agent.as_str(), |stored| match stored {
+                Some(mut agent) => {
+                    agent.apply_heartbeat(&hb);
+                    agent
+                }
+                None => AgentRecord::from_heartbeat(&hb),
+            })
+        })
+        .await
+    }
+
+    async fn set_agent_admin(
+        &self,
+        name: &AgentName,
+        state: Option<AdminState>,
+        comment: &str,
+        _now: Millis,
+    ) -> StoreResult<AgentRecord> {
+        let (name, comment) = (name.clone(), comment.to_owned());
+        self.write(move |c| {
+            upsert_agent(c, name.as_str(), |stored| {
+                let mut agent = stored.unwrap_or_else(|| AgentRecord::placeholder(name.clone()));
+                agent.set_admin(state, &comment);
+                agent
+            })
+        })
+        .await
+    }
+
+    async fn get_agent(&self, name: &AgentName) -> StoreResult<Option<AgentRecord>> {
+        let name = name.as_str().to_owned();
+        self.read(move |c| {
+            let doc: Option<String> = c
+                .prepare_cached(SELECT_AGENT)?
+                .query_row([&name], |r| r.get(0))
+                .optional()?;
+            doc.map(|d| decode_agent(&name, &d)).transpose()
+        })
+        .await
+    }
+
+    async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(LIST_AGENTS)?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            rows.map(|row| {
+                let (name, doc) = row?;
+                decode_agent(&name, &doc)
+            })
+            .collect()
+        })
+        .await
+    }
+}
+
+/// Reads an agent, changes it with `change`, and writes it back, in one write transaction.
+fn upsert_agent(
+    c: &mut rusqlite::Connection,
+    name: &str,
+    change: impl FnOnce(Option<AgentRecord>) -> AgentRecord,
+) -> StoreResult<AgentRecord> {
+    let tx = immediate(c)?;
+    let doc: Option<String> = tx
+        .prepare_cached(SELECT_AGENT)?
+        .query_row([name], |r| r.get(0))
+        .optional()?;
+    let agent = change(doc.map(|d| decode_agent(name, &d)).transpose()?);
+    let doc = encode("agent", &agent)?;
+    tx.prepare_cached(UPSERT_AGENT)?
+        .execute(params![name, agent.last_seen.0, doc])?;
+    tx.commit()?;
+    Ok(agent)
 }
