@@ -8,6 +8,10 @@
 //!   `/bin/sh` in the job's run directory, so existing `testflinger-device-connector` setups keep
 //!   working.
 //! - [`fake`]: a simulated device for demos, tests and load, with failure injection.
+//!
+//! `process` holds the process-group handling the `command` connector (and any future
+//! connector that runs local programs) relies on; `duration` the duration syntax of the
+//! connector YAML. `docs/connectors.md` is the operator's and implementer's guide.
 
 use async_trait::async_trait;
 use broker_schema::{JobDefinition, Phase};
@@ -21,7 +25,12 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub mod command;
+mod duration;
 pub mod fake;
+mod process;
+
+pub use command::{CommandConfig, CommandConnector};
+pub use fake::{FakeBehaviour, FakeConfig, FakeConnector};
 
 /// Exit code by which a connector says "device recovery failed": the agent takes itself
 /// offline (Testflinger's convention).
