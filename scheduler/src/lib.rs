@@ -1,10 +1,29 @@
 //! The scheduler: the only writer of job state.
 //!
-//! It records submissions from any producer, grants and renews leases (request/reply), reclaims
-//! expired ones, enforces timeouts the agents cannot, and projects status and output events into
-//! the store. Several schedulers may run at once: every write is a single-document atomic update
-//! with the expected state as its precondition.
+//! It records submissions from any producer ([`submissions`]), grants and renews leases by
+//! request/reply ([`lease`], [`rpc`]), carries out cancels, reservation extensions and agent
+//! state changes ([`commands`]), projects agents' events into the store ([`projector`]),
+//! reclaims expired leases and ends jobs whose agents overran a deadline ([`reaper`]), and
+//! republishes jobs that never reached the broker ([`outbox`]).
 //!
-//! [`store`] is shared with the gateway, which reads from it.
+//! Several schedulers may run at once: every write is a single-document atomic update whose
+//! precondition carries the state it expects ([`core::Core::modify`]).
+//!
+//! [`store`] (the trait and both backends) is shared with the gateway, which reads from it.
+//! This crate never runs a job's phases and knows nothing about HTTP.
 
+pub mod app;
+pub mod commands;
+pub mod config;
+pub mod core;
+pub mod delivery;
+pub mod lease;
+pub mod outbox;
+pub mod projector;
+pub mod reaper;
+pub mod rpc;
 pub mod store;
+pub mod submissions;
+
+pub use app::Scheduler;
+pub use config::SchedulerConfig;

@@ -1,1 +1,96 @@
-fn main() {}
+//! `flinger-scheduler`: the only writer of job state. Run one or several.
+
+use anyhow::Context;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use broker_schema::service::{BrokerArgs, LogFormat, init_tracing, shutdown_on_signals};
+use clap::Parser;
+use flinger_scheduler::store::{DynStore, StoreConfig};
+use flinger_scheduler::{Scheduler, SchedulerConfig};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+#[derive(Parser, Debug)]
+#[command(name = "flinger-scheduler", version, about = "Flinger's scheduler: leases, timeouts, reservations, recovery")]
+struct Args {
+    /// The store: `sqlite:PATH` (embedded) or `mongodb://HOST:PORT/DB`.
+    #[arg(long, env = "FLINGER_STORE", default_value = "sqlite:flinger.db")]
+    store: String,
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Lease length in seconds.
+    #[arg(long, env = "FLINGER_LEASE_SECS", default_value_t = 30.0)]
+    lease_secs: f64,
+    /// How often agents renew their lease, in seconds.
+    #[arg(long, env = "FLINGER_RENEW_SECS", default_value_t = 10.0)]
+    renew_secs: f64,
+    /// Leases a job may be granted before it fails instead of being requeued.
+    #[arg(long, env = "FLINGER_MAX_ATTEMPTS", default_value_t = 3)]
+    max_attempts: u32,
+    /// How often the reaper looks for expired leases, in seconds.
+    #[arg(long, env = "FLINGER_REAP_SECS", default_value_t = 2.0)]
+    reap_secs: f64,
+    /// Republish a waiting job not seen on the broker after this many seconds.
+    #[arg(long, env = "FLINGER_REPUBLISH_SECS", default_value_t = 15.0)]
+    republish_secs: f64,
+    /// Seconds past a job's own deadline before the scheduler ends it if its agent has not.
+    #[arg(long, env = "FLINGER_BACKSTOP_GRACE_SECS", default_value_t = 60.0)]
+    backstop_grace_secs: f64,
+    #[arg(long, env = "FLINGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.001))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing(args.log_format);
+    if args.renew_secs * 2.0 > args.lease_secs {
+        warn!(lease = args.lease_secs, renew = args.renew_secs, "renewal interval should be well under half the lease");
+    }
+    let config = SchedulerConfig {
+        lease: secs(args.lease_secs),
+        renew_every: secs(args.renew_secs),
+        max_attempts: args.max_attempts.max(1),
+        reap_every: secs(args.reap_secs),
+        republish_after: secs(args.republish_secs),
+        backstop_grace: secs(args.backstop_grace_secs),
+        ..SchedulerConfig::default()
+    };
+    let shutdown = shutdown_on_signals();
+    let store_config = StoreConfig::parse(&args.store).map_err(anyhow::Error::msg).context("--store")?;
+    let Some(store) = open_store(&store_config, &shutdown).await else {
+        return Ok(());
+    };
+    let name = format!("flinger-scheduler {}", std::process::id());
+    Scheduler::new(args.broker.bus_config(name), store, config, shutdown).run().await;
+    Ok(())
+}
+
+/// Opens the store, retrying with backoff while the database is unreachable.
+async fn open_store(config: &StoreConfig, shutdown: &CancellationToken) -> Option<DynStore> {
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .without_max_times()
+        .build();
+    loop {
+        match config.open().await {
+            Ok(store) => {
+                info!(backend = store.backend(), "store open");
+                return Some(store);
+            }
+            Err(e) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                warn!(error = %e, retry_in = ?delay, "cannot open the store");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return None,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! The scheduler service: its consumers and periodic tasks, started together and stopped
+//! together on shutdown.
+
+use crate::config::SchedulerConfig;
+use crate::core::Core;
+use crate::delivery::{Disposition, settle};
+use crate::projector::{self, FinishWaits};
+use crate::store::{DynStore, StoreError};
+use crate::{outbox, reaper, rpc, submissions};
+use broker_schema::bus::{self, Bus, BusConfig, BusError, PublishOptions, Publisher, supervise};
+use broker_schema::messages::{Heartbeat, JobEvent, OutputChunk};
+use broker_schema::{Message, decode};
+use futures::StreamExt;
+use lapin::message::Delivery;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// How long a requeued delivery waits before it is given back (so that a store outage does not
+/// turn into a hot redelivery loop).
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Most output chunks projected in one store call.
+const OUTPUT_BATCH: usize = 256;
+
+/// Everything the scheduler needs to run.
+pub struct Scheduler {
+    core: Arc<Core>,
+    bus: Bus,
+}
+
+impl Scheduler {
+    pub fn new(bus_config: BusConfig, store: DynStore, config: SchedulerConfig, shutdown: CancellationToken) -> Self {
+        let names = bus_config.names.clone();
+        let bus = Bus::new(bus_config, shutdown);
+        let publisher = Arc::new(Publisher::new(bus.clone(), "flinger-scheduler"));
+        Scheduler { core: Arc::new(Core { store, publisher, names, config }), bus }
+    }
+
+    /// Runs until the bus's shutdown token is cancelled, then lets every task finish its
+    /// current message and closes channels before the connection.
+    pub async fn run(self) {
+        let shutdown = self.bus.shutdown_token().clone();
+        let names = self.core.names.clone();
+        let mut tasks = JoinSet::new();
+        for (queue, handler) in [
+            (names.scheduler_submissions_queue(), Arc::new(RecordSubmissions) as Arc<dyn DeliveryHandler>),
+            (names.scheduler_status_queue(), Arc::new(ProjectStatus::default())),
+        ] {
+            let (core, bus) = (self.core.clone(), self.bus.clone());
+            tasks.spawn(async move {
+                let token = bus.shutdown_token().clone();
+                supervise(&queue.clone(), &token, || consume_one_by_one(&core, &bus, &queue, 64, handler.as_ref())).await
+            });
+        }
+        {
+            let (core, bus) = (self.core.clone(), self.bus.clone());
+            tasks.spawn(async move {
+                supervise("output", &bus.shutdown_token().clone(), || consume_output(&core, &bus)).await
+            });
+        }
+        {
+            let (core, bus) = (self.core.clone(), self.bus.clone());
+            tasks.spawn(async move { supervise("rpc", &bus.shutdown_token().clone(), || serve_rpc(&core, &bus)).await });
+        }
+        {
+            let core = self.core.clone();
+            tasks.spawn(every(self.core.config.reap_every, shutdown.clone(), "reaper", move || {
+                let core = core.clone();
+                async move {
+                    let r = reaper::reap_once(&core).await?;
+                    if r != Default::default() {
+                        info!(?r, "reaper pass");
+                    }
+                    Ok(())
+                }
+            }));
+        }
+        {
+            let core = self.core.clone();
+            let period = (self.core.config.republish_after / 3).max(Duration::from_millis(200));
+            tasks.spawn(every(period, shutdown.clone(), "outbox", move || {
+                let core = core.clone();
+                async move { outbox::sweep_once(&core).await.map(|_| ()) }
+            }));
+        }
+        info!(store = self.core.store.backend(), namespace = names.namespace(), "scheduler running");
+        shutdown.cancelled().await;
+        info!("scheduler stopping");
+        if tokio::time::timeout(Duration::from_secs(30), async { while tasks.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            warn!("tasks did not stop in 30 s; aborting them");
+            tasks.abort_all();
+        }
+        self.core.publisher.close().await;
+        self.bus.close().await;
+        info!("scheduler stopped");
+    }
+}
+
+fn store_disposition(r: Result<Disposition, StoreError>) -> Disposition {
+    r.unwrap_or_else(|e| {
+        warn!(error = %e, "store error; message requeued");
+        Disposition::Retry
+    })
+}
+
+/// What to do with each delivery of a queue consumed one by one.
+#[async_trait::async_trait]
+trait DeliveryHandler: Send + Sync {
+    async fn handle(&self, core: &Core, d: &Delivery) -> Result<Disposition, StoreError>;
+}
+
+/// The scheduler's copy of every submission.
+struct RecordSubmissions;
+
+#[async_trait::async_trait]
+impl DeliveryHandler for RecordSubmissions {
+    async fn handle(&self, core: &Core, d: &Delivery) -> Result<Disposition, StoreError> {
+        let ct = d.properties.content_type().as_ref().map(|c| c.to_string());
+        let app = d.properties.app_id().as_ref().map(|a| a.to_string());
+        submissions::record(core, ct.as_deref(), &d.data, app.as_deref()).await
+    }
+}
+
+/// Job events and heartbeats.
+#[derive(Default)]
+struct ProjectStatus {
+    waits: tokio::sync::Mutex<FinishWaits>,
+}
+
+#[async_trait::async_trait]
+impl DeliveryHandler for ProjectStatus {
+    async fn handle(&self, core: &Core, d: &Delivery) -> Result<Disposition, StoreError> {
+        if let Err(e) = broker_schema::codec::check_content_type(d.properties.content_type().as_ref().map(|c| c.as_str())) {
+            return Ok(Disposition::Dead(e.to_string()));
+        }
+        let kind = d.properties.kind().as_ref().map(|k| k.to_string()).unwrap_or_default();
+        if kind == Heartbeat::KIND || d.routing_key.as_str().starts_with("agent.") {
+            return match decode::<Heartbeat>(&d.data) {
+                Ok(hb) => core.store.record_heartbeat(&hb).await.map(|_| Disposition::Ack),
+                Err(e) => Ok(Disposition::Dead(e.to_string())),
+            };
+        }
+        match decode::<JobEvent>(&d.data) {
+            Ok(ev) => projector::project_event(core, &ev, &mut *self.waits.lock().await).await,
+            Err(e) => Ok(Disposition::Dead(e.to_string())),
+        }
+    }
+}
+
+/// Opens a channel and a consumer; the consumer loops below own both and close the channel on
+/// the way out, so unacknowledged deliveries go back to the queue at once.
+async fn open(bus: &Bus, queue: &str, prefetch: u16) -> Result<(lapin::Channel, u64, lapin::Consumer), BusError> {
+    let (ch, generation) = bus.channel().await?;
+    let tag = format!("flinger-scheduler-{}", uuid::Uuid::new_v4().simple());
+    let consumer = bus::consume(&ch, queue, &tag, prefetch).await?;
+    Ok((ch, generation, consumer))
+}
+
+async fn next_delivery(consumer: &mut lapin::Consumer, shutdown: &CancellationToken) -> Result<Option<Delivery>, BusError> {
+    tokio::select! {
+        d = consumer.next() => match d {
+            Some(Ok(d)) => Ok(Some(d)),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(BusError::Amqp(lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed)))),
+        },
+        _ = shutdown.cancelled() => Ok(None),
+    }
+}
+
+/// Consumes a queue one delivery at a time (keeping the queue's order), settling each.
+async fn consume_one_by_one(
+    core: &Core,
+    bus: &Bus,
+    queue: &str,
+    prefetch: u16,
+    handler: &dyn DeliveryHandler,
+) -> Result<(), BusError> {
+    let (ch, generation, mut consumer) = open(bus, queue, prefetch).await?;
+    let shutdown = bus.shutdown_token().clone();
+    let result = async {
+        while let Some(d) = next_delivery(&mut consumer, &shutdown).await? {
+            let disposition = store_disposition(handler.handle(core, &d).await);
+            if disposition == Disposition::Retry {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            settle(&d, disposition, &core.publisher, &core.names, queue).await?;
+        }
+        Ok(())
+    }
+    .await;
+    let _ = ch.close(200, "bye".into()).await;
+    if result.is_err() {
+        bus.broken(generation).await;
+    }
+    result
+}
+
+/// Consumes output chunks in batches: one store call per batch.
+async fn consume_output(core: &Core, bus: &Bus) -> Result<(), BusError> {
+    let queue = core.names.scheduler_output_queue();
+    let (ch, generation, mut consumer) = open(bus, &queue, OUTPUT_BATCH as u16 * 2).await?;
+    let shutdown = bus.shutdown_token().clone();
+    let result = async {
+        while let Some(first) = next_delivery(&mut consumer, &shutdown).await? {
+            let mut batch = vec![first];
+            // Take whatever else is already here, without waiting for more.
+            while batch.len() < OUTPUT_BATCH {
+                match tokio::time::timeout(Duration::from_millis(1), consumer.next()).await {
+                    Ok(Some(Ok(d))) => batch.push(d),
+                    Ok(Some(Err(e))) => return Err(e.into()),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let mut chunks = Vec::with_capacity(batch.len());
+            let mut good = Vec::with_capacity(batch.len());
+            for d in batch {
+                match decode::<OutputChunk>(&d.data) {
+                    Ok(c) => {
+                        chunks.push(c);
+                        good.push(d);
+                    }
+                    Err(e) => settle(&d, Disposition::Dead(e.to_string()), &core.publisher, &core.names, &queue).await?,
+                }
+            }
+            let disposition = store_disposition(projector::project_output(core, &chunks).await.map(|_| Disposition::Ack));
+            if disposition == Disposition::Retry {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            for d in &good {
+                let again = if disposition == Disposition::Retry { Disposition::Retry } else { Disposition::Ack };
+                settle(d, again, &core.publisher, &core.names, &queue).await?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let _ = ch.close(200, "bye".into()).await;
+    if result.is_err() {
+        bus.broken(generation).await;
+    }
+    result
+}
+
+/// Serves scheduler requests concurrently (up to the prefetch), replying to each.
+async fn serve_rpc(core: &Arc<Core>, bus: &Bus) -> Result<(), BusError> {
+    let queue = core.names.scheduler_rpc_queue();
+    let (ch, generation, mut consumer) = open(bus, &queue, 32).await?;
+    let shutdown = bus.shutdown_token().clone();
+    let mut inflight = JoinSet::new();
+    let result = async {
+        while let Some(d) = next_delivery(&mut consumer, &shutdown).await? {
+            while inflight.try_join_next().is_some() {}
+            let core = core.clone();
+            let queue = queue.clone();
+            inflight.spawn(async move {
+                let (reply, disposition) = rpc::handle(&core, &d.data).await;
+                if disposition == Disposition::Retry {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                if let (Some(reply), Some(to)) = (reply, d.properties.reply_to().as_ref()) {
+                    let opts = PublishOptions {
+                        correlation_id: d.properties.correlation_id().as_ref().map(|c| c.to_string()),
+                        transient: true,
+                        ..Default::default()
+                    };
+                    // One attempt: a caller that does not hear back retries, and every request
+                    // is idempotent.
+                    if let Err(e) = core.publisher.publish("", to.as_str(), &reply, &opts).await {
+                        debug!(error = %e, "reply not delivered");
+                    }
+                }
+                if let Err(e) = settle(&d, disposition, &core.publisher, &core.names, &queue).await {
+                    debug!(error = %e, "cannot settle a request; it will be redelivered");
+                }
+            });
+        }
+        Ok(())
+    }
+    .await;
+    while inflight.join_next().await.is_some() {}
+    let _ = ch.close(200, "bye".into()).await;
+    if result.is_err() {
+        bus.broken(generation).await;
+    }
+    result
+}
+
+/// Runs `tick` every `period` until shutdown; failures are logged and retried next period.
+async fn every<F, Fut>(period: Duration, shutdown: CancellationToken, name: &'static str, tick: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(), StoreError>>,
+{
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Err(e) = tick().await {
+            warn!(task = name, error = %e, "periodic task failed; retrying next period");
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! The scheduler's knobs. Defaults suit a lab; tests shorten them.
+
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// How long a lease lasts without renewal.
+    pub lease: Duration,
+    /// How often agents are told to renew (well inside `lease`).
+    pub renew_every: Duration,
+    /// Leases granted to a job before it fails instead of being requeued.
+    pub max_attempts: u32,
+    /// How often the reaper looks for expired leases and overrun deadlines.
+    pub reap_every: Duration,
+    /// A waiting job not seen on the broker for this long is published again (the gateway may
+    /// have died between storing and publishing it, or the broker was down).
+    pub republish_after: Duration,
+    /// How long past a job's own deadline (global timeout, reservation end) the scheduler waits
+    /// for the agent to act before it ends the job itself.
+    pub backstop_grace: Duration,
+    /// How long a run's final event waits for its output chunks to be stored before the job is
+    /// finished anyway (with a note that output is incomplete).
+    pub output_wait: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            lease: Duration::from_secs(30),
+            renew_every: Duration::from_secs(10),
+            max_attempts: 3,
+            reap_every: Duration::from_secs(2),
+            republish_after: Duration::from_secs(15),
+            backstop_grace: Duration::from_secs(60),
+            output_wait: Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Projects agents' events into the store: phase moves, exit codes, device info, reservations,
+//! the end of a run, output chunks and heartbeats.
+//!
+//! Every event carries the attempt it belongs to; events of any other attempt than the job's
+//! current one are ignored (the attempt is the fencing token). Phase moves only go forward, so
+//! late or reordered events cannot move a job back. The end-of-run event is self-contained
+//! (exit codes, device info) and waits until every output chunk of the run is stored, so a
+//! finished job never shows partial output.
+
+use crate::core::{Core, Modified};
+use crate::delivery::Disposition;
+use crate::lease::{active_states, first_failure};
+use crate::store::{JobRecord, JobUpdate, OutputFragment, Precondition, Reservation, StoreResult};
+use broker_schema::messages::{JobEvent, JobEventKind, LogStream, Outcome, OutputChunk, OutputCounts};
+use broker_schema::phase::RECOVERY_FAILED_EXIT;
+use broker_schema::{Failure, FailureKind, JobState, Millis, Phase};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+/// Remembers since when a run's end has been waiting for its output, to bound the wait.
+#[derive(Default)]
+pub struct FinishWaits {
+    since: HashMap<(Uuid, u32), Instant>,
+}
+
+/// Projects one job event. `Retry` means "not yet" (its output is still arriving).
+pub async fn project_event(core: &Core, ev: &JobEvent, waits: &mut FinishWaits) -> StoreResult<Disposition> {
+    if ev.agent.is_none() {
+        return Ok(Disposition::Ack); // our own announcement
+    }
+    let Some(job) = core.store.get_job(ev.job_id).await? else {
+        warn!(job_id = %ev.job_id, "event for an unknown job ignored");
+        return Ok(Disposition::Ack);
+    };
+    if job.attempt != ev.attempt {
+        debug!(job_id = %ev.job_id, event_attempt = ev.attempt, job_attempt = job.attempt, "stale event ignored");
+        return Ok(Disposition::Ack);
+    }
+    let attempt = ev.attempt;
+    let now = Millis::now();
+    // Changes that only make sense while the attempt holds the lease.
+    let while_running = || Precondition::in_states(&active_states()).attempt(attempt);
+    match &ev.kind {
+        JobEventKind::PhaseStarted { phase } => {
+            let to = JobState::from_phase(*phase);
+            core.modify(ev.job_id, |j| {
+                if j.attempt != attempt || j.state.transition(to).is_err() {
+                    return None;
+                }
+                let mut u = JobUpdate::at(now).state(to);
+                if *phase == Phase::Test {
+                    // Silence in the test phase is measured from its start.
+                    u.last_output_at = Some(now);
+                }
+                Some((Precondition::observed(j), u))
+            })
+            .await?;
+        }
+        JobEventKind::PhaseFinished { phase, exit_code, .. } => {
+            let mut u = JobUpdate::at(now);
+            u.phase_status_set = Some((*phase, *exit_code));
+            core.store.update_job(ev.job_id, &while_running(), &u).await?;
+        }
+        JobEventKind::DeviceInfo { info } => {
+            let mut u = JobUpdate::at(now);
+            u.device_info = Some(Some(info.clone()));
+            core.store.update_job(ev.job_id, &while_running(), &u).await?;
+        }
+        JobEventKind::ReservationStarted { until, device_ip, user } => {
+            let started_at = ev.at;
+            let reservation = Reservation { started_at, until: *until, device_ip: device_ip.clone(), user: user.clone() };
+            core.modify(ev.job_id, |j| {
+                // An extension made in the meantime wins over the agent's first deadline.
+                if j.attempt != attempt || !j.state.is_active() || j.reservation.is_some() {
+                    return None;
+                }
+                let mut u = JobUpdate::at(now);
+                u.reservation = Some(Some(reservation.clone()));
+                Some((Precondition::observed(j), u))
+            })
+            .await?;
+        }
+        JobEventKind::Finished { outcome, output, phase_status, device_info } => {
+            return finish(core, &job, ev, outcome, *output, phase_status, device_info.clone(), waits).await;
+        }
+        JobEventKind::StateChanged { .. } => {}
+    }
+    Ok(Disposition::Ack)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    core: &Core,
+    job: &JobRecord,
+    ev: &JobEvent,
+    outcome: &Outcome,
+    expected: OutputCounts,
+    phase_status: &BTreeMap<Phase, i32>,
+    device_info: Option<serde_json::Value>,
+    waits: &mut FinishWaits,
+) -> StoreResult<Disposition> {
+    if !job.state.is_active() {
+        return Ok(Disposition::Ack); // a duplicate, or the reaper ended it first
+    }
+    let key = (ev.job_id, ev.attempt);
+    let stored_output = core.store.count_output(ev.job_id, ev.attempt, LogStream::Output).await?;
+    let stored_serial = core.store.count_output(ev.job_id, ev.attempt, LogStream::Serial).await?;
+    let mut note = None;
+    if stored_output < expected.output || stored_serial < expected.serial {
+        let since = *waits.since.entry(key).or_insert_with(Instant::now);
+        if since.elapsed() < core.config.output_wait {
+            return Ok(Disposition::Retry);
+        }
+        warn!(job_id = %ev.job_id, stored_output, expected = expected.output, "finishing without all output");
+        note = Some(format!(
+            "output incomplete: {stored_output} of {} chunks stored",
+            expected.output
+        ));
+    }
+    waits.since.remove(&key);
+
+    let now = Millis::now();
+    // Exit codes whose events were processed out of order (by another scheduler) first.
+    for (phase, code) in phase_status {
+        if job.phase_status.get(phase.as_str()) != Some(code) {
+            let mut u = JobUpdate::at(now);
+            u.phase_status_set = Some((*phase, *code));
+            let pre = Precondition::in_states(&active_states()).attempt(ev.attempt);
+            core.store.update_job(ev.job_id, &pre, &u).await?;
+        }
+    }
+    let attempt = ev.attempt;
+    let mut outcome_text = String::new();
+    let result = core
+        .modify(ev.job_id, |j| {
+            if j.attempt != attempt || !j.state.is_active() {
+                return None;
+            }
+            let (state, failure) = final_state(j, outcome);
+            let mut u = JobUpdate::at(now).state(state);
+            u.failure = Some(failure.clone());
+            u.ended_at = Some(Some(now));
+            u.lease = Some(None);
+            if j.device_info.is_none() && device_info.is_some() {
+                u.device_info = Some(device_info.clone());
+            }
+            let text = match (&failure, state) {
+                (Some(f), JobState::Failed) => format!("failed: {}", f.reason),
+                (_, s) => s.as_str().to_owned(),
+            };
+            outcome_text = text.clone();
+            u.close_attempt = Some((attempt, now, text));
+            Some((Precondition::observed(j), u))
+        })
+        .await?;
+    if let Modified::Changed(job) = result {
+        info!(job_id = %job.job_id, state = %job.state, outcome = %outcome_text, "job finished");
+        core.announce(&job, note).await;
+    }
+    Ok(Disposition::Ack)
+}
+
+/// The end state of a run: a requested cancel wins; a complete run whose phases failed keeps
+/// `complete` with the failing phase as its failure (test failure vs device failure).
+fn final_state(job: &JobRecord, outcome: &Outcome) -> (JobState, Option<Failure>) {
+    if job.cancel_requested.is_some() && !matches!(outcome, Outcome::Failed { .. }) {
+        return (JobState::Cancelled, None);
+    }
+    match outcome {
+        Outcome::Cancelled { .. } => (JobState::Cancelled, None),
+        Outcome::Failed { failure } => (JobState::Failed, Some(failure.clone())),
+        Outcome::Complete => {
+            let failure = first_failure(&job.phase_status).map(|(phase, code)| {
+                let kind = match (phase, code) {
+                    (_, RECOVERY_FAILED_EXIT) => FailureKind::RecoveryFailed,
+                    (Phase::Test, _) => FailureKind::TestFailed,
+                    _ => FailureKind::DeviceFailed,
+                };
+                Failure { kind, reason: format!("{phase} exited {code}") }
+            });
+            (JobState::Complete, failure)
+        }
+    }
+}
+
+/// Stores a batch of output chunks, dropping those of stale attempts, and keeps each running
+/// job's `last_output_at` roughly current (at most one write per job every few seconds).
+pub async fn project_output(core: &Core, chunks: &[OutputChunk]) -> StoreResult<()> {
+    let mut by_job: BTreeMap<Uuid, Vec<&OutputChunk>> = BTreeMap::new();
+    for c in chunks {
+        by_job.entry(c.job_id).or_default().push(c);
+    }
+    let mut fragments = Vec::with_capacity(chunks.len());
+    let mut touch = Vec::new();
+    for (job_id, chunks) in by_job {
+        let Some(job) = core.store.get_job(job_id).await? else {
+            debug!(%job_id, "output for an unknown job ignored");
+            continue;
+        };
+        let current: Vec<_> = chunks.into_iter().filter(|c| c.attempt == job.attempt).collect();
+        let Some(latest) = current.iter().map(|c| c.at).max() else { continue };
+        fragments.extend(current.iter().map(|c| OutputFragment {
+            job_id,
+            attempt: c.attempt,
+            stream: c.stream,
+            seq: c.seq,
+            phase: c.phase,
+            at: c.at,
+            data: c.data.to_vec(),
+        }));
+        let stale = job.last_output_at.is_none_or(|t| latest.since(t) > Duration::from_secs(5));
+        if job.state.is_active() && stale {
+            touch.push((job_id, job.attempt, latest));
+        }
+    }
+    core.store.append_output(&fragments).await?;
+    for (job_id, attempt, latest) in touch {
+        let mut u = JobUpdate::at(Millis::now());
+        u.last_output_at = Some(latest);
+        core.store.update_job(job_id, &Precondition::in_states(&active_states()).attempt(attempt), &u).await?;
+    }
+    Ok(())
+}
