@@ -1,0 +1,179 @@
+//! The agent: one per device. Takes a job, runs it, takes the next; heartbeats and obeys its
+//! control queue all along; leaves the queues alone while out of service.
+
+use crate::config::AgentConfig;
+use crate::control::Controls;
+use crate::heartbeat;
+use crate::intake::Intake;
+use crate::runner::{CurrentSlot, Runner};
+use crate::status::Status;
+use crate::stop::Stop;
+use broker_schema::bus::{Bus, BusConfig, Publisher, RpcClient, supervise};
+use broker_schema::messages::{AdminState, SchedulerReply, SchedulerRequest, SetAgentStateRequest};
+use flinger_connectors::ConnectorError;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    #[error("cannot create {path}: {source}")]
+    Dir { path: std::path::PathBuf, source: std::io::Error },
+}
+
+pub struct Agent {
+    config: Arc<AgentConfig>,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig) -> Agent {
+        Agent { config: Arc::new(config) }
+    }
+
+    /// Runs until `shutdown`. A job running at that moment is stopped at once and not reported:
+    /// its lease lapses and the scheduler gives it to another agent.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
+        let config = self.config.clone();
+        let connector = config.connector.build()?;
+        for dir in [&config.execution_basedir, &config.state_dir] {
+            std::fs::create_dir_all(dir).map_err(|source| AgentError::Dir { path: dir.clone(), source })?;
+        }
+        let bus = Bus::new(
+            BusConfig {
+                url: config.broker_url.clone(),
+                names: broker_schema::Names::new(&config.namespace),
+                connection_name: format!("flinger-agent {}", config.name),
+            },
+            shutdown.clone(),
+        );
+        let names = bus.names().clone();
+        let publisher = Arc::new(Publisher::new(bus.clone(), format!("flinger-agent {}", config.name)));
+        let rpc = Arc::new(RpcClient::new(bus.clone()));
+        let status = Status::new();
+        let current = CurrentSlot::default();
+
+        let mut services = JoinSet::new();
+        let controls = Arc::new(Controls {
+            bus: bus.clone(),
+            publisher: publisher.clone(),
+            agent: config.name.clone(),
+            current: current.clone(),
+            status: status.clone(),
+        });
+        {
+            let controls = controls.clone();
+            let token = shutdown.clone();
+            services.spawn(async move { supervise("control", &token, || controls.serve()).await });
+        }
+        services.spawn(heartbeat::beat(publisher.clone(), names.clone(), config.clone(), status.clone(), shutdown.clone()));
+
+        let runner = Runner {
+            connector,
+            publisher: publisher.clone(),
+            rpc: rpc.clone(),
+            names: names.clone(),
+            config: config.clone(),
+            status: status.clone(),
+            current,
+            shutdown: shutdown.clone(),
+        };
+        let mut intake = Intake::new(bus.clone(), publisher.clone(), rpc.clone(), config.name.clone(), config.queues.clone());
+        let mut keepers = JoinSet::new();
+        info!(agent = %config.name, queues = ?config.queues.iter().map(|q| q.as_str()).collect::<Vec<_>>(), connector = runner.connector.kind(), "agent running");
+
+        while !shutdown.is_cancelled() {
+            while keepers.try_join_next().is_some() {}
+            if status.get().admin.is_some() {
+                wait_for_service(&status, &shutdown).await;
+                continue;
+            }
+            let interrupt = interrupt_on_admin_or_shutdown(&status, &shutdown);
+            let taken = intake.take(&interrupt).await;
+            interrupt.token.cancel(); // ends the watcher
+            match taken {
+                Ok(Some(job)) => {
+                    let summary = runner.run(job).await;
+                    if let Some(k) = summary.keeper {
+                        keepers.spawn(async move {
+                            let _ = k.await;
+                        });
+                    }
+                    if let Some(phase) = summary.recovery_failed {
+                        let comment = format!("device recovery failed in {phase} of job {}", summary.job_id);
+                        go_offline(&rpc, &names, &config, &status, comment).await;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(error = %e, "cannot take jobs right now; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+            }
+        }
+        info!("agent stopping");
+        let _ = tokio::time::timeout(Duration::from_secs(5), async { while keepers.join_next().await.is_some() {} }).await;
+        keepers.abort_all();
+        let _ = tokio::time::timeout(Duration::from_secs(10), async { while services.join_next().await.is_some() {} }).await;
+        services.abort_all();
+        rpc.close().await;
+        publisher.close().await;
+        bus.close().await;
+        info!("agent stopped");
+        Ok(())
+    }
+}
+
+/// A stop signal that fires when an admin takes the agent out of service or on shutdown (used
+/// to stop waiting for a job).
+fn interrupt_on_admin_or_shutdown(status: &Status, shutdown: &CancellationToken) -> Stop {
+    let interrupt = Stop::new();
+    let mut changes = status.subscribe();
+    let (token, shutdown) = (interrupt.token.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        loop {
+            if changes.borrow_and_update().admin.is_some() {
+                token.cancel();
+                return;
+            }
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = shutdown.cancelled() => { token.cancel(); return }
+                _ = token.cancelled() => return,
+            }
+        }
+    });
+    interrupt
+}
+
+async fn wait_for_service(status: &Status, shutdown: &CancellationToken) {
+    let mut changes = status.subscribe();
+    while changes.borrow_and_update().admin.is_some() {
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Takes the agent out of service after a failed device recovery, and records it with the
+/// scheduler so that it survives restarts until an admin puts the agent back.
+async fn go_offline(rpc: &RpcClient, names: &broker_schema::Names, config: &AgentConfig, status: &Status, comment: String) {
+    error!(%comment, "going offline");
+    status.set_admin(Some(AdminState::Offline), Some(comment.clone()));
+    let req = SchedulerRequest::SetAgentState(SetAgentStateRequest { agent: config.name.clone(), state: Some(AdminState::Offline), comment });
+    for _ in 0..5 {
+        match rpc.call::<_, SchedulerReply>(&names.scheduler_rpc_queue(), &req, Duration::from_secs(5)).await {
+            Ok(SchedulerReply::Command(_)) => return,
+            Ok(other) => warn!(?other, "unexpected reply"),
+            Err(e) => warn!(error = %e, "cannot record going offline; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}

@@ -1,0 +1,255 @@
+//! The agent's configuration file: Testflinger's agent config, unchanged, plus a few keys of
+//! ours (broker, connector, heartbeat). Unknown keys are refused by name.
+
+use broker_schema::{AgentName, DeviceClass};
+use flinger_connectors::ConnectorConfig;
+use flinger_connectors::command::CommandConfig;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The file as written. Field names are Testflinger's where Testflinger has one.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFile {
+    /// The agent's name (Testflinger's `agent_id`).
+    pub agent_id: String,
+    #[serde(default)]
+    pub identifier: Option<String>,
+    #[serde(default)]
+    pub location: Option<String>,
+    #[serde(default)]
+    pub provision_type: Option<String>,
+    pub job_queues: Vec<String>,
+    /// Where per-job run directories are made.
+    #[serde(default)]
+    pub execution_basedir: Option<PathBuf>,
+    #[serde(default)]
+    pub logging_basedir: Option<PathBuf>,
+    #[serde(default)]
+    pub results_basedir: Option<PathBuf>,
+    /// Caps on the job's own timeouts, in seconds.
+    #[serde(default)]
+    pub global_timeout: Option<u64>,
+    #[serde(default)]
+    pub output_timeout: Option<u64>,
+    #[serde(default)]
+    pub advertised_queues: BTreeMap<String, String>,
+    #[serde(default)]
+    pub advertised_images: BTreeMap<String, BTreeMap<String, String>>,
+    // Testflinger's phase commands (the `command` connector).
+    #[serde(default)]
+    pub setup_command: Option<String>,
+    #[serde(default)]
+    pub provision_command: Option<String>,
+    #[serde(default)]
+    pub firmware_update_command: Option<String>,
+    #[serde(default)]
+    pub test_command: Option<String>,
+    #[serde(default)]
+    pub allocate_command: Option<String>,
+    #[serde(default)]
+    pub reserve_command: Option<String>,
+    #[serde(default)]
+    pub cleanup_command: Option<String>,
+    // Testflinger keys that have no meaning with a broker; accepted so configs work unchanged.
+    /// Testflinger's server URL: the agent talks to the broker instead.
+    #[serde(default)]
+    pub server_address: Option<String>,
+    /// Testflinger polls the server; Flinger agents are pushed jobs.
+    #[serde(default)]
+    pub polling_interval: Option<u64>,
+    #[serde(default)]
+    pub logging_level: Option<String>,
+    #[serde(default)]
+    pub logging_quiet: Option<bool>,
+
+    // ----- Flinger's own keys
+    /// AMQP URL; `FLINGER_BROKER_URL` overrides it.
+    #[serde(default)]
+    pub broker_url: Option<String>,
+    /// Broker namespace; `FLINGER_NAMESPACE` overrides it.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// A connector other than `command`, e.g. `{type: fake, …}`.
+    #[serde(default)]
+    pub connector: Option<ConnectorConfig>,
+    /// Seconds between heartbeats (default 10).
+    #[serde(default)]
+    pub heartbeat_interval: Option<f64>,
+    /// Where the agent keeps its own state; never inside a run directory.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// Seconds the cleanup phase may take after a cancel or timeout (default 600).
+    #[serde(default)]
+    pub cleanup_timeout: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The configuration the agent runs with, checked.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub name: AgentName,
+    pub queues: Vec<DeviceClass>,
+    pub location: Option<String>,
+    pub provision_type: Option<String>,
+    pub broker_url: String,
+    pub namespace: String,
+    pub connector: ConnectorConfig,
+    pub execution_basedir: PathBuf,
+    pub state_dir: PathBuf,
+    pub heartbeat_interval: Duration,
+    pub global_timeout_cap: Option<Duration>,
+    pub output_timeout_cap: Option<Duration>,
+    pub cleanup_timeout: Duration,
+    /// The config's string values, exported to phase commands (Testflinger does this).
+    pub env: BTreeMap<String, String>,
+    pub advertised_queues: BTreeMap<String, String>,
+    pub advertised_images: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid { path: path.into(), message })
+    }
+
+    /// Parses the YAML text; broker URL and namespace may come from the environment.
+    pub fn parse(text: &str) -> Result<AgentConfig, String> {
+        let raw: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+        let file: AgentFile = serde_yaml_ng::from_value(raw.clone()).map_err(|e| e.to_string())?;
+        let name = AgentName::parse(&file.agent_id).map_err(|e| format!("agent_id: {e}"))?;
+        if file.job_queues.is_empty() {
+            return Err("job_queues: an agent needs at least one queue".into());
+        }
+        let queues = file
+            .job_queues
+            .iter()
+            .map(|q| DeviceClass::parse(q.as_str()).map_err(|e| format!("job_queues: {q:?}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut env = BTreeMap::new();
+        if let serde_yaml_ng::Value::Mapping(m) = &raw {
+            for (k, v) in m {
+                if let (Some(k), serde_yaml_ng::Value::String(v)) = (k.as_str(), v) {
+                    env.insert(k.to_owned(), v.clone());
+                }
+            }
+        }
+        let connector = match &file.connector {
+            Some(c) => {
+                if file.has_commands() {
+                    return Err("give either `connector` or `<phase>_command` keys, not both".into());
+                }
+                c.clone()
+            }
+            None if file.has_commands() => ConnectorConfig::Command(file.command_config()),
+            None => return Err("no connector: set `connector` or Testflinger's `<phase>_command` keys".into()),
+        };
+        let home = PathBuf::from("/var/lib/flinger/agents").join(name.as_str());
+        let broker_url = std::env::var("FLINGER_BROKER_URL")
+            .ok()
+            .or(file.broker_url.clone())
+            .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let namespace = std::env::var("FLINGER_NAMESPACE")
+            .ok()
+            .or(file.namespace.clone())
+            .unwrap_or_else(|| broker_schema::names::DEFAULT_NAMESPACE.into());
+        Ok(AgentConfig {
+            queues,
+            location: file.location.clone(),
+            provision_type: file.provision_type.clone(),
+            broker_url,
+            namespace,
+            connector,
+            execution_basedir: file.execution_basedir.clone().unwrap_or_else(|| home.join("run")),
+            state_dir: file.state_dir.clone().unwrap_or_else(|| home.join("state")),
+            heartbeat_interval: Duration::from_secs_f64(file.heartbeat_interval.unwrap_or(10.0).max(0.05)),
+            global_timeout_cap: file.global_timeout.map(Duration::from_secs),
+            output_timeout_cap: file.output_timeout.map(Duration::from_secs),
+            cleanup_timeout: Duration::from_secs(file.cleanup_timeout.unwrap_or(600)),
+            env,
+            advertised_queues: file.advertised_queues.clone(),
+            advertised_images: file.advertised_images.clone(),
+            name,
+        })
+    }
+}
+
+impl AgentFile {
+    fn has_commands(&self) -> bool {
+        [
+            &self.setup_command,
+            &self.provision_command,
+            &self.firmware_update_command,
+            &self.test_command,
+            &self.allocate_command,
+            &self.reserve_command,
+            &self.cleanup_command,
+        ]
+        .iter()
+        .any(|c| c.is_some())
+    }
+
+    fn command_config(&self) -> CommandConfig {
+        CommandConfig {
+            setup: self.setup_command.clone(),
+            provision: self.provision_command.clone(),
+            firmware_update: self.firmware_update_command.clone(),
+            test: self.test_command.clone(),
+            allocate: self.allocate_command.clone(),
+            reserve: self.reserve_command.clone(),
+            cleanup: self.cleanup_command.clone(),
+            ..CommandConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_testflinger_config_is_read_unchanged() {
+        let c = AgentConfig::parse(
+            "agent_id: dut-01\nlocation: lab\njob_queues: [rpi4b]\nexecution_basedir: /tmp/x\nprovision_command: echo p\ntest_command: echo t\nserver_address: http://tf\nglobal_timeout: 600\n",
+        )
+        .unwrap();
+        assert_eq!(c.name.as_str(), "dut-01");
+        assert_eq!(c.queues[0].as_str(), "rpi4b");
+        assert_eq!(c.global_timeout_cap, Some(Duration::from_secs(600)));
+        assert_eq!(c.env.get("location").map(String::as_str), Some("lab"));
+        match &c.connector {
+            ConnectorConfig::Command(cc) => {
+                assert_eq!(cc.provision.as_deref(), Some("echo p"));
+                assert_eq!(cc.setup, None);
+            }
+            other => panic!("expected the command connector, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err = AgentConfig::parse("agent_id: a\njob_queues: [q]\ntest_command: x\nbogus_key: 1\n").unwrap_err();
+        assert!(err.contains("bogus_key"), "{err}");
+    }
+
+    #[test]
+    fn a_fake_connector_can_be_configured() {
+        let c = AgentConfig::parse("agent_id: a\njob_queues: [q]\nconnector:\n  type: fake\n").unwrap();
+        assert!(matches!(c.connector, ConnectorConfig::Fake(_)));
+    }
+
+    #[test]
+    fn an_agent_needs_a_connector_and_a_queue() {
+        assert!(AgentConfig::parse("agent_id: a\njob_queues: [q]\n").is_err());
+        assert!(AgentConfig::parse("agent_id: a\njob_queues: []\ntest_command: x\n").is_err());
+    }
+}

@@ -1,0 +1,87 @@
+//! The agent's control queue: cancels, reservation deadlines and admin decisions, applied to
+//! the job being run or to the agent itself.
+
+use crate::runner::CurrentSlot;
+use crate::status::Status;
+use crate::stop::StopReason;
+use broker_schema::bus::{self, Bus, BusError, Publisher, dead_letter};
+use broker_schema::messages::{Control, ControlCommand};
+use broker_schema::topology::declare_agent;
+use broker_schema::{AgentName, decode};
+use futures::StreamExt;
+use lapin::options::BasicAckOptions;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+pub struct Controls {
+    pub bus: Bus,
+    pub publisher: Arc<Publisher>,
+    pub agent: AgentName,
+    pub current: CurrentSlot,
+    pub status: Status,
+}
+
+impl Controls {
+    /// Applies one command. Commands for a job that is not (or no longer) running are ignored:
+    /// the scheduler repeats what matters in lease renewals.
+    pub fn apply(&self, command: ControlCommand) {
+        match command {
+            ControlCommand::Cancel { job_id, attempt, reason } => self.current.with(|job| match job {
+                Some(j) if j.job_id == job_id && j.attempt == attempt => j.stop.request(StopReason::Cancelled(reason)),
+                _ => info!(%job_id, "cancel for a job not running here; ignored"),
+            }),
+            ControlCommand::SetReservationDeadline { job_id, until } => self.current.with(|job| match job {
+                Some(j) if j.job_id == job_id => {
+                    info!(%job_id, %until, "reservation deadline moved");
+                    j.deadline.send_replace(Some(until));
+                }
+                _ => info!(%job_id, "deadline for a job not running here; ignored"),
+            }),
+            ControlCommand::SetAdminState { state, comment } => {
+                info!(?state, %comment, "admin state set");
+                let comment = (!comment.is_empty()).then_some(comment);
+                self.status.set_admin(state, comment);
+            }
+        }
+    }
+
+    /// Consumes the control queue until shutdown.
+    pub async fn serve(&self) -> Result<(), BusError> {
+        let names = self.bus.names().clone();
+        let (ch, generation) = self.bus.channel().await?;
+        let shutdown = self.bus.shutdown_token().clone();
+        let result = async {
+            declare_agent(&ch, &names, &self.agent).await?;
+            let queue = names.agent_control_queue(&self.agent);
+            let tag = format!("{}-control", self.agent);
+            let mut consumer = bus::consume(&ch, &queue, &tag, 16).await?;
+            loop {
+                let d = tokio::select! {
+                    d = consumer.next() => d,
+                    _ = shutdown.cancelled() => return Ok(()),
+                };
+                let d = match d {
+                    Some(Ok(d)) => d,
+                    Some(Err(e)) => return Err(BusError::from(e)),
+                    None => return Err(BusError::Amqp(lapin::ErrorKind::InvalidChannelState(lapin::ChannelState::Closed, "control consumer ended").into())),
+                };
+                match decode::<Control>(&d.data) {
+                    Ok(c) => self.apply(c.command),
+                    Err(e) => {
+                        warn!(error = %e, "malformed control message; dead-lettering it");
+                        if dead_letter(&self.publisher, &names, &d, &queue, &e.to_string()).await.is_err() {
+                            continue; // stays unacknowledged; redelivered after a reconnect
+                        }
+                    }
+                }
+                d.acker.ack(BasicAckOptions::default()).await?;
+            }
+        }
+        .await;
+        let _ = ch.close(200, "bye".into()).await;
+        if result.is_err() {
+            self.bus.broken(generation).await;
+        }
+        result
+    }
+}

@@ -1,0 +1,49 @@
+//! Publishes the agent's heartbeat: every interval, and at once on every change of state, so
+//! the lab's view of agents is live rather than an interval old.
+
+use crate::config::AgentConfig;
+use crate::status::Status;
+use broker_schema::bus::{PublishOptions, Publisher};
+use broker_schema::messages::Heartbeat;
+use broker_schema::{Millis, Names};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+pub async fn beat(publisher: Arc<Publisher>, names: Names, config: Arc<AgentConfig>, status: Status, shutdown: CancellationToken) {
+    let mut changes = status.subscribe();
+    let key = Names::heartbeat_key(&config.name);
+    let exchange = names.events_exchange();
+    loop {
+        let s = changes.borrow_and_update().clone();
+        let hb = Heartbeat {
+            agent: config.name.clone(),
+            state: s.state,
+            job_id: s.job_id,
+            queues: config.queues.clone(),
+            location: config.location.clone(),
+            provision_type: config.provision_type.clone(),
+            comment: s.comment.clone(),
+            interval_ms: config.heartbeat_interval.as_millis() as u64,
+            at: Millis::now(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        // Heartbeats are perishable: one attempt, no persistence; the next one follows soon.
+        let opts = PublishOptions { transient: true, ..Default::default() };
+        let publish = publisher.publish(&exchange, &key, &hb, &opts);
+        tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(5), publish) => match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!(error = %e, "heartbeat not published"),
+                Err(_) => debug!("heartbeat not confirmed in time"),
+            },
+            _ = shutdown.cancelled() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.heartbeat_interval) => {}
+            r = changes.changed() => if r.is_err() { return },
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! The agent: one per device.
+//!
+//! - [`intake`]: takes the next job from the class queues and leases it before acknowledging.
+//! - [`lease`]: keeps the lease, and stops the job the moment it cannot be sure it holds it.
+//! - [`runner`]: runs the phases through the connector; [`output`] streams their output;
+//!   [`reporter`] publishes the run's events; [`stop`] says why a run stops early.
+//! - [`control`]: the agent's control queue; [`heartbeat`]; [`status`]: the agent's state.
+//! - [`config`]: Testflinger's agent config file, plus our keys.
+//!
+//! The agent never writes to the store: it reports, and the scheduler records. It runs a job's
+//! phases only while it holds that job's lease.
+
+pub mod app;
+pub mod config;
+pub mod control;
+pub mod heartbeat;
+pub mod intake;
+pub mod lease;
+pub mod output;
+pub mod reporter;
+pub mod runner;
+pub mod status;
+pub mod stop;
+
+pub use app::Agent;
+pub use config::AgentConfig;

@@ -1,0 +1,60 @@
+//! `flinger-agent`: one per device.
+
+use anyhow::Context;
+use broker_schema::service::{LogFormat, init_tracing, shutdown_on_signals};
+use clap::{Parser, Subcommand};
+use flinger_agent::{Agent, AgentConfig};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "flinger-agent", version, about = "Flinger agent: runs jobs on one device")]
+struct Args {
+    /// The agent's configuration (Testflinger's agent YAML, plus Flinger's keys).
+    #[arg(short, long, env = "FLINGER_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "FLINGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs the job's `test_cmds` on this host, in the current directory: a `test_command` for
+    /// devices that are the agent's own host (`test_command: flinger-agent run-test-cmds`).
+    RunTestCmds {
+        /// The job file (default: ./testflinger.json).
+        #[arg(default_value = "testflinger.json")]
+        job: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(Command::RunTestCmds { job }) = args.command {
+        return run_test_cmds(&job);
+    }
+    init_tracing(args.log_format);
+    let path = args.config.context("--config is required")?;
+    let config = AgentConfig::load(&path)?;
+    let shutdown = shutdown_on_signals();
+    Agent::new(config).run(shutdown).await?;
+    Ok(())
+}
+
+/// Replaces this process with a shell running the job's test commands, so their output and exit
+/// code are the phase's own.
+fn run_test_cmds(job: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let text = std::fs::read_to_string(job).with_context(|| format!("cannot read {}", job.display()))?;
+    let doc: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", job.display()))?;
+    let def = broker_schema::JobDefinition::parse(doc).map_err(|e| anyhow::anyhow!("invalid job: {e}"))?;
+    let Some(script) = def.test_cmds() else {
+        println!("no test_cmds in the job; nothing to run");
+        return Ok(());
+    };
+    let shell = if std::path::Path::new("/bin/bash").exists() { "/bin/bash" } else { "/bin/sh" };
+    let err = std::process::Command::new(shell).arg("-c").arg(script).exec();
+    Err(anyhow::anyhow!("cannot run {shell}: {err}"))
+}

@@ -1,0 +1,443 @@
+//! Runs one leased job: prepares its run directory, runs the planned phases through the
+//! connector in Testflinger's order while streaming their output, enforces the job's timeouts,
+//! holds a reservation until its (movable) deadline, always runs cleanup unless the lease is
+//! gone, and reports the end of the run once every output chunk is confirmed.
+
+use crate::config::AgentConfig;
+use crate::intake::TakenJob;
+use crate::lease::{LeaseKeeper, LeaseSpec};
+use crate::output::OutputPipe;
+use crate::reporter::Reporter;
+use crate::status::Status;
+use crate::stop::{Stop, StopReason};
+use broker_schema::bus::{Publisher, RpcClient};
+use broker_schema::messages::{AgentState, JobEventKind, LogStream, Outcome, OutputCounts};
+use broker_schema::phase::RECOVERY_FAILED_EXIT;
+use broker_schema::{Failure, FailureKind, JobDefinition, Millis, Names, Phase, Plan};
+use bytes::Bytes;
+use flinger_connectors::{Connector, OutputSink, PhaseContext, PhaseOutcome};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+/// What the control consumer needs to reach the job being run.
+pub struct CurrentJob {
+    pub job_id: Uuid,
+    pub attempt: u32,
+    pub stop: Stop,
+    pub deadline: watch::Sender<Option<Millis>>,
+}
+
+/// The job being run, if any, shared with the control consumer.
+#[derive(Clone, Default)]
+pub struct CurrentSlot(Arc<Mutex<Option<CurrentJob>>>);
+
+impl CurrentSlot {
+    pub fn with<R>(&self, f: impl FnOnce(Option<&CurrentJob>) -> R) -> R {
+        f(self.0.lock().expect("current job lock").as_ref())
+    }
+
+    fn set(&self, job: Option<CurrentJob>) {
+        *self.0.lock().expect("current job lock") = job;
+    }
+}
+
+/// How a run went, for the agent's own decisions afterwards.
+pub struct RunSummary {
+    pub job_id: Uuid,
+    pub phase_status: BTreeMap<Phase, i32>,
+    pub stop: Option<StopReason>,
+    /// The phase whose connector reported that device recovery failed (exit 46).
+    pub recovery_failed: Option<Phase>,
+    /// The lease keeper, still renewing until the scheduler records the end.
+    pub keeper: Option<JoinHandle<()>>,
+}
+
+pub struct Runner {
+    pub connector: Arc<dyn Connector>,
+    pub publisher: Arc<Publisher>,
+    pub rpc: Arc<RpcClient>,
+    pub names: Names,
+    pub config: Arc<AgentConfig>,
+    pub status: Status,
+    pub current: CurrentSlot,
+    pub shutdown: CancellationToken,
+}
+
+/// Per-run state threaded through the phases.
+struct Run {
+    job_id: Uuid,
+    job: Arc<JobDefinition>,
+    run_dir: PathBuf,
+    stop: Stop,
+    reporter: Reporter,
+    output: OutputPipe,
+    serial: OutputPipe,
+    env: BTreeMap<String, String>,
+    deadline: watch::Receiver<Option<Millis>>,
+    /// Sets the deadline when the reservation starts (extensions arrive through the same
+    /// channel from control messages and lease renewals).
+    deadline_tx: watch::Sender<Option<Millis>>,
+    device_info: Option<serde_json::Value>,
+}
+
+impl Runner {
+    pub async fn run(&self, taken: TakenJob) -> RunSummary {
+        let job_id = taken.submission.job_id;
+        let attempt = taken.grant.attempt;
+        let job = Arc::new(taken.submission.job);
+        let stop = Stop::new();
+        let (deadline_tx, deadline_rx) = watch::channel(taken.grant.reserve_until);
+        self.current.set(Some(CurrentJob { job_id, attempt, stop: stop.clone(), deadline: deadline_tx.clone() }));
+        self.status.set(AgentState::Leased, Some(job_id));
+        info!(%job_id, attempt, queue = %taken.queue, "running job");
+
+        let keeper = LeaseKeeper::start(
+            self.rpc.clone(),
+            self.names.clone(),
+            LeaseSpec {
+                job_id,
+                attempt,
+                agent: self.config.name.clone(),
+                lease: Duration::from_millis(taken.grant.lease_ms),
+                renew_every: Duration::from_millis(taken.grant.renew_every_ms),
+                asked_at: taken.asked_at,
+            },
+            stop.clone(),
+            deadline_tx.clone(),
+        );
+        let watchdogs = self.start_watchdogs(&job, &stop);
+        let reporter = Reporter {
+            publisher: self.publisher.clone(),
+            names: self.names.clone(),
+            job_id,
+            attempt,
+            agent: self.config.name.clone(),
+            silenced: stop.hard.clone(),
+        };
+        let mut env = self.config.env.clone();
+        env.extend(taken.grant.secrets.clone());
+        let mut run = Run {
+            job_id,
+            run_dir: self.config.execution_basedir.join(job_id.to_string()),
+            job: job.clone(),
+            stop: stop.clone(),
+            output: OutputPipe::start(reporter.clone(), LogStream::Output),
+            serial: OutputPipe::start(reporter.clone(), LogStream::Serial),
+            reporter,
+            env,
+            deadline: deadline_rx,
+            deadline_tx,
+            device_info: None,
+        };
+
+        let mut phase_status = BTreeMap::new();
+        let mut setup_error = None;
+        if let Err(e) = prepare_run_dir(&run.run_dir, &job, job_id).await {
+            setup_error = Some(format!("cannot prepare the run directory {}: {e}", run.run_dir.display()));
+        }
+        let mut plan = Plan::new(&job, |p| self.connector.supports(p));
+        if setup_error.is_none() {
+            while let Some(phase) = plan.next_phase() {
+                if stop.is_stopped() {
+                    plan.stop();
+                    break;
+                }
+                let code = self.run_phase(&mut run, phase, stop.token.child_token()).await;
+                phase_status.insert(phase, code);
+                plan.record(phase, code);
+                if phase == Phase::Provision {
+                    self.read_device_info(&mut run).await;
+                }
+                if stop.is_stopped() {
+                    plan.stop();
+                }
+            }
+        } else {
+            plan.stop();
+        }
+        let skipped = plan.skipped().to_vec();
+        if plan.runs_cleanup() && !stop.reason().is_some_and(|r| r.forbids_cleanup()) {
+            // Cleanup survives a cancel or timeout, but not a lost lease; it has its own limit.
+            let token = stop.hard.child_token();
+            let limit = token.clone();
+            let cleanup_timeout = self.config.cleanup_timeout;
+            let timer = tokio::spawn(async move {
+                tokio::time::sleep(cleanup_timeout).await;
+                limit.cancel();
+            });
+            let code = self.run_phase(&mut run, Phase::Cleanup, token).await;
+            timer.abort();
+            phase_status.insert(Phase::Cleanup, code);
+        }
+        for w in watchdogs {
+            w.abort();
+        }
+
+        let counts = OutputCounts { output: run.output.finish().await, serial: run.serial.finish().await };
+        let reason = stop.reason();
+        let recovery_failed = phase_status.iter().find(|(_, c)| **c == RECOVERY_FAILED_EXIT).map(|(p, _)| *p);
+        let outcome = match (&setup_error, &reason) {
+            (Some(e), _) => Outcome::Failed { failure: Failure { kind: FailureKind::AgentError, reason: e.clone() } },
+            (None, None) => Outcome::Complete,
+            (None, Some(StopReason::Cancelled(r))) => Outcome::Cancelled { reason: r.clone() },
+            (None, Some(StopReason::GlobalTimeout(d))) => Outcome::Failed {
+                failure: Failure { kind: FailureKind::GlobalTimeout, reason: format!("global timeout of {} s reached", d.as_secs()) },
+            },
+            (None, Some(StopReason::OutputTimeout(d))) => Outcome::Failed {
+                failure: Failure { kind: FailureKind::OutputTimeout, reason: format!("no output for {} s in the test phase", d.as_secs()) },
+            },
+            (None, Some(StopReason::LeaseLost(_) | StopReason::Shutdown)) => Outcome::Complete, // never reported
+        };
+        if !skipped.is_empty() {
+            info!(%job_id, ?skipped, "phases skipped");
+        }
+        let keeper = if stop.hard.is_cancelled() {
+            // The lease is gone (or going): nothing of this run may be reported as its result.
+            self.journal(job_id, attempt, &reason).await;
+            let _ = keeper.finish().await;
+            None
+        } else {
+            let phases: BTreeMap<Phase, i32> = phase_status.clone();
+            let confirmed = run
+                .reporter
+                .event(JobEventKind::Finished { outcome: outcome.clone(), output: counts, phase_status: phases, device_info: run.device_info.clone() })
+                .await;
+            if !confirmed {
+                warn!(%job_id, "could not report the end of the run");
+            }
+            Some(keeper.finish())
+        };
+        if let Err(e) = tokio::fs::remove_dir_all(&run.run_dir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(%job_id, error = %e, "cannot remove the run directory");
+        }
+        self.current.set(None);
+        self.status.set(AgentState::Waiting, None);
+        info!(%job_id, ?outcome, "run over");
+        RunSummary { job_id, phase_status, stop: reason, recovery_failed, keeper }
+    }
+
+    /// The global timeout (capped by the agent's own limit). It does not cut a reservation or a
+    /// cleanup short: those have their own limits.
+    fn start_watchdogs(&self, job: &JobDefinition, stop: &Stop) -> Vec<JoinHandle<()>> {
+        let limit = cap(job.global_timeout(), self.config.global_timeout_cap);
+        let stop = stop.clone();
+        let mut status = self.status.subscribe();
+        vec![tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            loop {
+                let state = status.borrow_and_update().state;
+                if !matches!(state, AgentState::Running(Phase::Reserve | Phase::Cleanup)) {
+                    stop.request(StopReason::GlobalTimeout(limit));
+                    return;
+                }
+                if status.changed().await.is_err() {
+                    return;
+                }
+            }
+        })]
+    }
+
+    async fn run_phase(&self, run: &mut Run, phase: Phase, token: CancellationToken) -> i32 {
+        self.status.set(AgentState::Running(phase), Some(run.job_id));
+        run.reporter.event(JobEventKind::PhaseStarted { phase }).await;
+        let ctx = PhaseContext {
+            phase,
+            job_id: run.job_id,
+            job: run.job.clone(),
+            run_dir: run.run_dir.clone(),
+            env: run.env.clone(),
+            agent_name: self.config.name.to_string(),
+        };
+        let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(32);
+        let (serial_tx, mut serial_rx) = mpsc::channel::<Bytes>(32);
+        let sink = OutputSink { output: out_tx, serial: serial_tx };
+        let output_timeout = (phase == Phase::Test).then(|| cap(run.job.output_timeout(), self.config.output_timeout_cap));
+        if output_timeout.is_some() {
+            run.output.last_activity.store(Millis::now().0, Ordering::Relaxed);
+        }
+        let is_reserve = phase == Phase::Reserve;
+        let mut hold_until = None;
+        if is_reserve {
+            hold_until = Some(self.start_reservation(run).await);
+        }
+        let result = {
+            let phase_token = token.clone();
+            let fut = self.connector.run_phase(&ctx, &sink, phase_token);
+            tokio::pin!(fut);
+            let mut result: Option<Result<PhaseOutcome, flinger_connectors::ConnectorError>> = None;
+            let mut ended_by_deadline = false;
+            loop {
+                let silence_deadline = output_timeout.map(|t| {
+                    let last = Millis(run.output.last_activity.load(Ordering::Relaxed));
+                    Instant::now() + t.saturating_sub(Millis::now().since(last))
+                });
+                let reserve_deadline = hold_until.map(|_| {
+                    let until = run.deadline.borrow().unwrap_or_else(Millis::now);
+                    Instant::now() + until.since(Millis::now())
+                });
+                tokio::select! {
+                    r = &mut fut, if result.is_none() => {
+                        result = Some(r);
+                        // A reservation holds the device until its deadline even when the
+                        // connector's own reserve step is done (unless it failed).
+                        let holding = is_reserve && matches!(&result, Some(Ok(o)) if o.exit_code == 0) && !token.is_cancelled();
+                        if !holding {
+                            break;
+                        }
+                    }
+                    Some(b) = out_rx.recv() => run.output.send(phase, b).await,
+                    Some(b) = serial_rx.recv() => run.serial.send(phase, b).await,
+                    _ = sleep_opt(silence_deadline) => {
+                        let t = output_timeout.expect("only armed with an output timeout");
+                        let last = Millis(run.output.last_activity.load(Ordering::Relaxed));
+                        if Millis::now().since(last) >= t {
+                            run.stop.request(StopReason::OutputTimeout(t));
+                        }
+                    }
+                    _ = sleep_opt(reserve_deadline), if !ended_by_deadline => {
+                        let until = run.deadline.borrow().unwrap_or_else(Millis::now);
+                        if Millis::now() >= until {
+                            info!(job_id = %run.job_id, "reservation reached its deadline");
+                            ended_by_deadline = true;
+                            token.cancel();
+                            if result.is_some() {
+                                break;
+                            }
+                        }
+                    }
+                    _ = run.deadline.changed(), if is_reserve => {}
+                    _ = token.cancelled(), if result.is_some() => break,
+                }
+            }
+            let outcome = result.expect("the loop ends only with a result");
+            match outcome {
+                // A reservation that ended at its deadline ended well, whatever the killed
+                // reserve step returned.
+                Ok(_) if ended_by_deadline && !run.stop.is_stopped() => Ok(PhaseOutcome { exit_code: 0, detail: None }),
+                other => other,
+            }
+        };
+        drop(sink);
+        // The connector may have left senders in tasks of its own: drain for a bounded time.
+        let drain = async {
+            loop {
+                tokio::select! {
+                    b = out_rx.recv() => match b { Some(b) => run.output.send(phase, b).await, None => break },
+                    Some(b) = serial_rx.recv() => run.serial.send(phase, b).await,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+        run.output.flush().await;
+        run.serial.flush().await;
+        let (exit_code, detail) = match result {
+            Ok(o) => (o.exit_code, o.detail),
+            Err(e) => {
+                warn!(job_id = %run.job_id, %phase, error = %e, "phase could not run");
+                run.output.send(phase, Bytes::from(format!("flinger-agent: {e}\n"))).await;
+                run.output.flush().await;
+                (127, Some(e.to_string()))
+            }
+        };
+        info!(job_id = %run.job_id, %phase, exit_code, "phase finished");
+        run.reporter.event(JobEventKind::PhaseFinished { phase, exit_code, detail }).await;
+        exit_code
+    }
+
+    /// Sets the reservation's deadline (one the scheduler already extended wins) and says so.
+    async fn start_reservation(&self, run: &mut Run) -> Millis {
+        let timeout = run.job.reserve_timeout().unwrap_or(broker_schema::job::DEFAULT_RESERVE_TIMEOUT);
+        let until = run.deadline.borrow().unwrap_or_else(|| Millis::now().plus(timeout));
+        run.deadline_tx.send_replace(Some(until));
+        let device_ip = run
+            .device_info
+            .as_ref()
+            .and_then(|d| d.get("device_ip"))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .or_else(|| run.env.get("DEVICE_IP").cloned())
+            .or_else(|| run.env.get("device_ip").cloned());
+        let user = run
+            .job
+            .test_data()
+            .and_then(|t| t.get("test_username"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("ubuntu")
+            .to_owned();
+        run.reporter.event(JobEventKind::ReservationStarted { until, device_ip, user: Some(user) }).await;
+        until
+    }
+
+    /// Reads `device-info.json` (written by Testflinger device connectors after provisioning)
+    /// and publishes it; its `device_ip` becomes `DEVICE_IP` for later phases.
+    async fn read_device_info(&self, run: &mut Run) {
+        let path = run.run_dir.join("device-info.json");
+        let Ok(text) = tokio::fs::read_to_string(&path).await else { return };
+        let parsed: serde_json::Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(job_id = %run.job_id, error = %e, "device-info.json is not JSON; ignored");
+                return;
+            }
+        };
+        let info = parsed.get("device_info").cloned().unwrap_or(parsed);
+        if let Some(ip) = info.get("device_ip").and_then(|v| v.as_str()) {
+            run.env.insert("DEVICE_IP".into(), ip.to_owned());
+        }
+        run.device_info = Some(info.clone());
+        run.reporter.event(JobEventKind::DeviceInfo { info }).await;
+    }
+
+    /// Notes locally why a run stopped without reporting (its lease was lost), for operators.
+    async fn journal(&self, job_id: Uuid, attempt: u32, reason: &Option<StopReason>) {
+        warn!(%job_id, attempt, ?reason, "run stopped without its lease; nothing reported");
+        let line = serde_json::json!({
+            "at": Millis::now().to_rfc3339(),
+            "job_id": job_id,
+            "attempt": attempt,
+            "reason": format!("{reason:?}"),
+        });
+        let path = self.config.state_dir.join("journal.jsonl");
+        let write = async {
+            use tokio::io::AsyncWriteExt;
+            tokio::fs::create_dir_all(&self.config.state_dir).await?;
+            let mut f = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await?;
+            f.write_all(format!("{line}\n").as_bytes()).await
+        };
+        if let Err(e) = write.await {
+            warn!(error = %e, path = %path.display(), "cannot write the journal");
+        }
+    }
+}
+
+fn cap(job: Duration, agent_cap: Option<Duration>) -> Duration {
+    agent_cap.map_or(job, |c| job.min(c))
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A fresh run directory holding `testflinger.json` (the job as Testflinger agents write it).
+async fn prepare_run_dir(dir: &Path, job: &JobDefinition, job_id: Uuid) -> std::io::Result<()> {
+    if tokio::fs::try_exists(dir).await? {
+        tokio::fs::remove_dir_all(dir).await?;
+    }
+    tokio::fs::create_dir_all(dir).await?;
+    let text = serde_json::to_vec_pretty(&job.to_json_with_id(&job_id)).expect("JSON values serialize");
+    tokio::fs::write(dir.join("testflinger.json"), text).await
+}
