@@ -1,0 +1,410 @@
+//! A whole lab in one value: store, scheduler(s), gateway, agents.
+
+use crate::proc::Proc;
+use crate::{bin, broker, eventually, init_tls, unique_namespace};
+use broker_schema::Names;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    /// MongoDB (the stand-in in tests): `FLINGER_TEST_MONGO_URI`, else one started on 27017.
+    Mongo,
+}
+
+/// An agent to start: its name, queues and the YAML of its connector (or phase commands).
+#[derive(Clone, Debug)]
+pub struct AgentSpec {
+    pub name: String,
+    pub queues: Vec<String>,
+    /// Extra YAML lines for the agent's config file (connector, commands, caps…).
+    pub yaml: String,
+}
+
+impl AgentSpec {
+    /// A simulated device; `fake_yaml` goes under `connector:` (after `type: fake`).
+    pub fn fake(name: &str, queues: &[&str]) -> AgentSpec {
+        AgentSpec::fake_with(name, queues, "")
+    }
+
+    pub fn fake_with(name: &str, queues: &[&str], fake_yaml: &str) -> AgentSpec {
+        let mut yaml = String::from("connector:\n  type: fake\n");
+        for line in fake_yaml.lines() {
+            yaml.push_str("  ");
+            yaml.push_str(line);
+            yaml.push('\n');
+        }
+        AgentSpec { name: name.into(), queues: queues.iter().map(|q| q.to_string()).collect(), yaml }
+    }
+
+    /// A Testflinger-style agent: `<phase>_command` keys (e.g. `("test", "flinger-agent run-test-cmds")`).
+    pub fn commands(name: &str, queues: &[&str], commands: &[(&str, &str)]) -> AgentSpec {
+        let mut yaml = String::new();
+        for (phase, cmd) in commands {
+            yaml.push_str(&format!("{phase}_command: {}\n", serde_json::to_string(cmd).expect("string")));
+        }
+        AgentSpec { name: name.into(), queues: queues.iter().map(|q| q.to_string()).collect(), yaml }
+    }
+
+    pub fn with_yaml(mut self, extra: &str) -> AgentSpec {
+        self.yaml.push_str(extra);
+        if !extra.ends_with('\n') {
+            self.yaml.push('\n');
+        }
+        self
+    }
+}
+
+pub struct LabBuilder {
+    store: StoreKind,
+    schedulers: usize,
+    scheduler_args: Vec<String>,
+    agents: Vec<AgentSpec>,
+    gateway: bool,
+    prefix: String,
+}
+
+impl LabBuilder {
+    pub fn store(mut self, kind: StoreKind) -> Self {
+        self.store = kind;
+        self
+    }
+
+    pub fn schedulers(mut self, n: usize) -> Self {
+        self.schedulers = n;
+        self
+    }
+
+    /// Replaces a scheduler flag (e.g. `("--lease-secs", "2")`).
+    pub fn scheduler_arg(mut self, flag: &str, value: &str) -> Self {
+        if let Some(i) = self.scheduler_args.iter().position(|a| a == flag) {
+            self.scheduler_args[i + 1] = value.into();
+        } else {
+            self.scheduler_args.extend([flag.to_owned(), value.to_owned()]);
+        }
+        self
+    }
+
+    pub fn agent(mut self, spec: AgentSpec) -> Self {
+        self.agents.push(spec);
+        self
+    }
+
+    pub fn without_gateway(mut self) -> Self {
+        self.gateway = false;
+        self
+    }
+
+    pub fn name(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    pub async fn start(self) -> Lab {
+        init_tls();
+        let dir = tempfile::Builder::new().prefix("flinger-lab-").tempdir().expect("temp dir");
+        let namespace = unique_namespace(&self.prefix);
+        let store = match self.store {
+            StoreKind::Sqlite => format!("sqlite:{}", dir.path().join("flinger.db").display()),
+            StoreKind::Mongo => format!("{}/{}", mongo_uri(), namespace.replace('-', "_")),
+        };
+        let mut lab = Lab {
+            namespace: namespace.clone(),
+            names: Names::new(&namespace),
+            store,
+            schedulers: vec![],
+            gateway: None,
+            agents: vec![],
+            base: String::new(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
+            classes: vec![],
+            dir,
+        };
+        for i in 0..self.schedulers {
+            lab.start_scheduler(&format!("scheduler-{i}"), &self.scheduler_args);
+        }
+        if self.gateway {
+            lab.start_gateway().await;
+        }
+        for spec in self.agents {
+            lab.add_agent(spec).await;
+        }
+        lab
+    }
+}
+
+fn mongo_uri() -> String {
+    if let Ok(uri) = std::env::var("FLINGER_TEST_MONGO_URI") {
+        return uri.trim_end_matches('/').to_owned();
+    }
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/mongo-standin/standin");
+        let status = std::process::Command::new(script).args(["start", "--port", "27017"]).status().expect("mongo stand-in");
+        assert!(status.success(), "cannot start the MongoDB stand-in");
+    });
+    "mongodb://127.0.0.1:27017".into()
+}
+
+pub struct Lab {
+    pub namespace: String,
+    pub names: Names,
+    /// The `--store` value every component uses.
+    pub store: String,
+    pub schedulers: Vec<Proc>,
+    pub gateway: Option<Proc>,
+    pub agents: Vec<Proc>,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    pub http: reqwest::Client,
+    classes: Vec<String>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    pub fn builder() -> LabBuilder {
+        LabBuilder {
+            store: StoreKind::Sqlite,
+            schedulers: 1,
+            // Short leases and quick reaping, so that fault tests finish in seconds.
+            scheduler_args: [
+                ("--lease-secs", "4"),
+                ("--renew-secs", "1"),
+                ("--reap-secs", "0.5"),
+                ("--republish-secs", "3"),
+                ("--backstop-grace-secs", "5"),
+            ]
+            .into_iter()
+            .flat_map(|(k, v)| [k.to_owned(), v.to_owned()])
+            .collect(),
+            agents: vec![],
+            gateway: true,
+            prefix: "lab".into(),
+        }
+    }
+
+    fn common_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("FLINGER_BROKER_URL".into(), crate::broker_url()),
+            ("FLINGER_NAMESPACE".into(), self.namespace.clone()),
+            ("FLINGER_STORE".into(), self.store.clone()),
+            ("FLINGER_LOG_FORMAT".into(), "json".into()),
+        ]
+    }
+
+    pub fn start_scheduler(&mut self, name: &str, args: &[String]) {
+        let p = Proc::spawn(name, &bin("flinger-scheduler"), args, &self.common_env(), self.dir.path());
+        self.schedulers.push(p);
+    }
+
+    async fn start_gateway(&mut self) {
+        let mut env = self.common_env();
+        env.push(("FLINGER_LISTEN".into(), "127.0.0.1:0".into()));
+        let p = Proc::spawn("gateway", &bin("flinger-gateway"), &[], &env, self.dir.path());
+        let log = p.log.clone();
+        let addr = eventually(Duration::from_secs(20), "the gateway to listen", || {
+            let log = log.clone();
+            async move { listening_addr(&log) }
+        })
+        .await;
+        self.base = format!("http://{addr}");
+        self.gateway = Some(p);
+        let (http, url) = (self.http.clone(), format!("{}/readyz", self.base));
+        eventually(Duration::from_secs(20), "the gateway to be ready", || {
+            let (http, url) = (http.clone(), url.clone());
+            async move { http.get(&url).send().await.ok().filter(|r| r.status().is_success()) }
+        })
+        .await;
+    }
+
+    /// Writes the agent's config file and starts it; waits until the lab shows it waiting.
+    pub async fn add_agent(&mut self, spec: AgentSpec) {
+        let home = self.dir.path().join("agents").join(&spec.name);
+        std::fs::create_dir_all(&home).expect("agent home");
+        let config = format!(
+            "agent_id: {}\njob_queues: {}\nexecution_basedir: {}\nstate_dir: {}\nheartbeat_interval: 0.5\ncleanup_timeout: 30\n{}",
+            spec.name,
+            serde_json::to_string(&spec.queues).expect("queues"),
+            home.join("run").display(),
+            home.join("state").display(),
+            spec.yaml
+        );
+        let path = home.join("agent.yaml");
+        std::fs::write(&path, config).expect("agent config");
+        let mut env = self.common_env();
+        // `flinger-agent run-test-cmds` in test commands must find the binary under test.
+        let path_var = format!("{}:{}", crate::bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+        env.push(("PATH".into(), path_var));
+        let args = vec!["--config".to_owned(), path.display().to_string()];
+        let p = Proc::spawn(&spec.name, &bin("flinger-agent"), &args, &env, self.dir.path());
+        self.agents.push(p);
+        for q in &spec.queues {
+            if !self.classes.contains(q) {
+                self.classes.push(q.clone());
+            }
+        }
+        if self.gateway.is_some() {
+            self.wait_agent_state(&spec.name, "waiting").await;
+        }
+    }
+
+    pub fn agent(&mut self, name: &str) -> &mut Proc {
+        self.agents.iter_mut().find(|a| a.name == name).unwrap_or_else(|| panic!("no agent {name}"))
+    }
+
+    pub async fn wait_agent_state(&self, name: &str, state: &str) -> Value {
+        let url = format!("{}/v1/agents/data/{name}", self.base);
+        let what = format!("agent {name} to be {state}");
+        eventually(Duration::from_secs(30), &what, || {
+            let (http, url) = (self.http.clone(), url.clone());
+            async move {
+                let v: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+                (v["state"] == state).then_some(v)
+            }
+        })
+        .await
+    }
+
+    // ----- HTTP API
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs a job; returns the status code and the JSON body.
+    pub async fn post_job(&self, job: &Value) -> (u16, Value) {
+        let r = self.http.post(self.url("/v1/job")).json(job).send().await.expect("POST /v1/job");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Submits a job that must be accepted.
+    pub async fn submit(&self, job: &Value) -> Uuid {
+        let (status, body) = self.post_job(job).await;
+        assert_eq!(status, 200, "submission refused: {body}");
+        body["job_id"].as_str().and_then(|s| s.parse().ok()).expect("job_id")
+    }
+
+    /// Our extension: the whole job record. `None` while unknown.
+    pub async fn info(&self, id: Uuid) -> Option<Value> {
+        let r = self.http.get(self.url(&format!("/v1/job/{id}/info"))).send().await.ok()?;
+        if r.status().as_u16() != 200 {
+            return None;
+        }
+        r.json().await.ok()
+    }
+
+    /// Waits until the job's (true) state is one of `states`.
+    pub async fn wait_state(&self, id: Uuid, states: &[&str], timeout: Duration) -> Value {
+        let what = format!("job {id} to be {states:?}");
+        eventually(timeout, &what, || async move {
+            let v = self.info(id).await?;
+            states.contains(&v["state"].as_str()?).then_some(v)
+        })
+        .await
+    }
+
+    /// Waits until the job ended (complete, cancelled or failed).
+    pub async fn wait_done(&self, id: Uuid, timeout: Duration) -> Value {
+        self.wait_state(id, &["complete", "cancelled", "failed"], timeout).await
+    }
+
+    pub async fn results(&self, id: Uuid) -> Value {
+        self.http.get(self.url(&format!("/v1/result/{id}"))).send().await.expect("results").json().await.expect("json")
+    }
+
+    /// The output of the job's current attempt, every phase in order.
+    pub async fn output(&self, id: Uuid) -> String {
+        let v: Value = self
+            .http
+            .get(self.url(&format!("/v1/result/{id}/log/output")))
+            .send()
+            .await
+            .expect("log")
+            .json()
+            .await
+            .expect("json");
+        let phases = ["setup", "provision", "firmware_update", "test", "allocate", "reserve", "cleanup"];
+        phases
+            .iter()
+            .filter_map(|p| v["output"][p]["log_data"].as_str())
+            .collect::<Vec<_>>()
+            .join("")
+    }
+
+    pub async fn cancel(&self, id: Uuid) -> u16 {
+        self.http
+            .post(self.url(&format!("/v1/job/{id}/action")))
+            .json(&json!({"action": "cancel"}))
+            .send()
+            .await
+            .expect("cancel")
+            .status()
+            .as_u16()
+    }
+
+    /// The `flinger` CLI, pointed at this lab.
+    pub fn cli(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(bin("flinger"));
+        c.env("FLINGER_SERVER", &self.base).env_remove("TESTFLINGER_SERVER").env("NO_COLOR", "1");
+        c
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Every log of the lab, for a failing test's message.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for p in self.schedulers.iter().chain(self.gateway.iter()).chain(self.agents.iter()) {
+            out.push_str(&format!("===== {} =====\n{}\n", p.name, p.log_text()));
+        }
+        out
+    }
+
+    /// Stops every process and deletes the lab's queues and exchanges.
+    pub async fn stop(mut self) {
+        for p in self.agents.iter_mut().chain(self.gateway.iter_mut()).chain(self.schedulers.iter_mut()) {
+            p.stop(Duration::from_secs(10));
+        }
+        let conn = broker::connect().await;
+        let n = &self.names;
+        let mut queues = vec![
+            n.dead_queue(),
+            n.scheduler_submissions_queue(),
+            n.scheduler_status_queue(),
+            n.scheduler_output_queue(),
+            n.scheduler_rpc_queue(),
+        ];
+        for c in &self.classes {
+            if let Ok(class) = broker_schema::DeviceClass::parse(c.as_str()) {
+                queues.push(n.class_queue(&class));
+            }
+        }
+        for a in &self.agents {
+            if let Ok(agent) = broker_schema::AgentName::parse(a.name.as_str()) {
+                queues.push(n.agent_control_queue(&agent));
+            }
+        }
+        let exchanges = vec![n.jobs_exchange(), n.events_exchange(), n.control_exchange(), n.dead_exchange()];
+        broker::delete(&conn, &queues, &exchanges).await;
+        let _ = conn.close(200, "done".into()).await;
+        if std::env::var("FLINGER_KEEP_LABS").is_ok() {
+            let kept = self.dir.keep();
+            eprintln!("lab kept in {}", kept.display());
+        }
+    }
+}
+
+/// The address in the gateway's "gateway listening" log line (JSON logs).
+fn listening_addr(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "gateway listening")
+        .and_then(|v| v["addr"].as_str().map(str::to_owned))
+}

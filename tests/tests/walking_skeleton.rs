@@ -1,0 +1,178 @@
+//! The whole path once: HTTP or AMQP → RabbitMQ → agent → store → API, on real services.
+
+use flinger_tests::{AgentSpec, Lab, broker};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const JOB_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_submitted_over_http_completes_with_exit_codes_and_output() {
+    let lab = Lab::builder().name("http").agent(AgentSpec::fake("fake-1", &["fake"])).start().await;
+    let id = lab
+        .submit(&json!({
+            "job_queue": "fake",
+            "provision_data": {"distro": "noble"},
+            "test_data": {"test_cmds": ["echo hello", "uname -a"], "fake": {"output": ["hello from the fake device"]}},
+        }))
+        .await;
+    let info = lab.wait_done(id, JOB_TIMEOUT).await;
+    assert_eq!(info["state"], "complete", "{info}\n{}", lab.logs());
+    assert_eq!(info["failure"], Value::Null);
+    let results = lab.results(id).await;
+    assert_eq!(results["job_state"], "complete");
+    for phase in ["setup", "provision", "test", "cleanup"] {
+        assert_eq!(results[format!("{phase}_status")], 0, "{phase}: {results}");
+    }
+    let output = lab.output(id).await;
+    assert!(output.contains("hello from the fake device"), "{output}");
+    assert!(output.contains("$ echo hello"), "{output}");
+    assert!(results["test_output"].as_str().unwrap_or("").contains("hello from the fake device"), "{results}");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provision_failure_skips_later_phases_except_cleanup() {
+    let lab = Lab::builder().name("provfail").agent(AgentSpec::fake("fake-1", &["fake"])).start().await;
+    let id = lab
+        .submit(&json!({
+            "job_queue": "fake",
+            "provision_data": {"url": "http://images/x.img", "fake": {"exit_code": 1, "output": ["flashing failed"]}},
+            "test_data": {"test_cmds": "echo never"},
+            "reserve_data": {"ssh_keys": ["lp:someone"]},
+        }))
+        .await;
+    let info = lab.wait_done(id, JOB_TIMEOUT).await;
+    assert_eq!(info["state"], "complete", "{info}");
+    assert_eq!(info["failure"]["kind"], "device_failed", "{info}");
+    let results = lab.results(id).await;
+    assert_eq!(results["provision_status"], 1, "{results}");
+    assert_eq!(results["cleanup_status"], 0, "{results}");
+    assert!(results.get("test_status").is_none_or(Value::is_null), "test ran: {results}");
+    assert!(results.get("reserve_status").is_none_or(Value::is_null), "reserve ran: {results}");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_cancelled_while_waiting_never_starts() {
+    // No agent serves the queue yet, but one has declared it: the job waits.
+    let mut lab = Lab::builder().name("cancelwait").agent(AgentSpec::fake("fake-1", &["fake"])).start().await;
+    lab.agent("fake-1").stop(Duration::from_secs(10));
+    let id = lab.submit(&json!({"job_queue": "fake", "test_data": {"test_cmds": "echo should-never-run"}})).await;
+    assert_eq!(lab.info(id).await.expect("job")["state"], "waiting");
+    assert_eq!(lab.cancel(id).await, 200);
+    assert_eq!(lab.info(id).await.expect("job")["state"], "cancelled");
+    // The agent comes back and takes the delivery: the lease is refused, the job stays cancelled.
+    lab.agent("fake-1").restart();
+    lab.wait_agent_state("fake-1", "waiting").await;
+    let marker = lab.submit(&json!({"job_queue": "fake"})).await;
+    lab.wait_done(marker, JOB_TIMEOUT).await;
+    let info = lab.info(id).await.expect("job");
+    assert_eq!(info["state"], "cancelled", "{info}");
+    assert_eq!(info["attempt"], 0, "a cancelled job was leased: {info}");
+    assert!(!lab.output(id).await.contains("should-never-run"));
+    // Cancelling again is refused: it already ended.
+    assert_eq!(lab.cancel(id).await, 400);
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_published_by_a_plain_amqp_client_completes_and_shows_in_the_api() {
+    let lab = Lab::builder().name("amqp").agent(AgentSpec::fake("fake-1", &["fake"])).start().await;
+    let id = uuid::Uuid::new_v4();
+    // What a producer in any language writes: a MessagePack map with named fields.
+    let msg = json!({
+        "v": 1,
+        "job_id": id.to_string(),
+        "job": {"job_queue": "fake", "test_data": {"test_cmds": "echo from amqp", "fake": {"output": ["direct producer"]}}},
+    });
+    let body = rmp_serde::to_vec_named(&msg).unwrap();
+    let conn = broker::connect().await;
+    let returned = broker::publish(&conn, &lab.names.jobs_exchange(), "fake", &body, Some("application/msgpack")).await;
+    assert!(!returned, "the broker returned the job");
+    let info = lab.wait_done(id, JOB_TIMEOUT).await;
+    assert_eq!(info["state"], "complete", "{info}\n{}", lab.logs());
+    assert!(lab.output(id).await.contains("direct producer"));
+    // A job for a class nobody declared is returned to the producer.
+    let other = rmp_serde::to_vec_named(&json!({"v": 1, "job_id": uuid::Uuid::new_v4().to_string(), "job": {"job_queue": "nobody"}})).unwrap();
+    assert!(broker::publish(&conn, &lab.names.jobs_exchange(), "nobody", &other, Some("application/msgpack")).await);
+    let _ = conn.close(200, "done".into()).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_message_is_dead_lettered_and_service_goes_on() {
+    let lab = Lab::builder().name("garbage").agent(AgentSpec::fake("fake-1", &["fake"])).start().await;
+    let conn = broker::connect().await;
+    broker::publish(&conn, &lab.names.jobs_exchange(), "fake", b"this is not msgpack", Some("application/msgpack")).await;
+    let bad_version = rmp_serde::to_vec_named(&json!({"v": 99, "job_id": uuid::Uuid::new_v4().to_string(), "job": {}})).unwrap();
+    broker::publish(&conn, &lab.names.jobs_exchange(), "fake", &bad_version, Some("application/msgpack")).await;
+    // Both the agent (class queue) and the scheduler (its copy) refuse each one with a reason.
+    let dead = flinger_tests::eventually(Duration::from_secs(20), "4 dead letters", || {
+        let (conn, q) = (&conn, lab.names.dead_queue());
+        async move {
+            let d = broker::drain(conn, &q).await;
+            (!d.is_empty()).then_some(d)
+        }
+    })
+    .await;
+    let mut reasons: Vec<String> = dead.iter().filter_map(|d| d.header("x-flinger-reason").map(str::to_owned)).collect();
+    // Collect the rest (the two consumers may not be equally quick).
+    let more = flinger_tests::eventually(Duration::from_secs(20), "the remaining dead letters", || {
+        let (conn, q, n) = (&conn, lab.names.dead_queue(), reasons.len());
+        async move {
+            if n >= 4 {
+                return Some(vec![]);
+            }
+            let d = broker::drain(conn, &q).await;
+            (!d.is_empty()).then_some(d)
+        }
+    })
+    .await;
+    reasons.extend(more.iter().filter_map(|d| d.header("x-flinger-reason").map(str::to_owned)));
+    assert!(reasons.iter().any(|r| r.contains("MessagePack")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("version 99")), "{reasons:?}");
+    // …and both keep serving.
+    let id = lab.submit(&json!({"job_queue": "fake"})).await;
+    assert_eq!(lab.wait_done(id, JOB_TIMEOUT).await["state"], "complete");
+    let _ = conn.close(200, "done".into()).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_agents_on_one_queue_run_each_of_ten_jobs_exactly_once() {
+    let lab = Lab::builder().name("two").start().await;
+    let mut lab = lab;
+    let ran = lab.path("ran.log");
+    for name in ["local-1", "local-2"] {
+        lab.add_agent(AgentSpec::commands(name, &["local"], &[("test", "flinger-agent run-test-cmds")])).await;
+    }
+    let mut ids = vec![];
+    for i in 0..10 {
+        let cmd = format!("echo job-{i} >> {}; sleep 0.2", ran.display());
+        ids.push(lab.submit(&json!({"job_queue": "local", "test_data": {"test_cmds": cmd}})).await);
+    }
+    let mut agents = std::collections::BTreeSet::new();
+    for id in &ids {
+        let info = lab.wait_done(*id, JOB_TIMEOUT).await;
+        assert_eq!(info["state"], "complete", "{info}");
+        assert_eq!(info["attempt"], 1, "{info}");
+        assert_eq!(info["attempts"].as_array().map(Vec::len), Some(1), "{info}");
+        agents.insert(info["attempts"][0]["agent"].as_str().unwrap().to_owned());
+    }
+    let log = std::fs::read_to_string(&ran).unwrap();
+    for i in 0..10 {
+        assert_eq!(log.lines().filter(|l| *l == format!("job-{i}")).count(), 1, "job-{i} in:\n{log}");
+    }
+    assert_eq!(agents.len(), 2, "one agent ran everything: {agents:?}");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_for_a_queue_no_agent_serves_is_refused_naming_the_queue() {
+    let lab = Lab::builder().name("unroutable").start().await;
+    let (status, body) = lab.post_job(&json!({"job_queue": "nobody-serves-this"})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["detail"]["json"]["job_queue"][0].as_str().unwrap_or("").contains("nobody-serves-this"), "{body}");
+    lab.stop().await;
+}
