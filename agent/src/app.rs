@@ -22,7 +22,10 @@ pub enum AgentError {
     #[error(transparent)]
     Connector(#[from] ConnectorError),
     #[error("cannot create {path}: {source}")]
-    Dir { path: std::path::PathBuf, source: std::io::Error },
+    Dir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub struct Agent {
@@ -31,7 +34,9 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(config: AgentConfig) -> Agent {
-        Agent { config: Arc::new(config) }
+        Agent {
+            config: Arc::new(config),
+        }
     }
 
     /// Runs until `shutdown`. A job running at that moment is stopped at once and not reported:
@@ -40,7 +45,10 @@ impl Agent {
         let config = self.config.clone();
         let connector = config.connector.build()?;
         for dir in [&config.execution_basedir, &config.state_dir] {
-            std::fs::create_dir_all(dir).map_err(|source| AgentError::Dir { path: dir.clone(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| AgentError::Dir {
+                path: dir.clone(),
+                source,
+            })?;
         }
         let bus = Bus::new(
             BusConfig {
@@ -51,7 +59,10 @@ impl Agent {
             shutdown.clone(),
         );
         let names = bus.names().clone();
-        let publisher = Arc::new(Publisher::new(bus.clone(), format!("flinger-agent {}", config.name)));
+        let publisher = Arc::new(Publisher::new(
+            bus.clone(),
+            format!("flinger-agent {}", config.name),
+        ));
         let rpc = Arc::new(RpcClient::new(bus.clone()));
         let status = Status::new();
         let current = CurrentSlot::default();
@@ -69,7 +80,13 @@ impl Agent {
             let token = shutdown.clone();
             services.spawn(async move { supervise("control", &token, || controls.serve()).await });
         }
-        services.spawn(heartbeat::beat(publisher.clone(), names.clone(), config.clone(), status.clone(), shutdown.clone()));
+        services.spawn(heartbeat::beat(
+            publisher.clone(),
+            names.clone(),
+            config.clone(),
+            status.clone(),
+            shutdown.clone(),
+        ));
 
         let runner = Runner {
             connector,
@@ -81,7 +98,13 @@ impl Agent {
             current,
             shutdown: shutdown.clone(),
         };
-        let mut intake = Intake::new(bus.clone(), publisher.clone(), rpc.clone(), config.name.clone(), config.queues.clone());
+        let mut intake = Intake::new(
+            bus.clone(),
+            publisher.clone(),
+            rpc.clone(),
+            config.name.clone(),
+            config.queues.clone(),
+        );
         let mut keepers = JoinSet::new();
         info!(agent = %config.name, queues = ?config.queues.iter().map(|q| q.as_str()).collect::<Vec<_>>(), connector = runner.connector.kind(), "agent running");
 
@@ -118,9 +141,15 @@ impl Agent {
             }
         }
         info!("agent stopping");
-        let _ = tokio::time::timeout(Duration::from_secs(5), async { while keepers.join_next().await.is_some() {} }).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while keepers.join_next().await.is_some() {}
+        })
+        .await;
         keepers.abort_all();
-        let _ = tokio::time::timeout(Duration::from_secs(10), async { while services.join_next().await.is_some() {} }).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while services.join_next().await.is_some() {}
+        })
+        .await;
         services.abort_all();
         rpc.close().await;
         publisher.close().await;
@@ -164,12 +193,25 @@ async fn wait_for_service(status: &Status, shutdown: &CancellationToken) {
 
 /// Takes the agent out of service after a failed device recovery, and records it with the
 /// scheduler so that it survives restarts until an admin puts the agent back.
-async fn go_offline(rpc: &RpcClient, names: &broker_schema::Names, config: &AgentConfig, status: &Status, comment: String) {
+async fn go_offline(
+    rpc: &RpcClient,
+    names: &broker_schema::Names,
+    config: &AgentConfig,
+    status: &Status,
+    comment: String,
+) {
     error!(%comment, "going offline");
     status.set_admin(Some(AdminState::Offline), Some(comment.clone()));
-    let req = SchedulerRequest::SetAgentState(SetAgentStateRequest { agent: config.name.clone(), state: Some(AdminState::Offline), comment });
+    let req = SchedulerRequest::SetAgentState(SetAgentStateRequest {
+        agent: config.name.clone(),
+        state: Some(AdminState::Offline),
+        comment,
+    });
     for _ in 0..5 {
-        match rpc.call::<_, SchedulerReply>(&names.scheduler_rpc_queue(), &req, Duration::from_secs(5)).await {
+        match rpc
+            .call::<_, SchedulerReply>(&names.scheduler_rpc_queue(), &req, Duration::from_secs(5))
+            .await
+        {
             Ok(SchedulerReply::Command(_)) => return,
             Ok(other) => warn!(?other, "unexpected reply"),
             Err(e) => warn!(error = %e, "cannot record going offline; retrying"),

@@ -118,8 +118,14 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Self::parse(&text).map_err(|message| ConfigError::Invalid { path: path.into(), message })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        })
     }
 
     /// Parses the YAML text; broker URL and namespace may come from the environment.
@@ -151,7 +157,9 @@ impl AgentConfig {
                 c.clone()
             }
             None if file.has_commands() => ConnectorConfig::Command(file.command_config()),
-            None => return Err("no connector: set `connector` or Testflinger's `<phase>_command` keys".into()),
+            None => {
+                return Err("no connector: set `connector` or Testflinger's `<phase>_command` keys".into());
+            }
         };
         let home = PathBuf::from("/var/lib/flinger/agents").join(name.as_str());
         let broker_url = std::env::var("FLINGER_BROKER_URL")
@@ -237,7 +245,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_by_name() {
-        let err = AgentConfig::parse("agent_id: a\njob_queues: [q]\ntest_command: x\nbogus_key: 1\n").unwrap_err();
+        let err =
+            AgentConfig::parse("agent_id: a\njob_queues: [q]\ntest_command: x\nbogus_key: 1\n").unwrap_err();
         assert!(err.contains("bogus_key"), "{err}");
     }
 

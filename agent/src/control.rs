@@ -26,8 +26,14 @@ impl Controls {
     /// the scheduler repeats what matters in lease renewals.
     pub fn apply(&self, command: ControlCommand) {
         match command {
-            ControlCommand::Cancel { job_id, attempt, reason } => self.current.with(|job| match job {
-                Some(j) if j.job_id == job_id && j.attempt == attempt => j.stop.request(StopReason::Cancelled(reason)),
+            ControlCommand::Cancel {
+                job_id,
+                attempt,
+                reason,
+            } => self.current.with(|job| match job {
+                Some(j) if j.job_id == job_id && j.attempt == attempt => {
+                    j.stop.request(StopReason::Cancelled(reason))
+                }
                 _ => info!(%job_id, "cancel for a job not running here; ignored"),
             }),
             ControlCommand::SetReservationDeadline { job_id, until } => self.current.with(|job| match job {
@@ -63,13 +69,24 @@ impl Controls {
                 let d = match d {
                     Some(Ok(d)) => d,
                     Some(Err(e)) => return Err(BusError::from(e)),
-                    None => return Err(BusError::Amqp(lapin::ErrorKind::InvalidChannelState(lapin::ChannelState::Closed, "control consumer ended").into())),
+                    None => {
+                        return Err(BusError::Amqp(
+                            lapin::ErrorKind::InvalidChannelState(
+                                lapin::ChannelState::Closed,
+                                "control consumer ended",
+                            )
+                            .into(),
+                        ));
+                    }
                 };
                 match decode::<Control>(&d.data) {
                     Ok(c) => self.apply(c.command),
                     Err(e) => {
                         warn!(error = %e, "malformed control message; dead-lettering it");
-                        if dead_letter(&self.publisher, &names, &d, &queue, &e.to_string()).await.is_err() {
+                        if dead_letter(&self.publisher, &names, &d, &queue, &e.to_string())
+                            .await
+                            .is_err()
+                        {
                             continue; // stays unacknowledged; redelivered after a reconnect
                         }
                     }

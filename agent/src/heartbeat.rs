@@ -11,7 +11,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-pub async fn beat(publisher: Arc<Publisher>, names: Names, config: Arc<AgentConfig>, status: Status, shutdown: CancellationToken) {
+pub async fn beat(
+    publisher: Arc<Publisher>,
+    names: Names,
+    config: Arc<AgentConfig>,
+    status: Status,
+    shutdown: CancellationToken,
+) {
     let mut changes = status.subscribe();
     let key = Names::heartbeat_key(&config.name);
     let exchange = names.events_exchange();
@@ -30,7 +36,10 @@ pub async fn beat(publisher: Arc<Publisher>, names: Names, config: Arc<AgentConf
             version: env!("CARGO_PKG_VERSION").to_owned(),
         };
         // Heartbeats are perishable: one attempt, no persistence; the next one follows soon.
-        let opts = PublishOptions { transient: true, ..Default::default() };
+        let opts = PublishOptions {
+            transient: true,
+            ..Default::default()
+        };
         let publish = publisher.publish(&exchange, &key, &hb, &opts);
         tokio::select! {
             r = tokio::time::timeout(Duration::from_secs(5), publish) => match r {

@@ -9,11 +9,15 @@
 use crate::stop::Stop;
 use broker_schema::bus::{Bus, BusError, PublishOptions, Publisher, RpcClient, dead_letter};
 use broker_schema::codec::check_content_type;
-use broker_schema::messages::{LeaseGrant, LeaseReply, LeaseRequest, SchedulerReply, SchedulerRequest, Submission};
+use broker_schema::messages::{
+    LeaseGrant, LeaseReply, LeaseRequest, SchedulerReply, SchedulerRequest, Submission,
+};
 use broker_schema::topology::declare_class;
 use broker_schema::{AgentName, DeviceClass, decode_submission};
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use lapin::types::FieldTable;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,8 +59,21 @@ enum Taken {
 }
 
 impl Intake {
-    pub fn new(bus: Bus, publisher: Arc<Publisher>, rpc: Arc<RpcClient>, agent: AgentName, queues: Vec<DeviceClass>) -> Self {
-        Intake { bus, publisher, rpc, agent, queues, passed: HashMap::new() }
+    pub fn new(
+        bus: Bus,
+        publisher: Arc<Publisher>,
+        rpc: Arc<RpcClient>,
+        agent: AgentName,
+        queues: Vec<DeviceClass>,
+    ) -> Self {
+        Intake {
+            bus,
+            publisher,
+            rpc,
+            agent,
+            queues,
+            passed: HashMap::new(),
+        }
     }
 
     /// Waits for the next job and leases it. Returns `None` when `interrupt` fires first.
@@ -93,7 +110,12 @@ impl Intake {
             declare_class(ch, &names, class).await?;
             let tag = format!("{}-{}", self.agent, Uuid::new_v4().simple());
             let consumer = ch
-                .basic_consume(names.class_queue(class).into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+                .basic_consume(
+                    names.class_queue(class).into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
                 .await?;
             tags.push(tag);
             let queue = names.class_queue(class);
@@ -106,47 +128,85 @@ impl Intake {
         };
         // Busy from here on: nothing more for this agent until it asks again.
         for tag in &tags {
-            let _ = ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+            let _ = ch
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await;
         }
         let (delivery, queue) = match delivery {
             Some((Ok(d), queue)) => (d, queue),
             Some((Err(e), _)) => return Err(e.into()),
-            None => return Err(BusError::Amqp(lapin::ErrorKind::InvalidChannelState(lapin::ChannelState::Closed, "consumer ended").into())),
-        };
-        let ack = async || delivery.acker.ack(BasicAckOptions::default()).await.map(|_| ());
-        let give_back = async || delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.map(|_| ());
-
-        let submission = match check_content_type(delivery.properties.content_type().as_ref().map(|c| c.as_str()))
-            .and_then(|_| decode_submission(&delivery.data))
-        {
-            Ok(s) => s,
-            Err(e) => {
-                let reason = e.to_string();
-                warn!(%reason, "undecodable job message; dead-lettering it");
-                if dead_letter(&self.publisher, &names, &delivery, &queue, &reason).await.is_ok() {
-                    ack().await?;
-                } else {
-                    give_back().await?;
-                }
-                return Ok(Some(Taken::Next));
+            None => {
+                return Err(BusError::Amqp(
+                    lapin::ErrorKind::InvalidChannelState(lapin::ChannelState::Closed, "consumer ended")
+                        .into(),
+                ));
             }
         };
+        let ack = async || delivery.acker.ack(BasicAckOptions::default()).await.map(|_| ());
+        let give_back = async || {
+            delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+        };
+
+        let submission =
+            match check_content_type(delivery.properties.content_type().as_ref().map(|c| c.as_str()))
+                .and_then(|_| decode_submission(&delivery.data))
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    let reason = e.to_string();
+                    warn!(%reason, "undecodable job message; dead-lettering it");
+                    if dead_letter(&self.publisher, &names, &delivery, &queue, &reason)
+                        .await
+                        .is_ok()
+                    {
+                        ack().await?;
+                    } else {
+                        give_back().await?;
+                    }
+                    return Ok(Some(Taken::Next));
+                }
+            };
         let job_id = submission.job_id;
-        self.passed.retain(|_, (t, _)| t.elapsed() < Duration::from_secs(120));
-        if submission.job.exclude_agents().iter().any(|a| a == self.agent.as_str()) {
+        self.passed
+            .retain(|_, (t, _)| t.elapsed() < Duration::from_secs(120));
+        if submission
+            .job
+            .exclude_agents()
+            .iter()
+            .any(|a| a == self.agent.as_str())
+        {
             // Known without asking: give it back, and leave it to others for a while.
             info!(%job_id, "job excludes this agent; leaving it to others");
             return self.pass(&delivery, &submission).await;
         }
-        let req = SchedulerRequest::Lease(LeaseRequest { job_id, agent: self.agent.clone(), submission: submission.clone() });
+        let req = SchedulerRequest::Lease(LeaseRequest {
+            job_id,
+            agent: self.agent.clone(),
+            submission: submission.clone(),
+        });
         let asked_at = Instant::now();
-        let reply = self.rpc.call::<_, SchedulerReply>(&names.scheduler_rpc_queue(), &req, LEASE_TIMEOUT).await;
+        let reply = self
+            .rpc
+            .call::<_, SchedulerReply>(&names.scheduler_rpc_queue(), &req, LEASE_TIMEOUT)
+            .await;
         match reply {
             Ok(SchedulerReply::Lease(LeaseReply::Granted(grant))) => {
                 ack().await?;
                 info!(%job_id, attempt = grant.attempt, "lease granted");
                 let queue = submission.job.job_queue().clone();
-                Ok(Some(Taken::Job(Box::new(TakenJob { submission, grant, asked_at, queue }))))
+                Ok(Some(Taken::Job(Box::new(TakenJob {
+                    submission,
+                    grant,
+                    asked_at,
+                    queue,
+                }))))
             }
             Ok(SchedulerReply::Lease(LeaseReply::Denied(denial))) => {
                 info!(%job_id, reason = ?denial.reason, detail = %denial.detail, "lease denied");
@@ -174,11 +234,19 @@ impl Intake {
     /// get it and this agent is not stuck behind it; republished before the delivery is
     /// acknowledged, so it is never in neither place. Pauses longer each time the same job
     /// comes back (every agent may exclude it).
-    async fn pass(&mut self, delivery: &lapin::message::Delivery, submission: &Submission) -> Result<Option<Taken>, BusError> {
-        let entry = self.passed.entry(submission.job_id).or_insert((Instant::now(), 0));
+    async fn pass(
+        &mut self,
+        delivery: &lapin::message::Delivery,
+        submission: &Submission,
+    ) -> Result<Option<Taken>, BusError> {
+        let entry = self
+            .passed
+            .entry(submission.job_id)
+            .or_insert((Instant::now(), 0));
         entry.0 = Instant::now();
         entry.1 += 1;
-        let pause = (Duration::from_millis(200) * 2u32.saturating_pow(entry.1.min(6))).min(Duration::from_secs(10));
+        let pause =
+            (Duration::from_millis(200) * 2u32.saturating_pow(entry.1.min(6))).min(Duration::from_secs(10));
         let names = self.bus.names();
         let opts = PublishOptions {
             mandatory: true,
@@ -188,13 +256,25 @@ impl Intake {
         };
         let published = self
             .publisher
-            .send(&names.jobs_exchange(), submission.job.job_queue().as_str(), submission, &opts, Some(Duration::from_secs(10)))
+            .send(
+                &names.jobs_exchange(),
+                submission.job.job_queue().as_str(),
+                submission,
+                &opts,
+                Some(Duration::from_secs(10)),
+            )
             .await;
         match published {
             Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await?,
             Err(e) => {
                 warn!(job_id = %submission.job_id, error = %e, "cannot pass the job on; giving it back");
-                delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?
+                delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await?
             }
         };
         Ok(Some(Taken::Pause(pause)))

@@ -41,7 +41,13 @@ pub struct LeaseKeeper {
 impl LeaseKeeper {
     /// Starts renewing. Renewal replies also carry what the agent must obey even if a control
     /// message was lost: a cancel (→ `stop`) and the reservation deadline (→ `deadline`).
-    pub fn start(rpc: Arc<RpcClient>, names: Names, spec: LeaseSpec, stop: Stop, deadline: watch::Sender<Option<Millis>>) -> LeaseKeeper {
+    pub fn start(
+        rpc: Arc<RpcClient>,
+        names: Names,
+        spec: LeaseSpec,
+        stop: Stop,
+        deadline: watch::Sender<Option<Millis>>,
+    ) -> LeaseKeeper {
         let finished = CancellationToken::new();
         let task = tokio::spawn(keep(rpc, names, spec, stop, deadline, finished.clone()));
         LeaseKeeper { finished, task }
@@ -69,7 +75,11 @@ async fn keep(
     let mut next = spec.asked_at + spec.renew_every;
     let mut finishing_since: Option<Instant> = None;
     let queue = names.scheduler_rpc_queue();
-    let req = SchedulerRequest::Renew(RenewRequest { job_id: spec.job_id, attempt: spec.attempt, agent: spec.agent.clone() });
+    let req = SchedulerRequest::Renew(RenewRequest {
+        job_id: spec.job_id,
+        attempt: spec.attempt,
+        agent: spec.agent.clone(),
+    });
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next.min(valid_until - margin)) => {}
@@ -86,13 +96,19 @@ async fn keep(
         let now = Instant::now();
         if now + margin >= valid_until {
             if finishing_since.is_none() {
-                stop.request(StopReason::LeaseLost("could not renew the lease before it expired".into()));
+                stop.request(StopReason::LeaseLost(
+                    "could not renew the lease before it expired".into(),
+                ));
             }
             return;
         }
         let wait = (valid_until - margin - now).min(Duration::from_secs(5));
         match rpc.call::<_, SchedulerReply>(&queue, &req, wait).await {
-            Ok(SchedulerReply::Renew(RenewReply::Renewed { cancel, reserve_until, .. })) => {
+            Ok(SchedulerReply::Renew(RenewReply::Renewed {
+                cancel,
+                reserve_until,
+                ..
+            })) => {
                 valid_until = now + spec.lease;
                 next = now + spec.renew_every;
                 debug!(job_id = %spec.job_id, "lease renewed");

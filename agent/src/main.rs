@@ -7,7 +7,11 @@ use flinger_agent::{Agent, AgentConfig};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "flinger-agent", version, about = "Flinger agent: runs jobs on one device")]
+#[command(
+    name = "flinger-agent",
+    version,
+    about = "Flinger agent: runs jobs on one device"
+)]
 struct Args {
     /// The agent's configuration (Testflinger's agent YAML, plus Flinger's keys).
     #[arg(short, long, env = "FLINGER_AGENT_CONFIG")]
@@ -48,13 +52,18 @@ async fn main() -> anyhow::Result<()> {
 fn run_test_cmds(job: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     let text = std::fs::read_to_string(job).with_context(|| format!("cannot read {}", job.display()))?;
-    let doc: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", job.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", job.display()))?;
     let def = broker_schema::JobDefinition::parse(doc).map_err(|e| anyhow::anyhow!("invalid job: {e}"))?;
     let Some(script) = def.test_cmds() else {
         println!("no test_cmds in the job; nothing to run");
         return Ok(());
     };
-    let shell = if std::path::Path::new("/bin/bash").exists() { "/bin/bash" } else { "/bin/sh" };
+    let shell = if std::path::Path::new("/bin/bash").exists() {
+        "/bin/bash"
+    } else {
+        "/bin/sh"
+    };
     let err = std::process::Command::new(shell).arg("-c").arg(script).exec();
     Err(anyhow::anyhow!("cannot run {shell}: {err}"))
 }

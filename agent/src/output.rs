@@ -40,7 +40,11 @@ impl OutputPipe {
         let (tx, rx) = mpsc::channel(64);
         let last_activity = Arc::new(AtomicI64::new(Millis::now().0));
         let task = tokio::spawn(pump(reporter, stream, rx, last_activity.clone()));
-        OutputPipe { tx, task, last_activity }
+        OutputPipe {
+            tx,
+            task,
+            last_activity,
+        }
     }
 
     /// A sender that tags bytes with `phase`.
@@ -63,7 +67,12 @@ impl OutputPipe {
     }
 }
 
-async fn pump(reporter: Reporter, stream: LogStream, mut rx: mpsc::Receiver<Item>, last: Arc<AtomicI64>) -> u64 {
+async fn pump(
+    reporter: Reporter,
+    stream: LogStream,
+    mut rx: mpsc::Receiver<Item>,
+    last: Arc<AtomicI64>,
+) -> u64 {
     let mut seq = 0u64;
     let mut buf = BytesMut::new();
     let mut buf_phase = Phase::Setup;

@@ -23,7 +23,13 @@ pub struct Reporter {
 impl Reporter {
     /// Publishes an event; returns whether the broker confirmed it.
     pub async fn event(&self, kind: JobEventKind) -> bool {
-        let ev = JobEvent { job_id: self.job_id, attempt: self.attempt, agent: Some(self.agent.clone()), at: Millis::now(), kind };
+        let ev = JobEvent {
+            job_id: self.job_id,
+            attempt: self.attempt,
+            agent: Some(self.agent.clone()),
+            at: Millis::now(),
+            kind,
+        };
         let key = Names::job_status_key(&self.job_id);
         let exchange = self.names.events_exchange();
         let opts = PublishOptions::default();

@@ -96,7 +96,12 @@ impl Runner {
         let job = Arc::new(taken.submission.job);
         let stop = Stop::new();
         let (deadline_tx, deadline_rx) = watch::channel(taken.grant.reserve_until);
-        self.current.set(Some(CurrentJob { job_id, attempt, stop: stop.clone(), deadline: deadline_tx.clone() }));
+        self.current.set(Some(CurrentJob {
+            job_id,
+            attempt,
+            stop: stop.clone(),
+            deadline: deadline_tx.clone(),
+        }));
         self.status.set(AgentState::Leased, Some(job_id));
         info!(%job_id, attempt, queue = %taken.queue, "running job");
 
@@ -142,7 +147,10 @@ impl Runner {
         let mut phase_status = BTreeMap::new();
         let mut setup_error = None;
         if let Err(e) = prepare_run_dir(&run.run_dir, &job, job_id).await {
-            setup_error = Some(format!("cannot prepare the run directory {}: {e}", run.run_dir.display()));
+            setup_error = Some(format!(
+                "cannot prepare the run directory {}: {e}",
+                run.run_dir.display()
+            ));
         }
         let mut plan = Plan::new(&job, |p| self.connector.supports(p));
         if setup_error.is_none() {
@@ -182,18 +190,35 @@ impl Runner {
             w.abort();
         }
 
-        let counts = OutputCounts { output: run.output.finish().await, serial: run.serial.finish().await };
+        let counts = OutputCounts {
+            output: run.output.finish().await,
+            serial: run.serial.finish().await,
+        };
         let reason = stop.reason();
-        let recovery_failed = phase_status.iter().find(|(_, c)| **c == RECOVERY_FAILED_EXIT).map(|(p, _)| *p);
+        let recovery_failed = phase_status
+            .iter()
+            .find(|(_, c)| **c == RECOVERY_FAILED_EXIT)
+            .map(|(p, _)| *p);
         let outcome = match (&setup_error, &reason) {
-            (Some(e), _) => Outcome::Failed { failure: Failure { kind: FailureKind::AgentError, reason: e.clone() } },
+            (Some(e), _) => Outcome::Failed {
+                failure: Failure {
+                    kind: FailureKind::AgentError,
+                    reason: e.clone(),
+                },
+            },
             (None, None) => Outcome::Complete,
             (None, Some(StopReason::Cancelled(r))) => Outcome::Cancelled { reason: r.clone() },
             (None, Some(StopReason::GlobalTimeout(d))) => Outcome::Failed {
-                failure: Failure { kind: FailureKind::GlobalTimeout, reason: format!("global timeout of {} s reached", d.as_secs()) },
+                failure: Failure {
+                    kind: FailureKind::GlobalTimeout,
+                    reason: format!("global timeout of {} s reached", d.as_secs()),
+                },
             },
             (None, Some(StopReason::OutputTimeout(d))) => Outcome::Failed {
-                failure: Failure { kind: FailureKind::OutputTimeout, reason: format!("no output for {} s in the test phase", d.as_secs()) },
+                failure: Failure {
+                    kind: FailureKind::OutputTimeout,
+                    reason: format!("no output for {} s in the test phase", d.as_secs()),
+                },
             },
             (None, Some(StopReason::LeaseLost(_) | StopReason::Shutdown)) => Outcome::Complete, // never reported
         };
@@ -209,7 +234,12 @@ impl Runner {
             let phases: BTreeMap<Phase, i32> = phase_status.clone();
             let confirmed = run
                 .reporter
-                .event(JobEventKind::Finished { outcome: outcome.clone(), output: counts, phase_status: phases, device_info: run.device_info.clone() })
+                .event(JobEventKind::Finished {
+                    outcome: outcome.clone(),
+                    output: counts,
+                    phase_status: phases,
+                    device_info: run.device_info.clone(),
+                })
                 .await;
             if !confirmed {
                 warn!(%job_id, "could not report the end of the run");
@@ -224,7 +254,13 @@ impl Runner {
         self.current.set(None);
         self.status.set(AgentState::Waiting, None);
         info!(%job_id, ?outcome, "run over");
-        RunSummary { job_id, phase_status, stop: reason, recovery_failed, keeper }
+        RunSummary {
+            job_id,
+            phase_status,
+            stop: reason,
+            recovery_failed,
+            keeper,
+        }
     }
 
     /// The global timeout (capped by the agent's own limit). It does not cut a reservation or a
@@ -261,8 +297,12 @@ impl Runner {
         };
         let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(32);
         let (serial_tx, mut serial_rx) = mpsc::channel::<Bytes>(32);
-        let sink = OutputSink { output: out_tx, serial: serial_tx };
-        let output_timeout = (phase == Phase::Test).then(|| cap(run.job.output_timeout(), self.config.output_timeout_cap));
+        let sink = OutputSink {
+            output: out_tx,
+            serial: serial_tx,
+        };
+        let output_timeout =
+            (phase == Phase::Test).then(|| cap(run.job.output_timeout(), self.config.output_timeout_cap));
         if output_timeout.is_some() {
             run.output.last_activity.store(Millis::now().0, Ordering::Relaxed);
         }
@@ -324,7 +364,10 @@ impl Runner {
             match outcome {
                 // A reservation that ended at its deadline ended well, whatever the killed
                 // reserve step returned.
-                Ok(_) if ended_by_deadline && !run.stop.is_stopped() => Ok(PhaseOutcome { exit_code: 0, detail: None }),
+                Ok(_) if ended_by_deadline && !run.stop.is_stopped() => Ok(PhaseOutcome {
+                    exit_code: 0,
+                    detail: None,
+                }),
                 other => other,
             }
         };
@@ -345,20 +388,34 @@ impl Runner {
             Ok(o) => (o.exit_code, o.detail),
             Err(e) => {
                 warn!(job_id = %run.job_id, %phase, error = %e, "phase could not run");
-                run.output.send(phase, Bytes::from(format!("flinger-agent: {e}\n"))).await;
+                run.output
+                    .send(phase, Bytes::from(format!("flinger-agent: {e}\n")))
+                    .await;
                 run.output.flush().await;
                 (127, Some(e.to_string()))
             }
         };
         info!(job_id = %run.job_id, %phase, exit_code, "phase finished");
-        run.reporter.event(JobEventKind::PhaseFinished { phase, exit_code, detail }).await;
+        run.reporter
+            .event(JobEventKind::PhaseFinished {
+                phase,
+                exit_code,
+                detail,
+            })
+            .await;
         exit_code
     }
 
     /// Sets the reservation's deadline (one the scheduler already extended wins) and says so.
     async fn start_reservation(&self, run: &mut Run) -> Millis {
-        let timeout = run.job.reserve_timeout().unwrap_or(broker_schema::job::DEFAULT_RESERVE_TIMEOUT);
-        let until = run.deadline.borrow().unwrap_or_else(|| Millis::now().plus(timeout));
+        let timeout = run
+            .job
+            .reserve_timeout()
+            .unwrap_or(broker_schema::job::DEFAULT_RESERVE_TIMEOUT);
+        let until = run
+            .deadline
+            .borrow()
+            .unwrap_or_else(|| Millis::now().plus(timeout));
         run.deadline_tx.send_replace(Some(until));
         let device_ip = run
             .device_info
@@ -375,7 +432,13 @@ impl Runner {
             .and_then(|v| v.as_str())
             .unwrap_or("ubuntu")
             .to_owned();
-        run.reporter.event(JobEventKind::ReservationStarted { until, device_ip, user: Some(user) }).await;
+        run.reporter
+            .event(JobEventKind::ReservationStarted {
+                until,
+                device_ip,
+                user: Some(user),
+            })
+            .await;
         until
     }
 
@@ -383,7 +446,9 @@ impl Runner {
     /// and publishes it; its `device_ip` becomes `DEVICE_IP` for later phases.
     async fn read_device_info(&self, run: &mut Run) {
         let path = run.run_dir.join("device-info.json");
-        let Ok(text) = tokio::fs::read_to_string(&path).await else { return };
+        let Ok(text) = tokio::fs::read_to_string(&path).await else {
+            return;
+        };
         let parsed: serde_json::Value = match serde_json::from_str(&text) {
             Ok(v) => v,
             Err(e) => {
@@ -412,7 +477,11 @@ impl Runner {
         let write = async {
             use tokio::io::AsyncWriteExt;
             tokio::fs::create_dir_all(&self.config.state_dir).await?;
-            let mut f = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await?;
+            let mut f = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .await?;
             f.write_all(format!("{line}\n").as_bytes()).await
         };
         if let Err(e) = write.await {

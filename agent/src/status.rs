@@ -34,7 +34,11 @@ pub fn transition(from: AgentState, to: AgentState) -> Result<AgentState, Illega
         (Leased | Running(_), Waiting) => true,
         _ => false,
     };
-    if ok { Ok(to) } else { Err(IllegalChange { from, to }) }
+    if ok {
+        Ok(to)
+    } else {
+        Err(IllegalChange { from, to })
+    }
 }
 
 /// The agent's status, shared.
@@ -45,7 +49,12 @@ pub struct Status {
 
 impl Status {
     pub fn new() -> Status {
-        let (tx, _) = watch::channel(Snapshot { state: AgentState::Waiting, job_id: None, admin: None, comment: None });
+        let (tx, _) = watch::channel(Snapshot {
+            state: AgentState::Waiting,
+            job_id: None,
+            admin: None,
+            comment: None,
+        });
         Status { tx }
     }
 
@@ -103,8 +112,8 @@ impl Default for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use broker_schema::Phase;
     use AgentState::*;
+    use broker_schema::Phase;
 
     #[test]
     fn a_job_moves_the_agent_forward_and_back_to_waiting() {

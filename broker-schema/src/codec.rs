@@ -75,10 +75,15 @@ struct Probe {
 /// Encodes a message as a versioned MessagePack map.
 pub fn encode<M: Message>(msg: &M) -> Vec<u8> {
     let mut buf = Vec::with_capacity(256);
-    let mut ser = rmp_serde::Serializer::new(&mut buf).with_struct_map().with_human_readable();
-    Out { v: SCHEMA_VERSION, body: msg }
-        .serialize(&mut ser)
-        .expect("our messages always serialize");
+    let mut ser = rmp_serde::Serializer::new(&mut buf)
+        .with_struct_map()
+        .with_human_readable();
+    Out {
+        v: SCHEMA_VERSION,
+        body: msg,
+    }
+    .serialize(&mut ser)
+    .expect("our messages always serialize");
     buf
 }
 
@@ -87,7 +92,9 @@ pub fn encode<M: Message>(msg: &M) -> Vec<u8> {
 pub fn check_content_type(content_type: Option<&str>) -> Result<(), DecodeError> {
     match content_type {
         None | Some(CONTENT_TYPE) | Some("application/x-msgpack") | Some("application/vnd.msgpack") => Ok(()),
-        Some(other) => Err(DecodeError::WrongContentType { found: other.to_owned() }),
+        Some(other) => Err(DecodeError::WrongContentType {
+            found: other.to_owned(),
+        }),
     }
 }
 

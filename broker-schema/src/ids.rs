@@ -20,8 +20,14 @@ fn check(s: &str, max: usize, extra: &'static str) -> Result<(), NameError> {
     if s.chars().count() > max {
         return Err(NameError::TooLong { max });
     }
-    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || extra.contains(*c))) {
-        return Err(NameError::BadChar { found: c, allowed: extra });
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || extra.contains(*c)))
+    {
+        return Err(NameError::BadChar {
+            found: c,
+            allowed: extra,
+        });
     }
     Ok(())
 }
@@ -89,8 +95,14 @@ mod tests {
         assert!(DeviceClass::parse("rpi4b").is_ok());
         assert!(DeviceClass::parse("maas-x86.node_2").is_ok());
         assert_eq!(DeviceClass::parse(""), Err(NameError::Empty));
-        assert!(matches!(DeviceClass::parse("a*b"), Err(NameError::BadChar { found: '*', .. })));
-        assert!(matches!(DeviceClass::parse("a b"), Err(NameError::BadChar { found: ' ', .. })));
+        assert!(matches!(
+            DeviceClass::parse("a*b"),
+            Err(NameError::BadChar { found: '*', .. })
+        ));
+        assert!(matches!(
+            DeviceClass::parse("a b"),
+            Err(NameError::BadChar { found: ' ', .. })
+        ));
     }
 
     #[test]

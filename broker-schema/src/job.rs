@@ -372,14 +372,20 @@ impl JobDefinition {
         ["provision_data", "firmware_update_data", "test_data"]
             .iter()
             .filter_map(|k| self.phase_data(k))
-            .any(|m| m.get("attachments").and_then(Value::as_array).is_some_and(|a| !a.is_empty()))
+            .any(|m| {
+                m.get("attachments")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty())
+            })
     }
 }
 
 fn as_integer(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64().or_else(|| {
-            n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9e15).map(|f| f as i64)
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+                .map(|f| f as i64)
         }),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
@@ -432,7 +438,11 @@ fn string_list(m: &Map<String, Value>, key: &str, path: &str, errs: &mut Validat
     }
 }
 
-fn mapping<'a>(m: &'a Map<String, Value>, key: &str, errs: &mut ValidationErrors) -> Option<&'a Map<String, Value>> {
+fn mapping<'a>(
+    m: &'a Map<String, Value>,
+    key: &str,
+    errs: &mut ValidationErrors,
+) -> Option<&'a Map<String, Value>> {
     match m.get(key) {
         None | Some(Value::Null) => None,
         Some(Value::Object(o)) => Some(o),
@@ -548,25 +558,35 @@ mod tests {
         assert_eq!(d["bogus"], json!(["Unknown field."]));
         assert_eq!(d["global_timeout"], json!(["Not a valid integer."]));
         assert_eq!(d["tags"], json!(["Not a valid list."]));
-        assert_eq!(d["test_data"]["test_cmds"], json!(["Must be a string or a list of strings."]));
+        assert_eq!(
+            d["test_data"]["test_cmds"],
+            json!(["Must be a string or a list of strings."])
+        );
     }
 
     #[test]
     fn test_cmds_may_be_a_string_or_a_list() {
-        let a = JobDefinition::parse(json!({"job_queue": "q", "test_data": {"test_cmds": "echo a\necho b"}})).unwrap();
-        let b = JobDefinition::parse(json!({"job_queue": "q", "test_data": {"test_cmds": ["echo a", "echo b"]}})).unwrap();
+        let a = JobDefinition::parse(json!({"job_queue": "q", "test_data": {"test_cmds": "echo a\necho b"}}))
+            .unwrap();
+        let b =
+            JobDefinition::parse(json!({"job_queue": "q", "test_data": {"test_cmds": ["echo a", "echo b"]}}))
+                .unwrap();
         assert_eq!(a.test_cmds(), b.test_cmds());
     }
 
     #[test]
     fn reserve_timeout_accepts_seconds_and_human_durations() {
-        let j = JobDefinition::parse(json!({"job_queue": "q", "reserve_data": {"timeout": "2h30m"}})).unwrap();
+        let j =
+            JobDefinition::parse(json!({"job_queue": "q", "reserve_data": {"timeout": "2h30m"}})).unwrap();
         assert_eq!(j.reserve_timeout(), Some(Duration::from_secs(9000)));
         let j = JobDefinition::parse(json!({"job_queue": "q", "reserve_data": {"timeout": 600}})).unwrap();
         assert_eq!(j.reserve_timeout(), Some(Duration::from_secs(600)));
-        let j = JobDefinition::parse(json!({"job_queue": "q", "reserve_data": {"ssh_keys": ["lp:x"]}})).unwrap();
+        let j =
+            JobDefinition::parse(json!({"job_queue": "q", "reserve_data": {"ssh_keys": ["lp:x"]}})).unwrap();
         assert_eq!(j.reserve_timeout(), Some(DEFAULT_RESERVE_TIMEOUT));
-        assert!(JobDefinition::parse(json!({"job_queue": "q", "reserve_data": {"timeout": "soon"}})).is_err());
+        assert!(
+            JobDefinition::parse(json!({"job_queue": "q", "reserve_data": {"timeout": "soon"}})).is_err()
+        );
     }
 
     #[test]

@@ -151,7 +151,11 @@ impl Plan {
 
     /// Phases that were never started because the plan stopped.
     pub fn skipped(&self) -> &[Phase] {
-        if self.stopped { &self.main[self.next..] } else { &[] }
+        if self.stopped {
+            &self.main[self.next..]
+        } else {
+            &[]
+        }
     }
 
     pub fn runs_cleanup(&self) -> bool {
@@ -180,7 +184,9 @@ mod tests {
 
     #[test]
     fn phases_without_data_or_with_skip_do_not_run() {
-        let j = job(json!({"job_queue": "q", "provision_data": {"skip": true}, "test_data": {"test_cmds": "true"}}));
+        let j = job(
+            json!({"job_queue": "q", "provision_data": {"skip": true}, "test_data": {"test_cmds": "true"}}),
+        );
         let mut plan = Plan::new(&j, |_| true);
         assert_eq!(run(&mut plan, &[]), vec![Phase::Setup, Phase::Test]);
         assert!(plan.runs_cleanup());
@@ -188,23 +194,35 @@ mod tests {
 
     #[test]
     fn provision_failure_stops_later_phases_but_not_cleanup() {
-        let j = job(json!({"job_queue": "q", "provision_data": {"url": "x"}, "test_data": {"test_cmds": "true"}, "reserve_data": {"ssh_keys": ["lp:me"]}}));
+        let j = job(
+            json!({"job_queue": "q", "provision_data": {"url": "x"}, "test_data": {"test_cmds": "true"}, "reserve_data": {"ssh_keys": ["lp:me"]}}),
+        );
         let mut plan = Plan::new(&j, |_| true);
-        assert_eq!(run(&mut plan, &[(Phase::Provision, 1)]), vec![Phase::Setup, Phase::Provision]);
+        assert_eq!(
+            run(&mut plan, &[(Phase::Provision, 1)]),
+            vec![Phase::Setup, Phase::Provision]
+        );
         assert_eq!(plan.skipped(), &[Phase::Test, Phase::Reserve]);
         assert!(plan.runs_cleanup());
     }
 
     #[test]
     fn test_failure_still_lets_reserve_run() {
-        let j = job(json!({"job_queue": "q", "test_data": {"test_cmds": "false"}, "reserve_data": {"ssh_keys": ["lp:me"]}}));
+        let j = job(
+            json!({"job_queue": "q", "test_data": {"test_cmds": "false"}, "reserve_data": {"ssh_keys": ["lp:me"]}}),
+        );
         let mut plan = Plan::new(&j, |_| true);
-        assert_eq!(run(&mut plan, &[(Phase::Test, 1)]), vec![Phase::Setup, Phase::Test, Phase::Reserve]);
+        assert_eq!(
+            run(&mut plan, &[(Phase::Test, 1)]),
+            vec![Phase::Setup, Phase::Test, Phase::Reserve]
+        );
     }
 
     #[test]
     fn unsupported_phases_are_skipped() {
-        let j = job(json!({"job_queue": "q", "provision_data": {"url": "x"}, "test_data": {"test_cmds": "true"}}));
+        let j = job(
+            json!({"job_queue": "q", "provision_data": {"url": "x"}, "test_data": {"test_cmds": "true"}}),
+        );
         let mut plan = Plan::new(&j, |p| p == Phase::Test);
         assert_eq!(run(&mut plan, &[]), vec![Phase::Test]);
         assert!(!plan.runs_cleanup());

@@ -10,7 +10,11 @@ use tracing_subscriber::EnvFilter;
 #[derive(Clone, Debug, clap::Args)]
 pub struct BrokerArgs {
     /// AMQP URL of the broker.
-    #[arg(long = "broker-url", env = "FLINGER_BROKER_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long = "broker-url",
+        env = "FLINGER_BROKER_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     pub url: String,
     /// Prefix of every exchange and queue name; labs sharing a broker use different ones.
     #[arg(long, env = "FLINGER_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
@@ -19,7 +23,11 @@ pub struct BrokerArgs {
 
 impl BrokerArgs {
     pub fn bus_config(&self, connection_name: impl Into<String>) -> BusConfig {
-        BusConfig { url: self.url.clone(), names: Names::new(&self.namespace), connection_name: connection_name.into() }
+        BusConfig {
+            url: self.url.clone(),
+            names: Names::new(&self.namespace),
+            connection_name: connection_name.into(),
+        }
     }
 }
 
@@ -57,7 +65,8 @@ pub fn shutdown_on_signals() -> CancellationToken {
     let t = token.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
             tracing::error!("cannot install signal handlers");
             return;
         };

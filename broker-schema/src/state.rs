@@ -143,7 +143,11 @@ impl JobState {
                 _ => false,
             },
         };
-        if legal { Ok(to) } else { Err(IllegalTransition { from: self, to }) }
+        if legal {
+            Ok(to)
+        } else {
+            Err(IllegalTransition { from: self, to })
+        }
     }
 }
 

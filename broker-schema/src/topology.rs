@@ -12,11 +12,17 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 
 fn durable_exchange() -> ExchangeDeclareOptions {
-    ExchangeDeclareOptions { durable: true, ..Default::default() }
+    ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
 }
 
 fn durable_queue() -> QueueDeclareOptions {
-    QueueDeclareOptions { durable: true, ..Default::default() }
+    QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
 }
 
 /// Queue arguments that send rejected or expired messages to the dead-letter exchange.
@@ -30,19 +36,28 @@ fn dead_lettered(names: &Names) -> FieldTable {
 }
 
 async fn queue(ch: &Channel, name: String, args: FieldTable) -> lapin::Result<()> {
-    ch.queue_declare(name.into(), durable_queue(), args).await.map(|_| ())
+    ch.queue_declare(name.into(), durable_queue(), args)
+        .await
+        .map(|_| ())
 }
 
 async fn bind(ch: &Channel, queue: String, exchange: String, key: &str) -> lapin::Result<()> {
-    ch.queue_bind(queue.into(), exchange.into(), key.into(), QueueBindOptions::default(), FieldTable::default())
-        .await
+    ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
 }
 
 /// Declares everything that does not depend on a device class or an agent: exchanges, the
 /// dead-letter queue, and the scheduler's queues.
 pub async fn declare_topology(ch: &Channel, names: &Names) -> lapin::Result<()> {
     let x = |name: String, kind: ExchangeKind| async move {
-        ch.exchange_declare(name.into(), kind, durable_exchange(), FieldTable::default()).await
+        ch.exchange_declare(name.into(), kind, durable_exchange(), FieldTable::default())
+            .await
     };
     x(names.jobs_exchange(), ExchangeKind::Topic).await?;
     x(names.events_exchange(), ExchangeKind::Topic).await?;
@@ -56,11 +71,29 @@ pub async fn declare_topology(ch: &Channel, names: &Names) -> lapin::Result<()> 
     queue(ch, names.scheduler_submissions_queue(), dead_lettered(names)).await?;
 
     queue(ch, names.scheduler_status_queue(), dead_lettered(names)).await?;
-    bind(ch, names.scheduler_status_queue(), names.events_exchange(), Names::ALL_JOB_STATUS).await?;
-    bind(ch, names.scheduler_status_queue(), names.events_exchange(), Names::ALL_HEARTBEATS).await?;
+    bind(
+        ch,
+        names.scheduler_status_queue(),
+        names.events_exchange(),
+        Names::ALL_JOB_STATUS,
+    )
+    .await?;
+    bind(
+        ch,
+        names.scheduler_status_queue(),
+        names.events_exchange(),
+        Names::ALL_HEARTBEATS,
+    )
+    .await?;
 
     queue(ch, names.scheduler_output_queue(), dead_lettered(names)).await?;
-    bind(ch, names.scheduler_output_queue(), names.events_exchange(), Names::ALL_JOB_OUTPUT).await?;
+    bind(
+        ch,
+        names.scheduler_output_queue(),
+        names.events_exchange(),
+        Names::ALL_JOB_OUTPUT,
+    )
+    .await?;
 
     queue(ch, names.scheduler_rpc_queue(), dead_lettered(names)).await?;
     Ok(())
@@ -71,15 +104,36 @@ pub async fn declare_topology(ch: &Channel, names: &Names) -> lapin::Result<()> 
 /// the producer is told so.
 pub async fn declare_class(ch: &Channel, names: &Names, class: &DeviceClass) -> lapin::Result<()> {
     let mut args = dead_lettered(names);
-    args.insert("x-max-priority".into(), AMQPValue::LongInt(i32::from(PRIORITY_LEVELS - 1)));
+    args.insert(
+        "x-max-priority".into(),
+        AMQPValue::LongInt(i32::from(PRIORITY_LEVELS - 1)),
+    );
     queue(ch, names.class_queue(class), args).await?;
-    bind(ch, names.class_queue(class), names.jobs_exchange(), class.as_str()).await?;
-    bind(ch, names.scheduler_submissions_queue(), names.jobs_exchange(), class.as_str()).await?;
+    bind(
+        ch,
+        names.class_queue(class),
+        names.jobs_exchange(),
+        class.as_str(),
+    )
+    .await?;
+    bind(
+        ch,
+        names.scheduler_submissions_queue(),
+        names.jobs_exchange(),
+        class.as_str(),
+    )
+    .await?;
     Ok(())
 }
 
 /// Declares an agent's control queue.
 pub async fn declare_agent(ch: &Channel, names: &Names, agent: &AgentName) -> lapin::Result<()> {
     queue(ch, names.agent_control_queue(agent), dead_lettered(names)).await?;
-    bind(ch, names.agent_control_queue(agent), names.control_exchange(), agent.as_str()).await
+    bind(
+        ch,
+        names.agent_control_queue(agent),
+        names.control_exchange(),
+        agent.as_str(),
+    )
+    .await
 }

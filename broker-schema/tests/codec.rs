@@ -40,9 +40,20 @@ fn every_message_round_trips() {
     let agent = AgentName::parse("dut-01").unwrap();
     round_trip(submission());
     for req in [
-        SchedulerRequest::Lease(LeaseRequest { job_id: id, agent: agent.clone(), submission: submission() }),
-        SchedulerRequest::Renew(RenewRequest { job_id: id, attempt: 2, agent: agent.clone() }),
-        SchedulerRequest::Cancel(CancelRequest { job_id: id, requested_by: None }),
+        SchedulerRequest::Lease(LeaseRequest {
+            job_id: id,
+            agent: agent.clone(),
+            submission: submission(),
+        }),
+        SchedulerRequest::Renew(RenewRequest {
+            job_id: id,
+            attempt: 2,
+            agent: agent.clone(),
+        }),
+        SchedulerRequest::Cancel(CancelRequest {
+            job_id: id,
+            requested_by: None,
+        }),
         SchedulerRequest::Extend(ExtendRequest {
             job_id: id,
             by_secs: Some(7200),
@@ -73,27 +84,66 @@ fn every_message_round_trips() {
             reason: DenyReason::AlreadyLeased,
             detail: "leased by dut-02".into(),
         })),
-        SchedulerReply::Renew(RenewReply::Renewed { lease_until: Millis(9), cancel: Some("by me".into()), reserve_until: None }),
-        SchedulerReply::Renew(RenewReply::Lost { reason: "expired".into() }),
-        SchedulerReply::Command(CommandReply::Refused { code: RefusalCode::Conflict, reason: "already complete".into() }),
+        SchedulerReply::Renew(RenewReply::Renewed {
+            lease_until: Millis(9),
+            cancel: Some("by me".into()),
+            reserve_until: None,
+        }),
+        SchedulerReply::Renew(RenewReply::Lost {
+            reason: "expired".into(),
+        }),
+        SchedulerReply::Command(CommandReply::Refused {
+            code: RefusalCode::Conflict,
+            reason: "already complete".into(),
+        }),
         SchedulerReply::Error { reason: "bad".into() },
     ] {
         round_trip(rep);
     }
     for kind in [
-        JobEventKind::PhaseStarted { phase: Phase::Provision },
-        JobEventKind::PhaseFinished { phase: Phase::Test, exit_code: -9, detail: Some("killed".into()) },
-        JobEventKind::DeviceInfo { info: json!({"device_ip": "10.0.0.2"}) },
-        JobEventKind::ReservationStarted { until: Millis(77), device_ip: Some("10.0.0.2".into()), user: Some("ubuntu".into()) },
+        JobEventKind::PhaseStarted {
+            phase: Phase::Provision,
+        },
+        JobEventKind::PhaseFinished {
+            phase: Phase::Test,
+            exit_code: -9,
+            detail: Some("killed".into()),
+        },
+        JobEventKind::DeviceInfo {
+            info: json!({"device_ip": "10.0.0.2"}),
+        },
+        JobEventKind::ReservationStarted {
+            until: Millis(77),
+            device_ip: Some("10.0.0.2".into()),
+            user: Some("ubuntu".into()),
+        },
         JobEventKind::Finished {
-            outcome: Outcome::Failed { failure: Failure { kind: FailureKind::OutputTimeout, reason: "silent 900 s".into() } },
-            output: OutputCounts { output: 12, serial: 0 },
+            outcome: Outcome::Failed {
+                failure: Failure {
+                    kind: FailureKind::OutputTimeout,
+                    reason: "silent 900 s".into(),
+                },
+            },
+            output: OutputCounts {
+                output: 12,
+                serial: 0,
+            },
             phase_status: BTreeMap::from([(Phase::Setup, 0), (Phase::Test, 1)]),
             device_info: Some(json!({"device_ip": "10.0.0.2"})),
         },
-        JobEventKind::StateChanged { state: JobState::Cancelled, failure: None, detail: None },
+        JobEventKind::StateChanged {
+            state: JobState::Cancelled,
+            failure: None,
+            detail: None,
+        },
     ] {
-        round_trip(JobEvent { job_id: id, attempt: 3, agent: Some(agent.clone()), at: Millis::now(), kind });
+        round_trip(JobEvent {
+            job_id: id,
+            attempt: 3,
+            agent: Some(agent.clone()),
+            at: Millis::now(),
+            kind,
+        });
     }
     round_trip(OutputChunk {
         job_id: id,
@@ -116,7 +166,14 @@ fn every_message_round_trips() {
         at: Millis::now(),
         version: "0.1.0".into(),
     });
-    round_trip(Control { at: Millis(1), command: ControlCommand::Cancel { job_id: id, attempt: 1, reason: "user".into() } });
+    round_trip(Control {
+        at: Millis(1),
+        command: ControlCommand::Cancel {
+            job_id: id,
+            attempt: 1,
+            reason: "user".into(),
+        },
+    });
 }
 
 #[test]
@@ -132,8 +189,14 @@ fn a_submission_is_a_plain_map_other_languages_can_write() {
 #[test]
 fn garbage_is_refused() {
     assert_eq!(decode::<Submission>(b""), Err(DecodeError::Empty));
-    assert!(matches!(decode::<Submission>(b"{\"json\": true}"), Err(DecodeError::NotMessagePack(_))));
-    assert!(matches!(decode::<Heartbeat>(&[0xc1, 0x00]), Err(DecodeError::NotMessagePack(_))));
+    assert!(matches!(
+        decode::<Submission>(b"{\"json\": true}"),
+        Err(DecodeError::NotMessagePack(_))
+    ));
+    assert!(matches!(
+        decode::<Heartbeat>(&[0xc1, 0x00]),
+        Err(DecodeError::NotMessagePack(_))
+    ));
 }
 
 #[test]
@@ -149,7 +212,10 @@ fn other_schema_versions_are_refused() {
     let mut v: serde_json::Value = rmp_serde::from_slice(&encode(&submission())).unwrap();
     v["v"] = json!(2);
     let bytes = rmp_serde::to_vec_named(&v).unwrap();
-    assert_eq!(decode::<Submission>(&bytes), Err(DecodeError::UnsupportedVersion { found: 2 }));
+    assert_eq!(
+        decode::<Submission>(&bytes),
+        Err(DecodeError::UnsupportedVersion { found: 2 })
+    );
     v.as_object_mut().unwrap().remove("v");
     let bytes = rmp_serde::to_vec_named(&v).unwrap();
     assert_eq!(decode::<Submission>(&bytes), Err(DecodeError::MissingVersion));
@@ -157,14 +223,29 @@ fn other_schema_versions_are_refused() {
 
 #[test]
 fn a_message_of_another_kind_is_refused() {
-    let bytes = encode(&Control { at: Millis(1), command: ControlCommand::SetAdminState { state: None, comment: String::new() } });
-    assert!(matches!(decode::<Submission>(&bytes), Err(DecodeError::Invalid { kind: "submission", .. })));
+    let bytes = encode(&Control {
+        at: Millis(1),
+        command: ControlCommand::SetAdminState {
+            state: None,
+            comment: String::new(),
+        },
+    });
+    assert!(matches!(
+        decode::<Submission>(&bytes),
+        Err(DecodeError::Invalid {
+            kind: "submission",
+            ..
+        })
+    ));
 }
 
 #[test]
 fn an_invalid_job_is_refused_naming_the_job_and_its_fields() {
     let id = Uuid::new_v4();
-    let bytes = rmp_serde::to_vec_named(&json!({"v": 1, "job_id": id.to_string(), "job": {"job_queue": "q", "surprise": 1}})).unwrap();
+    let bytes = rmp_serde::to_vec_named(
+        &json!({"v": 1, "job_id": id.to_string(), "job": {"job_queue": "q", "surprise": 1}}),
+    )
+    .unwrap();
     match decode_submission(&bytes) {
         Err(DecodeError::InvalidJob { job_id, errors }) => {
             assert_eq!(job_id, id);

@@ -31,11 +31,24 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(bus_config: BusConfig, store: DynStore, config: SchedulerConfig, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        bus_config: BusConfig,
+        store: DynStore,
+        config: SchedulerConfig,
+        shutdown: CancellationToken,
+    ) -> Self {
         let names = bus_config.names.clone();
         let bus = Bus::new(bus_config, shutdown);
         let publisher = Arc::new(Publisher::new(bus.clone(), "flinger-scheduler"));
-        Scheduler { core: Arc::new(Core { store, publisher, names, config }), bus }
+        Scheduler {
+            core: Arc::new(Core {
+                store,
+                publisher,
+                names,
+                config,
+            }),
+            bus,
+        }
     }
 
     /// Runs until the bus's shutdown token is cancelled, then lets every task finish its
@@ -45,37 +58,53 @@ impl Scheduler {
         let names = self.core.names.clone();
         let mut tasks = JoinSet::new();
         for (queue, handler) in [
-            (names.scheduler_submissions_queue(), Arc::new(RecordSubmissions) as Arc<dyn DeliveryHandler>),
+            (
+                names.scheduler_submissions_queue(),
+                Arc::new(RecordSubmissions) as Arc<dyn DeliveryHandler>,
+            ),
             (names.scheduler_status_queue(), Arc::new(ProjectStatus::default())),
         ] {
             let (core, bus) = (self.core.clone(), self.bus.clone());
             tasks.spawn(async move {
                 let token = bus.shutdown_token().clone();
-                supervise(&queue.clone(), &token, || consume_one_by_one(&core, &bus, &queue, 64, handler.as_ref())).await
+                supervise(&queue.clone(), &token, || {
+                    consume_one_by_one(&core, &bus, &queue, 64, handler.as_ref())
+                })
+                .await
             });
         }
         {
             let (core, bus) = (self.core.clone(), self.bus.clone());
             tasks.spawn(async move {
-                supervise("output", &bus.shutdown_token().clone(), || consume_output(&core, &bus)).await
+                supervise("output", &bus.shutdown_token().clone(), || {
+                    consume_output(&core, &bus)
+                })
+                .await
             });
         }
         {
             let (core, bus) = (self.core.clone(), self.bus.clone());
-            tasks.spawn(async move { supervise("rpc", &bus.shutdown_token().clone(), || serve_rpc(&core, &bus)).await });
+            tasks.spawn(async move {
+                supervise("rpc", &bus.shutdown_token().clone(), || serve_rpc(&core, &bus)).await
+            });
         }
         {
             let core = self.core.clone();
-            tasks.spawn(every(self.core.config.reap_every, shutdown.clone(), "reaper", move || {
-                let core = core.clone();
-                async move {
-                    let r = reaper::reap_once(&core).await?;
-                    if r != Default::default() {
-                        info!(?r, "reaper pass");
+            tasks.spawn(every(
+                self.core.config.reap_every,
+                shutdown.clone(),
+                "reaper",
+                move || {
+                    let core = core.clone();
+                    async move {
+                        let r = reaper::reap_once(&core).await?;
+                        if r != Default::default() {
+                            info!(?r, "reaper pass");
+                        }
+                        Ok(())
                     }
-                    Ok(())
-                }
-            }));
+                },
+            ));
         }
         {
             let core = self.core.clone();
@@ -85,12 +114,18 @@ impl Scheduler {
                 async move { outbox::sweep_once(&core).await.map(|_| ()) }
             }));
         }
-        info!(store = self.core.store.backend(), namespace = names.namespace(), "scheduler running");
+        info!(
+            store = self.core.store.backend(),
+            namespace = names.namespace(),
+            "scheduler running"
+        );
         shutdown.cancelled().await;
         info!("scheduler stopping");
-        if tokio::time::timeout(Duration::from_secs(30), async { while tasks.join_next().await.is_some() {} })
-            .await
-            .is_err()
+        if tokio::time::timeout(Duration::from_secs(30), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
         {
             warn!("tasks did not stop in 30 s; aborting them");
             tasks.abort_all();
@@ -135,10 +170,17 @@ struct ProjectStatus {
 #[async_trait::async_trait]
 impl DeliveryHandler for ProjectStatus {
     async fn handle(&self, core: &Core, d: &Delivery) -> Result<Disposition, StoreError> {
-        if let Err(e) = broker_schema::codec::check_content_type(d.properties.content_type().as_ref().map(|c| c.as_str())) {
+        if let Err(e) =
+            broker_schema::codec::check_content_type(d.properties.content_type().as_ref().map(|c| c.as_str()))
+        {
             return Ok(Disposition::Dead(e.to_string()));
         }
-        let kind = d.properties.kind().as_ref().map(|k| k.to_string()).unwrap_or_default();
+        let kind = d
+            .properties
+            .kind()
+            .as_ref()
+            .map(|k| k.to_string())
+            .unwrap_or_default();
         if kind == Heartbeat::KIND || d.routing_key.as_str().starts_with("agent.") {
             return match decode::<Heartbeat>(&d.data) {
                 Ok(hb) => core.store.record_heartbeat(&hb).await.map(|_| Disposition::Ack),
@@ -154,14 +196,21 @@ impl DeliveryHandler for ProjectStatus {
 
 /// Opens a channel and a consumer; the consumer loops below own both and close the channel on
 /// the way out, so unacknowledged deliveries go back to the queue at once.
-async fn open(bus: &Bus, queue: &str, prefetch: u16) -> Result<(lapin::Channel, u64, lapin::Consumer), BusError> {
+async fn open(
+    bus: &Bus,
+    queue: &str,
+    prefetch: u16,
+) -> Result<(lapin::Channel, u64, lapin::Consumer), BusError> {
     let (ch, generation) = bus.channel().await?;
     let tag = format!("flinger-scheduler-{}", uuid::Uuid::new_v4().simple());
     let consumer = bus::consume(&ch, queue, &tag, prefetch).await?;
     Ok((ch, generation, consumer))
 }
 
-async fn next_delivery(consumer: &mut lapin::Consumer, shutdown: &CancellationToken) -> Result<Option<Delivery>, BusError> {
+async fn next_delivery(
+    consumer: &mut lapin::Consumer,
+    shutdown: &CancellationToken,
+) -> Result<Option<Delivery>, BusError> {
     tokio::select! {
         d = consumer.next() => match d {
             Some(Ok(d)) => Ok(Some(d)),
@@ -224,15 +273,32 @@ async fn consume_output(core: &Core, bus: &Bus) -> Result<(), BusError> {
                         chunks.push(c);
                         good.push(d);
                     }
-                    Err(e) => settle(&d, Disposition::Dead(e.to_string()), &core.publisher, &core.names, &queue).await?,
+                    Err(e) => {
+                        settle(
+                            &d,
+                            Disposition::Dead(e.to_string()),
+                            &core.publisher,
+                            &core.names,
+                            &queue,
+                        )
+                        .await?
+                    }
                 }
             }
-            let disposition = store_disposition(projector::project_output(core, &chunks).await.map(|_| Disposition::Ack));
+            let disposition = store_disposition(
+                projector::project_output(core, &chunks)
+                    .await
+                    .map(|_| Disposition::Ack),
+            );
             if disposition == Disposition::Retry {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
             for d in &good {
-                let again = if disposition == Disposition::Retry { Disposition::Retry } else { Disposition::Ack };
+                let again = if disposition == Disposition::Retry {
+                    Disposition::Retry
+                } else {
+                    Disposition::Ack
+                };
                 settle(d, again, &core.publisher, &core.names, &queue).await?;
             }
         }

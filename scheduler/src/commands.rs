@@ -12,11 +12,17 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 fn refused(code: RefusalCode, reason: impl Into<String>) -> CommandReply {
-    CommandReply::Refused { code, reason: reason.into() }
+    CommandReply::Refused {
+        code,
+        reason: reason.into(),
+    }
 }
 
 fn done(detail: impl Into<String>) -> CommandReply {
-    CommandReply::Done { detail: detail.into(), reserve_until: None }
+    CommandReply::Done {
+        detail: detail.into(),
+        reserve_until: None,
+    }
 }
 
 /// Cancels a job. A waiting job ends `cancelled` at once and never starts; a running one is
@@ -32,7 +38,10 @@ pub async fn cancel(core: &Core, req: &CancelRequest) -> StoreResult<CommandRepl
         .modify(req.job_id, |job| {
             refusal = None;
             if job.state.is_terminal() {
-                refusal = Some(refused(RefusalCode::Conflict, format!("the job is already {}", job.state)));
+                refusal = Some(refused(
+                    RefusalCode::Conflict,
+                    format!("the job is already {}", job.state),
+                ));
                 return None;
             }
             if job.cancel_requested.is_some() {
@@ -58,7 +67,11 @@ pub async fn cancel(core: &Core, req: &CancelRequest) -> StoreResult<CommandRepl
         Modified::Changed(job) => {
             if let Some(lease) = &job.lease {
                 info!(job_id = %job.job_id, agent = %lease.agent, "cancel requested while running");
-                let cmd = ControlCommand::Cancel { job_id: job.job_id, attempt: job.attempt, reason: reason.clone() };
+                let cmd = ControlCommand::Cancel {
+                    job_id: job.job_id,
+                    attempt: job.attempt,
+                    reason: reason.clone(),
+                };
                 if let Err(e) = core.control(&lease.agent, cmd).await {
                     // The next lease renewal carries the cancel anyway.
                     warn!(job_id = %job.job_id, error = %e, "cannot send cancel to the agent");
@@ -77,7 +90,11 @@ pub async fn extend(core: &Core, req: &ExtendRequest) -> StoreResult<CommandRepl
     let outcome = core
         .modify(req.job_id, |job| {
             refusal = None;
-            let Some(res) = job.reservation.as_ref().filter(|_| job.state == JobState::Reserve) else {
+            let Some(res) = job
+                .reservation
+                .as_ref()
+                .filter(|_| job.state == JobState::Reserve)
+            else {
                 refusal = Some(refused(
                     RefusalCode::Conflict,
                     format!("the job is {} and has no running reservation", job.state),
@@ -88,7 +105,10 @@ pub async fn extend(core: &Core, req: &ExtendRequest) -> StoreResult<CommandRepl
                 (Some(t), _) => t,
                 (None, Some(secs)) => res.until.plus(Duration::from_secs(secs)),
                 (None, None) => {
-                    refusal = Some(refused(RefusalCode::Invalid, "say how long to extend by, or until when"));
+                    refusal = Some(refused(
+                        RefusalCode::Invalid,
+                        "say how long to extend by, or until when",
+                    ));
                     return None;
                 }
             };
@@ -112,19 +132,31 @@ pub async fn extend(core: &Core, req: &ExtendRequest) -> StoreResult<CommandRepl
         .await?;
     Ok(match outcome {
         Modified::Missing => refused(RefusalCode::NotFound, "no such job"),
-        Modified::Unchanged(_) => refusal.unwrap_or_else(|| refused(RefusalCode::Conflict, "the job is changing; try again")),
+        Modified::Unchanged(_) => {
+            refusal.unwrap_or_else(|| refused(RefusalCode::Conflict, "the job is changing; try again"))
+        }
         Modified::Changed(job) => {
             let until = job.reservation.as_ref().map(|r| r.until).unwrap_or(now);
             info!(job_id = %job.job_id, until = %until, "reservation extended");
             if let Some(lease) = &job.lease
                 && let Err(e) = core
-                    .control(&lease.agent, ControlCommand::SetReservationDeadline { job_id: job.job_id, until })
+                    .control(
+                        &lease.agent,
+                        ControlCommand::SetReservationDeadline {
+                            job_id: job.job_id,
+                            until,
+                        },
+                    )
                     .await
             {
                 warn!(job_id = %job.job_id, error = %e, "cannot tell the agent; its next renewal will");
             }
-            core.announce(&job, Some(format!("reservation extended until {until}"))).await;
-            CommandReply::Done { detail: format!("reserved until {until}"), reserve_until: Some(until) }
+            core.announce(&job, Some(format!("reservation extended until {until}")))
+                .await;
+            CommandReply::Done {
+                detail: format!("reserved until {until}"),
+                reserve_until: Some(until),
+            }
         }
     })
 }
@@ -132,8 +164,14 @@ pub async fn extend(core: &Core, req: &ExtendRequest) -> StoreResult<CommandRepl
 /// Records an admin's decision about an agent (it survives agent restarts: the agent reads it
 /// back at start) and tells the agent, which applies it after its current job.
 pub async fn set_agent_state(core: &Core, req: &SetAgentStateRequest) -> StoreResult<CommandReply> {
-    let record = core.store.set_agent_admin(&req.agent, req.state, &req.comment, Millis::now()).await?;
-    let cmd = ControlCommand::SetAdminState { state: req.state, comment: req.comment.clone() };
+    let record = core
+        .store
+        .set_agent_admin(&req.agent, req.state, &req.comment, Millis::now())
+        .await?;
+    let cmd = ControlCommand::SetAdminState {
+        state: req.state,
+        comment: req.comment.clone(),
+    };
     if let Err(e) = core.control(&req.agent, cmd).await {
         warn!(agent = %req.agent, error = %e, "cannot tell the agent now; it reads its state at start");
     }

@@ -61,7 +61,9 @@ impl Core {
             last = Some(job);
         }
         warn!(%job_id, "job kept changing under us; giving up this update");
-        Ok(last.map(|j| Modified::Unchanged(Box::new(j))).unwrap_or(Modified::Missing))
+        Ok(last
+            .map(|j| Modified::Unchanged(Box::new(j)))
+            .unwrap_or(Modified::Missing))
     }
 
     /// Tells listeners (webhooks, dashboards, producers) that the scheduler moved a job.
@@ -72,12 +74,22 @@ impl Core {
             attempt: job.attempt,
             agent: None,
             at: Millis::now(),
-            kind: JobEventKind::StateChanged { state: job.state, failure: job.failure.clone(), detail },
+            kind: JobEventKind::StateChanged {
+                state: job.state,
+                failure: job.failure.clone(),
+                detail,
+            },
         };
         let key = Names::job_status_key(&job.job_id);
         if let Err(e) = self
             .publisher
-            .send(&self.names.events_exchange(), &key, &event, &PublishOptions::default(), Some(EVENT_PUBLISH_LIMIT))
+            .send(
+                &self.names.events_exchange(),
+                &key,
+                &event,
+                &PublishOptions::default(),
+                Some(EVENT_PUBLISH_LIMIT),
+            )
             .await
         {
             warn!(job_id = %job.job_id, error = %e, "cannot announce state change");
@@ -86,10 +98,22 @@ impl Core {
 
     /// Sends a command to one agent's control queue.
     pub async fn control(&self, agent: &AgentName, command: ControlCommand) -> Result<(), PublishError> {
-        let msg = Control { at: Millis::now(), command };
-        let opts = PublishOptions { mandatory: true, ..Default::default() };
+        let msg = Control {
+            at: Millis::now(),
+            command,
+        };
+        let opts = PublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
         self.publisher
-            .send(&self.names.control_exchange(), agent.as_str(), &msg, &opts, Some(EVENT_PUBLISH_LIMIT))
+            .send(
+                &self.names.control_exchange(),
+                agent.as_str(),
+                &msg,
+                &opts,
+                Some(EVENT_PUBLISH_LIMIT),
+            )
             .await
     }
 
@@ -109,7 +133,13 @@ impl Core {
             ..Default::default()
         };
         self.publisher
-            .send(&self.names.jobs_exchange(), job.queue.as_str(), &submission, &opts, Some(Duration::from_secs(30)))
+            .send(
+                &self.names.jobs_exchange(),
+                job.queue.as_str(),
+                &submission,
+                &opts,
+                Some(Duration::from_secs(30)),
+            )
             .await
     }
 }

@@ -30,7 +30,10 @@ pub async fn settle(
         Disposition::Ack => delivery.acker.ack(BasicAckOptions::default()).await.map(|_| ()),
         Disposition::Retry => delivery
             .acker
-            .nack(BasicNackOptions { requeue: true, ..Default::default() })
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
             .await
             .map(|_| ()),
         Disposition::Dead(reason) => {
@@ -42,7 +45,10 @@ pub async fn settle(
                     error!(error = %e, "cannot dead-letter; requeueing");
                     delivery
                         .acker
-                        .nack(BasicNackOptions { requeue: true, ..Default::default() })
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
                         .await
                         .map(|_| ())
                 }

@@ -23,7 +23,11 @@ enum Verdict {
 }
 
 fn deny(req: &LeaseRequest, reason: DenyReason, detail: impl Into<String>) -> LeaseReply {
-    LeaseReply::Denied(LeaseDenial { job_id: req.job_id, reason, detail: detail.into() })
+    LeaseReply::Denied(LeaseDenial {
+        job_id: req.job_id,
+        reason,
+        detail: detail.into(),
+    })
 }
 
 /// Grants the lease of a waiting job to the asking agent, or says why not.
@@ -31,9 +35,15 @@ pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<LeaseReply> {
     // The agent may have the job before our own copy of the submission arrived.
     if core.store.get_job(req.job_id).await?.is_none() {
         let s = &req.submission;
-        let record = JobRecord::new_waiting(s.job_id, s.job.clone(), s.submitted_by.clone(), s.submitted_at.unwrap_or_else(Millis::now));
+        let record = JobRecord::new_waiting(
+            s.job_id,
+            s.job.clone(),
+            s.submitted_by.clone(),
+            s.submitted_at.unwrap_or_else(Millis::now),
+        );
         if core.store.insert_job(&record).await? == Inserted::New {
-            core.announce(&record, Some("recorded from a lease request".into())).await;
+            core.announce(&record, Some("recorded from a lease request".into()))
+                .await;
         }
     }
     let agent_record = core.store.get_agent(&req.agent).await?;
@@ -48,11 +58,19 @@ pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<LeaseReply> {
             match job.state {
                 JobState::Waiting => {}
                 JobState::Cancelled => {
-                    verdict = Some(Verdict::Deny(deny(req, DenyReason::Cancelled, "the job was cancelled")));
+                    verdict = Some(Verdict::Deny(deny(
+                        req,
+                        DenyReason::Cancelled,
+                        "the job was cancelled",
+                    )));
                     return None;
                 }
                 s if s.is_terminal() => {
-                    verdict = Some(Verdict::Deny(deny(req, DenyReason::Finished, format!("the job already ended ({s})"))));
+                    verdict = Some(Verdict::Deny(deny(
+                        req,
+                        DenyReason::Finished,
+                        format!("the job already ended ({s})"),
+                    )));
                     return None;
                 }
                 _ => {
@@ -61,28 +79,57 @@ pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<LeaseReply> {
                     if mine && job.state == JobState::Leased {
                         verdict = Some(Verdict::Regrant);
                     } else {
-                        let holder = job.lease.as_ref().map(|l| l.agent.to_string()).unwrap_or_default();
-                        verdict = Some(Verdict::Deny(deny(req, DenyReason::AlreadyLeased, format!("leased by {holder}"))));
+                        let holder = job
+                            .lease
+                            .as_ref()
+                            .map(|l| l.agent.to_string())
+                            .unwrap_or_default();
+                        verdict = Some(Verdict::Deny(deny(
+                            req,
+                            DenyReason::AlreadyLeased,
+                            format!("leased by {holder}"),
+                        )));
                     }
                     return None;
                 }
             }
             if job.awaiting_attachments {
-                verdict = Some(Verdict::Deny(deny(req, DenyReason::NotReady, "the job's attachments have not been uploaded")));
+                verdict = Some(Verdict::Deny(deny(
+                    req,
+                    DenyReason::NotReady,
+                    "the job's attachments have not been uploaded",
+                )));
                 return None;
             }
-            if job.definition.exclude_agents().iter().any(|a| a == req.agent.as_str()) {
-                verdict = Some(Verdict::Deny(deny(req, DenyReason::Excluded, "the job excludes this agent")));
+            if job
+                .definition
+                .exclude_agents()
+                .iter()
+                .any(|a| a == req.agent.as_str())
+            {
+                verdict = Some(Verdict::Deny(deny(
+                    req,
+                    DenyReason::Excluded,
+                    "the job excludes this agent",
+                )));
                 return None;
             }
             if let Some(state) = agent_unavailable {
-                verdict = Some(Verdict::Deny(deny(req, DenyReason::AgentUnavailable, format!("agent is set to {}", state.as_str()))));
+                verdict = Some(Verdict::Deny(deny(
+                    req,
+                    DenyReason::AgentUnavailable,
+                    format!("agent is set to {}", state.as_str()),
+                )));
                 return None;
             }
             let attempt = job.attempt + 1;
             let mut update = JobUpdate::at(now).state(JobState::Leased);
             update.attempt = Some(attempt);
-            update.lease = Some(Some(Lease { agent: req.agent.clone(), attempt, until: lease_until }));
+            update.lease = Some(Some(Lease {
+                agent: req.agent.clone(),
+                attempt,
+                until: lease_until,
+            }));
             update.push_attempt = Some(AttemptRecord {
                 attempt,
                 agent: req.agent.clone(),
@@ -102,7 +149,8 @@ pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<LeaseReply> {
     Ok(match outcome {
         Modified::Changed(job) => {
             info!(job_id = %job.job_id, agent = %req.agent, attempt = job.attempt, "lease granted");
-            core.announce(&job, Some(format!("leased by {}", req.agent))).await;
+            core.announce(&job, Some(format!("leased by {}", req.agent)))
+                .await;
             grant(core, &job)
         }
         Modified::Unchanged(job) => match verdict {
@@ -140,7 +188,11 @@ pub async fn renew(core: &Core, req: &RenewRequest) -> StoreResult<RenewReply> {
     };
     let mut update = JobUpdate::at(now);
     let until = now.plus(core.config.lease);
-    update.lease = Some(Some(Lease { agent: req.agent.clone(), attempt: req.attempt, until }));
+    update.lease = Some(Some(Lease {
+        agent: req.agent.clone(),
+        attempt: req.attempt,
+        until,
+    }));
     if let Some(job) = core.store.update_job(req.job_id, &pre, &update).await? {
         return Ok(RenewReply::Renewed {
             lease_until: until,
@@ -150,7 +202,10 @@ pub async fn renew(core: &Core, req: &RenewRequest) -> StoreResult<RenewReply> {
     }
     let reason = match core.store.get_job(req.job_id).await? {
         None => "unknown job".to_owned(),
-        Some(j) if j.attempt != req.attempt => format!("attempt {} is stale; the job is on attempt {}", req.attempt, j.attempt),
+        Some(j) if j.attempt != req.attempt => format!(
+            "attempt {} is stale; the job is on attempt {}",
+            req.attempt, j.attempt
+        ),
         Some(j) if j.state.is_terminal() => format!("the job ended ({})", j.state),
         Some(j) if !j.state.is_active() => format!("the job is {}", j.state),
         Some(_) => "the lease expired".to_owned(),

@@ -11,7 +11,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 #[derive(Parser, Debug)]
-#[command(name = "flinger-scheduler", version, about = "Flinger's scheduler: leases, timeouts, reservations, recovery")]
+#[command(
+    name = "flinger-scheduler",
+    version,
+    about = "Flinger's scheduler: leases, timeouts, reservations, recovery"
+)]
 struct Args {
     /// The store: `sqlite:PATH` (embedded) or `mongodb://HOST:PORT/DB`.
     #[arg(long, env = "FLINGER_STORE", default_value = "sqlite:flinger.db")]
@@ -49,7 +53,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_tracing(args.log_format);
     if args.renew_secs * 2.0 > args.lease_secs {
-        warn!(lease = args.lease_secs, renew = args.renew_secs, "renewal interval should be well under half the lease");
+        warn!(
+            lease = args.lease_secs,
+            renew = args.renew_secs,
+            "renewal interval should be well under half the lease"
+        );
     }
     let config = SchedulerConfig {
         lease: secs(args.lease_secs),
@@ -61,12 +69,16 @@ async fn main() -> anyhow::Result<()> {
         ..SchedulerConfig::default()
     };
     let shutdown = shutdown_on_signals();
-    let store_config = StoreConfig::parse(&args.store).map_err(anyhow::Error::msg).context("--store")?;
+    let store_config = StoreConfig::parse(&args.store)
+        .map_err(anyhow::Error::msg)
+        .context("--store")?;
     let Some(store) = open_store(&store_config, &shutdown).await else {
         return Ok(());
     };
     let name = format!("flinger-scheduler {}", std::process::id());
-    Scheduler::new(args.broker.bus_config(name), store, config, shutdown).run().await;
+    Scheduler::new(args.broker.bus_config(name), store, config, shutdown)
+        .run()
+        .await;
     Ok(())
 }
 

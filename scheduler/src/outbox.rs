@@ -26,8 +26,15 @@ pub async fn sweep_once(core: &Core) -> StoreResult<usize> {
     let mut published = 0;
     for job in stale.into_iter().filter(|j| !j.awaiting_attachments) {
         // Claim this round (bumping updated_at) so that other schedulers skip it.
-        let pre = Precondition { not_enqueued: true, ..Precondition::observed(&job) };
-        let Some(job) = core.store.update_job(job.job_id, &pre, &JobUpdate::at(now)).await? else {
+        let pre = Precondition {
+            not_enqueued: true,
+            ..Precondition::observed(&job)
+        };
+        let Some(job) = core
+            .store
+            .update_job(job.job_id, &pre, &JobUpdate::at(now))
+            .await?
+        else {
             continue;
         };
         info!(job_id = %job.job_id, queue = %job.queue, "job not seen on the broker; publishing it again");

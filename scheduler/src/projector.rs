@@ -68,9 +68,18 @@ pub async fn project_event(core: &Core, ev: &JobEvent, waits: &mut FinishWaits) 
             u.device_info = Some(Some(info.clone()));
             core.store.update_job(ev.job_id, &while_running(), &u).await?;
         }
-        JobEventKind::ReservationStarted { until, device_ip, user } => {
+        JobEventKind::ReservationStarted {
+            until,
+            device_ip,
+            user,
+        } => {
             let started_at = ev.at;
-            let reservation = Reservation { started_at, until: *until, device_ip: device_ip.clone(), user: user.clone() };
+            let reservation = Reservation {
+                started_at,
+                until: *until,
+                device_ip: device_ip.clone(),
+                user: user.clone(),
+            };
             core.modify(ev.job_id, |j| {
                 // An extension made in the meantime wins over the agent's first deadline.
                 if j.attempt != attempt || !j.state.is_active() || j.reservation.is_some() {
@@ -82,8 +91,23 @@ pub async fn project_event(core: &Core, ev: &JobEvent, waits: &mut FinishWaits) 
             })
             .await?;
         }
-        JobEventKind::Finished { outcome, output, phase_status, device_info } => {
-            return finish(core, &job, ev, outcome, *output, phase_status, device_info.clone(), waits).await;
+        JobEventKind::Finished {
+            outcome,
+            output,
+            phase_status,
+            device_info,
+        } => {
+            return finish(
+                core,
+                &job,
+                ev,
+                outcome,
+                *output,
+                phase_status,
+                device_info.clone(),
+                waits,
+            )
+            .await;
         }
         JobEventKind::StateChanged { .. } => {}
     }
@@ -105,8 +129,14 @@ async fn finish(
         return Ok(Disposition::Ack); // a duplicate, or the reaper ended it first
     }
     let key = (ev.job_id, ev.attempt);
-    let stored_output = core.store.count_output(ev.job_id, ev.attempt, LogStream::Output).await?;
-    let stored_serial = core.store.count_output(ev.job_id, ev.attempt, LogStream::Serial).await?;
+    let stored_output = core
+        .store
+        .count_output(ev.job_id, ev.attempt, LogStream::Output)
+        .await?;
+    let stored_serial = core
+        .store
+        .count_output(ev.job_id, ev.attempt, LogStream::Serial)
+        .await?;
     let mut note = None;
     if stored_output < expected.output || stored_serial < expected.serial {
         let since = *waits.since.entry(key).or_insert_with(Instant::now);
@@ -178,7 +208,10 @@ fn final_state(job: &JobRecord, outcome: &Outcome) -> (JobState, Option<Failure>
                     (Phase::Test, _) => FailureKind::TestFailed,
                     _ => FailureKind::DeviceFailed,
                 };
-                Failure { kind, reason: format!("{phase} exited {code}") }
+                Failure {
+                    kind,
+                    reason: format!("{phase} exited {code}"),
+                }
             });
             (JobState::Complete, failure)
         }
@@ -200,7 +233,9 @@ pub async fn project_output(core: &Core, chunks: &[OutputChunk]) -> StoreResult<
             continue;
         };
         let current: Vec<_> = chunks.into_iter().filter(|c| c.attempt == job.attempt).collect();
-        let Some(latest) = current.iter().map(|c| c.at).max() else { continue };
+        let Some(latest) = current.iter().map(|c| c.at).max() else {
+            continue;
+        };
         fragments.extend(current.iter().map(|c| OutputFragment {
             job_id,
             attempt: c.attempt,
@@ -210,7 +245,9 @@ pub async fn project_output(core: &Core, chunks: &[OutputChunk]) -> StoreResult<
             at: c.at,
             data: c.data.to_vec(),
         }));
-        let stale = job.last_output_at.is_none_or(|t| latest.since(t) > Duration::from_secs(5));
+        let stale = job
+            .last_output_at
+            .is_none_or(|t| latest.since(t) > Duration::from_secs(5));
         if job.state.is_active() && stale {
             touch.push((job_id, job.attempt, latest));
         }
@@ -219,7 +256,13 @@ pub async fn project_output(core: &Core, chunks: &[OutputChunk]) -> StoreResult<
     for (job_id, attempt, latest) in touch {
         let mut u = JobUpdate::at(Millis::now());
         u.last_output_at = Some(latest);
-        core.store.update_job(job_id, &Precondition::in_states(&active_states()).attempt(attempt), &u).await?;
+        core.store
+            .update_job(
+                job_id,
+                &Precondition::in_states(&active_states()).attempt(attempt),
+                &u,
+            )
+            .await?;
     }
     Ok(())
 }

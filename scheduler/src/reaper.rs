@@ -37,7 +37,10 @@ pub async fn reap_once(core: &Core) -> StoreResult<ReapReport> {
     }
     let running = core
         .store
-        .find_jobs(&JobQuery { states: Some(active_states()), ..Default::default() })
+        .find_jobs(&JobQuery {
+            states: Some(active_states()),
+            ..Default::default()
+        })
         .await?;
     for job in running {
         if let Some(failure) = overrun(core, &job, now) {
@@ -51,11 +54,16 @@ pub async fn reap_once(core: &Core) -> StoreResult<ReapReport> {
 /// it (cancelled if a cancel was pending, failed after the last attempt).
 async fn reclaim(core: &Core, seen: &JobRecord, now: Millis, report: &mut ReapReport) -> StoreResult<()> {
     let attempt = seen.attempt;
-    let agent = seen.lease.as_ref().map(|l| l.agent.to_string()).unwrap_or_default();
+    let agent = seen
+        .lease
+        .as_ref()
+        .map(|l| l.agent.to_string())
+        .unwrap_or_default();
     let why = format!("lease expired: agent {agent} stopped renewing");
     let result = core
         .modify(seen.job_id, |j| {
-            if j.attempt != attempt || !j.state.is_active() || !j.lease.as_ref().is_some_and(|l| l.until < now) {
+            if j.attempt != attempt || !j.state.is_active() || j.lease.as_ref().is_none_or(|l| l.until >= now)
+            {
                 return None;
             }
             let pre = Precondition {
@@ -85,7 +93,9 @@ async fn reclaim(core: &Core, seen: &JobRecord, now: Millis, report: &mut ReapRe
             Some((pre, u))
         })
         .await?;
-    let Modified::Changed(job) = result else { return Ok(()) };
+    let Modified::Changed(job) = result else {
+        return Ok(());
+    };
     match job.state {
         JobState::Waiting => {
             report.requeued += 1;
@@ -133,7 +143,10 @@ pub async fn reject(core: &Core, job: &JobRecord, reason: String) -> StoreResult
             }
             let mut u = JobUpdate::at(now).state(JobState::Failed);
             u.ended_at = Some(Some(now));
-            u.failure = Some(Some(Failure { kind: FailureKind::Rejected, reason: reason.clone() }));
+            u.failure = Some(Some(Failure {
+                kind: FailureKind::Rejected,
+                reason: reason.clone(),
+            }));
             Some((Precondition::observed(j), u))
         })
         .await?;
@@ -153,7 +166,10 @@ fn overrun(core: &Core, job: &JobRecord, now: Millis) -> Option<Failure> {
     {
         return Some(Failure {
             kind: FailureKind::GlobalTimeout,
-            reason: format!("global timeout of {} s exceeded (ended by the scheduler)", def.global_timeout().as_secs()),
+            reason: format!(
+                "global timeout of {} s exceeded (ended by the scheduler)",
+                def.global_timeout().as_secs()
+            ),
         });
     }
     if job.state == JobState::Test
@@ -162,7 +178,10 @@ fn overrun(core: &Core, job: &JobRecord, now: Millis) -> Option<Failure> {
     {
         return Some(Failure {
             kind: FailureKind::OutputTimeout,
-            reason: format!("no output for {} s in the test phase (ended by the scheduler)", def.output_timeout().as_secs()),
+            reason: format!(
+                "no output for {} s in the test phase (ended by the scheduler)",
+                def.output_timeout().as_secs()
+            ),
         });
     }
     if job.state == JobState::Reserve
@@ -171,7 +190,10 @@ fn overrun(core: &Core, job: &JobRecord, now: Millis) -> Option<Failure> {
     {
         return Some(Failure {
             kind: FailureKind::AgentError,
-            reason: format!("the agent did not end the reservation at its deadline {}", res.until),
+            reason: format!(
+                "the agent did not end the reservation at its deadline {}",
+                res.until
+            ),
         });
     }
     None
@@ -179,7 +201,13 @@ fn overrun(core: &Core, job: &JobRecord, now: Millis) -> Option<Failure> {
 
 /// Ends a job whose agent still renews its lease but ignores a deadline. The agent learns it
 /// at its next renewal (the lease is lost) and stops.
-async fn force_fail(core: &Core, seen: &JobRecord, failure: Failure, now: Millis, report: &mut ReapReport) -> StoreResult<()> {
+async fn force_fail(
+    core: &Core,
+    seen: &JobRecord,
+    failure: Failure,
+    now: Millis,
+    report: &mut ReapReport,
+) -> StoreResult<()> {
     let attempt = seen.attempt;
     let result = core
         .modify(seen.job_id, |j| {
@@ -198,7 +226,11 @@ async fn force_fail(core: &Core, seen: &JobRecord, failure: Failure, now: Millis
         report.failed += 1;
         warn!(job_id = %job.job_id, reason = %failure.reason, "job ended by the scheduler");
         if let Some(agent) = seen.lease.as_ref().map(|l| l.agent.clone()) {
-            let cmd = ControlCommand::Cancel { job_id: job.job_id, attempt, reason: failure.reason.clone() };
+            let cmd = ControlCommand::Cancel {
+                job_id: job.job_id,
+                attempt,
+                reason: failure.reason.clone(),
+            };
             let _ = core.control(&agent, cmd).await;
         }
         core.announce(&job, None).await;

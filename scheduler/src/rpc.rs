@@ -20,7 +20,9 @@ pub async fn handle(core: &Core, body: &[u8]) -> (Option<SchedulerReply>, Dispos
         SchedulerRequest::Renew(r) => lease::renew(core, r).await.map(SchedulerReply::Renew),
         SchedulerRequest::Cancel(r) => commands::cancel(core, r).await.map(SchedulerReply::Command),
         SchedulerRequest::Extend(r) => commands::extend(core, r).await.map(SchedulerReply::Command),
-        SchedulerRequest::SetAgentState(r) => commands::set_agent_state(core, r).await.map(SchedulerReply::Command),
+        SchedulerRequest::SetAgentState(r) => commands::set_agent_state(core, r)
+            .await
+            .map(SchedulerReply::Command),
     };
     match reply {
         Ok(reply) => (Some(reply), Disposition::Ack),
@@ -28,11 +30,21 @@ pub async fn handle(core: &Core, body: &[u8]) -> (Option<SchedulerReply>, Dispos
             tracing::warn!(error = %e, "store unavailable; request requeued");
             (None, Disposition::Retry)
         }
-        Err(e) => (Some(SchedulerReply::Error { reason: e.to_string() }), Disposition::Ack),
+        Err(e) => (
+            Some(SchedulerReply::Error {
+                reason: e.to_string(),
+            }),
+            Disposition::Ack,
+        ),
     }
 }
 
 fn malformed(e: DecodeError) -> (Option<SchedulerReply>, Disposition) {
     let reason = format!("malformed scheduler request: {e}");
-    (Some(SchedulerReply::Error { reason: reason.clone() }), Disposition::Dead(reason))
+    (
+        Some(SchedulerReply::Error {
+            reason: reason.clone(),
+        }),
+        Disposition::Dead(reason),
+    )
 }

@@ -7,14 +7,19 @@
 use crate::core::Core;
 use crate::delivery::Disposition;
 use crate::store::{Inserted, JobRecord, JobUpdate, Precondition, StoreResult};
+use broker_schema::bus::PublishOptions;
 use broker_schema::codec::check_content_type;
 use broker_schema::messages::{JobEvent, JobEventKind};
 use broker_schema::{DecodeError, Failure, FailureKind, JobState, Millis, Names, decode_submission};
-use broker_schema::bus::PublishOptions;
 use std::time::Duration;
 use tracing::{info, warn};
 
-pub async fn record(core: &Core, content_type: Option<&str>, body: &[u8], producer: Option<&str>) -> StoreResult<Disposition> {
+pub async fn record(
+    core: &Core,
+    content_type: Option<&str>,
+    body: &[u8],
+    producer: Option<&str>,
+) -> StoreResult<Disposition> {
     if let Err(e) = check_content_type(content_type) {
         return Ok(Disposition::Dead(e.to_string()));
     }
@@ -40,7 +45,10 @@ pub async fn record(core: &Core, content_type: Option<&str>, body: &[u8], produc
         info!(job_id = %record.job_id, queue = %record.queue, producer = producer.unwrap_or("?"), "job recorded from the broker");
         core.announce(&record, Some("accepted".into())).await;
     }
-    let pre = Precondition { not_enqueued: true, ..Precondition::state(JobState::Waiting) };
+    let pre = Precondition {
+        not_enqueued: true,
+        ..Precondition::state(JobState::Waiting)
+    };
     let mut u = JobUpdate::at(now);
     u.enqueued_at = Some(Some(now));
     core.store.update_job(record.job_id, &pre, &u).await?;
@@ -57,13 +65,22 @@ async fn announce_rejection(core: &Core, job_id: uuid::Uuid, error: &DecodeError
         at: Millis::now(),
         kind: JobEventKind::StateChanged {
             state: JobState::Failed,
-            failure: Some(Failure { kind: FailureKind::Rejected, reason: error.to_string() }),
+            failure: Some(Failure {
+                kind: FailureKind::Rejected,
+                reason: error.to_string(),
+            }),
             detail: None,
         },
     };
     let key = Names::job_status_key(&job_id);
     let _ = core
         .publisher
-        .send(&core.names.events_exchange(), &key, &event, &PublishOptions::default(), Some(Duration::from_secs(10)))
+        .send(
+            &core.names.events_exchange(),
+            &key,
+            &event,
+            &PublishOptions::default(),
+            Some(Duration::from_secs(10)),
+        )
         .await;
 }

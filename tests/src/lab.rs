@@ -37,16 +37,27 @@ impl AgentSpec {
             yaml.push_str(line);
             yaml.push('\n');
         }
-        AgentSpec { name: name.into(), queues: queues.iter().map(|q| q.to_string()).collect(), yaml }
+        AgentSpec {
+            name: name.into(),
+            queues: queues.iter().map(|q| q.to_string()).collect(),
+            yaml,
+        }
     }
 
     /// A Testflinger-style agent: `<phase>_command` keys (e.g. `("test", "flinger-agent run-test-cmds")`).
     pub fn commands(name: &str, queues: &[&str], commands: &[(&str, &str)]) -> AgentSpec {
         let mut yaml = String::new();
         for (phase, cmd) in commands {
-            yaml.push_str(&format!("{phase}_command: {}\n", serde_json::to_string(cmd).expect("string")));
+            yaml.push_str(&format!(
+                "{phase}_command: {}\n",
+                serde_json::to_string(cmd).expect("string")
+            ));
         }
-        AgentSpec { name: name.into(), queues: queues.iter().map(|q| q.to_string()).collect(), yaml }
+        AgentSpec {
+            name: name.into(),
+            queues: queues.iter().map(|q| q.to_string()).collect(),
+            yaml,
+        }
     }
 
     pub fn with_yaml(mut self, extra: &str) -> AgentSpec {
@@ -105,7 +116,10 @@ impl LabBuilder {
 
     pub async fn start(self) -> Lab {
         init_tls();
-        let dir = tempfile::Builder::new().prefix("flinger-lab-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("flinger-lab-")
+            .tempdir()
+            .expect("temp dir");
         let namespace = unique_namespace(&self.prefix);
         let store = match self.store {
             StoreKind::Sqlite => format!("sqlite:{}", dir.path().join("flinger.db").display()),
@@ -119,7 +133,10 @@ impl LabBuilder {
             gateway: None,
             agents: vec![],
             base: String::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
             classes: vec![],
             dir,
         };
@@ -143,7 +160,10 @@ fn mongo_uri() -> String {
     static STARTED: std::sync::Once = std::sync::Once::new();
     STARTED.call_once(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/mongo-standin/standin");
-        let status = std::process::Command::new(script).args(["start", "--port", "27017"]).status().expect("mongo stand-in");
+        let status = std::process::Command::new(script)
+            .args(["start", "--port", "27017"])
+            .status()
+            .expect("mongo stand-in");
         assert!(status.success(), "cannot start the MongoDB stand-in");
     });
     "mongodb://127.0.0.1:27017".into()
@@ -196,7 +216,13 @@ impl Lab {
     }
 
     pub fn start_scheduler(&mut self, name: &str, args: &[String]) {
-        let p = Proc::spawn(name, &bin("flinger-scheduler"), args, &self.common_env(), self.dir.path());
+        let p = Proc::spawn(
+            name,
+            &bin("flinger-scheduler"),
+            args,
+            &self.common_env(),
+            self.dir.path(),
+        );
         self.schedulers.push(p);
     }
 
@@ -215,7 +241,13 @@ impl Lab {
         let (http, url) = (self.http.clone(), format!("{}/readyz", self.base));
         eventually(Duration::from_secs(20), "the gateway to be ready", || {
             let (http, url) = (http.clone(), url.clone());
-            async move { http.get(&url).send().await.ok().filter(|r| r.status().is_success()) }
+            async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            }
         })
         .await;
     }
@@ -236,7 +268,11 @@ impl Lab {
         std::fs::write(&path, config).expect("agent config");
         let mut env = self.common_env();
         // `flinger-agent run-test-cmds` in test commands must find the binary under test.
-        let path_var = format!("{}:{}", crate::bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+        let path_var = format!(
+            "{}:{}",
+            crate::bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         env.push(("PATH".into(), path_var));
         let args = vec!["--config".to_owned(), path.display().to_string()];
         let p = Proc::spawn(&spec.name, &bin("flinger-agent"), &args, &env, self.dir.path());
@@ -252,7 +288,10 @@ impl Lab {
     }
 
     pub fn agent(&mut self, name: &str) -> &mut Proc {
-        self.agents.iter_mut().find(|a| a.name == name).unwrap_or_else(|| panic!("no agent {name}"))
+        self.agents
+            .iter_mut()
+            .find(|a| a.name == name)
+            .unwrap_or_else(|| panic!("no agent {name}"))
     }
 
     pub async fn wait_agent_state(&self, name: &str, state: &str) -> Value {
@@ -276,7 +315,13 @@ impl Lab {
 
     /// POSTs a job; returns the status code and the JSON body.
     pub async fn post_job(&self, job: &Value) -> (u16, Value) {
-        let r = self.http.post(self.url("/v1/job")).json(job).send().await.expect("POST /v1/job");
+        let r = self
+            .http
+            .post(self.url("/v1/job"))
+            .json(job)
+            .send()
+            .await
+            .expect("POST /v1/job");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -285,12 +330,20 @@ impl Lab {
     pub async fn submit(&self, job: &Value) -> Uuid {
         let (status, body) = self.post_job(job).await;
         assert_eq!(status, 200, "submission refused: {body}");
-        body["job_id"].as_str().and_then(|s| s.parse().ok()).expect("job_id")
+        body["job_id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("job_id")
     }
 
     /// Our extension: the whole job record. `None` while unknown.
     pub async fn info(&self, id: Uuid) -> Option<Value> {
-        let r = self.http.get(self.url(&format!("/v1/job/{id}/info"))).send().await.ok()?;
+        let r = self
+            .http
+            .get(self.url(&format!("/v1/job/{id}/info")))
+            .send()
+            .await
+            .ok()?;
         if r.status().as_u16() != 200 {
             return None;
         }
@@ -309,11 +362,19 @@ impl Lab {
 
     /// Waits until the job ended (complete, cancelled or failed).
     pub async fn wait_done(&self, id: Uuid, timeout: Duration) -> Value {
-        self.wait_state(id, &["complete", "cancelled", "failed"], timeout).await
+        self.wait_state(id, &["complete", "cancelled", "failed"], timeout)
+            .await
     }
 
     pub async fn results(&self, id: Uuid) -> Value {
-        self.http.get(self.url(&format!("/v1/result/{id}"))).send().await.expect("results").json().await.expect("json")
+        self.http
+            .get(self.url(&format!("/v1/result/{id}")))
+            .send()
+            .await
+            .expect("results")
+            .json()
+            .await
+            .expect("json")
     }
 
     /// The output of the job's current attempt, every phase in order.
@@ -327,7 +388,15 @@ impl Lab {
             .json()
             .await
             .expect("json");
-        let phases = ["setup", "provision", "firmware_update", "test", "allocate", "reserve", "cleanup"];
+        let phases = [
+            "setup",
+            "provision",
+            "firmware_update",
+            "test",
+            "allocate",
+            "reserve",
+            "cleanup",
+        ];
         phases
             .iter()
             .filter_map(|p| v["output"][p]["log_data"].as_str())
@@ -349,7 +418,9 @@ impl Lab {
     /// The `flinger` CLI, pointed at this lab.
     pub fn cli(&self) -> std::process::Command {
         let mut c = std::process::Command::new(bin("flinger"));
-        c.env("FLINGER_SERVER", &self.base).env_remove("TESTFLINGER_SERVER").env("NO_COLOR", "1");
+        c.env("FLINGER_SERVER", &self.base)
+            .env_remove("TESTFLINGER_SERVER")
+            .env("NO_COLOR", "1");
         c
     }
 
@@ -360,7 +431,12 @@ impl Lab {
     /// Every log of the lab, for a failing test's message.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for p in self.schedulers.iter().chain(self.gateway.iter()).chain(self.agents.iter()) {
+        for p in self
+            .schedulers
+            .iter()
+            .chain(self.gateway.iter())
+            .chain(self.agents.iter())
+        {
             out.push_str(&format!("===== {} =====\n{}\n", p.name, p.log_text()));
         }
         out
@@ -368,7 +444,12 @@ impl Lab {
 
     /// Stops every process and deletes the lab's queues and exchanges.
     pub async fn stop(mut self) {
-        for p in self.agents.iter_mut().chain(self.gateway.iter_mut()).chain(self.schedulers.iter_mut()) {
+        for p in self
+            .agents
+            .iter_mut()
+            .chain(self.gateway.iter_mut())
+            .chain(self.schedulers.iter_mut())
+        {
             p.stop(Duration::from_secs(10));
         }
         let conn = broker::connect().await;
@@ -390,7 +471,12 @@ impl Lab {
                 queues.push(n.agent_control_queue(&agent));
             }
         }
-        let exchanges = vec![n.jobs_exchange(), n.events_exchange(), n.control_exchange(), n.dead_exchange()];
+        let exchanges = vec![
+            n.jobs_exchange(),
+            n.events_exchange(),
+            n.control_exchange(),
+            n.dead_exchange(),
+        ];
         broker::delete(&conn, &queues, &exchanges).await;
         let _ = conn.close(200, "done".into()).await;
         if std::env::var("FLINGER_KEEP_LABS").is_ok() {

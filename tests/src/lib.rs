@@ -22,18 +22,26 @@ pub fn bin_dir() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/debug/deps/<test> → target/debug
-    exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf()
 }
 
 pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --bins` (scripts/test does) first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` (scripts/test does) first",
+        path.display()
+    );
     path
 }
 
 /// The broker the tests use.
 pub fn broker_url() -> String {
-    std::env::var("FLINGER_TEST_BROKER_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("FLINGER_TEST_BROKER_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 /// A namespace no other test uses.

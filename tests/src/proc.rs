@@ -17,7 +17,13 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub fn spawn(name: &str, program: &Path, args: &[String], envs: &[(String, String)], log_dir: &Path) -> Proc {
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        envs: &[(String, String)],
+        log_dir: &Path,
+    ) -> Proc {
         let mut p = Proc {
             name: name.to_owned(),
             log: log_dir.join(format!("{name}.log")),
@@ -31,11 +37,18 @@ impl Proc {
     }
 
     fn start(&mut self) {
-        let log = File::options().create(true).append(true).open(&self.log).expect("log file");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let child = Command::new(&self.program)
             .args(&self.args)
             .envs(self.envs.iter().cloned())
-            .env("FLINGER_LOG", std::env::var("FLINGER_TEST_LOG").unwrap_or_else(|_| "info,flinger=debug".into()))
+            .env(
+                "FLINGER_LOG",
+                std::env::var("FLINGER_TEST_LOG").unwrap_or_else(|_| "info,flinger=debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)

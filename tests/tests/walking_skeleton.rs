@@ -8,7 +8,11 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_submitted_over_http_completes_with_exit_codes_and_output() {
-    let lab = Lab::builder().name("http").agent(AgentSpec::fake("fake-1", &["fake"])).start().await;
+    let lab = Lab::builder()
+        .name("http")
+        .agent(AgentSpec::fake("fake-1", &["fake"]))
+        .start()
+        .await;
     let id = lab
         .submit(&json!({
             "job_queue": "fake",
@@ -27,13 +31,23 @@ async fn a_job_submitted_over_http_completes_with_exit_codes_and_output() {
     let output = lab.output(id).await;
     assert!(output.contains("hello from the fake device"), "{output}");
     assert!(output.contains("$ echo hello"), "{output}");
-    assert!(results["test_output"].as_str().unwrap_or("").contains("hello from the fake device"), "{results}");
+    assert!(
+        results["test_output"]
+            .as_str()
+            .unwrap_or("")
+            .contains("hello from the fake device"),
+        "{results}"
+    );
     lab.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_provision_failure_skips_later_phases_except_cleanup() {
-    let lab = Lab::builder().name("provfail").agent(AgentSpec::fake("fake-1", &["fake"])).start().await;
+    let lab = Lab::builder()
+        .name("provfail")
+        .agent(AgentSpec::fake("fake-1", &["fake"]))
+        .start()
+        .await;
     let id = lab
         .submit(&json!({
             "job_queue": "fake",
@@ -48,17 +62,29 @@ async fn a_provision_failure_skips_later_phases_except_cleanup() {
     let results = lab.results(id).await;
     assert_eq!(results["provision_status"], 1, "{results}");
     assert_eq!(results["cleanup_status"], 0, "{results}");
-    assert!(results.get("test_status").is_none_or(Value::is_null), "test ran: {results}");
-    assert!(results.get("reserve_status").is_none_or(Value::is_null), "reserve ran: {results}");
+    assert!(
+        results.get("test_status").is_none_or(Value::is_null),
+        "test ran: {results}"
+    );
+    assert!(
+        results.get("reserve_status").is_none_or(Value::is_null),
+        "reserve ran: {results}"
+    );
     lab.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_cancelled_while_waiting_never_starts() {
     // No agent serves the queue yet, but one has declared it: the job waits.
-    let mut lab = Lab::builder().name("cancelwait").agent(AgentSpec::fake("fake-1", &["fake"])).start().await;
+    let mut lab = Lab::builder()
+        .name("cancelwait")
+        .agent(AgentSpec::fake("fake-1", &["fake"]))
+        .start()
+        .await;
     lab.agent("fake-1").stop(Duration::from_secs(10));
-    let id = lab.submit(&json!({"job_queue": "fake", "test_data": {"test_cmds": "echo should-never-run"}})).await;
+    let id = lab
+        .submit(&json!({"job_queue": "fake", "test_data": {"test_cmds": "echo should-never-run"}}))
+        .await;
     assert_eq!(lab.info(id).await.expect("job")["state"], "waiting");
     assert_eq!(lab.cancel(id).await, 200);
     assert_eq!(lab.info(id).await.expect("job")["state"], "cancelled");
@@ -78,7 +104,11 @@ async fn a_job_cancelled_while_waiting_never_starts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_published_by_a_plain_amqp_client_completes_and_shows_in_the_api() {
-    let lab = Lab::builder().name("amqp").agent(AgentSpec::fake("fake-1", &["fake"])).start().await;
+    let lab = Lab::builder()
+        .name("amqp")
+        .agent(AgentSpec::fake("fake-1", &["fake"]))
+        .start()
+        .await;
     let id = uuid::Uuid::new_v4();
     // What a producer in any language writes: a MessagePack map with named fields.
     let msg = json!({
@@ -88,25 +118,64 @@ async fn a_job_published_by_a_plain_amqp_client_completes_and_shows_in_the_api()
     });
     let body = rmp_serde::to_vec_named(&msg).unwrap();
     let conn = broker::connect().await;
-    let returned = broker::publish(&conn, &lab.names.jobs_exchange(), "fake", &body, Some("application/msgpack")).await;
+    let returned = broker::publish(
+        &conn,
+        &lab.names.jobs_exchange(),
+        "fake",
+        &body,
+        Some("application/msgpack"),
+    )
+    .await;
     assert!(!returned, "the broker returned the job");
     let info = lab.wait_done(id, JOB_TIMEOUT).await;
     assert_eq!(info["state"], "complete", "{info}\n{}", lab.logs());
     assert!(lab.output(id).await.contains("direct producer"));
     // A job for a class nobody declared is returned to the producer.
-    let other = rmp_serde::to_vec_named(&json!({"v": 1, "job_id": uuid::Uuid::new_v4().to_string(), "job": {"job_queue": "nobody"}})).unwrap();
-    assert!(broker::publish(&conn, &lab.names.jobs_exchange(), "nobody", &other, Some("application/msgpack")).await);
+    let other = rmp_serde::to_vec_named(
+        &json!({"v": 1, "job_id": uuid::Uuid::new_v4().to_string(), "job": {"job_queue": "nobody"}}),
+    )
+    .unwrap();
+    assert!(
+        broker::publish(
+            &conn,
+            &lab.names.jobs_exchange(),
+            "nobody",
+            &other,
+            Some("application/msgpack")
+        )
+        .await
+    );
     let _ = conn.close(200, "done".into()).await;
     lab.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_malformed_message_is_dead_lettered_and_service_goes_on() {
-    let lab = Lab::builder().name("garbage").agent(AgentSpec::fake("fake-1", &["fake"])).start().await;
+    let lab = Lab::builder()
+        .name("garbage")
+        .agent(AgentSpec::fake("fake-1", &["fake"]))
+        .start()
+        .await;
     let conn = broker::connect().await;
-    broker::publish(&conn, &lab.names.jobs_exchange(), "fake", b"this is not msgpack", Some("application/msgpack")).await;
-    let bad_version = rmp_serde::to_vec_named(&json!({"v": 99, "job_id": uuid::Uuid::new_v4().to_string(), "job": {}})).unwrap();
-    broker::publish(&conn, &lab.names.jobs_exchange(), "fake", &bad_version, Some("application/msgpack")).await;
+    broker::publish(
+        &conn,
+        &lab.names.jobs_exchange(),
+        "fake",
+        b"this is not msgpack",
+        Some("application/msgpack"),
+    )
+    .await;
+    let bad_version =
+        rmp_serde::to_vec_named(&json!({"v": 99, "job_id": uuid::Uuid::new_v4().to_string(), "job": {}}))
+            .unwrap();
+    broker::publish(
+        &conn,
+        &lab.names.jobs_exchange(),
+        "fake",
+        &bad_version,
+        Some("application/msgpack"),
+    )
+    .await;
     // Both the agent (class queue) and the scheduler (its copy) refuse each one with a reason.
     let dead = flinger_tests::eventually(Duration::from_secs(20), "4 dead letters", || {
         let (conn, q) = (&conn, lab.names.dead_queue());
@@ -116,7 +185,10 @@ async fn a_malformed_message_is_dead_lettered_and_service_goes_on() {
         }
     })
     .await;
-    let mut reasons: Vec<String> = dead.iter().filter_map(|d| d.header("x-flinger-reason").map(str::to_owned)).collect();
+    let mut reasons: Vec<String> = dead
+        .iter()
+        .filter_map(|d| d.header("x-flinger-reason").map(str::to_owned))
+        .collect();
     // Collect the rest (the two consumers may not be equally quick).
     let more = flinger_tests::eventually(Duration::from_secs(20), "the remaining dead letters", || {
         let (conn, q, n) = (&conn, lab.names.dead_queue(), reasons.len());
@@ -129,7 +201,10 @@ async fn a_malformed_message_is_dead_lettered_and_service_goes_on() {
         }
     })
     .await;
-    reasons.extend(more.iter().filter_map(|d| d.header("x-flinger-reason").map(str::to_owned)));
+    reasons.extend(
+        more.iter()
+            .filter_map(|d| d.header("x-flinger-reason").map(str::to_owned)),
+    );
     assert!(reasons.iter().any(|r| r.contains("MessagePack")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("version 99")), "{reasons:?}");
     // …and both keep serving.
@@ -145,12 +220,20 @@ async fn two_agents_on_one_queue_run_each_of_ten_jobs_exactly_once() {
     let mut lab = lab;
     let ran = lab.path("ran.log");
     for name in ["local-1", "local-2"] {
-        lab.add_agent(AgentSpec::commands(name, &["local"], &[("test", "flinger-agent run-test-cmds")])).await;
+        lab.add_agent(AgentSpec::commands(
+            name,
+            &["local"],
+            &[("test", "flinger-agent run-test-cmds")],
+        ))
+        .await;
     }
     let mut ids = vec![];
     for i in 0..10 {
         let cmd = format!("echo job-{i} >> {}; sleep 0.2", ran.display());
-        ids.push(lab.submit(&json!({"job_queue": "local", "test_data": {"test_cmds": cmd}})).await);
+        ids.push(
+            lab.submit(&json!({"job_queue": "local", "test_data": {"test_cmds": cmd}}))
+                .await,
+        );
     }
     let mut agents = std::collections::BTreeSet::new();
     for id in &ids {
@@ -162,7 +245,11 @@ async fn two_agents_on_one_queue_run_each_of_ten_jobs_exactly_once() {
     }
     let log = std::fs::read_to_string(&ran).unwrap();
     for i in 0..10 {
-        assert_eq!(log.lines().filter(|l| *l == format!("job-{i}")).count(), 1, "job-{i} in:\n{log}");
+        assert_eq!(
+            log.lines().filter(|l| *l == format!("job-{i}")).count(),
+            1,
+            "job-{i} in:\n{log}"
+        );
     }
     assert_eq!(agents.len(), 2, "one agent ran everything: {agents:?}");
     lab.stop().await;
@@ -173,6 +260,12 @@ async fn a_job_for_a_queue_no_agent_serves_is_refused_naming_the_queue() {
     let lab = Lab::builder().name("unroutable").start().await;
     let (status, body) = lab.post_job(&json!({"job_queue": "nobody-serves-this"})).await;
     assert_eq!(status, 422, "{body}");
-    assert!(body["detail"]["json"]["job_queue"][0].as_str().unwrap_or("").contains("nobody-serves-this"), "{body}");
+    assert!(
+        body["detail"]["json"]["job_queue"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("nobody-serves-this"),
+        "{body}"
+    );
     lab.stop().await;
 }

@@ -88,7 +88,10 @@ impl Bus {
             if l.connection.status().connected() {
                 return Ok(l.clone());
             }
-            let _ = l.connection.close(200, "replacing broken connection".into()).await;
+            let _ = l
+                .connection
+                .close(200, "replacing broken connection".into())
+                .await;
         }
         *guard = None;
         let connect = || self.connect_once();
@@ -104,7 +107,10 @@ impl Bus {
         if generation > 1 {
             info!(generation, "reconnected to the broker");
         }
-        let live = Live { connection: Arc::new(connection), generation };
+        let live = Live {
+            connection: Arc::new(connection),
+            generation,
+        };
         *guard = Some(live.clone());
         Ok(live)
     }
@@ -162,7 +168,11 @@ impl Bus {
 }
 
 fn with_heartbeat(url: &str) -> String {
-    if url.contains('?') { url.to_owned() } else { format!("{url}?heartbeat=10") }
+    if url.contains('?') {
+        url.to_owned()
+    } else {
+        format!("{url}?heartbeat=10")
+    }
 }
 
 /// The same exponential policy for every reconnect in the project.

@@ -22,14 +22,25 @@ pub async fn dead_letter(
     let s = |v: &str| AMQPValue::LongString(LongString::from(v.to_owned()));
     headers.insert(DEAD_REASON_HEADER.into(), s(reason));
     headers.insert(DEAD_QUEUE_HEADER.into(), s(queue));
-    headers.insert("x-flinger-original-exchange".into(), s(delivery.exchange.as_str()));
-    headers.insert("x-flinger-original-routing-key".into(), s(delivery.routing_key.as_str()));
+    headers.insert(
+        "x-flinger-original-exchange".into(),
+        s(delivery.exchange.as_str()),
+    );
+    headers.insert(
+        "x-flinger-original-routing-key".into(),
+        s(delivery.routing_key.as_str()),
+    );
     let opts = PublishOptions {
         headers: Some(headers),
         content_type: delivery.properties.content_type().as_ref().map(|c| c.to_string()),
         ..Default::default()
     };
-    let kind = delivery.properties.kind().as_ref().map(|k| k.to_string()).unwrap_or_default();
+    let kind = delivery
+        .properties
+        .kind()
+        .as_ref()
+        .map(|k| k.to_string())
+        .unwrap_or_default();
     publisher
         .publish_reliably(&names.dead_exchange(), queue, &kind, &delivery.data, &opts, None)
         .await
@@ -38,9 +49,13 @@ pub async fn dead_letter(
 /// A string header of a message, if present.
 pub fn header_str(headers: &Option<FieldTable>, key: &str) -> Option<String> {
     let table = headers.as_ref()?;
-    table.inner().iter().find(|(k, _)| k.as_str() == key).and_then(|(_, v)| match v {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.to_string()),
-        _ => None,
-    })
+    table
+        .inner()
+        .iter()
+        .find(|(k, _)| k.as_str() == key)
+        .and_then(|(_, v)| match v {
+            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            AMQPValue::ShortString(s) => Some(s.to_string()),
+            _ => None,
+        })
 }

@@ -12,7 +12,7 @@ mod rpc;
 mod supervise;
 
 pub use connection::{Bus, BusConfig, BusError, Live};
-pub use dead_letter::{DEAD_REASON_HEADER, DEAD_QUEUE_HEADER, dead_letter, header_str};
+pub use dead_letter::{DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, dead_letter, header_str};
 pub use publisher::{PublishError, PublishOptions, Publisher};
 pub use rpc::{RpcClient, RpcError};
 pub use supervise::{backoff, supervise};
@@ -24,6 +24,11 @@ use lapin::{Channel, Consumer};
 /// Starts a manually acknowledged consumer with a per-consumer prefetch.
 pub async fn consume(ch: &Channel, queue: &str, tag: &str, prefetch: u16) -> lapin::Result<Consumer> {
     ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
-    ch.basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
-        .await
+    ch.basic_consume(
+        queue.into(),
+        tag.into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    )
+    .await
 }

@@ -4,7 +4,7 @@ use backon::BackoffBuilder;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::warn;
 
 #[derive(Clone, Debug, Default)]
@@ -27,7 +27,11 @@ pub struct PublishOptions {
 pub enum PublishError {
     /// No queue is bound for this routing key (only with `mandatory`).
     #[error("no queue takes routing key {routing_key:?} on {exchange:?}: {reply_text}")]
-    Unroutable { exchange: String, routing_key: String, reply_text: String },
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+        reply_text: String,
+    },
     #[error("the broker refused the message (nack)")]
     Nacked,
     #[error("broker error: {0}")]
@@ -64,7 +68,11 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(bus: Bus, app_id: impl Into<String>) -> Publisher {
-        Publisher { bus, channel: tokio::sync::Mutex::new(None), app_id: app_id.into() }
+        Publisher {
+            bus,
+            channel: tokio::sync::Mutex::new(None),
+            app_id: app_id.into(),
+        }
     }
 
     pub fn bus(&self) -> &Bus {
@@ -86,7 +94,10 @@ impl Publisher {
 
     async fn forget(&self, generation: u64) {
         let mut guard = self.channel.lock().await;
-        if guard.as_ref().is_some_and(|(g, ch)| *g == generation || !ch.status().connected()) {
+        if guard
+            .as_ref()
+            .is_some_and(|(g, ch)| *g == generation || !ch.status().connected())
+        {
             *guard = None;
         }
         drop(guard);
@@ -127,9 +138,14 @@ impl Publisher {
         if let Some(m) = &opts.message_id {
             props = props.with_message_id(m.as_str().into());
         }
-        let options = BasicPublishOptions { mandatory: opts.mandatory, ..Default::default() };
+        let options = BasicPublishOptions {
+            mandatory: opts.mandatory,
+            ..Default::default()
+        };
         let result = async {
-            ch.basic_publish(exchange.into(), routing_key.into(), options, body, props).await?.await
+            ch.basic_publish(exchange.into(), routing_key.into(), options, body, props)
+                .await?
+                .await
         }
         .await;
         match result {
@@ -155,7 +171,8 @@ impl Publisher {
         msg: &M,
         opts: &PublishOptions,
     ) -> Result<(), PublishError> {
-        self.publish_bytes(exchange, routing_key, M::KIND, &encode(msg), opts).await
+        self.publish_bytes(exchange, routing_key, M::KIND, &encode(msg), opts)
+            .await
     }
 
     /// Publishes until the broker confirms, retrying transient failures (broker restarts,
@@ -170,25 +187,29 @@ impl Publisher {
         opts: &PublishOptions,
         give_up_after: Option<Duration>,
     ) -> Result<(), PublishError> {
-        let started = Instant::now();
-        let mut delays = super::backoff().build();
-        loop {
-            match self.publish_bytes(exchange, routing_key, kind, body, opts).await {
-                Err(e) if e.is_transient() => {
-                    if let Some(limit) = give_up_after
-                        && started.elapsed() >= limit
-                    {
-                        return Err(PublishError::TimedOut(limit));
+        let attempts = async {
+            let mut delays = super::backoff().build();
+            loop {
+                match self.publish_bytes(exchange, routing_key, kind, body, opts).await {
+                    Err(e) if e.is_transient() => {
+                        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                        warn!(error = %e, exchange, routing_key, retry_in = ?delay, "publish failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = self.bus.shutdown_token().cancelled() => return Err(PublishError::Shutdown),
+                        }
                     }
-                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                    warn!(error = %e, exchange, routing_key, retry_in = ?delay, "publish failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.bus.shutdown_token().cancelled() => return Err(PublishError::Shutdown),
-                    }
+                    other => return other,
                 }
-                other => return other,
             }
+        };
+        // The limit covers waiting for a connection too: while the broker is down, each attempt
+        // blocks in the reconnect loop rather than failing.
+        match give_up_after {
+            Some(limit) => tokio::time::timeout(limit, attempts)
+                .await
+                .unwrap_or(Err(PublishError::TimedOut(limit))),
+            None => attempts.await,
         }
     }
 

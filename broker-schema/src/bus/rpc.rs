@@ -59,7 +59,10 @@ pub struct RpcClient {
 
 impl RpcClient {
     pub fn new(bus: Bus) -> RpcClient {
-        RpcClient { bus, link: tokio::sync::Mutex::new(None) }
+        RpcClient {
+            bus,
+            link: tokio::sync::Mutex::new(None),
+        }
     }
 
     async fn link(&self) -> Result<Arc<Link>, RpcError> {
@@ -76,7 +79,10 @@ impl RpcClient {
             .basic_consume(
                 Names::DIRECT_REPLY_TO.into(),
                 "".into(),
-                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await?;
@@ -103,7 +109,13 @@ impl RpcClient {
                 pending.lock().expect("pending lock").clear();
             })
         };
-        let link = Arc::new(Link { generation, channel, pending, alive, reader: Mutex::new(Some(reader)) });
+        let link = Arc::new(Link {
+            generation,
+            channel,
+            pending,
+            alive,
+            reader: Mutex::new(Some(reader)),
+        });
         *guard = Some(link.clone());
         Ok(link)
     }
@@ -118,7 +130,10 @@ impl RpcClient {
         let link = self.link().await?;
         let corr = uuid::Uuid::new_v4().to_string();
         let (tx, rx) = oneshot::channel();
-        link.pending.lock().expect("pending lock").insert(corr.clone(), tx);
+        link.pending
+            .lock()
+            .expect("pending lock")
+            .insert(corr.clone(), tx);
         let forget = || {
             link.pending.lock().expect("pending lock").remove(&corr);
         };
@@ -134,7 +149,10 @@ impl RpcClient {
                 .basic_publish(
                     "".into(),
                     queue.into(),
-                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
                     &encode(req),
                     props,
                 )

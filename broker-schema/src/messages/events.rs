@@ -15,8 +15,12 @@ use uuid::Uuid;
 pub enum Outcome {
     /// Every planned phase ran (some may have failed; their exit codes say so).
     Complete,
-    Cancelled { reason: String },
-    Failed { failure: Failure },
+    Cancelled {
+        reason: String,
+    },
+    Failed {
+        failure: Failure,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

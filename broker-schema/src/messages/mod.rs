@@ -7,7 +7,7 @@ mod rpc;
 pub(crate) mod submission;
 
 pub use control::{AdminState, Control, ControlCommand};
-pub use events::{JobEvent, JobEventKind, LogStream, OutputChunk, OutputCounts, Outcome};
+pub use events::{JobEvent, JobEventKind, LogStream, Outcome, OutputChunk, OutputCounts};
 pub use heartbeat::{AgentState, Heartbeat};
 pub use rpc::{
     CancelRequest, CommandReply, DenyReason, ExtendRequest, LeaseDenial, LeaseGrant, LeaseReply,

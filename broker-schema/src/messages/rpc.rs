@@ -63,7 +63,10 @@ impl DenyReason {
     /// Whether the delivery should go back to the queue for another agent (otherwise it is a
     /// duplicate or dead job and is acknowledged and dropped).
     pub fn requeue(self) -> bool {
-        matches!(self, DenyReason::Excluded | DenyReason::AgentUnavailable | DenyReason::NotReady)
+        matches!(
+            self,
+            DenyReason::Excluded | DenyReason::AgentUnavailable | DenyReason::NotReady
+        )
     }
 }
 
@@ -172,7 +175,10 @@ pub enum CommandReply {
         #[serde(default)]
         reserve_until: Option<Millis>,
     },
-    Refused { code: RefusalCode, reason: String },
+    Refused {
+        code: RefusalCode,
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -182,7 +188,9 @@ pub enum SchedulerReply {
     Renew(RenewReply),
     Command(CommandReply),
     /// The request could not be decoded or served.
-    Error { reason: String },
+    Error {
+        reason: String,
+    },
 }
 
 impl Message for SchedulerReply {

@@ -68,7 +68,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies `update` if `pre` holds, atomically. Returns the job as it is after the update,
     /// or `None` when the job does not exist or the precondition did not hold.
-    async fn update_job(&self, job_id: Uuid, pre: &Precondition, update: &JobUpdate) -> StoreResult<Option<JobRecord>>;
+    async fn update_job(
+        &self,
+        job_id: Uuid,
+        pre: &Precondition,
+        update: &JobUpdate,
+    ) -> StoreResult<Option<JobRecord>>;
 
     /// Deletes a job that was never accepted: only if it is still `waiting` and was never seen
     /// on the broker. Returns whether it was deleted.
@@ -100,7 +105,13 @@ pub trait Store: Send + Sync + 'static {
     /// Records an admin's decision about an agent, creating a placeholder record (state
     /// offline, never seen) if the agent has not reported yet. Semantics of
     /// [`AgentRecord::set_admin`]: `None` clears the decision, an empty comment clears the comment.
-    async fn set_agent_admin(&self, name: &AgentName, state: Option<AdminState>, comment: &str, now: Millis) -> StoreResult<AgentRecord>;
+    async fn set_agent_admin(
+        &self,
+        name: &AgentName,
+        state: Option<AdminState>,
+        comment: &str,
+        now: Millis,
+    ) -> StoreResult<AgentRecord>;
 
     async fn get_agent(&self, name: &AgentName) -> StoreResult<Option<AgentRecord>>;
 
@@ -129,9 +140,15 @@ impl StoreConfig {
                 .map(|(_, rest)| rest.split('?').next().unwrap_or(""))
                 .filter(|d| !d.is_empty())
                 .unwrap_or("flinger");
-            return Ok(StoreConfig::Mongo { uri: s.to_owned(), database: db.to_owned() });
+            return Ok(StoreConfig::Mongo {
+                uri: s.to_owned(),
+                database: db.to_owned(),
+            });
         }
-        let path = s.strip_prefix("sqlite://").or_else(|| s.strip_prefix("sqlite:")).unwrap_or(s);
+        let path = s
+            .strip_prefix("sqlite://")
+            .or_else(|| s.strip_prefix("sqlite:"))
+            .unwrap_or(s);
         if path.is_empty() {
             return Err("empty store path".into());
         }
@@ -142,7 +159,9 @@ impl StoreConfig {
     pub async fn open(&self) -> StoreResult<DynStore> {
         match self {
             StoreConfig::Sqlite { path } => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
-            StoreConfig::Mongo { uri, database } => Ok(Arc::new(mongo::MongoStore::open(uri, database).await?)),
+            StoreConfig::Mongo { uri, database } => {
+                Ok(Arc::new(mongo::MongoStore::open(uri, database).await?))
+            }
         }
     }
 }
@@ -155,13 +174,29 @@ mod tests {
     fn store_config_parses_both_backends() {
         assert_eq!(
             StoreConfig::parse("mongodb://h:27017/lab?directConnection=true").unwrap(),
-            StoreConfig::Mongo { uri: "mongodb://h:27017/lab?directConnection=true".into(), database: "lab".into() }
+            StoreConfig::Mongo {
+                uri: "mongodb://h:27017/lab?directConnection=true".into(),
+                database: "lab".into()
+            }
         );
         assert_eq!(
             StoreConfig::parse("mongodb://h:27017").unwrap(),
-            StoreConfig::Mongo { uri: "mongodb://h:27017".into(), database: "flinger".into() }
+            StoreConfig::Mongo {
+                uri: "mongodb://h:27017".into(),
+                database: "flinger".into()
+            }
         );
-        assert_eq!(StoreConfig::parse("sqlite:/var/lib/f.db").unwrap(), StoreConfig::Sqlite { path: "/var/lib/f.db".into() });
-        assert_eq!(StoreConfig::parse("/tmp/x.db").unwrap(), StoreConfig::Sqlite { path: "/tmp/x.db".into() });
+        assert_eq!(
+            StoreConfig::parse("sqlite:/var/lib/f.db").unwrap(),
+            StoreConfig::Sqlite {
+                path: "/var/lib/f.db".into()
+            }
+        );
+        assert_eq!(
+            StoreConfig::parse("/tmp/x.db").unwrap(),
+            StoreConfig::Sqlite {
+                path: "/tmp/x.db".into()
+            }
+        );
     }
 }

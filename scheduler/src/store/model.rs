@@ -60,7 +60,12 @@ pub struct JobRecord {
 
 impl JobRecord {
     /// A freshly accepted job, waiting.
-    pub fn new_waiting(job_id: Uuid, definition: JobDefinition, submitted_by: Option<String>, now: Millis) -> Self {
+    pub fn new_waiting(
+        job_id: Uuid,
+        definition: JobDefinition,
+        submitted_by: Option<String>,
+        now: Millis,
+    ) -> Self {
         JobRecord {
             job_id,
             queue: definition.job_queue().clone(),

@@ -50,13 +50,17 @@ impl JobQuery {
         }
         if !self.tags.is_empty() {
             let has = |t: &String| j.tags.contains(t);
-            let ok = if self.all_tags { self.tags.iter().all(has) } else { self.tags.iter().any(has) };
+            let ok = if self.all_tags {
+                self.tags.iter().all(has)
+            } else {
+                self.tags.iter().any(has)
+            };
             if !ok {
                 return false;
             }
         }
         if let Some(t) = self.lease_expired_before
-            && !j.lease.as_ref().is_some_and(|l| l.until < t)
+            && j.lease.as_ref().is_none_or(|l| l.until >= t)
         {
             return false;
         }
@@ -95,7 +99,15 @@ pub struct OutputQuery {
 
 impl OutputQuery {
     pub fn all(job_id: Uuid, attempt: u32, stream: LogStream) -> Self {
-        OutputQuery { job_id, attempt, stream, from_seq: 0, phase: None, since: None, limit: None }
+        OutputQuery {
+            job_id,
+            attempt,
+            stream,
+            from_seq: 0,
+            phase: None,
+            since: None,
+            limit: None,
+        }
     }
 
     pub fn matches(&self, f: &OutputFragment) -> bool {

@@ -27,7 +27,10 @@ pub struct Precondition {
 
 impl Precondition {
     pub fn in_states(states: &[JobState]) -> Self {
-        Precondition { states: Some(states.to_vec()), ..Default::default() }
+        Precondition {
+            states: Some(states.to_vec()),
+            ..Default::default()
+        }
     }
 
     pub fn state(state: JobState) -> Self {
@@ -56,12 +59,12 @@ impl Precondition {
             return false;
         }
         if let Some(t) = self.lease_expired_at
-            && !job.lease.as_ref().is_some_and(|l| l.until < t)
+            && job.lease.as_ref().is_none_or(|l| l.until >= t)
         {
             return false;
         }
         if let Some(t) = self.lease_valid_at
-            && !job.lease.as_ref().is_some_and(|l| l.until >= t)
+            && job.lease.as_ref().is_none_or(|l| l.until < t)
         {
             return false;
         }

@@ -1,0 +1,128 @@
+//! Builds the gateway and runs it until shutdown.
+//!
+//! [`App::build`] opens the store, binds the listener (port 0 picks a free one) and starts the
+//! broker link; [`App::run`] serves until the shutdown token is cancelled, lets requests in
+//! flight finish, then closes the broker channels and the connection, in that order.
+//!
+//! The broker is not needed to start: a gateway whose broker is down still accepts jobs (they
+//! are stored and the scheduler's sweeper publishes them) and reports not ready on `/readyz`.
+
+use crate::bus_keeper;
+use crate::config::Config;
+use crate::routes;
+use crate::state::{AppState, Timeouts};
+use axum::ServiceExt;
+use axum::extract::{DefaultBodyLimit, Request};
+use broker_schema::bus::Bus;
+use flinger_scheduler::store::StoreError;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::Layer;
+use tower_http::normalize_path::NormalizePathLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::{Level, info};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A built gateway, bound and ready to serve.
+pub struct App {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+    /// Stops the HTTP server (graceful: requests in flight finish).
+    shutdown: CancellationToken,
+    /// Stops the broker connection's retries. Cancelled only after the server has drained,
+    /// so that a request in flight can still publish its submission.
+    bus_shutdown: CancellationToken,
+    max_body_bytes: usize,
+}
+
+impl App {
+    pub async fn build(config: Config, shutdown: CancellationToken) -> Result<App, StartError> {
+        let store = config.store.open().await?;
+        info!(backend = store.backend(), "store opened");
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let bus_shutdown = CancellationToken::new();
+        let bus = Bus::new(
+            config.broker.bus_config(format!("flinger-gateway {addr}")),
+            bus_shutdown.clone(),
+        );
+        let timeouts = Timeouts {
+            publish: config.publish_timeout,
+            scheduler: config.scheduler_timeout,
+            probe: Duration::from_secs(2),
+        };
+        Ok(App {
+            listener,
+            addr,
+            state: AppState::new(store, bus, timeouts),
+            shutdown,
+            bus_shutdown,
+            max_body_bytes: config.max_body_bytes,
+        })
+    }
+
+    /// The address the gateway listens on (the real port when the config said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until the shutdown token is cancelled.
+    pub async fn run(self) -> Result<(), StartError> {
+        let App {
+            listener,
+            addr,
+            state,
+            shutdown,
+            bus_shutdown,
+            max_body_bytes,
+        } = self;
+        let keeper = bus_keeper::spawn(state.bus().clone(), shutdown.clone());
+        let router = routes::router(state.clone())
+            .layer(DefaultBodyLimit::max(max_body_bytes))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
+            );
+        // Outside the router: the path must be normalized before a route is chosen.
+        let app = NormalizePathLayer::trim_trailing_slash().layer(router);
+        info!(%addr, namespace = state.names().namespace(), "gateway listening");
+        let served = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        info!("HTTP server stopped; closing the broker link");
+        shutdown.cancel();
+        bus_shutdown.cancel();
+        let _ = keeper.await;
+        state.close().await;
+        served.map_err(StartError::Serve)
+    }
+}
+
+/// Builds and runs the gateway until `shutdown` is cancelled.
+pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    App::build(config, shutdown).await?.run().await
+}

@@ -1,0 +1,113 @@
+//! `POST /v1/job/<id>/action`: the gateway asks the scheduler, the only writer of job state, to
+//! cancel a job, and reports its verdict.
+//!
+//! The store answers the cases that cannot change any more (unknown job, job already ended:
+//! end states are final), so those need no scheduler. Everything else is the scheduler's call.
+
+use crate::state::AppState;
+use broker_schema::ValidationErrors;
+use broker_schema::bus::RpcError;
+use broker_schema::messages::{CancelRequest, CommandReply, RefusalCode, SchedulerReply, SchedulerRequest};
+use flinger_scheduler::store::StoreError;
+use serde_json::Value;
+use tracing::info;
+use uuid::Uuid;
+
+/// The actions Testflinger's API knows.
+pub const ACTIONS: &[&str] = &["cancel"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error("Malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("{0}")]
+    InvalidAction(ValidationErrors),
+    #[error("Job not found")]
+    UnknownJob,
+    #[error("The job has already ended ({0})")]
+    AlreadyEnded(&'static str),
+    #[error("{reason}")]
+    Refused { code: RefusalCode, reason: String },
+    #[error("The scheduler did not answer: {0}")]
+    SchedulerUnavailable(RpcError),
+    #[error("The scheduler could not serve the request: {0}")]
+    SchedulerFailed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An action the body asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Cancel,
+}
+
+impl Action {
+    /// Parses `{"action": "cancel"}`, naming the field when it is missing or unknown.
+    pub fn parse(body: &[u8]) -> Result<Action, CancelError> {
+        let doc: Value =
+            serde_json::from_slice(body).map_err(|e| CancelError::MalformedJson(e.to_string()))?;
+        let mut errors = ValidationErrors::default();
+        match doc.get("action") {
+            Some(Value::String(s)) if s == "cancel" => return Ok(Action::Cancel),
+            None | Some(Value::Null) => errors.add("action", "Missing data for required field."),
+            Some(_) => errors.add("action", format!("Must be one of: {}.", ACTIONS.join(", "))),
+        }
+        Err(CancelError::InvalidAction(errors))
+    }
+}
+
+pub async fn cancel(state: &AppState, job_id: Uuid) -> Result<(), CancelError> {
+    let job = state
+        .store()
+        .get_job(job_id)
+        .await?
+        .ok_or(CancelError::UnknownJob)?;
+    if job.state.is_terminal() {
+        return Err(CancelError::AlreadyEnded(job.state.testflinger_name()));
+    }
+    let request = SchedulerRequest::Cancel(CancelRequest {
+        job_id,
+        requested_by: None,
+    });
+    let limit = state.timeouts().scheduler;
+    let queue = state.names().scheduler_rpc_queue();
+    // The bus reconnects forever while the broker is down: bound the whole call.
+    let call = state.rpc().call::<_, SchedulerReply>(&queue, &request, limit);
+    let reply = tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(RpcError::Timeout(limit)))
+        .map_err(CancelError::SchedulerUnavailable)?;
+    match reply {
+        SchedulerReply::Command(CommandReply::Done { .. }) => {
+            info!(%job_id, was = %job.state, "cancel accepted by the scheduler");
+            Ok(())
+        }
+        SchedulerReply::Command(CommandReply::Refused { code, reason }) => {
+            Err(CancelError::Refused { code, reason })
+        }
+        SchedulerReply::Error { reason } => Err(CancelError::SchedulerFailed(reason)),
+        other => Err(CancelError::SchedulerFailed(format!(
+            "unexpected reply {other:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_cancel_is_an_action() {
+        assert_eq!(Action::parse(br#"{"action": "cancel"}"#).unwrap(), Action::Cancel);
+        let Err(CancelError::InvalidAction(e)) = Action::parse(br#"{"action": "explode"}"#) else {
+            panic!()
+        };
+        assert_eq!(e.fields["action"], vec!["Must be one of: cancel.".to_string()]);
+        assert!(matches!(Action::parse(b"{}"), Err(CancelError::InvalidAction(_))));
+        assert!(matches!(
+            Action::parse(b"nope"),
+            Err(CancelError::MalformedJson(_))
+        ));
+    }
+}

@@ -1,0 +1,163 @@
+//! The one place where errors become HTTP answers.
+//!
+//! Handlers and flows return typed errors ([`SubmitError`], [`CancelError`], store errors);
+//! the `From` impls below decide their status codes, and [`ApiError::into_response`] decides
+//! the bodies: `{"message": …}`, or Testflinger's validation shape
+//! `{"message": "Validation error", "detail": {"<location>": {field: [messages]}}}`.
+
+use crate::cancel::CancelError;
+use crate::submit::SubmitError;
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use broker_schema::ValidationErrors;
+use broker_schema::messages::RefusalCode;
+use flinger_scheduler::store::StoreError;
+use serde_json::{Value, json};
+use tracing::{error, warn};
+
+/// Where a validation error was found, as Testflinger's clients read it (`detail.json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// The JSON body.
+    Json,
+    /// The query string.
+    Query,
+}
+
+impl Location {
+    fn as_str(self) -> &'static str {
+        match self {
+            Location::Json => "json",
+            Location::Query => "query",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is wrong in a way that is not a field's validation (bad id, bad JSON).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 422: fields failed validation; every one is named.
+    #[error("validation error: {errors}")]
+    Validation {
+        location: Location,
+        errors: ValidationErrors,
+    },
+    /// 204: Testflinger's answer for a job it does not know, on reads.
+    #[error("no such job")]
+    NoContent,
+    /// 403: the caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: an unknown agent, queue or path.
+    #[error("{0}")]
+    NotFound(String),
+    /// 410: the resource exists but no longer answers this question (position of a started job).
+    #[error("{0}")]
+    Gone(String),
+    /// 413: the body is larger than the configured limit.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// 503: a dependency (store, broker, scheduler) did not answer; retrying may help.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a bug or a corrupt record.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 422 naming one field of the JSON body.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> ApiError {
+        let mut errors = ValidationErrors::default();
+        errors.add(field, message);
+        ApiError::Validation {
+            location: Location::Json,
+            errors,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NoContent => StatusCode::NO_CONTENT,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            ApiError::Internal(msg) => error!(error = %msg, "request failed"),
+            ApiError::Unavailable(msg) => warn!(error = %msg, "dependency unavailable"),
+            _ => {}
+        }
+        let body: Value = match self {
+            ApiError::NoContent => return status.into_response(),
+            ApiError::Validation { location, errors } => json!({
+                "message": "Validation error",
+                "detail": { location.as_str(): errors.to_detail_json() },
+            }),
+            other => json!({ "message": other.to_string() }),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            StoreError::Corrupt(_) | StoreError::Other(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::MalformedJson(_) | SubmitError::JobIdNotUuid(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            SubmitError::Invalid(errors) => ApiError::Validation {
+                location: Location::Json,
+                errors,
+            },
+            SubmitError::AllAgentsExcluded { .. } => ApiError::invalid_field("exclude_agents", e.to_string()),
+            SubmitError::NoAgentServes { .. } => ApiError::invalid_field("job_queue", e.to_string()),
+            SubmitError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<CancelError> for ApiError {
+    fn from(e: CancelError) -> Self {
+        match e {
+            CancelError::MalformedJson(_) => ApiError::BadRequest(e.to_string()),
+            CancelError::InvalidAction(errors) => ApiError::Validation {
+                location: Location::Json,
+                errors,
+            },
+            CancelError::UnknownJob | CancelError::AlreadyEnded(_) => ApiError::BadRequest(e.to_string()),
+            CancelError::Refused { code, .. } => match code {
+                RefusalCode::Forbidden => ApiError::Forbidden(e.to_string()),
+                RefusalCode::NotFound | RefusalCode::Conflict | RefusalCode::Invalid => {
+                    ApiError::BadRequest(e.to_string())
+                }
+            },
+            CancelError::SchedulerUnavailable(_) => ApiError::Unavailable(e.to_string()),
+            CancelError::SchedulerFailed(_) => ApiError::Internal(e.to_string()),
+            CancelError::Store(s) => s.into(),
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! A run's output as Testflinger shows it: the current attempt's fragments, grouped by phase.
+//!
+//! Fragments are numbered per attempt and stream from 0 (their `seq`). Bytes are joined before
+//! they are decoded, so a character split across two fragments survives; invalid UTF-8 becomes
+//! U+FFFD rather than an error.
+
+use broker_schema::messages::LogStream;
+use broker_schema::{JobState, Millis, Phase, ValidationErrors};
+use flinger_scheduler::store::{JobRecord, OutputFragment, OutputQuery};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use uuid::Uuid;
+
+/// The query string of `GET /v1/result/<id>/log/<type>`, as sent.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct LogParams {
+    pub start_fragment: Option<String>,
+    pub start_timestamp: Option<String>,
+    pub phase: Option<String>,
+}
+
+/// Which fragments a log request wants.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    /// Fragments numbered at least this.
+    pub start_fragment: u64,
+    /// Fragments written at or after this instant.
+    pub since: Option<Millis>,
+    /// One phase only.
+    pub phase: Option<Phase>,
+}
+
+impl LogFilter {
+    /// Parses the query string, naming every bad parameter.
+    pub fn parse(p: &LogParams) -> Result<LogFilter, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let mut filter = LogFilter::default();
+        if let Some(s) = p.start_fragment.as_deref() {
+            match s.trim().parse::<i64>() {
+                Ok(n) if n >= 0 => filter.start_fragment = n as u64,
+                Ok(_) => errors.add("start_fragment", "Must be greater than or equal to 0."),
+                Err(_) => errors.add("start_fragment", "Not a valid integer."),
+            }
+        }
+        if let Some(s) = p.start_timestamp.as_deref() {
+            match parse_timestamp(s) {
+                Some(t) => filter.since = Some(t),
+                None => errors.add("start_timestamp", "Not a valid datetime."),
+            }
+        }
+        if let Some(s) = p.phase.as_deref() {
+            match Phase::parse(s) {
+                Some(ph) => filter.phase = Some(ph),
+                None => errors.add("phase", format!("Must be one of: {}.", phase_names().join(", "))),
+            }
+        }
+        if errors.is_empty() {
+            Ok(filter)
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn query(&self, job_id: Uuid, attempt: u32, stream: LogStream) -> OutputQuery {
+        OutputQuery {
+            from_seq: self.start_fragment,
+            phase: self.phase,
+            since: self.since,
+            ..OutputQuery::all(job_id, attempt, stream)
+        }
+    }
+}
+
+fn phase_names() -> Vec<&'static str> {
+    Phase::ALL.iter().map(|p| p.as_str()).collect()
+}
+
+/// ISO-8601: RFC 3339 with an offset, or without one (then UTC, as Python's `isoformat()`
+/// writes naive datetimes).
+pub fn parse_timestamp(s: &str) -> Option<Millis> {
+    let s = s.trim();
+    if let Some(t) = Millis::parse_rfc3339(s) {
+        return Some(t);
+    }
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]"
+    );
+    let t = time::PrimitiveDateTime::parse(s, format).ok()?.assume_utc();
+    Some(Millis((t.unix_timestamp_nanos() / 1_000_000) as i64))
+}
+
+/// One phase's part of a log answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PhaseLog {
+    /// The highest fragment number included; -1 when there is none.
+    pub last_fragment_number: i64,
+    pub log_data: String,
+}
+
+impl PhaseLog {
+    fn empty() -> PhaseLog {
+        PhaseLog {
+            last_fragment_number: -1,
+            log_data: String::new(),
+        }
+    }
+}
+
+/// Groups fragments by phase, joining each phase's bytes in `seq` order.
+pub fn by_phase(fragments: &[OutputFragment]) -> BTreeMap<Phase, PhaseLog> {
+    let mut sorted: Vec<&OutputFragment> = fragments.iter().collect();
+    sorted.sort_by_key(|f| f.seq);
+    let mut bytes: BTreeMap<Phase, (i64, Vec<u8>)> = BTreeMap::new();
+    for f in sorted {
+        let (last, data) = bytes.entry(f.phase).or_insert((-1, Vec::new()));
+        *last = (*last).max(f.seq as i64);
+        data.extend_from_slice(&f.data);
+    }
+    bytes
+        .into_iter()
+        .map(|(phase, (last, data))| {
+            let log_data = String::from_utf8_lossy(&data).into_owned();
+            (
+                phase,
+                PhaseLog {
+                    last_fragment_number: last,
+                    log_data,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The phases a job has started in its current attempt: those with an exit code and the one
+/// running now. They appear in a log answer even when the filter left them no fragment.
+pub fn phases_started(job: &JobRecord) -> BTreeSet<Phase> {
+    let mut phases: BTreeSet<Phase> = job.phase_status.keys().filter_map(|k| Phase::parse(k)).collect();
+    if let Some(p) = running_phase(job.state) {
+        phases.insert(p);
+    }
+    phases
+}
+
+/// The phase a job in `state` is running, if any.
+pub fn running_phase(state: JobState) -> Option<Phase> {
+    Phase::ALL.into_iter().find(|p| JobState::from_phase(*p) == state)
+}
+
+/// `{"<stream>": {"<phase>": {"last_fragment_number": n, "log_data": "…"}}}`: one entry per
+/// phase in `started` or with fragments, or only `filter.phase` when one was asked for.
+pub fn log_answer(
+    stream: LogStream,
+    filter: &LogFilter,
+    started: &BTreeSet<Phase>,
+    fragments: &[OutputFragment],
+) -> Value {
+    let mut logs = by_phase(fragments);
+    match filter.phase {
+        Some(only) => {
+            logs.retain(|p, _| *p == only);
+            logs.entry(only).or_insert_with(PhaseLog::empty);
+        }
+        None => {
+            for p in started {
+                logs.entry(*p).or_insert_with(PhaseLog::empty);
+            }
+        }
+    }
+    let phases: Map<String, Value> = logs
+        .into_iter()
+        .map(|(p, log)| {
+            (
+                p.as_str().to_owned(),
+                serde_json::to_value(log).expect("plain struct"),
+            )
+        })
+        .collect();
+    let mut root = Map::new();
+    root.insert(stream.as_str().to_owned(), Value::Object(phases));
+    Value::Object(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn frag(seq: u64, phase: Phase, data: &[u8]) -> OutputFragment {
+        OutputFragment {
+            job_id: Uuid::nil(),
+            attempt: 1,
+            stream: LogStream::Output,
+            seq,
+            phase,
+            at: Millis(seq as i64),
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn fragments_are_joined_per_phase_before_decoding() {
+        let euro = "€".as_bytes();
+        let frags = [
+            frag(2, Phase::Test, &euro[1..]),
+            frag(0, Phase::Setup, b"hello\n"),
+            frag(1, Phase::Test, &euro[..1]),
+        ];
+        let logs = by_phase(&frags);
+        assert_eq!(
+            logs[&Phase::Setup],
+            PhaseLog {
+                last_fragment_number: 0,
+                log_data: "hello\n".into()
+            }
+        );
+        assert_eq!(
+            logs[&Phase::Test],
+            PhaseLog {
+                last_fragment_number: 2,
+                log_data: "€".into()
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_not_refused() {
+        let logs = by_phase(&[frag(0, Phase::Test, b"a\xffb")]);
+        assert_eq!(logs[&Phase::Test].log_data, "a\u{fffd}b");
+    }
+
+    #[test]
+    fn started_phases_without_fragments_show_minus_one() {
+        let started = BTreeSet::from([Phase::Setup, Phase::Test]);
+        let v = log_answer(
+            LogStream::Output,
+            &LogFilter::default(),
+            &started,
+            &[frag(3, Phase::Test, b"x")],
+        );
+        assert_eq!(
+            v,
+            json!({"output": {
+                "setup": {"last_fragment_number": -1, "log_data": ""},
+                "test": {"last_fragment_number": 3, "log_data": "x"},
+            }})
+        );
+    }
+
+    #[test]
+    fn a_requested_phase_is_the_only_entry() {
+        let filter = LogFilter {
+            phase: Some(Phase::Provision),
+            ..Default::default()
+        };
+        let v = log_answer(LogStream::Serial, &filter, &BTreeSet::from([Phase::Setup]), &[]);
+        assert_eq!(
+            v,
+            json!({"serial": {"provision": {"last_fragment_number": -1, "log_data": ""}}})
+        );
+    }
+
+    #[test]
+    fn query_parameters_are_checked() {
+        let ok = LogFilter::parse(&LogParams {
+            start_fragment: Some("4".into()),
+            start_timestamp: Some("2024-01-02T03:04:05.5".into()),
+            phase: Some("test".into()),
+        })
+        .unwrap();
+        assert_eq!(ok.start_fragment, 4);
+        assert_eq!(ok.since, Millis::parse_rfc3339("2024-01-02T03:04:05.500Z"));
+        assert_eq!(ok.phase, Some(Phase::Test));
+        let bad = LogFilter::parse(&LogParams {
+            start_fragment: Some("-1".into()),
+            start_timestamp: Some("yesterday".into()),
+            phase: Some("lunch".into()),
+        })
+        .unwrap_err();
+        assert_eq!(bad.fields.len(), 3);
+    }
+}

@@ -1,0 +1,82 @@
+//! What every handler can reach. Cheap to clone (one `Arc`).
+
+use broker_schema::Names;
+use broker_schema::bus::{Bus, Publisher, RpcClient};
+use flinger_scheduler::store::DynStore;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Where every answer about state comes from, and where new jobs are made durable.
+    store: DynStore,
+    /// Publishes submissions with confirms on one shared channel.
+    publisher: Publisher,
+    /// Asks the scheduler to do what only it may do (cancel).
+    rpc: RpcClient,
+    /// For `/readyz`: the publisher and the RPC client share this connection.
+    bus: Bus,
+    timeouts: Timeouts,
+}
+
+/// How long the gateway waits for its dependencies before answering without them.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// A submission's broker confirm; after it the job is accepted anyway (it is stored).
+    pub publish: Duration,
+    /// A reply from the scheduler; after it the request is answered 503.
+    pub scheduler: Duration,
+    /// A readiness probe of the store or the broker.
+    pub probe: Duration,
+}
+
+impl AppState {
+    pub fn new(store: DynStore, bus: Bus, timeouts: Timeouts) -> AppState {
+        let publisher = Publisher::new(bus.clone(), "flinger-gateway");
+        let rpc = RpcClient::new(bus.clone());
+        AppState {
+            inner: Arc::new(Inner {
+                store,
+                publisher,
+                rpc,
+                bus,
+                timeouts,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &DynStore {
+        &self.inner.store
+    }
+
+    pub fn publisher(&self) -> &Publisher {
+        &self.inner.publisher
+    }
+
+    pub fn rpc(&self) -> &RpcClient {
+        &self.inner.rpc
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+
+    pub fn names(&self) -> &Names {
+        self.inner.bus.names()
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        self.inner.timeouts
+    }
+
+    /// Closes the channels, then the connection (lapin errors if the order is reversed).
+    pub async fn close(&self) {
+        self.inner.publisher.close().await;
+        self.inner.rpc.close().await;
+        self.inner.bus.close().await;
+    }
+}

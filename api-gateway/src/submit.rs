@@ -1,0 +1,201 @@
+//! `POST /v1/job`: from a request body to an accepted job.
+//!
+//! Accepted means durable: the job is in the store *before* it is published, and the answer is
+//! 2xx only once it is stored. The order of the steps is the point of this module:
+//!
+//! 1. parse the body, check a given `job_id` is a UUID, validate the job file (every bad field);
+//! 2. a `job_id` already stored is a resubmission: answer with it and do nothing else;
+//! 3. refuse a job whose `exclude_agents` leaves no known agent of its queue;
+//! 4. store it `waiting` (never seen on the broker);
+//! 5. publish the submission (`mandatory`, persistent, with confirms):
+//!    - confirmed → accepted;
+//!    - returned (no queue serves the class) → discard the record and refuse the job;
+//!    - no confirm in time (broker down) → still accepted: the scheduler's sweeper publishes
+//!      stored jobs never seen on the broker.
+
+use crate::state::AppState;
+use broker_schema::bus::{PublishError, PublishOptions};
+use broker_schema::messages::Submission;
+use broker_schema::{DeviceClass, JobDefinition, Millis, ValidationErrors};
+use flinger_scheduler::store::{Inserted, JobRecord, StoreError};
+use serde_json::Value;
+use std::collections::HashSet;
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("Malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("job_id {0:?} is not a UUID")]
+    JobIdNotUuid(String),
+    #[error("{0}")]
+    Invalid(ValidationErrors),
+    #[error("Every agent serving queue '{queue}' is excluded")]
+    AllAgentsExcluded { queue: DeviceClass },
+    #[error("No agent serves queue '{queue}'")]
+    NoAgentServes { queue: DeviceClass },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A request body that passed validation.
+#[derive(Debug)]
+pub struct SubmitRequest {
+    /// The `job_id` the client chose (a resubmission), if any.
+    pub job_id: Option<Uuid>,
+    pub definition: JobDefinition,
+}
+
+impl SubmitRequest {
+    /// Parses and validates a body. A `job_id` that is a string but not a UUID is a 400 (as in
+    /// Testflinger), checked before the job file so it is reported alone.
+    pub fn parse(body: &[u8]) -> Result<SubmitRequest, SubmitError> {
+        let doc: Value =
+            serde_json::from_slice(body).map_err(|e| SubmitError::MalformedJson(e.to_string()))?;
+        let job_id = match doc.get("job_id") {
+            Some(Value::String(s)) => {
+                Some(Uuid::parse_str(s).map_err(|_| SubmitError::JobIdNotUuid(s.clone()))?)
+            }
+            _ => None,
+        };
+        let definition = JobDefinition::parse(doc).map_err(SubmitError::Invalid)?;
+        Ok(SubmitRequest { job_id, definition })
+    }
+}
+
+/// Runs the whole flow and returns the accepted job's id.
+pub async fn submit(state: &AppState, body: &[u8]) -> Result<Uuid, SubmitError> {
+    let SubmitRequest {
+        job_id: requested,
+        definition,
+    } = SubmitRequest::parse(body)?;
+    let store = state.store();
+    if let Some(id) = requested
+        && store.get_job(id).await?.is_some()
+    {
+        info!(job_id = %id, "resubmission of a known job");
+        return Ok(id);
+    }
+    check_exclusions(state, &definition).await?;
+
+    let job_id = requested.unwrap_or_else(Uuid::new_v4);
+    let now = Millis::now();
+    let record = JobRecord::new_waiting(job_id, definition.clone(), None, now);
+    if let Inserted::Existing(_) = store.insert_job(&record).await? {
+        // Another request with the same id won the race; it owns the publishing.
+        info!(%job_id, "resubmission of a known job");
+        return Ok(job_id);
+    }
+    let queue = definition.job_queue().clone();
+    if record.awaiting_attachments {
+        // TODO(issue 4): attachments. The job stays stored and unpublished until
+        // `POST /v1/job/<id>/attachments` has stored them; that handler publishes it.
+        info!(%job_id, %queue, "job accepted; waiting for its attachments");
+        return Ok(job_id);
+    }
+
+    let priority = definition.priority();
+    let submission = Submission {
+        job_id,
+        job: definition,
+        submitted_at: Some(now),
+        submitted_by: None,
+    };
+    match publish(state, &submission).await {
+        Ok(()) => {
+            info!(%job_id, %queue, priority, "job accepted");
+            Ok(job_id)
+        }
+        Err(PublishError::Unroutable { .. }) => match store.discard_job(job_id).await {
+            Ok(true) => {
+                info!(%job_id, %queue, "job refused: no agent serves its queue");
+                Err(SubmitError::NoAgentServes { queue })
+            }
+            Ok(false) => {
+                // Someone else (the sweeper) got it onto the broker meanwhile: it is alive.
+                info!(%job_id, %queue, "job accepted (published by another producer)");
+                Ok(job_id)
+            }
+            Err(e) => {
+                // The record stays; the sweeper's publish will be returned too and the scheduler
+                // ends the job as rejected, so nothing is left waiting forever.
+                error!(%job_id, error = %e, "cannot discard an unroutable job");
+                Err(SubmitError::NoAgentServes { queue })
+            }
+        },
+        Err(e) => {
+            warn!(%job_id, %queue, error = %e, "job stored but not confirmed by the broker; the sweeper will publish it");
+            Ok(job_id)
+        }
+    }
+}
+
+/// Refuses a job when its queue has known agents and it excludes every one of them.
+async fn check_exclusions(state: &AppState, definition: &JobDefinition) -> Result<(), SubmitError> {
+    if definition.exclude_agents().is_empty() {
+        return Ok(());
+    }
+    let excluded: HashSet<&str> = definition.exclude_agents().iter().map(String::as_str).collect();
+    let queue = definition.job_queue();
+    let agents = state.store().list_agents().await?;
+    let mut serving = agents.iter().filter(|a| a.queues.contains(queue)).peekable();
+    if serving.peek().is_some() && serving.all(|a| excluded.contains(a.name.as_str())) {
+        return Err(SubmitError::AllAgentsExcluded { queue: queue.clone() });
+    }
+    Ok(())
+}
+
+/// Publishes a submission and waits for the broker's verdict, at most the publish timeout
+/// (the bus reconnects forever, so the limit has to be put around the whole attempt).
+async fn publish(state: &AppState, submission: &Submission) -> Result<(), PublishError> {
+    let limit = state.timeouts().publish;
+    let opts = PublishOptions {
+        mandatory: true,
+        priority: Some(Submission::amqp_priority(submission.job.priority())),
+        message_id: Some(submission.job_id.to_string()),
+        ..Default::default()
+    };
+    let exchange = state.names().jobs_exchange();
+    let routing_key = submission.job.job_queue().as_str();
+    let send = state
+        .publisher()
+        .send(&exchange, routing_key, submission, &opts, Some(limit));
+    tokio::time::timeout(limit, send)
+        .await
+        .unwrap_or(Err(PublishError::TimedOut(limit)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<SubmitRequest, SubmitError> {
+        SubmitRequest::parse(body.as_bytes())
+    }
+
+    #[test]
+    fn malformed_json_is_not_a_validation_error() {
+        assert!(matches!(parse("{"), Err(SubmitError::MalformedJson(_))));
+    }
+
+    #[test]
+    fn a_job_id_must_be_a_uuid() {
+        assert!(matches!(
+            parse(r#"{"job_queue": "q", "job_id": "nope"}"#),
+            Err(SubmitError::JobIdNotUuid(_))
+        ));
+        let id = Uuid::new_v4();
+        let r = parse(&format!(r#"{{"job_queue": "q", "job_id": "{id}"}}"#)).unwrap();
+        assert_eq!(r.job_id, Some(id));
+    }
+
+    #[test]
+    fn invalid_jobs_name_their_fields() {
+        let Err(SubmitError::Invalid(e)) = parse(r#"{"bogus": 1}"#) else {
+            panic!("expected a validation error")
+        };
+        assert!(e.fields.contains_key("bogus"));
+        assert!(e.fields.contains_key("job_queue"));
+    }
+}

@@ -1,0 +1,306 @@
+//! The shared harness: [`TestApp::spawn`] starts a gateway on port 0 with a fresh SQLite store
+//! and a unique broker namespace, and gives the test an HTTP client, direct store access (to
+//! write what the scheduler and agents would) and an AMQP channel (to see what was published).
+
+use broker_schema::messages::{
+    AgentState, Heartbeat, LogStream, SchedulerReply, SchedulerRequest, Submission,
+};
+use broker_schema::service::BrokerArgs;
+use broker_schema::{AgentName, DeviceClass, JobDefinition, Millis, Names, Phase, topology};
+use flinger_gateway::{App, Config, StartError};
+use flinger_scheduler::store::{DynStore, JobRecord, OutputFragment, StoreConfig};
+use futures::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde_json::Value;
+use std::sync::{Mutex, Once};
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub fn broker_url() -> String {
+    std::env::var("FLINGER_TEST_BROKER_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+static INIT: Once = Once::new();
+
+fn init() {
+    INIT.call_once(|| {
+        // reqwest is built without a default TLS provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if std::env::var_os("FLINGER_LOG").is_some() {
+            broker_schema::service::init_tracing(Default::default());
+        }
+    });
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    /// The same store the gateway uses, opened separately (as the scheduler would).
+    pub store: DynStore,
+    pub names: Names,
+    pub channel: Channel,
+    connection: Connection,
+    shutdown: CancellationToken,
+    server: JoinHandle<Result<(), StartError>>,
+    classes: Mutex<Vec<DeviceClass>>,
+    _dir: TempDir,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts a gateway after `tweak` has adjusted its configuration.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        init();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store_config =
+            StoreConfig::parse(&format!("sqlite:{}", dir.path().join("flinger.db").display())).unwrap();
+        let namespace = format!("t-{}", Uuid::new_v4().simple());
+        let broker = BrokerArgs {
+            url: broker_url(),
+            namespace: namespace.clone(),
+        };
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap(), store_config.clone(), broker);
+        tweak(&mut config);
+
+        let shutdown = CancellationToken::new();
+        let app = App::build(config, shutdown.clone())
+            .await
+            .expect("gateway starts");
+        let base = format!("http://{}", app.local_addr());
+        let server = tokio::spawn(app.run());
+
+        let store = store_config.open().await.expect("test store handle");
+        let names = Names::new(namespace);
+        let connection = Connection::connect(&broker_url(), ConnectionProperties::default())
+            .await
+            .expect("broker");
+        let channel = connection.create_channel().await.expect("channel");
+        // What the gateway's connection also declares; declared here too so that a test does
+        // not race the gateway's first connect.
+        topology::declare_topology(&channel, &names)
+            .await
+            .expect("topology");
+
+        TestApp {
+            base,
+            http: reqwest::Client::new(),
+            store,
+            names,
+            channel,
+            connection,
+            shutdown,
+            server,
+            classes: Mutex::new(vec![]),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.expect("GET")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// Declares a device class, as an agent serving it would.
+    pub async fn declare_class(&self, class: &str) {
+        let class = DeviceClass::parse(class).unwrap();
+        topology::declare_class(&self.channel, &self.names, &class)
+            .await
+            .expect("declare class");
+        self.classes.lock().unwrap().push(class);
+    }
+
+    /// Takes the next message from a class queue, waiting a little for it to arrive.
+    pub async fn next_submission(&self, class: &str) -> Option<(Submission, BasicProperties, u32)> {
+        let queue = self.names.class_queue(&DeviceClass::parse(class).unwrap());
+        for _ in 0..20 {
+            let got = self
+                .channel
+                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get");
+            if let Some(m) = got {
+                let submission = broker_schema::decode_submission(&m.delivery.data).expect("a submission");
+                return Some((submission, m.delivery.properties.clone(), m.message_count));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Stores a job directly, as the scheduler would have left it after `shape`.
+    pub async fn insert_job(&self, job: Value, shape: impl FnOnce(&mut JobRecord)) -> JobRecord {
+        let definition = JobDefinition::parse(job).expect("valid job");
+        let mut record = JobRecord::new_waiting(Uuid::new_v4(), definition, None, Millis::now());
+        shape(&mut record);
+        self.store.insert_job(&record).await.expect("insert job");
+        record
+    }
+
+    /// Stores output fragments, as the scheduler projects them.
+    pub async fn write_output(
+        &self,
+        job: &JobRecord,
+        attempt: u32,
+        stream: LogStream,
+        frags: &[(u64, Phase, Millis, &[u8])],
+    ) {
+        let fragments: Vec<OutputFragment> = frags
+            .iter()
+            .map(|(seq, phase, at, data)| OutputFragment {
+                job_id: job.job_id,
+                attempt,
+                stream,
+                seq: *seq,
+                phase: *phase,
+                at: *at,
+                data: data.to_vec(),
+            })
+            .collect();
+        self.store.append_output(&fragments).await.expect("append output");
+    }
+
+    /// Records an agent's heartbeat sent at `at`.
+    pub async fn heartbeat(&self, name: &str, queues: &[&str], state: AgentState, at: Millis) {
+        let hb = Heartbeat {
+            agent: AgentName::parse(name).unwrap(),
+            state,
+            job_id: None,
+            queues: queues.iter().map(|q| DeviceClass::parse(*q).unwrap()).collect(),
+            location: Some("lab-1".into()),
+            provision_type: Some("fake".into()),
+            comment: None,
+            interval_ms: 1_000,
+            at,
+            version: "test".into(),
+        };
+        self.store.record_heartbeat(&hb).await.expect("record heartbeat");
+    }
+
+    /// Answers requests on the scheduler's RPC queue with `answer`, as the scheduler would, and
+    /// reports each request it served. Stops with the test's connection.
+    pub async fn fake_scheduler(
+        &self,
+        answer: impl Fn(&SchedulerRequest) -> SchedulerReply + Send + 'static,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<SchedulerRequest> {
+        let ch = self.connection.create_channel().await.expect("channel");
+        let mut consumer = ch
+            .basic_consume(
+                self.names.scheduler_rpc_queue().as_str().into(),
+                "fake-scheduler".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume the RPC queue");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(Ok(d)) = consumer.next().await {
+                let request: SchedulerRequest = broker_schema::decode(&d.data).expect("a scheduler request");
+                let reply = broker_schema::encode(&answer(&request));
+                let _ = tx.send(request);
+                let props = BasicProperties::default()
+                    .with_content_type(broker_schema::CONTENT_TYPE.into())
+                    .with_correlation_id(d.properties.correlation_id().clone().expect("correlation id"));
+                let to = d.properties.reply_to().clone().expect("reply_to");
+                ch.basic_publish("".into(), to, BasicPublishOptions::default(), &reply, props)
+                    .await
+                    .expect("reply");
+            }
+        });
+        rx
+    }
+
+    /// Waits until the gateway reports ready (its broker link comes up in the background).
+    pub async fn wait_ready(&self) -> reqwest::Response {
+        for _ in 0..100 {
+            let r = self.get("/readyz").await;
+            if r.status() == 200 {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.get("/readyz").await
+    }
+
+    /// Stops the gateway and deletes the namespace's queues and exchanges.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.server
+            .await
+            .expect("server task")
+            .expect("server stopped cleanly");
+        // The gateway's own connection is closed by now; tidy the namespace with ours.
+        let n = &self.names;
+        let mut queues = vec![
+            n.dead_queue(),
+            n.scheduler_submissions_queue(),
+            n.scheduler_status_queue(),
+            n.scheduler_output_queue(),
+            n.scheduler_rpc_queue(),
+        ];
+        queues.extend(self.classes.lock().unwrap().iter().map(|c| n.class_queue(c)));
+        for q in queues {
+            let _ = self
+                .channel
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for x in [
+            n.jobs_exchange(),
+            n.events_exchange(),
+            n.control_exchange(),
+            n.dead_exchange(),
+        ] {
+            let _ = self
+                .channel
+                .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        let _ = self.channel.close(200, "bye".into()).await;
+        let _ = self.connection.close(200, "bye".into()).await;
+    }
+}
+
+/// A JSON body's `detail.json` (Testflinger's validation shape), asserting the envelope.
+pub async fn validation_detail(r: reqwest::Response) -> Value {
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.expect("JSON body");
+    assert_eq!(body["message"], "Validation error", "{body}");
+    body["detail"]["json"].clone()
+}
