@@ -44,6 +44,10 @@ impl Agent {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
         let config = self.config.clone();
         let connector = config.connector.build()?;
+        let killed = crate::leftovers::sweep(config.name.as_str());
+        if killed > 0 {
+            warn!(groups = killed, "killed processes left by an earlier run");
+        }
         for dir in [&config.execution_basedir, &config.state_dir] {
             std::fs::create_dir_all(dir).map_err(|source| AgentError::Dir {
                 path: dir.clone(),

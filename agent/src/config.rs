@@ -84,6 +84,9 @@ pub struct AgentFile {
     /// Seconds the cleanup phase may take after a cancel or timeout (default 600).
     #[serde(default)]
     pub cleanup_timeout: Option<u64>,
+    /// Where `lp:` and `gh:` ssh key ids are fetched from: URL templates with `{user}`.
+    #[serde(default)]
+    pub key_servers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +117,8 @@ pub struct AgentConfig {
     pub env: BTreeMap<String, String>,
     pub advertised_queues: BTreeMap<String, String>,
     pub advertised_images: BTreeMap<String, BTreeMap<String, String>>,
+    /// `lp` / `gh` → URL template with `{user}` (defaults: Launchpad and GitHub).
+    pub key_servers: BTreeMap<String, String>,
 }
 
 impl AgentConfig {
@@ -186,6 +191,11 @@ impl AgentConfig {
             env,
             advertised_queues: file.advertised_queues.clone(),
             advertised_images: file.advertised_images.clone(),
+            key_servers: {
+                let mut k = crate::keys::default_key_servers();
+                k.extend(file.key_servers.clone());
+                k
+            },
             name,
         })
     }

@@ -40,6 +40,8 @@ async fn main() -> anyhow::Result<()> {
         return run_test_cmds(&job);
     }
     init_tracing(args.log_format);
+    // reqwest is built without a default TLS provider (key servers, the gateway over https).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let path = args.config.context("--config is required")?;
     let config = AgentConfig::load(&path)?;
     let shutdown = shutdown_on_signals();

@@ -130,6 +130,8 @@ impl Runner {
         };
         let mut env = self.config.env.clone();
         env.extend(taken.grant.secrets.clone());
+        env.insert(crate::leftovers::AGENT_ENV.into(), self.config.name.to_string());
+        env.insert("FLINGER_JOB_ID".into(), job_id.to_string());
         let mut run = Run {
             job_id,
             run_dir: self.config.execution_basedir.join(job_id.to_string()),
@@ -287,7 +289,7 @@ impl Runner {
     async fn run_phase(&self, run: &mut Run, phase: Phase, token: CancellationToken) -> i32 {
         self.status.set(AgentState::Running(phase), Some(run.job_id));
         run.reporter.event(JobEventKind::PhaseStarted { phase }).await;
-        let ctx = PhaseContext {
+        let mut ctx = PhaseContext {
             phase,
             job_id: run.job_id,
             job: run.job.clone(),
@@ -309,7 +311,21 @@ impl Runner {
         let is_reserve = phase == Phase::Reserve;
         let mut hold_until = None;
         if is_reserve {
-            hold_until = Some(self.start_reservation(run).await);
+            match self.start_reservation(run).await {
+                Ok((until, keys_file)) => {
+                    hold_until = Some(until);
+                    if let Some(f) = keys_file {
+                        ctx.env.insert(flinger_connectors::SSH_KEYS_FILE_ENV.into(), f.display().to_string());
+                    }
+                }
+                Err(e) => {
+                    warn!(job_id = %run.job_id, error = %e, "cannot start the reservation");
+                    run.output.send(phase, Bytes::from(format!("flinger-agent: cannot reserve: {e}\n"))).await;
+                    run.output.flush().await;
+                    run.reporter.event(JobEventKind::PhaseFinished { phase, exit_code: 1, detail: Some(e) }).await;
+                    return 1;
+                }
+            }
         }
         let result = {
             let phase_token = token.clone();
@@ -406,16 +422,22 @@ impl Runner {
         exit_code
     }
 
-    /// Sets the reservation's deadline (one the scheduler already extended wins) and says so.
-    async fn start_reservation(&self, run: &mut Run) -> Millis {
-        let timeout = run
-            .job
-            .reserve_timeout()
-            .unwrap_or(broker_schema::job::DEFAULT_RESERVE_TIMEOUT);
-        let until = run
-            .deadline
-            .borrow()
-            .unwrap_or_else(|| Millis::now().plus(timeout));
+    /// Resolves and writes the job's ssh keys for the connector to install, sets the
+    /// reservation's deadline (one the scheduler already extended wins) and says so.
+    async fn start_reservation(&self, run: &mut Run) -> Result<(Millis, Option<PathBuf>), String> {
+        let entries = run.job.ssh_keys();
+        let keys_file = if entries.is_empty() {
+            None
+        } else {
+            let keys = crate::keys::resolve(&entries, &self.config.key_servers).await?;
+            let path = run.run_dir.join("authorized_keys");
+            tokio::fs::write(&path, keys.join("\n") + "\n")
+                .await
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Some(path)
+        };
+        let timeout = run.job.reserve_timeout().unwrap_or(broker_schema::job::DEFAULT_RESERVE_TIMEOUT);
+        let until = run.deadline.borrow().unwrap_or_else(|| Millis::now().plus(timeout));
         run.deadline_tx.send_replace(Some(until));
         let device_ip = run
             .device_info
@@ -423,6 +445,7 @@ impl Runner {
             .and_then(|d| d.get("device_ip"))
             .and_then(|v| v.as_str())
             .map(str::to_owned)
+            .or_else(|| self.connector.device_ip())
             .or_else(|| run.env.get("DEVICE_IP").cloned())
             .or_else(|| run.env.get("device_ip").cloned());
         let user = run
@@ -432,14 +455,8 @@ impl Runner {
             .and_then(|v| v.as_str())
             .unwrap_or("ubuntu")
             .to_owned();
-        run.reporter
-            .event(JobEventKind::ReservationStarted {
-                until,
-                device_ip,
-                user: Some(user),
-            })
-            .await;
-        until
+        run.reporter.event(JobEventKind::ReservationStarted { until, device_ip, user: Some(user) }).await;
+        Ok((until, keys_file))
     }
 
     /// Reads `device-info.json` (written by Testflinger device connectors after provisioning)

@@ -54,6 +54,9 @@ pub enum ApiError {
     /// 404: an unknown agent, queue or path.
     #[error("{0}")]
     NotFound(String),
+    /// 409: the job is not in a state that allows this (e.g. extending a job that is not reserving).
+    #[error("{0}")]
+    Conflict(String),
     /// 410: the resource exists but no longer answers this question (position of a started job).
     #[error("{0}")]
     Gone(String),
@@ -86,6 +89,7 @@ impl ApiError {
             ApiError::NoContent => StatusCode::NO_CONTENT,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

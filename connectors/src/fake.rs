@@ -43,6 +43,10 @@ pub struct FakeConfig {
     /// Phases the device has a step for; all of them when absent.
     #[serde(default)]
     pub supported: Option<BTreeSet<Phase>>,
+    /// The simulated device's `authorized_keys`: reserve appends the job's keys to it, so a
+    /// test can check a reservation installed them.
+    #[serde(default)]
+    pub authorized_keys: Option<std::path::PathBuf>,
 }
 
 /// How a fake phase behaves. Every field is optional so layers can be merged: the job's
@@ -219,11 +223,40 @@ impl FakeConnector {
                 if !keys.is_empty() {
                     out.push(format!("importing ssh keys: {}", keys.join(", ")));
                 }
+                match self.install_keys(ctx) {
+                    Ok(0) => {}
+                    Ok(n) => out.push(format!("installed {n} ssh key(s)")),
+                    Err(e) => out.push(format!("cannot install ssh keys: {e}")),
+                }
                 out.push(format!("connect with: ssh {user}@{}", self.device_ip(ctx)));
                 out
             }
             Phase::Cleanup => vec![format!("fake device {agent}: cleaning up")],
         }
+    }
+}
+
+impl FakeConnector {
+    /// Appends the keys the agent resolved to the simulated device's `authorized_keys`.
+    fn install_keys(&self, ctx: &PhaseContext) -> Result<usize, String> {
+        let (Some(target), Some(source)) = (&self.config.authorized_keys, ctx.env.get(crate::SSH_KEYS_FILE_ENV)) else {
+            return Ok(0);
+        };
+        let keys = std::fs::read_to_string(source).map_err(|e| format!("{source}: {e}"))?;
+        let keys: Vec<&str> = keys.lines().filter(|l| !l.trim().is_empty()).collect();
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(target)
+            .map_err(|e| format!("{}: {e}", target.display()))?;
+        for k in &keys {
+            writeln!(f, "{k}").map_err(|e| format!("{}: {e}", target.display()))?;
+        }
+        Ok(keys.len())
     }
 }
 
@@ -328,6 +361,10 @@ impl Connector for FakeConnector {
         "fake"
     }
 
+    fn device_ip(&self) -> Option<String> {
+        self.config.device_ip.clone()
+    }
+
     fn supports(&self, phase: Phase) -> bool {
         self.config.supported.as_ref().is_none_or(|s| s.contains(&phase))
     }
@@ -374,11 +411,17 @@ impl Connector for FakeConnector {
             Ok(())
         }
         .await;
+        let exit_code = b.exit_code.unwrap_or(0);
+        if ran.is_ok() && phase == Phase::Provision && exit_code == 0 {
+            // What a Testflinger device connector leaves after provisioning.
+            let info = serde_json::json!({"device_info": {"device_ip": self.device_ip(ctx), "agent_name": ctx.agent_name}});
+            let path = ctx.run_dir.join("device-info.json");
+            if let Err(e) = std::fs::write(&path, info.to_string()) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write device-info.json");
+            }
+        }
         Ok(match ran {
-            Ok(()) => PhaseOutcome {
-                exit_code: b.exit_code.unwrap_or(0),
-                detail: None,
-            },
+            Ok(()) => PhaseOutcome { exit_code, detail: None },
             Err(Cancelled) => cancelled_outcome(),
         })
     }

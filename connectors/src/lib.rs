@@ -36,6 +36,11 @@ pub use fake::{FakeBehaviour, FakeConfig, FakeConnector};
 /// offline (Testflinger's convention).
 pub const RECOVERY_FAILED_EXIT: i32 = 46;
 
+/// Set for the reserve phase: the path of a file, in `authorized_keys` format, holding the
+/// public keys the agent resolved from the job's `reserve_data.ssh_keys` (`lp:`/`gh:` ids
+/// already fetched). Connectors install these on the device.
+pub const SSH_KEYS_FILE_ENV: &str = "FLINGER_SSH_KEYS_FILE";
+
 /// Everything a connector needs to run one phase.
 #[derive(Clone, Debug)]
 pub struct PhaseContext {
@@ -94,6 +99,12 @@ pub trait Connector: Send + Sync {
 
     /// Whether the device has a step for this phase (phases without one are skipped).
     fn supports(&self, phase: Phase) -> bool;
+
+    /// The device's address, when the connector's configuration knows it (reported with a
+    /// reservation when provisioning did not write `device-info.json`).
+    fn device_ip(&self) -> Option<String> {
+        None
+    }
 
     /// Runs one phase to its end, streaming its output. When `cancel` fires the connector
     /// stops the phase promptly — killing every process it started — and returns.

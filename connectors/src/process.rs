@@ -33,6 +33,15 @@ pub(crate) fn spawn_grouped(mut command: Command) -> io::Result<Spawned> {
         .stdout(Stdio::from(write))
         .stderr(Stdio::from(write_err))
         .process_group(0);
+    // If the agent dies (kill -9), the group leader dies with it instead of running on
+    // unleased; the agent sweeps whatever else of the group is left when it starts again.
+    // SAFETY: prctl is async-signal-safe and touches nothing of the parent's state.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+            Ok(())
+        });
+    }
     let child = command.spawn()?;
     // Our copies of the write end go with `command`: from here on, end-of-file means every
     // process holding the pipe has closed it.

@@ -183,7 +183,7 @@ impl DeliveryHandler for ProjectStatus {
             .unwrap_or_default();
         if kind == Heartbeat::KIND || d.routing_key.as_str().starts_with("agent.") {
             return match decode::<Heartbeat>(&d.data) {
-                Ok(hb) => core.store.record_heartbeat(&hb).await.map(|_| Disposition::Ack),
+                Ok(hb) => projector::project_heartbeat(core, &hb).await,
                 Err(e) => Ok(Disposition::Dead(e.to_string())),
             };
         }

@@ -11,7 +11,10 @@ use crate::core::{Core, Modified};
 use crate::delivery::Disposition;
 use crate::lease::{active_states, first_failure};
 use crate::store::{JobRecord, JobUpdate, OutputFragment, Precondition, Reservation, StoreResult};
-use broker_schema::messages::{JobEvent, JobEventKind, LogStream, Outcome, OutputChunk, OutputCounts};
+use broker_schema::messages::{
+    AdminState, AgentState, ControlCommand, Heartbeat, JobEvent, JobEventKind, LogStream, Outcome, OutputChunk,
+    OutputCounts,
+};
 use broker_schema::phase::RECOVERY_FAILED_EXIT;
 use broker_schema::{Failure, FailureKind, JobState, Millis, Phase};
 use std::collections::{BTreeMap, HashMap};
@@ -216,6 +219,30 @@ fn final_state(job: &JobRecord, outcome: &Outcome) -> (JobState, Option<Failure>
             (JobState::Complete, failure)
         }
     }
+}
+
+/// Records a heartbeat. The store holds what admins decided about the agent (it survives agent
+/// restarts); if an idle agent reports otherwise — it restarted, or missed the message — it is
+/// told again.
+pub async fn project_heartbeat(core: &Core, hb: &Heartbeat) -> StoreResult<Disposition> {
+    let record = core.store.record_heartbeat(hb).await?;
+    let reported = match hb.state {
+        AgentState::Maintenance => Some(AdminState::Maintenance),
+        AgentState::Offline => Some(AdminState::Offline),
+        AgentState::Waiting => None,
+        _ => return Ok(Disposition::Ack), // busy: the decision applies after its job
+    };
+    if reported != record.admin_state {
+        info!(agent = %hb.agent, wanted = ?record.admin_state, ?reported, "reminding the agent of its admin state");
+        let cmd = ControlCommand::SetAdminState {
+            state: record.admin_state,
+            comment: record.admin_comment.clone().unwrap_or_default(),
+        };
+        if let Err(e) = core.control(&hb.agent, cmd).await {
+            warn!(agent = %hb.agent, error = %e, "cannot remind the agent");
+        }
+    }
+    Ok(Disposition::Ack)
 }
 
 /// Stores a batch of output chunks, dropping those of stale attempts, and keeps each running

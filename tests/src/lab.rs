@@ -76,9 +76,23 @@ pub struct LabBuilder {
     agents: Vec<AgentSpec>,
     gateway: bool,
     prefix: String,
+    broker_url: Option<String>,
+    gateway_env: Vec<(String, String)>,
 }
 
 impl LabBuilder {
+    /// Uses another broker than the machine's (a [`crate::private_broker::PrivateBroker`]).
+    pub fn broker(mut self, url: &str) -> Self {
+        self.broker_url = Some(url.into());
+        self
+    }
+
+    /// Sets an environment variable for the gateway only (e.g. a broker it cannot reach).
+    pub fn gateway_env(mut self, key: &str, value: &str) -> Self {
+        self.gateway_env.push((key.into(), value.into()));
+        self
+    }
+
     pub fn store(mut self, kind: StoreKind) -> Self {
         self.store = kind;
         self
@@ -138,13 +152,14 @@ impl LabBuilder {
                 .build()
                 .expect("http client"),
             classes: vec![],
+            broker_url: self.broker_url.unwrap_or_else(crate::broker_url),
             dir,
         };
         for i in 0..self.schedulers {
             lab.start_scheduler(&format!("scheduler-{i}"), &self.scheduler_args);
         }
         if self.gateway {
-            lab.start_gateway().await;
+            lab.start_gateway(&self.gateway_env).await;
         }
         for spec in self.agents {
             lab.add_agent(spec).await;
@@ -181,6 +196,7 @@ pub struct Lab {
     pub base: String,
     pub http: reqwest::Client,
     classes: Vec<String>,
+    pub broker_url: String,
     pub dir: tempfile::TempDir,
 }
 
@@ -203,12 +219,14 @@ impl Lab {
             agents: vec![],
             gateway: true,
             prefix: "lab".into(),
+            broker_url: None,
+            gateway_env: vec![],
         }
     }
 
     fn common_env(&self) -> Vec<(String, String)> {
         vec![
-            ("FLINGER_BROKER_URL".into(), crate::broker_url()),
+            ("FLINGER_BROKER_URL".into(), self.broker_url.clone()),
             ("FLINGER_NAMESPACE".into(), self.namespace.clone()),
             ("FLINGER_STORE".into(), self.store.clone()),
             ("FLINGER_LOG_FORMAT".into(), "json".into()),
@@ -226,9 +244,10 @@ impl Lab {
         self.schedulers.push(p);
     }
 
-    async fn start_gateway(&mut self) {
+    async fn start_gateway(&mut self, extra: &[(String, String)]) {
         let mut env = self.common_env();
         env.push(("FLINGER_LISTEN".into(), "127.0.0.1:0".into()));
+        env.extend(extra.iter().cloned());
         let p = Proc::spawn("gateway", &bin("flinger-gateway"), &[], &env, self.dir.path());
         let log = p.log.clone();
         let addr = eventually(Duration::from_secs(20), "the gateway to listen", || {
@@ -238,7 +257,9 @@ impl Lab {
         .await;
         self.base = format!("http://{addr}");
         self.gateway = Some(p);
-        let (http, url) = (self.http.clone(), format!("{}/readyz", self.base));
+        // A gateway deliberately cut off from the broker is alive but never ready.
+        let probe = if extra.iter().any(|(k, _)| k == "FLINGER_BROKER_URL") { "healthz" } else { "readyz" };
+        let (http, url) = (self.http.clone(), format!("{}/{probe}", self.base));
         eventually(Duration::from_secs(20), "the gateway to be ready", || {
             let (http, url) = (http.clone(), url.clone());
             async move {
@@ -452,7 +473,9 @@ impl Lab {
         {
             p.stop(Duration::from_secs(10));
         }
-        let conn = broker::connect().await;
+        let Ok(conn) = lapin::Connection::connect(&self.broker_url, lapin::ConnectionProperties::default()).await else {
+            return;
+        };
         let n = &self.names;
         let mut queues = vec![
             n.dead_queue(),

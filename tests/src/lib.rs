@@ -6,7 +6,10 @@
 //! `scripts/test` builds them first (`cargo build --bins`).
 
 pub mod broker;
+pub mod invariants;
+pub mod keyserver;
 pub mod lab;
+pub mod private_broker;
 pub mod proc;
 
 pub use lab::{AgentSpec, Lab, LabBuilder, StoreKind};

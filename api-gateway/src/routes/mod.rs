@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod health;
 pub mod jobs;
+pub mod reservation;
 pub mod results;
 
 use crate::error::ApiError;
@@ -16,6 +17,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(jobs::routes())
+        .merge(reservation::routes())
         .merge(results::routes())
         .merge(agents::routes())
         .fallback(not_found)

@@ -1,0 +1,93 @@
+//! [ext] Reservations: where a reserved device is and until when, and moving the deadline.
+//!
+//! The scheduler owns the deadline: extending is a request to it (like cancel), and the agent
+//! obeys what the scheduler decided.
+
+use crate::error::ApiError;
+use crate::extract::{Body, JobId};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use broker_schema::bus::RpcError;
+use broker_schema::messages::{CommandReply, ExtendRequest, RefusalCode, SchedulerReply, SchedulerRequest};
+use broker_schema::{JobState, Millis};
+use serde_json::{Value, json};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/job/{job_id}/reservation", get(reservation))
+        .route("/v1/job/{job_id}/reservation/extend", post(extend))
+}
+
+/// 200 with the reservation while the job holds one; 404 when it does not (yet, or any more);
+/// 204 for an unknown job.
+async fn reservation(State(state): State<AppState>, JobId(id): JobId) -> Result<Json<Value>, ApiError> {
+    let job = state.store().get_job(id).await?.ok_or(ApiError::NoContent)?;
+    let Some(r) = job.reservation.as_ref().filter(|_| job.state == JobState::Reserve) else {
+        return Err(ApiError::NotFound(format!("job {id} is {} and holds no reservation", job.state)));
+    };
+    let now = Millis::now();
+    let ssh = r.device_ip.as_ref().map(|ip| format!("ssh {}@{ip}", r.user.as_deref().unwrap_or("ubuntu")));
+    Ok(Json(json!({
+        "job_id": id,
+        "job_state": job.state.testflinger_name(),
+        "agent": job.lease.as_ref().map(|l| l.agent.to_string()),
+        "device_ip": r.device_ip,
+        "user": r.user,
+        "ssh": ssh,
+        "started_at": r.started_at.to_rfc3339(),
+        "until": r.until.to_rfc3339(),
+        "remaining_secs": r.until.since(now).as_secs(),
+    })))
+}
+
+/// Body `{"by": "2h30m" | seconds}` or `{"until": "<ISO-8601>"}`; 200 with the new deadline.
+async fn extend(State(state): State<AppState>, JobId(id): JobId, Body(body): Body) -> Result<Json<Value>, ApiError> {
+    let doc: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("Malformed JSON: {e}")))?;
+    let by_secs = match doc.get("by") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(n.as_u64().filter(|s| *s > 0).ok_or_else(|| ApiError::invalid_field("by", "Must be a positive number of seconds."))?),
+        Some(Value::String(s)) => Some(
+            broker_schema::job::parse_human_duration(s)
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| ApiError::invalid_field("by", "Not a valid duration: use seconds or a form like 2h30m."))?
+                .as_secs(),
+        ),
+        Some(_) => return Err(ApiError::invalid_field("by", "Not a valid duration.")),
+    };
+    let until = match doc.get("until") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(Millis::parse_rfc3339(s).ok_or_else(|| ApiError::invalid_field("until", "Not a valid ISO-8601 datetime."))?),
+        Some(_) => return Err(ApiError::invalid_field("until", "Not a valid ISO-8601 datetime.")),
+    };
+    if by_secs.is_none() && until.is_none() {
+        return Err(ApiError::invalid_field("by", "Give `by` (a duration) or `until` (a datetime)."));
+    }
+    if state.store().get_job(id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no job {id}")));
+    }
+    let request = SchedulerRequest::Extend(ExtendRequest { job_id: id, by_secs, until, requested_by: None, max_total_secs: None });
+    let limit = state.timeouts().scheduler;
+    let queue = state.names().scheduler_rpc_queue();
+    let call = state.rpc().call::<_, SchedulerReply>(&queue, &request, limit);
+    let reply = tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(RpcError::Timeout(limit)))
+        .map_err(|e| ApiError::Unavailable(format!("The scheduler did not answer: {e}")))?;
+    match reply {
+        SchedulerReply::Command(CommandReply::Done { reserve_until, detail }) => Ok(Json(json!({
+            "job_id": id,
+            "reserve_until": reserve_until.map(Millis::to_rfc3339),
+            "detail": detail,
+        }))),
+        SchedulerReply::Command(CommandReply::Refused { code, reason }) => Err(match code {
+            RefusalCode::NotFound => ApiError::NotFound(reason),
+            RefusalCode::Conflict => ApiError::Conflict(reason),
+            RefusalCode::Forbidden => ApiError::Forbidden(reason),
+            RefusalCode::Invalid => ApiError::invalid_field("by", reason),
+        }),
+        SchedulerReply::Error { reason } => Err(ApiError::Internal(reason)),
+        other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+    }
+}

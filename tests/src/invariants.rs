@@ -1,0 +1,57 @@
+//! What must hold after any fault, checked from the store the lab wrote:
+//! every accepted job ended; no two attempts of a job held a lease at the same time; a
+//! completed job's output has no gaps.
+
+use broker_schema::messages::LogStream;
+use broker_schema::JobState;
+use flinger_scheduler::store::{DynStore, OutputQuery, StoreConfig};
+use uuid::Uuid;
+
+pub async fn open(store: &str) -> DynStore {
+    StoreConfig::parse(store).expect("store url").open().await.expect("open store")
+}
+
+/// Panics with every violation found among `accepted` jobs.
+pub async fn check(store: &str, accepted: &[Uuid]) {
+    let store = open(store).await;
+    let mut problems = vec![];
+    for id in accepted {
+        let Some(job) = store.get_job(*id).await.expect("get job") else {
+            problems.push(format!("{id}: accepted but not in the store"));
+            continue;
+        };
+        if !job.state.is_terminal() {
+            problems.push(format!("{id}: not ended ({})", job.state));
+        }
+        if job.state == JobState::Failed && job.failure.is_none() {
+            problems.push(format!("{id}: failed without a reason"));
+        }
+        for pair in job.attempts.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            match a.ended_at {
+                Some(end) if end <= b.started_at => {}
+                Some(end) => problems.push(format!(
+                    "{id}: attempt {} (until {end}) overlaps attempt {} (from {})",
+                    a.attempt, b.attempt, b.started_at
+                )),
+                None => problems.push(format!("{id}: attempt {} never ended but attempt {} started", a.attempt, b.attempt)),
+            }
+        }
+        if job.state.is_terminal()
+            && let Some(last) = job.attempts.last()
+            && last.ended_at.is_none()
+        {
+            problems.push(format!("{id}: ended but its last attempt is open"));
+        }
+        if job.state == JobState::Complete {
+            let frags = store.read_output(&OutputQuery::all(*id, job.attempt, LogStream::Output)).await.expect("output");
+            for (i, f) in frags.iter().enumerate() {
+                if f.seq != i as u64 {
+                    problems.push(format!("{id}: output gap: fragment {i} has seq {}", f.seq));
+                    break;
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "invariants violated:\n{}", problems.join("\n"));
+}

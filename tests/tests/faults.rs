@@ -1,0 +1,310 @@
+//! Fault tests: real processes on the real broker and store, faults injected for real (kill -9,
+//! broker restarts), and the invariants checked afterwards from the store and the API.
+
+use flinger_tests::keyserver::KeyServer;
+use flinger_tests::private_broker::PrivateBroker;
+use flinger_tests::{AgentSpec, Lab, eventually, invariants};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+const DONE: Duration = Duration::from_secs(90);
+
+fn slow_test_job(queue: &str, secs: u32) -> Value {
+    json!({
+        "job_queue": queue,
+        "test_data": {"test_cmds": "run-suite", "fake": {"duration": format!("{secs}s"), "output": ["step 1", "step 2", "step 3", "step 4"]}},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_killed_mid_test_phase_is_replaced_and_the_job_completes() {
+    let mut lab = Lab::builder()
+        .name("kill9")
+        .agent(AgentSpec::fake("a1", &["kill9"]))
+        .agent(AgentSpec::fake("a2", &["kill9"]))
+        .start()
+        .await;
+    let id = lab.submit(&slow_test_job("kill9", 3)).await;
+    let running = lab.wait_state(id, &["test"], DONE).await;
+    let victim = running["lease"]["agent"].as_str().expect("lease holder").to_owned();
+    lab.agent(&victim).crash();
+    let info = lab.wait_done(id, DONE).await;
+    assert_eq!(info["state"], "complete", "{info}\n{}", lab.logs());
+    assert_eq!(info["attempt"], 2, "{info}");
+    assert_eq!(info["attempts"][0]["agent"], victim.as_str(), "{info}");
+    assert!(info["attempts"][0]["outcome"].as_str().unwrap_or("").contains("lease expired"), "{info}");
+    assert_ne!(info["attempts"][1]["agent"], victim.as_str(), "{info}");
+    assert!(lab.output(id).await.contains("step 4"));
+    invariants::check(&lab.store, &[id]).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_agent_dies_on_the_last_attempt_fails_as_agent_lost() {
+    let mut lab = Lab::builder()
+        .name("lastattempt")
+        .scheduler_arg("--max-attempts", "1")
+        .agent(AgentSpec::fake("solo", &["lastattempt"]))
+        .start()
+        .await;
+    let id = lab.submit(&slow_test_job("lastattempt", 30)).await;
+    lab.wait_state(id, &["test"], DONE).await;
+    lab.agent("solo").crash();
+    let info = lab.wait_done(id, DONE).await;
+    assert_eq!(info["state"], "failed", "{info}");
+    assert_eq!(info["failure"]["kind"], "agent_lost", "{info}");
+    assert!(info["failure"]["reason"].as_str().unwrap_or("").contains("solo"), "{info}");
+    // Testflinger clients see an ended job, not one polling forever.
+    assert_eq!(lab.results(id).await["job_state"], "complete");
+    invariants::check(&lab.store, &[id]).await;
+    // The agent comes back, sweeps what its dead run left, and serves again.
+    lab.agent("solo").restart();
+    lab.wait_agent_state("solo", "waiting").await;
+    let next = lab.submit(&json!({"job_queue": "lastattempt"})).await;
+    assert_eq!(lab.wait_done(next, DONE).await["state"], "complete");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_in_provision_test_or_reserve_stops_the_phase_runs_cleanup_and_ends_cancelled() {
+    let lab = Lab::builder()
+        .name("cancel")
+        .agent(AgentSpec::fake("c1", &["cancel"]))
+        .agent(AgentSpec::fake("c2", &["cancel"]))
+        .agent(AgentSpec::fake("c3", &["cancel"]))
+        .start()
+        .await;
+    let jobs = [
+        ("provision", json!({"job_queue": "cancel", "provision_data": {"fake": {"hang": true}}, "test_data": {"test_cmds": "x"}})),
+        ("test", json!({"job_queue": "cancel", "test_data": {"test_cmds": "x", "fake": {"hang": true}}, "reserve_data": {"timeout": 600}})),
+        ("reserve", json!({"job_queue": "cancel", "reserve_data": {"timeout": 600}})),
+    ];
+    let mut ids = vec![];
+    for (phase, job) in &jobs {
+        let id = lab.submit(job).await;
+        ids.push((*phase, id));
+    }
+    for (phase, id) in &ids {
+        lab.wait_state(*id, &[phase], DONE).await;
+        assert_eq!(lab.cancel(*id).await, 200);
+    }
+    for (phase, id) in &ids {
+        let info = lab.wait_done(*id, DONE).await;
+        assert_eq!(info["state"], "cancelled", "{phase}: {info}");
+        let results = lab.results(*id).await;
+        assert_eq!(results["job_state"], "cancelled", "{phase}: {results}");
+        assert_eq!(results["cleanup_status"], 0, "{phase}: cleanup did not run: {results}");
+        if *phase != "reserve" {
+            assert!(results[format!("{phase}_status")].as_i64().unwrap_or(0) < 0, "{phase} was not killed: {results}");
+        }
+        for later in ["test", "reserve"].iter().filter(|l| **l != *phase) {
+            if *phase == "provision" {
+                assert!(results.get(format!("{later}_status")).is_none_or(Value::is_null), "{later} ran: {results}");
+            }
+        }
+    }
+    let ids: Vec<Uuid> = ids.iter().map(|(_, id)| *id).collect();
+    invariants::check(&lab.store, &ids).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_and_global_timeouts_fail_the_job_with_their_reasons() {
+    let lab = Lab::builder()
+        .name("timeouts")
+        .agent(AgentSpec::fake("t1", &["timeouts"]))
+        .agent(AgentSpec::fake("t2", &["timeouts"]))
+        .start()
+        .await;
+    let silent = lab
+        .submit(&json!({"job_queue": "timeouts", "output_timeout": 2, "test_data": {"test_cmds": "x", "fake": {"hang": true}}}))
+        .await;
+    let long = lab.submit(&json!({"job_queue": "timeouts", "global_timeout": 3, "provision_data": {"fake": {"hang": true}}})).await;
+    let info = lab.wait_done(silent, DONE).await;
+    assert_eq!(info["state"], "failed", "{info}");
+    assert_eq!(info["failure"]["kind"], "output_timeout", "{info}");
+    assert_eq!(lab.results(silent).await["cleanup_status"], 0);
+    let info = lab.wait_done(long, DONE).await;
+    assert_eq!(info["state"], "failed", "{info}");
+    assert_eq!(info["failure"]["kind"], "global_timeout", "{info}");
+    assert_eq!(lab.results(long).await["cleanup_status"], 0);
+    invariants::check(&lab.store, &[silent, long]).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reservation_installs_the_keys_and_extended_ends_at_its_new_deadline() {
+    let keys = KeyServer::start(BTreeMap::from([("alice".to_owned(), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAlice alice@lp\n".to_owned())])).await;
+    let mut lab = Lab::builder().name("reserve").start().await;
+    let authorized = lab.path("device-authorized_keys");
+    let spec = AgentSpec::fake_with("r1", &["reserve"], &format!("device_ip: 10.1.2.3\nauthorized_keys: {}", authorized.display()))
+        .with_yaml(&keys.agent_yaml());
+    lab.add_agent(spec).await;
+    let id = lab
+        .submit(&json!({"job_queue": "reserve", "reserve_data": {"ssh_keys": ["lp:alice", "ssh-ed25519 AAAAinline bob@laptop"], "timeout": 4}}))
+        .await;
+    lab.wait_state(id, &["reserve"], DONE).await;
+    let url = lab.url(&format!("/v1/job/{id}/reservation"));
+    let first: Value = eventually(Duration::from_secs(10), "the reservation status", || {
+        let (http, url) = (lab.http.clone(), url.clone());
+        async move {
+            let r = http.get(&url).send().await.ok()?;
+            (r.status() == 200).then_some(())?;
+            r.json().await.ok()
+        }
+    })
+    .await;
+    assert_eq!(first["device_ip"], "10.1.2.3", "{first}");
+    assert_eq!(first["ssh"], "ssh ubuntu@10.1.2.3", "{first}");
+    let first_until = broker_schema::Millis::parse_rfc3339(first["until"].as_str().unwrap()).unwrap();
+    let r = lab.http.post(lab.url(&format!("/v1/job/{id}/reservation/extend"))).json(&json!({"by": 4})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let extended: Value = r.json().await.unwrap();
+    let new_until = broker_schema::Millis::parse_rfc3339(extended["reserve_until"].as_str().unwrap()).unwrap();
+    assert_eq!(new_until.0 - first_until.0, 4000, "{extended}");
+    let info = lab.wait_done(id, DONE).await;
+    assert_eq!(info["state"], "complete", "{info}");
+    let ended = broker_schema::Millis::parse_rfc3339(info["ended_at"].as_str().unwrap()).unwrap();
+    assert!(ended >= new_until, "ended at {ended}, before the extended deadline {new_until}");
+    let installed = std::fs::read_to_string(&authorized).unwrap_or_default();
+    assert!(installed.contains("AAAAC3NzaC1lZDI1NTE5AAAAIAlice"), "{installed}");
+    assert!(installed.contains("AAAAinline bob@laptop"), "{installed}");
+    // Extending a job that no longer reserves is refused.
+    let r = lab.http.post(lab.url(&format!("/v1/job/{id}/reservation/extend"))).json(&json!({"by": "1h"})).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    invariants::check(&lab.store, &[id]).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarting_rabbitmq_with_fifty_jobs_in_flight_loses_nothing() {
+    let broker = PrivateBroker::start();
+    let mut builder = Lab::builder()
+        .name("rmqrestart")
+        .broker(&broker.url())
+        .scheduler_arg("--lease-secs", "30")
+        .scheduler_arg("--renew-secs", "2");
+    for i in 0..4 {
+        builder = builder.agent(AgentSpec::fake(&format!("r{i}"), &["restart"]));
+    }
+    let lab = builder.start().await;
+    let mut ids = vec![];
+    for i in 0..50 {
+        let job = json!({"job_queue": "restart", "test_data": {"test_cmds": format!("job {i}"), "fake": {"duration": "400ms", "output": ["a", "b", "c"]}}});
+        ids.push(lab.submit(&job).await);
+    }
+    // Restart the broker while jobs are queued, running and finishing.
+    eventually(DONE, "a few jobs to finish", || async {
+        let mut done = 0;
+        for id in &ids[..12] {
+            if lab.info(*id).await.is_some_and(|i| i["state"] == "complete") {
+                done += 1;
+            }
+        }
+        (done >= 3).then_some(())
+    })
+    .await;
+    broker.down();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.up();
+    for id in &ids {
+        let info = lab.wait_done(*id, Duration::from_secs(240)).await;
+        assert_eq!(info["state"], "complete", "{info}\n{}", lab.logs());
+    }
+    invariants::check(&lab.store, &ids).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_scheduler_under_load_loses_nothing() {
+    let mut builder = Lab::builder()
+        .name("schedkill")
+        .scheduler_arg("--lease-secs", "15")
+        .scheduler_arg("--renew-secs", "1");
+    for i in 0..3 {
+        builder = builder.agent(AgentSpec::fake(&format!("s{i}"), &["schedkill"]));
+    }
+    let mut lab = builder.start().await;
+    let mut ids = vec![];
+    for i in 0..30 {
+        let job = json!({"job_queue": "schedkill", "test_data": {"test_cmds": format!("job {i}"), "fake": {"duration": "300ms", "output": ["x", "y"]}}});
+        ids.push(lab.submit(&job).await);
+    }
+    eventually(DONE, "some jobs to finish", || async {
+        let first = lab.info(ids[2]).await?;
+        (first["state"] == "complete").then_some(())
+    })
+    .await;
+    lab.schedulers[0].crash();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    lab.schedulers[0].restart();
+    for id in &ids {
+        let info = lab.wait_done(*id, Duration::from_secs(180)).await;
+        assert_eq!(info["state"], "complete", "{info}\n{}", lab.logs());
+    }
+    invariants::check(&lab.store, &ids).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_the_gateway_could_not_publish_is_published_by_the_scheduler() {
+    let lab = Lab::builder()
+        .name("outbox")
+        .gateway_env("FLINGER_BROKER_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .gateway_env("FLINGER_PUBLISH_TIMEOUT", "1s")
+        .agent(AgentSpec::fake("o1", &["outbox"]))
+        .start()
+        .await;
+    // The gateway cannot reach the broker, but the store has the job: it is accepted…
+    let id = lab.submit(&json!({"job_queue": "outbox", "test_data": {"test_cmds": "x", "fake": {"output": ["ran"]}}})).await;
+    // …and the scheduler publishes it.
+    let info = lab.wait_done(id, DONE).await;
+    assert_eq!(info["state"], "complete", "{info}\n{}", lab.logs());
+    assert!(lab.output(id).await.contains("ran"));
+    invariants::check(&lab.store, &[id]).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_device_recovery_takes_the_agent_offline_with_the_reason() {
+    let lab = Lab::builder().name("exit46").agent(AgentSpec::fake("dut", &["exit46"])).start().await;
+    let id = lab.submit(&json!({"job_queue": "exit46", "provision_data": {"fake": {"exit_code": 46}}, "test_data": {"test_cmds": "x"}})).await;
+    let info = lab.wait_done(id, DONE).await;
+    assert_eq!(info["state"], "complete", "{info}");
+    assert_eq!(info["failure"]["kind"], "recovery_failed", "{info}");
+    let agent = lab.wait_agent_state("dut", "offline").await;
+    assert!(agent["comment"].as_str().unwrap_or("").contains("recovery failed"), "{agent}");
+    // An offline agent takes no jobs.
+    let next = lab.submit(&json!({"job_queue": "exit46"})).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(lab.info(next).await.unwrap()["state"], "waiting");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_excluding_an_agent_runs_on_another_without_busy_looping() {
+    let lab = Lab::builder()
+        .name("exclude")
+        .agent(AgentSpec::fake("e1", &["exclude"]))
+        .agent(AgentSpec::fake("e2", &["exclude"]))
+        .start()
+        .await;
+    let mut ids = vec![];
+    for _ in 0..3 {
+        ids.push(lab.submit(&json!({"job_queue": "exclude", "exclude_agents": ["e1"], "test_data": {"test_cmds": "x", "fake": {"duration": "300ms"}}})).await);
+    }
+    for id in &ids {
+        let info = lab.wait_done(*id, DONE).await;
+        assert_eq!(info["state"], "complete", "{info}");
+        assert_eq!(info["attempts"][0]["agent"], "e2", "{info}");
+        assert_eq!(info["attempt"], 1, "{info}");
+    }
+    let passes = lab.agents.iter().find(|a| a.name == "e1").unwrap().log_text().matches("leaving it to others").count();
+    assert!(passes <= 20, "e1 bounced excluded jobs {passes} times");
+    let (status, body) = lab.post_job(&json!({"job_queue": "exclude", "exclude_agents": ["e1", "e2"]})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["detail"]["json"]["exclude_agents"].is_array(), "{body}");
+    lab.stop().await;
+}
