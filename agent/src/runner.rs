@@ -119,7 +119,17 @@ impl Runner {
             stop.clone(),
             deadline_tx.clone(),
         );
-        let watchdogs = self.start_watchdogs(&job, &stop);
+        let mut watchdogs = self.start_watchdogs(&job, &stop);
+        {
+            // Shutting down stops the run at once; its lease lapses (or is given back below).
+            let (shutdown, stop) = (self.shutdown.clone(), stop.clone());
+            watchdogs.push(tokio::spawn(async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => stop.request(StopReason::Shutdown),
+                    _ = stop.hard.cancelled() => {}
+                }
+            }));
+        }
         let reporter = Reporter {
             publisher: self.publisher.clone(),
             names: self.names.clone(),
@@ -231,6 +241,7 @@ impl Runner {
             // The lease is gone (or going): nothing of this run may be reported as its result.
             self.journal(job_id, attempt, &reason).await;
             let _ = keeper.finish().await;
+            self.abandon(&run.reporter, &reason).await;
             None
         } else {
             let phases: BTreeMap<Phase, i32> = phase_status.clone();
@@ -479,6 +490,32 @@ impl Runner {
         }
         run.device_info = Some(info.clone());
         run.reporter.event(JobEventKind::DeviceInfo { info }).await;
+    }
+
+    /// Tells the scheduler the run was given up, so that it requeues the job now rather than
+    /// when the lease expires. One attempt, bounded: the broker may be what failed.
+    async fn abandon(&self, reporter: &Reporter, reason: &Option<StopReason>) {
+        let reason = match reason {
+            Some(StopReason::LeaseLost(r)) => format!("lease lost: {r}"),
+            Some(StopReason::Shutdown) => "the agent is shutting down".to_owned(),
+            other => format!("{other:?}"),
+        };
+        let ev = broker_schema::messages::JobEvent {
+            job_id: reporter.job_id,
+            attempt: reporter.attempt,
+            agent: Some(reporter.agent.clone()),
+            at: Millis::now(),
+            kind: JobEventKind::RunAbandoned { reason },
+        };
+        let key = Names::job_status_key(&reporter.job_id);
+        let exchange = self.names.events_exchange();
+        let opts = broker_schema::bus::PublishOptions::default();
+        let publish = self.publisher.publish(&exchange, &key, &ev, &opts);
+        match tokio::time::timeout(Duration::from_secs(3), publish).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(job_id = %reporter.job_id, error = %e, "could not tell the scheduler the run was given up"),
+            Err(_) => warn!(job_id = %reporter.job_id, "could not tell the scheduler the run was given up in time"),
+        }
     }
 
     /// Notes locally why a run stopped without reporting (its lease was lost), for operators.

@@ -10,6 +10,7 @@
 use crate::core::{Core, Modified};
 use crate::delivery::Disposition;
 use crate::lease::{active_states, first_failure};
+use crate::reaper::{ReapReport, Reclaim, reclaim};
 use crate::store::{JobRecord, JobUpdate, OutputFragment, Precondition, Reservation, StoreResult};
 use broker_schema::messages::{
     AdminState, AgentState, ControlCommand, Heartbeat, JobEvent, JobEventKind, LogStream, Outcome, OutputChunk,
@@ -111,6 +112,11 @@ pub async fn project_event(core: &Core, ev: &JobEvent, waits: &mut FinishWaits) 
                 waits,
             )
             .await;
+        }
+        JobEventKind::RunAbandoned { reason } => {
+            let agent = ev.agent.clone().expect("checked above");
+            let how = Reclaim::Abandoned { agent, reason: reason.clone() };
+            reclaim(core, &job, how, now, &mut ReapReport::default()).await?;
         }
         JobEventKind::StateChanged { .. } => {}
     }

@@ -9,7 +9,7 @@ use crate::lease::active_states;
 use crate::store::{JobQuery, JobRecord, JobUpdate, Precondition, StoreResult};
 use broker_schema::bus::PublishError;
 use broker_schema::messages::ControlCommand;
-use broker_schema::{Failure, FailureKind, JobState, Millis};
+use broker_schema::{AgentName, Failure, FailureKind, JobState, Millis};
 use tracing::{info, warn};
 
 /// What one pass did, for logs and tests.
@@ -33,7 +33,7 @@ pub async fn reap_once(core: &Core) -> StoreResult<ReapReport> {
         })
         .await?;
     for job in expired {
-        reclaim(core, &job, now, &mut report).await?;
+        reclaim(core, &job, Reclaim::Expired, now, &mut report).await?;
     }
     let running = core
         .store
@@ -50,28 +50,43 @@ pub async fn reap_once(core: &Core) -> StoreResult<ReapReport> {
     Ok(report)
 }
 
-/// Takes a job back from an agent whose lease expired: requeue it for another attempt, or end
-/// it (cancelled if a cancel was pending, failed after the last attempt).
-async fn reclaim(core: &Core, seen: &JobRecord, now: Millis, report: &mut ReapReport) -> StoreResult<()> {
+/// Why a lease is being taken back.
+pub enum Reclaim {
+    /// The lease expired (the agent stopped renewing).
+    Expired,
+    /// The agent said it gave the run up; the lease need not have expired yet.
+    Abandoned { agent: AgentName, reason: String },
+}
+
+/// Takes a job back from its agent: requeue it for another attempt, or end it (cancelled if a
+/// cancel was pending, failed after the last attempt).
+pub async fn reclaim(core: &Core, seen: &JobRecord, how: Reclaim, now: Millis, report: &mut ReapReport) -> StoreResult<()> {
     let attempt = seen.attempt;
-    let agent = seen
-        .lease
-        .as_ref()
-        .map(|l| l.agent.to_string())
-        .unwrap_or_default();
-    let why = format!("lease expired: agent {agent} stopped renewing");
+    let agent = seen.lease.as_ref().map(|l| l.agent.to_string()).unwrap_or_default();
+    let why = match &how {
+        Reclaim::Expired => format!("lease expired: agent {agent} stopped renewing"),
+        Reclaim::Abandoned { reason, .. } => format!("agent {agent} gave the run up: {reason}"),
+    };
     let result = core
         .modify(seen.job_id, |j| {
-            if j.attempt != attempt || !j.state.is_active() || j.lease.as_ref().is_none_or(|l| l.until >= now)
-            {
+            if j.attempt != attempt || !j.state.is_active() {
                 return None;
             }
-            let pre = Precondition {
-                states: Some(vec![j.state]),
-                attempt: Some(attempt),
-                lease_expired_at: Some(now),
-                ..Default::default()
-            };
+            let mut pre = Precondition { states: Some(vec![j.state]), attempt: Some(attempt), ..Default::default() };
+            match &how {
+                Reclaim::Expired => {
+                    if !j.lease.as_ref().is_some_and(|l| l.until < now) {
+                        return None;
+                    }
+                    pre.lease_expired_at = Some(now);
+                }
+                Reclaim::Abandoned { agent, .. } => {
+                    if j.lease.as_ref().map(|l| &l.agent) != Some(agent) {
+                        return None;
+                    }
+                    pre.lease_agent = Some(agent.clone());
+                }
+            }
             let mut u = JobUpdate::at(now);
             u.lease = Some(None);
             u.close_attempt = Some((attempt, now, why.clone()));
@@ -93,24 +108,22 @@ async fn reclaim(core: &Core, seen: &JobRecord, now: Millis, report: &mut ReapRe
             Some((pre, u))
         })
         .await?;
-    let Modified::Changed(job) = result else {
-        return Ok(());
-    };
+    let Modified::Changed(job) = result else { return Ok(()) };
     match job.state {
         JobState::Waiting => {
             report.requeued += 1;
-            info!(job_id = %job.job_id, attempt, %agent, "lease expired; job requeued");
+            info!(job_id = %job.job_id, attempt, %agent, %why, "job requeued");
             core.announce(&job, Some(format!("requeued: {why}"))).await;
             publish_again(core, &job).await?;
         }
         JobState::Cancelled => {
             report.cancelled += 1;
-            info!(job_id = %job.job_id, "lease expired while a cancel was pending; job cancelled");
+            info!(job_id = %job.job_id, "agent lost while a cancel was pending; job cancelled");
             core.announce(&job, Some(why)).await;
         }
         _ => {
             report.failed += 1;
-            warn!(job_id = %job.job_id, attempt, "lease expired on the last attempt; job failed");
+            warn!(job_id = %job.job_id, attempt, %why, "last attempt lost; job failed");
             core.announce(&job, None).await;
         }
     }

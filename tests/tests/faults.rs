@@ -308,3 +308,28 @@ async fn a_job_excluding_an_agent_runs_on_another_without_busy_looping() {
     assert!(body["detail"]["json"]["exclude_agents"].is_array(), "{body}");
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gracefully_stopped_agent_gives_its_job_back_at_once_and_shows_offline() {
+    // A long lease: only the agent's own report can requeue the job quickly.
+    let mut lab = Lab::builder()
+        .name("sigterm")
+        .scheduler_arg("--lease-secs", "60")
+        .scheduler_arg("--renew-secs", "5")
+        .agent(AgentSpec::fake("g1", &["sigterm"]))
+        .agent(AgentSpec::fake("g2", &["sigterm"]))
+        .start()
+        .await;
+    let id = lab.submit(&slow_test_job("sigterm", 3)).await;
+    let running = lab.wait_state(id, &["test"], DONE).await;
+    let victim = running["lease"]["agent"].as_str().expect("lease holder").to_owned();
+    let exit = lab.agent(&victim).stop(Duration::from_secs(20));
+    assert_eq!(exit, Some(0), "the agent did not stop cleanly");
+    let info = lab.wait_done(id, Duration::from_secs(30)).await;
+    assert_eq!(info["state"], "complete", "{info}");
+    assert_eq!(info["attempt"], 2, "{info}");
+    assert!(info["attempts"][0]["outcome"].as_str().unwrap_or("").contains("shutting down"), "{info}");
+    lab.wait_agent_state(&victim, "offline").await;
+    invariants::check(&lab.store, &[id]).await;
+    lab.stop().await;
+}
