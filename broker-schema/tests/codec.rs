@@ -136,6 +136,9 @@ fn every_message_round_trips() {
             failure: None,
             detail: None,
         },
+        JobEventKind::RunAbandoned {
+            reason: "the agent is shutting down".into(),
+        },
     ] {
         round_trip(JobEvent {
             job_id: id,
