@@ -13,6 +13,8 @@ pub enum StoreKind {
     Sqlite,
     /// MongoDB (the stand-in in tests): `FLINGER_TEST_MONGO_URI`, else one started on 27017.
     Mongo,
+    /// This exact store URL (e.g. a [`crate::private_mongo::PrivateMongo`]).
+    Url(String),
 }
 
 /// An agent to start: its name, queues and the YAML of its connector (or phase commands).
@@ -138,6 +140,7 @@ impl LabBuilder {
         let store = match self.store {
             StoreKind::Sqlite => format!("sqlite:{}", dir.path().join("flinger.db").display()),
             StoreKind::Mongo => format!("{}/{}", mongo_uri(), namespace.replace('-', "_")),
+            StoreKind::Url(url) => url,
         };
         let mut lab = Lab {
             namespace: namespace.clone(),

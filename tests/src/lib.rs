@@ -10,6 +10,7 @@ pub mod invariants;
 pub mod keyserver;
 pub mod lab;
 pub mod private_broker;
+pub mod private_mongo;
 pub mod proc;
 
 pub use lab::{AgentSpec, Lab, LabBuilder, StoreKind};

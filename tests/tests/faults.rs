@@ -333,3 +333,43 @@ async fn a_gracefully_stopped_agent_gives_its_job_back_at_once_and_shows_offline
     invariants::check(&lab.store, &[id]).await;
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarting_the_database_under_load_loses_nothing() {
+    let mongo = flinger_tests::private_mongo::PrivateMongo::start();
+    let mut builder = Lab::builder()
+        .name("dbrestart")
+        .store(flinger_tests::StoreKind::Url(mongo.store_url("flinger")))
+        .scheduler_arg("--lease-secs", "30")
+        .scheduler_arg("--renew-secs", "2");
+    for i in 0..3 {
+        builder = builder.agent(AgentSpec::fake(&format!("d{i}"), &["dbrestart"]));
+    }
+    let lab = builder.start().await;
+    let mut ids = vec![];
+    for i in 0..20 {
+        let job = json!({"job_queue": "dbrestart", "test_data": {"test_cmds": format!("job {i}"), "fake": {"duration": "500ms", "output": ["p", "q"]}}});
+        ids.push(lab.submit(&job).await);
+    }
+    eventually(DONE, "a job to finish", || async { (lab.info(ids[1]).await?["state"] == "complete").then_some(()) }).await;
+    mongo.down();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    mongo.up();
+    for id in &ids {
+        let info = lab.wait_done(*id, Duration::from_secs(180)).await;
+        assert_eq!(info["state"], "complete", "{info}\n{}", lab.logs());
+    }
+    invariants::check(&lab.store, &ids).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_whole_path_works_on_the_mongodb_store() {
+    let lab = Lab::builder().name("mongo").store(flinger_tests::StoreKind::Mongo).agent(AgentSpec::fake("m1", &["mongo"])).start().await;
+    let id = lab.submit(&json!({"job_queue": "mongo", "test_data": {"test_cmds": "x", "fake": {"output": ["on mongo"]}}})).await;
+    let info = lab.wait_done(id, DONE).await;
+    assert_eq!(info["state"], "complete", "{info}");
+    assert!(lab.output(id).await.contains("on mongo"));
+    invariants::check(&lab.store, &[id]).await;
+    lab.stop().await;
+}
