@@ -1,0 +1,305 @@
+//! The API's answers as the CLI reads them: job ids, the job record (`/v1/job/<id>/info`), agents
+//! and log batches. Parsed once at the edge; commands never dig in raw JSON for these fields.
+//!
+//! The raw JSON is kept alongside where `--json` prints it, so that fields this version does not
+//! know about are passed through untouched.
+
+use broker_schema::{FailureKind, JobState, Phase};
+use serde::Deserialize;
+use serde_json::Value;
+use std::fmt;
+use std::str::FromStr;
+use uuid::Uuid;
+
+/// A job id: a UUID, checked where it enters (argument or server answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct JobId(Uuid);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a job id (job ids are UUIDs, such as 3f2504e0-4f89-41d3-9a0c-0305e82c3301)")]
+pub struct NotAJobId(pub String);
+
+impl FromStr for JobId {
+    type Err = NotAJobId;
+
+    fn from_str(s: &str) -> Result<JobId, NotAJobId> {
+        Uuid::parse_str(s.trim())
+            .map(JobId)
+            .map_err(|_| NotAJobId(s.to_owned()))
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A log stream of a job, as named in `/v1/result/<id>/log/<stream>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogStream {
+    Output,
+    Serial,
+}
+
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Output => "output",
+            LogStream::Serial => "serial",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct FailureView {
+    pub kind: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl FailureView {
+    /// `None` for a kind this version does not know (a newer server's).
+    pub fn known_kind(&self) -> Option<FailureKind> {
+        serde_json::from_value(Value::String(self.kind.clone())).ok()
+    }
+}
+
+/// The fields of the job record the CLI decides on; `raw` is the whole answer.
+#[derive(Clone, Debug)]
+pub struct JobInfo {
+    pub raw: Value,
+    pub queue: String,
+    /// The true state (`failed` included), as the server spells it.
+    pub state: String,
+    /// Testflinger's name for the state (a failed job shows `complete`).
+    pub job_state: String,
+    pub attempt: u32,
+    pub failure: Option<FailureView>,
+    /// Exit code of every phase that finished, by phase name.
+    pub phase_status: Vec<(String, i64)>,
+    /// 0-based place among the waiting jobs of its queue; only while waiting.
+    pub position: Option<u64>,
+    /// The agent that holds (or last held) the job.
+    pub agent: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct InfoFields {
+    #[serde(default)]
+    queue: String,
+    state: String,
+    #[serde(default)]
+    job_state: String,
+    #[serde(default)]
+    attempt: u32,
+    #[serde(default)]
+    failure: Option<FailureView>,
+    #[serde(default)]
+    phase_status: serde_json::Map<String, Value>,
+    #[serde(default)]
+    position: Option<u64>,
+    #[serde(default)]
+    lease: Option<LeaseFields>,
+    #[serde(default)]
+    attempts: Vec<AttemptFields>,
+}
+
+#[derive(Deserialize)]
+struct LeaseFields {
+    agent: String,
+}
+
+#[derive(Deserialize)]
+struct AttemptFields {
+    agent: String,
+}
+
+impl JobInfo {
+    pub fn parse(raw: Value) -> Result<JobInfo, serde_json::Error> {
+        let f: InfoFields = serde_json::from_value(raw.clone())?;
+        let agent = f
+            .lease
+            .map(|l| l.agent)
+            .or_else(|| f.attempts.last().map(|a| a.agent.clone()));
+        let phase_status = f
+            .phase_status
+            .into_iter()
+            .filter_map(|(p, c)| Some((p, c.as_i64()?)))
+            .collect();
+        Ok(JobInfo {
+            raw,
+            queue: f.queue,
+            job_state: if f.job_state.is_empty() {
+                f.state.clone()
+            } else {
+                f.job_state
+            },
+            state: f.state,
+            attempt: f.attempt,
+            failure: f.failure,
+            phase_status,
+            position: f.position,
+            agent,
+        })
+    }
+
+    pub fn known_state(&self) -> Option<JobState> {
+        JobState::parse(&self.state)
+    }
+
+    /// Whether the job has ended. A state this version does not know falls back on
+    /// Testflinger's `job_state`, which only ends in `complete` or `cancelled`.
+    pub fn is_terminal(&self) -> bool {
+        match self.known_state() {
+            Some(s) => s.is_terminal(),
+            None => matches!(self.job_state.as_str(), "complete" | "cancelled"),
+        }
+    }
+}
+
+/// An agent as `/v1/queues/<q>/agents` lists it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct AgentSummary {
+    pub name: String,
+    #[serde(default)]
+    pub state: String,
+}
+
+impl AgentSummary {
+    /// Whether the agent may take a job soon: not offline and not taken out of service.
+    pub fn is_available(&self) -> bool {
+        !matches!(self.state.as_str(), "offline" | "maintenance")
+    }
+}
+
+/// One phase's new text in a log answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhaseText {
+    pub phase: String,
+    pub last_fragment_number: i64,
+    pub text: String,
+}
+
+/// The new output of one log read, in the order the phases ran.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogBatch {
+    pub pieces: Vec<PhaseText>,
+}
+
+impl LogBatch {
+    /// Reads `{"<stream>": {"<phase>": {"last_fragment_number": n, "log_data": "…"}}}`.
+    ///
+    /// Phases run one after the other and fragments are numbered across phases, so phase order
+    /// is output order. Phases this version does not know (a newer server's) come last, by name.
+    pub fn parse(answer: &Value, stream: LogStream) -> Result<LogBatch, String> {
+        let phases = answer
+            .get(stream.as_str())
+            .and_then(Value::as_object)
+            .ok_or_else(|| format!("no {:?} object in the log answer", stream.as_str()))?;
+        let rank = |name: &str| {
+            Phase::ALL
+                .iter()
+                .position(|p| p.as_str() == name)
+                .unwrap_or(usize::MAX)
+        };
+        let mut names: Vec<&String> = phases.keys().collect();
+        names.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
+        let mut pieces = Vec::new();
+        for name in names {
+            let entry = &phases[name.as_str()];
+            let last = entry
+                .get("last_fragment_number")
+                .and_then(Value::as_i64)
+                .unwrap_or(-1);
+            let text = entry.get("log_data").and_then(Value::as_str).unwrap_or_default();
+            if last >= 0 || !text.is_empty() {
+                pieces.push(PhaseText {
+                    phase: name.clone(),
+                    last_fragment_number: last,
+                    text: text.to_owned(),
+                });
+            }
+        }
+        Ok(LogBatch { pieces })
+    }
+
+    /// The fragment number to ask for next, given the one asked for this time.
+    pub fn next_fragment(&self, asked: u64) -> u64 {
+        self.pieces
+            .iter()
+            .filter_map(|p| u64::try_from(p.last_fragment_number).ok())
+            .map(|n| n + 1)
+            .max()
+            .map_or(asked, |n| n.max(asked))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pieces.iter().all(|p| p.text.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn job_ids_must_be_uuids() {
+        assert!("3f2504e0-4f89-41d3-9a0c-0305e82c3301".parse::<JobId>().is_ok());
+        let err = "12345".parse::<JobId>().unwrap_err();
+        assert!(err.to_string().contains("\"12345\" is not a job id"), "{err}");
+    }
+
+    #[test]
+    fn log_batches_come_in_phase_order_whatever_the_json_order() {
+        let answer = json!({"output": {
+            "test": {"last_fragment_number": 5, "log_data": "tested\n"},
+            "cleanup": {"last_fragment_number": 6, "log_data": "cleaned\n"},
+            "setup": {"last_fragment_number": 1, "log_data": "set up\n"},
+            "provision": {"last_fragment_number": -1, "log_data": ""},
+        }});
+        let batch = LogBatch::parse(&answer, LogStream::Output).unwrap();
+        let phases: Vec<_> = batch.pieces.iter().map(|p| p.phase.as_str()).collect();
+        assert_eq!(phases, ["setup", "test", "cleanup"]);
+        assert_eq!(batch.next_fragment(0), 7);
+    }
+
+    #[test]
+    fn an_empty_batch_keeps_the_fragment_asked_for() {
+        let answer = json!({"output": {"test": {"last_fragment_number": -1, "log_data": ""}}});
+        let batch = LogBatch::parse(&answer, LogStream::Output).unwrap();
+        assert!(batch.is_empty());
+        assert_eq!(batch.next_fragment(4), 4);
+    }
+
+    #[test]
+    fn unknown_phases_come_after_known_ones() {
+        let answer = json!({"output": {"zeta": {"last_fragment_number": 9, "log_data": "z"}, "test": {"last_fragment_number": 3, "log_data": "t"}}});
+        let batch = LogBatch::parse(&answer, LogStream::Output).unwrap();
+        assert_eq!(batch.pieces[0].phase, "test");
+        assert_eq!(batch.pieces[1].phase, "zeta");
+    }
+
+    #[test]
+    fn info_names_the_agent_from_the_lease_or_the_last_attempt() {
+        let info = JobInfo::parse(json!({
+            "queue": "q", "state": "failed", "job_state": "complete", "attempt": 2,
+            "attempts": [{"agent": "a1"}, {"agent": "a2"}], "lease": null,
+            "failure": {"kind": "agent_lost", "reason": "lease expired"},
+            "phase_status": {"setup": 0},
+        }))
+        .unwrap();
+        assert_eq!(info.agent.as_deref(), Some("a2"));
+        assert!(info.is_terminal());
+        assert_eq!(info.failure.unwrap().known_kind(), Some(FailureKind::AgentLost));
+    }
+
+    #[test]
+    fn an_unknown_state_is_terminal_only_if_testflinger_says_so() {
+        let running = JobInfo::parse(json!({"state": "flashing", "job_state": "provision"})).unwrap();
+        assert!(!running.is_terminal());
+        let ended = JobInfo::parse(json!({"state": "exploded", "job_state": "complete"})).unwrap();
+        assert!(ended.is_terminal());
+    }
+}
