@@ -71,6 +71,10 @@ impl Agent {
         let status = Status::new();
         let current = CurrentSlot::default();
 
+        // Declare this agent's queues before it says it is waiting: a job submitted the moment
+        // the lab shows the agent must be routable.
+        declare_queues(&bus, &config).await;
+
         let mut services = JoinSet::new();
         let controls = Arc::new(Controls {
             bus: bus.clone(),
@@ -160,6 +164,41 @@ impl Agent {
         bus.close().await;
         info!("agent stopped");
         Ok(())
+    }
+}
+
+/// Declares the agent's class queues and control queue, retrying until the broker answers or
+/// the agent shuts down.
+async fn declare_queues(bus: &Bus, config: &AgentConfig) {
+    let names = bus.names().clone();
+    loop {
+        let declared = async {
+            let (ch, generation) = bus.channel().await?;
+            let result = async {
+                for class in &config.queues {
+                    broker_schema::topology::declare_class(&ch, &names, class).await?;
+                }
+                broker_schema::topology::declare_agent(&ch, &names, &config.name).await
+            }
+            .await;
+            let _ = ch.close(200, "declared".into()).await;
+            if result.is_err() {
+                bus.broken(generation).await;
+            }
+            result.map_err(broker_schema::bus::BusError::from)
+        }
+        .await;
+        match declared {
+            Ok(()) => return,
+            Err(broker_schema::bus::BusError::Shutdown) => return,
+            Err(e) => {
+                warn!(error = %e, "cannot declare the agent's queues; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = bus.shutdown_token().cancelled() => return,
+                }
+            }
+        }
     }
 }
 
