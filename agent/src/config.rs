@@ -54,7 +54,8 @@ pub struct AgentFile {
     #[serde(default)]
     pub cleanup_command: Option<String>,
     // Testflinger keys that have no meaning with a broker; accepted so configs work unchanged.
-    /// Testflinger's server URL: the agent talks to the broker instead.
+    /// Testflinger's server URL. Flinger agents take jobs from the broker, and use this only to
+    /// reach the gateway for a job's attachments and artifacts.
     #[serde(default)]
     pub server_address: Option<String>,
     /// Testflinger polls the server; Flinger agents are pushed jobs.
@@ -64,6 +65,19 @@ pub struct AgentFile {
     pub logging_level: Option<String>,
     #[serde(default)]
     pub logging_quiet: Option<bool>,
+    /// Testflinger keeps only the last `output_bytes` of a phase's output in its results;
+    /// Flinger stores every chunk, so this is accepted and ignored.
+    #[serde(default)]
+    pub output_bytes: Option<u64>,
+    /// Links shown for the agent (dashboards, docs).
+    #[serde(default)]
+    pub links: BTreeMap<String, String>,
+    /// Multi-device control host settings, passed through to connectors' environment.
+    #[serde(default)]
+    pub control_host: BTreeMap<String, String>,
+    /// Serial console server; `conserver_address` is exported to phase commands.
+    #[serde(default)]
+    pub conserver_address: Option<String>,
 
     // ----- Flinger's own keys
     /// AMQP URL; `FLINGER_BROKER_URL` overrides it.
@@ -87,6 +101,12 @@ pub struct AgentFile {
     /// Where `lp:` and `gh:` ssh key ids are fetched from: URL templates with `{user}`.
     #[serde(default)]
     pub key_servers: BTreeMap<String, String>,
+    /// The agent's API client (role `agent`) for the gateway; `FLINGER_AGENT_CLIENT_SECRET`
+    /// may give the secret instead of the file.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +139,9 @@ pub struct AgentConfig {
     pub advertised_images: BTreeMap<String, BTreeMap<String, String>>,
     /// `lp` / `gh` → URL template with `{user}` (defaults: Launchpad and GitHub).
     pub key_servers: BTreeMap<String, String>,
+    /// The gateway, for attachments and artifacts (`server_address`, `client_id`,
+    /// `client_secret`); `None` when `server_address` is not set.
+    pub gateway: Option<crate::gateway::GatewayConfig>,
 }
 
 impl AgentConfig {
@@ -154,6 +177,8 @@ impl AgentConfig {
                 }
             }
         }
+        // The agent's own credentials are not the job's business.
+        env.remove("client_secret");
         let connector = match &file.connector {
             Some(c) => {
                 if file.has_commands() {
@@ -191,6 +216,13 @@ impl AgentConfig {
             env,
             advertised_queues: file.advertised_queues.clone(),
             advertised_images: file.advertised_images.clone(),
+            gateway: file.server_address.as_deref().map(|url| crate::gateway::GatewayConfig {
+                url: crate::gateway::normalize_url(url),
+                client_id: file.client_id.clone(),
+                client_secret: std::env::var("FLINGER_AGENT_CLIENT_SECRET")
+                    .ok()
+                    .or(file.client_secret.clone()),
+            }),
             key_servers: {
                 let mut k = crate::keys::default_key_servers();
                 k.extend(file.key_servers.clone());
@@ -251,6 +283,49 @@ mod tests {
             }
             other => panic!("expected the command connector, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn every_key_of_testflinger_agent_configs_is_accepted() {
+        let yaml = r#"
+agent_id: dut-07
+identifier: "12345"
+location: lab 2, rack 4
+polling_interval: 10
+server_address: https://testflinger.example
+execution_basedir: /tmp/tf/run
+logging_basedir: /tmp/tf/logs
+results_basedir: /tmp/tf/results
+logging_level: DEBUG
+logging_quiet: false
+job_queues: [dell-xps, dell-xps-13]
+setup_command: tf-setup
+provision_command: testflinger-device-connector maas2 provision -c /etc/dev.yaml testflinger.json
+firmware_update_command: testflinger-device-connector maas2 firmware_update -c /etc/dev.yaml testflinger.json
+test_command: testflinger-device-connector maas2 runtest -c /etc/dev.yaml testflinger.json
+allocate_command: testflinger-device-connector maas2 allocate -c /etc/dev.yaml testflinger.json
+reserve_command: testflinger-device-connector maas2 reserve -c /etc/dev.yaml testflinger.json
+cleanup_command: testflinger-device-connector maas2 cleanup -c /etc/dev.yaml testflinger.json
+provision_type: maas2
+global_timeout: 43200
+output_timeout: 8000
+advertised_queues:
+  dell-xps: Dell XPS laptops
+advertised_images:
+  dell-xps:
+    noble: "url: http://images/noble.img"
+links:
+  dashboard: https://example/dut-07
+control_host:
+  host: 10.0.0.9
+output_bytes: 10485760
+conserver_address: 10.0.0.10
+"#;
+        let c = AgentConfig::parse(yaml).unwrap();
+        assert_eq!(c.queues.len(), 2);
+        assert_eq!(c.output_timeout_cap, Some(Duration::from_secs(8000)));
+        assert_eq!(c.env.get("conserver_address").map(String::as_str), Some("10.0.0.10"));
+        assert_eq!(c.advertised_queues.get("dell-xps").map(String::as_str), Some("Dell XPS laptops"));
     }
 
     #[test]
