@@ -239,7 +239,10 @@ impl FakeConnector {
 impl FakeConnector {
     /// Appends the keys the agent resolved to the simulated device's `authorized_keys`.
     fn install_keys(&self, ctx: &PhaseContext) -> Result<usize, String> {
-        let (Some(target), Some(source)) = (&self.config.authorized_keys, ctx.env.get(crate::SSH_KEYS_FILE_ENV)) else {
+        let (Some(target), Some(source)) = (
+            &self.config.authorized_keys,
+            ctx.env.get(crate::SSH_KEYS_FILE_ENV),
+        ) else {
             return Ok(0);
         };
         let keys = std::fs::read_to_string(source).map_err(|e| format!("{source}: {e}"))?;
@@ -421,7 +424,10 @@ impl Connector for FakeConnector {
             }
         }
         Ok(match ran {
-            Ok(()) => PhaseOutcome { exit_code, detail: None },
+            Ok(()) => PhaseOutcome {
+                exit_code,
+                detail: None,
+            },
             Err(Cancelled) => cancelled_outcome(),
         })
     }

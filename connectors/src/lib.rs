@@ -8,6 +8,8 @@
 //!   `/bin/sh` in the job's run directory, so existing `testflinger-device-connector` setups keep
 //!   working.
 //! - [`fake`]: a simulated device for demos, tests and load, with failure injection.
+//! - [`ssh`]: a pre-installed device reached with the system `ssh` client (Testflinger's
+//!   `noprovision`).
 //!
 //! `process` holds the process-group handling the `command` connector (and any future
 //! connector that runs local programs) relies on; `duration` the duration syntax of the
@@ -28,9 +30,11 @@ pub mod command;
 mod duration;
 pub mod fake;
 mod process;
+pub mod ssh;
 
 pub use command::{CommandConfig, CommandConnector};
 pub use fake::{FakeBehaviour, FakeConfig, FakeConnector};
+pub use ssh::{SshConfig, SshConnector};
 
 /// Exit code by which a connector says "device recovery failed": the agent takes itself
 /// offline (Testflinger's convention).
@@ -106,6 +110,11 @@ pub trait Connector: Send + Sync {
         None
     }
 
+    /// The account a reserving person logs into, when the connector decides it.
+    fn reserve_user(&self) -> Option<String> {
+        None
+    }
+
     /// Runs one phase to its end, streaming its output. When `cancel` fires the connector
     /// stops the phase promptly — killing every process it started — and returns.
     async fn run_phase(
@@ -122,6 +131,7 @@ pub trait Connector: Send + Sync {
 pub enum ConnectorConfig {
     Command(command::CommandConfig),
     Fake(fake::FakeConfig),
+    Ssh(ssh::SshConfig),
 }
 
 impl ConnectorConfig {
@@ -129,6 +139,7 @@ impl ConnectorConfig {
         match self {
             ConnectorConfig::Command(c) => Ok(Arc::new(command::CommandConnector::new(c.clone())?)),
             ConnectorConfig::Fake(c) => Ok(Arc::new(fake::FakeConnector::new(c.clone())?)),
+            ConnectorConfig::Ssh(c) => Ok(Arc::new(ssh::SshConnector::new(c.clone())?)),
         }
     }
 }
