@@ -225,6 +225,11 @@ impl JobDefinition {
         {
             errs.add("allocate_data.allocate", NOT_BOOL);
         }
+        for key in ["provision_data", "firmware_update_data"] {
+            if let Some(data) = mapping(&raw, key, &mut ValidationErrors::default()) {
+                attachments(data, key, &mut errs);
+            }
+        }
         if let Some(test) = mapping(&raw, "test_data", &mut errs) {
             validate_test_data(test, &mut errs);
         }
@@ -471,29 +476,68 @@ fn validate_test_data(t: &Map<String, Value>, errs: &mut ValidationErrors) {
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) => {
             for (k, v) in m {
-                if !v.is_string() {
-                    errs.add(format!("test_data.secrets.{k}"), NOT_STRING);
+                if !is_env_name(k) {
+                    errs.add(
+                        format!("test_data.secrets.{k}"),
+                        "Not a valid environment variable name (letters, digits, _; not starting with a digit).",
+                    );
+                }
+                match v.as_str() {
+                    Some(p) if is_secret_path(p) => {}
+                    Some(_) => errs.add(
+                        format!("test_data.secrets.{k}"),
+                        "Not a valid secret path (letters, digits, _, -, /).",
+                    ),
+                    None => errs.add(format!("test_data.secrets.{k}"), NOT_STRING),
                 }
             }
         }
         Some(_) => errs.add("test_data.secrets", NOT_MAPPING),
     }
-    match t.get("attachments") {
+    attachments(t, "test_data", errs);
+}
+
+/// `<phase>_data.attachments`: a list of `{local, agent, device}` paths. Testflinger's CLI packs
+/// the `local` files and replaces `local` by `agent` (the path inside the archive) before it
+/// submits, so each entry needs one of `local` or `agent`.
+fn attachments(data: &Map<String, Value>, phase_key: &str, errs: &mut ValidationErrors) {
+    match data.get("attachments") {
         None | Some(Value::Null) => {}
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
-                match item.as_object() {
-                    Some(a) => match a.get("local") {
-                        Some(Value::String(_)) => {}
-                        None => errs.add(format!("test_data.attachments.{i}.local"), MISSING),
-                        Some(_) => errs.add(format!("test_data.attachments.{i}.local"), NOT_STRING),
-                    },
-                    None => errs.add(format!("test_data.attachments.{i}"), NOT_MAPPING),
+                let path = format!("{phase_key}.attachments.{i}");
+                let Some(a) = item.as_object() else {
+                    errs.add(path, NOT_MAPPING);
+                    continue;
+                };
+                for key in ["local", "agent", "device"] {
+                    if let Some(v) = a.get(key)
+                        && !v.is_string()
+                    {
+                        errs.add(format!("{path}.{key}"), NOT_STRING);
+                    }
+                }
+                if !a.contains_key("local") && !a.contains_key("agent") {
+                    errs.add(format!("{path}.agent"), MISSING);
                 }
             }
         }
-        Some(_) => errs.add("test_data.attachments", NOT_LIST),
+        Some(_) => errs.add(format!("{phase_key}.attachments"), NOT_LIST),
     }
+}
+
+/// An environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A secret path: `[A-Za-z0-9_/-]+`, as Testflinger accepts them.
+pub fn is_secret_path(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '/' | '-'))
 }
 
 /// Parses `3600`, `90s`, `45m`, `2h30m`, `4d` (units d, h, m, s; summed).
@@ -596,6 +640,43 @@ mod tests {
         assert_eq!(parse_human_duration("1h1m1s"), Some(Duration::from_secs(3661)));
         assert_eq!(parse_human_duration("2x"), None);
         assert_eq!(parse_human_duration("5h3"), None);
+    }
+
+    #[test]
+    fn attachments_as_the_testflinger_cli_submits_them_are_accepted() {
+        let j = JobDefinition::parse(json!({"job_queue": "q",
+            "test_data": {"attachments": [{"agent": "data/a.txt"}, {"local": "/tmp/b", "agent": "b"}]},
+            "provision_data": {"attachments": [{"agent": "img.xz", "device": "/boot/img.xz"}]}}))
+        .unwrap();
+        assert!(j.has_attachments());
+        let e = JobDefinition::parse(json!({"job_queue": "q",
+            "test_data": {"attachments": [{"device": "/x"}, {"agent": 5}]}}))
+        .unwrap_err()
+        .to_detail_json();
+        assert_eq!(
+            e["test_data"]["attachments"]["0"]["agent"],
+            json!(["Missing data for required field."])
+        );
+        assert_eq!(
+            e["test_data"]["attachments"]["1"]["agent"],
+            json!(["Not a valid string."])
+        );
+    }
+
+    #[test]
+    fn secrets_name_variables_and_paths() {
+        assert!(
+            JobDefinition::parse(
+                json!({"job_queue": "q", "test_data": {"secrets": {"TOKEN_1": "lab/ci-token"}}})
+            )
+            .is_ok()
+        );
+        let e = JobDefinition::parse(
+            json!({"job_queue": "q", "test_data": {"secrets": {"1BAD": "ok", "GOOD": "bad path!"}}}),
+        )
+        .unwrap_err();
+        assert!(e.fields.contains_key("test_data.secrets.1BAD"));
+        assert!(e.fields.contains_key("test_data.secrets.GOOD"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!   [`topology`]: the idempotent declarations every binary runs at start.
 //! - [`job`], [`phase`], [`state`]: the job file, the phase rules and the job state machine,
 //!   shared by the gateway (validation), the scheduler (transitions) and the agent (phases).
+//! - [`mask`]: masking secret values out of output (agent and gateway).
 //! - [`bus`]: AMQP plumbing (reconnecting connection, confirmed publisher, direct reply-to).
 //!
 //! This crate knows nothing about stores, HTTP or devices.
@@ -13,6 +14,7 @@ pub mod bus;
 pub mod codec;
 pub mod ids;
 pub mod job;
+pub mod mask;
 pub mod messages;
 pub mod names;
 pub mod phase;

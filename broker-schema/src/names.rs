@@ -81,6 +81,12 @@ impl Names {
         format!("{}.scheduler.rpc", self.ns)
     }
 
+    /// Job status events for the gateways: they relay them to jobs' `job_status_webhook` and
+    /// record agents' provisioning results. Shared by every gateway (competing consumers).
+    pub fn gateway_events_queue(&self) -> String {
+        format!("{}.gateway.events", self.ns)
+    }
+
     /// Per-agent control queue.
     pub fn agent_control_queue(&self, agent: &AgentName) -> String {
         format!("{}.agent.{}.control", self.ns, agent.as_str())

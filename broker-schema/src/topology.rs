@@ -137,3 +137,24 @@ pub async fn declare_agent(ch: &Channel, names: &Names, agent: &AgentName) -> la
     )
     .await
 }
+
+/// How long a status event waits in the gateways' queue before it is dropped (webhooks are
+/// informational: a relay an hour late is worse than none), and how many may wait at most, so
+/// that a lab without a running gateway does not pile events up without bound.
+const GATEWAY_EVENTS_TTL_MS: i32 = 3_600_000;
+const GATEWAY_EVENTS_MAX: i32 = 100_000;
+
+/// Declares the gateways' shared queue of job status events.
+pub async fn declare_gateway_events(ch: &Channel, names: &Names) -> lapin::Result<()> {
+    let mut args = FieldTable::default();
+    args.insert("x-message-ttl".into(), AMQPValue::LongInt(GATEWAY_EVENTS_TTL_MS));
+    args.insert("x-max-length".into(), AMQPValue::LongInt(GATEWAY_EVENTS_MAX));
+    queue(ch, names.gateway_events_queue(), args).await?;
+    bind(
+        ch,
+        names.gateway_events_queue(),
+        names.events_exchange(),
+        Names::ALL_JOB_STATUS,
+    )
+    .await
+}

@@ -93,7 +93,9 @@ pub enum JobEventKind {
     /// The agent gave the run up without finishing it (its lease could not be renewed, or the
     /// agent is shutting down): nothing of the run is its result. If the attempt still holds the
     /// lease, the scheduler reclaims the job at once instead of waiting for the lease to expire.
-    RunAbandoned { reason: String },
+    RunAbandoned {
+        reason: String,
+    },
     /// Published by the scheduler whenever it changes a job's state itself (recorded, requeued,
     /// cancelled, failed, rejected), so webhooks and dashboards see every move.
     StateChanged {

@@ -10,8 +10,8 @@ pub use control::{AdminState, Control, ControlCommand};
 pub use events::{JobEvent, JobEventKind, LogStream, Outcome, OutputChunk, OutputCounts};
 pub use heartbeat::{AgentState, Heartbeat};
 pub use rpc::{
-    CancelRequest, CommandReply, DenyReason, ExtendRequest, LeaseDenial, LeaseGrant, LeaseReply,
-    LeaseRequest, RefusalCode, RenewReply, RenewRequest, SchedulerReply, SchedulerRequest,
+    AttachmentsReadyRequest, CancelRequest, CommandReply, DenyReason, ExtendRequest, LeaseDenial, LeaseGrant,
+    LeaseReply, LeaseRequest, RefusalCode, RenewReply, RenewRequest, SchedulerReply, SchedulerRequest,
     SetAgentStateRequest,
 };
 pub use submission::{PRIORITY_LEVELS, Submission};

@@ -139,6 +139,13 @@ pub struct SetAgentStateRequest {
     pub comment: String,
 }
 
+/// A job's attachments have been stored: the job may be dispatched. Sent by the gateway after an
+/// upload; idempotent (a job already dispatched is left alone).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentsReadyRequest {
+    pub job_id: Uuid,
+}
+
 // A lease request carries its submission; requests are decoded once and handled, so the size
 // difference between variants costs nothing worth boxing for.
 #[allow(clippy::large_enum_variant)]
@@ -150,6 +157,7 @@ pub enum SchedulerRequest {
     Cancel(CancelRequest),
     Extend(ExtendRequest),
     SetAgentState(SetAgentStateRequest),
+    AttachmentsReady(AttachmentsReadyRequest),
 }
 
 impl Message for SchedulerRequest {
