@@ -23,6 +23,12 @@ use tracing::{debug, info, warn};
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Most output chunks projected in one store call.
 const OUTPUT_BATCH: usize = 256;
+/// Deliveries of the submissions and status queues handled at once: one sequential lane per
+/// hash of the delivery's key (a job's events, an agent's heartbeats stay in order), so that the
+/// store's latency overlaps across jobs instead of adding up.
+const LANES: usize = 16;
+/// Deliveries waiting in each lane; a full lane holds the consumer back.
+const LANE_DEPTH: usize = 8;
 
 /// Everything the scheduler needs to run.
 pub struct Scheduler {
@@ -46,6 +52,7 @@ impl Scheduler {
                 publisher,
                 names,
                 config,
+                output_stored: tokio::sync::Notify::new(),
             }),
             bus,
         }
@@ -68,7 +75,7 @@ impl Scheduler {
             tasks.spawn(async move {
                 let token = bus.shutdown_token().clone();
                 supervise(&queue.clone(), &token, || {
-                    consume_one_by_one(&core, &bus, &queue, 64, handler.as_ref())
+                    consume_in_lanes(&core, &bus, &queue, handler.clone())
                 })
                 .await
             });
@@ -164,7 +171,7 @@ impl DeliveryHandler for RecordSubmissions {
 /// Job events and heartbeats.
 #[derive(Default)]
 struct ProjectStatus {
-    waits: tokio::sync::Mutex<FinishWaits>,
+    waits: FinishWaits,
 }
 
 #[async_trait::async_trait]
@@ -188,7 +195,7 @@ impl DeliveryHandler for ProjectStatus {
             };
         }
         match decode::<JobEvent>(&d.data) {
-            Ok(ev) => projector::project_event(core, &ev, &mut *self.waits.lock().await).await,
+            Ok(ev) => projector::project_event(core, &ev, &self.waits).await,
             Err(e) => Ok(Disposition::Dead(e.to_string())),
         }
     }
@@ -221,27 +228,79 @@ async fn next_delivery(
     }
 }
 
-/// Consumes a queue one delivery at a time (keeping the queue's order), settling each.
-async fn consume_one_by_one(
-    core: &Core,
+/// The lane a delivery goes to: by its message id (a submission's job) or else its routing key
+/// (`job.<id>.status`, `agent.<name>.heartbeat`), so one job's or agent's messages keep their order.
+fn lane_of(d: &Delivery) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match d.properties.message_id() {
+        Some(id) => id.as_str().hash(&mut h),
+        None => d.routing_key.as_str().hash(&mut h),
+    }
+    h.finish() as usize % LANES
+}
+
+/// Consumes a queue in [`LANES`] concurrent lanes, each handling and settling its deliveries in
+/// order. Any error on the channel ends every lane; unsettled deliveries are then redelivered.
+async fn consume_in_lanes(
+    core: &Arc<Core>,
     bus: &Bus,
     queue: &str,
-    prefetch: u16,
-    handler: &dyn DeliveryHandler,
+    handler: Arc<dyn DeliveryHandler>,
 ) -> Result<(), BusError> {
-    let (ch, generation, mut consumer) = open(bus, queue, prefetch).await?;
+    let (ch, generation, mut consumer) = open(bus, queue, (LANES * LANE_DEPTH) as u16).await?;
     let shutdown = bus.shutdown_token().clone();
-    let result = async {
-        while let Some(d) = next_delivery(&mut consumer, &shutdown).await? {
-            let disposition = store_disposition(handler.handle(core, &d).await);
-            if disposition == Disposition::Retry {
-                tokio::time::sleep(RETRY_PAUSE).await;
+    let mut lanes = JoinSet::new();
+    let mut senders = Vec::with_capacity(LANES);
+    for _ in 0..LANES {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Delivery>(LANE_DEPTH);
+        senders.push(tx);
+        let (core, handler, queue) = (core.clone(), handler.clone(), queue.to_owned());
+        lanes.spawn(async move {
+            while let Some(d) = rx.recv().await {
+                let disposition = store_disposition(handler.handle(&core, &d).await);
+                if disposition == Disposition::Retry {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                settle(&d, disposition, &core.publisher, &core.names, &queue).await?;
             }
-            settle(&d, disposition, &core.publisher, &core.names, queue).await?;
+            Ok::<(), lapin::Error>(())
+        });
+    }
+    let lane_failed = |r: Result<Result<(), lapin::Error>, tokio::task::JoinError>| -> BusError {
+        match r {
+            Ok(Err(e)) => e.into(),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            _ => BusError::Amqp(lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
+                lapin::ChannelState::Closed,
+                "a consumer lane stopped",
+            ))),
         }
-        Ok(())
+    };
+    let result = async {
+        loop {
+            tokio::select! {
+                d = next_delivery(&mut consumer, &shutdown) => {
+                    let Some(d) = d? else { return Ok(()) };
+                    let lane = lane_of(&d);
+                    if senders[lane].send(d).await.is_err() {
+                        // The lane ended; its error is collected below.
+                        return Ok(());
+                    }
+                }
+                Some(r) = lanes.join_next() => return Err(lane_failed(r)),
+            }
+        }
     }
     .await;
+    // Let the lanes settle what they hold, then close the channel.
+    drop(senders);
+    let mut result = result;
+    while let Some(r) = lanes.join_next().await {
+        if !matches!(r, Ok(Ok(()))) && result.is_ok() {
+            result = Err(lane_failed(r));
+        }
+    }
     let _ = ch.close(200, "bye".into()).await;
     if result.is_err() {
         bus.broken(generation).await;
@@ -290,6 +349,7 @@ async fn consume_output(core: &Core, bus: &Bus) -> Result<(), BusError> {
                     .await
                     .map(|_| Disposition::Ack),
             );
+            core.output_stored.notify_waiters();
             if disposition == Disposition::Retry {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
@@ -324,7 +384,7 @@ async fn serve_rpc(core: &Arc<Core>, bus: &Bus) -> Result<(), BusError> {
             let core = core.clone();
             let queue = queue.clone();
             inflight.spawn(async move {
-                let (reply, disposition) = rpc::handle(&core, &d.data).await;
+                let (reply, disposition, announcement) = rpc::handle(&core, &d.data).await;
                 if disposition == Disposition::Retry {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
@@ -339,6 +399,9 @@ async fn serve_rpc(core: &Arc<Core>, bus: &Bus) -> Result<(), BusError> {
                     if let Err(e) = core.publisher.publish("", to.as_str(), &reply, &opts).await {
                         debug!(error = %e, "reply not delivered");
                     }
+                }
+                if let Some(a) = announcement {
+                    core.announce(&a.job, a.detail).await;
                 }
                 if let Err(e) = settle(&d, disposition, &core.publisher, &core.names, &queue).await {
                     debug!(error = %e, "cannot settle a request; it will be redelivered");

@@ -1,11 +1,12 @@
 //! Commands people give through the gateway: cancel a job, extend a reservation, take an agent
-//! out of service. Each is one compare-and-set on the store, then a control message to the agent
+//! out of service, release a job whose attachments arrived. Each is one compare-and-set on the store, then a control message to the agent
 //! that must obey (repeated in every lease renewal, in case the message is lost).
 
 use crate::core::{Core, Modified};
 use crate::store::{JobUpdate, Precondition, Reservation, StoreResult};
 use broker_schema::messages::{
-    CancelRequest, CommandReply, ControlCommand, ExtendRequest, RefusalCode, SetAgentStateRequest,
+    AttachmentsReadyRequest, CancelRequest, CommandReply, ControlCommand, ExtendRequest, RefusalCode,
+    SetAgentStateRequest,
 };
 use broker_schema::{JobState, Millis};
 use std::time::Duration;
@@ -177,4 +178,40 @@ pub async fn set_agent_state(core: &Core, req: &SetAgentStateRequest) -> StoreRe
     }
     let state = record.admin_state.map(|s| s.as_str()).unwrap_or("in service");
     Ok(done(format!("agent {} is {state}", req.agent)))
+}
+
+/// Releases a job whose attachments the gateway has stored: clears `awaiting_attachments` (only
+/// while the job still waits for them) and publishes the job to its class queue. Idempotent: a
+/// job already released is answered done (the outbox publishes it if its publish was lost).
+pub async fn attachments_ready(core: &Core, req: &AttachmentsReadyRequest) -> StoreResult<CommandReply> {
+    let now = Millis::now();
+    let mut refusal = None;
+    let outcome = core
+        .modify(req.job_id, |job| {
+            refusal = None;
+            if job.state != JobState::Waiting {
+                refusal = Some(refused(
+                    RefusalCode::Conflict,
+                    format!("the job is {} and no longer waits for attachments", job.state),
+                ));
+                return None;
+            }
+            if !job.awaiting_attachments {
+                return None;
+            }
+            let mut update = JobUpdate::at(now);
+            update.awaiting_attachments = Some(false);
+            Some((Precondition::observed(job), update))
+        })
+        .await?;
+    Ok(match outcome {
+        Modified::Missing => refused(RefusalCode::NotFound, "no such job"),
+        Modified::Unchanged(_) => refusal.unwrap_or_else(|| done("the attachments were already received")),
+        Modified::Changed(job) => {
+            info!(job_id = %job.job_id, queue = %job.queue, "attachments received; publishing the job");
+            // Unroutable: the job fails as rejected; broker down: the outbox publishes it later.
+            crate::reaper::publish_again(core, &job).await?;
+            done("attachments received; the job is queued")
+        }
+    })
 }

@@ -19,6 +19,17 @@ pub struct Core {
     pub publisher: Arc<Publisher>,
     pub names: Names,
     pub config: SchedulerConfig,
+    /// Woken whenever this scheduler stored a batch of output, so that a run's end waiting for
+    /// its last chunks goes on at once instead of polling.
+    pub output_stored: tokio::sync::Notify,
+}
+
+/// A state change to announce after the caller has its answer: announcing waits for the
+/// broker's confirm (a disk write), which must not delay a reply an agent is waiting for.
+#[derive(Debug)]
+pub struct Announcement {
+    pub job: Box<JobRecord>,
+    pub detail: Option<String>,
 }
 
 /// The result of [`Core::modify`].
@@ -64,6 +75,23 @@ impl Core {
         Ok(last
             .map(|j| Modified::Unchanged(Box::new(j)))
             .unwrap_or(Modified::Missing))
+    }
+
+    /// [`Core::modify`] starting from a record just read (saving a read when the caller has
+    /// one); a lost race reads the job again as usual.
+    pub async fn modify_from<F>(&self, job: JobRecord, mut decide: F) -> StoreResult<Modified>
+    where
+        F: FnMut(&JobRecord) -> Option<(Precondition, JobUpdate)>,
+    {
+        let job_id = job.job_id;
+        let Some((pre, update)) = decide(&job) else {
+            return Ok(Modified::Unchanged(Box::new(job)));
+        };
+        if let Some(after) = self.store.update_job(job_id, &pre, &update).await? {
+            return Ok(Modified::Changed(Box::new(after)));
+        }
+        debug!(%job_id, "lost a race on the job; reading it again");
+        self.modify(job_id, decide).await
     }
 
     /// Tells listeners (webhooks, dashboards, producers) that the scheduler moved a job.

@@ -1,7 +1,7 @@
 //! The lease handshake: the single atomic transition waiting → leased that makes an agent the
 //! job's only runner, and its renewals.
 
-use crate::core::{Core, Modified};
+use crate::core::{Announcement, Core, Modified};
 use crate::store::{AttemptRecord, Inserted, JobRecord, JobUpdate, Lease, Precondition, StoreResult};
 use broker_schema::JobState;
 use broker_schema::messages::{
@@ -30,8 +30,9 @@ fn deny(req: &LeaseRequest, reason: DenyReason, detail: impl Into<String>) -> Le
     })
 }
 
-/// Grants the lease of a waiting job to the asking agent, or says why not.
-pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<LeaseReply> {
+/// Grants the lease of a waiting job to the asking agent, or says why not. A grant comes with
+/// the announcement of the job's new state, to publish once the agent has its reply.
+pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<(LeaseReply, Option<Announcement>)> {
     // The agent may have the job before our own copy of the submission arrived.
     if core.store.get_job(req.job_id).await?.is_none() {
         let s = &req.submission;
@@ -149,30 +150,33 @@ pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<LeaseReply> {
     Ok(match outcome {
         Modified::Changed(job) => {
             info!(job_id = %job.job_id, agent = %req.agent, attempt = job.attempt, "lease granted");
-            core.announce(&job, Some(format!("leased by {}", req.agent)))
-                .await;
-            grant(core, &job)
+            let reply = grant(core, &job).await?;
+            let detail = Some(format!("leased by {}", req.agent));
+            (reply, Some(Announcement { job, detail }))
         }
         Modified::Unchanged(job) => match verdict {
-            Some(Verdict::Deny(reply)) => reply,
-            Some(Verdict::Regrant) => grant(core, &job),
+            Some(Verdict::Deny(reply)) => (reply, None),
+            Some(Verdict::Regrant) => (grant(core, &job).await?, None),
             // Lost every race: someone else is changing the job right now.
-            None => deny(req, DenyReason::AlreadyLeased, "the job is changing; try again"),
+            None => (
+                deny(req, DenyReason::AlreadyLeased, "the job is changing; try again"),
+                None,
+            ),
         },
-        Modified::Missing => deny(req, DenyReason::Finished, "unknown job"),
+        Modified::Missing => (deny(req, DenyReason::Finished, "unknown job"), None),
     })
 }
 
-fn grant(core: &Core, job: &JobRecord) -> LeaseReply {
-    LeaseReply::Granted(LeaseGrant {
+async fn grant(core: &Core, job: &JobRecord) -> StoreResult<LeaseReply> {
+    Ok(LeaseReply::Granted(LeaseGrant {
         job_id: job.job_id,
         attempt: job.attempt,
         lease_until: job.lease.as_ref().map(|l| l.until).unwrap_or_default(),
         lease_ms: core.config.lease.as_millis() as u64,
         renew_every_ms: core.config.renew_every.as_millis() as u64,
-        secrets: Default::default(),
+        secrets: crate::secrets::resolve(core, job).await?,
         reserve_until: job.reservation.as_ref().map(|r| r.until),
-    })
+    }))
 }
 
 /// Extends a lease that is still valid and still the asker's. A late renewal is refused: the

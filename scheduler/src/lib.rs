@@ -2,7 +2,7 @@
 //!
 //! It records submissions from any producer ([`submissions`]), grants and renews leases by
 //! request/reply ([`lease`], [`rpc`]), carries out cancels, reservation extensions and agent
-//! state changes ([`commands`]), projects agents' events into the store ([`projector`]),
+//! state changes ([`commands`]), resolves a job's secrets for its lease ([`secrets`]), projects agents' events into the store ([`projector`]),
 //! reclaims expired leases and ends jobs whose agents overran a deadline ([`reaper`]), and
 //! republishes jobs that never reached the broker ([`outbox`]).
 //!
@@ -22,6 +22,7 @@ pub mod outbox;
 pub mod projector;
 pub mod reaper;
 pub mod rpc;
+pub mod secrets;
 pub mod store;
 pub mod submissions;
 

@@ -13,8 +13,8 @@ use crate::lease::{active_states, first_failure};
 use crate::reaper::{ReapReport, Reclaim, reclaim};
 use crate::store::{JobRecord, JobUpdate, OutputFragment, Precondition, Reservation, StoreResult};
 use broker_schema::messages::{
-    AdminState, AgentState, ControlCommand, Heartbeat, JobEvent, JobEventKind, LogStream, Outcome, OutputChunk,
-    OutputCounts,
+    AdminState, AgentState, ControlCommand, Heartbeat, JobEvent, JobEventKind, LogStream, Outcome,
+    OutputChunk, OutputCounts,
 };
 use broker_schema::phase::RECOVERY_FAILED_EXIT;
 use broker_schema::{Failure, FailureKind, JobState, Millis, Phase};
@@ -24,13 +24,30 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 /// Remembers since when a run's end has been waiting for its output, to bound the wait.
+/// Shared by the tasks that project events concurrently (each lock is held only for a lookup).
 #[derive(Default)]
 pub struct FinishWaits {
-    since: HashMap<(Uuid, u32), Instant>,
+    since: std::sync::Mutex<HashMap<(Uuid, u32), Instant>>,
+}
+
+impl FinishWaits {
+    /// When the run's end first found its output incomplete.
+    fn since(&self, key: (Uuid, u32)) -> Instant {
+        *self
+            .since
+            .lock()
+            .expect("finish waits")
+            .entry(key)
+            .or_insert_with(Instant::now)
+    }
+
+    fn done(&self, key: (Uuid, u32)) {
+        self.since.lock().expect("finish waits").remove(&key);
+    }
 }
 
 /// Projects one job event. `Retry` means "not yet" (its output is still arriving).
-pub async fn project_event(core: &Core, ev: &JobEvent, waits: &mut FinishWaits) -> StoreResult<Disposition> {
+pub async fn project_event(core: &Core, ev: &JobEvent, waits: &FinishWaits) -> StoreResult<Disposition> {
     if ev.agent.is_none() {
         return Ok(Disposition::Ack); // our own announcement
     }
@@ -49,7 +66,7 @@ pub async fn project_event(core: &Core, ev: &JobEvent, waits: &mut FinishWaits) 
     match &ev.kind {
         JobEventKind::PhaseStarted { phase } => {
             let to = JobState::from_phase(*phase);
-            core.modify(ev.job_id, |j| {
+            core.modify_from(job.clone(), |j| {
                 if j.attempt != attempt || j.state.transition(to).is_err() {
                     return None;
                 }
@@ -115,7 +132,10 @@ pub async fn project_event(core: &Core, ev: &JobEvent, waits: &mut FinishWaits) 
         }
         JobEventKind::RunAbandoned { reason } => {
             let agent = ev.agent.clone().expect("checked above");
-            let how = Reclaim::Abandoned { agent, reason: reason.clone() };
+            let how = Reclaim::Abandoned {
+                agent,
+                reason: reason.clone(),
+            };
             reclaim(core, &job, how, now, &mut ReapReport::default()).await?;
         }
         JobEventKind::StateChanged { .. } => {}
@@ -132,24 +152,16 @@ async fn finish(
     expected: OutputCounts,
     phase_status: &BTreeMap<Phase, i32>,
     device_info: Option<serde_json::Value>,
-    waits: &mut FinishWaits,
+    waits: &FinishWaits,
 ) -> StoreResult<Disposition> {
     if !job.state.is_active() {
         return Ok(Disposition::Ack); // a duplicate, or the reaper ended it first
     }
     let key = (ev.job_id, ev.attempt);
-    let stored_output = core
-        .store
-        .count_output(ev.job_id, ev.attempt, LogStream::Output)
-        .await?;
-    let stored_serial = core
-        .store
-        .count_output(ev.job_id, ev.attempt, LogStream::Serial)
-        .await?;
+    let (stored_output, stored_serial) = settle_output(core, ev, expected).await?;
     let mut note = None;
     if stored_output < expected.output || stored_serial < expected.serial {
-        let since = *waits.since.entry(key).or_insert_with(Instant::now);
-        if since.elapsed() < core.config.output_wait {
+        if waits.since(key).elapsed() < core.config.output_wait {
             return Ok(Disposition::Retry);
         }
         warn!(job_id = %ev.job_id, stored_output, expected = expected.output, "finishing without all output");
@@ -158,7 +170,7 @@ async fn finish(
             expected.output
         ));
     }
-    waits.since.remove(&key);
+    waits.done(key);
 
     let now = Millis::now();
     // Exit codes whose events were processed out of order (by another scheduler) first.
@@ -199,6 +211,41 @@ async fn finish(
         core.announce(&job, note).await;
     }
     Ok(Disposition::Ack)
+}
+
+/// How long a run's end waits in place for its last output chunks. The agent sends it only
+/// after the broker confirmed every chunk, so they are normally stored a few milliseconds
+/// later by the output consumer; giving the event back instead would cost a redelivery pause.
+const OUTPUT_SETTLE: Duration = Duration::from_millis(250);
+/// How often the wait looks again when no batch of this scheduler's wakes it (another
+/// scheduler may be storing the chunks).
+const OUTPUT_SETTLE_POLL: Duration = Duration::from_millis(5);
+
+/// Counts the run's stored output chunks, waiting up to [`OUTPUT_SETTLE`] for `expected`.
+async fn settle_output(core: &Core, ev: &JobEvent, expected: OutputCounts) -> StoreResult<(u64, u64)> {
+    let until = tokio::time::Instant::now() + OUTPUT_SETTLE;
+    loop {
+        // Registered before counting, so a batch stored meanwhile still wakes us.
+        let stored = core.output_stored.notified();
+        tokio::pin!(stored);
+        stored.as_mut().enable();
+        let output = core
+            .store
+            .count_output(ev.job_id, ev.attempt, LogStream::Output)
+            .await?;
+        let serial = core
+            .store
+            .count_output(ev.job_id, ev.attempt, LogStream::Serial)
+            .await?;
+        let complete = output >= expected.output && serial >= expected.serial;
+        if complete || tokio::time::Instant::now() >= until {
+            return Ok((output, serial));
+        }
+        tokio::select! {
+            _ = stored => {}
+            _ = tokio::time::sleep(OUTPUT_SETTLE_POLL) => {}
+        }
+    }
 }
 
 /// The end state of a run: a requested cancel wins; a complete run whose phases failed keeps

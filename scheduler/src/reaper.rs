@@ -60,9 +60,19 @@ pub enum Reclaim {
 
 /// Takes a job back from its agent: requeue it for another attempt, or end it (cancelled if a
 /// cancel was pending, failed after the last attempt).
-pub async fn reclaim(core: &Core, seen: &JobRecord, how: Reclaim, now: Millis, report: &mut ReapReport) -> StoreResult<()> {
+pub async fn reclaim(
+    core: &Core,
+    seen: &JobRecord,
+    how: Reclaim,
+    now: Millis,
+    report: &mut ReapReport,
+) -> StoreResult<()> {
     let attempt = seen.attempt;
-    let agent = seen.lease.as_ref().map(|l| l.agent.to_string()).unwrap_or_default();
+    let agent = seen
+        .lease
+        .as_ref()
+        .map(|l| l.agent.to_string())
+        .unwrap_or_default();
     let why = match &how {
         Reclaim::Expired => format!("lease expired: agent {agent} stopped renewing"),
         Reclaim::Abandoned { reason, .. } => format!("agent {agent} gave the run up: {reason}"),
@@ -72,10 +82,14 @@ pub async fn reclaim(core: &Core, seen: &JobRecord, how: Reclaim, now: Millis, r
             if j.attempt != attempt || !j.state.is_active() {
                 return None;
             }
-            let mut pre = Precondition { states: Some(vec![j.state]), attempt: Some(attempt), ..Default::default() };
+            let mut pre = Precondition {
+                states: Some(vec![j.state]),
+                attempt: Some(attempt),
+                ..Default::default()
+            };
             match &how {
                 Reclaim::Expired => {
-                    if !j.lease.as_ref().is_some_and(|l| l.until < now) {
+                    if j.lease.as_ref().is_none_or(|l| l.until >= now) {
                         return None;
                     }
                     pre.lease_expired_at = Some(now);
@@ -108,7 +122,9 @@ pub async fn reclaim(core: &Core, seen: &JobRecord, how: Reclaim, now: Millis, r
             Some((pre, u))
         })
         .await?;
-    let Modified::Changed(job) = result else { return Ok(()) };
+    let Modified::Changed(job) = result else {
+        return Ok(());
+    };
     match job.state {
         JobState::Waiting => {
             report.requeued += 1;

@@ -1,7 +1,7 @@
 //! Serves requests to the scheduler (leases, renewals, commands) and replies by direct reply-to.
 
 use crate::commands;
-use crate::core::Core;
+use crate::core::{Announcement, Core};
 use crate::delivery::Disposition;
 use crate::lease;
 use crate::store::StoreError;
@@ -9,32 +9,44 @@ use broker_schema::messages::{SchedulerReply, SchedulerRequest};
 use broker_schema::{DecodeError, decode};
 
 /// Handles one request. The reply is `None` when the request should be retried later (the
-/// store is unavailable): it is requeued, and the caller retries on timeout anyway.
-pub async fn handle(core: &Core, body: &[u8]) -> (Option<SchedulerReply>, Disposition) {
+/// store is unavailable): it is requeued, and the caller retries on timeout anyway. The
+/// announcement, if any, is for after the reply.
+pub async fn handle(core: &Core, body: &[u8]) -> (Option<SchedulerReply>, Disposition, Option<Announcement>) {
     let req = match decode::<SchedulerRequest>(body) {
         Ok(r) => r,
-        Err(e) => return malformed(e),
+        Err(e) => {
+            let (reply, disposition) = malformed(e);
+            return (reply, disposition, None);
+        }
     };
+    let mut announcement = None;
     let reply = match &req {
-        SchedulerRequest::Lease(r) => lease::lease(core, r).await.map(SchedulerReply::Lease),
+        SchedulerRequest::Lease(r) => lease::lease(core, r).await.map(|(reply, a)| {
+            announcement = a;
+            SchedulerReply::Lease(reply)
+        }),
         SchedulerRequest::Renew(r) => lease::renew(core, r).await.map(SchedulerReply::Renew),
         SchedulerRequest::Cancel(r) => commands::cancel(core, r).await.map(SchedulerReply::Command),
         SchedulerRequest::Extend(r) => commands::extend(core, r).await.map(SchedulerReply::Command),
         SchedulerRequest::SetAgentState(r) => commands::set_agent_state(core, r)
             .await
             .map(SchedulerReply::Command),
+        SchedulerRequest::AttachmentsReady(r) => commands::attachments_ready(core, r)
+            .await
+            .map(SchedulerReply::Command),
     };
     match reply {
-        Ok(reply) => (Some(reply), Disposition::Ack),
+        Ok(reply) => (Some(reply), Disposition::Ack, announcement),
         Err(e @ StoreError::Unavailable(_)) => {
             tracing::warn!(error = %e, "store unavailable; request requeued");
-            (None, Disposition::Retry)
+            (None, Disposition::Retry, None)
         }
         Err(e) => (
             Some(SchedulerReply::Error {
                 reason: e.to_string(),
             }),
             Disposition::Ack,
+            None,
         ),
     }
 }

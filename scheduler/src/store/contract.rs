@@ -14,12 +14,17 @@
 //!
 //! The cases panic on failure; they belong in tests only.
 
+use super::records::{self, Change};
 use super::{
-    AgentRecord, AttemptRecord, DynStore, Inserted, JobOrder, JobQuery, JobRecord, JobUpdate, Lease,
-    OutputFragment, OutputQuery, Precondition, Reservation,
+    AgentRecord, AttemptRecord, BlobError, BlobName, ByteStream, ClientRecord, DocKind, DynStore, Inserted,
+    JobOrder, JobQuery, JobRecord, JobUpdate, Lease, OutputFragment, OutputQuery, Precondition,
+    ProvisionEntry, Records, RefreshTokenRecord, Reservation, Revoked, Role, SecretRecord,
 };
 use broker_schema::messages::{AdminState, AgentState, Heartbeat, LogStream};
 use broker_schema::{AgentName, DeviceClass, Failure, FailureKind, JobDefinition, JobState, Millis, Phase};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -82,6 +87,22 @@ macro_rules! store_contract_tests {
             unknown_agent_is_none,
             ping_answers,
             a_write_through_one_handle_is_read_through_the_other,
+            a_doc_is_created_only_when_absent_and_then_compare_and_set_by_version,
+            deleting_a_doc_honours_the_expected_version,
+            docs_are_listed_by_kind_and_id_prefix_in_id_order,
+            concurrent_modifications_of_a_doc_are_never_lost,
+            clients_are_stored_listed_replaced_and_deleted,
+            a_refresh_token_is_revoked_once,
+            the_last_owner_leaving_lifts_a_queue_restriction,
+            secrets_belong_to_one_client_and_expire,
+            queue_descriptions_and_images_are_kept_apart,
+            provision_logs_count_streaks_and_ignore_duplicates,
+            posted_results_merge_status_and_device_info,
+            a_blob_round_trips_byte_for_byte_across_many_chunks,
+            a_new_blob_replaces_the_old_one_whole,
+            a_blob_over_the_limit_stores_nothing_and_keeps_the_previous_one,
+            a_blob_whose_upload_fails_stores_nothing,
+            unknown_blobs_are_none_and_deleting_removes_them,
         );
     };
     (@cases $fresh:expr; $($case:ident),* $(,)?) => {
@@ -1758,4 +1779,501 @@ pub async fn a_write_through_one_handle_is_read_through_the_other(db: &Fresh) {
         !db.store.discard_job(job.job_id).await.unwrap(),
         "a leased job is not discarded"
     );
+}
+
+// ----- small documents
+
+pub async fn a_doc_is_created_only_when_absent_and_then_compare_and_set_by_version(db: &Fresh) {
+    let s = &db.store;
+    assert_eq!(s.get_doc(DocKind::Queue, "rpi4b").await.unwrap(), None);
+    assert_eq!(
+        s.put_doc(DocKind::Queue, "rpi4b", None, &json!({"a": 1}))
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        db.other
+            .put_doc(DocKind::Queue, "rpi4b", None, &json!({"a": 2}))
+            .await
+            .unwrap(),
+        None,
+        "create-only refused: it exists"
+    );
+    assert_eq!(
+        s.put_doc(DocKind::Queue, "rpi4b", Some(7), &json!({"a": 3}))
+            .await
+            .unwrap(),
+        None,
+        "wrong version refused"
+    );
+    assert_eq!(
+        db.other
+            .put_doc(
+                DocKind::Queue,
+                "rpi4b",
+                Some(1),
+                &json!({"a": 4, "k.$x": [1, null]})
+            )
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    let d = s.get_doc(DocKind::Queue, "rpi4b").await.unwrap().expect("stored");
+    assert_eq!((d.id.as_str(), d.version), ("rpi4b", 2));
+    assert_eq!(d.body, json!({"a": 4, "k.$x": [1, null]}), "user keys survive");
+    assert_eq!(
+        s.put_doc(DocKind::Queue, "rpi4b", Some(1), &json!({}))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub async fn deleting_a_doc_honours_the_expected_version(db: &Fresh) {
+    let s = &db.store;
+    s.put_doc(DocKind::Client, "c", None, &json!(1)).await.unwrap();
+    s.put_doc(DocKind::Client, "c", Some(1), &json!(2)).await.unwrap();
+    assert!(!s.delete_doc(DocKind::Client, "c", Some(1)).await.unwrap());
+    assert!(s.get_doc(DocKind::Client, "c").await.unwrap().is_some());
+    assert!(db.other.delete_doc(DocKind::Client, "c", Some(2)).await.unwrap());
+    assert!(
+        !s.delete_doc(DocKind::Client, "c", None).await.unwrap(),
+        "already gone"
+    );
+    s.put_doc(DocKind::Client, "d", None, &json!(1)).await.unwrap();
+    assert!(
+        s.delete_doc(DocKind::Client, "d", None).await.unwrap(),
+        "unconditional"
+    );
+    assert_eq!(s.get_doc(DocKind::Client, "d").await.unwrap(), None);
+}
+
+pub async fn docs_are_listed_by_kind_and_id_prefix_in_id_order(db: &Fresh) {
+    let s = &db.store;
+    for id in ["alice/b", "alice/a/x", "bob/a", "alicex/z"] {
+        s.put_doc(DocKind::Secret, id, None, &json!(id)).await.unwrap();
+    }
+    s.put_doc(DocKind::Queue, "alice/q", None, &json!("other kind"))
+        .await
+        .unwrap();
+    let ids = |docs: Vec<super::Doc>| docs.into_iter().map(|d| d.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.list_docs(DocKind::Secret, "alice/").await.unwrap()),
+        vec!["alice/a/x", "alice/b"]
+    );
+    assert_eq!(
+        ids(db.other.list_docs(DocKind::Secret, "").await.unwrap()),
+        vec!["alice/a/x", "alice/b", "alicex/z", "bob/a"]
+    );
+    assert!(s.list_docs(DocKind::Secret, "carol/").await.unwrap().is_empty());
+    assert_eq!(
+        ids(s.list_docs(DocKind::Queue, "").await.unwrap()),
+        vec!["alice/q"]
+    );
+}
+
+pub async fn concurrent_modifications_of_a_doc_are_never_lost(db: &Fresh) {
+    let mut tasks = vec![];
+    for i in 0..12 {
+        let store = if i % 2 == 0 {
+            db.store.clone()
+        } else {
+            db.other.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            records::modify(store.as_ref(), DocKind::Queue, "counter", |n: Option<u64>| {
+                Change::Write(n.unwrap_or(0) + 1)
+            })
+            .await
+            .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let d = db
+        .store
+        .get_doc(DocKind::Queue, "counter")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.body, json!(12));
+    assert_eq!(d.version, 12);
+}
+
+fn client(id: &str, role: Role) -> ClientRecord {
+    ClientRecord {
+        client_id: id.into(),
+        secret_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+        role,
+        max_priority: BTreeMap::from([("*".into(), 10), ("rpi4b".into(), 100)]),
+        max_reservation_time: BTreeMap::from([("rpi4b".into(), 86_400)]),
+        email: Some(format!("{id}@example.com")),
+        created_at: t(0),
+        updated_at: t(1),
+    }
+}
+
+pub async fn clients_are_stored_listed_replaced_and_deleted(db: &Fresh) {
+    let s = &db.store;
+    assert_eq!(s.get_client("bob").await.unwrap(), None);
+    assert!(
+        s.put_client(&client("bob", Role::Contributor)).await.unwrap(),
+        "created"
+    );
+    assert!(s.put_client(&client("alice", Role::Admin)).await.unwrap());
+    let mut bob = client("bob", Role::Manager);
+    bob.max_priority.clear();
+    assert!(!db.other.put_client(&bob).await.unwrap(), "replaced, not created");
+    assert_eq!(s.get_client("bob").await.unwrap(), Some(bob.clone()));
+    let all = s.list_clients().await.unwrap();
+    assert_eq!(
+        all.iter().map(|c| c.client_id.as_str()).collect::<Vec<_>>(),
+        vec!["alice", "bob"]
+    );
+    assert!(s.delete_client("bob").await.unwrap());
+    assert!(!s.delete_client("bob").await.unwrap());
+    assert_eq!(db.other.get_client("bob").await.unwrap(), None);
+}
+
+pub async fn a_refresh_token_is_revoked_once(db: &Fresh) {
+    let s = &db.store;
+    let token = RefreshTokenRecord {
+        client_id: "bob".into(),
+        issued_at: t(0),
+        expires_at: Some(t(1_000)),
+        revoked: false,
+    };
+    s.insert_refresh_token("hash-1", &token).await.unwrap();
+    assert!(
+        s.insert_refresh_token("hash-1", &token).await.is_err(),
+        "hashes are unique"
+    );
+    assert_eq!(
+        db.other.get_refresh_token("hash-1").await.unwrap(),
+        Some(token.clone())
+    );
+    assert_eq!(s.revoke_refresh_token("hash-1").await.unwrap(), Revoked::Now);
+    assert_eq!(
+        db.other.revoke_refresh_token("hash-1").await.unwrap(),
+        Revoked::Already
+    );
+    assert_eq!(s.revoke_refresh_token("nope").await.unwrap(), Revoked::Unknown);
+    assert!(s.get_refresh_token("hash-1").await.unwrap().unwrap().revoked);
+}
+
+pub async fn the_last_owner_leaving_lifts_a_queue_restriction(db: &Fresh) {
+    let s = &db.store;
+    assert_eq!(s.get_restricted_queue("rpi4b").await.unwrap(), None);
+    s.add_restricted_owner("rpi4b", "alice").await.unwrap();
+    let q = db.other.add_restricted_owner("rpi4b", "bob").await.unwrap();
+    assert_eq!(
+        q.owners.iter().map(String::as_str).collect::<Vec<_>>(),
+        vec!["alice", "bob"]
+    );
+    let again = s.add_restricted_owner("rpi4b", "bob").await.unwrap();
+    assert_eq!(again, q, "adding an owner twice changes nothing");
+    s.add_restricted_owner("other", "carol").await.unwrap();
+    assert_eq!(
+        s.list_restricted_queues()
+            .await
+            .unwrap()
+            .iter()
+            .map(|(q, _)| q.as_str())
+            .collect::<Vec<_>>(),
+        vec!["other", "rpi4b"]
+    );
+    assert!(!s.remove_restricted_owner("rpi4b", "carol").await.unwrap());
+    assert!(s.remove_restricted_owner("rpi4b", "alice").await.unwrap());
+    assert!(
+        s.get_restricted_queue("rpi4b").await.unwrap().is_some(),
+        "bob still owns it"
+    );
+    assert!(db.other.remove_restricted_owner("rpi4b", "bob").await.unwrap());
+    assert_eq!(
+        s.get_restricted_queue("rpi4b").await.unwrap(),
+        None,
+        "no owner: not restricted"
+    );
+    assert!(!s.remove_restricted_owner("rpi4b", "bob").await.unwrap());
+}
+
+pub async fn secrets_belong_to_one_client_and_expire(db: &Fresh) {
+    let s = &db.store;
+    let secret = |v: &str, expires: Option<Millis>| SecretRecord {
+        value: v.into(),
+        written_at: t(0),
+        expires_at: expires,
+    };
+    s.put_secret("alice", "lab/token", &secret("s3cr3t", None))
+        .await
+        .unwrap();
+    s.put_secret("alice", "short", &secret("brief", Some(t(100))))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.other
+            .get_secret("alice", "lab/token", t(5))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("s3cr3t")
+    );
+    assert_eq!(
+        s.get_secret("bob", "lab/token", t(5)).await.unwrap(),
+        None,
+        "another client's"
+    );
+    assert_eq!(
+        s.get_secret("alice", "short", t(99)).await.unwrap().as_deref(),
+        Some("brief")
+    );
+    assert_eq!(
+        s.get_secret("alice", "short", t(100)).await.unwrap(),
+        None,
+        "expired"
+    );
+    s.put_secret("alice", "lab/token", &secret("rotated", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_secret("alice", "lab/token", t(5)).await.unwrap().as_deref(),
+        Some("rotated")
+    );
+    assert!(s.delete_secret("alice", "lab/token").await.unwrap());
+    assert!(!s.delete_secret("alice", "lab/token").await.unwrap());
+    assert_eq!(s.get_secret("alice", "lab/token", t(5)).await.unwrap(), None);
+}
+
+pub async fn queue_descriptions_and_images_are_kept_apart(db: &Fresh) {
+    let s = &db.store;
+    let images = BTreeMap::from([("noble".to_string(), "url: http://img/noble".to_string())]);
+    s.set_queue_images("rpi4b", &images, t(1)).await.unwrap();
+    s.advertise_queues(
+        &BTreeMap::from([
+            ("rpi4b".to_string(), "Raspberry Pi 4".to_string()),
+            ("x86".to_string(), String::new()),
+        ]),
+        t(2),
+    )
+    .await
+    .unwrap();
+    let q = db.other.get_queue("rpi4b").await.unwrap().unwrap();
+    assert_eq!(q.description.as_deref(), Some("Raspberry Pi 4"));
+    assert_eq!(q.images, images, "advertising keeps the images");
+    s.set_queue_images("rpi4b", &BTreeMap::new(), t(3)).await.unwrap();
+    let q = s.get_queue("rpi4b").await.unwrap().unwrap();
+    assert!(q.images.is_empty());
+    assert_eq!(
+        q.description.as_deref(),
+        Some("Raspberry Pi 4"),
+        "images keep the description"
+    );
+    assert_eq!(
+        s.list_queues()
+            .await
+            .unwrap()
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        vec!["rpi4b", "x86"]
+    );
+}
+
+pub async fn provision_logs_count_streaks_and_ignore_duplicates(db: &Fresh) {
+    let s = &db.store;
+    let entry = |job: &str, code: i32| ProvisionEntry {
+        job_id: job.into(),
+        exit_code: code,
+        detail: String::new(),
+        at: t(0),
+    };
+    s.record_provision("dut-1", &entry("j1", 0)).await.unwrap();
+    let log = db.other.record_provision("dut-1", &entry("j2", 0)).await.unwrap();
+    assert_eq!((log.streak_type.as_str(), log.streak_count), ("pass", 2));
+    let log = s.record_provision("dut-1", &entry("j2", 0)).await.unwrap();
+    assert_eq!(log.streak_count, 2, "a duplicate is not counted");
+    let log = s.record_provision("dut-1", &entry("j3", 1)).await.unwrap();
+    assert_eq!((log.streak_type.as_str(), log.streak_count), ("fail", 1));
+    assert_eq!(log.entries.len(), 3);
+    for i in 0..110 {
+        s.record_provision("dut-2", &entry(&format!("k{i}"), 1))
+            .await
+            .unwrap();
+    }
+    let log = s.get_provision_log("dut-2").await.unwrap().unwrap();
+    assert_eq!(log.entries.len(), records::PROVISION_LOG_LENGTH);
+    assert_eq!(log.entries[0].job_id, "k10", "the oldest are dropped");
+    assert_eq!(log.streak_count, 110);
+    assert_eq!(s.get_provision_log("dut-3").await.unwrap(), None);
+    let all = db.other.list_provision_logs().await.unwrap();
+    assert_eq!(
+        all.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(),
+        vec!["dut-1", "dut-2"]
+    );
+}
+
+pub async fn posted_results_merge_status_and_device_info(db: &Fresh) {
+    let s = &db.store;
+    let obj = |v: serde_json::Value| v.as_object().unwrap().clone();
+    s.merge_posted_result(
+        "j",
+        &obj(json!({"status": {"setup": 0}, "job_state": "setup"})),
+        t(1),
+    )
+    .await
+    .unwrap();
+    let r = db
+        .other
+        .merge_posted_result(
+            "j",
+            &obj(
+                json!({"status": {"test": 1}, "device_info": {"device_ip": "10.0.0.1"}, "job_state": "test"}),
+            ),
+            t(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::Value::Object(r.fields.clone()),
+        json!({"status": {"setup": 0, "test": 1}, "device_info": {"device_ip": "10.0.0.1"}, "job_state": "test"})
+    );
+    assert_eq!(s.get_posted_result("j").await.unwrap().unwrap().fields, r.fields);
+    assert_eq!(s.get_posted_result("k").await.unwrap(), None);
+}
+
+// ----- blobs
+
+fn byte_stream(pieces: Vec<std::io::Result<Bytes>>) -> ByteStream {
+    Box::pin(futures::stream::iter(pieces))
+}
+
+/// Deterministic bytes that are not periodic in the chunk size.
+fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// `data` in pieces of `piece` bytes.
+fn pieces(data: &[u8], piece: usize) -> ByteStream {
+    byte_stream(
+        data.chunks(piece)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect(),
+    )
+}
+
+async fn read_blob(db: &DynStore, name: &BlobName) -> Option<Vec<u8>> {
+    let (info, mut stream) = db.open_blob(name).await.unwrap()?;
+    let mut out = vec![];
+    while let Some(piece) = stream.next().await {
+        out.extend_from_slice(&piece.expect("blob piece"));
+    }
+    assert_eq!(info.size, out.len() as u64, "size matches the bytes");
+    Some(out)
+}
+
+pub async fn a_blob_round_trips_byte_for_byte_across_many_chunks(db: &Fresh) {
+    let name = BlobName::attachments(Uuid::new_v4());
+    let data = noise(3 * super::BLOB_CHUNK + 12_345, 7);
+    let info = db
+        .store
+        .put_blob(&name, pieces(&data, 10_000), 100 << 20)
+        .await
+        .unwrap();
+    assert_eq!(info.size, data.len() as u64);
+    assert_eq!(
+        db.other.blob_info(&name).await.unwrap().map(|i| i.size),
+        Some(data.len() as u64)
+    );
+    assert!(read_blob(&db.other, &name).await.unwrap() == data, "bytes differ");
+    let empty = BlobName::artifact(name.job_id);
+    db.store.put_blob(&empty, byte_stream(vec![]), 10).await.unwrap();
+    assert_eq!(
+        read_blob(&db.store, &empty).await,
+        Some(vec![]),
+        "an empty blob is a blob"
+    );
+    assert_eq!(
+        read_blob(&db.store, &name).await.map(|d| d.len()),
+        Some(data.len()),
+        "kinds are apart"
+    );
+}
+
+pub async fn a_new_blob_replaces_the_old_one_whole(db: &Fresh) {
+    let name = BlobName::artifact(Uuid::new_v4());
+    db.store
+        .put_blob(&name, pieces(&noise(600_000, 1), 65_536), 1 << 30)
+        .await
+        .unwrap();
+    let second = noise(1000, 2);
+    db.other
+        .put_blob(&name, pieces(&second, 300), 1 << 30)
+        .await
+        .unwrap();
+    assert!(read_blob(&db.store, &name).await.unwrap() == second);
+    assert_eq!(db.store.blob_info(&name).await.unwrap().unwrap().size, 1000);
+}
+
+pub async fn a_blob_over_the_limit_stores_nothing_and_keeps_the_previous_one(db: &Fresh) {
+    let name = BlobName::attachments(Uuid::new_v4());
+    let big = noise(300_000, 3);
+    match db.store.put_blob(&name, pieces(&big, 50_000), 299_999).await {
+        Err(BlobError::TooLarge { limit }) => assert_eq!(limit, 299_999),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert_eq!(db.store.blob_info(&name).await.unwrap(), None);
+    db.store
+        .put_blob(&name, pieces(&big, 50_000), 300_000)
+        .await
+        .expect("exactly the limit fits");
+    assert!(matches!(
+        db.other
+            .put_blob(&name, pieces(&noise(400_000, 4), 50_000), 300_000)
+            .await,
+        Err(BlobError::TooLarge { .. })
+    ));
+    assert!(
+        read_blob(&db.store, &name).await.unwrap() == big,
+        "the previous blob is intact"
+    );
+}
+
+pub async fn a_blob_whose_upload_fails_stores_nothing(db: &Fresh) {
+    let name = BlobName::attachments(Uuid::new_v4());
+    let broken = byte_stream(vec![
+        Ok(Bytes::from(noise(300_000, 5))),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "client went away",
+        )),
+    ]);
+    assert!(matches!(
+        db.store.put_blob(&name, broken, 1 << 30).await,
+        Err(BlobError::Source(_))
+    ));
+    assert_eq!(db.store.blob_info(&name).await.unwrap(), None);
+    assert!(db.store.open_blob(&name).await.unwrap().is_none());
+}
+
+pub async fn unknown_blobs_are_none_and_deleting_removes_them(db: &Fresh) {
+    let name = BlobName::artifact(Uuid::new_v4());
+    assert!(db.store.open_blob(&name).await.unwrap().is_none());
+    assert!(!db.store.delete_blob(&name).await.unwrap());
+    db.store
+        .put_blob(&name, pieces(b"tarball", 3), 100)
+        .await
+        .unwrap();
+    assert!(db.other.delete_blob(&name).await.unwrap());
+    assert_eq!(db.store.blob_info(&name).await.unwrap(), None);
+    assert!(!db.store.delete_blob(&name).await.unwrap());
 }

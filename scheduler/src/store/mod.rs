@@ -5,17 +5,31 @@
 //! compare-and-set whose precondition carries the expected state, so concurrent schedulers
 //! cannot both win a transition. Only the scheduler calls it; the gateway only inserts new jobs,
 //! discards jobs it never accepted, and reads.
+//!
+//! Besides jobs, output and agents, the store keeps small versioned documents ([`docs`]: clients,
+//! tokens, secrets, restricted queues, …, whose meaning lives in [`records`]) and large streamed
+//! files ([`blobs`]: attachments and artifacts).
 
+mod blobs;
+mod docs;
 mod model;
 mod query;
+pub mod records;
 mod update;
 
 pub mod contract;
 pub mod mongo;
 pub mod sqlite;
 
+pub use blobs::{BLOB_CHUNK, BlobError, BlobInfo, BlobKind, BlobName, ByteStream};
+pub use docs::{Doc, DocKind};
 pub use model::{AgentRecord, AttemptRecord, JobRecord, Lease, OutputFragment, Reservation};
 pub use query::{JobOrder, JobQuery, OutputQuery};
+pub use records::Records;
+pub use records::{
+    ClientRecord, PostedResultRecord, ProvisionEntry, ProvisionLogRecord, QueueRecord, RefreshTokenRecord,
+    RestrictedQueueRecord, Revoked, Role, SecretRecord,
+};
 pub use update::{JobUpdate, Precondition};
 
 use async_trait::async_trait;
@@ -116,6 +130,46 @@ pub trait Store: Send + Sync + 'static {
     async fn get_agent(&self, name: &AgentName) -> StoreResult<Option<AgentRecord>>;
 
     async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>>;
+
+    // ----- small documents (see [`docs`]; their meaning is in [`records`])
+
+    async fn get_doc(&self, kind: DocKind, id: &str) -> StoreResult<Option<Doc>>;
+
+    /// Writes `body` under (`kind`, `id`) if the stored version is `expected` (`None`: only if no
+    /// such document exists), atomically. Returns the new version, or `None` when the
+    /// expectation did not hold and nothing was written.
+    async fn put_doc(
+        &self,
+        kind: DocKind,
+        id: &str,
+        expected: Option<u64>,
+        body: &serde_json::Value,
+    ) -> StoreResult<Option<u64>>;
+
+    /// Deletes the document if its version is `expected` (`None`: whatever its version).
+    /// Returns whether a document was deleted.
+    async fn delete_doc(&self, kind: DocKind, id: &str, expected: Option<u64>) -> StoreResult<bool>;
+
+    /// Every document of `kind` whose id starts with `prefix`, in id order.
+    async fn list_docs(&self, kind: DocKind, prefix: &str) -> StoreResult<Vec<Doc>>;
+
+    // ----- blobs (see [`blobs`])
+
+    /// Streams `data` into the blob, replacing the previous one only once all of it is stored.
+    /// More than `max_bytes` is refused ([`BlobError::TooLarge`]) and stores nothing.
+    async fn put_blob(
+        &self,
+        name: &BlobName,
+        data: ByteStream,
+        max_bytes: u64,
+    ) -> Result<BlobInfo, BlobError>;
+
+    async fn blob_info(&self, name: &BlobName) -> StoreResult<Option<BlobInfo>>;
+
+    /// The blob's size and a stream of its bytes, read as the stream is polled.
+    async fn open_blob(&self, name: &BlobName) -> StoreResult<Option<(BlobInfo, ByteStream)>>;
+
+    async fn delete_blob(&self, name: &BlobName) -> StoreResult<bool>;
 }
 
 pub type DynStore = Arc<dyn Store>;

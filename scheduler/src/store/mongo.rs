@@ -9,6 +9,11 @@
 //! - `output`: one document per fragment, unique on (job_id, attempt, stream, seq); data as
 //!   BSON binary.
 //! - `agents`: one document per agent, `_id` = its name.
+//! - `docs`: the small versioned documents of [`super::docs`], `_id` = `<kind>/<id>`, the body as
+//!   JSON text (user keys again), `version` for compare-and-set.
+//! - GridFS bucket `blobs` (`blobs.files`, `blobs.chunks`): attachments and artifacts, one file
+//!   per upload named `attachments/<job_id>` or `artifact/<job_id>`; the newest is current and
+//!   older ones are deleted once a new one is complete.
 //!
 //! Every write is a single-document atomic operation (no transactions, no sessions): a job
 //! changes only through one `findOneAndUpdate` whose filter is the translated
@@ -20,9 +25,13 @@ use super::*;
 use broker_schema::messages::AgentState;
 use broker_schema::{DeviceClass, Failure, JobDefinition, JobState, Phase};
 use futures::TryStreamExt;
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use mongodb::bson::{self, Binary, Bson, Document, doc, spec::BinarySubtype};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReturnDocument, WriteConcern};
+use mongodb::gridfs::{FilesCollectionDocument, GridFsBucket};
+use mongodb::options::{
+    Acknowledgment, ClientOptions, GridFsBucketOptions, IndexOptions, ReturnDocument, WriteConcern,
+};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -32,6 +41,9 @@ use std::time::Duration;
 const JOBS: &str = "jobs";
 const OUTPUT: &str = "output";
 const AGENTS: &str = "agents";
+const DOCS: &str = "docs";
+/// The GridFS bucket of attachments and artifacts.
+const BLOB_BUCKET: &str = "blobs";
 
 /// How long the driver looks for a usable server before giving up: an unreachable database
 /// must surface as [`StoreError::Unavailable`] quickly, not hang the caller.
@@ -52,6 +64,10 @@ pub struct MongoStore {
     jobs: Collection<Document>,
     output: Collection<Document>,
     agents: Collection<Document>,
+    docs: Collection<Document>,
+    blobs: GridFsBucket,
+    /// The bucket's files collection, to find a file's newest revision and its size.
+    blob_files: Collection<FilesCollectionDocument>,
 }
 
 impl MongoStore {
@@ -80,6 +96,14 @@ impl MongoStore {
             jobs: db.collection(JOBS),
             output: db.collection(OUTPUT),
             agents: db.collection(AGENTS),
+            docs: db.collection(DOCS),
+            blobs: db.gridfs_bucket(
+                GridFsBucketOptions::builder()
+                    .bucket_name(BLOB_BUCKET.to_owned())
+                    .chunk_size_bytes(BLOB_CHUNK as u32)
+                    .build(),
+            ),
+            blob_files: db.collection(&format!("{BLOB_BUCKET}.files")),
             db,
         };
         store.ping().await?;
@@ -125,6 +149,8 @@ impl MongoStore {
             true,
         )];
         timed("create output indexes", self.output.create_indexes(output)).await?;
+        let docs = vec![index("kind_key", doc! { "kind": 1, "key": 1 }, false)];
+        timed("create document indexes", self.docs.create_indexes(docs)).await?;
         Ok(())
     }
 }
@@ -338,6 +364,209 @@ impl Store for MongoStore {
             timed("list agents", async move { find.await?.try_collect().await }).await?;
         docs.into_iter().map(agent_from_doc).collect()
     }
+    async fn get_doc(&self, kind: DocKind, id: &str) -> StoreResult<Option<Doc>> {
+        let found = timed(
+            "get document",
+            self.docs.find_one(doc! { "_id": doc_key(kind, id) }),
+        )
+        .await?;
+        found.map(|d| doc_from_bson(kind, d)).transpose()
+    }
+
+    async fn put_doc(
+        &self,
+        kind: DocKind,
+        id: &str,
+        expected: Option<u64>,
+        body: &serde_json::Value,
+    ) -> StoreResult<Option<u64>> {
+        let body = json_text(body)?;
+        match expected {
+            None => {
+                let new = doc! {
+                    "_id": doc_key(kind, id),
+                    "kind": kind.as_str(),
+                    "key": id,
+                    "version": 1_i64,
+                    "body": body,
+                };
+                match deadline("insert document", self.docs.insert_one(new)).await? {
+                    Ok(_) => Ok(Some(1)),
+                    Err(e) if is_duplicate_key(&e) => Ok(None),
+                    Err(e) => Err(map_err("insert document", e)),
+                }
+            }
+            Some(v) => {
+                let v = u64_to_i64("version", v)?;
+                let filter = doc! { "_id": doc_key(kind, id), "version": v };
+                let update = doc! { "$set": { "body": body, "version": v + 1 } };
+                let r = timed("update document", self.docs.update_one(filter, update)).await?;
+                Ok((r.matched_count == 1).then_some(v as u64 + 1))
+            }
+        }
+    }
+
+    async fn delete_doc(&self, kind: DocKind, id: &str, expected: Option<u64>) -> StoreResult<bool> {
+        let mut filter = doc! { "_id": doc_key(kind, id) };
+        if let Some(v) = expected {
+            filter.insert("version", u64_to_i64("version", v)?);
+        }
+        let r = timed("delete document", self.docs.delete_one(filter)).await?;
+        Ok(r.deleted_count == 1)
+    }
+
+    async fn list_docs(&self, kind: DocKind, prefix: &str) -> StoreResult<Vec<Doc>> {
+        let find = self
+            .docs
+            .find(doc! { "kind": kind.as_str(), "key": { "$gte": prefix } })
+            .sort(doc! { "key": 1 });
+        let docs: Vec<Document> =
+            timed("list documents", async move { find.await?.try_collect().await }).await?;
+        docs.into_iter()
+            .filter(|d| d.get_str("key").is_ok_and(|k| k.starts_with(prefix)))
+            .map(|d| doc_from_bson(kind, d))
+            .collect()
+    }
+
+    async fn put_blob(
+        &self,
+        name: &BlobName,
+        mut data: ByteStream,
+        max_bytes: u64,
+    ) -> Result<BlobInfo, BlobError> {
+        let filename = name.to_string();
+        let mut upload = timed("open blob upload", self.blobs.open_upload_stream(&filename)).await?;
+        let mut size: u64 = 0;
+        let failure = loop {
+            let Some(piece) = data.next().await else {
+                break None;
+            };
+            let piece = match piece {
+                Ok(p) => p,
+                Err(e) => break Some(BlobError::Source(e)),
+            };
+            size += piece.len() as u64;
+            if size > max_bytes {
+                break Some(BlobError::TooLarge { limit: max_bytes });
+            }
+            if let Err(e) = upload.write_all(&piece).await {
+                break Some(StoreError::Unavailable(format!("write blob {filename}: {e}")).into());
+            }
+        };
+        if let Some(failure) = failure {
+            // Deletes the chunks written so far; nothing becomes visible.
+            let _ = upload.abort().await;
+            return Err(failure);
+        }
+        upload
+            .close()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("finish blob {filename}: {e}")))?;
+        let id = upload.id().clone();
+        let stored = timed("read blob", self.blob_files.find_one(doc! { "_id": id.clone() }))
+            .await?
+            .ok_or_else(|| StoreError::Other(format!("blob {filename} vanished after its upload")))?;
+        // The new revision is complete: older ones go (readers only ever open the newest).
+        let older = self
+            .blob_files
+            .find(doc! { "filename": &filename, "uploadDate": { "$lt": stored.upload_date } });
+        let older: Vec<FilesCollectionDocument> =
+            timed(
+                "find older blobs",
+                async move { older.await?.try_collect().await },
+            )
+            .await?;
+        for file in older {
+            if let Err(e) = timed("delete older blob", self.blobs.delete(file.id)).await {
+                tracing::warn!(blob = %filename, error = %e, "cannot delete an older revision");
+            }
+        }
+        Ok(BlobInfo {
+            size: stored.length,
+            stored_at: Millis(stored.upload_date.timestamp_millis()),
+        })
+    }
+
+    async fn blob_info(&self, name: &BlobName) -> StoreResult<Option<BlobInfo>> {
+        Ok(self.newest_blob(name).await?.map(|f| BlobInfo {
+            size: f.length,
+            stored_at: Millis(f.upload_date.timestamp_millis()),
+        }))
+    }
+
+    async fn open_blob(&self, name: &BlobName) -> StoreResult<Option<(BlobInfo, ByteStream)>> {
+        let Some(file) = self.newest_blob(name).await? else {
+            return Ok(None);
+        };
+        let info = BlobInfo {
+            size: file.length,
+            stored_at: Millis(file.upload_date.timestamp_millis()),
+        };
+        let reader = timed("open blob", self.blobs.open_download_stream(file.id)).await?;
+        let stream = futures::stream::try_unfold(reader, |mut reader| async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = reader.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            buf.truncate(n);
+            Ok(Some((bytes::Bytes::from(buf), reader)))
+        });
+        Ok(Some((info, Box::pin(stream))))
+    }
+
+    async fn delete_blob(&self, name: &BlobName) -> StoreResult<bool> {
+        let find = self.blob_files.find(doc! { "filename": name.to_string() });
+        let files: Vec<FilesCollectionDocument> =
+            timed("find blobs", async move { find.await?.try_collect().await }).await?;
+        let any = !files.is_empty();
+        for file in files {
+            timed("delete blob", self.blobs.delete(file.id)).await?;
+        }
+        Ok(any)
+    }
+}
+
+impl MongoStore {
+    /// The newest complete revision of a blob.
+    async fn newest_blob(&self, name: &BlobName) -> StoreResult<Option<FilesCollectionDocument>> {
+        timed(
+            "find blob",
+            self.blob_files
+                .find_one(doc! { "filename": name.to_string() })
+                .sort(doc! { "uploadDate": -1, "_id": -1 }),
+        )
+        .await
+    }
+}
+
+// ----- small documents
+
+fn doc_key(kind: DocKind, id: &str) -> String {
+    format!("{}/{id}", kind.as_str())
+}
+
+fn doc_from_bson(kind: DocKind, d: Document) -> StoreResult<Doc> {
+    let corrupt = |what: &str| {
+        StoreError::Corrupt(format!(
+            "{} document {:?}: bad {what}",
+            kind.as_str(),
+            d.get("_id")
+        ))
+    };
+    let id = d.get_str("key").map_err(|_| corrupt("key"))?.to_owned();
+    let version = match d.get("version") {
+        Some(Bson::Int64(v)) => *v,
+        Some(Bson::Int32(v)) => i64::from(*v),
+        _ => return Err(corrupt("version")),
+    };
+    let body =
+        serde_json::from_str(d.get_str("body").map_err(|_| corrupt("body"))?).map_err(|_| corrupt("body"))?;
+    Ok(Doc {
+        id,
+        version: version.max(0) as u64,
+        body,
+    })
 }
 
 impl MongoStore {

@@ -17,16 +17,21 @@
 //! cannot drift from it.
 
 use super::{
-    AgentRecord, Inserted, JobOrder, JobQuery, JobRecord, JobUpdate, OutputFragment, OutputQuery,
-    Precondition, Store, StoreError, StoreResult,
+    AgentRecord, BLOB_CHUNK, BlobError, BlobInfo, BlobName, ByteStream, Doc, DocKind, Inserted, JobOrder,
+    JobQuery, JobRecord, JobUpdate, OutputFragment, OutputQuery, Precondition, Store, StoreError,
+    StoreResult,
 };
 use async_trait::async_trait;
 use broker_schema::messages::{AdminState, Heartbeat, LogStream};
 use broker_schema::{AgentName, Millis, Phase};
+use bytes::Bytes;
+use futures::StreamExt;
 use std::collections::BTreeSet;
+use std::io::{Read, Seek};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio_rusqlite::rusqlite::types::Value;
 use tokio_rusqlite::rusqlite::{self, OptionalExtension, TransactionBehavior, params, params_from_iter};
 use uuid::Uuid;
@@ -43,7 +48,8 @@ const STATEMENT_CACHE: usize = 64;
 
 /// Schema migrations in order. `PRAGMA user_version` is the number applied; a new migration is
 /// appended here, never edited in place.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE jobs (
     job_id      TEXT PRIMARY KEY,
     queue       TEXT NOT NULL,
@@ -81,7 +87,34 @@ CREATE TABLE agents (
     last_seen INTEGER NOT NULL,
     doc       TEXT NOT NULL   -- the AgentRecord as JSON
 );
-"#];
+"#,
+    r#"
+-- Small versioned documents (clients, tokens, secrets, restricted queues, ...): see store::docs.
+CREATE TABLE docs (
+    kind    TEXT NOT NULL,
+    id      TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body    TEXT NOT NULL,   -- JSON
+    PRIMARY KEY (kind, id)
+);
+
+-- Attachments and artifacts: a name points at the upload that holds its current bytes; a new
+-- upload's chunks are written and the pointer swapped in one transaction, so a blob is always
+-- whole.
+CREATE TABLE blobs (
+    name      TEXT PRIMARY KEY,
+    upload    TEXT NOT NULL,
+    size      INTEGER NOT NULL,
+    stored_at INTEGER NOT NULL
+);
+CREATE TABLE blob_chunks (
+    upload TEXT NOT NULL,
+    n      INTEGER NOT NULL,
+    data   BLOB NOT NULL,
+    PRIMARY KEY (upload, n)
+);
+"#,
+];
 
 const SELECT_JOB: &str = "SELECT doc FROM jobs WHERE job_id = ?1";
 const INSERT_JOB: &str = "INSERT INTO jobs (job_id, queue, state, priority, created_at, updated_at, enqueued_at, \
@@ -99,6 +132,21 @@ const SELECT_AGENT: &str = "SELECT doc FROM agents WHERE name = ?1";
 const UPSERT_AGENT: &str = "INSERT INTO agents (name, last_seen, doc) VALUES (?1, ?2, ?3) \
      ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen, doc = excluded.doc";
 const LIST_AGENTS: &str = "SELECT name, doc FROM agents ORDER BY name";
+const SELECT_DOC: &str = "SELECT version, body FROM docs WHERE kind = ?1 AND id = ?2";
+const INSERT_DOC: &str =
+    "INSERT INTO docs (kind, id, version, body) VALUES (?1, ?2, 1, ?3) ON CONFLICT (kind, id) DO NOTHING";
+const UPDATE_DOC: &str =
+    "UPDATE docs SET version = version + 1, body = ?3 WHERE kind = ?1 AND id = ?2 AND version = ?4";
+const DELETE_DOC: &str = "DELETE FROM docs WHERE kind = ?1 AND id = ?2 AND (?3 IS NULL OR version = ?3)";
+const LIST_DOCS: &str = "SELECT id, version, body FROM docs \
+     WHERE kind = ?1 AND substr(id, 1, length(?2)) = ?2 ORDER BY id";
+const SELECT_BLOB: &str = "SELECT upload, size, stored_at FROM blobs WHERE name = ?1";
+const UPSERT_BLOB: &str = "INSERT INTO blobs (name, upload, size, stored_at) VALUES (?1, ?2, ?3, ?4) \
+     ON CONFLICT (name) DO UPDATE SET upload = excluded.upload, size = excluded.size, stored_at = excluded.stored_at";
+const INSERT_CHUNK: &str = "INSERT INTO blob_chunks (upload, n, data) VALUES (?1, ?2, ?3)";
+const SELECT_CHUNK: &str = "SELECT data FROM blob_chunks WHERE upload = ?1 AND n = ?2";
+const DELETE_CHUNKS: &str = "DELETE FROM blob_chunks WHERE upload = ?1";
+const DELETE_BLOB: &str = "DELETE FROM blobs WHERE name = ?1";
 
 /// A store in one SQLite file, shared safely with other processes that open the same file.
 pub struct SqliteStore {
@@ -645,6 +693,243 @@ impl Store for SqliteStore {
         })
         .await
     }
+    async fn get_doc(&self, kind: DocKind, id: &str) -> StoreResult<Option<Doc>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            let row: Option<(i64, String)> = c
+                .prepare_cached(SELECT_DOC)?
+                .query_row(params![kind.as_str(), id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            row.map(|(version, body)| decode_doc(kind, id.clone(), version, &body))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn put_doc(
+        &self,
+        kind: DocKind,
+        id: &str,
+        expected: Option<u64>,
+        body: &serde_json::Value,
+    ) -> StoreResult<Option<u64>> {
+        let (id, body) = (id.to_owned(), encode("document", body)?);
+        let expected = expected.map(|v| to_i64("version", v)).transpose()?;
+        self.write(move |c| {
+            let changed = match expected {
+                None => c
+                    .prepare_cached(INSERT_DOC)?
+                    .execute(params![kind.as_str(), id, body])?,
+                Some(v) => c
+                    .prepare_cached(UPDATE_DOC)?
+                    .execute(params![kind.as_str(), id, body, v])?,
+            };
+            Ok((changed == 1).then(|| expected.map_or(1, |v| v as u64 + 1)))
+        })
+        .await
+    }
+
+    async fn delete_doc(&self, kind: DocKind, id: &str, expected: Option<u64>) -> StoreResult<bool> {
+        let id = id.to_owned();
+        let expected = expected.map(|v| to_i64("version", v)).transpose()?;
+        self.write(move |c| {
+            Ok(c.prepare_cached(DELETE_DOC)?
+                .execute(params![kind.as_str(), id, expected])?
+                == 1)
+        })
+        .await
+    }
+
+    async fn list_docs(&self, kind: DocKind, prefix: &str) -> StoreResult<Vec<Doc>> {
+        let prefix = prefix.to_owned();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(LIST_DOCS)?;
+            let rows = stmt.query_map(params![kind.as_str(), prefix], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            rows.map(|row| {
+                let (id, version, body) = row?;
+                decode_doc(kind, id, version, &body)
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn put_blob(
+        &self,
+        name: &BlobName,
+        mut data: ByteStream,
+        max_bytes: u64,
+    ) -> Result<BlobInfo, BlobError> {
+        // Spooled to an anonymous temporary file first, so that the database's write lock is held
+        // only for the final copy, and a failed or oversized upload never touches the database.
+        let spool = tokio::task::spawn_blocking(tempfile::tempfile)
+            .await
+            .map_err(|e| StoreError::Other(format!("temporary file: {e}")))?
+            .map_err(|e| StoreError::Unavailable(format!("temporary file: {e}")))?;
+        let mut spool = tokio::fs::File::from_std(spool);
+        let mut size: u64 = 0;
+        while let Some(piece) = data.next().await {
+            let piece = piece.map_err(BlobError::Source)?;
+            size += piece.len() as u64;
+            if size > max_bytes {
+                return Err(BlobError::TooLarge { limit: max_bytes });
+            }
+            spool
+                .write_all(&piece)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("temporary file: {e}")))?;
+        }
+        spool
+            .flush()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("temporary file: {e}")))?;
+        let mut spool = spool.into_std().await;
+        let name = name.to_string();
+        let stored_at = Millis::now();
+        let size_i64 = to_i64("blob size", size)?;
+        let info = self
+            .write(move |c| {
+                let io = |e: std::io::Error| StoreError::Unavailable(format!("temporary file: {e}"));
+                spool.rewind().map_err(io)?;
+                let tx = immediate(c)?;
+                let old: Option<String> = tx
+                    .prepare_cached(SELECT_BLOB)?
+                    .query_row([&name], |r| r.get(0))
+                    .optional()?;
+                let upload = Uuid::new_v4().to_string();
+                let mut buf = vec![0u8; BLOB_CHUNK];
+                let mut n: i64 = 0;
+                loop {
+                    let len = read_full(&mut spool, &mut buf).map_err(io)?;
+                    if len == 0 {
+                        break;
+                    }
+                    tx.prepare_cached(INSERT_CHUNK)?
+                        .execute(params![upload, n, &buf[..len]])?;
+                    n += 1;
+                }
+                tx.prepare_cached(UPSERT_BLOB)?
+                    .execute(params![name, upload, size_i64, stored_at.0])?;
+                if let Some(old) = old {
+                    tx.prepare_cached(DELETE_CHUNKS)?.execute([old])?;
+                }
+                tx.commit()?;
+                Ok(BlobInfo { size, stored_at })
+            })
+            .await?;
+        Ok(info)
+    }
+
+    async fn blob_info(&self, name: &BlobName) -> StoreResult<Option<BlobInfo>> {
+        Ok(self.blob_row(name).await?.map(|(_, info)| info))
+    }
+
+    async fn open_blob(&self, name: &BlobName) -> StoreResult<Option<(BlobInfo, ByteStream)>> {
+        let Some((upload, info)) = self.blob_row(name).await? else {
+            return Ok(None);
+        };
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        let conn = self.readers[i].clone();
+        // (next chunk, bytes read so far)
+        let stream = futures::stream::try_unfold((0i64, 0u64), move |(n, read)| {
+            let (conn, upload) = (conn.clone(), upload.clone());
+            async move {
+                if read >= info.size {
+                    return Ok(None);
+                }
+                let data: Option<Vec<u8>> = conn
+                    .call(move |c| {
+                        Ok::<_, StoreError>(
+                            c.prepare_cached(SELECT_CHUNK)?
+                                .query_row(params![upload, n], |r| r.get(0))
+                                .optional()?,
+                        )
+                    })
+                    .await
+                    .map_err(|e| std::io::Error::other(call_err(e)))?;
+                match data {
+                    Some(d) => {
+                        let len = d.len() as u64;
+                        Ok(Some((Bytes::from(d), (n + 1, read + len))))
+                    }
+                    None => Err(std::io::Error::other(
+                        "the blob was replaced while it was being read",
+                    )),
+                }
+            }
+        });
+        Ok(Some((info, Box::pin(stream))))
+    }
+
+    async fn delete_blob(&self, name: &BlobName) -> StoreResult<bool> {
+        let name = name.to_string();
+        self.write(move |c| {
+            let tx = immediate(c)?;
+            let upload: Option<String> = tx
+                .prepare_cached(SELECT_BLOB)?
+                .query_row([&name], |r| r.get(0))
+                .optional()?;
+            let Some(upload) = upload else { return Ok(false) };
+            tx.prepare_cached(DELETE_BLOB)?.execute([&name])?;
+            tx.prepare_cached(DELETE_CHUNKS)?.execute([upload])?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// The upload holding a blob's bytes, and its info.
+    async fn blob_row(&self, name: &BlobName) -> StoreResult<Option<(String, BlobInfo)>> {
+        let name = name.to_string();
+        self.read(move |c| {
+            let row = c
+                .prepare_cached(SELECT_BLOB)?
+                .query_row([&name], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                })
+                .optional()?;
+            Ok(row.map(|(upload, size, at)| {
+                (
+                    upload,
+                    BlobInfo {
+                        size: size.max(0) as u64,
+                        stored_at: Millis(at),
+                    },
+                )
+            }))
+        })
+        .await
+    }
+}
+
+fn decode_doc(kind: DocKind, id: String, version: i64, body: &str) -> StoreResult<Doc> {
+    let body = serde_json::from_str(body)
+        .map_err(|e| StoreError::Corrupt(format!("{} {id}: {e}", kind.as_str())))?;
+    Ok(Doc {
+        id,
+        version: version.max(0) as u64,
+        body,
+    })
+}
+
+/// Reads until `buf` is full or the file ends; returns how much was read.
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match f.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
 }
 
 /// Reads an agent, changes it with `change`, and writes it back, in one write transaction.

@@ -1,0 +1,581 @@
+//! The lab's records besides jobs, agents and output — clients and their permissions, refresh
+//! tokens, restricted queues, secrets, advertised queues and images, provision logs, results
+//! posted over HTTP — with their semantics, written once for every backend.
+//!
+//! Each record is a [`Doc`](super::Doc) of one [`DocKind`]; every change is a read, a change in
+//! Rust, and a compare-and-set on the version that was read, retried when another writer got
+//! there first ([`modify`]). Backends therefore cannot disagree about what an operation means.
+
+use super::{DocKind, Store, StoreError, StoreResult};
+use async_trait::async_trait;
+use broker_schema::Millis;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// Entries kept in an agent's provision history (Testflinger keeps 100).
+pub const PROVISION_LOG_LENGTH: usize = 100;
+
+/// How often a compare-and-set is retried before giving up as unavailable (only reached under
+/// pathological contention).
+const CAS_ATTEMPTS: usize = 32;
+
+// ----- clients
+
+/// What an API client may do. Ordered: a role may manage clients of its own rank or below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// An agent: posts results, output, artifacts; reads attachments.
+    Agent,
+    /// Submits and follows jobs (the default, and what anonymous users act as when allowed).
+    Contributor,
+    /// Manages clients (up to manager), restricted queues and agents.
+    Manager,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Agent, Role::Contributor, Role::Manager, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Contributor => "contributor",
+            Role::Manager => "manager",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An API client (Testflinger's "client permissions").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    pub client_id: String,
+    /// A PHC-format password hash of the client's secret (never the secret itself); `None` for
+    /// a client that cannot log in.
+    #[serde(default)]
+    pub secret_hash: Option<String>,
+    pub role: Role,
+    /// Highest `job_priority` per queue, or for every queue under `*`.
+    #[serde(default)]
+    pub max_priority: BTreeMap<String, u32>,
+    /// Longest reservation in seconds per queue, or for every queue under `*`.
+    #[serde(default)]
+    pub max_reservation_time: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub email: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// A refresh token, stored under the hash of the token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshTokenRecord {
+    pub client_id: String,
+    pub issued_at: Millis,
+    /// `None`: never expires.
+    #[serde(default)]
+    pub expires_at: Option<Millis>,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// The outcome of revoking a refresh token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revoked {
+    Now,
+    Already,
+    Unknown,
+}
+
+// ----- queues
+
+/// A restricted queue: only its owners (and admins) may submit to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestrictedQueueRecord {
+    pub owners: BTreeSet<String>,
+}
+
+/// What agents advertised about a queue.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRecord {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Image name → provision data (as text).
+    #[serde(default)]
+    pub images: BTreeMap<String, String>,
+    pub updated_at: Millis,
+}
+
+// ----- secrets
+
+/// A client's secret value. Write-only through the API: only the scheduler reads it, when it
+/// leases a job that names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRecord {
+    pub value: String,
+    pub written_at: Millis,
+    #[serde(default)]
+    pub expires_at: Option<Millis>,
+}
+
+// ----- agents' provisioning
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionEntry {
+    pub job_id: String,
+    pub exit_code: i32,
+    #[serde(default)]
+    pub detail: String,
+    pub at: Millis,
+}
+
+/// An agent's recent provisioning results, and how many in a row passed or failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionLogRecord {
+    /// Oldest first, at most [`PROVISION_LOG_LENGTH`].
+    pub entries: Vec<ProvisionEntry>,
+    /// `pass` or `fail` (empty before the first entry).
+    pub streak_type: String,
+    pub streak_count: u32,
+}
+
+impl ProvisionLogRecord {
+    /// Reference semantics: appends the entry and extends or restarts the streak. An entry for a
+    /// job already in the history is a duplicate (a redelivered event) and changes nothing.
+    pub fn record(&mut self, entry: ProvisionEntry) -> bool {
+        if self.entries.iter().any(|e| e.job_id == entry.job_id) {
+            return false;
+        }
+        let kind = if entry.exit_code == 0 { "pass" } else { "fail" };
+        if self.streak_type == kind {
+            self.streak_count += 1;
+        } else {
+            self.streak_type = kind.to_owned();
+            self.streak_count = 1;
+        }
+        self.entries.push(entry);
+        let excess = self.entries.len().saturating_sub(PROVISION_LOG_LENGTH);
+        self.entries.drain(..excess);
+        true
+    }
+}
+
+/// Results a Testflinger-style agent posted (`POST /v1/result/<id>`), merged key by key.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PostedResultRecord {
+    pub fields: Map<String, Value>,
+    pub updated_at: Millis,
+}
+
+impl PostedResultRecord {
+    /// Reference semantics of a post: top-level keys replace, except that `status` maps
+    /// (phase → exit code) and `device_info` maps merge into what was posted before.
+    pub fn merge(&mut self, patch: &Map<String, Value>) {
+        for (k, v) in patch {
+            match (self.fields.get_mut(k), v) {
+                (Some(Value::Object(old)), Value::Object(new)) if k == "status" || k == "device_info" => {
+                    for (kk, vv) in new {
+                        old.insert(kk.clone(), vv.clone());
+                    }
+                }
+                _ => {
+                    self.fields.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+}
+
+// ----- the operations
+
+fn decode<T: DeserializeOwned>(kind: DocKind, id: &str, body: Value) -> StoreResult<T> {
+    serde_json::from_value(body).map_err(|e| StoreError::Corrupt(format!("{} {id}: {e}", kind.as_str())))
+}
+
+fn encode<T: Serialize>(kind: DocKind, v: &T) -> StoreResult<Value> {
+    serde_json::to_value(v).map_err(|e| StoreError::Other(format!("encoding {}: {e}", kind.as_str())))
+}
+
+/// What [`modify`] should do with the document it read.
+pub enum Change<T> {
+    Keep,
+    Write(T),
+    Delete,
+}
+
+/// Reads a document, lets `change` decide from what it found (`None`: absent), and applies the
+/// decision with a compare-and-set on the version read; retries when another writer changed the
+/// document in between. Returns the document as it is afterwards.
+pub async fn modify<S, T, F>(store: &S, kind: DocKind, id: &str, mut change: F) -> StoreResult<Option<T>>
+where
+    S: Store + ?Sized,
+    T: Serialize + DeserializeOwned + Clone + Send,
+    F: FnMut(Option<T>) -> Change<T> + Send,
+{
+    for _ in 0..CAS_ATTEMPTS {
+        let doc = store.get_doc(kind, id).await?;
+        let version = doc.as_ref().map(|d| d.version);
+        let current: Option<T> = doc.map(|d| decode(kind, id, d.body)).transpose()?;
+        match change(current.clone()) {
+            Change::Keep => return Ok(current),
+            Change::Write(new) => {
+                let body = encode(kind, &new)?;
+                if store.put_doc(kind, id, version, &body).await?.is_some() {
+                    return Ok(Some(new));
+                }
+            }
+            Change::Delete => match version {
+                None => return Ok(None),
+                Some(v) => {
+                    if store.delete_doc(kind, id, Some(v)).await? {
+                        return Ok(None);
+                    }
+                }
+            },
+        }
+    }
+    Err(StoreError::Unavailable(format!(
+        "{} {id} kept changing under us",
+        kind.as_str()
+    )))
+}
+
+async fn read<S, T>(store: &S, kind: DocKind, id: &str) -> StoreResult<Option<T>>
+where
+    S: Store + ?Sized,
+    T: DeserializeOwned,
+{
+    store
+        .get_doc(kind, id)
+        .await?
+        .map(|d| decode(kind, id, d.body))
+        .transpose()
+}
+
+async fn list<S, T>(store: &S, kind: DocKind, prefix: &str) -> StoreResult<Vec<(String, T)>>
+where
+    S: Store + ?Sized,
+    T: DeserializeOwned,
+{
+    store
+        .list_docs(kind, prefix)
+        .await?
+        .into_iter()
+        .map(|d| {
+            let v = decode(kind, &d.id, d.body)?;
+            Ok((d.id, v))
+        })
+        .collect()
+}
+
+/// The id of a client's secret.
+pub fn secret_id(client_id: &str, path: &str) -> String {
+    format!("{client_id}/{path}")
+}
+
+/// Typed operations on the lab's records, for every store.
+#[async_trait]
+pub trait Records {
+    async fn get_client(&self, client_id: &str) -> StoreResult<Option<ClientRecord>>;
+    /// Every client, by id.
+    async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>>;
+    /// Creates or replaces a client; returns whether it was created.
+    async fn put_client(&self, client: &ClientRecord) -> StoreResult<bool>;
+    async fn delete_client(&self, client_id: &str) -> StoreResult<bool>;
+
+    async fn insert_refresh_token(&self, token_hash: &str, token: &RefreshTokenRecord) -> StoreResult<()>;
+    async fn get_refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshTokenRecord>>;
+    async fn revoke_refresh_token(&self, token_hash: &str) -> StoreResult<Revoked>;
+
+    /// Restricts the queue (if it was not) and adds an owner.
+    async fn add_restricted_owner(&self, queue: &str, client_id: &str) -> StoreResult<RestrictedQueueRecord>;
+    /// Removes an owner; the last one leaving lifts the restriction. Whether it was an owner.
+    async fn remove_restricted_owner(&self, queue: &str, client_id: &str) -> StoreResult<bool>;
+    async fn get_restricted_queue(&self, queue: &str) -> StoreResult<Option<RestrictedQueueRecord>>;
+    /// Every restricted queue, by name.
+    async fn list_restricted_queues(&self) -> StoreResult<Vec<(String, RestrictedQueueRecord)>>;
+
+    async fn put_secret(&self, client_id: &str, path: &str, secret: &SecretRecord) -> StoreResult<()>;
+    /// The secret's value, unless it is unknown or expired at `now`.
+    async fn get_secret(&self, client_id: &str, path: &str, now: Millis) -> StoreResult<Option<String>>;
+    async fn delete_secret(&self, client_id: &str, path: &str) -> StoreResult<bool>;
+
+    /// Records queue descriptions, keeping each queue's images.
+    async fn advertise_queues(&self, queues: &BTreeMap<String, String>, now: Millis) -> StoreResult<()>;
+    /// Replaces a queue's images, keeping its description.
+    async fn set_queue_images(
+        &self,
+        queue: &str,
+        images: &BTreeMap<String, String>,
+        now: Millis,
+    ) -> StoreResult<()>;
+    async fn get_queue(&self, queue: &str) -> StoreResult<Option<QueueRecord>>;
+    async fn list_queues(&self) -> StoreResult<Vec<(String, QueueRecord)>>;
+
+    /// Records a provisioning result ([`ProvisionLogRecord::record`]) and returns the history.
+    async fn record_provision(&self, agent: &str, entry: &ProvisionEntry) -> StoreResult<ProvisionLogRecord>;
+    async fn get_provision_log(&self, agent: &str) -> StoreResult<Option<ProvisionLogRecord>>;
+    /// Every agent's provision history, by agent name.
+    async fn list_provision_logs(&self) -> StoreResult<Vec<(String, ProvisionLogRecord)>>;
+
+    /// Merges a posted result ([`PostedResultRecord::merge`]) and returns the merged fields.
+    async fn merge_posted_result(
+        &self,
+        job_id: &str,
+        patch: &Map<String, Value>,
+        now: Millis,
+    ) -> StoreResult<PostedResultRecord>;
+    async fn get_posted_result(&self, job_id: &str) -> StoreResult<Option<PostedResultRecord>>;
+}
+
+#[async_trait]
+impl<S: Store + ?Sized> Records for S {
+    async fn get_client(&self, client_id: &str) -> StoreResult<Option<ClientRecord>> {
+        read(self, DocKind::Client, client_id).await
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>> {
+        Ok(list(self, DocKind::Client, "")
+            .await?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect())
+    }
+
+    async fn put_client(&self, client: &ClientRecord) -> StoreResult<bool> {
+        let mut created = false;
+        modify(
+            self,
+            DocKind::Client,
+            &client.client_id,
+            |old: Option<ClientRecord>| {
+                created = old.is_none();
+                Change::Write(client.clone())
+            },
+        )
+        .await?;
+        Ok(created)
+    }
+
+    async fn delete_client(&self, client_id: &str) -> StoreResult<bool> {
+        self.delete_doc(DocKind::Client, client_id, None).await
+    }
+
+    async fn insert_refresh_token(&self, token_hash: &str, token: &RefreshTokenRecord) -> StoreResult<()> {
+        let body = encode(DocKind::RefreshToken, token)?;
+        match self
+            .put_doc(DocKind::RefreshToken, token_hash, None, &body)
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => Err(StoreError::Other("a refresh token with this hash exists".into())),
+        }
+    }
+
+    async fn get_refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshTokenRecord>> {
+        read(self, DocKind::RefreshToken, token_hash).await
+    }
+
+    async fn revoke_refresh_token(&self, token_hash: &str) -> StoreResult<Revoked> {
+        let mut outcome = Revoked::Unknown;
+        modify(
+            self,
+            DocKind::RefreshToken,
+            token_hash,
+            |t: Option<RefreshTokenRecord>| match t {
+                None => {
+                    outcome = Revoked::Unknown;
+                    Change::Keep
+                }
+                Some(t) if t.revoked => {
+                    outcome = Revoked::Already;
+                    Change::Keep
+                }
+                Some(mut t) => {
+                    outcome = Revoked::Now;
+                    t.revoked = true;
+                    Change::Write(t)
+                }
+            },
+        )
+        .await?;
+        Ok(outcome)
+    }
+
+    async fn add_restricted_owner(&self, queue: &str, client_id: &str) -> StoreResult<RestrictedQueueRecord> {
+        let rec = modify(
+            self,
+            DocKind::RestrictedQueue,
+            queue,
+            |q: Option<RestrictedQueueRecord>| {
+                let mut q = q.unwrap_or_default();
+                if q.owners.insert(client_id.to_owned()) {
+                    Change::Write(q)
+                } else {
+                    Change::Keep
+                }
+            },
+        )
+        .await?;
+        match rec {
+            Some(r) => Ok(r),
+            None => Ok(self.get_restricted_queue(queue).await?.unwrap_or_default()),
+        }
+    }
+
+    async fn remove_restricted_owner(&self, queue: &str, client_id: &str) -> StoreResult<bool> {
+        let mut was_owner = false;
+        modify(
+            self,
+            DocKind::RestrictedQueue,
+            queue,
+            |q: Option<RestrictedQueueRecord>| {
+                let Some(mut q) = q else {
+                    was_owner = false;
+                    return Change::Keep;
+                };
+                was_owner = q.owners.remove(client_id);
+                match (was_owner, q.owners.is_empty()) {
+                    (false, _) => Change::Keep,
+                    (true, true) => Change::Delete,
+                    (true, false) => Change::Write(q),
+                }
+            },
+        )
+        .await?;
+        Ok(was_owner)
+    }
+
+    async fn get_restricted_queue(&self, queue: &str) -> StoreResult<Option<RestrictedQueueRecord>> {
+        read(self, DocKind::RestrictedQueue, queue).await
+    }
+
+    async fn list_restricted_queues(&self) -> StoreResult<Vec<(String, RestrictedQueueRecord)>> {
+        list(self, DocKind::RestrictedQueue, "").await
+    }
+
+    async fn put_secret(&self, client_id: &str, path: &str, secret: &SecretRecord) -> StoreResult<()> {
+        let id = secret_id(client_id, path);
+        modify(self, DocKind::Secret, &id, |_: Option<SecretRecord>| {
+            Change::Write(secret.clone())
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn get_secret(&self, client_id: &str, path: &str, now: Millis) -> StoreResult<Option<String>> {
+        let s: Option<SecretRecord> = read(self, DocKind::Secret, &secret_id(client_id, path)).await?;
+        Ok(s.filter(|s| s.expires_at.is_none_or(|t| t > now))
+            .map(|s| s.value))
+    }
+
+    async fn delete_secret(&self, client_id: &str, path: &str) -> StoreResult<bool> {
+        self.delete_doc(DocKind::Secret, &secret_id(client_id, path), None)
+            .await
+    }
+
+    async fn advertise_queues(&self, queues: &BTreeMap<String, String>, now: Millis) -> StoreResult<()> {
+        for (name, description) in queues {
+            modify(self, DocKind::Queue, name, |q: Option<QueueRecord>| {
+                let mut q = q.unwrap_or_default();
+                q.description = Some(description.clone());
+                q.updated_at = now;
+                Change::Write(q)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn set_queue_images(
+        &self,
+        queue: &str,
+        images: &BTreeMap<String, String>,
+        now: Millis,
+    ) -> StoreResult<()> {
+        modify(self, DocKind::Queue, queue, |q: Option<QueueRecord>| {
+            let mut q = q.unwrap_or_default();
+            q.images = images.clone();
+            q.updated_at = now;
+            Change::Write(q)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn get_queue(&self, queue: &str) -> StoreResult<Option<QueueRecord>> {
+        read(self, DocKind::Queue, queue).await
+    }
+
+    async fn list_queues(&self) -> StoreResult<Vec<(String, QueueRecord)>> {
+        list(self, DocKind::Queue, "").await
+    }
+
+    async fn record_provision(&self, agent: &str, entry: &ProvisionEntry) -> StoreResult<ProvisionLogRecord> {
+        let log = modify(
+            self,
+            DocKind::ProvisionLog,
+            agent,
+            |log: Option<ProvisionLogRecord>| {
+                let mut log = log.unwrap_or_default();
+                if log.record(entry.clone()) {
+                    Change::Write(log)
+                } else {
+                    Change::Keep
+                }
+            },
+        )
+        .await?;
+        match log {
+            Some(l) => Ok(l),
+            None => Ok(self.get_provision_log(agent).await?.unwrap_or_default()),
+        }
+    }
+
+    async fn get_provision_log(&self, agent: &str) -> StoreResult<Option<ProvisionLogRecord>> {
+        read(self, DocKind::ProvisionLog, agent).await
+    }
+
+    async fn list_provision_logs(&self) -> StoreResult<Vec<(String, ProvisionLogRecord)>> {
+        list(self, DocKind::ProvisionLog, "").await
+    }
+
+    async fn merge_posted_result(
+        &self,
+        job_id: &str,
+        patch: &Map<String, Value>,
+        now: Millis,
+    ) -> StoreResult<PostedResultRecord> {
+        let merged = modify(
+            self,
+            DocKind::PostedResult,
+            job_id,
+            |r: Option<PostedResultRecord>| {
+                let mut r = r.unwrap_or_default();
+                r.merge(patch);
+                r.updated_at = now;
+                Change::Write(r)
+            },
+        )
+        .await?;
+        Ok(merged.unwrap_or_default())
+    }
+
+    async fn get_posted_result(&self, job_id: &str) -> StoreResult<Option<PostedResultRecord>> {
+        read(self, DocKind::PostedResult, job_id).await
+    }
+}
