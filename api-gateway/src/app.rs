@@ -7,10 +7,13 @@
 //! The broker is not needed to start: a gateway whose broker is down still accepts jobs (they
 //! are stored and the scheduler's sweeper publishes them) and reports not ready on `/readyz`.
 
-use crate::bus_keeper;
+use crate::auth::Auth;
+use crate::auth::bootstrap::{self, BootstrapError};
 use crate::config::Config;
 use crate::routes;
-use crate::state::{AppState, Timeouts};
+use crate::state::{AppState, Limits, Timeouts};
+use crate::webhooks::Webhooks;
+use crate::{bus_keeper, events};
 use axum::ServiceExt;
 use axum::extract::{DefaultBodyLimit, Request};
 use broker_schema::bus::Bus;
@@ -28,6 +31,8 @@ use tracing::{Level, info};
 pub enum StartError {
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot set up the admin: {0}")]
+    Admin(#[from] BootstrapError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -52,8 +57,16 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config, shutdown: CancellationToken) -> Result<App, StartError> {
+        // reqwest (webhooks) is built without a default TLS provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let store = config.store.open().await?;
         info!(backend = store.backend(), "store opened");
+        bootstrap::ensure_admin(
+            &store,
+            config.auth.admin_client_id.as_deref(),
+            config.auth.admin_secret.as_deref(),
+        )
+        .await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -77,7 +90,17 @@ impl App {
         Ok(App {
             listener,
             addr,
-            state: AppState::new(store, bus, timeouts),
+            state: AppState::new(
+                store,
+                bus,
+                timeouts,
+                Auth::new(&config.auth),
+                Limits {
+                    max_attachment_bytes: config.max_attachment_bytes,
+                    max_artifact_bytes: config.max_artifact_bytes,
+                },
+                Webhooks::new(config.webhook_allow.clone(), config.webhook_timeout),
+            ),
             shutdown,
             bus_shutdown,
             max_body_bytes: config.max_body_bytes,
@@ -100,6 +123,7 @@ impl App {
             max_body_bytes,
         } = self;
         let keeper = bus_keeper::spawn(state.bus().clone(), shutdown.clone());
+        let relay = events::spawn(state.clone(), shutdown.clone());
         let router = routes::router(state.clone())
             .layer(DefaultBodyLimit::max(max_body_bytes))
             .layer(
@@ -117,6 +141,7 @@ impl App {
         shutdown.cancel();
         bus_shutdown.cancel();
         let _ = keeper.await;
+        let _ = relay.await;
         state.close().await;
         served.map_err(StartError::Serve)
     }

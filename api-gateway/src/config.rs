@@ -8,6 +8,9 @@ use std::time::Duration;
 /// Testflinger refuses result bodies of 16 MiB and more; we apply the same limit to every body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
+/// Default size limit of an attachments archive and of an artifacts archive.
+pub const DEFAULT_MAX_BLOB_BYTES: u64 = 1024 * 1024 * 1024;
+
 #[derive(Clone, Debug, clap::Parser)]
 #[command(
     name = "flinger-gateway",
@@ -41,6 +44,94 @@ pub struct Config {
     /// Largest request body accepted; larger ones are answered 413.
     #[arg(long, env = "FLINGER_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+
+    /// Largest attachments archive accepted (413 beyond it).
+    #[arg(long, env = "FLINGER_MAX_ATTACHMENT_BYTES", default_value_t = DEFAULT_MAX_BLOB_BYTES)]
+    pub max_attachment_bytes: u64,
+
+    /// Largest artifacts archive accepted (413 beyond it).
+    #[arg(long, env = "FLINGER_MAX_ARTIFACT_BYTES", default_value_t = DEFAULT_MAX_BLOB_BYTES)]
+    pub max_artifact_bytes: u64,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    /// Where jobs' `job_status_webhook` may point: URL prefixes, comma-separated (e.g.
+    /// `https://ci.example.com/hooks/`). Empty: any http(s) URL.
+    #[arg(long, env = "FLINGER_WEBHOOK_ALLOW", value_delimiter = ',')]
+    pub webhook_allow: Vec<String>,
+
+    /// How long one webhook PUT may take before it is retried.
+    #[arg(long, env = "FLINGER_WEBHOOK_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Authentication and access control.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AuthArgs {
+    /// The HS256 key access tokens are signed with; every gateway of a lab needs the same one.
+    /// Without it each gateway makes up its own at start (tokens then only work on that gateway
+    /// until it restarts).
+    #[arg(long, env = "FLINGER_JWT_SIGNING_KEY", hide_env_values = true)]
+    pub jwt_signing_key: Option<String>,
+
+    /// Requests without a token act as a `contributor` (submit, read, cancel anonymous jobs).
+    /// `false`: every guarded endpoint needs a token.
+    #[arg(long, env = "FLINGER_ALLOW_ANONYMOUS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_anonymous: bool,
+
+    /// Requests without a token may also use the agent endpoints (post results, output,
+    /// artifacts; read attachments), as with a Testflinger server without authentication.
+    #[arg(long, env = "FLINGER_ALLOW_ANONYMOUS_AGENTS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_anonymous_agents: bool,
+
+    /// How long an access token is valid.
+    #[arg(long, env = "FLINGER_ACCESS_TOKEN_TTL", default_value = "10m", value_parser = parse_duration)]
+    pub access_token_ttl: Duration,
+
+    /// How long a refresh token is valid.
+    #[arg(long, env = "FLINGER_REFRESH_TOKEN_TTL", default_value = "30d", value_parser = parse_duration)]
+    pub refresh_token_ttl: Duration,
+
+    /// The first admin: created (or its secret reset) at start. Needs `--admin-secret`.
+    #[arg(long, env = "FLINGER_ADMIN_CLIENT_ID")]
+    pub admin_client_id: Option<String>,
+
+    /// The first admin's secret (at least 15 characters).
+    #[arg(long, env = "FLINGER_ADMIN_SECRET", hide_env_values = true)]
+    pub admin_secret: Option<String>,
+}
+
+impl Default for AuthArgs {
+    fn default() -> Self {
+        AuthArgs {
+            jwt_signing_key: None,
+            allow_anonymous: true,
+            allow_anonymous_agents: false,
+            access_token_ttl: Duration::from_secs(600),
+            refresh_token_ttl: Duration::from_secs(30 * 86_400),
+            admin_client_id: None,
+            admin_secret: None,
+        }
+    }
+}
+
+/// One-off administration commands (instead of serving).
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Creates an API client, or replaces its role and secret, directly in the store (the
+    /// bootstrap path for the first admin). The secret is read from `FLINGER_CLIENT_SECRET`, or
+    /// from the first line of standard input.
+    CreateClient {
+        /// The client's id.
+        client_id: String,
+        /// `admin`, `manager`, `contributor` or `agent`.
+        #[arg(long, default_value = "admin")]
+        role: String,
+    },
 }
 
 impl Config {
@@ -54,6 +145,12 @@ impl Config {
             publish_timeout: Duration::from_secs(5),
             scheduler_timeout: Duration::from_secs(5),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_attachment_bytes: DEFAULT_MAX_BLOB_BYTES,
+            max_artifact_bytes: DEFAULT_MAX_BLOB_BYTES,
+            auth: AuthArgs::default(),
+            webhook_allow: vec![],
+            webhook_timeout: Duration::from_secs(3),
+            command: None,
         }
     }
 }
@@ -81,6 +178,24 @@ mod tests {
         );
         assert_eq!(c.publish_timeout, Duration::from_secs(5));
         assert_eq!(c.max_body_bytes, 16 * 1024 * 1024);
+        assert!(c.auth.allow_anonymous);
+        assert!(!c.auth.allow_anonymous_agents);
+        assert_eq!(c.auth.access_token_ttl, Duration::from_secs(600));
+        let d = AuthArgs::default();
+        assert_eq!(
+            (d.allow_anonymous, d.access_token_ttl, d.refresh_token_ttl),
+            (
+                c.auth.allow_anonymous,
+                c.auth.access_token_ttl,
+                c.auth.refresh_token_ttl
+            )
+        );
+    }
+
+    #[test]
+    fn anonymous_use_can_be_switched_off() {
+        let c = Config::try_parse_from(["flinger-gateway", "--allow-anonymous", "false"]).unwrap();
+        assert!(!c.auth.allow_anonymous);
     }
 
     #[test]

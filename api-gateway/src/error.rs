@@ -48,6 +48,9 @@ pub enum ApiError {
     /// 204: Testflinger's answer for a job it does not know, on reads.
     #[error("no such job")]
     NoContent,
+    /// 401: the caller must authenticate (or its token expired).
+    #[error("{0}")]
+    Unauthorized(String),
     /// 403: the caller may not do this.
     #[error("{0}")]
     Forbidden(String),
@@ -87,6 +90,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NoContent => StatusCode::NO_CONTENT,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -139,6 +143,9 @@ impl From<SubmitError> for ApiError {
             },
             SubmitError::AllAgentsExcluded { .. } => ApiError::invalid_field("exclude_agents", e.to_string()),
             SubmitError::NoAgentServes { .. } => ApiError::invalid_field("job_queue", e.to_string()),
+            SubmitError::NeedsLogin(msg) => ApiError::Unauthorized(msg),
+            SubmitError::NotAllowed(msg) => ApiError::Forbidden(msg),
+            SubmitError::Secrets(msg) => ApiError::invalid_field("test_data.secrets", msg),
             SubmitError::Store(s) => s.into(),
         }
     }
@@ -153,6 +160,7 @@ impl From<CancelError> for ApiError {
                 errors,
             },
             CancelError::UnknownJob | CancelError::AlreadyEnded(_) => ApiError::BadRequest(e.to_string()),
+            CancelError::NotOwner => ApiError::Forbidden(e.to_string()),
             CancelError::Refused { code, .. } => match code {
                 RefusalCode::Forbidden => ApiError::Forbidden(e.to_string()),
                 RefusalCode::NotFound | RefusalCode::Conflict | RefusalCode::Invalid => {

@@ -5,6 +5,10 @@
 //! - [`submit`], [`cancel`]: the two writes, each an explicit flow with its own error type.
 //! - [`views`], [`logs`]: how store records are shown (Testflinger's shapes plus our fields).
 //! - [`error`]: the one place where errors become HTTP statuses and bodies.
+//! - [`auth`]: who is calling (tokens, roles, anonymous use), client secrets, the first admin.
+//! - [`scheduler`]: commands to the scheduler by request/reply.
+//! - [`webhooks`], `events`: relaying job events to jobs' webhooks (and recording provisioning).
+//! - [`estimate`]: the queue ETA; [`openapi`]: the OpenAPI document of the whole API.
 //!
 //! Architecture invariant: the gateway never changes a job's state. It inserts new jobs,
 //! discards a job it never accepted (the broker returned its submission), and reads; every
@@ -12,16 +16,22 @@
 //! It holds no state of its own, so any number of gateways can run side by side.
 
 pub mod app;
+pub mod auth;
 mod bus_keeper;
 pub mod cancel;
 pub mod config;
 pub mod error;
+pub mod estimate;
+mod events;
 mod extract;
 pub mod logs;
+pub mod openapi;
 pub mod routes;
+pub mod scheduler;
 pub mod state;
 pub mod submit;
 pub mod views;
+pub mod webhooks;
 
 pub use app::{App, StartError, serve};
 pub use config::Config;

@@ -18,7 +18,13 @@ pub struct LogParams {
     pub start_fragment: Option<String>,
     pub start_timestamp: Option<String>,
     pub phase: Option<String>,
+    /// [ext] Long poll: seconds to wait for a fragment to pass the filters (at most
+    /// [`MAX_WAIT`]).
+    pub wait: Option<String>,
 }
+
+/// The longest a long-polling log request waits.
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Which fragments a log request wants.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -29,6 +35,8 @@ pub struct LogFilter {
     pub since: Option<Millis>,
     /// One phase only.
     pub phase: Option<Phase>,
+    /// [ext] How long to wait for a fragment when none passes yet.
+    pub wait: Option<std::time::Duration>,
 }
 
 impl LogFilter {
@@ -47,6 +55,15 @@ impl LogFilter {
             match parse_timestamp(s) {
                 Some(t) => filter.since = Some(t),
                 None => errors.add("start_timestamp", "Not a valid datetime."),
+            }
+        }
+        if let Some(s) = p.wait.as_deref() {
+            match s.trim().parse::<f64>() {
+                Ok(w) if (0.0..=MAX_WAIT.as_secs_f64()).contains(&w) => {
+                    filter.wait = Some(std::time::Duration::from_secs_f64(w))
+                }
+                Ok(_) => errors.add("wait", format!("Must be between 0 and {}.", MAX_WAIT.as_secs())),
+                Err(_) => errors.add("wait", "Not a valid number."),
             }
         }
         if let Some(s) = p.phase.as_deref() {
@@ -266,8 +283,10 @@ mod tests {
             start_fragment: Some("4".into()),
             start_timestamp: Some("2024-01-02T03:04:05.5".into()),
             phase: Some("test".into()),
+            wait: Some("2.5".into()),
         })
         .unwrap();
+        assert_eq!(ok.wait, Some(std::time::Duration::from_millis(2500)));
         assert_eq!(ok.start_fragment, 4);
         assert_eq!(ok.since, Millis::parse_rfc3339("2024-01-02T03:04:05.500Z"));
         assert_eq!(ok.phase, Some(Phase::Test));
@@ -275,8 +294,9 @@ mod tests {
             start_fragment: Some("-1".into()),
             start_timestamp: Some("yesterday".into()),
             phase: Some("lunch".into()),
+            wait: Some("600".into()),
         })
         .unwrap_err();
-        assert_eq!(bad.fields.len(), 3);
+        assert_eq!(bad.fields.len(), 4);
     }
 }

@@ -1,5 +1,7 @@
 //! What every handler can reach. Cheap to clone (one `Arc`).
 
+use crate::auth::Auth;
+use crate::webhooks::Webhooks;
 use broker_schema::Names;
 use broker_schema::bus::{Bus, Publisher, RpcClient};
 use flinger_scheduler::store::DynStore;
@@ -21,6 +23,18 @@ struct Inner {
     /// For `/readyz`: the publisher and the RPC client share this connection.
     bus: Bus,
     timeouts: Timeouts,
+    /// Token keys and the anonymous-use policy.
+    auth: Auth,
+    limits: Limits,
+    /// Relays job events to jobs' `job_status_webhook`, in the background.
+    webhooks: Webhooks,
+}
+
+/// Size limits of what the gateway accepts.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_attachment_bytes: u64,
+    pub max_artifact_bytes: u64,
 }
 
 /// How long the gateway waits for its dependencies before answering without them.
@@ -35,7 +49,14 @@ pub struct Timeouts {
 }
 
 impl AppState {
-    pub fn new(store: DynStore, bus: Bus, timeouts: Timeouts) -> AppState {
+    pub fn new(
+        store: DynStore,
+        bus: Bus,
+        timeouts: Timeouts,
+        auth: Auth,
+        limits: Limits,
+        webhooks: Webhooks,
+    ) -> AppState {
         let publisher = Publisher::new(bus.clone(), "flinger-gateway");
         let rpc = RpcClient::new(bus.clone());
         AppState {
@@ -45,6 +66,9 @@ impl AppState {
                 rpc,
                 bus,
                 timeouts,
+                auth,
+                limits,
+                webhooks,
             }),
         }
     }
@@ -73,8 +97,21 @@ impl AppState {
         self.inner.timeouts
     }
 
+    pub fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.inner.webhooks
+    }
+
     /// Closes the channels, then the connection (lapin errors if the order is reversed).
     pub async fn close(&self) {
+        self.inner.webhooks.drain().await;
         self.inner.publisher.close().await;
         self.inner.rpc.close().await;
         self.inner.bus.close().await;

@@ -5,7 +5,10 @@
 //!
 //! 1. parse the body, check a given `job_id` is a UUID, validate the job file (every bad field);
 //! 2. a `job_id` already stored is a resubmission: answer with it and do nothing else;
-//! 3. refuse a job whose `exclude_agents` leaves no known agent of its queue;
+//! 3. check the caller may submit it: `job_priority` and a long reservation need a client's
+//!    permission for the queue, a restricted queue needs its owner (401 anonymous, 403 not
+//!    allowed), secrets need a logged-in client that has them;
+//!    refuse a job whose `exclude_agents` leaves no known agent of its queue;
 //! 4. store it `waiting` (never seen on the broker);
 //! 5. publish the submission (`mandatory`, persistent, with confirms):
 //!    - confirmed → accepted;
@@ -13,11 +16,13 @@
 //!    - no confirm in time (broker down) → still accepted: the scheduler's sweeper publishes
 //!      stored jobs never seen on the broker.
 
+use crate::auth::Caller;
 use crate::state::AppState;
 use broker_schema::bus::{PublishError, PublishOptions};
+use broker_schema::job::UNPRIVILEGED_MAX_RESERVE;
 use broker_schema::messages::Submission;
 use broker_schema::{DeviceClass, JobDefinition, Millis, ValidationErrors};
-use flinger_scheduler::store::{Inserted, JobRecord, StoreError};
+use flinger_scheduler::store::{Inserted, JobRecord, Records, StoreError};
 use serde_json::Value;
 use std::collections::HashSet;
 use tracing::{error, info, warn};
@@ -35,6 +40,15 @@ pub enum SubmitError {
     AllAgentsExcluded { queue: DeviceClass },
     #[error("No agent serves queue '{queue}'")]
     NoAgentServes { queue: DeviceClass },
+    /// 401: the job needs a logged-in client (priority, long reservation, restricted queue).
+    #[error("{0}")]
+    NeedsLogin(String),
+    /// 403: the client's permissions do not allow it.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// 422 on `test_data.secrets`.
+    #[error("{0}")]
+    Secrets(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -65,7 +79,7 @@ impl SubmitRequest {
 }
 
 /// Runs the whole flow and returns the accepted job's id.
-pub async fn submit(state: &AppState, body: &[u8]) -> Result<Uuid, SubmitError> {
+pub async fn submit(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Uuid, SubmitError> {
     let SubmitRequest {
         job_id: requested,
         definition,
@@ -77,11 +91,14 @@ pub async fn submit(state: &AppState, body: &[u8]) -> Result<Uuid, SubmitError> 
         info!(job_id = %id, "resubmission of a known job");
         return Ok(id);
     }
+    check_permissions(state, caller, &definition).await?;
+    check_secrets(state, caller, &definition).await?;
     check_exclusions(state, &definition).await?;
 
     let job_id = requested.unwrap_or_else(Uuid::new_v4);
     let now = Millis::now();
-    let record = JobRecord::new_waiting(job_id, definition.clone(), None, now);
+    let submitted_by = caller.client_id().map(str::to_owned);
+    let record = JobRecord::new_waiting(job_id, definition.clone(), submitted_by.clone(), now);
     if let Inserted::Existing(_) = store.insert_job(&record).await? {
         // Another request with the same id won the race; it owns the publishing.
         info!(%job_id, "resubmission of a known job");
@@ -100,7 +117,7 @@ pub async fn submit(state: &AppState, body: &[u8]) -> Result<Uuid, SubmitError> 
         job_id,
         job: definition,
         submitted_at: Some(now),
-        submitted_by: None,
+        submitted_by,
     };
     match publish(state, &submission).await {
         Ok(()) => {
@@ -129,6 +146,92 @@ pub async fn submit(state: &AppState, body: &[u8]) -> Result<Uuid, SubmitError> 
             Ok(job_id)
         }
     }
+}
+
+/// Testflinger's rules: a non-zero priority needs the client's `max_priority` for the queue (or
+/// `*`); a reservation longer than 6 h needs its `max_reservation_time`; a restricted queue needs
+/// the client among its owners (admins may use any queue). Anonymous callers get 401, clients
+/// without the permission 403.
+async fn check_permissions(
+    state: &AppState,
+    caller: &Caller,
+    job: &JobDefinition,
+) -> Result<(), SubmitError> {
+    let queue = job.job_queue().as_str();
+    let priority = job.priority();
+    if priority > 0 {
+        let Some(p) = &caller.permissions else {
+            return Err(SubmitError::NeedsLogin(format!(
+                "Authentication required for setting priority: {priority}"
+            )));
+        };
+        if priority > p.max_priority_for(queue) {
+            return Err(SubmitError::NotAllowed(format!(
+                "Not enough permissions to push to {queue} with priority {priority}"
+            )));
+        }
+    }
+    if let Some(reserve) = job.reserve_timeout()
+        && reserve > UNPRIVILEGED_MAX_RESERVE
+    {
+        let secs = reserve.as_secs();
+        let Some(p) = &caller.permissions else {
+            return Err(SubmitError::NeedsLogin(format!(
+                "Authentication required for setting timeout: {secs}"
+            )));
+        };
+        if secs > p.max_reservation_for(queue) {
+            return Err(SubmitError::NotAllowed(format!(
+                "Not enough permissions to push to {queue} with reservation timeout {secs}"
+            )));
+        }
+    }
+    if let Some(restricted) = state.store().get_restricted_queue(queue).await? {
+        match caller.client_id() {
+            None => {
+                return Err(SubmitError::NeedsLogin(format!(
+                    "Authentication required to push to restricted queue: {queue}"
+                )));
+            }
+            Some(id)
+                if restricted.owners.contains(id)
+                    || caller.role() == flinger_scheduler::store::Role::Admin => {}
+            Some(_) => {
+                return Err(SubmitError::NotAllowed(format!(
+                    "Not enough permissions to push to the restricted queue: {queue}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A job naming secrets must come from a logged-in client that has every one of them (they
+/// are resolved from that client's secrets when the job is leased).
+async fn check_secrets(state: &AppState, caller: &Caller, job: &JobDefinition) -> Result<(), SubmitError> {
+    let secrets = job.secrets();
+    if secrets.is_empty() {
+        return Ok(());
+    }
+    let Some(client) = caller.client_id() else {
+        return Err(SubmitError::Secrets(
+            "Missing client ID (user not authenticated)".into(),
+        ));
+    };
+    let now = Millis::now();
+    let mut missing = std::collections::BTreeSet::new();
+    for path in secrets.values() {
+        if state.store().get_secret(client, path, now).await?.is_none() {
+            missing.insert(path.as_str());
+        }
+    }
+    if !missing.is_empty() {
+        return Err(SubmitError::Secrets(format!(
+            "Inaccessible secret paths: {}",
+            missing.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses a job when its queue has known agents and it excludes every one of them.

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-fn time(t: Millis) -> String {
+pub fn time(t: Millis) -> String {
     t.to_rfc3339()
 }
 
@@ -144,6 +144,20 @@ pub fn results(job: &JobRecord, output: &[OutputFragment], serial: &[OutputFragm
     Value::Object(m)
 }
 
+/// Adds what a Testflinger-style agent posted (`POST /v1/result/<id>`) where the scheduler's
+/// results have nothing: `<phase>_status` from `status`, and `device_info`.
+pub fn add_posted_results(results: &mut Value, posted: &Map<String, Value>) {
+    let Some(m) = results.as_object_mut() else { return };
+    if let Some(Value::Object(status)) = posted.get("status") {
+        for (phase, code) in status {
+            m.entry(format!("{phase}_status")).or_insert_with(|| code.clone());
+        }
+    }
+    if let Some(info) = posted.get("device_info") {
+        m.entry("device_info").or_insert_with(|| info.clone());
+    }
+}
+
 /// An agent in `GET /v1/agents/data` and `GET /v1/queues/<q>/agents`.
 #[derive(Clone, Debug, Serialize)]
 pub struct AgentView {
@@ -157,12 +171,22 @@ pub struct AgentView {
     pub job_id: String,
     pub comment: String,
     pub updated_at: String,
-    /// Testflinger's restricted queues this agent serves, with their owners (none yet).
+    /// The restricted queues this agent serves, with their owners.
     pub restricted_to: Map<String, Value>,
+    /// [ext] Its provisioning results in a row: `pass` or `fail` (empty before the first).
+    pub provision_streak_type: String,
+    pub provision_streak_count: u32,
 }
 
 impl AgentView {
-    pub fn new(a: &AgentRecord, now: Millis) -> AgentView {
+    /// `restricted`: every restricted queue and its owners; `streak`: the agent's provisioning
+    /// streak.
+    pub fn new(
+        a: &AgentRecord,
+        now: Millis,
+        restricted: &BTreeMap<String, Vec<String>>,
+        streak: Option<(&str, u32)>,
+    ) -> AgentView {
         // An admin's comment explains the admin's state, so it wins while that state holds.
         let comment = a
             .admin_state
@@ -182,7 +206,17 @@ impl AgentView {
             job_id: a.job_id.map(|j| j.to_string()).unwrap_or_default(),
             comment,
             updated_at: time(a.last_seen),
-            restricted_to: Map::new(),
+            restricted_to: a
+                .queues
+                .iter()
+                .filter_map(|q| {
+                    restricted
+                        .get(q.as_str())
+                        .map(|owners| (q.to_string(), serde_json::json!(owners)))
+                })
+                .collect(),
+            provision_streak_type: streak.map(|(t, _)| t.to_owned()).unwrap_or_default(),
+            provision_streak_count: streak.map_or(0, |(_, n)| n),
         }
     }
 }

@@ -1,67 +1,320 @@
-//! Agents and the queues they serve, as their heartbeats left them in the store.
+//! Agents: what their heartbeats (or Testflinger-style posts) left in the store, their
+//! provisioning history, and the admin's say over their state.
 
-use crate::error::ApiError;
+use crate::auth::{Caller, access};
+use crate::error::{ApiError, Location};
+use crate::extract::Body;
+use crate::scheduler;
 use crate::state::AppState;
 use crate::views::AgentView;
 use axum::extract::{Path, State};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use broker_schema::{AgentName, DeviceClass, Millis};
+use broker_schema::messages::{AdminState, AgentState, Heartbeat, SchedulerRequest, SetAgentStateRequest};
+use broker_schema::{AgentName, DeviceClass, Millis, ValidationErrors};
+use flinger_scheduler::store::{AgentRecord, ProvisionEntry, Records};
+use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
+
+/// Heartbeat interval assumed for an agent that reports over HTTP: Testflinger agents post
+/// their data when their state changes, not periodically, so they are shown offline only after
+/// three hours of silence.
+const HTTP_AGENT_INTERVAL_MS: u64 = 3_600_000;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/agents/data", get(list_agents))
-        .route("/v1/agents/data/{name}", get(get_agent))
-        .route("/v1/agents/queues", get(list_queues))
-        .route("/v1/queues/{queue}/agents", get(queue_agents))
+        .route("/v1/agents/data/{name}", get(get_agent).post(post_agent))
+        .route(
+            "/v1/agents/provision_logs/{name}",
+            post(post_provision_log).get(get_provision_log),
+        )
 }
 
-async fn list_agents(State(state): State<AppState>) -> Result<Json<Vec<AgentView>>, ApiError> {
+/// Every restricted queue with its owners, for the views' `restricted_to`.
+pub async fn restricted_owners(state: &AppState) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
+    Ok(state
+        .store()
+        .list_restricted_queues()
+        .await?
+        .into_iter()
+        .map(|(q, r)| (q, r.owners.into_iter().collect()))
+        .collect())
+}
+
+/// Views of `agents` as of now.
+pub async fn views(state: &AppState, agents: &[AgentRecord]) -> Result<Vec<AgentView>, ApiError> {
     let now = Millis::now();
+    let restricted = restricted_owners(state).await?;
+    let streaks: BTreeMap<String, (String, u32)> = state
+        .store()
+        .list_provision_logs()
+        .await?
+        .into_iter()
+        .map(|(a, log)| (a, (log.streak_type, log.streak_count)))
+        .collect();
+    Ok(agents
+        .iter()
+        .map(|a| {
+            let streak = streaks.get(a.name.as_str()).map(|(t, n)| (t.as_str(), *n));
+            AgentView::new(a, now, &restricted, streak)
+        })
+        .collect())
+}
+
+async fn list_agents(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<AgentView>>, ApiError> {
+    caller.require(access::SUBMITTER)?;
     let agents = state.store().list_agents().await?;
-    Ok(Json(agents.iter().map(|a| AgentView::new(a, now)).collect()))
+    Ok(Json(views(&state, &agents).await?))
+}
+
+fn unknown_agent(name: &str) -> ApiError {
+    ApiError::NotFound(format!("Agent {name:?} not found"))
+}
+
+async fn find_agent(state: &AppState, name: &str) -> Result<AgentRecord, ApiError> {
+    let agent_name = AgentName::parse(name).map_err(|_| unknown_agent(name))?;
+    state
+        .store()
+        .get_agent(&agent_name)
+        .await?
+        .ok_or_else(|| unknown_agent(name))
 }
 
 async fn get_agent(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<AgentView>, ApiError> {
-    let unknown = || ApiError::NotFound(format!("Agent {name:?} not found"));
-    let agent_name = AgentName::parse(name.clone()).map_err(|_| unknown())?;
-    let agent = state.store().get_agent(&agent_name).await?.ok_or_else(unknown)?;
-    Ok(Json(AgentView::new(&agent, Millis::now())))
+    caller.require(access::ANYONE)?;
+    let agent = find_agent(&state, &name).await?;
+    let mut v = views(&state, std::slice::from_ref(&agent)).await?;
+    Ok(Json(v.remove(0)))
 }
 
-/// `{queue: description}` for every queue an agent serves. Agents do not describe their queues
-/// yet, so descriptions are empty.
-async fn list_queues(State(state): State<AppState>) -> Result<Json<BTreeMap<String, String>>, ApiError> {
-    let agents = state.store().list_agents().await?;
-    let queues = agents
-        .iter()
-        .flat_map(|a| a.queues.iter())
-        .map(|q| (q.to_string(), String::new()))
-        .collect();
-    Ok(Json(queues))
-}
-
-async fn queue_agents(
-    State(state): State<AppState>,
-    Path(queue): Path<String>,
-) -> Result<Json<Vec<AgentView>>, ApiError> {
-    let unknown = || ApiError::NotFound(format!("No agent serves queue {queue:?}"));
-    let class = DeviceClass::parse(queue.clone()).map_err(|_| unknown())?;
-    let now = Millis::now();
-    let agents: Vec<AgentView> = state
-        .store()
-        .list_agents()
-        .await?
-        .iter()
-        .filter(|a| a.queues.contains(&class))
-        .map(|a| AgentView::new(a, now))
-        .collect();
-    if agents.is_empty() {
-        return Err(unknown());
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::invalid_field("_schema", "Invalid input type.")),
+        Err(e) => Err(ApiError::BadRequest(format!("Malformed JSON: {e}"))),
     }
-    Ok(Json(agents))
+}
+
+fn string_field(m: &Map<String, Value>, key: &str, errors: &mut ValidationErrors) -> Option<String> {
+    match m.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            errors.add(key, "Not a valid string.");
+            None
+        }
+    }
+}
+
+/// `POST /v1/agents/data/<name>`. From an admin or manager: `{state, comment}` sets the agent's
+/// admin state through the scheduler (`waiting`/`online` returns it to service; the change
+/// takes effect after the agent's current job). From an agent: what it reports about itself
+/// (`state`, `queues`, `location`, `provision_type`, `job_id`, `comment`), recorded like a
+/// heartbeat.
+async fn post_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(access::AGENT_DATA)?;
+    let m = parse_object(&body)?;
+    let mut errors = ValidationErrors::default();
+    let wanted = string_field(&m, "state", &mut errors);
+    let comment = string_field(&m, "comment", &mut errors);
+    if caller.is_manager() {
+        let admin_state = match wanted.as_deref() {
+            Some("waiting" | "online") => None,
+            Some("offline") => Some(AdminState::Offline),
+            Some("maintenance") => Some(AdminState::Maintenance),
+            Some(_) => {
+                errors.add("state", "Must be one of: waiting, online, offline, maintenance.");
+                None
+            }
+            None => {
+                errors.add("state", "Missing data for required field.");
+                None
+            }
+        };
+        if !errors.is_empty() {
+            return Err(ApiError::Validation {
+                location: Location::Json,
+                errors,
+            });
+        }
+        let agent = find_agent(&state, &name).await?;
+        let request = SchedulerRequest::SetAgentState(SetAgentStateRequest {
+            agent: agent.name,
+            state: admin_state,
+            comment: comment.unwrap_or_default(),
+        });
+        scheduler::command(&state, &request).await?;
+        return Ok(Json(json!({"status": "OK"})));
+    }
+    // An agent reporting about itself.
+    let agent =
+        AgentName::parse(name.clone()).map_err(|e| ApiError::BadRequest(format!("agent name: {e}")))?;
+    let reported_state = match wanted.as_deref() {
+        None => None,
+        Some(s) => match AgentState::parse(s) {
+            Some(st) => Some(st),
+            None => {
+                errors.add("state", format!("Unknown agent state {s:?}."));
+                None
+            }
+        },
+    };
+    let location = string_field(&m, "location", &mut errors);
+    let provision_type = string_field(&m, "provision_type", &mut errors);
+    let job_id = match string_field(&m, "job_id", &mut errors).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => match s.parse::<uuid::Uuid>() {
+            Ok(id) => Some(id),
+            Err(_) => {
+                errors.add("job_id", "Not a valid UUID.");
+                None
+            }
+        },
+    };
+    let queues = match m.get("queues") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, q)| match q.as_str().map(DeviceClass::parse) {
+                    Some(Ok(c)) => Some(c),
+                    _ => {
+                        errors.add(format!("queues.{i}"), "Not a valid queue name.");
+                        None
+                    }
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Some(_) => {
+            errors.add("queues", "Not a valid list.");
+            None
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation {
+            location: Location::Json,
+            errors,
+        });
+    }
+    // Testflinger sets only the fields given: start from what is known.
+    let known = state.store().get_agent(&agent).await?;
+    let base = known.unwrap_or_else(|| AgentRecord::placeholder(agent.clone()));
+    let hb = Heartbeat {
+        agent: agent.clone(),
+        state: reported_state.unwrap_or(if base.last_seen.0 == 0 {
+            AgentState::Waiting
+        } else {
+            base.state
+        }),
+        job_id: if m.contains_key("job_id") {
+            job_id
+        } else {
+            base.job_id
+        },
+        queues: queues.unwrap_or(base.queues),
+        location: location.or(base.location),
+        provision_type: provision_type.or(base.provision_type),
+        comment: comment.or(base.comment),
+        interval_ms: HTTP_AGENT_INTERVAL_MS,
+        at: Millis::now(),
+        version: "testflinger-http".into(),
+    };
+    state.store().record_heartbeat(&hb).await?;
+    Ok(Json(json!({"status": "OK"})))
+}
+
+/// `POST /v1/agents/provision_logs/<name>`: `{job_id, exit_code, detail}` joins the agent's
+/// provision history and extends or restarts its pass/fail streak.
+async fn post_provision_log(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(body): Body,
+) -> Result<&'static str, ApiError> {
+    caller.require(access::AGENT)?;
+    let m = parse_object(&body)?;
+    let mut errors = ValidationErrors::default();
+    let job_id = string_field(&m, "job_id", &mut errors);
+    if job_id.is_none() && !errors.fields.contains_key("job_id") {
+        errors.add("job_id", "Missing data for required field.");
+    }
+    let exit_code = match m.get("exit_code") {
+        Some(v) => match v.as_i64().and_then(|c| i32::try_from(c).ok()) {
+            Some(c) => Some(c),
+            None => {
+                errors.add("exit_code", "Not a valid integer.");
+                None
+            }
+        },
+        None => {
+            errors.add("exit_code", "Missing data for required field.");
+            None
+        }
+    };
+    let detail = string_field(&m, "detail", &mut errors).unwrap_or_default();
+    let (Some(job_id), Some(exit_code)) = (job_id, exit_code) else {
+        return Err(ApiError::Validation {
+            location: Location::Json,
+            errors,
+        });
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation {
+            location: Location::Json,
+            errors,
+        });
+    }
+    let agent = find_agent(&state, &name).await?;
+    let entry = ProvisionEntry {
+        job_id,
+        exit_code,
+        detail,
+        at: Millis::now(),
+    };
+    state
+        .store()
+        .record_provision(agent.name.as_str(), &entry)
+        .await?;
+    Ok("OK")
+}
+
+/// [ext] `GET /v1/agents/provision_logs/<name>`: `{entries: [{job_id, exit_code, detail,
+/// timestamp}], streak_type, streak_count}`.
+async fn get_provision_log(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(access::SUBMITTER)?;
+    let agent = find_agent(&state, &name).await?;
+    let log = state
+        .store()
+        .get_provision_log(agent.name.as_str())
+        .await?
+        .unwrap_or_default();
+    Ok(Json(json!({
+        "name": agent.name.as_str(),
+        "provision_log": log.entries.iter().map(|e| json!({
+            "job_id": e.job_id,
+            "exit_code": e.exit_code,
+            "detail": e.detail,
+            "timestamp": crate::views::time(e.at),
+        })).collect::<Vec<_>>(),
+        "provision_streak_type": log.streak_type,
+        "provision_streak_count": log.streak_count,
+    })))
 }

@@ -15,6 +15,7 @@ pub fn routes() -> Router<AppState> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/oidc/auth-init", post(oidc_auth_init))
+        .route("/openapi.json", get(openapi))
 }
 
 async fn banner() -> String {
@@ -61,8 +62,13 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) 
     (status, Json(Readiness { store, broker }))
 }
 
-/// Testflinger's CLI asks this first and goes on anonymously on a 404.
-// TODO(issue 4): answer it when OIDC is configured.
+/// Testflinger's CLI asks this first and goes on anonymously (or with client credentials) on a
+/// 404. Flinger has no OIDC device flow: every `/oidc/*` path answers 404.
 async fn oidc_auth_init() -> ApiError {
     ApiError::NotFound("OIDC is not configured".into())
+}
+
+/// The OpenAPI document of the whole API.
+async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
+    Json(crate::openapi::document())
 }

@@ -1,11 +1,17 @@
 //! The HTTP surface, one module per area of `docs/api.md`. Handlers only extract, call a flow
 //! or the store, and shape the answer; errors go through [`crate::error::ApiError`].
 
+pub mod admin;
 pub mod agents;
+pub mod auth;
+pub mod blobs;
 pub mod health;
+pub mod job_events;
 pub mod jobs;
+pub mod queues;
 pub mod reservation;
 pub mod results;
+pub mod secrets;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -20,6 +26,12 @@ pub fn router(state: AppState) -> Router {
         .merge(reservation::routes())
         .merge(results::routes())
         .merge(agents::routes())
+        .merge(queues::routes())
+        .merge(blobs::routes())
+        .merge(job_events::routes())
+        .merge(auth::routes())
+        .merge(admin::routes())
+        .merge(secrets::routes())
         .fallback(not_found)
         .with_state(state)
 }

@@ -3,6 +3,7 @@
 //! The scheduler owns the deadline: extending is a request to it (like cancel), and the agent
 //! obeys what the scheduler decided.
 
+use crate::auth::{Caller, access};
 use crate::error::ApiError;
 use crate::extract::{Body, JobId};
 use crate::state::AppState;
@@ -22,13 +23,28 @@ pub fn routes() -> Router<AppState> {
 
 /// 200 with the reservation while the job holds one; 404 when it does not (yet, or any more);
 /// 204 for an unknown job.
-async fn reservation(State(state): State<AppState>, JobId(id): JobId) -> Result<Json<Value>, ApiError> {
+async fn reservation(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobId(id): JobId,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(access::SUBMITTER)?;
     let job = state.store().get_job(id).await?.ok_or(ApiError::NoContent)?;
-    let Some(r) = job.reservation.as_ref().filter(|_| job.state == JobState::Reserve) else {
-        return Err(ApiError::NotFound(format!("job {id} is {} and holds no reservation", job.state)));
+    let Some(r) = job
+        .reservation
+        .as_ref()
+        .filter(|_| job.state == JobState::Reserve)
+    else {
+        return Err(ApiError::NotFound(format!(
+            "job {id} is {} and holds no reservation",
+            job.state
+        )));
     };
     let now = Millis::now();
-    let ssh = r.device_ip.as_ref().map(|ip| format!("ssh {}@{ip}", r.user.as_deref().unwrap_or("ubuntu")));
+    let ssh = r
+        .device_ip
+        .as_ref()
+        .map(|ip| format!("ssh {}@{ip}", r.user.as_deref().unwrap_or("ubuntu")));
     Ok(Json(json!({
         "job_id": id,
         "job_state": job.state.testflinger_name(),
@@ -43,31 +59,64 @@ async fn reservation(State(state): State<AppState>, JobId(id): JobId) -> Result<
 }
 
 /// Body `{"by": "2h30m" | seconds}` or `{"until": "<ISO-8601>"}`; 200 with the new deadline.
-async fn extend(State(state): State<AppState>, JobId(id): JobId, Body(body): Body) -> Result<Json<Value>, ApiError> {
-    let doc: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("Malformed JSON: {e}")))?;
+async fn extend(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobId(id): JobId,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(access::SUBMITTER)?;
+    let doc: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("Malformed JSON: {e}")))?;
     let by_secs = match doc.get("by") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(n.as_u64().filter(|s| *s > 0).ok_or_else(|| ApiError::invalid_field("by", "Must be a positive number of seconds."))?),
+        Some(Value::Number(n)) => Some(
+            n.as_u64()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| ApiError::invalid_field("by", "Must be a positive number of seconds."))?,
+        ),
         Some(Value::String(s)) => Some(
             broker_schema::job::parse_human_duration(s)
                 .filter(|d| !d.is_zero())
-                .ok_or_else(|| ApiError::invalid_field("by", "Not a valid duration: use seconds or a form like 2h30m."))?
+                .ok_or_else(|| {
+                    ApiError::invalid_field("by", "Not a valid duration: use seconds or a form like 2h30m.")
+                })?
                 .as_secs(),
         ),
         Some(_) => return Err(ApiError::invalid_field("by", "Not a valid duration.")),
     };
     let until = match doc.get("until") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(Millis::parse_rfc3339(s).ok_or_else(|| ApiError::invalid_field("until", "Not a valid ISO-8601 datetime."))?),
+        Some(Value::String(s)) => Some(
+            Millis::parse_rfc3339(s)
+                .ok_or_else(|| ApiError::invalid_field("until", "Not a valid ISO-8601 datetime."))?,
+        ),
         Some(_) => return Err(ApiError::invalid_field("until", "Not a valid ISO-8601 datetime.")),
     };
     if by_secs.is_none() && until.is_none() {
-        return Err(ApiError::invalid_field("by", "Give `by` (a duration) or `until` (a datetime)."));
+        return Err(ApiError::invalid_field(
+            "by",
+            "Give `by` (a duration) or `until` (a datetime).",
+        ));
     }
-    if state.store().get_job(id).await?.is_none() {
+    let Some(job) = state.store().get_job(id).await? else {
         return Err(ApiError::NotFound(format!("no job {id}")));
+    };
+    // issue 4: only the submitter, a manager or an admin; a client's own reservation limit holds.
+    if !crate::cancel::may_act_on(&caller, job.submitted_by.as_deref()) {
+        return Err(ApiError::Forbidden(
+            "Only the job's submitter, a manager or an admin may extend its reservation".into(),
+        ));
     }
-    let request = SchedulerRequest::Extend(ExtendRequest { job_id: id, by_secs, until, requested_by: None, max_total_secs: None });
+    let max_total_secs = reservation_limit(&caller, job.queue.as_str());
+    let requested_by = caller.client_id().map(str::to_owned);
+    let request = SchedulerRequest::Extend(ExtendRequest {
+        job_id: id,
+        by_secs,
+        until,
+        requested_by,
+        max_total_secs,
+    });
     let limit = state.timeouts().scheduler;
     let queue = state.names().scheduler_rpc_queue();
     let call = state.rpc().call::<_, SchedulerReply>(&queue, &request, limit);
@@ -76,7 +125,10 @@ async fn extend(State(state): State<AppState>, JobId(id): JobId, Body(body): Bod
         .unwrap_or(Err(RpcError::Timeout(limit)))
         .map_err(|e| ApiError::Unavailable(format!("The scheduler did not answer: {e}")))?;
     match reply {
-        SchedulerReply::Command(CommandReply::Done { reserve_until, detail }) => Ok(Json(json!({
+        SchedulerReply::Command(CommandReply::Done {
+            reserve_until,
+            detail,
+        }) => Ok(Json(json!({
             "job_id": id,
             "reserve_until": reserve_until.map(Millis::to_rfc3339),
             "detail": detail,
@@ -90,4 +142,19 @@ async fn extend(State(state): State<AppState>, JobId(id): JobId, Body(body): Bod
         SchedulerReply::Error { reason } => Err(ApiError::Internal(reason)),
         other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
     }
+}
+
+/// The longest reservation `caller` may have on `queue`, in seconds: the unprivileged 6 h, or
+/// the client's `max_reservation_time` when higher; no limit for managers and admins.
+fn reservation_limit(caller: &Caller, queue: &str) -> Option<u64> {
+    if caller.is_manager() {
+        return None;
+    }
+    let base = broker_schema::job::UNPRIVILEGED_MAX_RESERVE.as_secs();
+    Some(
+        caller
+            .permissions
+            .as_ref()
+            .map_or(base, |p| p.max_reservation_for(queue).max(base)),
+    )
 }

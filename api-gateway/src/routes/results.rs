@@ -1,7 +1,13 @@
-//! Results and output of a job's current attempt.
+//! Results and output of a job's current attempt; what Testflinger-style agents post.
+//!
+//! Our agents report over the broker and the scheduler stores it; agents that speak
+//! Testflinger's HTTP API may post results and output fragments here. Neither changes the job's
+//! state (only the scheduler does): posted results are kept beside the job and shown where the
+//! scheduler has nothing, posted fragments join the current attempt's output.
 
+use crate::auth::{Caller, access};
 use crate::error::{ApiError, Location};
-use crate::extract::JobId;
+use crate::extract::{Body, JobId};
 use crate::logs::{self, LogFilter, LogParams};
 use crate::state::AppState;
 use crate::views;
@@ -9,57 +15,247 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use broker_schema::mask::Masker;
 use broker_schema::messages::LogStream;
-use flinger_scheduler::store::{OutputFragment, OutputQuery};
-use serde_json::Value;
+use broker_schema::{Millis, Phase, ValidationErrors};
+use flinger_scheduler::store::{JobRecord, OutputFragment, OutputQuery, Records};
+use serde_json::{Map, Value};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Testflinger refuses result posts of 16 MiB and more (MongoDB's document limit).
+pub const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
+
+/// How often a long-polling log request looks for new fragments.
+const POLL_EVERY: Duration = Duration::from_millis(100);
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/result/{job_id}", get(get_results))
-        .route("/v1/result/{job_id}/log/{log_type}", get(get_log))
+        .route("/v1/result/{job_id}", get(get_results).post(post_results))
+        .route("/v1/result/{job_id}/log/{log_type}", get(get_log).post(post_log))
 }
 
-async fn get_results(State(state): State<AppState>, JobId(id): JobId) -> Result<Json<Value>, ApiError> {
+async fn get_results(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobId(id): JobId,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(access::ANYONE)?;
     let job = state.store().get_job(id).await?.ok_or(ApiError::NoContent)?;
-    let (mut output, mut serial) = (Vec::<OutputFragment>::new(), Vec::new());
-    if job.attempt > 0 {
-        let store = state.store();
-        output = store
-            .read_output(&OutputQuery::all(id, job.attempt, LogStream::Output))
-            .await?;
-        serial = store
-            .read_output(&OutputQuery::all(id, job.attempt, LogStream::Serial))
-            .await?;
+    let store = state.store();
+    let output = store
+        .read_output(&OutputQuery::all(id, job.attempt, LogStream::Output))
+        .await?;
+    let serial = store
+        .read_output(&OutputQuery::all(id, job.attempt, LogStream::Serial))
+        .await?;
+    let mut results = views::results(&job, &output, &serial);
+    if let Some(posted) = store.get_posted_result(&id.to_string()).await? {
+        views::add_posted_results(&mut results, &posted.fields);
     }
-    Ok(Json(views::results(&job, &output, &serial)))
+    Ok(Json(results))
+}
+
+/// The job an agent writes about; 404 when unknown (an agent must not create results for a job
+/// that does not exist).
+async fn job_for_agent(state: &AppState, id: uuid::Uuid) -> Result<JobRecord, ApiError> {
+    state
+        .store()
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("Job not found".into()))
+}
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::invalid_field("_schema", "Invalid input type.")),
+        Err(e) => Err(ApiError::BadRequest(format!("Malformed JSON: {e}"))),
+    }
+}
+
+/// `POST /v1/result/<id>`: `{status: {phase: exit_code}, device_info: {…}, job_state}`, merged
+/// into what was posted before.
+async fn post_results(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobId(id): JobId,
+    Body(body): Body,
+) -> Result<&'static str, ApiError> {
+    caller.require(access::AGENT)?;
+    if body.len() >= MAX_RESULT_BYTES {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let fields = parse_object(&body)?;
+    let mut errors = ValidationErrors::default();
+    for (k, v) in &fields {
+        match (k.as_str(), v) {
+            ("status", Value::Object(m)) => {
+                for (phase, code) in m {
+                    if Phase::parse(phase).is_none() {
+                        errors.add(format!("status.{phase}"), "Not a phase.");
+                    } else if !code.is_i64() {
+                        errors.add(format!("status.{phase}"), "Not a valid integer.");
+                    }
+                }
+            }
+            ("status" | "device_info", _) if !v.is_object() => {
+                errors.add(k.clone(), "Not a valid mapping type.")
+            }
+            ("job_state", v) if !v.is_string() => errors.add("job_state", "Not a valid string."),
+            ("status" | "device_info" | "job_state", _) => {}
+            (other, _) => errors.add(other.to_owned(), "Unknown field."),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation {
+            location: Location::Json,
+            errors,
+        });
+    }
+    job_for_agent(&state, id).await?;
+    state
+        .store()
+        .merge_posted_result(&id.to_string(), &fields, Millis::now())
+        .await?;
+    Ok("OK")
+}
+
+fn log_stream(log_type: &str) -> Result<LogStream, ApiError> {
+    LogStream::parse(log_type)
+        .ok_or_else(|| ApiError::NotFound(format!("Unknown log type {log_type:?}: use output or serial")))
 }
 
 async fn get_log(
     State(state): State<AppState>,
+    caller: Caller,
     JobId(id): JobId,
     Path((_, log_type)): Path<(String, String)>,
     params: Result<Query<LogParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let stream = LogStream::parse(&log_type)
-        .ok_or_else(|| ApiError::NotFound(format!("Unknown log type {log_type:?}: use output or serial")))?;
+    caller.require(access::SUBMITTER)?;
+    let stream = log_stream(&log_type)?;
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let filter = LogFilter::parse(&params).map_err(|errors| ApiError::Validation {
         location: Location::Query,
         errors,
     })?;
-    let job = state.store().get_job(id).await?.ok_or(ApiError::NoContent)?;
-    let fragments = if job.attempt > 0 {
-        state
+    let deadline = filter.wait.map(|w| Instant::now() + w);
+    loop {
+        let job = state.store().get_job(id).await?.ok_or(ApiError::NoContent)?;
+        let fragments = state
             .store()
             .read_output(&filter.query(id, job.attempt, stream))
-            .await?
-    } else {
-        vec![]
+            .await?;
+        // A long poll answers as soon as there is something, the job is over, or time is up.
+        let keep_waiting = fragments.is_empty()
+            && !job.state.is_terminal()
+            && deadline.is_some_and(|d| Instant::now() + POLL_EVERY < d);
+        if !keep_waiting {
+            return Ok(Json(logs::log_answer(
+                stream,
+                &filter,
+                &logs::phases_started(&job),
+                &fragments,
+            )));
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// `POST /v1/result/<id>/log/<type>`: one fragment `{fragment_number, timestamp, phase,
+/// log_data}` of the job's current attempt, with the job's secrets masked.
+async fn post_log(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobId(id): JobId,
+    Path((_, log_type)): Path<(String, String)>,
+    Body(body): Body,
+) -> Result<&'static str, ApiError> {
+    caller.require(access::AGENT)?;
+    let stream = log_stream(&log_type)?;
+    let fields = parse_object(&body)?;
+    let mut errors = ValidationErrors::default();
+    let seq = match fields.get("fragment_number") {
+        Some(v) => match v.as_u64() {
+            Some(n) if n <= i64::MAX as u64 => Some(n),
+            _ => {
+                errors.add("fragment_number", "Not a valid integer (0 or more).");
+                None
+            }
+        },
+        None => {
+            errors.add("fragment_number", "Missing data for required field.");
+            None
+        }
     };
-    Ok(Json(logs::log_answer(
+    let at = match fields.get("timestamp") {
+        Some(Value::String(s)) => logs::parse_timestamp(s).or_else(|| {
+            errors.add("timestamp", "Not a valid datetime.");
+            None
+        }),
+        Some(_) => {
+            errors.add("timestamp", "Not a valid datetime.");
+            None
+        }
+        None => {
+            errors.add("timestamp", "Missing data for required field.");
+            None
+        }
+    };
+    let phase = match fields.get("phase") {
+        Some(Value::String(s)) => Phase::parse(s).or_else(|| {
+            errors.add("phase", "Not a phase.");
+            None
+        }),
+        _ => {
+            errors.add("phase", "Missing data for required field.");
+            None
+        }
+    };
+    let data = match fields.get("log_data") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            errors.add("log_data", "Not a valid string.");
+            None
+        }
+        None => {
+            errors.add("log_data", "Missing data for required field.");
+            None
+        }
+    };
+    let (Some(seq), Some(at), Some(phase), Some(data)) = (seq, at, phase, data) else {
+        return Err(ApiError::Validation {
+            location: Location::Json,
+            errors,
+        });
+    };
+    let job = job_for_agent(&state, id).await?;
+    let masker = job_masker(&state, &job).await?;
+    let fragment = OutputFragment {
+        job_id: id,
+        attempt: job.attempt,
         stream,
-        &filter,
-        &logs::phases_started(&job),
-        &fragments,
-    )))
+        seq,
+        phase,
+        at,
+        data: masker.mask(data.as_bytes()),
+    };
+    state.store().append_output(&[fragment]).await?;
+    Ok("OK")
+}
+
+/// The values of the job's secrets, to mask them out of what agents post.
+async fn job_masker(state: &AppState, job: &JobRecord) -> Result<Masker, ApiError> {
+    let Some(client) = job.submitted_by.as_deref() else {
+        return Ok(Masker::default());
+    };
+    let now = Millis::now();
+    let mut values = vec![];
+    for path in job.definition.secrets().values() {
+        if let Some(v) = state.store().get_secret(client, path, now).await? {
+            values.push(v);
+        }
+    }
+    Ok(Masker::new(values))
 }

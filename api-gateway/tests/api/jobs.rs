@@ -19,9 +19,13 @@ async fn job_id_of(r: reqwest::Response) -> Uuid {
 async fn a_valid_job_is_stored_waiting_and_published_to_its_class_queue() {
     let app = TestApp::spawn().await;
     app.declare_class("rpi4b").await;
+    let ci = app
+        .client("ci", "contributor", json!({"max_priority": {"rpi4b": 10}}))
+        .await;
 
     let r = app
-        .post_json(
+        .post_json_as(
+            &ci,
             "/v1/job",
             &json!({"job_queue": "rpi4b", "job_priority": 5, "test_data": {"test_cmds": "echo hi"}}),
         )
@@ -32,6 +36,7 @@ async fn a_valid_job_is_stored_waiting_and_published_to_its_class_queue() {
     assert_eq!(stored.state, JobState::Waiting);
     assert_eq!(stored.queue.as_str(), "rpi4b");
     assert_eq!(stored.priority, 5);
+    assert_eq!(stored.submitted_by.as_deref(), Some("ci"));
 
     let (submission, props, _) = app
         .next_submission("rpi4b")

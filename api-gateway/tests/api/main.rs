@@ -4,7 +4,10 @@
 //! with its own store and broker namespace, so tests run in parallel without seeing each other.
 
 mod agents;
+mod auth;
+mod compat;
 mod health;
 mod jobs;
 mod results;
+mod secrets;
 mod support;

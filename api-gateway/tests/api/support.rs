@@ -1,12 +1,17 @@
 //! The shared harness: [`TestApp::spawn`] starts a gateway on port 0 with a fresh SQLite store
 //! and a unique broker namespace, and gives the test an HTTP client, direct store access (to
 //! write what the scheduler and agents would) and an AMQP channel (to see what was published).
+//!
+//! Every answer a test gets through [`TestApp::send`] (and the `get`/`post_*` helpers) is
+//! checked against the OpenAPI document (`flinger_gateway::openapi`): a path, method or status
+//! the document does not list fails the test. That is what keeps the document true.
 
 use broker_schema::messages::{
     AgentState, Heartbeat, LogStream, SchedulerReply, SchedulerRequest, Submission,
 };
 use broker_schema::service::BrokerArgs;
 use broker_schema::{AgentName, DeviceClass, JobDefinition, Millis, Names, Phase, topology};
+use flinger_gateway::openapi;
 use flinger_gateway::{App, Config, StartError};
 use flinger_scheduler::store::{DynStore, JobRecord, OutputFragment, StoreConfig};
 use futures::StreamExt;
@@ -15,7 +20,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 use tempfile::TempDir;
@@ -30,15 +35,48 @@ pub fn broker_url() -> String {
 
 static INIT: Once = Once::new();
 
+/// Everything the gateways of this test binary logged (at debug level), for tests that check
+/// what must never be logged. With `FLINGER_LOG` set it is also printed.
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+pub fn logged() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
+}
+
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        if std::env::var_os("FLINGER_LOG").is_some() {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn init() {
     INIT.call_once(|| {
         // reqwest is built without a default TLS provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        if std::env::var_os("FLINGER_LOG").is_some() {
-            broker_schema::service::init_tracing(Default::default());
-        }
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "info,flinger_gateway=debug,flinger_scheduler=debug,tower_http=debug,lapin::returned_messages=error",
+            ))
+            .with_ansi(false)
+            .with_writer(|| Capture)
+            .try_init();
     });
 }
+
+/// The bootstrap admin every test gateway starts with.
+pub const ADMIN_ID: &str = "lab-admin";
+pub const ADMIN_SECRET: &str = "admin-secret-for-tests";
+/// The signing key of every test gateway (tests forge expired tokens with it).
+pub const SIGNING_KEY: &str = "test-signing-key-0123456789abcdef";
 
 pub struct TestApp {
     pub base: String,
@@ -71,6 +109,9 @@ impl TestApp {
             namespace: namespace.clone(),
         };
         let mut config = Config::new("127.0.0.1:0".parse().unwrap(), store_config.clone(), broker);
+        config.auth.jwt_signing_key = Some(SIGNING_KEY.into());
+        config.auth.admin_client_id = Some(ADMIN_ID.into());
+        config.auth.admin_secret = Some(ADMIN_SECRET.into());
         tweak(&mut config);
 
         let shutdown = CancellationToken::new();
@@ -110,27 +151,125 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// Sends a request and checks its answer against the OpenAPI document.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> reqwest::Response {
+        let request = request.build().expect("a valid request");
+        let (method, path) = (
+            request.method().as_str().to_lowercase(),
+            request.url().path().to_owned(),
+        );
+        let r = self.http.execute(request).await.expect("HTTP request");
+        assert_documented(&method, &path, r.status().as_u16());
+        r
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.http.get(self.url(path)).send().await.expect("GET")
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    pub async fn get_as(&self, token: &str, path: &str) -> reqwest::Response {
+        self.send(self.http.get(self.url(path)).bearer_auth(token)).await
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .json(body)
-            .send()
+        self.send(self.http.post(self.url(path)).json(body)).await
+    }
+
+    pub async fn post_json_as(&self, token: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.send(self.http.post(self.url(path)).bearer_auth(token).json(body))
             .await
-            .expect("POST")
+    }
+
+    pub async fn put_json_as(&self, token: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.send(self.http.put(self.url(path)).bearer_auth(token).json(body))
+            .await
+    }
+
+    pub async fn delete_as(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut r = self.http.delete(self.url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        self.send(r).await
     }
 
     pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
+        self.send(
+            self.http
+                .post(self.url(path))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
+    }
+
+    // ----- access control
+
+    /// Logs in with client credentials; returns `(access_token, refresh_token)`.
+    pub async fn login(&self, client_id: &str, secret: &str) -> (String, String) {
+        let r = self
+            .send(
+                self.http
+                    .post(self.url("/v1/oauth2/token"))
+                    .basic_auth(client_id, Some(secret)),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "login of {client_id}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["token_type"], "Bearer");
+        (
+            body["access_token"].as_str().unwrap().to_owned(),
+            body["refresh_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// A client as the store keeps it.
+    pub async fn store_client(&self, client_id: &str) -> flinger_scheduler::store::ClientRecord {
+        use flinger_scheduler::store::Records;
+        self.store
+            .get_client(client_id)
             .await
-            .expect("POST")
+            .unwrap()
+            .expect("client stored")
+    }
+
+    pub async fn store_clients(&self) -> Vec<flinger_scheduler::store::ClientRecord> {
+        use flinger_scheduler::store::Records;
+        self.store.list_clients().await.unwrap()
+    }
+
+    /// The bootstrap admin's access token.
+    pub async fn admin_token(&self) -> String {
+        self.login(ADMIN_ID, ADMIN_SECRET).await.0
+    }
+
+    /// Creates a client through the API (as the admin) and returns its access token.
+    /// `extra` adds permission fields (`max_priority`, `max_reservation_time`, `email`).
+    pub async fn client(&self, client_id: &str, role: &str, extra: Value) -> String {
+        let admin = self.admin_token().await;
+        let secret = format!("{client_id}-secret-0123456789");
+        let mut body = json!({"client_secret": secret, "role": role});
+        if let Value::Object(m) = extra {
+            body.as_object_mut().unwrap().extend(m);
+        }
+        let r = self
+            .put_json_as(&admin, &format!("/v1/client-permissions/{client_id}"), &body)
+            .await;
+        assert_eq!(
+            r.status(),
+            200,
+            "creating client {client_id}: {:?}",
+            r.text().await
+        );
+        self.login(client_id, &secret).await.0
     }
 
     /// Declares a device class, as an agent serving it would.
@@ -273,6 +412,7 @@ impl TestApp {
             n.scheduler_status_queue(),
             n.scheduler_output_queue(),
             n.scheduler_rpc_queue(),
+            n.gateway_events_queue(),
         ];
         queues.extend(self.classes.lock().unwrap().iter().map(|c| n.class_queue(c)));
         for q in queues {
@@ -303,4 +443,41 @@ pub async fn validation_detail(r: reqwest::Response) -> Value {
     let body: Value = r.json().await.expect("JSON body");
     assert_eq!(body["message"], "Validation error", "{body}");
     body["detail"]["json"].clone()
+}
+
+/// Fails unless the OpenAPI document lists `status` for `method` on the template matching `path`.
+pub fn assert_documented(method: &str, path: &str, status: u16) {
+    let path = path.trim_end_matches('/');
+    let path = if path.is_empty() { "/" } else { path };
+    let ops = openapi::operations();
+    let matches = |template: &str| {
+        let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+        // `{path}` of the secrets endpoint takes the rest of the path (it may contain slashes).
+        if let Some(i) = t.iter().position(|s| *s == "{path}") {
+            return p.len() > i
+                && t[..i]
+                    .iter()
+                    .zip(&p[..i])
+                    .all(|(a, b)| a.starts_with('{') || a == b);
+        }
+        t.len() == p.len() && t.iter().zip(&p).all(|(a, b)| a.starts_with('{') || a == b)
+    };
+    // A literal segment wins over a parameter (`/v1/job/search` over `/v1/job/{job_id}`).
+    let literal = |template: &str| template.split('/').filter(|s| !s.starts_with('{')).count();
+    let op = ops
+        .iter()
+        .filter(|o| o.method == method && matches(o.path))
+        .max_by_key(|o| literal(o.path));
+    let Some(op) = op else {
+        // A request no route serves is the router's own 404/405, which the document need not list.
+        if status == 404 || status == 405 {
+            return;
+        }
+        panic!("{method} {path} answered {status} but is not in the OpenAPI document");
+    };
+    assert!(
+        op.responses.iter().any(|(c, _)| *c == status),
+        "{method} {path} ({}) answered {status}, which the OpenAPI document does not list",
+        op.path
+    );
 }

@@ -1,0 +1,225 @@
+//! Who is calling and what they may do.
+//!
+//! A request carries an access token (`Authorization: Bearer <jwt>`, or the bare token as
+//! Testflinger's CLI sends it) or nothing. [`Caller`] is what the gateway makes of it: a client
+//! with its permissions, or an anonymous user who acts as a `contributor` when the lab allows
+//! anonymous use. Each handler states which roles it serves with [`Caller::require`], using the
+//! role sets of [`access`], which are Testflinger's.
+//!
+//! - [`token`]: access and refresh tokens; [`password`]: client secrets (Argon2id);
+//! - [`bootstrap`]: the first admin, from configuration or the `create-client` command.
+
+pub mod bootstrap;
+pub mod password;
+pub mod token;
+
+pub use token::{Claims, Permissions, TokenError, Tokens};
+
+use crate::config::AuthArgs;
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use flinger_scheduler::store::Role;
+use tracing::warn;
+
+/// The roles each endpoint serves, as Testflinger has them.
+pub mod access {
+    use flinger_scheduler::store::Role::{self, *};
+
+    /// Submitting and following jobs.
+    pub const SUBMITTER: &[Role] = &[Admin, Manager, Contributor];
+    /// What only agents do: post results, output, artifacts, events; read attachments.
+    pub const AGENT: &[Role] = &[Agent];
+    /// Agents report about themselves; admins and managers set their state.
+    pub const AGENT_DATA: &[Role] = &[Admin, Manager, Agent];
+    /// Everyone who is allowed in at all.
+    pub const ANYONE: &[Role] = &[Admin, Manager, Contributor, Agent];
+    /// Managing clients and restricted queues.
+    pub const MANAGER: &[Role] = &[Admin, Manager];
+    pub const ADMIN: &[Role] = &[Admin];
+}
+
+/// The gateway's access-control settings and token keys.
+#[derive(Clone, Debug)]
+pub struct Auth {
+    pub tokens: Tokens,
+    pub allow_anonymous: bool,
+    pub allow_anonymous_agents: bool,
+    /// The bootstrap admin from configuration: the API may not change or delete it.
+    pub bootstrap_admin: Option<String>,
+}
+
+impl Auth {
+    pub fn new(args: &AuthArgs) -> Auth {
+        let key = match &args.jwt_signing_key {
+            Some(k) if !k.is_empty() => k.as_bytes().to_vec(),
+            _ => {
+                warn!(
+                    "no --jwt-signing-key: using a random one; tokens work only on this gateway and until it restarts"
+                );
+                token::random_key()
+            }
+        };
+        Auth {
+            tokens: Tokens::new(&key, args.access_token_ttl, args.refresh_token_ttl),
+            allow_anonymous: args.allow_anonymous,
+            allow_anonymous_agents: args.allow_anonymous_agents,
+            bootstrap_admin: args.admin_client_id.clone(),
+        }
+    }
+}
+
+/// The caller of a request.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// `None`: no token.
+    pub permissions: Option<Permissions>,
+    allow_anonymous: bool,
+    allow_anonymous_agents: bool,
+}
+
+impl Caller {
+    /// An anonymous caller under `auth`'s policy.
+    pub fn anonymous(auth: &Auth) -> Caller {
+        Caller {
+            permissions: None,
+            allow_anonymous: auth.allow_anonymous,
+            allow_anonymous_agents: auth.allow_anonymous_agents,
+        }
+    }
+
+    pub fn client_id(&self) -> Option<&str> {
+        self.permissions.as_ref().map(|p| p.client_id.as_str())
+    }
+
+    /// The role the caller acts with: its own, or `contributor` for an anonymous one.
+    pub fn role(&self) -> Role {
+        self.permissions.as_ref().map_or(Role::Contributor, |p| p.role)
+    }
+
+    /// Managers and admins may act on any job.
+    pub fn is_manager(&self) -> bool {
+        self.permissions.as_ref().is_some_and(|p| p.role >= Role::Manager)
+    }
+
+    /// 401 when the caller must log in first, 403 when its role is not one of `allowed`.
+    pub fn require(&self, allowed: &[Role]) -> Result<(), ApiError> {
+        match &self.permissions {
+            Some(p) if allowed.contains(&p.role) => Ok(()),
+            Some(_) => Err(ApiError::Forbidden(format!(
+                "Specified action requires role: {}",
+                allowed.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+            ))),
+            None if self.allow_anonymous && allowed.contains(&Role::Contributor) => Ok(()),
+            None if self.allow_anonymous_agents && allowed.contains(&Role::Agent) => Ok(()),
+            None => Err(ApiError::Unauthorized(
+                "Authentication is required for specified endpoint".into(),
+            )),
+        }
+    }
+
+    /// 401 unless the caller is a logged-in client; its id.
+    pub fn require_client(&self, why: &str) -> Result<&Permissions, ApiError> {
+        self.permissions
+            .as_ref()
+            .ok_or_else(|| ApiError::Unauthorized(format!("A login (known client_id) is required {why}")))
+    }
+}
+
+/// The token of a request, if it has one: `Bearer <token>` or the bare token.
+fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
+    let Some(value) = parts.headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Forbidden("Invalid Token".into()))?
+        .trim();
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .unwrap_or(value)
+        .trim();
+    Ok((!token.is_empty()).then_some(token))
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    /// A bad token is refused even where no token is needed (Testflinger does the same): 401
+    /// when it expired (the client should log in again), 403 when it is not ours.
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let auth = state.auth();
+        let mut caller = Caller::anonymous(auth);
+        if let Some(token) = bearer(parts)? {
+            let claims = auth.tokens.verify(token).map_err(|e| match e {
+                TokenError::Expired => ApiError::Unauthorized(e.to_string()),
+                TokenError::Invalid => ApiError::Forbidden(e.to_string()),
+            })?;
+            caller.permissions = Some(claims.permissions);
+        }
+        Ok(caller)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn caller(role: Option<Role>, anonymous: bool, anonymous_agents: bool) -> Caller {
+        Caller {
+            permissions: role.map(|role| Permissions {
+                client_id: "c".into(),
+                role,
+                max_priority: BTreeMap::new(),
+                allowed_queues: vec![],
+                max_reservation_time: BTreeMap::new(),
+            }),
+            allow_anonymous: anonymous,
+            allow_anonymous_agents: anonymous_agents,
+        }
+    }
+
+    #[test]
+    fn roles_are_checked_against_the_endpoint_set() {
+        assert!(
+            caller(Some(Role::Agent), true, false)
+                .require(access::AGENT)
+                .is_ok()
+        );
+        assert!(matches!(
+            caller(Some(Role::Admin), true, false).require(access::AGENT),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(matches!(
+            caller(Some(Role::Agent), true, false).require(access::SUBMITTER),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(
+            caller(Some(Role::Manager), true, false)
+                .require(access::MANAGER)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn anonymous_callers_act_as_contributors_only_when_allowed() {
+        assert!(caller(None, true, false).require(access::SUBMITTER).is_ok());
+        assert!(matches!(
+            caller(None, false, false).require(access::SUBMITTER),
+            Err(ApiError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            caller(None, true, false).require(access::AGENT),
+            Err(ApiError::Unauthorized(_))
+        ));
+        assert!(caller(None, true, true).require(access::AGENT).is_ok());
+        assert!(matches!(
+            caller(None, true, true).require(access::MANAGER),
+            Err(ApiError::Unauthorized(_))
+        ));
+    }
+}

@@ -1,0 +1,361 @@
+//! Client permissions and restricted queues: who may log in, with what role, priority and
+//! reservation limits, and which queues only their owners may use.
+
+use crate::auth::bootstrap::valid_client_id;
+use crate::auth::{Caller, access, password};
+use crate::error::{ApiError, Location};
+use crate::extract::Body;
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use broker_schema::{DeviceClass, Millis, ValidationErrors};
+use flinger_scheduler::store::{ClientRecord, Records, Role};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use tracing::info;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/client-permissions", get(list_clients))
+        .route(
+            "/v1/client-permissions/{client_id}",
+            get(get_client).put(put_client).delete(delete_client),
+        )
+        .route("/v1/restricted-queues", get(list_restricted))
+        .route(
+            "/v1/restricted-queues/{queue}",
+            get(get_restricted).post(add_owner).delete(remove_owner),
+        )
+}
+
+fn validation(errors: ValidationErrors) -> ApiError {
+    ApiError::Validation {
+        location: Location::Json,
+        errors,
+    }
+}
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::invalid_field("_schema", "Invalid input type.")),
+        Err(e) => Err(ApiError::BadRequest(format!("Malformed JSON: {e}"))),
+    }
+}
+
+/// A client as `GET /v1/client-permissions` shows it: never its secret or hash.
+fn client_view(c: &ClientRecord, owned: &[String]) -> Value {
+    json!({
+        "client_id": c.client_id,
+        "role": c.role,
+        "max_priority": c.max_priority,
+        "max_reservation_time": c.max_reservation_time,
+        "allowed_queues": owned,
+        "email": c.email,
+    })
+}
+
+/// Restricted queue → owners.
+async fn owners(state: &AppState) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
+    crate::routes::agents::restricted_owners(state).await
+}
+
+fn owned_by(owners: &BTreeMap<String, Vec<String>>, client: &str) -> Vec<String> {
+    owners
+        .iter()
+        .filter(|(_, o)| o.iter().any(|c| c == client))
+        .map(|(q, _)| q.clone())
+        .collect()
+}
+
+async fn list_clients(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<Value>>, ApiError> {
+    caller.require(access::MANAGER)?;
+    let owners = owners(&state).await?;
+    let clients = state.store().list_clients().await?;
+    Ok(Json(
+        clients
+            .iter()
+            .map(|c| client_view(c, &owned_by(&owners, &c.client_id)))
+            .collect(),
+    ))
+}
+
+fn no_such_client() -> ApiError {
+    ApiError::NotFound("Error: Specified client_id does not exist.".into())
+}
+
+async fn get_client(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(client_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(access::MANAGER)?;
+    let client = state
+        .store()
+        .get_client(&client_id)
+        .await?
+        .ok_or_else(no_such_client)?;
+    let owners = owners(&state).await?;
+    Ok(Json(client_view(&client, &owned_by(&owners, &client_id))))
+}
+
+/// A `{queue or "*": non-negative integer}` map.
+fn limits<T: TryFrom<u64>>(
+    v: &Value,
+    field: &str,
+    errors: &mut ValidationErrors,
+) -> Option<BTreeMap<String, T>> {
+    let Some(m) = v.as_object() else {
+        errors.add(field, "Not a valid mapping type.");
+        return None;
+    };
+    let mut out = BTreeMap::new();
+    for (k, n) in m {
+        match n.as_u64().and_then(|n| T::try_from(n).ok()) {
+            Some(n) => {
+                out.insert(k.clone(), n);
+            }
+            None => errors.add(format!("{field}.{k}"), "Not a valid integer."),
+        }
+    }
+    Some(out)
+}
+
+/// `PUT /v1/client-permissions/<id>` `{client_secret, role, max_priority, max_reservation_time,
+/// email}`: creates the client (a secret is then required) or updates the fields given. A caller
+/// may only manage clients of its own rank or below, and give roles up to its own.
+async fn put_client(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(client_id): Path<String>,
+    Body(body): Body,
+) -> Result<String, ApiError> {
+    caller.require(access::MANAGER)?;
+    if state.auth().bootstrap_admin.as_deref() == Some(client_id.as_str()) {
+        return Err(ApiError::invalid_field(
+            "client_id",
+            "Error: System admin client cannot be modified from API.",
+        ));
+    }
+    if !valid_client_id(&client_id) {
+        return Err(ApiError::BadRequest(format!(
+            "Invalid client id {client_id:?}: use letters, digits, _ . @ -"
+        )));
+    }
+    let m = parse_object(&body)?;
+    let mut errors = ValidationErrors::default();
+    let mut secret = None;
+    let mut role = None;
+    let mut max_priority = None;
+    let mut max_reservation = None;
+    let mut email = None;
+    for (k, v) in &m {
+        match k.as_str() {
+            "client_secret" => match v.as_str() {
+                Some(s) if s.chars().count() >= password::MIN_SECRET_LEN => secret = Some(s.to_owned()),
+                Some(_) => errors.add(
+                    k.clone(),
+                    format!("Shorter than minimum length {}.", password::MIN_SECRET_LEN),
+                ),
+                None => errors.add(k.clone(), "Not a valid string."),
+            },
+            "role" => match v.as_str().and_then(Role::parse) {
+                Some(r) => role = Some(r),
+                None => errors.add(k.clone(), "Must be one of: admin, manager, contributor, agent."),
+            },
+            "max_priority" => max_priority = limits::<u32>(v, k, &mut errors),
+            "max_reservation_time" => max_reservation = limits::<u64>(v, k, &mut errors),
+            "email" => match v.as_str() {
+                Some(s) if s.contains('@') && !s.starts_with('@') && !s.ends_with('@') => {
+                    email = Some(s.to_owned())
+                }
+                _ => errors.add(k.clone(), "Not a valid email address."),
+            },
+            other => errors.add(other.to_owned(), "Unknown field."),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(validation(errors));
+    }
+    let existing = state.store().get_client(&client_id).await?;
+    let mine = caller.role();
+    if let Some(c) = &existing
+        && mine < c.role
+    {
+        return Err(ApiError::Forbidden(format!(
+            "{} has insufficient permissions to modify client '{client_id}'",
+            caller.client_id().unwrap_or("?")
+        )));
+    }
+    if let Some(r) = role
+        && mine < r
+    {
+        return Err(ApiError::Forbidden(format!(
+            "{} has insufficient permissions to assign role '{r}' to client '{client_id}'",
+            caller.client_id().unwrap_or("?")
+        )));
+    }
+    if existing.is_none() && secret.is_none() {
+        return Err(ApiError::BadRequest(
+            "Error: Missing client_secret in request body for new client".into(),
+        ));
+    }
+    let now = Millis::now();
+    let created = existing.is_none();
+    let mut client = existing.unwrap_or_else(|| ClientRecord {
+        client_id: client_id.clone(),
+        secret_hash: None,
+        role: Role::Contributor,
+        max_priority: BTreeMap::new(),
+        max_reservation_time: BTreeMap::new(),
+        email: None,
+        created_at: now,
+        updated_at: now,
+    });
+    if let Some(s) = secret {
+        client.secret_hash = Some(password::hash(s).await);
+    }
+    if let Some(r) = role {
+        client.role = r;
+    }
+    if let Some(p) = max_priority {
+        client.max_priority = p;
+    }
+    if let Some(r) = max_reservation {
+        client.max_reservation_time = r;
+    }
+    if email.is_some() {
+        client.email = email;
+    }
+    client.updated_at = now;
+    state.store().put_client(&client).await?;
+    info!(by = caller.client_id().unwrap_or("?"), client_id, role = %client.role, created, "client permissions set");
+    Ok(if created {
+        format!("Created permissions for client '{client_id}'")
+    } else {
+        format!("Updated permissions for client '{client_id}'")
+    })
+}
+
+async fn delete_client(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(client_id): Path<String>,
+) -> Result<&'static str, ApiError> {
+    caller.require(access::ADMIN)?;
+    if state.auth().bootstrap_admin.as_deref() == Some(client_id.as_str()) {
+        return Err(ApiError::invalid_field(
+            "client_id",
+            "Error: System admin client cannot be deleted from API.",
+        ));
+    }
+    if !state.store().delete_client(&client_id).await? {
+        return Err(no_such_client());
+    }
+    info!(
+        by = caller.client_id().unwrap_or("?"),
+        client_id, "client deleted"
+    );
+    Ok("OK")
+}
+
+// ----- restricted queues
+
+async fn list_restricted(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    caller.require(access::SUBMITTER)?;
+    let owners = owners(&state).await?;
+    Ok(Json(
+        owners
+            .into_iter()
+            .map(|(queue, owners)| json!({"queue": queue, "owners": owners}))
+            .collect(),
+    ))
+}
+
+fn not_restricted() -> ApiError {
+    ApiError::NotFound("Error: Restricted queue not found.".into())
+}
+
+async fn get_restricted(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(access::SUBMITTER)?;
+    let r = state
+        .store()
+        .get_restricted_queue(&queue)
+        .await?
+        .ok_or_else(not_restricted)?;
+    Ok(Json(json!({"queue": queue, "owners": r.owners})))
+}
+
+/// The `client_id` of a restricted-queue request body (422 when missing).
+fn owner_field(body: &[u8]) -> Result<String, ApiError> {
+    let m = parse_object(body)?;
+    match m.get("client_id") {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        None => Err(ApiError::invalid_field(
+            "client_id",
+            "Missing data for required field.",
+        )),
+        Some(_) => Err(ApiError::invalid_field("client_id", "Not a valid string.")),
+    }
+}
+
+/// `POST /v1/restricted-queues/<q>` `{client_id}`: restricts the queue (if it was not) to its
+/// owners and adds one. The client must exist, and an agent must serve or have advertised the
+/// queue.
+async fn add_owner(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+    Body(body): Body,
+) -> Result<&'static str, ApiError> {
+    caller.require(access::MANAGER)?;
+    let client_id = owner_field(&body)?;
+    if state.store().get_client(&client_id).await?.is_none() {
+        return Err(no_such_client());
+    }
+    let class = DeviceClass::parse(queue.clone())
+        .map_err(|_| ApiError::NotFound("Error: No agent is associated with the specified queue.".into()))?;
+    let served = state
+        .store()
+        .list_agents()
+        .await?
+        .iter()
+        .any(|a| a.queues.contains(&class));
+    if !served && state.store().get_queue(&queue).await?.is_none() {
+        return Err(ApiError::NotFound(
+            "Error: No agent is associated with the specified queue.".into(),
+        ));
+    }
+    state.store().add_restricted_owner(&queue, &client_id).await?;
+    info!(by = caller.client_id().unwrap_or("?"), %queue, owner = %client_id, "restricted queue owner added");
+    Ok("OK")
+}
+
+/// `DELETE /v1/restricted-queues/<q>` `{client_id}`: removes an owner; the last one leaving lifts
+/// the restriction.
+async fn remove_owner(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+    Body(body): Body,
+) -> Result<&'static str, ApiError> {
+    caller.require(access::MANAGER)?;
+    if state.store().get_restricted_queue(&queue).await?.is_none() {
+        return Err(not_restricted());
+    }
+    let client_id = owner_field(&body)?;
+    state.store().remove_restricted_owner(&queue, &client_id).await?;
+    info!(by = caller.client_id().unwrap_or("?"), %queue, owner = %client_id, "restricted queue owner removed");
+    Ok("OK")
+}

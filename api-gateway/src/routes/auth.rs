@@ -1,0 +1,178 @@
+//! OAuth2 client credentials, Testflinger style: HTTP Basic `client_id:secret` for an access
+//! token and a refresh token; refresh (the refresh token is not rotated); revoke (admins).
+
+use crate::auth::{Caller, Permissions, access, password, token};
+use crate::error::{ApiError, Location};
+use crate::extract::Body;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine;
+use broker_schema::{Millis, ValidationErrors};
+use flinger_scheduler::store::{ClientRecord, Records, RefreshTokenRecord, Revoked};
+use serde_json::{Value, json};
+use tracing::info;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/oauth2/token", post(issue))
+        .route("/v1/oauth2/refresh", post(refresh))
+        .route("/v1/oauth2/revoke", post(revoke))
+}
+
+/// The permissions a client's tokens carry, with the restricted queues it owns.
+pub async fn permissions_of(state: &AppState, client: &ClientRecord) -> Result<Permissions, ApiError> {
+    let owned = state
+        .store()
+        .list_restricted_queues()
+        .await?
+        .into_iter()
+        .filter(|(_, r)| r.owners.contains(&client.client_id))
+        .map(|(q, _)| q)
+        .collect();
+    Ok(Permissions::of(client, owned))
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Result<(String, String), ApiError> {
+    let value = headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized("No authorization header specified".into()))?;
+    let incomplete =
+        || ApiError::Unauthorized("Client id and key must be specified in authorization header".into());
+    let encoded = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+        .ok_or_else(incomplete)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(incomplete)?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(incomplete)?;
+    if id.is_empty() || secret.is_empty() {
+        return Err(incomplete());
+    }
+    Ok((id.to_owned(), secret.to_owned()))
+}
+
+fn now_secs() -> i64 {
+    Millis::now().0 / 1000
+}
+
+/// `POST /v1/oauth2/token` with HTTP Basic credentials: `{access_token, token_type: "Bearer",
+/// expires_in, refresh_token}`; 401 for missing or wrong credentials.
+async fn issue(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let (client_id, secret) = basic_credentials(&headers)?;
+    let client = state.store().get_client(&client_id).await?;
+    let stored_hash = client.as_ref().and_then(|c| c.secret_hash.clone());
+    if !password::verify(secret, stored_hash).await {
+        info!(client_id, "authentication failed");
+        return Err(ApiError::Unauthorized("Invalid client id or client key".into()));
+    }
+    let client = client.expect("verified against a stored hash");
+    let permissions = permissions_of(&state, &client).await?;
+    let tokens = &state.auth().tokens;
+    let access_token = tokens.issue(&permissions, now_secs());
+    let refresh_token = token::new_refresh_token();
+    let now = Millis::now();
+    state
+        .store()
+        .insert_refresh_token(
+            &token::refresh_token_hash(&refresh_token),
+            &RefreshTokenRecord {
+                client_id: client.client_id.clone(),
+                issued_at: now,
+                expires_at: Some(now.plus(tokens.refresh_ttl)),
+                revoked: false,
+            },
+        )
+        .await?;
+    info!(client_id = %client.client_id, role = %client.role, "client authenticated");
+    Ok(Json(json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": tokens.access_ttl.as_secs(),
+        "refresh_token": refresh_token,
+    })))
+}
+
+/// The `refresh_token` field of a body (422 when missing).
+fn refresh_token_field(body: &[u8]) -> Result<String, ApiError> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("Malformed JSON: {e}")))?;
+    match v.get("refresh_token") {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        other => {
+            let mut errors = ValidationErrors::default();
+            errors.add(
+                "refresh_token",
+                if other.is_none() {
+                    "Missing data for required field."
+                } else {
+                    "Not a valid string."
+                },
+            );
+            Err(ApiError::Validation {
+                location: Location::Json,
+                errors,
+            })
+        }
+    }
+}
+
+/// `POST /v1/oauth2/refresh` `{refresh_token}`: a new access token (400 when the refresh token is
+/// unknown, revoked or expired, or its client is gone).
+async fn refresh(State(state): State<AppState>, Body(body): Body) -> Result<Json<Value>, ApiError> {
+    let presented = refresh_token_field(&body)?;
+    let record = state
+        .store()
+        .get_refresh_token(&token::refresh_token_hash(&presented))
+        .await?
+        .ok_or_else(|| ApiError::BadRequest("Invalid refresh token.".into()))?;
+    if record.revoked {
+        return Err(ApiError::BadRequest("Refresh token revoked.".into()));
+    }
+    if record.expires_at.is_some_and(|t| t < Millis::now()) {
+        return Err(ApiError::BadRequest("Refresh token expired".into()));
+    }
+    let client = state
+        .store()
+        .get_client(&record.client_id)
+        .await?
+        .ok_or_else(|| ApiError::BadRequest("Invalid refresh token.".into()))?;
+    let permissions = permissions_of(&state, &client).await?;
+    let tokens = &state.auth().tokens;
+    Ok(Json(json!({
+        "access_token": tokens.issue(&permissions, now_secs()),
+        "token_type": "Bearer",
+        "expires_in": tokens.access_ttl.as_secs(),
+    })))
+}
+
+/// `POST /v1/oauth2/revoke` `{refresh_token}` (admins): `{"status": "OK"}`.
+async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(access::ADMIN)?;
+    let presented = refresh_token_field(&body)?;
+    match state
+        .store()
+        .revoke_refresh_token(&token::refresh_token_hash(&presented))
+        .await?
+    {
+        Revoked::Now => {
+            info!(by = caller.client_id().unwrap_or("?"), "refresh token revoked");
+            Ok(Json(json!({"status": "OK"})))
+        }
+        Revoked::Already => Err(ApiError::BadRequest(
+            "Refresh token has already been revoked".into(),
+        )),
+        Revoked::Unknown => Err(ApiError::BadRequest("Refresh token not found".into())),
+    }
+}

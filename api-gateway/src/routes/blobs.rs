@@ -1,0 +1,176 @@
+//! Attachments (uploaded by the submitter, read by the agent before its phases) and artifacts
+//! (uploaded by the agent at the end of the run, read by the submitter): tar.gz archives
+//! streamed straight into the store, never held in memory, refused with 413 beyond their size
+//! limit.
+//!
+//! Uploads are `multipart/form-data` with the archive in the `file` field, as Testflinger's CLI
+//! and agent send them; a raw body (any other content type) is taken as the archive itself.
+//! A job submitted with attachments is not dispatched until they are stored: the upload then
+//! asks the scheduler to release it.
+
+use crate::auth::{Caller, access};
+use crate::error::ApiError;
+use crate::extract::JobId;
+use crate::scheduler;
+use crate::state::AppState;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use broker_schema::messages::{AttachmentsReadyRequest, SchedulerRequest};
+use flinger_scheduler::store::{BlobError, BlobName, ByteStream};
+use futures::TryStreamExt;
+use tracing::info;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/job/{job_id}/attachments",
+            get(get_attachments).post(post_attachments),
+        )
+        .route(
+            "/v1/result/{job_id}/artifact",
+            get(get_artifact).post(post_artifact),
+        )
+}
+
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::TooLarge { .. } => ApiError::PayloadTooLarge,
+            BlobError::Source(e) => ApiError::BadRequest(format!("Cannot read the upload: {e}")),
+            BlobError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// The archive of an upload request: the `file` field of a multipart body, or the raw body.
+async fn upload_stream(request: Request) -> Result<ByteStream, ApiError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = request.into_body().into_data_stream();
+    if !content_type.starts_with("multipart/") {
+        return Ok(Box::pin(body.map_err(std::io::Error::other)));
+    }
+    let boundary = multer::parse_boundary(&content_type)
+        .map_err(|e| ApiError::BadRequest(format!("Bad multipart body: {e}")))?;
+    let mut multipart = multer::Multipart::new(body, boundary);
+    loop {
+        match multipart.next_field().await {
+            Ok(Some(field)) if field.name() == Some("file") => {
+                return Ok(Box::pin(field.map_err(std::io::Error::other)));
+            }
+            // Other fields are skipped (their bytes are read past).
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(ApiError::invalid_field(
+                    "file",
+                    "Missing data for required field.",
+                ));
+            }
+            Err(e) => return Err(ApiError::BadRequest(format!("Bad multipart body: {e}"))),
+        }
+    }
+}
+
+/// A stored archive as a streamed response; 204 when there is none.
+async fn download(state: &AppState, name: &BlobName, filename: &str) -> Result<Response, ApiError> {
+    let Some((info, stream)) = state.store().open_blob(name).await? else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/gzip".to_owned()),
+            (header::CONTENT_LENGTH, info.size.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// `POST /v1/job/<id>/attachments`: 200 `OK` once stored and the job released; 422 when the
+/// job is unknown or does not wait for attachments (an upload repeated after a success is
+/// answered `OK`); 413 beyond the limit.
+async fn post_attachments(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobId(id): JobId,
+    request: Request,
+) -> Result<&'static str, ApiError> {
+    caller.require(access::SUBMITTER)?;
+    let job = state
+        .store()
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::invalid_field("job_id", format!("Job {id} is not valid")))?;
+    let name = BlobName::attachments(id);
+    if !job.awaiting_attachments {
+        if job.definition.has_attachments() && state.store().blob_info(&name).await?.is_some() {
+            return Ok("OK");
+        }
+        return Err(ApiError::invalid_field(
+            "job_id",
+            format!("Job {id} not awaiting attachments"),
+        ));
+    }
+    let data = upload_stream(request).await?;
+    let stored = state
+        .store()
+        .put_blob(&name, data, state.limits().max_attachment_bytes)
+        .await?;
+    info!(job_id = %id, bytes = stored.size, "attachments stored");
+    let request = SchedulerRequest::AttachmentsReady(AttachmentsReadyRequest { job_id: id });
+    scheduler::command(&state, &request).await?;
+    Ok("OK")
+}
+
+/// `GET /v1/job/<id>/attachments` (agents): the archive, or 204.
+async fn get_attachments(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobId(id): JobId,
+) -> Result<Response, ApiError> {
+    caller.require(access::AGENT)?;
+    download(&state, &BlobName::attachments(id), "attachments.tar.gz").await
+}
+
+/// `POST /v1/result/<id>/artifact` (agents): 200 `OK`; 404 for an unknown job; 413 beyond the
+/// limit.
+async fn post_artifact(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobId(id): JobId,
+    request: Request,
+) -> Result<&'static str, ApiError> {
+    caller.require(access::AGENT)?;
+    if state.store().get_job(id).await?.is_none() {
+        return Err(ApiError::NotFound("Job not found".into()));
+    }
+    let data = upload_stream(request).await?;
+    let stored = state
+        .store()
+        .put_blob(&BlobName::artifact(id), data, state.limits().max_artifact_bytes)
+        .await?;
+    info!(job_id = %id, bytes = stored.size, "artifact stored");
+    Ok("OK")
+}
+
+/// `GET /v1/result/<id>/artifact`: the archive (`artifact.tar.gz`), or 204.
+async fn get_artifact(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobId(id): JobId,
+) -> Result<Response, ApiError> {
+    caller.require(access::SUBMITTER)?;
+    download(&state, &BlobName::artifact(id), "artifact.tar.gz").await
+}

@@ -1,0 +1,310 @@
+//! Queues: what agents advertise (descriptions, images), who serves a queue, what is in it, and
+//! how long jobs waited in it.
+
+use crate::auth::{Caller, access};
+use crate::error::{ApiError, Location};
+use crate::extract::Body;
+use crate::routes::agents;
+use crate::routes::jobs::query_values;
+use crate::state::AppState;
+use crate::views::{self, AgentView};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use broker_schema::{DeviceClass, Millis, ValidationErrors};
+use flinger_scheduler::store::{JobOrder, JobQuery, Records};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How far back jobs count for queue listings and wait times.
+const WINDOW: Duration = Duration::from_secs(7 * 86_400);
+/// Most jobs looked at for wait times, per request.
+const WAIT_SAMPLE: u32 = 5000;
+/// The percentiles of `GET /v1/queues/wait_times`.
+const PERCENTILES: [u32; 5] = [5, 10, 50, 90, 95];
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/agents/queues", get(list_queues).post(advertise_queues))
+        .route("/v1/agents/images/{queue}", get(queue_images))
+        .route("/v1/agents/images", post(set_images))
+        .route("/v1/queues/wait_times", get(wait_times))
+        .route("/v1/queues/{queue}/agents", get(queue_agents))
+        .route("/v1/queues/{queue}/jobs", get(queue_jobs))
+}
+
+fn validation(errors: ValidationErrors) -> ApiError {
+    ApiError::Validation {
+        location: Location::Json,
+        errors,
+    }
+}
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::invalid_field("_schema", "Invalid input type.")),
+        Err(e) => Err(ApiError::BadRequest(format!("Malformed JSON: {e}"))),
+    }
+}
+
+/// `{queue: description}`: every queue an agent serves or advertised.
+async fn list_queues(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<BTreeMap<String, String>>, ApiError> {
+    caller.require(access::SUBMITTER)?;
+    let mut queues: BTreeMap<String, String> = state
+        .store()
+        .list_agents()
+        .await?
+        .iter()
+        .flat_map(|a| a.queues.iter())
+        .map(|q| (q.to_string(), String::new()))
+        .collect();
+    for (name, q) in state.store().list_queues().await? {
+        if let Some(d) = q.description {
+            queues.insert(name, d);
+        } else {
+            queues.entry(name).or_default();
+        }
+    }
+    Ok(Json(queues))
+}
+
+/// `POST /v1/agents/queues` `{queue: description}`.
+async fn advertise_queues(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body,
+) -> Result<&'static str, ApiError> {
+    caller.require(access::AGENT_DATA)?;
+    let m = parse_object(&body)?;
+    let mut errors = ValidationErrors::default();
+    let mut queues = BTreeMap::new();
+    for (name, d) in &m {
+        match (DeviceClass::parse(name.as_str()), d.as_str()) {
+            (Ok(_), Some(d)) => {
+                queues.insert(name.clone(), d.to_owned());
+            }
+            (Err(e), _) => errors.add(name.clone(), format!("Invalid queue name: {e}.")),
+            (_, None) => errors.add(name.clone(), "Not a valid string."),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(validation(errors));
+    }
+    state.store().advertise_queues(&queues, Millis::now()).await?;
+    Ok("OK")
+}
+
+/// `{image: provision_data}` for a queue (`{}` when none).
+async fn queue_images(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+) -> Result<Json<BTreeMap<String, String>>, ApiError> {
+    caller.require(access::SUBMITTER)?;
+    let images = state
+        .store()
+        .get_queue(&queue)
+        .await?
+        .map(|q| q.images)
+        .unwrap_or_default();
+    Ok(Json(images))
+}
+
+/// `POST /v1/agents/images` `{queue: {image: provision_data}}`: replaces each named queue's images.
+async fn set_images(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body,
+) -> Result<&'static str, ApiError> {
+    caller.require(access::AGENT_DATA)?;
+    let m = parse_object(&body)?;
+    let mut errors = ValidationErrors::default();
+    let mut all = vec![];
+    for (queue, images) in &m {
+        if DeviceClass::parse(queue.as_str()).is_err() {
+            errors.add(queue.clone(), "Invalid queue name.");
+            continue;
+        }
+        let Some(images) = images.as_object() else {
+            errors.add(queue.clone(), "Not a valid mapping type.");
+            continue;
+        };
+        let mut map = BTreeMap::new();
+        for (name, data) in images {
+            match data.as_str() {
+                Some(d) if !name.is_empty() => {
+                    map.insert(name.clone(), d.to_owned());
+                }
+                _ => errors.add(format!("{queue}.{name}"), "Provision data must be a string."),
+            }
+        }
+        all.push((queue.clone(), map));
+    }
+    if !errors.is_empty() {
+        return Err(validation(errors));
+    }
+    let now = Millis::now();
+    for (queue, images) in all {
+        state.store().set_queue_images(&queue, &images, now).await?;
+    }
+    Ok("OK")
+}
+
+/// The agents serving `queue`: 404 when the queue is unknown (no agent serves or advertised it),
+/// 204 when it is known but no agent serves it now.
+async fn queue_agents(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(access::SUBMITTER)?;
+    let unknown = || ApiError::NotFound(format!("Queue '{queue}' does not exist."));
+    let class = DeviceClass::parse(queue.clone()).map_err(|_| unknown())?;
+    let serving: Vec<_> = state
+        .store()
+        .list_agents()
+        .await?
+        .into_iter()
+        .filter(|a| a.queues.contains(&class))
+        .collect();
+    if serving.is_empty() {
+        return match state.store().get_queue(&queue).await? {
+            Some(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+            None => Err(unknown()),
+        };
+    }
+    let views: Vec<AgentView> = agents::views(&state, &serving).await?;
+    Ok(Json(views).into_response())
+}
+
+/// `[{job_id, created_at, job_state, job_queue}]` of the queue's jobs of the last 7 days, newest
+/// first; 204 when there are none.
+async fn queue_jobs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(access::SUBMITTER)?;
+    let Ok(class) = DeviceClass::parse(queue.clone()) else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    let jobs = state
+        .store()
+        .find_jobs(&JobQuery {
+            queue: Some(class),
+            created_after: Some(Millis::now().minus(WINDOW)),
+            order: JobOrder::CreatedDesc,
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await?;
+    if jobs.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let list: Vec<Value> = jobs
+        .iter()
+        .map(|j| {
+            json!({
+                "job_id": j.job_id,
+                "created_at": views::time(j.created_at),
+                "job_state": j.state.testflinger_name(),
+                "job_queue": j.queue.as_str(),
+            })
+        })
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+/// `GET /v1/queues/wait_times[?queue=a&queue=b]`: `{queue: {"5": s, "10": s, "50": s, "90": s,
+/// "95": s}}`, seconds from submission to the first lease, over the last 7 days' jobs that
+/// started; queues without such jobs are left out.
+async fn wait_times(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<BTreeMap<String, BTreeMap<String, f64>>>, ApiError> {
+    caller.require(access::SUBMITTER)?;
+    let wanted = query_values(query.as_deref(), "queue");
+    let since = Millis::now().minus(WINDOW);
+    let mut queries = vec![];
+    if wanted.is_empty() {
+        queries.push(None);
+    }
+    for q in &wanted {
+        if let Ok(c) = DeviceClass::parse(q.as_str()) {
+            queries.push(Some(c));
+        }
+    }
+    let mut waits: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for queue in queries {
+        let jobs = state
+            .store()
+            .find_jobs(&JobQuery {
+                queue,
+                created_after: Some(since),
+                order: JobOrder::CreatedDesc,
+                limit: Some(WAIT_SAMPLE),
+                ..Default::default()
+            })
+            .await?;
+        for j in jobs {
+            if let Some(first) = j.attempts.first() {
+                waits
+                    .entry(j.queue.to_string())
+                    .or_default()
+                    .push(first.started_at.since(j.created_at).as_secs_f64());
+            }
+        }
+    }
+    Ok(Json(
+        waits
+            .into_iter()
+            .map(|(q, mut w)| {
+                w.sort_by(f64::total_cmp);
+                let p = PERCENTILES
+                    .iter()
+                    .map(|p| (p.to_string(), round(percentile(&w, f64::from(*p)))))
+                    .collect();
+                (q, p)
+            })
+            .collect(),
+    ))
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The `p`th percentile of sorted values, interpolating linearly between ranks (numpy's
+/// default, which Testflinger uses).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        1 => sorted[0],
+        n => {
+            let rank = p / 100.0 * (n - 1) as f64;
+            let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+            sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_interpolate_between_ranks() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(percentile(&v, 50.0), 3.0);
+        assert_eq!(percentile(&v, 90.0), 4.6);
+        assert_eq!(percentile(&[7.0], 95.0), 7.0);
+    }
+}

@@ -1,0 +1,133 @@
+//! Write-only secrets: a logged-in client stores values under paths of its own; jobs it submits
+//! name them in `test_data.secrets`, and only the scheduler reads them, when it leases the job.
+//! No endpoint returns a value, and values are never logged.
+
+use crate::auth::{Caller, access};
+use crate::error::{ApiError, Location};
+use crate::extract::Body;
+use crate::state::AppState;
+use crate::views;
+use axum::extract::{Path, State};
+use axum::routing::put;
+use axum::{Json, Router};
+use broker_schema::job::is_secret_path;
+use broker_schema::{Millis, ValidationErrors};
+use flinger_scheduler::store::{Records, SecretRecord};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// How long an `ephemeral` secret lives.
+pub const EPHEMERAL: Duration = Duration::from_secs(3600);
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route(
+        "/v1/secrets/{client_id}/{*path}",
+        put(put_secret).delete(delete_secret),
+    )
+}
+
+/// The caller must be the client the path belongs to; the path must be a valid secret path.
+fn check_owner(caller: &Caller, client_id: &str, path: &str) -> Result<(), ApiError> {
+    caller.require(access::SUBMITTER)?;
+    let me = caller.require_client("to securely store information.")?;
+    if me.client_id != client_id {
+        return Err(ApiError::Forbidden(format!(
+            "'{client_id}' doesn't match authenticated client id"
+        )));
+    }
+    if !is_secret_path(path) {
+        let mut errors = ValidationErrors::default();
+        errors.add("path", "Not a valid secret path (letters, digits, _, -, /).");
+        return Err(ApiError::Validation {
+            location: Location::Json,
+            errors,
+        });
+    }
+    Ok(())
+}
+
+/// `PUT /v1/secrets/<client_id>/<path>` `{value, expire_after?, ephemeral?}` →
+/// `{"expires_at": datetime or null}`.
+async fn put_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((client_id, path)): Path<(String, String)>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    check_owner(&caller, &client_id, &path)?;
+    let doc: Value =
+        serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest("Malformed JSON".into()))?;
+    let mut errors = ValidationErrors::default();
+    let value = match doc.get("value") {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::String(_)) => {
+            errors.add("value", "Shorter than minimum length 1.");
+            None
+        }
+        Some(_) => {
+            errors.add("value", "Not a valid string.");
+            None
+        }
+        None => {
+            errors.add("value", "Missing data for required field.");
+            None
+        }
+    };
+    let expire_after = match doc.get("expire_after") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64().filter(|n| *n >= 1) {
+            Some(n) => Some(Duration::from_secs(n)),
+            None => {
+                errors.add("expire_after", "Must be greater than or equal to 1.");
+                None
+            }
+        },
+    };
+    let ephemeral = match doc.get("ephemeral") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            errors.add("ephemeral", "Not a valid boolean.");
+            false
+        }
+    };
+    if ephemeral && expire_after.is_some() {
+        errors.add(
+            "_schema",
+            "Provide either 'ephemeral' or 'expire_after', not both.",
+        );
+    }
+    let Some(value) = value.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::Validation {
+            location: Location::Json,
+            errors,
+        });
+    };
+    let now = Millis::now();
+    let expires_at = match (ephemeral, expire_after) {
+        (true, _) => Some(now.plus(EPHEMERAL)),
+        (false, Some(d)) => Some(now.plus(d)),
+        (false, None) => None,
+    };
+    let record = SecretRecord {
+        value,
+        written_at: now,
+        expires_at,
+    };
+    state.store().put_secret(&client_id, &path, &record).await?;
+    tracing::info!(client_id, path, "secret written");
+    Ok(Json(json!({"expires_at": expires_at.map(views::time)})))
+}
+
+async fn delete_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((client_id, path)): Path<(String, String)>,
+) -> Result<&'static str, ApiError> {
+    check_owner(&caller, &client_id, &path)?;
+    if !state.store().delete_secret(&client_id, &path).await? {
+        return Err(ApiError::NotFound(format!("No secret at '{path}'")));
+    }
+    tracing::info!(client_id, path, "secret deleted");
+    Ok("OK")
+}

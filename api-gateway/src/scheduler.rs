@@ -1,0 +1,53 @@
+//! Asking the scheduler, the only writer of job state, to do something, by request/reply on its
+//! RPC queue, bounded by the configured timeout.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use broker_schema::bus::RpcError;
+use broker_schema::messages::{CommandReply, RefusalCode, SchedulerReply, SchedulerRequest};
+
+/// The scheduler's verdict on a command.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{reason}")]
+    Refused { code: RefusalCode, reason: String },
+    /// No answer in time: nothing is known to have changed; the client may retry.
+    #[error("The scheduler did not answer: {0}")]
+    Unavailable(RpcError),
+    #[error("The scheduler could not serve the request: {0}")]
+    Failed(String),
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Refused { code, reason } => match code {
+                RefusalCode::NotFound => ApiError::NotFound(reason),
+                RefusalCode::Forbidden => ApiError::Forbidden(reason),
+                RefusalCode::Conflict | RefusalCode::Invalid => ApiError::BadRequest(reason),
+            },
+            CommandError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            CommandError::Failed(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// Sends a command and waits for the scheduler's reply, at most the scheduler timeout (the bus
+/// reconnects forever while the broker is down, so the bound is around the whole call).
+pub async fn command(state: &AppState, request: &SchedulerRequest) -> Result<String, CommandError> {
+    let limit = state.timeouts().scheduler;
+    let queue = state.names().scheduler_rpc_queue();
+    let call = state.rpc().call::<_, SchedulerReply>(&queue, request, limit);
+    let reply = tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(RpcError::Timeout(limit)))
+        .map_err(CommandError::Unavailable)?;
+    match reply {
+        SchedulerReply::Command(CommandReply::Done { detail, .. }) => Ok(detail),
+        SchedulerReply::Command(CommandReply::Refused { code, reason }) => {
+            Err(CommandError::Refused { code, reason })
+        }
+        SchedulerReply::Error { reason } => Err(CommandError::Failed(reason)),
+        other => Err(CommandError::Failed(format!("unexpected reply {other:?}"))),
+    }
+}

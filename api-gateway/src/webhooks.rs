@@ -1,0 +1,231 @@
+//! Relays job events to the job's `job_status_webhook` with an HTTP PUT, the way Testflinger's
+//! server does, in the background: a slow or dead webhook never delays a job or a request.
+//!
+//! Each event is tried a bounded number of times ([`TRIES`], each bounded by the configured
+//! timeout, with a short backoff), and retried only when the failure may pass (no answer, 5xx).
+//! Relays in flight are tracked and given a few seconds to finish when the gateway stops.
+//!
+//! The body is Testflinger's status update: `{"job_id", "agent_id", "job_queue", "events":
+//! [{"event_name", "timestamp", "detail"}]}` with Testflinger's event names
+//! (`provision_start`, `test_fail`, `job_end`, `cancelled`, …).
+
+use broker_schema::messages::{JobEvent, JobEventKind, Outcome};
+use broker_schema::phase::RECOVERY_FAILED_EXIT;
+use broker_schema::{FailureKind, JobState, Millis};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+/// Attempts per event.
+pub const TRIES: u32 = 3;
+/// Relays waiting or in flight at most; beyond that new events are dropped (and logged).
+const MAX_PENDING: usize = 1024;
+/// How long stopping waits for relays in flight.
+const DRAIN: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct Webhooks {
+    http: reqwest::Client,
+    /// URL prefixes webhooks may point at; empty: any http(s) URL.
+    allow: Arc<Vec<String>>,
+    timeout: Duration,
+    tracker: TaskTracker,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Webhooks {
+    pub fn new(allow: Vec<String>, timeout: Duration) -> Webhooks {
+        // reqwest is built without a default TLS provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .build()
+            .expect("a plain HTTP client builds");
+        Webhooks {
+            http,
+            allow: Arc::new(allow.into_iter().filter(|a| !a.is_empty()).collect()),
+            timeout,
+            tracker: TaskTracker::new(),
+            pending: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Whether the gateway may PUT to `url`.
+    pub fn allows(&self, url: &url::Url) -> bool {
+        matches!(url.scheme(), "http" | "https")
+            && (self.allow.is_empty() || self.allow.iter().any(|p| url.as_str().starts_with(p.as_str())))
+    }
+
+    /// Relays `body` to `url` in the background.
+    pub fn relay(&self, job_id: Uuid, url: url::Url, body: Value) {
+        if !self.allows(&url) {
+            warn!(%job_id, %url, "webhook not in the allowed list; not relayed");
+            return;
+        }
+        if self.pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            warn!(%job_id, "too many webhook relays pending; event dropped");
+            return;
+        }
+        let (http, pending, timeout) = (self.http.clone(), self.pending.clone(), self.timeout);
+        self.tracker.spawn(async move {
+            match put_with_retries(&http, &url, &body, timeout).await {
+                Ok(status) => debug!(%job_id, %status, "webhook relayed"),
+                Err(e) => warn!(%job_id, %url, error = %e, "webhook relay failed"),
+            }
+            pending.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
+    /// Lets relays in flight finish, for a few seconds.
+    pub async fn drain(&self) {
+        self.tracker.close();
+        if tokio::time::timeout(DRAIN, self.tracker.wait()).await.is_err() {
+            warn!("webhook relays still in flight at shutdown; abandoned");
+        }
+    }
+}
+
+async fn put_with_retries(
+    http: &reqwest::Client,
+    url: &url::Url,
+    body: &Value,
+    timeout: Duration,
+) -> Result<reqwest::StatusCode, String> {
+    let mut last = String::new();
+    for attempt in 1..=TRIES {
+        match http.put(url.clone()).timeout(timeout).json(body).send().await {
+            Ok(r) if r.status().is_server_error() => last = format!("answered {}", r.status()),
+            Ok(r) if r.status().is_success() => return Ok(r.status()),
+            // The webhook refused the event: trying again would not change its mind.
+            Ok(r) => return Err(format!("answered {}", r.status())),
+            Err(e) => last = e.to_string(),
+        }
+        if attempt < TRIES {
+            tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+        }
+    }
+    Err(format!("{last} (after {TRIES} tries)"))
+}
+
+/// A job event in Testflinger's vocabulary: `(event_name, detail)` pairs (none for events
+/// Testflinger has no name for).
+pub fn testflinger_events(event: &JobEvent) -> Vec<(String, String)> {
+    match &event.kind {
+        JobEventKind::PhaseStarted { phase } => vec![(format!("{phase}_start"), String::new())],
+        JobEventKind::PhaseFinished {
+            phase,
+            exit_code,
+            detail,
+        } => {
+            let detail = detail.clone().unwrap_or_default();
+            let mut v = vec![(
+                format!("{phase}_{}", if *exit_code == 0 { "success" } else { "fail" }),
+                detail.clone(),
+            )];
+            if *exit_code == RECOVERY_FAILED_EXIT {
+                v.push(("recovery_fail".into(), detail));
+            }
+            v
+        }
+        JobEventKind::Finished { outcome, .. } => match outcome {
+            Outcome::Complete => vec![("job_end".into(), "normal_exit".into())],
+            Outcome::Cancelled { reason } => vec![("cancelled".into(), reason.clone())],
+            Outcome::Failed { failure } => {
+                let name = match failure.kind {
+                    FailureKind::GlobalTimeout => "global_timeout",
+                    FailureKind::OutputTimeout => "output_timeout",
+                    FailureKind::RecoveryFailed => "recovery_fail",
+                    _ => "job_end",
+                };
+                vec![(name.into(), failure.reason.clone())]
+            }
+        },
+        JobEventKind::StateChanged {
+            state,
+            failure,
+            detail,
+        } => {
+            let detail = detail
+                .clone()
+                .or_else(|| failure.as_ref().map(|f| f.reason.clone()))
+                .unwrap_or_default();
+            match state {
+                JobState::Leased => vec![("job_start".into(), detail)],
+                JobState::Cancelled => vec![("cancelled".into(), detail)],
+                JobState::Failed => vec![("job_end".into(), detail)],
+                _ => vec![],
+            }
+        }
+        // Device info, reservation details, …: Testflinger has no event for them.
+        _ => vec![],
+    }
+}
+
+/// The status update Testflinger PUTs for `events` of a job of `queue`.
+pub fn status_update(event: &JobEvent, queue: &str, events: &[(String, String)]) -> Value {
+    let at = if event.at.0 > 0 { event.at } else { Millis::now() };
+    json!({
+        "job_id": event.job_id,
+        "agent_id": event.agent.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+        "job_queue": queue,
+        "events": events
+            .iter()
+            .map(|(name, detail)| json!({"event_name": name, "timestamp": at.to_rfc3339(), "detail": detail}))
+            .collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use broker_schema::Phase;
+
+    fn ev(kind: JobEventKind) -> JobEvent {
+        JobEvent {
+            job_id: Uuid::nil(),
+            attempt: 1,
+            agent: None,
+            at: Millis(0),
+            kind,
+        }
+    }
+
+    #[test]
+    fn phase_events_have_testflinger_names() {
+        assert_eq!(
+            testflinger_events(&ev(JobEventKind::PhaseStarted {
+                phase: Phase::Provision
+            }))[0]
+                .0,
+            "provision_start"
+        );
+        let failed = testflinger_events(&ev(JobEventKind::PhaseFinished {
+            phase: Phase::Provision,
+            exit_code: 46,
+            detail: None,
+        }));
+        assert_eq!(
+            failed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["provision_fail", "recovery_fail"]
+        );
+    }
+
+    #[test]
+    fn allowed_prefixes_restrict_where_webhooks_go() {
+        let w = Webhooks::new(
+            vec!["https://ci.example.com/hooks/".into()],
+            Duration::from_secs(1),
+        );
+        assert!(w.allows(&"https://ci.example.com/hooks/1".parse().unwrap()));
+        assert!(!w.allows(&"https://evil.example.com/".parse().unwrap()));
+        let any = Webhooks::new(vec![], Duration::from_secs(1));
+        assert!(any.allows(&"http://10.0.0.1:9000/x".parse().unwrap()));
+        assert!(!any.allows(&"file:///etc/passwd".parse().unwrap()));
+    }
+}

@@ -1,0 +1,870 @@
+//! Access control: tokens, roles on every endpoint, anonymous use, client permissions, priority
+//! and reservation limits, restricted queues (over HTTP and over AMQP), job ownership.
+
+use crate::support::{ADMIN_ID, ADMIN_SECRET, SIGNING_KEY, TestApp, validation_detail};
+use base64::Engine;
+use broker_schema::Millis;
+use broker_schema::messages::{AgentState, CommandReply, SchedulerReply, SchedulerRequest};
+use flinger_gateway::auth::{Claims, Permissions, Tokens};
+use flinger_gateway::openapi::{self, Who};
+use flinger_scheduler::store::Role;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+fn job_id(body: &Value) -> Uuid {
+    body["job_id"].as_str().expect("job_id").parse().unwrap()
+}
+
+/// Who may call an operation, by role; `None` is an anonymous caller.
+fn allowed(who: Who, role: Option<Role>, anonymous: bool) -> bool {
+    use Role::*;
+    match role {
+        None => anonymous && matches!(who, Who::Submitter | Who::Anyone | Who::Public),
+        Some(r) => match who {
+            Who::Public | Who::Anyone => true,
+            Who::Submitter => matches!(r, Admin | Manager | Contributor),
+            Who::Agent => r == Agent,
+            Who::AgentData => matches!(r, Admin | Manager | Agent),
+            Who::Manager => matches!(r, Admin | Manager),
+            Who::Admin => r == Admin,
+        },
+    }
+}
+
+/// A concrete path for a template, for a caller named `me`.
+fn concrete(path: &str, me: &str) -> String {
+    path.replace("{job_id}", &Uuid::new_v4().to_string())
+        .replace("{name}", "matrix-agent")
+        .replace("{queue}", "matrix-q")
+        .replace("{client_id}", me)
+        .replace("{path}", "ci/token")
+        .replace("{log_type}", "output")
+}
+
+async fn call_every_operation(
+    app: &TestApp,
+    who_am_i: &str,
+    token: Option<&str>,
+    role: Option<Role>,
+    anonymous: bool,
+) {
+    // Public operations take no token and are tested on their own.
+    for op in openapi::operations().into_iter().filter(|o| o.who != Who::Public) {
+        let path = concrete(op.path, who_am_i);
+        let method = reqwest::Method::from_bytes(op.method.to_uppercase().as_bytes()).unwrap();
+        let mut req = app.http.request(method, app.url(&path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if op.method != "get" {
+            req = req.json(&json!({}));
+        }
+        let status = app.send(req).await.status().as_u16();
+        let secrets = op.path.starts_with("/v1/secrets");
+        let expect_allowed = allowed(op.who, role, anonymous) && !(secrets && role.is_none());
+        let label = format!("{} {} as {who_am_i} ({role:?})", op.method, op.path);
+        if expect_allowed {
+            assert!(status != 401 && status != 403, "{label}: refused with {status}");
+        } else if role.is_none() {
+            assert_eq!(status, 401, "{label}");
+        } else {
+            assert_eq!(status, 403, "{label}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_role_is_checked_on_every_endpoint() {
+    let app = TestApp::spawn_with(|c| c.scheduler_timeout = Duration::from_millis(300)).await;
+    app.heartbeat("matrix-agent", &["matrix-q"], AgentState::Waiting, Millis::now())
+        .await;
+    let agent = app.client("matrix-ag", "agent", json!({})).await;
+    let contributor = app.client("matrix-co", "contributor", json!({})).await;
+    let manager = app.client("matrix-ma", "manager", json!({})).await;
+    let admin = app.admin_token().await;
+    call_every_operation(&app, "anonymous", None, None, true).await;
+    call_every_operation(&app, "matrix-ag", Some(&agent), Some(Role::Agent), true).await;
+    call_every_operation(
+        &app,
+        "matrix-co",
+        Some(&contributor),
+        Some(Role::Contributor),
+        true,
+    )
+    .await;
+    call_every_operation(&app, "matrix-ma", Some(&manager), Some(Role::Manager), true).await;
+    call_every_operation(&app, ADMIN_ID, Some(&admin), Some(Role::Admin), true).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_anonymous_use_every_guarded_endpoint_needs_a_token() {
+    let app = TestApp::spawn_with(|c| c.auth.allow_anonymous = false).await;
+    call_every_operation(&app, "anonymous", None, None, false).await;
+    assert_eq!(app.get("/v1/").await.status(), 200, "the banner stays public");
+    let admin = app.admin_token().await;
+    assert_eq!(app.get_as(&admin, "/v1/agents/data").await.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn anonymous_agents_may_use_agent_endpoints_only_when_allowed() {
+    let app = TestApp::spawn_with(|c| c.auth.allow_anonymous_agents = true).await;
+    let job = app.insert_job(json!({"job_queue": "q1"}), |_| {}).await;
+    let r = app
+        .post_json(
+            &format!("/v1/result/{}", job.job_id),
+            &json!({"status": {"test": 0}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = app
+        .post_json("/v1/restricted-queues/q1", &json!({"client_id": "x"}))
+        .await;
+    assert_eq!(r.status(), 401, "still not a manager");
+    app.stop().await;
+}
+
+fn now_secs() -> i64 {
+    Millis::now().0 / 1000
+}
+
+fn perms(role: Role) -> Permissions {
+    Permissions {
+        client_id: "forger".into(),
+        role,
+        max_priority: BTreeMap::new(),
+        allowed_queues: vec![],
+        max_reservation_time: BTreeMap::new(),
+    }
+}
+
+#[tokio::test]
+async fn expired_tampered_and_foreign_tokens_are_refused() {
+    let app = TestApp::spawn().await;
+    let ours = Tokens::new(
+        SIGNING_KEY.as_bytes(),
+        Duration::from_secs(600),
+        Duration::from_secs(60),
+    );
+    let expired = ours.sign(&Claims {
+        exp: now_secs() - 120,
+        iat: now_secs() - 720,
+        sub: "access_token".into(),
+        permissions: perms(Role::Admin),
+    });
+    let r = app.get_as(&expired, "/v1/agents/data").await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["message"], "Token has expired");
+
+    let valid = ours.issue(&perms(Role::Contributor), now_secs());
+    assert_eq!(app.get_as(&valid, "/v1/agents/data").await.status(), 200);
+    // The bare token works too (Testflinger's CLI sends no "Bearer").
+    let r = app
+        .send(
+            app.http
+                .get(app.url("/v1/agents/data"))
+                .header("authorization", &valid),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+
+    // A contributor that edits its token into an admin breaks the signature.
+    let mut parts: Vec<String> = valid.split('.').map(str::to_owned).collect();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut payload: Value = serde_json::from_slice(&b64.decode(&parts[1]).unwrap()).unwrap();
+    payload["permissions"]["role"] = json!("admin");
+    parts[1] = b64.encode(serde_json::to_vec(&payload).unwrap());
+    let tampered = parts.join(".");
+    let r = app.get_as(&tampered, "/v1/client-permissions").await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["message"], "Invalid Token");
+
+    let foreign = Tokens::new(
+        b"another lab's key",
+        Duration::from_secs(600),
+        Duration::from_secs(60),
+    )
+    .issue(&perms(Role::Admin), now_secs());
+    assert_eq!(app.get_as(&foreign, "/v1/client-permissions").await.status(), 403);
+    assert_eq!(app.get_as("garbage", "/v1/agents/data").await.status(), 403);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn login_refresh_and_revoke() {
+    let app = TestApp::spawn().await;
+    // No credentials, wrong ones, an unknown client: 401.
+    assert_eq!(
+        app.send(app.http.post(app.url("/v1/oauth2/token")))
+            .await
+            .status(),
+        401
+    );
+    let r = app
+        .send(
+            app.http
+                .post(app.url("/v1/oauth2/token"))
+                .basic_auth(ADMIN_ID, Some("wrong")),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    let r = app
+        .send(
+            app.http
+                .post(app.url("/v1/oauth2/token"))
+                .basic_auth("nobody", Some("whatever-secret")),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+
+    let admin = app.admin_token().await;
+    let ci = app
+        .client(
+            "ci-bot",
+            "contributor",
+            json!({"max_priority": {"*": 3}, "max_reservation_time": {"q": 36000}}),
+        )
+        .await;
+    // The CLI reads the permissions claim without verifying the signature.
+    let payload = ci.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], "access_token");
+    assert_eq!(
+        claims["permissions"],
+        json!({"client_id": "ci-bot", "role": "contributor", "max_priority": {"*": 3},
+               "allowed_queues": [], "max_reservation_time": {"q": 36000}})
+    );
+    assert!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap() == 600);
+
+    let (_, refresh) = app.login("ci-bot", "ci-bot-secret-0123456789").await;
+    let r = app
+        .post_json("/v1/oauth2/refresh", &json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(
+        body.get("refresh_token").is_none(),
+        "refresh tokens are not rotated"
+    );
+    let fresh = body["access_token"].as_str().unwrap();
+    assert_eq!(app.get_as(fresh, "/v1/agents/data").await.status(), 200);
+
+    assert_eq!(
+        validation_detail(app.post_json("/v1/oauth2/refresh", &json!({})).await).await["refresh_token"],
+        json!(["Missing data for required field."])
+    );
+    assert_eq!(
+        app.post_json("/v1/oauth2/refresh", &json!({"refresh_token": "nope"}))
+            .await
+            .status(),
+        400
+    );
+    let r = app
+        .post_json_as(&ci, "/v1/oauth2/revoke", &json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(r.status(), 403, "only admins revoke");
+    let r = app
+        .post_json_as(&admin, "/v1/oauth2/revoke", &json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "OK"}));
+    assert_eq!(
+        app.post_json_as(&admin, "/v1/oauth2/revoke", &json!({"refresh_token": refresh}))
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        app.post_json_as(&admin, "/v1/oauth2/revoke", &json!({"refresh_token": "x"}))
+            .await
+            .status(),
+        400
+    );
+    let r = app
+        .post_json("/v1/oauth2/refresh", &json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["message"],
+        "Refresh token revoked."
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn client_secrets_are_stored_hashed_and_never_shown() {
+    let app = TestApp::spawn().await;
+    let _ = app
+        .client("hashed", "contributor", json!({"email": "h@example.com"}))
+        .await;
+    let stored = app.store_client("hashed").await;
+    let hash = stored.secret_hash.expect("a hash");
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains("hashed-secret"), "not the secret");
+    let admin = app.admin_token().await;
+    let text = app
+        .get_as(&admin, "/v1/client-permissions")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("argon2") && !text.contains("secret"), "{text}");
+    let one: Value = app
+        .get_as(&admin, "/v1/client-permissions/hashed")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        one,
+        json!({"client_id": "hashed", "role": "contributor", "max_priority": {}, "max_reservation_time": {},
+               "allowed_queues": [], "email": "h@example.com"})
+    );
+    assert_eq!(
+        app.get_as(&admin, "/v1/client-permissions/nobody").await.status(),
+        404
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn managers_manage_clients_up_to_their_own_rank() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let manager = app.client("mgr", "manager", json!({})).await;
+    let put = |token: String, id: &'static str, body: Value| {
+        let app = &app;
+        async move {
+            app.put_json_as(&token, &format!("/v1/client-permissions/{id}"), &body)
+                .await
+        }
+    };
+    let r = put(
+        manager.clone(),
+        "newbie",
+        json!({"client_secret": "newbie-secret-0123456", "role": "contributor"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "Created permissions for client 'newbie'");
+    let r = put(manager.clone(), "newbie", json!({"max_priority": {"q": 7}})).await;
+    assert_eq!(r.text().await.unwrap(), "Updated permissions for client 'newbie'");
+    assert_eq!(app.store_client("newbie").await.max_priority.get("q"), Some(&7));
+    assert_eq!(
+        app.store_client("newbie").await.role,
+        Role::Contributor,
+        "fields not given are kept"
+    );
+
+    assert_eq!(
+        put(
+            manager.clone(),
+            "boss",
+            json!({"client_secret": "boss-secret-01234567", "role": "admin"})
+        )
+        .await
+        .status(),
+        403
+    );
+    assert_eq!(
+        put(manager.clone(), "nosecret", json!({"role": "contributor"}))
+            .await
+            .status(),
+        400
+    );
+    let detail =
+        validation_detail(put(manager.clone(), "short", json!({"client_secret": "short"})).await).await;
+    assert!(detail["client_secret"].is_array(), "{detail}");
+    let detail = validation_detail(
+        put(
+            manager.clone(),
+            "badrole",
+            json!({"client_secret": "x".repeat(20), "role": "god"}),
+        )
+        .await,
+    )
+    .await;
+    assert!(detail["role"].is_array(), "{detail}");
+    let _ = app.client("peer-admin", "admin", json!({})).await;
+    assert_eq!(
+        put(manager.clone(), "peer-admin", json!({"max_priority": {}}))
+            .await
+            .status(),
+        403,
+        "an admin is above a manager"
+    );
+    // The bootstrap admin cannot be changed or deleted through the API.
+    assert_eq!(
+        put(admin.clone(), ADMIN_ID, json!({"role": "contributor"}))
+            .await
+            .status(),
+        422
+    );
+    assert_eq!(
+        app.delete_as(Some(&admin), &format!("/v1/client-permissions/{ADMIN_ID}"), None)
+            .await
+            .status(),
+        422
+    );
+    // Only admins delete.
+    assert_eq!(
+        app.delete_as(Some(&manager), "/v1/client-permissions/newbie", None)
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        app.delete_as(Some(&admin), "/v1/client-permissions/newbie", None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.delete_as(Some(&admin), "/v1/client-permissions/newbie", None)
+            .await
+            .status(),
+        404
+    );
+    let r = app
+        .send(
+            app.http
+                .post(app.url("/v1/oauth2/token"))
+                .basic_auth("newbie", Some("newbie-secret-0123456")),
+        )
+        .await;
+    assert_eq!(r.status(), 401, "a deleted client cannot log in");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn priority_and_long_reservations_need_permission() {
+    let app = TestApp::spawn().await;
+    app.declare_class("q").await;
+    app.declare_class("other").await;
+    let ci = app
+        .client(
+            "prio",
+            "contributor",
+            json!({"max_priority": {"*": 5, "q": 20}, "max_reservation_time": {"q": 36000}}),
+        )
+        .await;
+    let plain = app.client("plain", "contributor", json!({})).await;
+
+    let r = app
+        .post_json("/v1/job", &json!({"job_queue": "q", "job_priority": 1}))
+        .await;
+    assert_eq!(r.status(), 401, "anonymous priority");
+    assert!(
+        r.json::<Value>().await.unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("priority")
+    );
+    assert_eq!(
+        app.post_json_as(&plain, "/v1/job", &json!({"job_queue": "q", "job_priority": 1}))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        app.post_json_as(&ci, "/v1/job", &json!({"job_queue": "q", "job_priority": 20}))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.post_json_as(&ci, "/v1/job", &json!({"job_queue": "q", "job_priority": 21}))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        app.post_json_as(&ci, "/v1/job", &json!({"job_queue": "other", "job_priority": 5}))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.post_json_as(&ci, "/v1/job", &json!({"job_queue": "other", "job_priority": 6}))
+            .await
+            .status(),
+        403
+    );
+
+    let long = |queue: &str, timeout: Value| json!({"job_queue": queue, "reserve_data": {"ssh_keys": ["lp:x"], "timeout": timeout}});
+    assert_eq!(
+        app.post_json("/v1/job", &long("q", json!(6 * 3600)))
+            .await
+            .status(),
+        200,
+        "6 h is free"
+    );
+    assert_eq!(
+        app.post_json("/v1/job", &long("q", json!("7h"))).await.status(),
+        401
+    );
+    assert_eq!(
+        app.post_json_as(&plain, "/v1/job", &long("q", json!("7h")))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        app.post_json_as(&ci, "/v1/job", &long("q", json!("10h")))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.post_json_as(&ci, "/v1/job", &long("q", json!("10h1s")))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        app.post_json_as(&ci, "/v1/job", &long("other", json!("7h")))
+            .await
+            .status(),
+        403
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn restricted_queues_admit_only_their_owners_over_http() {
+    let app = TestApp::spawn().await;
+    app.declare_class("secure").await;
+    app.heartbeat("dut-s", &["secure"], AgentState::Waiting, Millis::now())
+        .await;
+    let admin = app.admin_token().await;
+    let owner = app.client("owner", "contributor", json!({})).await;
+    let stranger = app.client("stranger", "contributor", json!({})).await;
+
+    // Adding an owner: the client must exist, the queue must be known.
+    assert_eq!(
+        app.post_json_as(
+            &admin,
+            "/v1/restricted-queues/secure",
+            &json!({"client_id": "ghost"})
+        )
+        .await
+        .status(),
+        404
+    );
+    assert_eq!(
+        app.post_json_as(
+            &admin,
+            "/v1/restricted-queues/nowhere",
+            &json!({"client_id": "owner"})
+        )
+        .await
+        .status(),
+        404
+    );
+    assert_eq!(
+        validation_detail(
+            app.post_json_as(&admin, "/v1/restricted-queues/secure", &json!({}))
+                .await
+        )
+        .await["client_id"],
+        json!(["Missing data for required field."])
+    );
+    assert_eq!(
+        app.post_json_as(
+            &owner,
+            "/v1/restricted-queues/secure",
+            &json!({"client_id": "owner"})
+        )
+        .await
+        .status(),
+        403
+    );
+    assert_eq!(
+        app.post_json_as(
+            &admin,
+            "/v1/restricted-queues/secure",
+            &json!({"client_id": "owner"})
+        )
+        .await
+        .status(),
+        200
+    );
+
+    let listed: Value = app.get("/v1/restricted-queues").await.json().await.unwrap();
+    assert_eq!(listed, json!([{"queue": "secure", "owners": ["owner"]}]));
+    let one: Value = app
+        .get("/v1/restricted-queues/secure")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one, json!({"queue": "secure", "owners": ["owner"]}));
+    assert_eq!(app.get("/v1/restricted-queues/open").await.status(), 404);
+    let agent: Value = app.get("/v1/agents/data/dut-s").await.json().await.unwrap();
+    assert_eq!(agent["restricted_to"], json!({"secure": ["owner"]}));
+
+    let job = json!({"job_queue": "secure"});
+    assert_eq!(app.post_json("/v1/job", &job).await.status(), 401);
+    assert_eq!(app.post_json_as(&stranger, "/v1/job", &job).await.status(), 403);
+    let r = app.post_json_as(&owner, "/v1/job", &job).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        app.post_json_as(&admin, "/v1/job", &job).await.status(),
+        200,
+        "admins may use any queue"
+    );
+    // The owner's token says which queues it may use.
+    let (token, _) = app.login("owner", "owner-secret-0123456789").await;
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["permissions"]["allowed_queues"], json!(["secure"]));
+
+    // The last owner leaving lifts the restriction.
+    assert_eq!(
+        app.delete_as(
+            Some(&admin),
+            "/v1/restricted-queues/secure",
+            Some(&json!({"client_id": "owner"}))
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(
+        app.delete_as(
+            Some(&admin),
+            "/v1/restricted-queues/secure",
+            Some(&json!({"client_id": "owner"}))
+        )
+        .await
+        .status(),
+        404
+    );
+    assert_eq!(app.post_json("/v1/job", &job).await.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_submitter_a_manager_or_an_admin_may_cancel_a_job() {
+    let app = TestApp::spawn().await;
+    app.declare_class("q").await;
+    let alice = app.client("alice", "contributor", json!({})).await;
+    let bob = app.client("bob", "contributor", json!({})).await;
+    let manager = app.client("boss", "manager", json!({})).await;
+    let _served = app
+        .fake_scheduler(|_| {
+            SchedulerReply::Command(CommandReply::Done {
+                detail: "ok".into(),
+                reserve_until: None,
+            })
+        })
+        .await;
+    let id = job_id(
+        &app.post_json_as(&alice, "/v1/job", &json!({"job_queue": "q"}))
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+    let cancel = json!({"action": "cancel"});
+    let path = format!("/v1/job/{id}/action");
+    assert_eq!(app.post_json_as(&bob, &path, &cancel).await.status(), 403);
+    assert_eq!(
+        app.post_json(&path, &cancel).await.status(),
+        403,
+        "anonymous is not alice"
+    );
+    assert_eq!(app.post_json_as(&alice, &path, &cancel).await.status(), 200);
+    assert_eq!(app.post_json_as(&manager, &path, &cancel).await.status(), 200);
+    // A job submitted anonymously has no known owner: anyone let in may cancel it.
+    let anon = job_id(
+        &app.post_json("/v1/job", &json!({"job_queue": "q"}))
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        app.post_json(&format!("/v1/job/{anon}/action"), &cancel)
+            .await
+            .status(),
+        200
+    );
+    // The scheduler is told who asked.
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_submitter_a_manager_or_an_admin_may_extend_a_reservation() {
+    let app = TestApp::spawn().await;
+    app.declare_class("q").await;
+    let alice = app
+        .client(
+            "alice",
+            "contributor",
+            json!({"max_reservation_time": {"q": 36000}}),
+        )
+        .await;
+    let bob = app.client("bob", "contributor", json!({})).await;
+    let mut served = app
+        .fake_scheduler(|_| {
+            SchedulerReply::Command(CommandReply::Done {
+                detail: "ok".into(),
+                reserve_until: None,
+            })
+        })
+        .await;
+    let id = job_id(
+        &app.post_json_as(&alice, "/v1/job", &json!({"job_queue": "q", "reserve_data": {}}))
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+    let path = format!("/v1/job/{id}/reservation/extend");
+    assert_eq!(
+        app.post_json_as(&bob, &path, &json!({"by": "1h"})).await.status(),
+        403
+    );
+    assert_eq!(
+        app.post_json_as(&alice, &path, &json!({"by": "1h"}))
+            .await
+            .status(),
+        200
+    );
+    let SchedulerRequest::Extend(r) = served.recv().await.unwrap() else {
+        panic!("not an extend")
+    };
+    assert_eq!(r.requested_by.as_deref(), Some("alice"));
+    assert_eq!(
+        r.max_total_secs,
+        Some(36000),
+        "alice's own limit travels with the request"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_comes_from_configuration_and_nothing_else() {
+    let app = TestApp::spawn_with(|c| {
+        c.auth.admin_client_id = None;
+        c.auth.admin_secret = None;
+    })
+    .await;
+    assert!(app.store_clients().await.is_empty(), "no built-in account");
+    let r = app
+        .send(
+            app.http
+                .post(app.url("/v1/oauth2/token"))
+                .basic_auth("admin", Some("admin")),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    app.stop().await;
+    // With configuration, the admin logs in with the configured secret.
+    let app = TestApp::spawn().await;
+    app.login(ADMIN_ID, ADMIN_SECRET).await;
+    app.stop().await;
+}
+
+/// A RabbitMQ user allowed to publish to one class only: what `docs/amqp-producers.md` tells
+/// operators to set up for producers of restricted queues. Needs `rabbitmqctl` (skipped without).
+#[tokio::test]
+async fn restricted_queues_are_enforced_by_rabbitmq_for_direct_producers() {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+    let ctl = |args: &[&str]| std::process::Command::new("rabbitmqctl").args(args).output();
+    if !ctl(&["status"]).is_ok_and(|o| o.status.success()) {
+        eprintln!("rabbitmqctl not usable here; skipping");
+        return;
+    }
+    let app = TestApp::spawn().await;
+    app.declare_class("open-q").await;
+    app.declare_class("secure-q").await;
+    let ns = app.names.namespace().to_owned();
+    let user = format!("producer-{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let ok = |o: std::io::Result<std::process::Output>| assert!(o.unwrap().status.success());
+    ok(ctl(&["add_user", &user, "producer-password"]));
+    let jobs = format!("^{}$", regex_escape(&app.names.jobs_exchange()));
+    ok(ctl(&["set_permissions", "-p", "/", &user, "^$", &jobs, "^$"]));
+    ok(ctl(&[
+        "set_topic_permissions",
+        "-p",
+        "/",
+        &user,
+        &app.names.jobs_exchange(),
+        "^open-q$",
+        "^$",
+    ]));
+
+    let url = format!("amqp://{user}:producer-password@127.0.0.1:5672/%2f");
+    let conn = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .expect("producer connects");
+    let publish = |key: &'static str| {
+        let conn = &conn;
+        let exchange = app.names.jobs_exchange();
+        async move {
+            let ch = conn.create_channel().await.unwrap();
+            ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+            let body = broker_schema::encode(&broker_schema::messages::Submission {
+                job_id: Uuid::new_v4(),
+                job: broker_schema::JobDefinition::parse(json!({"job_queue": key})).unwrap(),
+                submitted_at: None,
+                submitted_by: Some("producer".into()),
+            });
+            let confirm = ch
+                .basic_publish(
+                    exchange.as_str().into(),
+                    key.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &body,
+                    BasicProperties::default().with_content_type(broker_schema::CONTENT_TYPE.into()),
+                )
+                .await;
+            match confirm {
+                Ok(c) => c.await.map(|_| ()),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    assert!(publish("open-q").await.is_ok(), "allowed routing key");
+    let refused = publish("secure-q").await;
+    let err = refused.expect_err("a routing key outside the topic permission is refused");
+    assert!(
+        err.to_string().contains("ACCESS_REFUSED") || err.to_string().contains("access"),
+        "{err}"
+    );
+    let _ = conn.close(200, "bye".into()).await;
+    ok(ctl(&["delete_user", &user]));
+    let _ = ns;
+    app.stop().await;
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if ".^$*+?()[]{}|\\-".contains(c) {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
