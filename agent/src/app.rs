@@ -26,6 +26,8 @@ pub enum AgentError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
 pub struct Agent {
@@ -44,6 +46,7 @@ impl Agent {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
         let config = self.config.clone();
         let connector = config.connector.build()?;
+        crate::metrics::install(config.metrics_listen).map_err(AgentError::Metrics)?;
         let killed = crate::leftovers::sweep(config.name.as_str());
         if killed > 0 {
             warn!(groups = killed, "killed processes left by an earlier run");
@@ -88,6 +91,8 @@ impl Agent {
             let token = shutdown.clone();
             services.spawn(async move { supervise("control", &token, || controls.serve()).await });
         }
+        // issue 4: queue descriptions and images for the gateway's `/v1/agents/queues|images`.
+        services.spawn(crate::gateway::advertise(config.clone(), shutdown.clone()));
         services.spawn(heartbeat::beat(
             publisher.clone(),
             names.clone(),
@@ -118,6 +123,7 @@ impl Agent {
 
         while !shutdown.is_cancelled() {
             while keepers.try_join_next().is_some() {}
+            crate::metrics::broker_connections(bus.connections_made());
             if status.get().admin.is_some() {
                 wait_for_service(&status, &shutdown).await;
                 continue;

@@ -101,6 +101,9 @@ pub struct AgentFile {
     /// Where `lp:` and `gh:` ssh key ids are fetched from: URL templates with `{user}`.
     #[serde(default)]
     pub key_servers: BTreeMap<String, String>,
+    /// Address of the Prometheus `/metrics` listener (e.g. `0.0.0.0:9100`); none by default.
+    #[serde(default)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The agent's API client (role `agent`) for the gateway; `FLINGER_AGENT_CLIENT_SECRET`
     /// may give the secret instead of the file.
     #[serde(default)]
@@ -139,6 +142,7 @@ pub struct AgentConfig {
     pub advertised_images: BTreeMap<String, BTreeMap<String, String>>,
     /// `lp` / `gh` → URL template with `{user}` (defaults: Launchpad and GitHub).
     pub key_servers: BTreeMap<String, String>,
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The gateway, for attachments and artifacts (`server_address`, `client_id`,
     /// `client_secret`); `None` when `server_address` is not set.
     pub gateway: Option<crate::gateway::GatewayConfig>,
@@ -177,8 +181,11 @@ impl AgentConfig {
                 }
             }
         }
-        // The agent's own credentials are not the job's business.
-        env.remove("client_secret");
+        // The agent's own credentials are not the job's business: phases may export their
+        // environment to a device a person can log into.
+        for secret in ["client_secret", "broker_url"] {
+            env.remove(secret);
+        }
         let connector = match &file.connector {
             Some(c) => {
                 if file.has_commands() {
@@ -216,18 +223,22 @@ impl AgentConfig {
             env,
             advertised_queues: file.advertised_queues.clone(),
             advertised_images: file.advertised_images.clone(),
-            gateway: file.server_address.as_deref().map(|url| crate::gateway::GatewayConfig {
-                url: crate::gateway::normalize_url(url),
-                client_id: file.client_id.clone(),
-                client_secret: std::env::var("FLINGER_AGENT_CLIENT_SECRET")
-                    .ok()
-                    .or(file.client_secret.clone()),
-            }),
+            gateway: file
+                .server_address
+                .as_deref()
+                .map(|url| crate::gateway::GatewayConfig {
+                    url: crate::gateway::normalize_url(url),
+                    client_id: file.client_id.clone(),
+                    client_secret: std::env::var("FLINGER_AGENT_CLIENT_SECRET")
+                        .ok()
+                        .or(file.client_secret.clone()),
+                }),
             key_servers: {
                 let mut k = crate::keys::default_key_servers();
                 k.extend(file.key_servers.clone());
                 k
             },
+            metrics_listen: file.metrics_listen,
             name,
         })
     }
@@ -269,13 +280,17 @@ mod tests {
     #[test]
     fn a_testflinger_config_is_read_unchanged() {
         let c = AgentConfig::parse(
-            "agent_id: dut-01\nlocation: lab\njob_queues: [rpi4b]\nexecution_basedir: /tmp/x\nprovision_command: echo p\ntest_command: echo t\nserver_address: http://tf\nglobal_timeout: 600\n",
+            "agent_id: dut-01\nlocation: lab\njob_queues: [rpi4b]\nexecution_basedir: /tmp/x\nprovision_command: echo p\ntest_command: echo t\nserver_address: http://tf\nglobal_timeout: 600\nbroker_url: amqp://u:secret@h/\n",
         )
         .unwrap();
         assert_eq!(c.name.as_str(), "dut-01");
         assert_eq!(c.queues[0].as_str(), "rpi4b");
         assert_eq!(c.global_timeout_cap, Some(Duration::from_secs(600)));
         assert_eq!(c.env.get("location").map(String::as_str), Some("lab"));
+        assert!(
+            !c.env.contains_key("broker_url"),
+            "credentials must not reach phases"
+        );
         match &c.connector {
             ConnectorConfig::Command(cc) => {
                 assert_eq!(cc.provision.as_deref(), Some("echo p"));
@@ -324,8 +339,14 @@ conserver_address: 10.0.0.10
         let c = AgentConfig::parse(yaml).unwrap();
         assert_eq!(c.queues.len(), 2);
         assert_eq!(c.output_timeout_cap, Some(Duration::from_secs(8000)));
-        assert_eq!(c.env.get("conserver_address").map(String::as_str), Some("10.0.0.10"));
-        assert_eq!(c.advertised_queues.get("dell-xps").map(String::as_str), Some("Dell XPS laptops"));
+        assert_eq!(
+            c.env.get("conserver_address").map(String::as_str),
+            Some("10.0.0.10")
+        );
+        assert_eq!(
+            c.advertised_queues.get("dell-xps").map(String::as_str),
+            Some("Dell XPS laptops")
+        );
     }
 
     #[test]

@@ -11,6 +11,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+/// State changes this close together go out as one heartbeat: a job whose phases are instant
+/// changes the agent's state five times in a few milliseconds, and every heartbeat is a store
+/// write for the scheduler.
+const COALESCE: Duration = Duration::from_millis(50);
+
 pub async fn beat(
     publisher: Arc<Publisher>,
     names: Names,
@@ -51,7 +56,15 @@ pub async fn beat(
         }
         tokio::select! {
             _ = tokio::time::sleep(config.heartbeat_interval) => {}
-            r = changes.changed() => if r.is_err() { return },
+            r = changes.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(COALESCE) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
             _ = shutdown.cancelled() => return,
         }
     }

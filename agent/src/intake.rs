@@ -47,6 +47,14 @@ pub struct Intake {
     /// Jobs recently passed on because they may not run here, when and how often: this agent
     /// leaves them to others for a growing while instead of bouncing them back and forth.
     passed: HashMap<Uuid, (Instant, u32)>,
+    /// The channel of the last take, kept for the next one while it is healthy: opening and
+    /// closing a channel per job costs two round trips to the broker, one of them between the
+    /// lease and the first phase.
+    channel: Option<(lapin::Channel, u64)>,
+    /// The connection generation our class queues were last declared on. Declaring is
+    /// idempotent but costly for the broker (bindings are transactions), so it is done once per
+    /// connection rather than once per job.
+    declared: Option<u64>,
 }
 
 /// What happened to a delivery.
@@ -73,15 +81,34 @@ impl Intake {
             agent,
             queues,
             passed: HashMap::new(),
+            channel: None,
+            declared: None,
         }
     }
 
     /// Waits for the next job and leases it. Returns `None` when `interrupt` fires first.
     pub async fn take(&mut self, interrupt: &Stop) -> Result<Option<TakenJob>, BusError> {
         loop {
-            let (ch, generation) = self.bus.channel().await?;
+            let (ch, generation) = match self.channel.take() {
+                Some((ch, generation)) if ch.status().connected() => (ch, generation),
+                _ => {
+                    let (ch, generation) = self.bus.channel().await?;
+                    if let Err(e) = self.prepare(&ch, generation).await {
+                        let _ = ch.close(200, "intake stopped".into()).await;
+                        self.bus.broken(generation).await;
+                        return Err(e);
+                    }
+                    (ch, generation)
+                }
+            };
             let result = self.take_on(&ch, interrupt).await;
-            let _ = ch.close(200, "job taken".into()).await;
+            // Every consumer was cancelled and every delivery settled unless the take was
+            // interrupted or failed: then the channel goes, and with it anything unsettled.
+            if matches!(result, Ok(Some(Taken::Job(_) | Taken::Next))) {
+                self.channel = Some((ch, generation));
+            } else {
+                let _ = ch.close(200, "intake stopped".into()).await;
+            }
             match result {
                 Ok(Some(Taken::Job(job))) => return Ok(Some(*job)),
                 Ok(Some(Taken::Next)) => continue,
@@ -100,14 +127,25 @@ impl Intake {
         }
     }
 
-    async fn take_on(&mut self, ch: &lapin::Channel, interrupt: &Stop) -> Result<Option<Taken>, BusError> {
-        let names = self.bus.names().clone();
+    /// Sets up a new channel: the prefetch, and our class queues once per connection.
+    async fn prepare(&mut self, ch: &lapin::Channel, generation: u64) -> Result<(), BusError> {
         // `global`: one unacknowledged delivery across all of this channel's consumers.
         ch.basic_qos(1, BasicQosOptions { global: true }).await?;
+        if self.declared != Some(generation) {
+            let names = self.bus.names().clone();
+            for class in &self.queues {
+                declare_class(ch, &names, class).await?;
+            }
+            self.declared = Some(generation);
+        }
+        Ok(())
+    }
+
+    async fn take_on(&mut self, ch: &lapin::Channel, interrupt: &Stop) -> Result<Option<Taken>, BusError> {
+        let names = self.bus.names().clone();
         let mut tags = Vec::new();
         let mut streams = Vec::new();
         for class in &self.queues {
-            declare_class(ch, &names, class).await?;
             let tag = format!("{}-{}", self.agent, Uuid::new_v4().simple());
             let consumer = ch
                 .basic_consume(
@@ -127,15 +165,20 @@ impl Intake {
             _ = interrupt.token.cancelled() => return Ok(None),
         };
         // Busy from here on: nothing more for this agent until it asks again.
-        for tag in &tags {
-            let _ = ch
-                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                .await;
-        }
+        // Prefetch 1 keeps anything else from being delivered meanwhile; the consumers are
+        // cancelled while the lease is asked for, and always before the delivery is settled.
+        let cancel_consumers = async || {
+            for tag in &tags {
+                let _ = ch
+                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                    .await;
+            }
+        };
         let (delivery, queue) = match delivery {
             Some((Ok(d), queue)) => (d, queue),
             Some((Err(e), _)) => return Err(e.into()),
             None => {
+                cancel_consumers().await;
                 return Err(BusError::Amqp(
                     lapin::ErrorKind::InvalidChannelState(lapin::ChannelState::Closed, "consumer ended")
                         .into(),
@@ -160,6 +203,7 @@ impl Intake {
             {
                 Ok(s) => s,
                 Err(e) => {
+                    cancel_consumers().await;
                     let reason = e.to_string();
                     warn!(%reason, "undecodable job message; dead-lettering it");
                     if dead_letter(&self.publisher, &names, &delivery, &queue, &reason)
@@ -184,6 +228,7 @@ impl Intake {
         {
             // Known without asking: give it back, and leave it to others for a while.
             info!(%job_id, "job excludes this agent; leaving it to others");
+            cancel_consumers().await;
             return self.pass(&delivery, &submission).await;
         }
         let req = SchedulerRequest::Lease(LeaseRequest {
@@ -192,10 +237,12 @@ impl Intake {
             submission: submission.clone(),
         });
         let asked_at = Instant::now();
-        let reply = self
-            .rpc
-            .call::<_, SchedulerReply>(&names.scheduler_rpc_queue(), &req, LEASE_TIMEOUT)
-            .await;
+        let rpc_queue = names.scheduler_rpc_queue();
+        let ((), reply) = tokio::join!(
+            cancel_consumers(),
+            self.rpc
+                .call::<_, SchedulerReply>(&rpc_queue, &req, LEASE_TIMEOUT)
+        );
         match reply {
             Ok(SchedulerReply::Lease(LeaseReply::Granted(grant))) => {
                 ack().await?;

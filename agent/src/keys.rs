@@ -7,12 +7,22 @@ use std::time::Duration;
 
 pub fn default_key_servers() -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("lp".to_owned(), "https://launchpad.net/~{user}/+sshkeys".to_owned()),
+        (
+            "lp".to_owned(),
+            "https://launchpad.net/~{user}/+sshkeys".to_owned(),
+        ),
         ("gh".to_owned(), "https://github.com/{user}.keys".to_owned()),
     ])
 }
 
-const KEY_TYPES: &[&str] = &["ssh-rsa", "ssh-ed25519", "ssh-dss", "ecdsa-sha2-", "sk-ssh-ed25519", "sk-ecdsa-sha2-"];
+const KEY_TYPES: &[&str] = &[
+    "ssh-rsa",
+    "ssh-ed25519",
+    "ssh-dss",
+    "ecdsa-sha2-",
+    "sk-ssh-ed25519",
+    "sk-ecdsa-sha2-",
+];
 
 fn is_public_key(line: &str) -> bool {
     let mut parts = line.split_whitespace();
@@ -21,6 +31,8 @@ fn is_public_key(line: &str) -> bool {
 
 /// The public keys for `entries`, one per line, or why they could not all be resolved.
 pub async fn resolve(entries: &[String], servers: &BTreeMap<String, String>) -> Result<Vec<String>, String> {
+    // reqwest is built without a default TLS provider; installing one twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()
@@ -38,14 +50,22 @@ pub async fn resolve(entries: &[String], servers: &BTreeMap<String, String>) -> 
         let Some(template) = servers.get(scheme) else {
             return Err(format!("{entry:?}: no key server for {scheme:?}"));
         };
-        if !user.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if !user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             return Err(format!("{entry:?}: not a valid user name"));
         }
         let url = template.replace("{user}", user);
         let body = async { http.get(&url).send().await?.error_for_status()?.text().await }
             .await
             .map_err(|e| format!("{entry}: cannot fetch {url}: {e}"))?;
-        let found: Vec<String> = body.lines().map(str::trim).filter(|l| is_public_key(l)).map(str::to_owned).collect();
+        let found: Vec<String> = body
+            .lines()
+            .map(str::trim)
+            .filter(|l| is_public_key(l))
+            .map(str::to_owned)
+            .collect();
         if found.is_empty() {
             return Err(format!("{entry}: {url} lists no public keys"));
         }
@@ -60,10 +80,24 @@ mod tests {
 
     #[tokio::test]
     async fn inline_keys_are_taken_as_they_are_and_garbage_is_refused() {
-        let keys = resolve(&["ssh-ed25519 AAAAC3Nza me@host".into()], &default_key_servers()).await.unwrap();
+        let keys = resolve(&["ssh-ed25519 AAAAC3Nza me@host".into()], &default_key_servers())
+            .await
+            .unwrap();
         assert_eq!(keys, vec!["ssh-ed25519 AAAAC3Nza me@host"]);
-        assert!(resolve(&["not a key".into()], &default_key_servers()).await.is_err());
-        assert!(resolve(&["xx:user".into()], &default_key_servers()).await.is_err());
-        assert!(resolve(&["lp:bad/user".into()], &default_key_servers()).await.is_err());
+        assert!(
+            resolve(&["not a key".into()], &default_key_servers())
+                .await
+                .is_err()
+        );
+        assert!(
+            resolve(&["xx:user".into()], &default_key_servers())
+                .await
+                .is_err()
+        );
+        assert!(
+            resolve(&["lp:bad/user".into()], &default_key_servers())
+                .await
+                .is_err()
+        );
     }
 }

@@ -109,6 +109,7 @@ async fn keep(
                 reserve_until,
                 ..
             })) => {
+                crate::metrics::lease_renewal("renewed");
                 valid_until = now + spec.lease;
                 next = now + spec.renew_every;
                 debug!(job_id = %spec.job_id, "lease renewed");
@@ -127,6 +128,7 @@ async fn keep(
             }
             Ok(SchedulerReply::Renew(RenewReply::Lost { reason })) => {
                 if finishing_since.is_none() {
+                    crate::metrics::lease_renewal("lost");
                     stop.request(StopReason::LeaseLost(reason));
                 }
                 return;
@@ -136,6 +138,7 @@ async fn keep(
                 next = Instant::now() + RETRY;
             }
             Err(e) => {
+                crate::metrics::lease_renewal("error");
                 warn!(job_id = %spec.job_id, error = %e, "lease renewal failed; retrying");
                 next = Instant::now() + RETRY;
             }

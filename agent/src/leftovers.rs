@@ -18,13 +18,19 @@ pub fn sweep(name: &str) -> usize {
     let marker = format!("{AGENT_ENV}={name}");
     let me = std::process::id();
     let mut groups = BTreeSet::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid == me {
             continue;
         }
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
         if !environ.split(|b| *b == 0).any(|var| var == marker.as_bytes()) {
             continue;
         }
@@ -33,7 +39,10 @@ pub fn sweep(name: &str) -> usize {
         }
     }
     for pgid in &groups {
-        warn!(pgid = pgid.as_raw(), "killing a process group left by an earlier run of this agent");
+        warn!(
+            pgid = pgid.as_raw(),
+            "killing a process group left by an earlier run of this agent"
+        );
         let _ = killpg(*pgid, Signal::SIGKILL);
     }
     groups.len()

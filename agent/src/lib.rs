@@ -6,18 +6,24 @@
 //!   [`reporter`] publishes the run's events; [`stop`] says why a run stops early.
 //! - [`control`]: the agent's control queue; [`heartbeat`]; [`status`]: the agent's state.
 //! - [`config`]: Testflinger's agent config file, plus our keys.
+//! - [`gateway`]: HTTP to the gateway, only for big files: [`attachments`] (fetched and
+//!   unpacked before the phases) and [`artifacts`] (packed and uploaded at the end).
 //!
 //! The agent never writes to the store: it reports, and the scheduler records. It runs a job's
 //! phases only while it holds that job's lease.
 
 pub mod app;
+pub mod artifacts;
+pub mod attachments;
 pub mod config;
 pub mod control;
+pub mod gateway;
 pub mod heartbeat;
 pub mod intake;
 pub mod keys;
 pub mod lease;
 pub mod leftovers;
+pub mod metrics;
 pub mod output;
 pub mod reporter;
 pub mod runner;

@@ -5,8 +5,13 @@
 //! down (the channels are bounded) instead of buffering it without limit. Chunks are numbered
 //! 0, 1, 2… per run and stream, which makes them idempotent and lets the scheduler check that a
 //! finished run's output has no gaps.
+//!
+//! The job's secret values are masked here, at the source, before any byte leaves the agent's
+//! host ([`broker_schema::mask`]); bytes that could be the start of a secret are held back until
+//! the next bytes of the phase, or its end, decide.
 
 use crate::reporter::Reporter;
+use broker_schema::mask::{Masker, StreamMasker};
 use broker_schema::messages::{LogStream, OutputChunk};
 use broker_schema::{Millis, Phase};
 use bytes::{Bytes, BytesMut};
@@ -37,9 +42,20 @@ pub struct OutputPipe {
 
 impl OutputPipe {
     pub fn start(reporter: Reporter, stream: LogStream) -> OutputPipe {
+        Self::start_masked(reporter, stream, &Masker::default())
+    }
+
+    /// A pipe that masks `secrets` out of everything it sends.
+    pub fn start_masked(reporter: Reporter, stream: LogStream, secrets: &Masker) -> OutputPipe {
         let (tx, rx) = mpsc::channel(64);
         let last_activity = Arc::new(AtomicI64::new(Millis::now().0));
-        let task = tokio::spawn(pump(reporter, stream, rx, last_activity.clone()));
+        let task = tokio::spawn(pump(
+            reporter,
+            stream,
+            rx,
+            last_activity.clone(),
+            secrets.stream(),
+        ));
         OutputPipe {
             tx,
             task,
@@ -72,6 +88,7 @@ async fn pump(
     stream: LogStream,
     mut rx: mpsc::Receiver<Item>,
     last: Arc<AtomicI64>,
+    mut masker: StreamMasker,
 ) -> u64 {
     let mut seq = 0u64;
     let mut buf = BytesMut::new();
@@ -92,11 +109,14 @@ async fn pump(
         match item {
             Some(Item::Data(phase, data)) => {
                 last.store(Millis::now().0, Ordering::Relaxed);
-                if phase != buf_phase && !buf.is_empty() {
-                    send(&reporter, stream, &mut seq, buf_phase, &mut buf).await;
+                if phase != buf_phase {
+                    buf.extend_from_slice(&masker.finish());
+                    if !buf.is_empty() {
+                        send(&reporter, stream, &mut seq, buf_phase, &mut buf).await;
+                    }
                 }
                 buf_phase = phase;
-                buf.extend_from_slice(&data);
+                buf.extend_from_slice(&masker.push(&data));
                 while buf.len() >= MAX_CHUNK {
                     let rest = buf.split_off(MAX_CHUNK);
                     send(&reporter, stream, &mut seq, buf_phase, &mut buf).await;
@@ -109,11 +129,13 @@ async fn pump(
                 }
             }
             Some(Item::Flush(ack)) => {
+                buf.extend_from_slice(&masker.finish());
                 send(&reporter, stream, &mut seq, buf_phase, &mut buf).await;
                 deadline = None;
                 let _ = ack.send(());
             }
             None => {
+                buf.extend_from_slice(&masker.finish());
                 send(&reporter, stream, &mut seq, buf_phase, &mut buf).await;
                 return seq;
             }

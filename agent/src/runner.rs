@@ -103,6 +103,7 @@ impl Runner {
             deadline: deadline_tx.clone(),
         }));
         self.status.set(AgentState::Leased, Some(job_id));
+        crate::metrics::busy(true);
         info!(%job_id, attempt, queue = %taken.queue, "running job");
 
         let keeper = LeaseKeeper::start(
@@ -140,6 +141,7 @@ impl Runner {
         };
         let mut env = self.config.env.clone();
         env.extend(taken.grant.secrets.clone());
+        let secrets = broker_schema::mask::Masker::new(taken.grant.secrets.values());
         env.insert(crate::leftovers::AGENT_ENV.into(), self.config.name.to_string());
         env.insert("FLINGER_JOB_ID".into(), job_id.to_string());
         let mut run = Run {
@@ -147,8 +149,9 @@ impl Runner {
             run_dir: self.config.execution_basedir.join(job_id.to_string()),
             job: job.clone(),
             stop: stop.clone(),
-            output: OutputPipe::start(reporter.clone(), LogStream::Output),
-            serial: OutputPipe::start(reporter.clone(), LogStream::Serial),
+            // issue 4: the job's secret values never leave the host unmasked.
+            output: OutputPipe::start_masked(reporter.clone(), LogStream::Output, &secrets),
+            serial: OutputPipe::start_masked(reporter.clone(), LogStream::Serial, &secrets),
             reporter,
             env,
             deadline: deadline_rx,
@@ -163,6 +166,12 @@ impl Runner {
                 "cannot prepare the run directory {}: {e}",
                 run.run_dir.display()
             ));
+        }
+        // issue 4: attachments, unpacked into attachments/<phase>/ before any phase.
+        if setup_error.is_none()
+            && let Err(e) = crate::attachments::prepare(&self.config, &job, job_id, &run.run_dir).await
+        {
+            setup_error = Some(e.to_string());
         }
         let mut plan = Plan::new(&job, |p| self.connector.supports(p));
         if setup_error.is_none() {
@@ -200,6 +209,12 @@ impl Runner {
         }
         for w in watchdogs {
             w.abort();
+        }
+        // issue 4: artifacts, uploaded before the run is reported finished (not without the lease).
+        if !stop.hard.is_cancelled()
+            && let Err(e) = crate::artifacts::save(&self.config, job_id, &run.run_dir).await
+        {
+            warn!(%job_id, error = %e, "artifacts not saved");
         }
 
         let counts = OutputCounts {
@@ -266,6 +281,13 @@ impl Runner {
         }
         self.current.set(None);
         self.status.set(AgentState::Waiting, None);
+        crate::metrics::busy(false);
+        crate::metrics::job_ended(match (&keeper, &outcome) {
+            (None, _) => "abandoned",
+            (Some(_), Outcome::Complete) => "complete",
+            (Some(_), Outcome::Cancelled { .. }) => "cancelled",
+            (Some(_), Outcome::Failed { .. }) => "failed",
+        });
         info!(%job_id, ?outcome, "run over");
         RunSummary {
             job_id,
@@ -299,6 +321,7 @@ impl Runner {
 
     async fn run_phase(&self, run: &mut Run, phase: Phase, token: CancellationToken) -> i32 {
         self.status.set(AgentState::Running(phase), Some(run.job_id));
+        let started = Instant::now();
         run.reporter.event(JobEventKind::PhaseStarted { phase }).await;
         let mut ctx = PhaseContext {
             phase,
@@ -326,14 +349,28 @@ impl Runner {
                 Ok((until, keys_file)) => {
                     hold_until = Some(until);
                     if let Some(f) = keys_file {
-                        ctx.env.insert(flinger_connectors::SSH_KEYS_FILE_ENV.into(), f.display().to_string());
+                        ctx.env.insert(
+                            flinger_connectors::SSH_KEYS_FILE_ENV.into(),
+                            f.display().to_string(),
+                        );
                     }
                 }
                 Err(e) => {
                     warn!(job_id = %run.job_id, error = %e, "cannot start the reservation");
-                    run.output.send(phase, Bytes::from(format!("flinger-agent: cannot reserve: {e}\n"))).await;
+                    run.output
+                        .send(
+                            phase,
+                            Bytes::from(format!("flinger-agent: cannot reserve: {e}\n")),
+                        )
+                        .await;
                     run.output.flush().await;
-                    run.reporter.event(JobEventKind::PhaseFinished { phase, exit_code: 1, detail: Some(e) }).await;
+                    run.reporter
+                        .event(JobEventKind::PhaseFinished {
+                            phase,
+                            exit_code: 1,
+                            detail: Some(e),
+                        })
+                        .await;
                     return 1;
                 }
             }
@@ -423,6 +460,7 @@ impl Runner {
             }
         };
         info!(job_id = %run.job_id, %phase, exit_code, "phase finished");
+        crate::metrics::phase_finished(phase.as_str(), exit_code, started.elapsed());
         run.reporter
             .event(JobEventKind::PhaseFinished {
                 phase,
@@ -447,8 +485,14 @@ impl Runner {
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             Some(path)
         };
-        let timeout = run.job.reserve_timeout().unwrap_or(broker_schema::job::DEFAULT_RESERVE_TIMEOUT);
-        let until = run.deadline.borrow().unwrap_or_else(|| Millis::now().plus(timeout));
+        let timeout = run
+            .job
+            .reserve_timeout()
+            .unwrap_or(broker_schema::job::DEFAULT_RESERVE_TIMEOUT);
+        let until = run
+            .deadline
+            .borrow()
+            .unwrap_or_else(|| Millis::now().plus(timeout));
         run.deadline_tx.send_replace(Some(until));
         let device_ip = run
             .device_info
@@ -459,14 +503,21 @@ impl Runner {
             .or_else(|| self.connector.device_ip())
             .or_else(|| run.env.get("DEVICE_IP").cloned())
             .or_else(|| run.env.get("device_ip").cloned());
-        let user = run
-            .job
-            .test_data()
-            .and_then(|t| t.get("test_username"))
-            .and_then(|v| v.as_str())
-            .unwrap_or("ubuntu")
-            .to_owned();
-        run.reporter.event(JobEventKind::ReservationStarted { until, device_ip, user: Some(user) }).await;
+        let user = self.connector.reserve_user().unwrap_or_else(|| {
+            run.job
+                .test_data()
+                .and_then(|t| t.get("test_username"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("ubuntu")
+                .to_owned()
+        });
+        run.reporter
+            .event(JobEventKind::ReservationStarted {
+                until,
+                device_ip,
+                user: Some(user),
+            })
+            .await;
         Ok((until, keys_file))
     }
 
@@ -513,8 +564,12 @@ impl Runner {
         let publish = self.publisher.publish(&exchange, &key, &ev, &opts);
         match tokio::time::timeout(Duration::from_secs(3), publish).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(job_id = %reporter.job_id, error = %e, "could not tell the scheduler the run was given up"),
-            Err(_) => warn!(job_id = %reporter.job_id, "could not tell the scheduler the run was given up in time"),
+            Ok(Err(e)) => {
+                warn!(job_id = %reporter.job_id, error = %e, "could not tell the scheduler the run was given up")
+            }
+            Err(_) => {
+                warn!(job_id = %reporter.job_id, "could not tell the scheduler the run was given up in time")
+            }
         }
     }
 

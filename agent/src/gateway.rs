@@ -1,0 +1,327 @@
+//! The agent's HTTP link to the gateway, used only for what does not belong on the broker:
+//! downloading a job's attachments and uploading its artifacts.
+//!
+//! With a `client_id` and `client_secret` it logs in (`POST /v1/oauth2/token`) and sends the
+//! access token, logging in again shortly before it expires; without them it goes anonymous
+//! (the gateway then needs `--allow-anonymous-agents`). Transient failures (no answer, 5xx) are
+//! retried a few times with backoff.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tracing::warn;
+
+/// Attempts per request.
+const TRIES: u32 = 3;
+/// Longest a transfer may take (archives can be large).
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Where the gateway is and how to log in.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// Base URL, without a trailing slash.
+    pub url: String,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("url", &self.url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+/// `testflinger.example.com` → `http://testflinger.example.com` (Testflinger's agent does the
+/// same), without a trailing slash.
+pub fn normalize_url(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    if url.to_ascii_lowercase().starts_with("http") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("the gateway refused the agent's credentials ({0})")]
+    Login(StatusCode),
+    #[error("{what}: the gateway answered {status}: {body}")]
+    Status {
+        what: String,
+        status: StatusCode,
+        body: String,
+    },
+    #[error("{what}: {source}")]
+    Http { what: String, source: reqwest::Error },
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+impl GatewayError {
+    fn transient(&self) -> bool {
+        match self {
+            GatewayError::Http { .. } => true,
+            GatewayError::Status { status, .. } => status.is_server_error(),
+            _ => false,
+        }
+    }
+}
+
+pub struct GatewayClient {
+    config: GatewayConfig,
+    http: reqwest::Client,
+    /// The access token and when to stop using it.
+    token: Mutex<Option<(String, Instant)>>,
+}
+
+impl GatewayClient {
+    pub fn new(config: GatewayConfig) -> GatewayClient {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(TRANSFER_TIMEOUT)
+            .build()
+            .expect("a plain HTTP client builds");
+        GatewayClient {
+            config,
+            http,
+            token: Mutex::new(None),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.config.url)
+    }
+
+    /// The access token to send, logging in when there is none or it is about to expire.
+    async fn token(&self) -> Result<Option<String>, GatewayError> {
+        let (Some(id), Some(secret)) = (&self.config.client_id, &self.config.client_secret) else {
+            return Ok(None);
+        };
+        let mut cached = self.token.lock().await;
+        if let Some((t, until)) = cached.as_ref()
+            && Instant::now() < *until
+        {
+            return Ok(Some(t.clone()));
+        }
+        let what = "logging in to the gateway".to_owned();
+        let r = self
+            .http
+            .post(self.url("/v1/oauth2/token"))
+            .basic_auth(id, Some(secret))
+            .send()
+            .await
+            .map_err(|source| GatewayError::Http {
+                what: what.clone(),
+                source,
+            })?;
+        if !r.status().is_success() {
+            return Err(GatewayError::Login(r.status()));
+        }
+        let body: Value = r
+            .json()
+            .await
+            .map_err(|source| GatewayError::Http { what, source })?;
+        let token = body["access_token"].as_str().unwrap_or_default().to_owned();
+        let ttl = body["expires_in"].as_u64().unwrap_or(60);
+        // Renew a little early, never later than halfway for short lifetimes.
+        let margin = Duration::from_secs((ttl / 2).min(30));
+        *cached = Some((token.clone(), Instant::now() + Duration::from_secs(ttl) - margin));
+        Ok(Some(token))
+    }
+
+    async fn with_retries<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, GatewayError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, GatewayError>>,
+    {
+        let mut n = 0;
+        loop {
+            n += 1;
+            match attempt().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.transient() && n < TRIES => {
+                    warn!(error = %e, attempt = n, "{what} failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(u64::from(n))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Downloads `path` into the file `dest`. `Ok(false)` when the gateway has nothing (204).
+    pub async fn download(&self, path: &str, dest: &Path) -> Result<bool, GatewayError> {
+        let what = format!("GET {path}");
+        self.with_retries(&what, || async {
+            let mut req = self.http.get(self.url(path));
+            if let Some(t) = self.token().await? {
+                req = req.bearer_auth(t);
+            }
+            let mut r = req.send().await.map_err(|source| GatewayError::Http {
+                what: what.clone(),
+                source,
+            })?;
+            if r.status() == StatusCode::NO_CONTENT {
+                return Ok(false);
+            }
+            if !r.status().is_success() {
+                let status = r.status();
+                return Err(GatewayError::Status {
+                    what: what.clone(),
+                    status,
+                    body: r.text().await.unwrap_or_default(),
+                });
+            }
+            let io = |source| GatewayError::Io {
+                what: what.clone(),
+                source,
+            };
+            use tokio::io::AsyncWriteExt;
+            let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
+            while let Some(chunk) = r.chunk().await.map_err(|source| GatewayError::Http {
+                what: what.clone(),
+                source,
+            })? {
+                file.write_all(&chunk).await.map_err(io)?;
+            }
+            file.flush().await.map_err(io)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Uploads the file `src` to `path` as the `file` field of a multipart body, streamed.
+    pub async fn upload(&self, path: &str, src: &Path, filename: &str) -> Result<(), GatewayError> {
+        let what = format!("POST {path}");
+        self.with_retries(&what, || async {
+            let io = |source| GatewayError::Io {
+                what: what.clone(),
+                source,
+            };
+            let file = tokio::fs::File::open(src).await.map_err(io)?;
+            let len = file.metadata().await.map_err(io)?.len();
+            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+            let part = reqwest::multipart::Part::stream_with_length(body, len)
+                .file_name(filename.to_owned())
+                .mime_str("application/x-gzip")
+                .expect("a valid MIME type");
+            let form = reqwest::multipart::Form::new().part("file", part);
+            let mut req = self.http.post(self.url(path)).multipart(form);
+            if let Some(t) = self.token().await? {
+                req = req.bearer_auth(t);
+            }
+            let r = req.send().await.map_err(|source| GatewayError::Http {
+                what: what.clone(),
+                source,
+            })?;
+            if !r.status().is_success() {
+                let status = r.status();
+                return Err(GatewayError::Status {
+                    what: what.clone(),
+                    status,
+                    body: r.text().await.unwrap_or_default(),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl GatewayClient {
+    /// POSTs a JSON body (bounded retries); `Ok` on a 2xx answer.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<(), GatewayError> {
+        let what = format!("POST {path}");
+        self.with_retries(&what, || async {
+            let mut req = self.http.post(self.url(path)).json(body);
+            if let Some(t) = self.token().await? {
+                req = req.bearer_auth(t);
+            }
+            let r = req.send().await.map_err(|source| GatewayError::Http {
+                what: what.clone(),
+                source,
+            })?;
+            if !r.status().is_success() {
+                let status = r.status();
+                return Err(GatewayError::Status {
+                    what: what.clone(),
+                    status,
+                    body: r.text().await.unwrap_or_default(),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Tells the gateway the descriptions of the queues and the images this agent advertises
+/// (Testflinger's `advertised_queues` and `advertised_images`), once at start. Best effort: a
+/// gateway that cannot be reached is logged, and jobs run regardless.
+pub async fn advertise(
+    config: std::sync::Arc<crate::config::AgentConfig>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let Some(gateway) = config.gateway.clone() else {
+        return;
+    };
+    if config.advertised_queues.is_empty() && config.advertised_images.is_empty() {
+        return;
+    }
+    let client = GatewayClient::new(gateway);
+    let send = async {
+        if !config.advertised_queues.is_empty() {
+            let body = serde_json::to_value(&config.advertised_queues).expect("a string map");
+            client.post_json("/v1/agents/queues", &body).await?;
+        }
+        if !config.advertised_images.is_empty() {
+            let body = serde_json::to_value(&config.advertised_images).expect("a string map");
+            client.post_json("/v1/agents/images", &body).await?;
+        }
+        Ok::<_, GatewayError>(())
+    };
+    tokio::select! {
+        r = send => if let Err(e) = r {
+            warn!(error = %e, "cannot advertise queues and images to the gateway");
+        },
+        _ = shutdown.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agents_credentials_come_from_its_config_and_never_reach_the_phases() {
+        let c = crate::config::AgentConfig::parse(
+            "agent_id: a\njob_queues: [q]\ntest_command: x\nserver_address: gw:8000\nclient_id: ag\nclient_secret: very-secret-value\n",
+        )
+        .unwrap();
+        let g = c.gateway.as_ref().expect("a gateway");
+        assert_eq!(g.url, "http://gw:8000");
+        assert_eq!(g.client_id.as_deref(), Some("ag"));
+        assert!(
+            !c.env.values().any(|v| v == "very-secret-value"),
+            "exported to phases"
+        );
+        assert!(
+            !format!("{g:?}").contains("very-secret-value"),
+            "shown in debug output"
+        );
+    }
+
+    #[test]
+    fn testflinger_style_addresses_get_a_scheme() {
+        assert_eq!(normalize_url("tf.example.com/"), "http://tf.example.com");
+        assert_eq!(normalize_url("https://gw:8080"), "https://gw:8080");
+    }
+}
