@@ -1,21 +1,22 @@
 //! The command line: global options and one subcommand per action, with Testflinger's names and
-//! arguments so that its users' habits and scripts carry over.
+//! arguments so that its users' habits and scripts carry over (differences: docs/cli.md).
 //!
 //! Clap reports usage errors itself, with exit code 2 (the CLI's code for a wrong request).
 
 use crate::model::JobId;
 use broker_schema::Phase;
 use clap::builder::PossibleValuesParser;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "flinger",
     version,
-    about = "Submit jobs to a Flinger lab, follow them, and read how they went.",
+    about = "Submit jobs to a Flinger lab, follow them, reserve devices, and see how the lab is doing.",
     after_help = "Exit codes: 0 success, 1 test failed, 2 bad or refused request, 3 infrastructure failure, \
-                  4 cancelled, 5 server unreachable or failing. See docs/cli.md."
+                  4 cancelled, 5 server unreachable or failing, 6 authentication needed or refused, \
+                  130 interrupted. See docs/cli.md."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -32,7 +33,7 @@ pub struct GlobalArgs {
     pub server: Option<String>,
 
     /// Configuration file [env: FLINGER_CONFIG; default: ~/.config/flinger/config.toml]
-    #[arg(short = 'c', long, global = true, value_name = "FILE")]
+    #[arg(short = 'c', long, alias = "configfile", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// Print machine-readable JSON on stdout
@@ -42,6 +43,14 @@ pub struct GlobalArgs {
     /// Show every HTTP request and retry on stderr
     #[arg(short = 'd', long, global = true)]
     pub debug: bool,
+
+    /// Client id to log in with [env: FLINGER_CLIENT_ID, then TESTFLINGER_CLIENT_ID]
+    #[arg(long, alias = "client_id", global = true, value_name = "ID")]
+    pub client_id: Option<String>,
+
+    /// Secret key of the client id [env: FLINGER_SECRET_KEY, then TESTFLINGER_SECRET_KEY]
+    #[arg(long, alias = "secret_key", global = true, value_name = "SECRET")]
+    pub secret_key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,10 +65,39 @@ pub enum Command {
     Status(JobArg),
     /// Print a job's results (exit code and output of each phase) as JSON
     Results(JobArg),
-    /// Print a job's job file
+    /// Download the tarball of a job's artifacts
+    Artifacts(ArtifactsArgs),
+    /// Print a job's job file, its attempts and how it failed
     Show(ShowArgs),
     /// Cancel a job (a running job stops its phase, runs cleanup and ends cancelled)
     Cancel(JobArg),
+    /// Reserve a device (submit a reserve job and print how to connect), or see or extend a
+    /// reservation
+    Reserve(ReserveArgs),
+    /// List the jobs submitted from this machine, with their last known state
+    Jobs(JobsArgs),
+    /// List the queues agents serve, with their descriptions
+    ListQueues,
+    /// List the agents, optionally filtered
+    ListAgents(ListAgentsArgs),
+    /// Show one agent's state
+    AgentStatus(AgentStatusArgs),
+    /// Show a queue's agents, jobs and wait times
+    QueueStatus(QueueStatusArgs),
+    /// Log in with a client id and secret key; later commands send the access token
+    Login,
+    /// Forget the stored login for the server
+    Logout,
+    /// Show every setting and where it came from; `KEY` shows one, `KEY=VALUE` writes the file
+    Config(ConfigArgs),
+    /// Write or delete secrets (needs a login)
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Administer agents and clients (needs an admin or manager login)
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Print a shell completion script (e.g. `flinger completions bash > ~/.local/share/bash-completion/completions/flinger`)
+    Completions(CompletionsArgs),
 }
 
 impl Command {
@@ -86,6 +124,11 @@ pub struct SubmitArgs {
     /// Wait until an agent serving the job's queue is available before submitting
     #[arg(long)]
     pub wait_for_available_agents: bool,
+
+    /// The directory relative attachment paths start from [default: the job file's directory;
+    /// the current directory for stdin]
+    #[arg(long, value_name = "DIR")]
+    pub attachments_relative_to: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +142,7 @@ pub struct PollArgs {
 
     /// Start from this fragment number (as Testflinger's --start_fragment)
     #[arg(
+        short = 'f',
         long = "start_fragment",
         visible_alias = "start-fragment",
         value_name = "N",
@@ -106,8 +150,17 @@ pub struct PollArgs {
     )]
     pub start_fragment: u64,
 
+    /// Only output written at or after this time (ISO-8601; UTC without an offset)
+    #[arg(
+        short = 't',
+        long = "start_timestamp",
+        visible_alias = "start-timestamp",
+        value_name = "TIME"
+    )]
+    pub start_timestamp: Option<String>,
+
     /// Only this phase's output
-    #[arg(long, value_name = "PHASE", value_parser = PossibleValuesParser::new(Phase::ALL.map(Phase::as_str)))]
+    #[arg(short = 'p', long, value_name = "PHASE", value_parser = PossibleValuesParser::new(Phase::ALL.map(Phase::as_str)))]
     pub phase: Option<String>,
 }
 
@@ -127,10 +180,270 @@ pub struct ShowArgs {
     pub yaml: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct ArtifactsArgs {
+    /// The job id (a UUID)
+    pub job_id: JobId,
+
+    /// Where to save the tarball (`-` writes it to stdout)
+    #[arg(long, value_name = "FILE", default_value = "artifacts.tgz")]
+    pub filename: PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ReserveArgs {
+    #[command(subcommand)]
+    pub action: Option<ReserveCommand>,
+
+    /// The queue to reserve a device of [default: asked]
+    #[arg(short, long)]
+    pub queue: Option<String>,
+
+    /// The image to provision: a name the queue advertises, or a URL [default: asked, when the
+    /// queue advertises images]
+    #[arg(short, long, conflicts_with = "distro")]
+    pub image: Option<String>,
+
+    /// The distro to provision (`provision_data.distro`)
+    #[arg(long)]
+    pub distro: Option<String>,
+
+    /// An ssh key to install: `lp:USER`, `gh:USER` or a public key (repeatable) [default: asked]
+    #[arg(short, long = "key", value_name = "KEY")]
+    pub keys: Vec<String>,
+
+    /// How long to hold the device: seconds, or a form like 2h30m [default: 3600]
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+
+    /// Print the job that would be submitted, and stop
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Do not ask before submitting
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReserveCommand {
+    /// Where the reserved device is and until when (machine-readable with --json)
+    Status(JobArg),
+    /// Move a reservation's deadline: later by a duration, or to a time
+    Extend(ExtendArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("deadline").required(true).args(["by", "until"])))]
+pub struct ExtendArgs {
+    /// The job id (a UUID)
+    pub job_id: JobId,
+
+    /// Extend by this long: seconds, or a form like 2h30m
+    #[arg(long, value_name = "DURATION")]
+    pub by: Option<String>,
+
+    /// Extend until this time (ISO-8601, e.g. 2026-11-25T18:00:00Z)
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Ask the server for the state of every job that had not ended
+    #[arg(short, long)]
+    pub status: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListAgentsArgs {
+    /// Only agents serving this queue
+    #[arg(short, long)]
+    pub queue: Option<String>,
+
+    /// Only agents in this state (repeatable): waiting, offline, maintenance, a phase name…
+    #[arg(short, long)]
+    pub state: Vec<String>,
+
+    /// Only agents at this location
+    #[arg(short, long)]
+    pub location: Option<String>,
+
+    /// Only agents of this provision type
+    #[arg(long)]
+    pub provision_type: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentStatusArgs {
+    /// The agent's name
+    pub agent_name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct QueueStatusArgs {
+    /// The queue's name
+    pub queue_name: String,
+
+    /// List the queue's jobs one by one
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// `KEY` to show one setting, `KEY=VALUE` to write it into the configuration file
+    /// (`KEY=` removes it)
+    #[arg(value_name = "KEY[=VALUE]")]
+    pub setting: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Store a secret value under a path of your client
+    Write {
+        /// The secret's path (letters, digits, _, -, /)
+        path: String,
+        /// The value
+        value: String,
+    },
+    /// Delete a secret
+    Delete {
+        /// The secret's path
+        path: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Set an agent's state or a client's permissions
+    #[command(subcommand)]
+    Set(AdminSet),
+    /// Show client permissions
+    #[command(subcommand)]
+    Get(AdminGet),
+    /// Delete a client
+    #[command(subcommand)]
+    Delete(AdminDelete),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AdminAgentState {
+    /// Back in service (the same as `waiting`)
+    Online,
+    /// Back in service
+    Waiting,
+    /// Out of service, e.g. broken (a comment is required)
+    Offline,
+    /// Out of service for lab work
+    Maintenance,
+}
+
+impl AdminAgentState {
+    /// The state the API takes.
+    pub fn api_name(self) -> &'static str {
+        match self {
+            AdminAgentState::Online | AdminAgentState::Waiting => "waiting",
+            AdminAgentState::Offline => "offline",
+            AdminAgentState::Maintenance => "maintenance",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminSet {
+    /// Take agents out of service or put them back (takes effect after their current job)
+    AgentStatus(SetAgentStatusArgs),
+    /// Create a client, or change its secret, role or limits
+    ClientPermissions(SetClientArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetAgentStatusArgs {
+    /// The state to set
+    #[arg(long, value_enum)]
+    pub status: AdminAgentState,
+
+    /// The agents to set it on
+    #[arg(long, required = true, num_args = 1.., value_name = "AGENT")]
+    pub agents: Vec<String>,
+
+    /// Why (required for offline)
+    #[arg(long)]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SetClientArgs {
+    /// The client to create or change
+    #[arg(long, visible_alias = "client", value_name = "ID")]
+    pub testflinger_client_id: Option<String>,
+
+    /// Its secret key (required for a new client)
+    #[arg(long, value_name = "SECRET")]
+    pub testflinger_client_secret: Option<String>,
+
+    /// Highest job priority per queue: JSON (`{"rpi4b": 100, "*": 10}`) or `rpi4b=100,*=10`
+    #[arg(long, value_name = "LIMITS")]
+    pub max_priority: Option<String>,
+
+    /// Longest reservation per queue in seconds: JSON or `rpi4b=86400,*=21600`
+    #[arg(long, value_name = "LIMITS")]
+    pub max_reservation: Option<String>,
+
+    /// Its role
+    #[arg(long, value_parser = ["admin", "manager", "contributor", "agent"])]
+    pub role: Option<String>,
+
+    /// Its email address
+    #[arg(long)]
+    pub email: Option<String>,
+
+    /// The whole body as JSON (Testflinger's `--json DATA`); flags given too override it
+    #[arg(long, value_name = "JSON")]
+    pub data: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminGet {
+    /// One client's permissions, or every client's
+    ClientPermissions(ClientIdArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminDelete {
+    /// Delete a client
+    ClientPermissions(RequiredClientIdArg),
+}
+
+#[derive(Debug, Args)]
+pub struct ClientIdArg {
+    /// The client [default: every client]
+    #[arg(long, visible_alias = "client", value_name = "ID")]
+    pub testflinger_client_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RequiredClientIdArg {
+    /// The client
+    #[arg(long, visible_alias = "client", value_name = "ID")]
+    pub testflinger_client_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    const ID: &str = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
 
     #[test]
     fn the_command_line_is_consistent() {
@@ -139,11 +452,12 @@ mod tests {
 
     #[test]
     fn global_flags_go_before_or_after_the_command() {
-        let id = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
-        let a = Cli::try_parse_from(["flinger", "--json", "status", id]).unwrap();
-        let b = Cli::try_parse_from(["flinger", "status", id, "--json", "--server", "http://x:1"]).unwrap();
+        let a = Cli::try_parse_from(["flinger", "--json", "status", ID]).unwrap();
+        let b = Cli::try_parse_from(["flinger", "status", ID, "--json", "--server", "http://x:1"]).unwrap();
         assert!(a.global.json && b.global.json);
         assert_eq!(b.global.server.as_deref(), Some("http://x:1"));
+        let c = Cli::try_parse_from(["flinger", "login", "--client_id", "me", "--secret-key", "s"]).unwrap();
+        assert_eq!(c.global.client_id.as_deref(), Some("me"));
     }
 
     #[test]
@@ -155,13 +469,83 @@ mod tests {
 
     #[test]
     fn testflinger_spellings_of_poll_options_work() {
-        let id = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
-        let c = Cli::try_parse_from(["flinger", "poll", "--start_fragment", "7", "-o", id]).unwrap();
+        let c = Cli::try_parse_from(["flinger", "poll", "--start_fragment", "7", "-o", ID]).unwrap();
         let Command::Poll(p) = c.command else {
             panic!("not poll")
         };
         assert_eq!((p.start_fragment, p.oneshot), (7, true));
-        assert!(Cli::try_parse_from(["flinger", "poll", "--start-fragment", "7", id]).is_ok());
-        assert!(Cli::try_parse_from(["flinger", "poll", "--phase", "tset", id]).is_err());
+        assert!(Cli::try_parse_from(["flinger", "poll", "--start-fragment", "7", ID]).is_ok());
+        assert!(Cli::try_parse_from(["flinger", "poll", "-f", "7", "-p", "test", ID]).is_ok());
+        assert!(Cli::try_parse_from(["flinger", "poll", "--phase", "tset", ID]).is_err());
+    }
+
+    #[test]
+    fn reserve_takes_flags_or_a_subcommand() {
+        let c = Cli::try_parse_from([
+            "flinger",
+            "reserve",
+            "-q",
+            "rpi4b",
+            "-k",
+            "lp:a",
+            "-k",
+            "gh:b",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Command::Reserve(r) = c.command else { panic!() };
+        assert_eq!(
+            (r.queue.as_deref(), r.keys.len(), r.dry_run),
+            (Some("rpi4b"), 2, true)
+        );
+        let c = Cli::try_parse_from(["flinger", "reserve", "extend", ID, "--by", "2h"]).unwrap();
+        let Command::Reserve(ReserveArgs {
+            action: Some(ReserveCommand::Extend(e)),
+            ..
+        }) = c.command
+        else {
+            panic!()
+        };
+        assert_eq!(e.by.as_deref(), Some("2h"));
+        assert!(
+            Cli::try_parse_from(["flinger", "reserve", "extend", ID]).is_err(),
+            "--by or --until is required"
+        );
+        assert!(Cli::try_parse_from(["flinger", "reserve", "status", ID, "--json"]).is_ok());
+    }
+
+    #[test]
+    fn admin_commands_parse_as_testflinger_spells_them() {
+        let c = Cli::try_parse_from([
+            "flinger",
+            "admin",
+            "set",
+            "agent-status",
+            "--status",
+            "maintenance",
+            "--agents",
+            "a",
+            "b",
+            "--comment",
+            "lab work",
+        ])
+        .unwrap();
+        let Command::Admin(AdminCommand::Set(AdminSet::AgentStatus(s))) = c.command else {
+            panic!()
+        };
+        assert_eq!((s.status.api_name(), s.agents.len()), ("maintenance", 2));
+        assert_eq!(AdminAgentState::Online.api_name(), "waiting");
+        assert!(
+            Cli::try_parse_from([
+                "flinger",
+                "admin",
+                "delete",
+                "client-permissions",
+                "--testflinger-client-id",
+                "x"
+            ])
+            .is_ok()
+        );
+        assert!(Cli::try_parse_from(["flinger", "admin", "get", "client-permissions"]).is_ok());
     }
 }

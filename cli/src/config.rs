@@ -1,8 +1,8 @@
 //! Where the CLI's settings come from: command-line flags, then environment variables, then the
 //! configuration file, then built-in defaults. Every resolved value remembers its source, so that
-//! `flinger config` (to come) can show it.
+//! `flinger config` can show it.
 //!
-//! This module only reads; it never writes the configuration file.
+//! Reading is [`load`]; the only write is [`write_setting`] (`flinger config KEY=VALUE`).
 
 use serde::Deserialize;
 use std::fmt;
@@ -15,9 +15,17 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 /// Environment variables for the server, in order of precedence. `TESTFLINGER_SERVER` is
 /// honoured so that Testflinger users' environments keep working.
 pub const SERVER_ENV: [&str; 2] = ["FLINGER_SERVER", "TESTFLINGER_SERVER"];
+/// The client id and secret key used to log in, Testflinger's variables second.
+pub const CLIENT_ID_ENV: [&str; 2] = ["FLINGER_CLIENT_ID", "TESTFLINGER_CLIENT_ID"];
+pub const SECRET_KEY_ENV: [&str; 2] = ["FLINGER_SECRET_KEY", "TESTFLINGER_SECRET_KEY"];
+/// Where the job history and the login are kept.
+pub const DATA_DIR_ENV: [&str; 1] = ["FLINGER_DATA_DIR"];
 
 /// Names the configuration file when `--config` does not.
 pub const CONFIG_ENV: &str = "FLINGER_CONFIG";
+
+/// The keys of the configuration file, in the order `flinger config` shows them.
+pub const KEYS: [&str; 4] = ["server", "client_id", "secret_key", "data_dir"];
 
 /// The base URL of a Flinger (or Testflinger) server: http or https, with a host. Any path is
 /// kept as a prefix (a gateway behind a reverse proxy at `https://lab.example/flinger`).
@@ -45,6 +53,10 @@ impl ServerUrl {
     pub fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.0)
     }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl fmt::Display for ServerUrl {
@@ -60,6 +72,18 @@ pub enum Source {
     Env(&'static str),
     File(PathBuf),
     Default,
+}
+
+impl Source {
+    /// One word for scripts (`flinger config --json`): flag, env, file or default.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Flag(_) => "flag",
+            Source::Env(_) => "env",
+            Source::File(_) => "file",
+            Source::Default => "default",
+        }
+    }
 }
 
 impl fmt::Display for Source {
@@ -83,9 +107,17 @@ pub struct Setting<T> {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub server: Setting<ServerUrl>,
+    /// The client to log in as, if any.
+    pub client_id: Option<Setting<String>>,
+    /// Its secret key. Never printed.
+    pub secret_key: Option<Setting<String>>,
+    /// Where the job history and the stored login live (`None` without any home directory).
+    pub data_dir: Option<Setting<PathBuf>>,
     /// The configuration file that was read, if any.
-    #[allow(dead_code)] // shown by `flinger config` (to come)
     pub config_file: Option<PathBuf>,
+    /// The configuration file `flinger config KEY=VALUE` writes: the one in use, else the
+    /// default one.
+    pub config_target: Option<PathBuf>,
 }
 
 /// The configuration file's keys. Unknown keys are refused, so a typo does not go unnoticed.
@@ -93,16 +125,23 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     server: Option<String>,
+    client_id: Option<String>,
+    secret_key: Option<String>,
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the configuration file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write the configuration file {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
     #[error("the configuration file {path} is not valid: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("bad server URL from {origin}: {message}")]
     BadServer { origin: Source, message: String },
+    #[error("{0}")]
+    Other(String),
 }
 
 /// The flags that take part in resolution.
@@ -110,6 +149,36 @@ pub enum ConfigError {
 pub struct Flags {
     pub server: Option<String>,
     pub config: Option<PathBuf>,
+    pub client_id: Option<String>,
+    pub secret_key: Option<String>,
+}
+
+/// The first of flag, variables, file value that is given.
+fn pick<T>(
+    flag: Option<(T, &'static str)>,
+    vars: &[&'static str],
+    env: &dyn Fn(&str) -> Option<String>,
+    parse_env: impl Fn(String) -> T,
+    file: Option<(T, &Path)>,
+) -> Option<Setting<T>> {
+    if let Some((value, name)) = flag {
+        return Some(Setting {
+            value,
+            source: Source::Flag(name),
+        });
+    }
+    for var in vars {
+        if let Some(v) = env(var) {
+            return Some(Setting {
+                value: parse_env(v),
+                source: Source::Env(var),
+            });
+        }
+    }
+    file.map(|(value, path)| Setting {
+        value,
+        source: Source::File(path.to_owned()),
+    })
 }
 
 /// Resolves every setting. `env` looks a variable up (empty values count as unset).
@@ -123,39 +192,75 @@ pub fn load(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Setti
     };
     let mut file = FileConfig::default();
     let mut config_file = None;
-    if let Some(path) = path {
-        match std::fs::read_to_string(&path) {
+    if let Some(path) = &path {
+        match std::fs::read_to_string(path) {
             Ok(text) => {
-                file = parse_file(&path, &text)?;
-                config_file = Some(path);
+                file = parse_file(path, &text)?;
+                config_file = Some(path.clone());
             }
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(ConfigError::Read { path, source }),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                });
+            }
         }
     }
+    let file_path = config_file.as_deref();
+    let in_file = |v: Option<String>| v.filter(|s| !s.trim().is_empty()).zip(file_path);
 
-    let candidates = flags
-        .server
-        .clone()
-        .map(|v| (v, Source::Flag("--server")))
-        .into_iter()
-        .chain(
-            SERVER_ENV
-                .iter()
-                .filter_map(|var| env(var).map(|v| (v, Source::Env(var)))),
-        )
-        .chain(file.server.clone().zip(config_file.clone().map(Source::File)))
-        .chain(std::iter::once((DEFAULT_SERVER.to_owned(), Source::Default)));
-    let (raw, source) = candidates
-        .into_iter()
-        .next()
-        .expect("the default is always there");
-    let value = ServerUrl::parse(&raw).map_err(|message| ConfigError::BadServer {
-        origin: source.clone(),
-        message,
-    })?;
+    let server = pick(
+        flags.server.clone().map(|v| (v, "--server")),
+        &SERVER_ENV,
+        &env,
+        |v| v,
+        in_file(file.server.clone()),
+    )
+    .unwrap_or(Setting {
+        value: DEFAULT_SERVER.to_owned(),
+        source: Source::Default,
+    });
+    let server = Setting {
+        value: ServerUrl::parse(&server.value).map_err(|message| ConfigError::BadServer {
+            origin: server.source.clone(),
+            message,
+        })?,
+        source: server.source,
+    };
+    let client_id = pick(
+        flags.client_id.clone().map(|v| (v, "--client-id")),
+        &CLIENT_ID_ENV,
+        &env,
+        |v| v,
+        in_file(file.client_id.clone()),
+    );
+    let secret_key = pick(
+        flags.secret_key.clone().map(|v| (v, "--secret-key")),
+        &SECRET_KEY_ENV,
+        &env,
+        |v| v,
+        in_file(file.secret_key.clone()),
+    );
+    let data_dir = pick(
+        None,
+        &DATA_DIR_ENV,
+        &env,
+        PathBuf::from,
+        file.data_dir.clone().zip(file_path),
+    )
+    .or_else(|| {
+        default_data_dir(&env).map(|value| Setting {
+            value,
+            source: Source::Default,
+        })
+    });
     Ok(Settings {
-        server: Setting { value, source },
+        server,
+        client_id,
+        secret_key,
+        data_dir,
+        config_target: config_file.clone().or(path),
         config_file,
     })
 }
@@ -174,6 +279,65 @@ pub fn default_config_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathB
         .filter(|p| p.is_absolute())
         .or_else(|| env("HOME").map(|h| Path::new(&h).join(".config")))?;
     Some(base.join("flinger").join("config.toml"))
+}
+
+/// `$XDG_DATA_HOME/flinger`, else `$HOME/.local/share/flinger`.
+pub fn default_data_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let base = env("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| env("HOME").map(|h| Path::new(&h).join(".local").join("share")))?;
+    Some(base.join("flinger"))
+}
+
+/// `flinger config KEY=VALUE`: sets (or, with an empty value, removes) one key of the
+/// configuration file, creating it if needed. Comments in the file are not kept.
+pub fn write_setting(path: &Path, key: &str, value: &str) -> Result<(), ConfigError> {
+    if !KEYS.contains(&key) {
+        return Err(ConfigError::Other(format!(
+            "unknown setting {key:?}: the settings are {}",
+            KEYS.join(", ")
+        )));
+    }
+    if key == "server" && !value.is_empty() {
+        ServerUrl::parse(value).map_err(|message| ConfigError::BadServer {
+            origin: Source::File(path.to_owned()),
+            message,
+        })?;
+    }
+    let mut table = match std::fs::read_to_string(path) {
+        Ok(text) => {
+            parse_file(path, &text)?;
+            text.parse::<toml::Table>().map_err(|e| ConfigError::Invalid {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    if value.is_empty() {
+        table.remove(key);
+    } else {
+        table.insert(key.to_owned(), toml::Value::String(value.to_owned()));
+    }
+    let text = toml::to_string(&table).map_err(|e| ConfigError::Other(e.to_string()))?;
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        // The file may hold a secret key: only its owner may read it.
+        crate::files::write_private(path, text.as_bytes())
+    };
+    write().map_err(|source| ConfigError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -211,7 +375,7 @@ mod tests {
         ]);
         let flags = Flags {
             server: Some("http://flag:1/".into()),
-            config: None,
+            ..Flags::default()
         };
         let s = load(&flags, &env).unwrap();
         assert_eq!(s.server.value.to_string(), "http://flag:1");
@@ -267,11 +431,11 @@ mod tests {
     #[test]
     fn a_named_config_file_must_exist() {
         let flags = Flags {
-            server: None,
             config: Some("/nonexistent/flinger.toml".into()),
+            ..Flags::default()
         };
         assert!(matches!(
-            load(&flags, &env_of(&[])),
+            load(&flags, &env_of(&[("HOME", "/h")])),
             Err(ConfigError::Read { .. })
         ));
     }
@@ -283,10 +447,10 @@ mod tests {
         std::fs::write(&path, "sever = \"http://x\"\n").unwrap();
         let err = load(
             &Flags {
-                server: None,
                 config: Some(path),
+                ..Flags::default()
             },
-            &env_of(&[]),
+            &env_of(&[("HOME", "/h")]),
         )
         .unwrap_err();
         assert!(err.to_string().contains("sever"), "{err}");
@@ -294,9 +458,60 @@ mod tests {
 
     #[test]
     fn a_bad_server_url_names_where_it_came_from() {
-        let err = load(&Flags::default(), &env_of(&[("FLINGER_SERVER", "ftp://x")])).unwrap_err();
+        let err = load(
+            &Flags::default(),
+            &env_of(&[("FLINGER_SERVER", "ftp://x"), ("HOME", "/h")]),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("$FLINGER_SERVER"), "{err}");
         assert!(ServerUrl::parse("localhost:8080").is_err());
         assert!(ServerUrl::parse("http://h:1/?a=b").is_err());
+    }
+
+    #[test]
+    fn credentials_and_data_dir_have_sources_too() {
+        let home = config_home(None);
+        let xdg = home.path().to_str().unwrap();
+        let env = env_of(&[
+            ("XDG_CONFIG_HOME", xdg),
+            ("HOME", "/home/u"),
+            ("TESTFLINGER_CLIENT_ID", "legacy"),
+            ("FLINGER_SECRET_KEY", "s3cret"),
+        ]);
+        let s = load(&Flags::default(), &env).unwrap();
+        let id = s.client_id.unwrap();
+        assert_eq!(
+            (id.value.as_str(), id.source),
+            ("legacy", Source::Env("TESTFLINGER_CLIENT_ID"))
+        );
+        assert_eq!(s.secret_key.unwrap().source, Source::Env("FLINGER_SECRET_KEY"));
+        let data = s.data_dir.unwrap();
+        assert_eq!(data.value, PathBuf::from("/home/u/.local/share/flinger"));
+        assert_eq!(data.source, Source::Default);
+        let flags = Flags {
+            client_id: Some("me".into()),
+            ..Flags::default()
+        };
+        assert_eq!(
+            load(&flags, &env).unwrap().client_id.unwrap().source,
+            Source::Flag("--client-id")
+        );
+    }
+
+    #[test]
+    fn written_settings_are_read_back_from_the_file() {
+        let home = config_home(None);
+        let path = home.path().join("flinger/config.toml");
+        write_setting(&path, "server", "http://written:9").unwrap();
+        write_setting(&path, "client_id", "me").unwrap();
+        let env = env_of(&[("XDG_CONFIG_HOME", home.path().to_str().unwrap()), ("HOME", "/h")]);
+        let s = load(&Flags::default(), &env).unwrap();
+        assert_eq!(s.server.value.as_str(), "http://written:9");
+        assert!(matches!(s.server.source, Source::File(_)));
+        assert_eq!(s.client_id.unwrap().value, "me");
+        write_setting(&path, "client_id", "").unwrap();
+        assert!(load(&Flags::default(), &env).unwrap().client_id.is_none());
+        assert!(write_setting(&path, "sever", "x").is_err());
+        assert!(write_setting(&path, "server", "ftp://x").is_err());
     }
 }

@@ -10,6 +10,8 @@
 //! | 3 | the job failed for an infrastructure reason: device phase, timeout, agent lost, rejected… |
 //! | 4 | the job was cancelled |
 //! | 5 | the server could not be reached, failed (5xx) or answered nonsense |
+//! | 6 | authentication needed or refused: no login, bad credentials, an expired login, or a role that does not allow the request (401/403) |
+//! | 130 | interrupted (Ctrl-C) while following a job |
 
 use crate::client::ClientError;
 use crate::config::ConfigError;
@@ -26,6 +28,8 @@ pub enum Exit {
     Infrastructure = 3,
     Cancelled = 4,
     Unavailable = 5,
+    Auth = 6,
+    Interrupted = 130,
 }
 
 impl Exit {
@@ -138,6 +142,15 @@ pub enum CliError {
     UnknownQueue { queue: String, known: Vec<String> },
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// A login is needed, or was refused, or does not allow the action.
+    #[error("{0}")]
+    Auth(String),
+    /// A failure made of several steps, with the exit code of the step that failed.
+    #[error("{message}")]
+    Failed { message: String, exit: Exit },
+    /// Ctrl-C while following a job.
+    #[error("interrupted")]
+    Interrupted,
     /// Writing to stdout failed (a closed pipe is not reported).
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
@@ -158,11 +171,18 @@ impl CliError {
             | CliError::JobFile(_)
             | CliError::JobRefused { .. }
             | CliError::UnknownQueue { .. } => Exit::Usage,
+            CliError::Auth(_) => Exit::Auth,
+            CliError::Interrupted => Exit::Interrupted,
+            CliError::Failed { exit, .. } => *exit,
             CliError::Client(e) => match e {
-                ClientError::Refused { .. } | ClientError::NoSuchJob(_) => Exit::Usage,
+                e if e.is_auth() => Exit::Auth,
+                ClientError::Refused { .. } | ClientError::NoSuchJob(_) | ClientError::Io { .. } => {
+                    Exit::Usage
+                }
                 ClientError::Unreachable { .. }
                 | ClientError::Server { .. }
-                | ClientError::BadAnswer { .. } => Exit::Unavailable,
+                | ClientError::BadAnswer { .. }
+                | ClientError::Auth(_) => Exit::Unavailable,
             },
             // Nobody is left to read what we would say.
             CliError::Output(_) => Exit::Unavailable,
@@ -272,6 +292,26 @@ mod tests {
         });
         assert_eq!(failing.exit().code(), 5);
         assert_eq!(CliError::Usage("u".into()).exit().code(), 2);
+    }
+
+    #[test]
+    fn authentication_failures_exit_6() {
+        for status in [401, 403] {
+            let e = CliError::Client(ClientError::Refused {
+                status,
+                message: "m".into(),
+                detail: None,
+            });
+            assert_eq!(e.exit().code(), 6, "{status}");
+        }
+        assert_eq!(
+            CliError::Client(ClientError::Auth("no login".into()))
+                .exit()
+                .code(),
+            6
+        );
+        assert_eq!(CliError::Auth("log in".into()).exit().code(), 6);
+        assert_eq!(CliError::Interrupted.exit().code(), 130);
     }
 
     #[test]

@@ -25,6 +25,14 @@ impl From<PathBuf> for JobSource {
 }
 
 impl JobSource {
+    /// The file's path (`None` for stdin).
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            JobSource::Stdin => None,
+            JobSource::Path(p) => Some(p),
+        }
+    }
+
     /// How to name it in messages.
     pub fn describe(&self) -> String {
         match self {
@@ -102,15 +110,6 @@ impl JobFile {
             .and_then(Value::as_str)
             .filter(|q| !q.is_empty())
     }
-
-    /// Whether any phase's data lists attachments (files the CLI would have to upload).
-    pub fn has_attachments(&self) -> bool {
-        self.doc
-            .iter()
-            .filter(|(k, _)| k.ends_with("_data"))
-            .filter_map(|(_, v)| v.get("attachments"))
-            .any(|a| a.as_array().is_some_and(|l| !l.is_empty()))
-    }
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -150,18 +149,6 @@ mod tests {
     fn syntax_errors_name_the_file() {
         let err = JobFile::parse("broken.json".into(), "{\"job_queue\": ").unwrap_err();
         assert!(err.to_string().contains("broken.json"), "{err}");
-    }
-
-    #[test]
-    fn attachments_in_any_phase_data_are_noticed() {
-        let with = JobFile::parse(
-            "j".into(),
-            "job_queue: q\ntest_data:\n  attachments:\n    - local: a.txt\n",
-        )
-        .unwrap();
-        assert!(with.has_attachments());
-        let without = JobFile::parse("j".into(), "job_queue: q\ntest_data:\n  test_cmds: ls\n").unwrap();
-        assert!(!without.has_attachments());
     }
 
     #[test]

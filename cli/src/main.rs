@@ -1,18 +1,24 @@
 //! `flinger`: the command-line client of a Flinger lab.
 //!
 //! - [`args`]: the command line; [`config`]: where settings come from (flag > env > file).
-//! - [`client`]: the HTTP API, one method per endpoint; [`model`]: its answers, parsed.
-//! - [`commands`]: one module per command; [`jobfile`]: reading job files.
+//! - [`client`]: the HTTP API, one method per endpoint; [`model`]: its answers, parsed;
+//!   [`auth`]: logging in and the stored login.
+//! - [`commands`]: one module per command; [`jobfile`]: reading job files; [`attachments`]:
+//!   packing them; [`history`]: the local list of submitted jobs; [`files`]: private files.
 //! - [`output`]: human vs JSON rendering, stdout vs stderr, colour.
 //! - [`exit`]: the exit codes, for job outcomes and errors, decided in one place.
 //!
 //! The CLI knows nothing about the broker or the store: it only speaks HTTP to a gateway.
 
 mod args;
+mod attachments;
+mod auth;
 mod client;
 mod commands;
 mod config;
 mod exit;
+mod files;
+mod history;
 mod jobfile;
 mod model;
 mod output;

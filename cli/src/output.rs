@@ -4,14 +4,21 @@
 //!   JSON documents (`--json`), or one JSON event per line when following a job with `--json`.
 //! - stderr carries everything else: status lines, warnings, errors. Colour is used there only
 //!   on a terminal, never when `NO_COLOR` is set or `TERM=dumb`.
+//! - While a job is followed on a terminal, a live status line (indicatif) at the bottom of
+//!   stderr shows its phase, the time in that phase and since the start, and its queue position
+//!   and ETA while it waits. It is never drawn when stderr is not a terminal, with `--json` or
+//!   with `--quiet`; other output is printed above it.
 //!
 //! The CLI runs one task at a time, so writing to the terminal synchronously blocks nothing.
 
 use crate::exit::{CliError, Outcome};
 use crate::model::JobId;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
+use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::io::{IsTerminal, Write};
+use std::time::Duration;
 
 /// ANSI styles, or nothing when colour is off.
 #[derive(Clone, Copy, Debug)]
@@ -57,6 +64,10 @@ pub struct Ui {
     quiet: bool,
     /// For stderr, where all the colour is.
     palette: Palette,
+    /// Whether stderr is a terminal (the live status line is drawn only there).
+    stderr_terminal: bool,
+    /// The live status line, while a job is followed on a terminal.
+    bar: RefCell<Option<ProgressBar>>,
 }
 
 impl Ui {
@@ -70,6 +81,56 @@ impl Ui {
             json,
             quiet: false,
             palette: Palette::new(color),
+            stderr_terminal: std::io::stderr().is_terminal(),
+            bar: RefCell::new(None),
+        }
+    }
+
+    /// Whether people are watching: stderr is a terminal, and neither `--json` nor `--quiet`.
+    pub fn is_interactive(&self) -> bool {
+        self.stderr_terminal && !self.json && !self.quiet
+    }
+
+    // ----- the live status line
+
+    /// Shows (or updates) the live status line: `prefix` (the state) with the time since
+    /// [`Ui::restart_bar_clock`], then `message`. Does nothing unless [`Ui::is_interactive`].
+    pub fn set_bar(&self, prefix: &str, message: &str) {
+        if !self.is_interactive() {
+            return;
+        }
+        let mut bar = self.bar.borrow_mut();
+        let bar = bar.get_or_insert_with(|| {
+            let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template("{spinner} {prefix} {elapsed_precise} {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner());
+            b.set_style(style);
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        });
+        bar.set_prefix(prefix.to_owned());
+        bar.set_message(message.to_owned());
+    }
+
+    /// Restarts the status line's clock (the job entered a new state).
+    pub fn restart_bar_clock(&self) {
+        if let Some(b) = self.bar.borrow().as_ref() {
+            b.reset_elapsed();
+        }
+    }
+
+    /// Removes the live status line.
+    pub fn clear_bar(&self) {
+        if let Some(b) = self.bar.borrow_mut().take() {
+            b.finish_and_clear();
+        }
+    }
+
+    /// Runs `f` with the status line out of the way (for writing to the terminal).
+    fn around_bar<T>(&self, f: impl FnOnce() -> T) -> T {
+        match self.bar.borrow().as_ref() {
+            Some(b) => b.suspend(f),
+            None => f(),
         }
     }
 
@@ -90,9 +151,11 @@ impl Ui {
 
     /// Text exactly as given, flushed at once (a job's output).
     pub fn raw(&self, text: &str) -> std::io::Result<()> {
-        let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())?;
-        out.flush()
+        self.around_bar(|| {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()
+        })
     }
 
     pub fn line(&self, text: &str) -> std::io::Result<()> {
@@ -115,22 +178,28 @@ impl Ui {
     /// A status line; not shown with `--quiet`.
     pub fn status(&self, text: &str) {
         if !self.quiet {
-            eprintln!("{}", self.palette.dim(text));
+            self.note(&self.palette.dim(text));
         }
     }
 
     /// A hint for people (how to go on); not shown with `--quiet` or `--json`.
     pub fn hint(&self, text: &str) {
         if !self.quiet && !self.json {
-            eprintln!("{}", self.palette.dim(text));
+            self.note(&self.palette.dim(text));
         }
     }
 
     pub fn warn(&self, text: &str) {
-        eprintln!("{} {text}", self.palette.yellow("warning:"));
+        self.note(&format!("{} {text}", self.palette.yellow("warning:")));
+    }
+
+    /// One line on stderr, above the status line if there is one.
+    pub fn note(&self, line: &str) {
+        self.around_bar(|| eprintln!("{line}"));
     }
 
     pub fn error(&self, e: &CliError) {
+        self.clear_bar();
         let mut lines = error_lines(e).into_iter();
         if let Some(first) = lines.next() {
             eprintln!("{} {first}", self.palette.red("error:"));
@@ -156,7 +225,45 @@ impl Ui {
             }
             Outcome::Cancelled => p.yellow(&format!("Job {id} cancelled.")),
         };
+        self.clear_bar();
         eprintln!("{text}");
+    }
+}
+
+/// A table: columns padded to their widest cell, two spaces apart; the last one unpadded.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let n = cells.len();
+        let mut out = String::new();
+        for (i, c) in cells.into_iter().enumerate() {
+            if i + 1 == n {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        out.trim_end().to_owned()
+    };
+    let mut out = vec![line(header.to_vec())];
+    out.extend(rows.iter().map(|r| line(r.iter().map(String::as_str).collect())));
+    out.join("\n")
+}
+
+/// `3725` → `1h 2m`; `59` → `59s`: a duration for people.
+pub fn human_duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        3600..86400 => format!("{}h {}m", secs / 3600, (secs % 3600) / 60),
+        _ => format!("{}d {}h", secs / 86400, (secs % 86400) / 3600),
     }
 }
 
@@ -235,6 +342,23 @@ mod tests {
             "an empty NO_COLOR does not count"
         );
         assert!(!color_enabled(true, None, Some(OsStr::new("dumb"))));
+    }
+
+    #[test]
+    fn tables_pad_every_column_but_the_last() {
+        let t = table(
+            &["NAME", "STATE", "QUEUES"],
+            &[vec!["a".into(), "waiting".into(), "q1 q2".into()]],
+        );
+        assert_eq!(t, "NAME  STATE    QUEUES\na     waiting  q1 q2");
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(human_duration(59), "59s");
+        assert_eq!(human_duration(61), "1m 1s");
+        assert_eq!(human_duration(3725), "1h 2m");
+        assert_eq!(human_duration(90000), "1d 1h");
     }
 
     #[test]

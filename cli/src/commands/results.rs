@@ -1,12 +1,11 @@
 //! `flinger results JOB`: the job's flat results (`<phase>_status`, `<phase>_output`, …) as JSON.
 
-use crate::client::Client;
+use super::Ctx;
 use crate::exit::{CliError, Exit};
 use crate::model::JobId;
-use crate::output::Ui;
 
-pub async fn run(client: &Client, ui: &Ui, id: JobId) -> Result<Exit, CliError> {
-    let results = client.results(id).await?;
-    ui.document(&results)?;
+pub async fn run(ctx: &Ctx<'_>, id: JobId) -> Result<Exit, CliError> {
+    let results = ctx.client.results(id).await?;
+    ctx.ui.document(&results)?;
     Ok(Exit::Success)
 }

@@ -1,22 +1,103 @@
-//! `flinger show JOB [--yaml]`: the job file as submitted (with its `job_id`).
+//! `flinger show JOB [--yaml]`: the job file as submitted (with its `job_id`), and what the job
+//! file cannot say: its attempts (agent, start, end, outcome) and how it failed.
+//!
+//! The job file stays clean on stdout, so that it can be saved and submitted again:
+//! - plain: the job file as JSON on stdout; attempts and failure on stderr;
+//! - `--yaml`: the job file as YAML, then the attempts and failure as YAML comment lines;
+//! - `--json`: `{"job": <job file>, "attempts": [...], "failure": {kind, reason} | null}`.
 
+use super::Ctx;
 use crate::args::ShowArgs;
-use crate::client::Client;
+use crate::client::ClientError;
 use crate::exit::{CliError, Exit};
-use crate::output::Ui;
+use serde_json::{Value, json};
 
-pub async fn run(client: &Client, ui: &Ui, args: ShowArgs) -> Result<Exit, CliError> {
+pub async fn run(ctx: &Ctx<'_>, args: ShowArgs) -> Result<Exit, CliError> {
+    let ui = ctx.ui;
     if args.yaml && ui.is_json() {
         return Err(CliError::Usage(
             "--yaml and --json cannot be used together".into(),
         ));
     }
-    let job = client.job(args.job_id).await?;
-    if args.yaml {
-        let text = serde_yaml_ng::to_string(&job).map_err(std::io::Error::other)?;
+    let job = ctx.client.job(args.job_id).await?;
+    // A server without Flinger's record (Testflinger's) still shows the job file.
+    let (attempts, failure) = match ctx.client.info(args.job_id).await {
+        Ok(info) => (
+            info.raw.get("attempts").cloned().unwrap_or(json!([])),
+            info.raw.get("failure").cloned().unwrap_or(Value::Null),
+        ),
+        Err(ClientError::Refused { status: 404, .. }) => (json!([]), Value::Null),
+        Err(e) => return Err(e.into()),
+    };
+    let lines = history_lines(&attempts, &failure);
+    if ui.is_json() {
+        ui.document(&json!({"job": job, "attempts": attempts, "failure": failure}))?;
+    } else if args.yaml {
+        let mut text = serde_yaml_ng::to_string(&job).map_err(std::io::Error::other)?;
+        for l in &lines {
+            text.push_str(&format!("# {l}\n"));
+        }
         ui.raw(&text)?;
     } else {
         ui.document(&job)?;
+        for l in &lines {
+            ui.note(l);
+        }
     }
     Ok(Exit::Success)
+}
+
+/// `attempts:` and `failure:` as lines for people.
+pub fn history_lines(attempts: &Value, failure: &Value) -> Vec<String> {
+    let mut lines = vec![];
+    let list = attempts.as_array().map(Vec::as_slice).unwrap_or_default();
+    if !list.is_empty() {
+        lines.push("attempts:".to_owned());
+    }
+    for a in list {
+        let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("");
+        let n = a.get("attempt").and_then(Value::as_u64).unwrap_or(0);
+        let end = match s("ended_at") {
+            "" => "running".to_owned(),
+            t => t.to_owned(),
+        };
+        let outcome = match s("outcome") {
+            "" => String::new(),
+            o => format!(": {o}"),
+        };
+        lines.push(format!(
+            "  {n}. agent {}, {} → {end}{outcome}",
+            s("agent"),
+            s("started_at")
+        ));
+    }
+    if let Some(kind) = failure.get("kind").and_then(Value::as_str) {
+        let reason = failure.get("reason").and_then(Value::as_str).unwrap_or("");
+        lines.push(format!("failure: {kind}: {reason}"));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_and_failure_read_as_lines() {
+        let attempts = json!([
+            {"attempt": 1, "agent": "a1", "started_at": "t1", "ended_at": "t2", "outcome": "lease expired"},
+            {"attempt": 2, "agent": "a2", "started_at": "t3", "ended_at": null, "outcome": null},
+        ]);
+        let lines = history_lines(&attempts, &json!({"kind": "agent_lost", "reason": "gone"}));
+        assert_eq!(
+            lines,
+            [
+                "attempts:",
+                "  1. agent a1, t1 → t2: lease expired",
+                "  2. agent a2, t3 → running",
+                "failure: agent_lost: gone"
+            ]
+        );
+        assert!(history_lines(&json!([]), &Value::Null).is_empty());
+    }
 }

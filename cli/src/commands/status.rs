@@ -2,13 +2,14 @@
 //! for it keep working); what that word hides (a failure, the queue position) goes to stderr.
 //! With `--json`, the whole job record.
 
-use crate::client::Client;
+use super::Ctx;
 use crate::exit::{CliError, Exit, Outcome};
 use crate::model::JobId;
-use crate::output::Ui;
 
-pub async fn run(client: &Client, ui: &Ui, id: JobId) -> Result<Exit, CliError> {
-    let info = client.info(id).await?;
+pub async fn run(ctx: &Ctx<'_>, id: JobId) -> Result<Exit, CliError> {
+    let info = ctx.client.info(id).await?;
+    ctx.remember(&info);
+    let ui = ctx.ui;
     if ui.is_json() {
         ui.document(&info.raw)?;
         return Ok(Exit::Success);

@@ -1,0 +1,190 @@
+//! `flinger admin …`: taking agents out of service and back (`set agent-status`), and managing
+//! clients (`set|get|delete client-permissions`). Needs a login with the admin or manager role;
+//! the server decides what the role allows (403 exits 6).
+
+use super::Ctx;
+use crate::args::{AdminCommand, AdminDelete, AdminGet, AdminSet, SetAgentStatusArgs, SetClientArgs};
+use crate::exit::{CliError, Exit};
+use serde_json::{Map, Value, json};
+
+pub async fn run(ctx: &Ctx<'_>, command: AdminCommand) -> Result<Exit, CliError> {
+    ctx.require_login("an admin command").await?;
+    match command {
+        AdminCommand::Set(AdminSet::AgentStatus(args)) => set_agent_status(ctx, args).await,
+        AdminCommand::Set(AdminSet::ClientPermissions(args)) => set_client(ctx, args).await,
+        AdminCommand::Get(AdminGet::ClientPermissions(args)) => {
+            let v = ctx
+                .client
+                .client_permissions(args.testflinger_client_id.as_deref())
+                .await?;
+            ctx.ui.document(&v)?;
+            Ok(Exit::Success)
+        }
+        AdminCommand::Delete(AdminDelete::ClientPermissions(args)) => {
+            let id = &args.testflinger_client_id;
+            ctx.client.delete_client_permissions(id).await?;
+            if ctx.ui.is_json() {
+                ctx.ui.document(&json!({"client_id": id, "deleted": true}))?;
+            } else {
+                ctx.ui.line(&format!("Successfully deleted {id} from database"))?;
+            }
+            Ok(Exit::Success)
+        }
+    }
+}
+
+/// Phases: an agent in one of them is running a job, and a new state waits for its end.
+fn is_busy(state: &str) -> bool {
+    !matches!(state, "waiting" | "offline" | "maintenance" | "restart" | "")
+}
+
+async fn set_agent_status(ctx: &Ctx<'_>, args: SetAgentStatusArgs) -> Result<Exit, CliError> {
+    let state = args.status.api_name();
+    if state == "offline" && args.comment.as_deref().is_none_or(|c| c.trim().is_empty()) {
+        return Err(CliError::Usage(
+            "a --comment is required when setting agents offline".into(),
+        ));
+    }
+    let comment = args.comment.clone().unwrap_or_default();
+    let ui = ctx.ui;
+    let mut results = vec![];
+    let mut worst = Exit::Success;
+    for name in &args.agents {
+        let outcome = async {
+            let Some(agent) = ctx.client.agent(name).await? else {
+                return Err(CliError::Usage(format!("Agent {name} does not exist.")));
+            };
+            let before = agent
+                .get("state")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            ctx.client.set_agent_state(name, state, &comment).await?;
+            Ok(before)
+        }
+        .await;
+        match outcome {
+            Ok(before) => {
+                let deferred = is_busy(&before);
+                if ui.is_json() {
+                    results.push(json!({"agent": name, "status": state, "deferred": deferred}));
+                } else if deferred {
+                    ui.line(&format!(
+                        "Agent {name} processing job. Status {state} deferred until job completion"
+                    ))?;
+                } else {
+                    ui.line(&format!("Agent {name} status is now: {state}"))?;
+                }
+            }
+            Err(e) => {
+                if worst == Exit::Success {
+                    worst = e.exit();
+                }
+                if ui.is_json() {
+                    results.push(json!({"agent": name, "error": e.to_string()}));
+                } else {
+                    ui.error(&e);
+                }
+            }
+        }
+    }
+    if ui.is_json() {
+        ui.document(&Value::Array(results))?;
+    }
+    Ok(worst)
+}
+
+/// `{"q": 10}` (JSON) or `q=10,*=5`, into a JSON map of integers.
+pub fn parse_limits(flag: &str, text: &str) -> Result<Value, CliError> {
+    let bad = |why: String| {
+        CliError::Usage(format!(
+            "{flag} {text:?}: {why} (use JSON like {{\"queue\": 10}} or queue=10,*=5)"
+        ))
+    };
+    if text.trim_start().starts_with('{') {
+        let v: Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        return Ok(v);
+    }
+    let mut m = Map::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| bad(format!("{pair:?} has no `=`")))?;
+        let n: u64 = v
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("{v:?} is not a whole number")))?;
+        m.insert(k.trim().to_owned(), json!(n));
+    }
+    Ok(Value::Object(m))
+}
+
+async fn set_client(ctx: &Ctx<'_>, args: SetClientArgs) -> Result<Exit, CliError> {
+    let mut body = match &args.data {
+        Some(text) => match serde_json::from_str(text) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return Err(CliError::Usage("--data must be a JSON object".into())),
+            Err(e) => return Err(CliError::Usage(format!("--data is not JSON: {e}"))),
+        },
+        None => Map::new(),
+    };
+    let from_data = body
+        .remove("client_id")
+        .and_then(|v| v.as_str().map(str::to_owned));
+    let Some(id) = args.testflinger_client_id.clone().or(from_data) else {
+        return Err(CliError::Usage(
+            "give the client: --testflinger-client-id ID".into(),
+        ));
+    };
+    // Testflinger's CLI names it `max_reservation`; the API's field is `max_reservation_time`.
+    if let Some(v) = body.remove("max_reservation") {
+        body.insert("max_reservation_time".into(), v);
+    }
+    if let Some(s) = args.testflinger_client_secret {
+        body.insert("client_secret".into(), json!(s));
+    }
+    if let Some(r) = args.role {
+        body.insert("role".into(), json!(r));
+    }
+    if let Some(e) = args.email {
+        body.insert("email".into(), json!(e));
+    }
+    if let Some(p) = &args.max_priority {
+        body.insert("max_priority".into(), parse_limits("--max-priority", p)?);
+    }
+    if let Some(r) = &args.max_reservation {
+        body.insert(
+            "max_reservation_time".into(),
+            parse_limits("--max-reservation", r)?,
+        );
+    }
+    let message = ctx
+        .client
+        .put_client_permissions(&id, &Value::Object(body))
+        .await?;
+    if ctx.ui.is_json() {
+        ctx.ui.document(&json!({"client_id": id, "message": message}))?;
+    } else {
+        ctx.ui.line(&message)?;
+    }
+    Ok(Exit::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_json_or_pairs() {
+        assert_eq!(
+            parse_limits("--max-priority", r#"{"q": 10}"#).unwrap(),
+            json!({"q": 10})
+        );
+        assert_eq!(
+            parse_limits("--max-priority", "q=10, *=5").unwrap(),
+            json!({"q": 10, "*": 5})
+        );
+        assert!(parse_limits("--max-priority", "q=ten").is_err());
+        assert!(parse_limits("--max-priority", "q").is_err());
+    }
+}

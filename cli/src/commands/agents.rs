@@ -1,0 +1,247 @@
+//! The lab seen from the outside: `list-queues`, `list-agents`, `agent-status NAME` and
+//! `queue-status QUEUE` (agents, jobs and wait times of a queue).
+
+use super::Ctx;
+use crate::args::{AgentStatusArgs, ListAgentsArgs, QueueStatusArgs};
+use crate::exit::{CliError, Exit};
+use crate::output::{human_duration, table};
+use serde_json::{Map, Value, json};
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn queues_of(v: &Value) -> Vec<&str> {
+    v.get("queues")
+        .and_then(Value::as_array)
+        .map(|q| q.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+pub async fn list_queues(ctx: &Ctx<'_>) -> Result<Exit, CliError> {
+    let queues = ctx.client.queues().await?;
+    let ui = ctx.ui;
+    if ui.is_json() {
+        ui.document(&json!(queues))?;
+        return Ok(Exit::Success);
+    }
+    // Testflinger's words.
+    ui.line("Advertised queues on this server:")?;
+    for (name, description) in &queues {
+        match description.as_str() {
+            "" => ui.line(&format!(" {name}"))?,
+            d => ui.line(&format!(" {name} - {d}"))?,
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// Whether an agent passes `list-agents`' filters.
+pub fn matches(agent: &Value, args: &ListAgentsArgs) -> bool {
+    args.queue
+        .as_deref()
+        .is_none_or(|q| queues_of(agent).contains(&q))
+        && (args.state.is_empty() || args.state.iter().any(|s| s == str_of(agent, "state")))
+        && args
+            .location
+            .as_deref()
+            .is_none_or(|l| l == str_of(agent, "location"))
+        && args
+            .provision_type
+            .as_deref()
+            .is_none_or(|t| t == str_of(agent, "provision_type"))
+}
+
+pub async fn list_agents(ctx: &Ctx<'_>, args: ListAgentsArgs) -> Result<Exit, CliError> {
+    let mut agents: Vec<Value> = ctx
+        .client
+        .agents()
+        .await?
+        .into_iter()
+        .filter(|a| matches(a, &args))
+        .collect();
+    agents.sort_by(|a, b| str_of(a, "name").cmp(str_of(b, "name")));
+    let ui = ctx.ui;
+    if ui.is_json() {
+        ui.document(&Value::Array(agents))?;
+        return Ok(Exit::Success);
+    }
+    if agents.is_empty() {
+        ui.hint("No agent matches.");
+        return Ok(Exit::Success);
+    }
+    let rows: Vec<Vec<String>> = agents
+        .iter()
+        .map(|a| {
+            vec![
+                str_of(a, "name").to_owned(),
+                str_of(a, "state").to_owned(),
+                queues_of(a).join(","),
+                str_of(a, "location").to_owned(),
+                str_of(a, "job_id").to_owned(),
+                str_of(a, "comment").to_owned(),
+            ]
+        })
+        .collect();
+    ui.line(&table(
+        &["NAME", "STATE", "QUEUES", "LOCATION", "JOB", "COMMENT"],
+        &rows,
+    ))?;
+    Ok(Exit::Success)
+}
+
+pub async fn agent_status(ctx: &Ctx<'_>, args: AgentStatusArgs) -> Result<Exit, CliError> {
+    let name = &args.agent_name;
+    let Some(agent) = ctx.client.agent(name).await? else {
+        return Err(CliError::Usage(format!("Agent '{name}' does not exist.")));
+    };
+    let ui = ctx.ui;
+    if ui.is_json() {
+        // Testflinger's CLI renames `name` and `state` here; scripts written for it read these.
+        let mut m: Map<String, Value> = agent.as_object().cloned().unwrap_or_default();
+        if let Some(n) = m.remove("name") {
+            m.insert("agent".into(), n);
+        }
+        if let Some(s) = m.remove("state") {
+            m.insert("status".into(), s);
+        }
+        ui.document(&Value::Object(m))?;
+        return Ok(Exit::Success);
+    }
+    ui.line(str_of(&agent, "state"))?;
+    let mut details = vec![format!("queues: {}", queues_of(&agent).join(", "))];
+    for (key, label) in [
+        ("job_id", "job"),
+        ("location", "location"),
+        ("comment", "comment"),
+        ("updated_at", "last seen"),
+    ] {
+        let v = str_of(&agent, key);
+        if !v.is_empty() {
+            details.push(format!("{label}: {v}"));
+        }
+    }
+    for d in details {
+        ui.status(&d);
+    }
+    Ok(Exit::Success)
+}
+
+/// A queue's jobs by what they are doing: waiting, running, completed (cancelled ones are left
+/// out, as Testflinger does).
+fn sort_jobs(jobs: &[Value]) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+    let (mut waiting, mut running, mut completed) = (vec![], vec![], vec![]);
+    for j in jobs {
+        let entry = json!({"job_id": j.get("job_id"), "created_at": j.get("created_at")});
+        match str_of(j, "job_state") {
+            "waiting" => waiting.push(entry),
+            "complete" | "completed" => completed.push(entry),
+            "cancelled" => {}
+            _ => running.push(entry),
+        }
+    }
+    (waiting, running, completed)
+}
+
+pub async fn queue_status(ctx: &Ctx<'_>, args: QueueStatusArgs) -> Result<Exit, CliError> {
+    let queue = &args.queue_name;
+    let Some(agents) = ctx.client.queue_agents_raw(queue).await? else {
+        return Err(CliError::Usage(format!("Queue '{queue}' does not exist.")));
+    };
+    let jobs = ctx.client.queue_jobs(queue).await?;
+    let wait_times = ctx
+        .client
+        .wait_times(queue)
+        .await?
+        .and_then(|w| w.get(queue.as_str()).cloned());
+    let (waiting, running, completed) = sort_jobs(&jobs);
+    let ui = ctx.ui;
+    if ui.is_json() {
+        let mut doc =
+            json!({"queue": queue, "agents": agents, "jobs_waiting": waiting, "wait_times": wait_times});
+        if args.verbose {
+            doc["jobs_running"] = json!(running);
+            doc["jobs_completed"] = json!(completed);
+        }
+        ui.document(&doc)?;
+        return Ok(Exit::Success);
+    }
+    let count = |f: &dyn Fn(&str) -> bool| agents.iter().filter(|a| f(str_of(a, "state"))).count();
+    let mut lines = vec![
+        format!("Agents in queue: {}", agents.len()),
+        format!("Available:       {}", count(&|s| s == "waiting")),
+        format!(
+            "Busy:            {}",
+            count(&|s| !matches!(s, "waiting" | "offline" | "maintenance"))
+        ),
+        format!("Maintenance:     {}", count(&|s| s == "maintenance")),
+        format!("Offline:         {}", count(&|s| s == "offline")),
+    ];
+    if args.verbose {
+        for (title, list) in [
+            ("Jobs Waiting", &waiting),
+            ("Jobs Running", &running),
+            ("Jobs Completed", &completed),
+        ] {
+            if !list.is_empty() {
+                lines.push(format!("\n{title}:"));
+                lines.extend(
+                    list.iter()
+                        .map(|j| format!("  {} - {}", str_of(j, "job_id"), str_of(j, "created_at"))),
+                );
+            }
+        }
+    } else {
+        lines.push(format!("Jobs waiting:    {}", waiting.len()));
+        lines.push(format!("Jobs running:    {}", running.len()));
+        lines.push(format!("Jobs completed:  {}", completed.len()));
+    }
+    if let Some(w) = &wait_times {
+        let p = |k: &str| {
+            w.get(k)
+                .and_then(Value::as_f64)
+                .map_or("?".into(), |s| human_duration(s.round() as u64))
+        };
+        lines.push(format!(
+            "Wait before start (last 7 days): median {}, 90% under {}",
+            p("50"),
+            p("90")
+        ));
+    }
+    ui.line(&lines.join("\n"))?;
+    Ok(Exit::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_agents_filters_combine() {
+        let a = json!({"name": "a", "state": "waiting", "queues": ["q1", "q2"], "location": "lab1", "provision_type": "maas"});
+        let mut args = ListAgentsArgs {
+            queue: Some("q2".into()),
+            state: vec!["maintenance".into(), "waiting".into()],
+            location: Some("lab1".into()),
+            provision_type: None,
+        };
+        assert!(matches(&a, &args));
+        args.queue = Some("q3".into());
+        assert!(!matches(&a, &args));
+        args.queue = None;
+        args.state = vec!["offline".into()];
+        assert!(!matches(&a, &args));
+    }
+
+    #[test]
+    fn queue_jobs_are_sorted_by_what_they_do() {
+        let jobs = [
+            json!({"job_id": "1", "job_state": "waiting"}),
+            json!({"job_id": "2", "job_state": "test"}),
+            json!({"job_id": "3", "job_state": "complete"}),
+            json!({"job_id": "4", "job_state": "cancelled"}),
+        ];
+        let (w, r, c) = sort_jobs(&jobs);
+        assert_eq!((w.len(), r.len(), c.len()), (1, 1, 1));
+    }
+}
