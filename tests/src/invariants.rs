@@ -2,13 +2,17 @@
 //! every accepted job ended; no two attempts of a job held a lease at the same time; a
 //! completed job's output has no gaps.
 
-use broker_schema::messages::LogStream;
 use broker_schema::JobState;
+use broker_schema::messages::LogStream;
 use flinger_scheduler::store::{DynStore, OutputQuery, StoreConfig};
 use uuid::Uuid;
 
 pub async fn open(store: &str) -> DynStore {
-    StoreConfig::parse(store).expect("store url").open().await.expect("open store")
+    StoreConfig::parse(store)
+        .expect("store url")
+        .open()
+        .await
+        .expect("open store")
 }
 
 /// Panics with every violation found among `accepted` jobs.
@@ -34,7 +38,10 @@ pub async fn check(store: &str, accepted: &[Uuid]) {
                     "{id}: attempt {} (until {end}) overlaps attempt {} (from {})",
                     a.attempt, b.attempt, b.started_at
                 )),
-                None => problems.push(format!("{id}: attempt {} never ended but attempt {} started", a.attempt, b.attempt)),
+                None => problems.push(format!(
+                    "{id}: attempt {} never ended but attempt {} started",
+                    a.attempt, b.attempt
+                )),
             }
         }
         if job.state.is_terminal()
@@ -44,7 +51,10 @@ pub async fn check(store: &str, accepted: &[Uuid]) {
             problems.push(format!("{id}: ended but its last attempt is open"));
         }
         if job.state == JobState::Complete {
-            let frags = store.read_output(&OutputQuery::all(*id, job.attempt, LogStream::Output)).await.expect("output");
+            let frags = store
+                .read_output(&OutputQuery::all(*id, job.attempt, LogStream::Output))
+                .await
+                .expect("output");
             for (i, f) in frags.iter().enumerate() {
                 if f.seq != i as u64 {
                     problems.push(format!("{id}: output gap: fragment {i} has seq {}", f.seq));
@@ -53,5 +63,9 @@ pub async fn check(store: &str, accepted: &[Uuid]) {
             }
         }
     }
-    assert!(problems.is_empty(), "invariants violated:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "invariants violated:\n{}",
+        problems.join("\n")
+    );
 }

@@ -29,7 +29,10 @@ impl KeyServer {
                         Some(k) => ("200 OK", k.clone()),
                         None => ("404 Not Found", String::new()),
                     };
-                    let resp = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                    let resp = format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
                     let _ = sock.write_all(resp.as_bytes()).await;
                 });
             }
@@ -39,7 +42,10 @@ impl KeyServer {
 
     /// The agent config lines pointing `lp:` and `gh:` at this server.
     pub fn agent_yaml(&self) -> String {
-        format!("key_servers:\n  lp: {0}/lp/{{user}}\n  gh: {0}/gh/{{user}}\n", self.base)
+        format!(
+            "key_servers:\n  lp: {0}/lp/{{user}}\n  gh: {0}/gh/{{user}}\n",
+            self.base
+        )
     }
 }
 

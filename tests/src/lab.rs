@@ -80,9 +80,17 @@ pub struct LabBuilder {
     prefix: String,
     broker_url: Option<String>,
     gateway_env: Vec<(String, String)>,
+    agent_heartbeat_secs: f64,
 }
 
 impl LabBuilder {
+    /// Sets the agents' `heartbeat_interval` (default 0.5 s, so that tests see state changes
+    /// quickly; benchmarks use the production 10 s).
+    pub fn agent_heartbeat(mut self, secs: f64) -> Self {
+        self.agent_heartbeat_secs = secs;
+        self
+    }
+
     /// Uses another broker than the machine's (a [`crate::private_broker::PrivateBroker`]).
     pub fn broker(mut self, url: &str) -> Self {
         self.broker_url = Some(url.into());
@@ -157,6 +165,7 @@ impl LabBuilder {
             classes: vec![],
             broker_url: self.broker_url.unwrap_or_else(crate::broker_url),
             dir,
+            agent_heartbeat_secs: self.agent_heartbeat_secs,
         };
         for i in 0..self.schedulers {
             lab.start_scheduler(&format!("scheduler-{i}"), &self.scheduler_args);
@@ -201,6 +210,7 @@ pub struct Lab {
     classes: Vec<String>,
     pub broker_url: String,
     pub dir: tempfile::TempDir,
+    agent_heartbeat_secs: f64,
 }
 
 impl Lab {
@@ -224,6 +234,7 @@ impl Lab {
             prefix: "lab".into(),
             broker_url: None,
             gateway_env: vec![],
+            agent_heartbeat_secs: 0.5,
         }
     }
 
@@ -261,7 +272,11 @@ impl Lab {
         self.base = format!("http://{addr}");
         self.gateway = Some(p);
         // A gateway deliberately cut off from the broker is alive but never ready.
-        let probe = if extra.iter().any(|(k, _)| k == "FLINGER_BROKER_URL") { "healthz" } else { "readyz" };
+        let probe = if extra.iter().any(|(k, _)| k == "FLINGER_BROKER_URL") {
+            "healthz"
+        } else {
+            "readyz"
+        };
         let (http, url) = (self.http.clone(), format!("{}/{probe}", self.base));
         eventually(Duration::from_secs(20), "the gateway to be ready", || {
             let (http, url) = (http.clone(), url.clone());
@@ -281,11 +296,12 @@ impl Lab {
         let home = self.dir.path().join("agents").join(&spec.name);
         std::fs::create_dir_all(&home).expect("agent home");
         let config = format!(
-            "agent_id: {}\njob_queues: {}\nexecution_basedir: {}\nstate_dir: {}\nheartbeat_interval: 0.5\ncleanup_timeout: 30\n{}",
+            "agent_id: {}\njob_queues: {}\nexecution_basedir: {}\nstate_dir: {}\nheartbeat_interval: {}\ncleanup_timeout: 30\n{}",
             spec.name,
             serde_json::to_string(&spec.queues).expect("queues"),
             home.join("run").display(),
             home.join("state").display(),
+            self.agent_heartbeat_secs,
             spec.yaml
         );
         let path = home.join("agent.yaml");
@@ -442,9 +458,15 @@ impl Lab {
     /// The `flinger` CLI, pointed at this lab.
     pub fn cli(&self) -> std::process::Command {
         let mut c = std::process::Command::new(bin("flinger"));
+        // The CLI keeps a job history, logins and a config: keep them in the lab, not in $HOME.
+        let home = self.dir.path().join("cli-home");
         c.env("FLINGER_SERVER", &self.base)
             .env_remove("TESTFLINGER_SERVER")
-            .env("NO_COLOR", "1");
+            .env_remove("FLINGER_CONFIG")
+            .env("NO_COLOR", "1")
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("XDG_DATA_HOME", home.join(".local/share"));
         c
     }
 
@@ -476,7 +498,9 @@ impl Lab {
         {
             p.stop(Duration::from_secs(10));
         }
-        let Ok(conn) = lapin::Connection::connect(&self.broker_url, lapin::ConnectionProperties::default()).await else {
+        let Ok(conn) =
+            lapin::Connection::connect(&self.broker_url, lapin::ConnectionProperties::default()).await
+        else {
             return;
         };
         let n = &self.names;
@@ -486,6 +510,7 @@ impl Lab {
             n.scheduler_status_queue(),
             n.scheduler_output_queue(),
             n.scheduler_rpc_queue(),
+            n.gateway_events_queue(),
         ];
         for c in &self.classes {
             if let Ok(class) = broker_schema::DeviceClass::parse(c.as_str()) {

@@ -13,7 +13,11 @@ pub struct PrivateBroker {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn port_open(port: u16) -> bool {
@@ -29,11 +33,22 @@ impl PrivateBroker {
         std::fs::create_dir_all(dir.join("mnesia")).expect("mnesia dir");
         std::fs::create_dir_all(dir.join("log")).expect("log dir");
         std::fs::write(dir.join("enabled_plugins"), "[].\n").expect("plugins");
-        std::fs::write(dir.join("rabbitmq.conf"), format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n"))
-            .expect("config");
+        std::fs::write(
+            dir.join("rabbitmq.conf"),
+            format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n"),
+        )
+        .expect("config");
         // The server runs as the rabbitmq user.
-        let _ = Command::new("chown").args(["-R", "rabbitmq:rabbitmq"]).arg(&dir).status();
-        let broker = PrivateBroker { port, node: format!("flinger-{}@localhost", &id[..10]), dir, dist_port: free_port() };
+        let _ = Command::new("chown")
+            .args(["-R", "rabbitmq:rabbitmq"])
+            .arg(&dir)
+            .status();
+        let broker = PrivateBroker {
+            port,
+            node: format!("flinger-{}@localhost", &id[..10]),
+            dir,
+            dist_port: free_port(),
+        };
         broker.up();
         broker
     }
@@ -58,11 +73,19 @@ impl PrivateBroker {
 
     /// Starts the node (again) and waits for its listener.
     pub fn up(&self) {
-        let status = self.command("rabbitmq-server").arg("-detached").status().expect("rabbitmq-server");
+        let status = self
+            .command("rabbitmq-server")
+            .arg("-detached")
+            .status()
+            .expect("rabbitmq-server");
         assert!(status.success(), "rabbitmq-server -detached failed");
         let deadline = Instant::now() + Duration::from_secs(60);
         while !port_open(self.port) {
-            assert!(Instant::now() < deadline, "private broker did not start; see {}", self.dir.join("log").display());
+            assert!(
+                Instant::now() < deadline,
+                "private broker did not start; see {}",
+                self.dir.join("log").display()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -70,7 +93,10 @@ impl PrivateBroker {
     /// Stops the node (its durable queues and persistent messages survive) and waits until
     /// its listener is gone.
     pub fn down(&self) {
-        let _ = self.command("rabbitmqctl").args(["-n", &self.node, "stop"]).status();
+        let _ = self
+            .command("rabbitmqctl")
+            .args(["-n", &self.node, "stop"])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while port_open(self.port) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));

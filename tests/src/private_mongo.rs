@@ -15,8 +15,15 @@ fn script() -> PathBuf {
 
 impl PrivateMongo {
     pub fn start() -> PrivateMongo {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let m = PrivateMongo { port, data: tempfile::tempdir().expect("data dir") };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let m = PrivateMongo {
+            port,
+            data: tempfile::tempdir().expect("data dir"),
+        };
         m.up();
         m
     }
@@ -36,7 +43,9 @@ impl PrivateMongo {
     }
 
     pub fn down(&self) {
-        let _ = Command::new(script()).args(["stop", "--port", &self.port.to_string()]).status();
+        let _ = Command::new(script())
+            .args(["stop", "--port", &self.port.to_string()])
+            .status();
     }
 }
 

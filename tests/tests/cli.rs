@@ -55,8 +55,33 @@ async fn run_with(mut cmd: std::process::Command, args: &[&str], stdin: Option<&
     }
 }
 
+/// The CLI pointed at `lab`, with a home of its own (its config file, login and job history
+/// live in the lab's directory, never in the user's).
+fn cli(lab: &Lab) -> std::process::Command {
+    let mut cmd = lab.cli();
+    isolate(&mut cmd, &lab.path("home"));
+    cmd
+}
+
+fn isolate(cmd: &mut std::process::Command, home: &std::path::Path) {
+    std::fs::create_dir_all(home).expect("home");
+    cmd.env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_DATA_HOME", home.join(".local/share"));
+    for var in [
+        "FLINGER_CONFIG",
+        "FLINGER_DATA_DIR",
+        "FLINGER_CLIENT_ID",
+        "TESTFLINGER_CLIENT_ID",
+        "FLINGER_SECRET_KEY",
+        "TESTFLINGER_SECRET_KEY",
+    ] {
+        cmd.env_remove(var);
+    }
+}
+
 async fn flinger(lab: &Lab, args: &[&str]) -> Run {
-    run_with(lab.cli(), args, None).await
+    run_with(cli(lab), args, None).await
 }
 
 /// Writes a job file into the lab's directory; returns its path.
@@ -173,7 +198,7 @@ async fn quiet_submit_prints_only_the_job_id_and_stdin_is_read_for_a_dash() {
     let lab = fake_lab("cli-quiet").await;
     let yaml =
         "job_queue: fake\ntest_data:\n  test_cmds: echo from stdin\n  fake:\n    output: [read from stdin]\n";
-    let run = run_with(lab.cli(), &["submit", "-q", "-"], Some(yaml)).await;
+    let run = run_with(cli(&lab), &["submit", "-q", "-"], Some(yaml)).await;
     assert_eq!(run.code, 0, "{run}");
     assert_eq!(run.stdout.lines().count(), 1, "{run}");
     let id: Uuid = run
@@ -364,7 +389,9 @@ async fn an_unreachable_server_exits_5() {
         .local_addr()
         .unwrap()
         .port();
+    let home = tempfile::tempdir().unwrap();
     let mut cmd = std::process::Command::new(bin("flinger"));
+    isolate(&mut cmd, home.path());
     cmd.env_remove("FLINGER_SERVER")
         .env_remove("TESTFLINGER_SERVER")
         .env("NO_COLOR", "1");
@@ -383,11 +410,752 @@ async fn an_unreachable_server_exits_5() {
 async fn the_testflinger_server_variable_is_honoured() {
     let lab = fake_lab("cli-env").await;
     let mut cmd = std::process::Command::new(bin("flinger"));
+    isolate(&mut cmd, &lab.path("home"));
     cmd.env_remove("FLINGER_SERVER")
-        .env("TESTFLINGER_SERVER", &lab.base)
-        .env("XDG_CONFIG_HOME", lab.path("no-config"));
+        .env("TESTFLINGER_SERVER", &lab.base);
     let file = job_file(&lab, "job.yaml", &passing_job());
     let run = run_with(cmd, &["submit", "-q", &file], None).await;
     assert_eq!(run.code, 0, "{run}");
+    lab.stop().await;
+}
+
+// ----- the rest of Testflinger's commands
+
+const ADMIN_SECRET: &str = "admin-secret-of-the-lab";
+
+/// A lab whose gateway has an admin client (`admin`), with one fake agent on queue `fake`.
+async fn lab_with_admin(name: &str) -> Lab {
+    let lab = Lab::builder()
+        .name(name)
+        .gateway_env("FLINGER_ADMIN_CLIENT_ID", "admin")
+        .gateway_env("FLINGER_ADMIN_SECRET", ADMIN_SECRET)
+        .agent(AgentSpec::fake("fake-1", &["fake"]))
+        .start()
+        .await;
+    wait_routable(&lab, "fake").await;
+    lab
+}
+
+/// Waits until a job submitted to `queue` is accepted (the agent has bound its queue), and
+/// follows that probe job to its end.
+async fn wait_routable(lab: &Lab, queue: &str) {
+    let probe = flinger_tests::eventually(
+        Duration::from_secs(20),
+        "the queue to be routable",
+        || async move {
+            let (status, body) = lab.post_job(&json!({"job_queue": queue})).await;
+            (status == 200)
+                .then(|| body["job_id"].as_str().and_then(|s| s.parse::<Uuid>().ok()))
+                .flatten()
+        },
+    )
+    .await;
+    lab.wait_done(probe, JOB_TIMEOUT).await;
+}
+
+fn json_of(run: &Run) -> Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{run}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reserve_dry_run_prints_the_job_without_asking_the_server() {
+    // Nothing listens there: a dry run must not need the server.
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(bin("flinger"));
+    isolate(&mut cmd, home.path());
+    cmd.env("FLINGER_SERVER", "http://127.0.0.1:9");
+    let args = [
+        "reserve",
+        "--dry-run",
+        "-q",
+        "rpi4b",
+        "-k",
+        "lp:alice",
+        "-k",
+        "gh:bob",
+        "--timeout",
+        "2h",
+        "--distro",
+        "noble",
+    ];
+    let run = run_with(cmd, &args, None).await;
+    assert_eq!(run.code, 0, "{run}");
+    let start = run.stdout.find('{').expect("a JSON job on stdout");
+    let job: Value = serde_json::from_str(&run.stdout[start..]).unwrap_or_else(|e| panic!("{e}\n{run}"));
+    assert_eq!(
+        job,
+        json!({
+            "job_queue": "rpi4b",
+            "provision_data": {"distro": "noble"},
+            "reserve_data": {"ssh_keys": ["lp:alice", "gh:bob"], "timeout": "2h"},
+        })
+    );
+    let mut cmd = std::process::Command::new(bin("flinger"));
+    isolate(&mut cmd, home.path());
+    cmd.env("FLINGER_SERVER", "http://127.0.0.1:9");
+    let run = run_with(
+        cmd,
+        &["reserve", "--dry-run", "--json", "-q", "rpi4b", "-k", "lp:alice"],
+        None,
+    )
+    .await;
+    assert_eq!(json_of(&run)["reserve_data"]["timeout"], 3600, "{run}");
+    // A key the agent could not install is refused before anything is submitted.
+    let mut cmd = std::process::Command::new(bin("flinger"));
+    isolate(&mut cmd, home.path());
+    let run = run_with(cmd, &["reserve", "--dry-run", "-q", "rpi4b", "-k", "alice"], None).await;
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains("lp:USER"), "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reserve_follows_until_the_device_is_up_then_status_and_extend_move_the_deadline() {
+    let mut lab = Lab::builder().name("cli-reserve").start().await;
+    let authorized = lab.path("device-authorized_keys");
+    let spec = AgentSpec::fake_with(
+        "r1",
+        &["res"],
+        &format!("device_ip: 10.1.2.3\nauthorized_keys: {}", authorized.display()),
+    );
+    lab.add_agent(spec).await;
+    wait_routable(&lab, "res").await;
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBob bob@laptop";
+    let run = flinger(
+        &lab,
+        &["reserve", "-q", "res", "-k", key, "--timeout", "120", "--yes"],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run}\n{}", lab.logs());
+    let id = job_id_line(&run.stdout).to_string();
+    assert!(run.stdout.contains("Connect with: ssh ubuntu@10.1.2.3"), "{run}");
+    assert!(
+        run.stdout.contains(&format!("flinger reserve extend {id}")),
+        "{run}"
+    );
+    let installed = std::fs::read_to_string(&authorized).unwrap_or_default();
+    assert!(installed.contains("AAAAC3NzaC1lZDI1NTE5AAAAIBob"), "{installed}");
+
+    let run = flinger(&lab, &["reserve", "status", &id, "--json"]).await;
+    assert_eq!(run.code, 0, "{run}");
+    let status = json_of(&run);
+    assert_eq!(
+        (status["device_ip"].as_str(), status["ssh"].as_str()),
+        (Some("10.1.2.3"), Some("ssh ubuntu@10.1.2.3")),
+        "{status}"
+    );
+    let until = broker_schema::Millis::parse_rfc3339(status["until"].as_str().unwrap()).unwrap();
+    let run = flinger(&lab, &["reserve", "status", &id]).await;
+    assert!(run.stdout.contains("device_ip: 10.1.2.3"), "{run}");
+
+    let run = flinger(&lab, &["reserve", "extend", &id, "--by", "1m"]).await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains("now ends at"), "{run}");
+    let run = flinger(&lab, &["reserve", "extend", &id, "--by", "30", "--json"]).await;
+    let extended =
+        broker_schema::Millis::parse_rfc3339(json_of(&run)["reserve_until"].as_str().unwrap()).unwrap();
+    assert_eq!(extended.0 - until.0, 90_000, "{run}");
+    let target = broker_schema::Millis(extended.0 + 60_000).to_rfc3339();
+    let run = flinger(&lab, &["reserve", "extend", &id, "--until", &target, "--json"]).await;
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(json_of(&run)["reserve_until"], target.as_str(), "{run}");
+
+    let run = flinger(&lab, &["cancel", &id]).await;
+    assert_eq!(run.code, 0, "{run}");
+    lab.wait_done(id.parse().unwrap(), JOB_TIMEOUT).await;
+    let run = flinger(&lab, &["reserve", "status", &id]).await;
+    assert_eq!(run.code, 2, "no reservation any more: {run}");
+    let run = flinger(&lab, &["reserve", "extend", &id, "--by", "1h"]).await;
+    assert_eq!(run.code, 2, "extending an ended reservation: {run}");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn show_tells_the_attempts_of_a_job_whose_agent_was_killed() {
+    let mut lab = Lab::builder()
+        .name("cli-attempts")
+        .agent(AgentSpec::fake("a1", &["kill"]))
+        .agent(AgentSpec::fake("a2", &["kill"]))
+        .start()
+        .await;
+    wait_routable(&lab, "kill").await;
+    let id = lab
+        .submit(&json!({
+            "job_queue": "kill",
+            "test_data": {"test_cmds": "run-suite", "fake": {"duration": "3s", "output": ["step 1", "step 2", "step 3"]}},
+        }))
+        .await;
+    let running = lab.wait_state(id, &["test"], JOB_TIMEOUT).await;
+    let victim = running["lease"]["agent"]
+        .as_str()
+        .expect("lease holder")
+        .to_owned();
+    lab.agent(&victim).crash();
+    let info = lab.wait_done(id, JOB_TIMEOUT).await;
+    assert_eq!(info["attempt"], 2, "{info}");
+    let id = id.to_string();
+
+    // Plain: the job file on stdout, unchanged; the attempts on stderr.
+    let run = flinger(&lab, &["show", &id]).await;
+    assert_eq!(run.code, 0, "{run}");
+    let job: Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}\n{run}"));
+    assert_eq!(job["job_queue"], "kill");
+    assert!(run.stderr.contains("attempts:"), "{run}");
+    assert!(run.stderr.contains(&format!("1. agent {victim}")), "{run}");
+    assert!(run.stderr.contains("lease expired"), "{run}");
+    assert!(run.stderr.contains("2. agent "), "{run}");
+
+    // YAML: the attempts as comments after the job file.
+    let run = flinger(&lab, &["show", "--yaml", &id]).await;
+    assert!(run.stdout.contains("job_queue: kill"), "{run}");
+    let comments: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with('#')).collect();
+    assert!(
+        comments.iter().any(|l| l.contains(&format!("1. agent {victim}"))),
+        "{run}"
+    );
+    let first_comment = run.stdout.find("\n#").expect("comments");
+    assert!(
+        !run.stdout[first_comment..]
+            .lines()
+            .skip(1)
+            .any(|l| !l.starts_with('#')),
+        "comments come last: {run}"
+    );
+
+    // JSON: separate keys.
+    let run = flinger(&lab, &["show", "--json", &id]).await;
+    let v = json_of(&run);
+    assert_eq!(v["job"]["job_id"], id.as_str(), "{v}");
+    assert_eq!(v["attempts"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v["attempts"][0]["agent"], victim.as_str(), "{v}");
+    assert!(v["failure"].is_null(), "{v}");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lab_views_list_queues_agents_and_a_queues_status() {
+    let lab = fake_lab("cli-views").await;
+    let run = flinger(&lab, &["list-queues"]).await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stdout.starts_with("Advertised queues on this server:\n"),
+        "{run}"
+    );
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.trim() == "fake" || l.trim().starts_with("fake -")),
+        "{run}"
+    );
+    let run = flinger(&lab, &["list-queues", "--json"]).await;
+    assert!(json_of(&run).get("fake").is_some(), "{run}");
+
+    let run = flinger(&lab, &["list-agents"]).await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("fake-1") && l.contains("waiting")),
+        "{run}"
+    );
+    let run = flinger(
+        &lab,
+        &["list-agents", "--json", "--queue", "fake", "--state", "waiting"],
+    )
+    .await;
+    assert_eq!(json_of(&run).as_array().map(Vec::len), Some(1), "{run}");
+    let run = flinger(&lab, &["list-agents", "--json", "--queue", "other"]).await;
+    assert_eq!(json_of(&run), json!([]), "{run}");
+
+    let run = flinger(&lab, &["agent-status", "fake-1"]).await;
+    assert_eq!((run.code, run.stdout.as_str()), (0, "waiting\n"), "{run}");
+    let run = flinger(&lab, &["agent-status", "fake-1", "--json"]).await;
+    let agent = json_of(&run);
+    assert_eq!(
+        (agent["agent"].as_str(), agent["status"].as_str()),
+        (Some("fake-1"), Some("waiting")),
+        "{agent}"
+    );
+    let run = flinger(&lab, &["agent-status", "nobody"]).await;
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains("does not exist"), "{run}");
+
+    let run = flinger(&lab, &["queue-status", "fake"]).await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains("Agents in queue: 1"), "{run}");
+    assert!(run.stdout.contains("Available:       1"), "{run}");
+    assert!(run.stdout.contains("Jobs completed:  1"), "the probe job: {run}");
+    let run = flinger(&lab, &["queue-status", "fake", "--json", "--verbose"]).await;
+    let q = json_of(&run);
+    assert_eq!(q["agents"].as_array().map(Vec::len), Some(1), "{q}");
+    assert_eq!(q["jobs_completed"].as_array().map(Vec::len), Some(1), "{q}");
+    assert!(q["wait_times"].is_object(), "the probe job waited: {q}");
+    let run = flinger(&lab, &["queue-status", "nobody-serves-this"]).await;
+    assert_eq!(run.code, 2, "{run}");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_lists_what_was_submitted_from_here_and_refreshes_its_state() {
+    let lab = fake_lab("cli-history").await;
+    let file = job_file(&lab, "job.yaml", &passing_job());
+    let mut ids = vec![];
+    for _ in 0..2 {
+        let run = flinger(&lab, &["submit", "-q", &file]).await;
+        assert_eq!(run.code, 0, "{run}");
+        ids.push(run.stdout.trim().to_owned());
+    }
+    let run = flinger(&lab, &["jobs"]).await;
+    assert_eq!(run.code, 0, "{run}");
+    for id in &ids {
+        assert!(
+            run.stdout
+                .lines()
+                .any(|l| l.starts_with(id.as_str()) && l.ends_with("fake")),
+            "{run}"
+        );
+    }
+    for id in &ids {
+        lab.wait_done(id.parse().unwrap(), JOB_TIMEOUT).await;
+    }
+    let run = flinger(&lab, &["jobs", "--status", "--json"]).await;
+    let jobs = json_of(&run);
+    let listed: Vec<(&str, &str)> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| (j["job_id"].as_str().unwrap(), j["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        ids.iter().map(|i| (i.as_str(), "complete")).collect::<Vec<_>>(),
+        "{run}"
+    );
+    // The history lives in the data directory, readable by its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    let path = lab.path("home/.local/share/flinger/jobs.json");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_shows_where_each_setting_came_from() {
+    let home = tempfile::tempdir().unwrap();
+    async fn run_in(home: &std::path::Path, args: Vec<&str>, env: Vec<(&str, &str)>) -> Run {
+        let mut cmd = std::process::Command::new(bin("flinger"));
+        isolate(&mut cmd, home);
+        cmd.env_remove("FLINGER_SERVER").env_remove("TESTFLINGER_SERVER");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run_with(cmd, &args, None).await
+    }
+    let run_in = |args, env| run_in(home.path(), args, env);
+    let run = run_in(vec!["config", "--json"], vec![]).await;
+    let v = json_of(&run);
+    assert_eq!(v["settings"]["server"]["source"], "default", "{v}");
+    assert_eq!(v["settings"]["client_id"]["value"], Value::Null, "{v}");
+
+    let run = run_in(vec!["config", "server=http://from-file:1"], vec![]).await;
+    assert_eq!(run.code, 0, "{run}");
+    let run = run_in(vec!["config", "--json"], vec![]).await;
+    let v = json_of(&run);
+    assert_eq!(
+        (
+            v["settings"]["server"]["value"].as_str(),
+            v["settings"]["server"]["source"].as_str()
+        ),
+        (Some("http://from-file:1"), Some("file")),
+        "{v}"
+    );
+
+    let run = run_in(
+        vec!["config", "--json", "--client-id", "me"],
+        vec![
+            ("TESTFLINGER_SERVER", "http://from-env:1"),
+            ("FLINGER_SECRET_KEY", "do-not-print-me"),
+        ],
+    )
+    .await;
+    let v = json_of(&run);
+    let s = &v["settings"];
+    assert_eq!(
+        (s["server"]["source"].as_str(), s["server"]["from"].as_str()),
+        (Some("env"), Some("$TESTFLINGER_SERVER")),
+        "{v}"
+    );
+    assert_eq!(
+        (
+            s["client_id"]["value"].as_str(),
+            s["client_id"]["source"].as_str()
+        ),
+        (Some("me"), Some("flag")),
+        "{v}"
+    );
+    assert!(
+        !run.stdout.contains("do-not-print-me"),
+        "the secret key is shown: {run}"
+    );
+
+    let run = run_in(vec!["config", "--server", "http://from-flag:1"], vec![]).await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("server") && l.contains("http://from-flag:1") && l.contains("--server")),
+        "{run}"
+    );
+    let run = run_in(vec!["config", "server"], vec![]).await;
+    assert_eq!(run.stdout, "server = http://from-file:1\n", "{run}");
+    let run = run_in(vec!["config", "sever=x"], vec![]).await;
+    assert_eq!(run.code, 2, "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn completions_produce_a_script_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef flinger"),
+        ("fish", "complete -c flinger"),
+    ] {
+        let run = run_with(
+            std::process::Command::new(bin("flinger")),
+            &["completions", shell],
+            None,
+        )
+        .await;
+        assert_eq!(run.code, 0, "{shell}: {run}");
+        assert!(
+            run.stdout.contains(marker),
+            "{shell}: {}",
+            &run.stdout[..run.stdout.len().min(300)]
+        );
+        assert!(run.stdout.contains("list-agents"), "{shell}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn maintenance_keeps_jobs_off_an_agent_until_it_is_back_waiting() {
+    let lab = lab_with_admin("cli-maint").await;
+    // Without a login, admin commands are refused with exit 6 and nothing is sent.
+    let run = flinger(
+        &lab,
+        &[
+            "admin",
+            "set",
+            "agent-status",
+            "--status",
+            "maintenance",
+            "--agents",
+            "fake-1",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 6, "{run}");
+    assert!(run.stderr.contains("flinger login"), "{run}");
+
+    let run = flinger(
+        &lab,
+        &["login", "--client-id", "admin", "--secret-key", ADMIN_SECRET],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(
+        run.stdout, "Successfully authenticated as user 'admin'\n",
+        "{run}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let login_file = lab.path("home/.local/share/flinger/login.json");
+    assert_eq!(
+        std::fs::metadata(&login_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let run = flinger(
+        &lab,
+        &[
+            "admin",
+            "set",
+            "agent-status",
+            "--status",
+            "maintenance",
+            "--agents",
+            "fake-1",
+            "--comment",
+            "new cable",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(run.stdout, "Agent fake-1 status is now: maintenance\n", "{run}");
+    lab.wait_agent_state("fake-1", "maintenance").await;
+    let run = flinger(&lab, &["list-agents", "--state", "maintenance"]).await;
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("fake-1") && l.contains("maintenance") && l.contains("new cable")),
+        "{run}"
+    );
+
+    // A job for the queue waits: its only agent is in maintenance.
+    let file = job_file(&lab, "job.yaml", &passing_job());
+    let run = flinger(&lab, &["submit", "-q", &file]).await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("offline or in maintenance"), "{run}");
+    let id: Uuid = run.stdout.trim().parse().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(lab.info(id).await.unwrap()["state"], "waiting");
+
+    let run = flinger(
+        &lab,
+        &[
+            "admin",
+            "set",
+            "agent-status",
+            "--status",
+            "waiting",
+            "--agents",
+            "fake-1",
+            "nobody",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 2, "one agent does not exist: {run}");
+    assert!(
+        run.stdout.contains("Agent fake-1 status is now: waiting"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("Agent nobody does not exist"), "{run}");
+    assert_eq!(lab.wait_done(id, JOB_TIMEOUT).await["state"], "complete");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_log_in_write_secrets_and_are_refused_what_their_role_does_not_allow() {
+    let lab = lab_with_admin("cli-clients").await;
+    let admin = ["--client-id", "admin", "--secret-key", ADMIN_SECRET];
+    let run = flinger(
+        &lab,
+        &[
+            &[
+                "admin",
+                "set",
+                "client-permissions",
+                "--testflinger-client-id",
+                "alice",
+                "--testflinger-client-secret",
+                "alice-secret-0123456",
+                "--role",
+                "contributor",
+                "--max-priority",
+                "fake=10",
+            ][..],
+            &admin[..],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stdout.contains("Created permissions for client 'alice'"),
+        "{run}"
+    );
+    let run = flinger(
+        &lab,
+        &[
+            &[
+                "admin",
+                "get",
+                "client-permissions",
+                "--testflinger-client-id",
+                "alice",
+            ][..],
+            &admin[..],
+        ]
+        .concat(),
+    )
+    .await;
+    let alice = json_of(&run);
+    assert_eq!(
+        (alice["role"].as_str(), alice["max_priority"]["fake"].as_u64()),
+        (Some("contributor"), Some(10)),
+        "{alice}"
+    );
+
+    // Alice logs in; later commands use her stored login.
+    let run = flinger(
+        &lab,
+        &[
+            "login",
+            "--client-id",
+            "alice",
+            "--secret-key",
+            "alice-secret-0123456",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run}");
+    let run = flinger(&lab, &["secret", "write", "ci/token", "s3cr3t-value"]).await;
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "Secret 'ci/token' written successfully\n"),
+        "{run}"
+    );
+    let run = flinger(&lab, &["secret", "delete", "ci/token"]).await;
+    assert_eq!(run.code, 0, "{run}");
+    let run = flinger(&lab, &["secret", "delete", "ci/token"]).await;
+    assert_eq!(run.code, 2, "deleting it twice: {run}");
+    // Her priority allows 10 on the queue, not more.
+    let high = job_file(
+        &lab,
+        "high.json",
+        &json!({"job_queue": "fake", "job_priority": 50}),
+    );
+    let run = flinger(&lab, &["submit", &high]).await;
+    assert_eq!(run.code, 6, "{run}");
+    let ok = job_file(&lab, "ok.json", &json!({"job_queue": "fake", "job_priority": 10}));
+    let run = flinger(&lab, &["submit", "-q", &ok]).await;
+    assert_eq!(run.code, 0, "{run}");
+    // A contributor may not manage clients.
+    let run = flinger(&lab, &["admin", "get", "client-permissions"]).await;
+    assert_eq!(run.code, 6, "{run}");
+    let run = flinger(&lab, &["config", "--json"]).await;
+    assert_eq!(json_of(&run)["login"]["client_id"], "alice", "{run}");
+
+    // Credentials given for another client win over the stored login.
+    let run = flinger(
+        &lab,
+        &[
+            &[
+                "admin",
+                "delete",
+                "client-permissions",
+                "--testflinger-client-id",
+                "alice",
+            ][..],
+            &admin[..],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run}");
+    let run = flinger(
+        &lab,
+        &[
+            "login",
+            "--client-id",
+            "alice",
+            "--secret-key",
+            "alice-secret-0123456",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 6, "a deleted client cannot log in: {run}");
+    let run = flinger(&lab, &["logout"]).await;
+    assert_eq!(run.code, 0, "{run}");
+    let run = flinger(&lab, &["secret", "write", "x", "y"]).await;
+    assert_eq!(run.code, 6, "no login any more: {run}");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attachments_reach_the_agent_and_artifacts_come_back() {
+    let mut lab = lab_with_admin("cli-blobs").await;
+    let admin = ["--client-id", "admin", "--secret-key", ADMIN_SECRET];
+    let run = flinger(
+        &lab,
+        &[
+            &[
+                "admin",
+                "set",
+                "client-permissions",
+                "--testflinger-client-id",
+                "agent-files",
+                "--testflinger-client-secret",
+                "agent-secret-0123456",
+                "--role",
+                "agent",
+            ][..],
+            &admin[..],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run}");
+    let test_cmd = "cat attachments/test/data/input.txt; cat attachments/test/renamed.txt; mkdir -p artifacts && echo made-by-the-test > artifacts/out.txt";
+    let spec = AgentSpec::commands("files-1", &["files"], &[("test", test_cmd)]).with_yaml(&format!(
+        "server_address: {}\nclient_id: agent-files\nclient_secret: agent-secret-0123456\n",
+        lab.base
+    ));
+    lab.add_agent(spec).await;
+    wait_routable(&lab, "files").await;
+
+    // Attachments are relative to the job file's directory.
+    let dir = lab.path("jobdir");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(dir.join("data/input.txt"), "attached input\n").unwrap();
+    std::fs::write(dir.join("other.txt"), "attached under another name\n").unwrap();
+    let job = json!({
+        "job_queue": "files",
+        "test_data": {"test_cmds": "unused", "attachments": [{"local": "data/input.txt"}, {"local": "other.txt", "agent": "renamed.txt"}]},
+    });
+    let file = dir.join("job.yaml");
+    std::fs::write(&file, as_yaml(&job)).unwrap();
+    let run = flinger(&lab, &["submit", "--poll", file.to_str().unwrap()]).await;
+    assert_eq!(run.code, 0, "{run}\n{}", lab.logs());
+    assert!(run.stdout.contains("attached input"), "{run}");
+    assert!(run.stdout.contains("attached under another name"), "{run}");
+    let id = job_id_line(&run.stdout).to_string();
+    // The job as stored says where the agent finds the files, not where they were.
+    let run = flinger(&lab, &["show", "--json", &id]).await;
+    assert_eq!(
+        json_of(&run)["job"]["test_data"]["attachments"],
+        json!([{"agent": "data/input.txt"}, {"agent": "renamed.txt"}]),
+        "{run}"
+    );
+
+    let target = lab.path("out.tgz");
+    let run = flinger(&lab, &["artifacts", &id, "--filename", target.to_str().unwrap()]).await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains("Artifacts downloaded to"), "{run}");
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
+        std::fs::File::open(&target).unwrap(),
+    ));
+    let mut found = String::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().ends_with("out.txt") {
+            std::io::Read::read_to_string(&mut entry, &mut found).unwrap();
+        }
+    }
+    assert_eq!(found, "made-by-the-test\n");
+
+    // A missing attachment stops the submission before anything is sent.
+    let broken = dir.join("broken.yaml");
+    std::fs::write(
+        &broken,
+        as_yaml(&json!({"job_queue": "files", "test_data": {"attachments": [{"local": "missing.txt"}]}})),
+    )
+    .unwrap();
+    let run = flinger(&lab, &["submit", broken.to_str().unwrap()]).await;
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains("missing.txt"), "{run}");
+    // A job without artifacts has none to download.
+    let plain = lab.submit(&json!({"job_queue": "fake"})).await;
+    lab.wait_done(plain, JOB_TIMEOUT).await;
+    let run = flinger(
+        &lab,
+        &[
+            "artifacts",
+            &plain.to_string(),
+            "--filename",
+            lab.path("none.tgz").to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains("no artifacts"), "{run}");
     lab.stop().await;
 }

@@ -28,13 +28,22 @@ async fn an_agent_killed_mid_test_phase_is_replaced_and_the_job_completes() {
         .await;
     let id = lab.submit(&slow_test_job("kill9", 3)).await;
     let running = lab.wait_state(id, &["test"], DONE).await;
-    let victim = running["lease"]["agent"].as_str().expect("lease holder").to_owned();
+    let victim = running["lease"]["agent"]
+        .as_str()
+        .expect("lease holder")
+        .to_owned();
     lab.agent(&victim).crash();
     let info = lab.wait_done(id, DONE).await;
     assert_eq!(info["state"], "complete", "{info}\n{}", lab.logs());
     assert_eq!(info["attempt"], 2, "{info}");
     assert_eq!(info["attempts"][0]["agent"], victim.as_str(), "{info}");
-    assert!(info["attempts"][0]["outcome"].as_str().unwrap_or("").contains("lease expired"), "{info}");
+    assert!(
+        info["attempts"][0]["outcome"]
+            .as_str()
+            .unwrap_or("")
+            .contains("lease expired"),
+        "{info}"
+    );
     assert_ne!(info["attempts"][1]["agent"], victim.as_str(), "{info}");
     assert!(lab.output(id).await.contains("step 4"));
     invariants::check(&lab.store, &[id]).await;
@@ -55,7 +64,10 @@ async fn a_job_whose_agent_dies_on_the_last_attempt_fails_as_agent_lost() {
     let info = lab.wait_done(id, DONE).await;
     assert_eq!(info["state"], "failed", "{info}");
     assert_eq!(info["failure"]["kind"], "agent_lost", "{info}");
-    assert!(info["failure"]["reason"].as_str().unwrap_or("").contains("solo"), "{info}");
+    assert!(
+        info["failure"]["reason"].as_str().unwrap_or("").contains("solo"),
+        "{info}"
+    );
     // Testflinger clients see an ended job, not one polling forever.
     assert_eq!(lab.results(id).await["job_state"], "complete");
     invariants::check(&lab.store, &[id]).await;
@@ -77,9 +89,18 @@ async fn cancel_in_provision_test_or_reserve_stops_the_phase_runs_cleanup_and_en
         .start()
         .await;
     let jobs = [
-        ("provision", json!({"job_queue": "cancel", "provision_data": {"fake": {"hang": true}}, "test_data": {"test_cmds": "x"}})),
-        ("test", json!({"job_queue": "cancel", "test_data": {"test_cmds": "x", "fake": {"hang": true}}, "reserve_data": {"timeout": 600}})),
-        ("reserve", json!({"job_queue": "cancel", "reserve_data": {"timeout": 600}})),
+        (
+            "provision",
+            json!({"job_queue": "cancel", "provision_data": {"fake": {"hang": true}}, "test_data": {"test_cmds": "x"}}),
+        ),
+        (
+            "test",
+            json!({"job_queue": "cancel", "test_data": {"test_cmds": "x", "fake": {"hang": true}}, "reserve_data": {"timeout": 600}}),
+        ),
+        (
+            "reserve",
+            json!({"job_queue": "cancel", "reserve_data": {"timeout": 600}}),
+        ),
     ];
     let mut ids = vec![];
     for (phase, job) in &jobs {
@@ -95,13 +116,22 @@ async fn cancel_in_provision_test_or_reserve_stops_the_phase_runs_cleanup_and_en
         assert_eq!(info["state"], "cancelled", "{phase}: {info}");
         let results = lab.results(*id).await;
         assert_eq!(results["job_state"], "cancelled", "{phase}: {results}");
-        assert_eq!(results["cleanup_status"], 0, "{phase}: cleanup did not run: {results}");
+        assert_eq!(
+            results["cleanup_status"], 0,
+            "{phase}: cleanup did not run: {results}"
+        );
         if *phase != "reserve" {
-            assert!(results[format!("{phase}_status")].as_i64().unwrap_or(0) < 0, "{phase} was not killed: {results}");
+            assert!(
+                results[format!("{phase}_status")].as_i64().unwrap_or(0) < 0,
+                "{phase} was not killed: {results}"
+            );
         }
         for later in ["test", "reserve"].iter().filter(|l| **l != *phase) {
             if *phase == "provision" {
-                assert!(results.get(format!("{later}_status")).is_none_or(Value::is_null), "{later} ran: {results}");
+                assert!(
+                    results.get(format!("{later}_status")).is_none_or(Value::is_null),
+                    "{later} ran: {results}"
+                );
             }
         }
     }
@@ -136,11 +166,19 @@ async fn output_and_global_timeouts_fail_the_job_with_their_reasons() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reservation_installs_the_keys_and_extended_ends_at_its_new_deadline() {
-    let keys = KeyServer::start(BTreeMap::from([("alice".to_owned(), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAlice alice@lp\n".to_owned())])).await;
+    let keys = KeyServer::start(BTreeMap::from([(
+        "alice".to_owned(),
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAlice alice@lp\n".to_owned(),
+    )]))
+    .await;
     let mut lab = Lab::builder().name("reserve").start().await;
     let authorized = lab.path("device-authorized_keys");
-    let spec = AgentSpec::fake_with("r1", &["reserve"], &format!("device_ip: 10.1.2.3\nauthorized_keys: {}", authorized.display()))
-        .with_yaml(&keys.agent_yaml());
+    let spec = AgentSpec::fake_with(
+        "r1",
+        &["reserve"],
+        &format!("device_ip: 10.1.2.3\nauthorized_keys: {}", authorized.display()),
+    )
+    .with_yaml(&keys.agent_yaml());
     lab.add_agent(spec).await;
     let id = lab
         .submit(&json!({"job_queue": "reserve", "reserve_data": {"ssh_keys": ["lp:alice", "ssh-ed25519 AAAAinline bob@laptop"], "timeout": 4}}))
@@ -159,20 +197,39 @@ async fn a_reservation_installs_the_keys_and_extended_ends_at_its_new_deadline()
     assert_eq!(first["device_ip"], "10.1.2.3", "{first}");
     assert_eq!(first["ssh"], "ssh ubuntu@10.1.2.3", "{first}");
     let first_until = broker_schema::Millis::parse_rfc3339(first["until"].as_str().unwrap()).unwrap();
-    let r = lab.http.post(lab.url(&format!("/v1/job/{id}/reservation/extend"))).json(&json!({"by": 4})).send().await.unwrap();
+    let r = lab
+        .http
+        .post(lab.url(&format!("/v1/job/{id}/reservation/extend")))
+        .json(&json!({"by": 4}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let extended: Value = r.json().await.unwrap();
-    let new_until = broker_schema::Millis::parse_rfc3339(extended["reserve_until"].as_str().unwrap()).unwrap();
+    let new_until =
+        broker_schema::Millis::parse_rfc3339(extended["reserve_until"].as_str().unwrap()).unwrap();
     assert_eq!(new_until.0 - first_until.0, 4000, "{extended}");
     let info = lab.wait_done(id, DONE).await;
     assert_eq!(info["state"], "complete", "{info}");
     let ended = broker_schema::Millis::parse_rfc3339(info["ended_at"].as_str().unwrap()).unwrap();
-    assert!(ended >= new_until, "ended at {ended}, before the extended deadline {new_until}");
+    assert!(
+        ended >= new_until,
+        "ended at {ended}, before the extended deadline {new_until}"
+    );
     let installed = std::fs::read_to_string(&authorized).unwrap_or_default();
-    assert!(installed.contains("AAAAC3NzaC1lZDI1NTE5AAAAIAlice"), "{installed}");
+    assert!(
+        installed.contains("AAAAC3NzaC1lZDI1NTE5AAAAIAlice"),
+        "{installed}"
+    );
     assert!(installed.contains("AAAAinline bob@laptop"), "{installed}");
     // Extending a job that no longer reserves is refused.
-    let r = lab.http.post(lab.url(&format!("/v1/job/{id}/reservation/extend"))).json(&json!({"by": "1h"})).send().await.unwrap();
+    let r = lab
+        .http
+        .post(lab.url(&format!("/v1/job/{id}/reservation/extend")))
+        .json(&json!({"by": "1h"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409);
     invariants::check(&lab.store, &[id]).await;
     lab.stop().await;
@@ -258,7 +315,9 @@ async fn a_job_the_gateway_could_not_publish_is_published_by_the_scheduler() {
         .start()
         .await;
     // The gateway cannot reach the broker, but the store has the job: it is accepted…
-    let id = lab.submit(&json!({"job_queue": "outbox", "test_data": {"test_cmds": "x", "fake": {"output": ["ran"]}}})).await;
+    let id = lab
+        .submit(&json!({"job_queue": "outbox", "test_data": {"test_cmds": "x", "fake": {"output": ["ran"]}}}))
+        .await;
     // …and the scheduler publishes it.
     let info = lab.wait_done(id, DONE).await;
     assert_eq!(info["state"], "complete", "{info}\n{}", lab.logs());
@@ -269,13 +328,23 @@ async fn a_job_the_gateway_could_not_publish_is_published_by_the_scheduler() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_device_recovery_takes_the_agent_offline_with_the_reason() {
-    let lab = Lab::builder().name("exit46").agent(AgentSpec::fake("dut", &["exit46"])).start().await;
+    let lab = Lab::builder()
+        .name("exit46")
+        .agent(AgentSpec::fake("dut", &["exit46"]))
+        .start()
+        .await;
     let id = lab.submit(&json!({"job_queue": "exit46", "provision_data": {"fake": {"exit_code": 46}}, "test_data": {"test_cmds": "x"}})).await;
     let info = lab.wait_done(id, DONE).await;
     assert_eq!(info["state"], "complete", "{info}");
     assert_eq!(info["failure"]["kind"], "recovery_failed", "{info}");
     let agent = lab.wait_agent_state("dut", "offline").await;
-    assert!(agent["comment"].as_str().unwrap_or("").contains("recovery failed"), "{agent}");
+    assert!(
+        agent["comment"]
+            .as_str()
+            .unwrap_or("")
+            .contains("recovery failed"),
+        "{agent}"
+    );
     // An offline agent takes no jobs.
     let next = lab.submit(&json!({"job_queue": "exit46"})).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -301,9 +370,18 @@ async fn a_job_excluding_an_agent_runs_on_another_without_busy_looping() {
         assert_eq!(info["attempts"][0]["agent"], "e2", "{info}");
         assert_eq!(info["attempt"], 1, "{info}");
     }
-    let passes = lab.agents.iter().find(|a| a.name == "e1").unwrap().log_text().matches("leaving it to others").count();
+    let passes = lab
+        .agents
+        .iter()
+        .find(|a| a.name == "e1")
+        .unwrap()
+        .log_text()
+        .matches("leaving it to others")
+        .count();
     assert!(passes <= 20, "e1 bounced excluded jobs {passes} times");
-    let (status, body) = lab.post_job(&json!({"job_queue": "exclude", "exclude_agents": ["e1", "e2"]})).await;
+    let (status, body) = lab
+        .post_job(&json!({"job_queue": "exclude", "exclude_agents": ["e1", "e2"]}))
+        .await;
     assert_eq!(status, 422, "{body}");
     assert!(body["detail"]["json"]["exclude_agents"].is_array(), "{body}");
     lab.stop().await;
@@ -322,13 +400,22 @@ async fn a_gracefully_stopped_agent_gives_its_job_back_at_once_and_shows_offline
         .await;
     let id = lab.submit(&slow_test_job("sigterm", 3)).await;
     let running = lab.wait_state(id, &["test"], DONE).await;
-    let victim = running["lease"]["agent"].as_str().expect("lease holder").to_owned();
+    let victim = running["lease"]["agent"]
+        .as_str()
+        .expect("lease holder")
+        .to_owned();
     let exit = lab.agent(&victim).stop(Duration::from_secs(20));
     assert_eq!(exit, Some(0), "the agent did not stop cleanly");
     let info = lab.wait_done(id, Duration::from_secs(30)).await;
     assert_eq!(info["state"], "complete", "{info}");
     assert_eq!(info["attempt"], 2, "{info}");
-    assert!(info["attempts"][0]["outcome"].as_str().unwrap_or("").contains("shutting down"), "{info}");
+    assert!(
+        info["attempts"][0]["outcome"]
+            .as_str()
+            .unwrap_or("")
+            .contains("shutting down"),
+        "{info}"
+    );
     lab.wait_agent_state(&victim, "offline").await;
     invariants::check(&lab.store, &[id]).await;
     lab.stop().await;
@@ -351,7 +438,10 @@ async fn restarting_the_database_under_load_loses_nothing() {
         let job = json!({"job_queue": "dbrestart", "test_data": {"test_cmds": format!("job {i}"), "fake": {"duration": "500ms", "output": ["p", "q"]}}});
         ids.push(lab.submit(&job).await);
     }
-    eventually(DONE, "a job to finish", || async { (lab.info(ids[1]).await?["state"] == "complete").then_some(()) }).await;
+    eventually(DONE, "a job to finish", || async {
+        (lab.info(ids[1]).await?["state"] == "complete").then_some(())
+    })
+    .await;
     mongo.down();
     tokio::time::sleep(Duration::from_secs(3)).await;
     mongo.up();
@@ -365,8 +455,17 @@ async fn restarting_the_database_under_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_whole_path_works_on_the_mongodb_store() {
-    let lab = Lab::builder().name("mongo").store(flinger_tests::StoreKind::Mongo).agent(AgentSpec::fake("m1", &["mongo"])).start().await;
-    let id = lab.submit(&json!({"job_queue": "mongo", "test_data": {"test_cmds": "x", "fake": {"output": ["on mongo"]}}})).await;
+    let lab = Lab::builder()
+        .name("mongo")
+        .store(flinger_tests::StoreKind::Mongo)
+        .agent(AgentSpec::fake("m1", &["mongo"]))
+        .start()
+        .await;
+    let id = lab
+        .submit(
+            &json!({"job_queue": "mongo", "test_data": {"test_cmds": "x", "fake": {"output": ["on mongo"]}}}),
+        )
+        .await;
     let info = lab.wait_done(id, DONE).await;
     assert_eq!(info["state"], "complete", "{info}");
     assert!(lab.output(id).await.contains("on mongo"));

@@ -1,0 +1,336 @@
+//! Testflinger drop-in, end to end on real binaries: a job with attachments waits for them, runs
+//! with the files in `attachments/test/`, uploads its artifacts, and uses a secret that reaches
+//! the phase's environment but never the stored output, the API or any process's log.
+
+use flinger_tests::{AgentSpec, Lab, StoreKind, eventually};
+use serde_json::{Value, json};
+use std::io::Read;
+use std::time::Duration;
+use uuid::Uuid;
+
+const JOB_TIMEOUT: Duration = Duration::from_secs(90);
+const ADMIN: &str = "lab-admin";
+const ADMIN_SECRET: &str = "admin-secret-0123456789";
+const SECRET_VALUE: &str = "s3cr3t-Value-9f8e7d";
+
+async fn login(lab: &Lab, id: &str, secret: &str) -> String {
+    let r = lab
+        .http
+        .post(lab.url("/v1/oauth2/token"))
+        .basic_auth(id, Some(secret))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "login {id}");
+    let v: Value = r.json().await.unwrap();
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn create_client(lab: &Lab, admin: &str, id: &str, role: &str, secret: &str) {
+    let r = lab
+        .http
+        .put(lab.url(&format!("/v1/client-permissions/{id}")))
+        .bearer_auth(admin)
+        .json(&json!({"client_secret": secret, "role": role}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "create {id}: {}", r.text().await.unwrap());
+}
+
+/// A tar.gz with `test/<path>` entries, as Testflinger's CLI packs attachments.
+fn attachments_archive(files: &[(&str, &str)]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    for (path, text) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(text.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, format!("test/{path}"), text.as_bytes())
+            .unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// Every `(path, contents)` of a tar.gz.
+fn unpack(bytes: &[u8]) -> Vec<(String, String)> {
+    let mut out = vec![];
+    let mut t = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    for e in t.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().display().to_string();
+        let mut s = String::new();
+        if e.header().entry_type().is_file() {
+            e.read_to_string(&mut s).unwrap();
+        }
+        out.push((path, s));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attachments_artifacts_and_secrets_end_to_end() {
+    scenario(StoreKind::Sqlite).await;
+}
+
+/// The same on MongoDB: attachments and artifacts in GridFS, secrets and clients as documents.
+#[tokio::test(flavor = "multi_thread")]
+async fn attachments_artifacts_and_secrets_end_to_end_on_mongodb() {
+    scenario(StoreKind::Mongo).await;
+}
+
+async fn scenario(store: StoreKind) {
+    let mut lab = Lab::builder()
+        .name("dropin")
+        .store(store)
+        .gateway_env("FLINGER_ADMIN_CLIENT_ID", ADMIN)
+        .gateway_env("FLINGER_ADMIN_SECRET", ADMIN_SECRET)
+        .gateway_env("FLINGER_JWT_SIGNING_KEY", "dropin-test-signing-key")
+        .start()
+        .await;
+    let admin = login(&lab, ADMIN, ADMIN_SECRET).await;
+    create_client(&lab, &admin, "agent-dropin", "agent", "agent-secret-0123456789").await;
+    create_client(&lab, &admin, "alice", "contributor", "alice-secret-0123456789").await;
+    let alice = login(&lab, "alice", "alice-secret-0123456789").await;
+
+    // Alice's secret, written once, never readable.
+    let r = lab
+        .http
+        .put(lab.url("/v1/secrets/alice/ci/token"))
+        .bearer_auth(&alice)
+        .json(&json!({"value": SECRET_VALUE}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let yaml = format!(
+        "server_address: {}\nclient_id: agent-dropin\nclient_secret: agent-secret-0123456789\n\
+         advertised_queues:\n  dropin: Drop-in test queue\n\
+         advertised_images:\n  dropin:\n    noble: \"url: http://images/noble.img.xz\"\n",
+        lab.base
+    );
+    lab.add_agent(
+        AgentSpec::commands(
+            "dropin-1",
+            &["dropin"],
+            &[("test", "flinger-agent run-test-cmds")],
+        )
+        .with_yaml(&yaml),
+    )
+    .await;
+
+    // The agent advertised its queue and images through the gateway.
+    let images: Value = eventually(Duration::from_secs(10), "advertised images", || async {
+        let v: Value = lab
+            .http
+            .get(lab.url("/v1/agents/images/dropin"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v != json!({})).then_some(v)
+    })
+    .await;
+    assert_eq!(images, json!({"noble": "url: http://images/noble.img.xz"}));
+    let queues: Value = lab
+        .http
+        .get(lab.url("/v1/agents/queues"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(queues["dropin"], "Drop-in test queue");
+
+    let test_cmds = [
+        "cat attachments/test/data/hello.txt",
+        "echo \"token is $LAB_TOKEN\"",
+        "printf '%s' \"$LAB_TOKEN\" | head -c 6; sleep 0.2; printf '%s\\n' \"$LAB_TOKEN\" | tail -c +7",
+        // Compared reversed, so that the job file itself does not hold the secret.
+        "test \"$(printf %s \"$LAB_TOKEN\" | rev)\" = \"$REVERSED\" && echo secret-reached-the-phase",
+        "mkdir -p artifacts/logs && echo built > artifacts/logs/build.txt && cp attachments/test/data/hello.txt artifacts/",
+    ]
+    .join("\n");
+    let r = lab
+        .http
+        .post(lab.url("/v1/job"))
+        .bearer_auth(&alice)
+        .json(&json!({
+            "job_queue": "dropin",
+            "test_data": {
+                "test_cmds": test_cmds.replace("$REVERSED", &SECRET_VALUE.chars().rev().collect::<String>()),
+                "attachments": [{"agent": "data/hello.txt"}],
+                "secrets": {"LAB_TOKEN": "ci/token"},
+            },
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let id: Uuid = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // Without its attachments the job waits, and is not dispatched.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let info = lab.info(id).await.expect("job info");
+    assert_eq!(info["state"], "waiting", "{info}");
+    assert_eq!(info["awaiting_attachments"], true);
+
+    // The upload, as Testflinger's CLI sends it (multipart `file`, no token).
+    let archive = attachments_archive(&[("data/hello.txt", "hello from the attachment\n")]);
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(archive)
+            .file_name("attachments.tar.gz")
+            .mime_str("application/x-gzip")
+            .unwrap(),
+    );
+    let r = lab
+        .http
+        .post(lab.url(&format!("/v1/job/{id}/attachments")))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    let info = lab.wait_done(id, JOB_TIMEOUT).await;
+    assert_eq!(info["state"], "complete", "{info}\n{}", lab.logs());
+    let results = lab.results(id).await;
+    assert_eq!(results["test_status"], 0, "{results}\n{}", lab.logs());
+
+    let output = lab.output(id).await;
+    assert!(output.contains("hello from the attachment"), "{output}");
+    assert!(output.contains("secret-reached-the-phase"), "{output}");
+    assert!(output.contains("token is ****"), "{output}");
+    assert!(
+        !output.contains(SECRET_VALUE),
+        "the secret leaked into the output: {output}"
+    );
+    // Written in two pieces 200 ms apart (two output chunks), it is still masked.
+    assert!(output.lines().any(|l| l == "****"), "{output}");
+
+    // Artifacts: uploaded by the agent, downloadable as Testflinger's CLI does.
+    let r = lab
+        .http
+        .get(lab.url(&format!("/v1/result/{id}/artifact")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let files = unpack(&r.bytes().await.unwrap());
+    assert!(
+        files
+            .iter()
+            .any(|(p, s)| p == "artifacts/logs/build.txt" && s == "built\n"),
+        "{files:?}"
+    );
+    assert!(
+        files
+            .iter()
+            .any(|(p, s)| p == "artifacts/hello.txt" && s.contains("hello from the attachment")),
+        "{files:?}"
+    );
+
+    // The secret is nowhere: not in any API answer, not in any log.
+    for path in [
+        format!("/v1/job/{id}"),
+        format!("/v1/job/{id}/info"),
+        format!("/v1/result/{id}"),
+        format!("/v1/result/{id}/log/output"),
+        "/v1/client-permissions".to_owned(),
+    ] {
+        let text = lab
+            .http
+            .get(lab.url(&path))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!text.contains(SECRET_VALUE), "{path} shows the secret: {text}");
+    }
+    let logs = eventually(Duration::from_secs(5), "logs to be written", || async {
+        let l = lab.logs();
+        l.contains("run over").then_some(l)
+    })
+    .await;
+    assert!(!logs.contains(SECRET_VALUE), "a process logged the secret");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_attachments_never_come_is_not_dispatched_and_can_be_cancelled() {
+    let mut lab = Lab::builder().name("noattach").start().await;
+    lab.add_agent(AgentSpec::fake("fake-na", &["noattach"])).await;
+    let id = lab
+        .submit(&json!({"job_queue": "noattach", "test_data": {"test_cmds": "true", "attachments": [{"agent": "x"}]}}))
+        .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let info = lab.info(id).await.unwrap();
+    assert_eq!(info["state"], "waiting", "{info}");
+    assert_eq!(info["attempt"], 0, "never leased");
+    assert_eq!(lab.cancel(id).await, 200);
+    let info = lab.wait_done(id, JOB_TIMEOUT).await;
+    assert_eq!(info["state"], "cancelled");
+    lab.stop().await;
+}
+
+/// The bootstrap path without configuration: `flinger-gateway create-client` writes an admin
+/// straight into the store, with the secret from standard input.
+#[tokio::test(flavor = "multi_thread")]
+async fn create_client_writes_the_first_admin_into_the_store() {
+    use flinger_scheduler::store::{Records, Role, StoreConfig};
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", dir.path().join("flinger.db").display());
+    let mut child = std::process::Command::new(flinger_tests::bin("flinger-gateway"))
+        .args([
+            "--store",
+            &store,
+            "create-client",
+            "first-admin",
+            "--role",
+            "admin",
+        ])
+        .env_remove("FLINGER_CLIENT_SECRET")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"first-admin-secret-123\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created client \"first-admin\" with role admin"));
+    let store = StoreConfig::parse(&store).unwrap().open().await.unwrap();
+    let client = store.get_client("first-admin").await.unwrap().expect("created");
+    assert_eq!(client.role, Role::Admin);
+    let hash = client.secret_hash.unwrap();
+    assert!(hash.starts_with("$argon2id$") && !hash.contains("first-admin-secret"));
+    // Too short a secret is refused.
+    let status = std::process::Command::new(flinger_tests::bin("flinger-gateway"))
+        .args(["--store", &store_path(&dir), "create-client", "x"])
+        .env("FLINGER_CLIENT_SECRET", "short")
+        .status()
+        .unwrap();
+    assert!(!status.success());
+}
+
+fn store_path(dir: &tempfile::TempDir) -> String {
+    format!("sqlite:{}", dir.path().join("flinger.db").display())
+}
