@@ -265,3 +265,22 @@ fn wrong_content_types_are_refused() {
     assert!(broker_schema::codec::check_content_type(Some(CONTENT_TYPE)).is_ok());
     assert!(broker_schema::codec::check_content_type(None).is_ok());
 }
+
+#[test]
+fn a_lease_grant_never_prints_its_secrets() {
+    let grant = LeaseGrant {
+        job_id: Uuid::nil(),
+        attempt: 1,
+        lease_until: Millis(0),
+        lease_ms: 1,
+        renew_every_ms: 1,
+        secrets: BTreeMap::from([("TOKEN".into(), "hunter2-very-secret".into())]),
+        reserve_until: None,
+    };
+    let shown = format!(
+        "{grant:?} {:?}",
+        SchedulerReply::Lease(LeaseReply::Granted(grant.clone()))
+    );
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("TOKEN=****"), "{shown}");
+}

@@ -21,7 +21,7 @@ pub struct LeaseRequest {
     pub submission: Submission,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeaseGrant {
     pub job_id: Uuid,
     /// The fencing token: every event of this run carries it.
@@ -38,6 +38,28 @@ pub struct LeaseGrant {
     /// The reservation deadline already set for this job (an extension made before the run).
     #[serde(default)]
     pub reserve_until: Option<Millis>,
+}
+
+/// Secrets stay out of logs: only their names are shown.
+impl std::fmt::Debug for LeaseGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseGrant")
+            .field("job_id", &self.job_id)
+            .field("attempt", &self.attempt)
+            .field("lease_until", &self.lease_until)
+            .field("lease_ms", &self.lease_ms)
+            .field("renew_every_ms", &self.renew_every_ms)
+            .field(
+                "secrets",
+                &self
+                    .secrets
+                    .keys()
+                    .map(|k| format!("{k}=****"))
+                    .collect::<Vec<_>>(),
+            )
+            .field("reserve_until", &self.reserve_until)
+            .finish()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
