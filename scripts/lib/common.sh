@@ -1,0 +1,113 @@
+# shellcheck shell=bash
+# Shared helpers for scripts/lab and scripts/test. Source it; it defines functions only
+# (plus REPO, the repository's root).
+#
+# Everything here is idempotent: "ensure_X" installs or starts X only when it is missing.
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export REPO
+
+# ----- messages (all on stderr, so that stdout stays for results)
+
+say() { echo "${SCRIPT_NAME:-flinger}: $*" >&2; }
+warn() { echo "${SCRIPT_NAME:-flinger}: warning: $*" >&2; }
+die() { echo "${SCRIPT_NAME:-flinger}: error: $*" >&2; exit 1; }
+
+# ----- small predicates
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# Exit 0 if something accepts TCP connections on HOST PORT.
+port_answers() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# Exit 0 if PID is a live process (zombies count as gone).
+pid_alive() { [[ -n ${1:-} && $(ps -o stat= -p "$1" 2>/dev/null) =~ ^[^Z] ]]; }
+
+# wait_until SECONDS DESCRIPTION COMMAND...: runs COMMAND every 0.5 s until it succeeds;
+# returns 1 (after saying so) if it still fails after SECONDS.
+wait_until() {
+  local secs=$1 what=$2 deadline
+  shift 2
+  deadline=$((SECONDS + secs))
+  until "$@"; do
+    if ((SECONDS >= deadline)); then
+      warn "timed out after ${secs}s waiting for $what"
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+# ----- packages
+
+APT_UPDATED=
+apt_install() {
+  have apt-get || die "cannot install $*: no apt-get here; install them by hand"
+  [[ $(id -u) == 0 ]] || die "installing $* needs root (apt-get); run as root or install them first"
+  if [[ -z $APT_UPDATED ]]; then
+    say "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    APT_UPDATED=1
+  fi
+  say "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+# ensure_commands CMD[:PACKAGE]...: installs the Debian package of each missing command.
+ensure_commands() {
+  local spec cmd pkg missing=()
+  for spec in "$@"; do
+    cmd=${spec%%:*}
+    pkg=${spec#*:}
+    have "$cmd" || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
+}
+
+# ----- Rust
+
+# Makes cargo reachable (rustup puts it in ~/.cargo/bin, which a bare environment may not have
+# on PATH) or exits with how to get it.
+ensure_cargo() {
+  if ! have cargo && [[ -x ${CARGO_HOME:-$HOME/.cargo}/bin/cargo ]]; then
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+  fi
+  have cargo && return
+  cat >&2 <<'MSG'
+error: cargo (Rust) is not installed.
+Flinger needs Rust 1.85 or newer. Install it with rustup:
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y
+    . "$HOME/.cargo/env"
+(or see https://www.rust-lang.org/tools/install), then run this command again.
+MSG
+  exit 1
+}
+
+# ----- RabbitMQ (no systemd here: started with `rabbitmq-server -detached`)
+
+RABBIT_HOST=127.0.0.1
+RABBIT_PORT=5672
+
+rabbit_starting() { pgrep -u rabbitmq beam.smp >/dev/null 2>&1; }
+
+ensure_rabbitmq() {
+  if ! have rabbitmq-server && [[ ! -x /usr/sbin/rabbitmq-server ]]; then
+    apt_install rabbitmq-server
+  fi
+  export PATH="$PATH:/usr/sbin:/usr/lib/rabbitmq/bin"
+  if port_answers "$RABBIT_HOST" "$RABBIT_PORT"; then return; fi
+  if rabbit_starting; then
+    say "RabbitMQ is starting; waiting for it"
+  else
+    say "starting RabbitMQ (rabbitmq-server -detached)"
+    rabbitmq-server -detached >&2 || warn "rabbitmq-server -detached exited non-zero; waiting for the port anyway"
+  fi
+  timeout 120 rabbitmqctl -q await_startup >/dev/null 2>&1 || true
+  wait_until 60 "RabbitMQ on $RABBIT_HOST:$RABBIT_PORT" port_answers "$RABBIT_HOST" "$RABBIT_PORT" ||
+    die "RabbitMQ does not answer on $RABBIT_HOST:$RABBIT_PORT; see /var/log/rabbitmq/"
+  say "RabbitMQ is up on $RABBIT_HOST:$RABBIT_PORT"
+}
+
+# ----- the MongoDB stand-in (scripts/mongo-standin)
+
+export STANDIN=$REPO/scripts/mongo-standin/standin
