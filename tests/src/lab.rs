@@ -390,14 +390,47 @@ impl Lab {
         r.json().await.ok()
     }
 
-    /// Waits until the job's (true) state is one of `states`.
+    /// Waits until the job's (true) state is one of `states`. On timeout, panics with the job's
+    /// record and the tail of every process's log, so a failure can be understood from CI output.
     pub async fn wait_state(&self, id: Uuid, states: &[&str], timeout: Duration) -> Value {
-        let what = format!("job {id} to be {states:?}");
-        eventually(timeout, &what, || async move {
-            let v = self.info(id).await?;
-            states.contains(&v["state"].as_str()?).then_some(v)
-        })
-        .await
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let info = self.info(id).await;
+            if let Some(v) = &info
+                && states.contains(&v["state"].as_str().unwrap_or(""))
+            {
+                return v.clone();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "job {id} not {states:?} after {timeout:?}: {}\n{}",
+                    info.map(|v| v.to_string())
+                        .unwrap_or_else(|| "unknown to the API".into()),
+                    self.log_tails(60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last `lines` lines of every process's log.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for p in self
+            .schedulers
+            .iter()
+            .chain(self.gateway.iter())
+            .chain(self.agents.iter())
+        {
+            let text = p.log_text();
+            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+            out.push_str(&format!("===== {} (last {} lines) =====\n", p.name, tail.len()));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// Waits until the job ended (complete, cancelled or failed).

@@ -177,36 +177,34 @@ async fn a_malformed_message_is_dead_lettered_and_service_goes_on() {
     )
     .await;
     // Both the agent (class queue) and the scheduler (its copy) refuse each one with a reason.
-    let dead = flinger_tests::eventually(Duration::from_secs(20), "4 dead letters", || {
-        let (conn, q) = (&conn, lab.names.dead_queue());
-        async move {
-            let d = broker::drain(conn, &q).await;
-            (!d.is_empty()).then_some(d)
+    let class_queue = lab
+        .names
+        .class_queue(&broker_schema::DeviceClass::parse("fake").unwrap());
+    let tap = lab.names.scheduler_submissions_queue();
+    let mut seen: Vec<(String, String)> = vec![];
+    let wanted = |seen: &Vec<(String, String)>, queue: &str, reason: &str| {
+        seen.iter().any(|(q, r)| q == queue && r.contains(reason))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        for d in broker::drain(&conn, &lab.names.dead_queue()).await {
+            let queue = d.header("x-flinger-queue").unwrap_or_default().to_owned();
+            let reason = d.header("x-flinger-reason").unwrap_or_default().to_owned();
+            seen.push((queue, reason));
         }
-    })
-    .await;
-    let mut reasons: Vec<String> = dead
-        .iter()
-        .filter_map(|d| d.header("x-flinger-reason").map(str::to_owned))
-        .collect();
-    // Collect the rest (the two consumers may not be equally quick).
-    let more = flinger_tests::eventually(Duration::from_secs(20), "the remaining dead letters", || {
-        let (conn, q, n) = (&conn, lab.names.dead_queue(), reasons.len());
-        async move {
-            if n >= 4 {
-                return Some(vec![]);
-            }
-            let d = broker::drain(conn, &q).await;
-            (!d.is_empty()).then_some(d)
+        let all = [class_queue.as_str(), tap.as_str()]
+            .iter()
+            .all(|q| wanted(&seen, q, "MessagePack") && wanted(&seen, q, "version 99"));
+        if all {
+            break;
         }
-    })
-    .await;
-    reasons.extend(
-        more.iter()
-            .filter_map(|d| d.header("x-flinger-reason").map(str::to_owned)),
-    );
-    assert!(reasons.iter().any(|r| r.contains("MessagePack")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("version 99")), "{reasons:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dead letters so far: {seen:?}\n{}",
+            lab.log_tails(40)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // …and both keep serving.
     let id = lab.submit(&json!({"job_queue": "fake"})).await;
     assert_eq!(lab.wait_done(id, JOB_TIMEOUT).await["state"], "complete");
