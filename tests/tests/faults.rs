@@ -472,3 +472,145 @@ async fn the_whole_path_works_on_the_mongodb_store() {
     invariants::check(&lab.store, &[id]).await;
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_that_cannot_renew_its_lease_kills_the_phase_instead_of_running_unleased() {
+    let mut lab = Lab::builder()
+        .name("unleased")
+        .scheduler_arg("--lease-secs", "3")
+        .scheduler_arg("--renew-secs", "0.5")
+        .start()
+        .await;
+    let beats = lab.path("beats.log");
+    lab.add_agent(AgentSpec::commands(
+        "u1",
+        &["unleased"],
+        &[("test", "flinger-agent run-test-cmds")],
+    ))
+    .await;
+    let cmd = format!(
+        "while true; do date +%s%N >> {}; sleep 0.1; done",
+        beats.display()
+    );
+    let id = lab
+        .submit(&json!({"job_queue": "unleased", "test_data": {"test_cmds": cmd}}))
+        .await;
+    lab.wait_state(id, &["test"], DONE).await;
+    eventually(DONE, "the test phase to write", || async {
+        std::fs::metadata(&beats).ok().filter(|m| m.len() > 0)
+    })
+    .await;
+    // The scheduler goes away: no renewal can succeed.
+    lab.schedulers[0].crash();
+    let crashed_at = std::time::Instant::now();
+    // Within the lease, the agent must stop the phase: the file stops growing.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let size = std::fs::metadata(&beats).unwrap().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        std::fs::metadata(&beats).unwrap().len(),
+        size,
+        "the phase kept running without a lease"
+    );
+    let lines = std::fs::read_to_string(&beats).unwrap();
+    let last_beat_ns: u128 = lines.lines().last().unwrap().parse().unwrap();
+    let crash_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        - crashed_at.elapsed().as_nanos();
+    assert!(
+        last_beat_ns < crash_ns + 3_000_000_000,
+        "the phase outlived the lease"
+    );
+    // The agent noted locally why it stopped.
+    let journal = std::fs::read_to_string(lab.path("agents/u1/state/journal.jsonl")).unwrap_or_default();
+    assert!(
+        journal.contains(&id.to_string()) && journal.contains("LeaseLost"),
+        "journal: {journal}"
+    );
+    // The scheduler comes back, reclaims the lease and the job runs again (attempt 2).
+    lab.schedulers[0].restart();
+    let info = eventually(DONE, "the job to run again as attempt 2", || async {
+        let info = lab.info(id).await?;
+        (info["attempt"] == 2 && info["state"] == "test").then_some(info)
+    })
+    .await;
+    assert_eq!(info["attempt"], 2, "{info}");
+    assert!(lab.cancel(id).await == 200);
+    let info = lab.wait_done(id, DONE).await;
+    assert_eq!(info["state"], "cancelled", "{info}");
+    invariants::check(&lab.store, &[id]).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn maintenance_takes_effect_after_the_current_job_and_survives_a_restart() {
+    let mut lab = Lab::builder()
+        .name("maint")
+        .gateway_env("FLINGER_ADMIN_CLIENT_ID", "admin")
+        .gateway_env("FLINGER_ADMIN_SECRET", "admin-secret-of-the-lab")
+        .agent(AgentSpec::fake("mt", &["maint"]))
+        .start()
+        .await;
+    let running = lab.submit(&slow_test_job("maint", 3)).await;
+    lab.wait_state(running, &["test"], DONE).await;
+    // Setting an agent's state is an admin's call.
+    let token = {
+        let r = lab
+            .http
+            .post(lab.url("/v1/oauth2/token"))
+            .basic_auth("admin", Some("admin-secret-of-the-lab"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["access_token"].as_str().unwrap().to_owned()
+    };
+    let (http, url) = (lab.http.clone(), lab.url("/v1/agents/data/mt"));
+    let anonymous = http
+        .post(&url)
+        .json(&json!({"state": "maintenance"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let set = |state: &'static str| {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"state": state, "comment": "new cable"}))
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                r.status().is_success(),
+                "{}: {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            );
+        }
+    };
+    set("maintenance").await;
+    // The running job is not disturbed…
+    let info = lab.wait_done(running, DONE).await;
+    assert_eq!(info["state"], "complete", "{info}");
+    // …then the agent is in maintenance and takes nothing.
+    lab.wait_agent_state("mt", "maintenance").await;
+    let queued = lab.submit(&json!({"job_queue": "maint"})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(lab.info(queued).await.unwrap()["state"], "waiting");
+    // A restarted agent is reminded of the decision.
+    lab.agent("mt").stop(Duration::from_secs(10));
+    lab.agent("mt").restart();
+    lab.wait_agent_state("mt", "maintenance").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(lab.info(queued).await.unwrap()["state"], "waiting");
+    // Back in service, it takes the job.
+    set("waiting").await;
+    assert_eq!(lab.wait_done(queued, DONE).await["state"], "complete");
+    lab.stop().await;
+}
