@@ -1,5 +1,5 @@
-//! Publishes the agent's heartbeat: every interval, and at once on every change of state, so
-//! the lab's view of agents is live rather than an interval old.
+//! Publishes the agent's heartbeat: every interval, and within [`COALESCE`] of every change of
+//! state, so the lab's view of agents is live rather than an interval old.
 
 use crate::config::AgentConfig;
 use crate::status::Status;

@@ -150,7 +150,7 @@ fn store_disposition(r: Result<Disposition, StoreError>) -> Disposition {
     })
 }
 
-/// What to do with each delivery of a queue consumed one by one.
+/// What to do with each delivery of a queue consumed in lanes.
 #[async_trait::async_trait]
 trait DeliveryHandler: Send + Sync {
     async fn handle(&self, core: &Core, d: &Delivery) -> Result<Disposition, StoreError>;

@@ -26,7 +26,10 @@ use tokio::time::Instant;
 /// Testflinger refuses result posts of 16 MiB and more (MongoDB's document limit).
 pub const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
 
-/// How often a long-polling log request looks for new fragments.
+/// How often a long-polling log request looks for new fragments: soon at first (a follower
+/// asks again right after each answer, and output comes in bursts), then less and less often,
+/// down to [`POLL_EVERY`] for a quiet job.
+const POLL_FIRST: Duration = Duration::from_millis(5);
 const POLL_EVERY: Duration = Duration::from_millis(100);
 
 pub fn routes() -> Router<AppState> {
@@ -141,6 +144,7 @@ async fn get_log(
         errors,
     })?;
     let deadline = filter.wait.map(|w| Instant::now() + w);
+    let mut pause = POLL_FIRST;
     loop {
         let job = state.store().get_job(id).await?.ok_or(ApiError::NoContent)?;
         let fragments = state
@@ -150,7 +154,7 @@ async fn get_log(
         // A long poll answers as soon as there is something, the job is over, or time is up.
         let keep_waiting = fragments.is_empty()
             && !job.state.is_terminal()
-            && deadline.is_some_and(|d| Instant::now() + POLL_EVERY < d);
+            && deadline.is_some_and(|d| Instant::now() + pause < d);
         if !keep_waiting {
             return Ok(Json(logs::log_answer(
                 stream,
@@ -159,7 +163,8 @@ async fn get_log(
                 &fragments,
             )));
         }
-        tokio::time::sleep(POLL_EVERY).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(POLL_EVERY);
     }
 }
 
