@@ -207,6 +207,17 @@ impl AgentConfig {
             .ok()
             .or(file.namespace.clone())
             .unwrap_or_else(|| broker_schema::names::DEFAULT_NAMESPACE.into());
+        let execution_basedir = file.execution_basedir.clone().unwrap_or_else(|| home.join("run"));
+        let state_dir = file.state_dir.clone().unwrap_or_else(|| home.join("state"));
+        // Run directories are removed after each job, and a job's commands may write anywhere
+        // under them: the agent's journal must not live there.
+        if lexically_within(&state_dir, &execution_basedir) {
+            return Err(format!(
+                "state_dir: {} is inside execution_basedir {}; give it a directory of its own",
+                state_dir.display(),
+                execution_basedir.display()
+            ));
+        }
         Ok(AgentConfig {
             queues,
             location: file.location.clone(),
@@ -214,8 +225,8 @@ impl AgentConfig {
             broker_url,
             namespace,
             connector,
-            execution_basedir: file.execution_basedir.clone().unwrap_or_else(|| home.join("run")),
-            state_dir: file.state_dir.clone().unwrap_or_else(|| home.join("state")),
+            execution_basedir,
+            state_dir,
             heartbeat_interval: Duration::from_secs_f64(file.heartbeat_interval.unwrap_or(10.0).max(0.05)),
             global_timeout_cap: file.global_timeout.map(Duration::from_secs),
             output_timeout_cap: file.output_timeout.map(Duration::from_secs),
@@ -242,6 +253,27 @@ impl AgentConfig {
             name,
         })
     }
+}
+
+/// Whether `inner` is `outer` or below it, comparing the paths as written with `.` and `..`
+/// resolved (the directories need not exist yet).
+fn lexically_within(inner: &Path, outer: &Path) -> bool {
+    fn normal(p: &Path) -> Vec<std::path::Component<'_>> {
+        use std::path::Component;
+        let mut out = Vec::new();
+        for c in p.components() {
+            match c {
+                Component::CurDir => {}
+                Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                    out.pop();
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+    let (inner, outer) = (normal(inner), normal(outer));
+    inner.len() >= outer.len() && inner[..outer.len()] == outer[..]
 }
 
 impl AgentFile {
@@ -297,6 +329,19 @@ mod tests {
                 assert_eq!(cc.setup, None);
             }
             other => panic!("expected the command connector, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_state_dir_inside_the_run_directories_is_refused() {
+        let base = "agent_id: d1\njob_queues: [q]\ntest_command: t\nexecution_basedir: /srv/run\n";
+        for inside in ["/srv/run", "/srv/run/state", "/srv/x/../run/./state"] {
+            let e = AgentConfig::parse(&format!("{base}state_dir: {inside}\n")).unwrap_err();
+            assert!(e.starts_with("state_dir:"), "{inside}: {e}");
+        }
+        for outside in ["/srv/state", "/srv/runner", "/srv/run/../state"] {
+            let c = AgentConfig::parse(&format!("{base}state_dir: {outside}\n")).unwrap();
+            assert_eq!(c.state_dir, PathBuf::from(outside));
         }
     }
 
