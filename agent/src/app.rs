@@ -41,8 +41,9 @@ impl Agent {
         }
     }
 
-    /// Runs until `shutdown`. A job running at that moment is stopped at once and not reported:
-    /// its lease lapses and the scheduler gives it to another agent.
+    /// Runs until `shutdown`. A job running at that moment is stopped at once and given back
+    /// (`run_abandoned`): the scheduler requeues it as a new attempt, or, if that message is
+    /// lost, when its lease lapses. None of the stopped run's results are reported.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
         let config = self.config.clone();
         let connector = config.connector.build()?;

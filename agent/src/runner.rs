@@ -573,9 +573,10 @@ impl Runner {
         }
     }
 
-    /// Notes locally why a run stopped without reporting (its lease was lost), for operators.
+    /// Notes locally why a run stopped without reporting its results (its lease was lost, or
+    /// the agent is shutting down), for operators.
     async fn journal(&self, job_id: Uuid, attempt: u32, reason: &Option<StopReason>) {
-        warn!(%job_id, attempt, ?reason, "run stopped without its lease; nothing reported");
+        warn!(%job_id, attempt, ?reason, "run stopped without its lease; no results reported");
         let line = serde_json::json!({
             "at": Millis::now().to_rfc3339(),
             "job_id": job_id,
