@@ -614,3 +614,264 @@ async fn maintenance_takes_effect_after_the_current_job_and_survives_a_restart()
     assert_eq!(lab.wait_done(queued, DONE).await["state"], "complete");
     lab.stop().await;
 }
+
+/// An agent that speaks the protocol but ignores deadlines: it leases jobs and renews their
+/// leases forever, and never ends them. Built from `broker-schema` as a real agent is, so the
+/// scheduler sees nothing unusual on the wire.
+mod rogue {
+    use broker_schema::bus::{Bus, BusConfig, PublishOptions, Publisher, RpcClient};
+    use broker_schema::messages::*;
+    use broker_schema::names::Names;
+    use broker_schema::{AgentName, DeviceClass, codec, topology};
+    use futures::StreamExt;
+    use std::time::Duration;
+
+    pub struct Rogue {
+        pub name: AgentName,
+        bus: Bus,
+        rpc: RpcClient,
+        publisher: Publisher,
+        names: Names,
+        class: DeviceClass,
+    }
+
+    impl Rogue {
+        /// Declares its class queue and control queue, as an agent does at start.
+        pub async fn start(broker_url: &str, names: &Names, class: &str) -> Rogue {
+            let bus = Bus::new(
+                BusConfig {
+                    url: broker_url.into(),
+                    names: names.clone(),
+                    connection_name: "rogue agent (test)".into(),
+                },
+                tokio_util::sync::CancellationToken::new(),
+            );
+            let name = AgentName::parse("rogue-1").unwrap();
+            let class = DeviceClass::parse(class).unwrap();
+            let (ch, _) = bus.channel().await.unwrap();
+            topology::declare_topology(&ch, names).await.unwrap();
+            topology::declare_class(&ch, names, &class).await.unwrap();
+            topology::declare_agent(&ch, names, &name).await.unwrap();
+            Rogue {
+                rpc: RpcClient::new(bus.clone()),
+                publisher: Publisher::new(bus.clone(), "rogue"),
+                bus,
+                name,
+                names: names.clone(),
+                class,
+            }
+        }
+
+        /// Takes the next job of its class and leases it, as an agent does.
+        pub async fn lease_next(&self) -> LeaseGrant {
+            let (ch, _) = self.bus.channel().await.unwrap();
+            let mut consumer =
+                broker_schema::bus::consume(&ch, &self.names.class_queue(&self.class), "rogue", 1)
+                    .await
+                    .unwrap();
+            let d = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+                .await
+                .expect("a job within 30 s")
+                .unwrap()
+                .unwrap();
+            let submission = codec::decode_submission(&d.data).unwrap();
+            let request = SchedulerRequest::Lease(LeaseRequest {
+                job_id: submission.job_id,
+                agent: self.name.clone(),
+                submission,
+            });
+            let reply: SchedulerReply = self
+                .rpc
+                .call(
+                    &self.names.scheduler_rpc_queue(),
+                    &request,
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+            d.ack(Default::default()).await.unwrap();
+            let _ = ch.close(200, "leased".into()).await;
+            match reply {
+                SchedulerReply::Lease(LeaseReply::Granted(g)) => g,
+                other => panic!("no lease: {other:?}"),
+            }
+        }
+
+        /// Tells the lab what it does, as an agent's reporter does.
+        pub async fn report(&self, grant: &LeaseGrant, kind: JobEventKind) {
+            let ev = JobEvent {
+                job_id: grant.job_id,
+                attempt: grant.attempt,
+                agent: Some(self.name.clone()),
+                at: broker_schema::Millis::now(),
+                kind,
+            };
+            self.publisher
+                .publish(
+                    &self.names.events_exchange(),
+                    &Names::job_status_key(&grant.job_id),
+                    &ev,
+                    &PublishOptions::default(),
+                )
+                .await
+                .unwrap();
+        }
+
+        /// Renews the lease every 300 ms, whatever the deadlines say, until it is refused;
+        /// returns the reason.
+        pub async fn renew_until_lost(&self, grant: &LeaseGrant, limit: Duration) -> String {
+            let deadline = tokio::time::Instant::now() + limit;
+            while tokio::time::Instant::now() < deadline {
+                let request = SchedulerRequest::Renew(RenewRequest {
+                    job_id: grant.job_id,
+                    attempt: grant.attempt,
+                    agent: self.name.clone(),
+                });
+                let reply: SchedulerReply = self
+                    .rpc
+                    .call(
+                        &self.names.scheduler_rpc_queue(),
+                        &request,
+                        Duration::from_secs(5),
+                    )
+                    .await
+                    .unwrap();
+                match reply {
+                    SchedulerReply::Renew(RenewReply::Lost { reason }) => return reason,
+                    SchedulerReply::Renew(RenewReply::Renewed { .. }) => {}
+                    other => panic!("unexpected renewal reply: {other:?}"),
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            panic!("the scheduler kept renewing the lease for {limit:?}");
+        }
+
+        /// The commands the scheduler sent to this agent so far.
+        pub async fn control_commands(&self) -> Vec<ControlCommand> {
+            let (ch, _) = self.bus.channel().await.unwrap();
+            let queue = self.names.agent_control_queue(&self.name);
+            let mut out = vec![];
+            while let Some(m) = ch
+                .basic_get(
+                    queue.as_str().into(),
+                    lapin::options::BasicGetOptions { no_ack: true },
+                )
+                .await
+                .unwrap()
+            {
+                out.push(codec::decode::<Control>(&m.delivery.data).unwrap().command);
+            }
+            let _ = ch.close(200, "read".into()).await;
+            out
+        }
+
+        pub async fn stop(self) {
+            self.rpc.close().await;
+            self.publisher.close().await;
+            self.bus.close().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_scheduler_ends_a_job_whose_agent_ignores_its_global_timeout() {
+    let lab = Lab::builder()
+        .name("backstop")
+        .scheduler_arg("--backstop-grace-secs", "1")
+        .start()
+        .await;
+    let rogue = rogue::Rogue::start(&lab.broker_url, &lab.names, "backstop").await;
+    let id = lab
+        .submit(
+            &json!({"job_queue": "backstop", "global_timeout": 2, "test_data": {"test_cmds": "sleep 1d"}}),
+        )
+        .await;
+    let grant = rogue.lease_next().await;
+    assert_eq!(grant.job_id, id);
+    rogue
+        .report(
+            &grant,
+            broker_schema::messages::JobEventKind::PhaseStarted {
+                phase: broker_schema::Phase::Test,
+            },
+        )
+        .await;
+    // 2 s of global timeout and 1 s of grace: the scheduler takes the lease back.
+    let reason = rogue.renew_until_lost(&grant, Duration::from_secs(30)).await;
+    let info = lab.wait_done(id, DONE).await;
+    assert_eq!(info["state"], "failed", "{info}");
+    assert_eq!(info["failure"]["kind"], "global_timeout", "{info}");
+    assert!(
+        info["failure"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ended by the scheduler"),
+        "{info}"
+    );
+    assert!(!reason.is_empty());
+    // The agent is told to stop, in case it is alive but deaf to its deadlines.
+    let commands = rogue.control_commands().await;
+    assert!(
+        commands.iter().any(|c| matches!(c,
+            broker_schema::messages::ControlCommand::Cancel { job_id, reason, .. }
+                if *job_id == id && reason.contains("global timeout"))),
+        "{commands:?}"
+    );
+    rogue.stop().await;
+    invariants::check(&lab.store, &[id]).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_scheduler_ends_a_reservation_its_agent_overruns() {
+    let lab = Lab::builder()
+        .name("backstop-rsv")
+        .scheduler_arg("--backstop-grace-secs", "1")
+        .start()
+        .await;
+    let rogue = rogue::Rogue::start(&lab.broker_url, &lab.names, "backstop-rsv").await;
+    let id = lab
+        .submit(&json!({"job_queue": "backstop-rsv", "reserve_data": {"ssh_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBkqzaFGuXb3vO0PRtq8Cs7CwVIb5wVRz1bfA8lV1S1q me@laptop"], "timeout": 2}}))
+        .await;
+    let grant = rogue.lease_next().await;
+    // The agent sets the deadline when the reserve phase starts: now + reserve_data.timeout.
+    assert_eq!(grant.reserve_until, None);
+    let until = broker_schema::Millis::now().plus(Duration::from_secs(2));
+    use broker_schema::messages::JobEventKind;
+    rogue
+        .report(
+            &grant,
+            JobEventKind::PhaseStarted {
+                phase: broker_schema::Phase::Reserve,
+            },
+        )
+        .await;
+    rogue
+        .report(
+            &grant,
+            JobEventKind::ReservationStarted {
+                until,
+                device_ip: Some("10.0.0.7".into()),
+                user: Some("ubuntu".into()),
+            },
+        )
+        .await;
+    lab.wait_state(id, &["reserve"], DONE).await;
+    // The agent keeps the device past the deadline (and a second of grace): the scheduler ends it.
+    rogue.renew_until_lost(&grant, Duration::from_secs(30)).await;
+    let info = lab.wait_done(id, DONE).await;
+    assert_eq!(info["state"], "failed", "{info}");
+    assert_eq!(info["failure"]["kind"], "agent_error", "{info}");
+    assert!(
+        info["failure"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not end the reservation"),
+        "{info}"
+    );
+    let ended = broker_schema::Millis::now();
+    assert!(ended.0 >= until.0, "ended before the deadline");
+    rogue.stop().await;
+    invariants::check(&lab.store, &[id]).await;
+    lab.stop().await;
+}
