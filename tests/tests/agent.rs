@@ -162,3 +162,44 @@ async fn prometheus_metrics_count_jobs_phases_and_lease_renewals() {
     );
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_config_caps_a_jobs_own_timeouts() {
+    let lab = Lab::builder()
+        .name("caps")
+        .agent(AgentSpec::fake("capped", &["caps"]).with_yaml("global_timeout: 2\noutput_timeout: 1\n"))
+        .start()
+        .await;
+    // The job asks for hours; the device's owner allows seconds.
+    let hung = lab
+        .submit(&json!({"job_queue": "caps", "global_timeout": 14400, "provision_data": {"fake": {"hang": true}}}))
+        .await;
+    let info = lab.wait_done(hung, DONE).await;
+    assert_eq!(info["state"], "failed", "{info}");
+    assert_eq!(info["failure"]["kind"], "global_timeout", "{info}");
+    assert!(
+        info["failure"]["reason"].as_str().unwrap().contains("2 s"),
+        "{info}"
+    );
+    let silent = lab
+        .submit(&json!({"job_queue": "caps", "output_timeout": 600, "test_data": {"test_cmds": "x", "fake": {"hang": true}}}))
+        .await;
+    let info = lab.wait_done(silent, DONE).await;
+    assert_eq!(info["failure"]["kind"], "output_timeout", "{info}");
+    assert!(
+        info["failure"]["reason"].as_str().unwrap().contains("1 s"),
+        "{info}"
+    );
+    // A job asking for less than the cap keeps its own.
+    let short = lab
+        .submit(
+            &json!({"job_queue": "caps", "global_timeout": 1, "provision_data": {"fake": {"hang": true}}}),
+        )
+        .await;
+    let info = lab.wait_done(short, DONE).await;
+    assert!(
+        info["failure"]["reason"].as_str().unwrap().contains("1 s"),
+        "{info}"
+    );
+    lab.stop().await;
+}
