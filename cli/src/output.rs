@@ -94,7 +94,8 @@ impl Ui {
     // ----- the live status line
 
     /// Shows (or updates) the live status line: `prefix` (the state) with the time since
-    /// [`Ui::restart_bar_clock`], then `message`. Does nothing unless [`Ui::is_interactive`].
+    /// [`Ui::restart_bar_clock`], the time since the line first showed, then `message`. Both
+    /// clocks tick on their own between updates. Does nothing unless [`Ui::is_interactive`].
     pub fn set_bar(&self, prefix: &str, message: &str) {
         if !self.is_interactive() {
             return;
@@ -102,8 +103,17 @@ impl Ui {
         let mut bar = self.bar.borrow_mut();
         let bar = bar.get_or_insert_with(|| {
             let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template("{spinner} {prefix} {elapsed_precise} {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner());
+            let shown = std::time::Instant::now();
+            let style = ProgressStyle::with_template(
+                "{spinner} {prefix} {elapsed_precise} (total {total}) {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_spinner())
+            .with_key(
+                "total",
+                move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&human_duration(shown.elapsed().as_secs()));
+                },
+            );
             b.set_style(style);
             b.enable_steady_tick(Duration::from_millis(120));
             b

@@ -1159,3 +1159,84 @@ async fn attachments_reach_the_agent_and_artifacts_come_back() {
     assert!(run.stderr.contains("no artifacts"), "{run}");
     lab.stop().await;
 }
+
+/// Runs the CLI on a pseudo-terminal (util-linux `script`), typing `answers` into it; returns
+/// what the terminal showed (stdout and stderr together, answers echoed).
+async fn on_a_terminal(lab: &Lab, args: &[&str], answers: &str) -> Run {
+    let mut line = shell_quote(&bin("flinger").display().to_string());
+    for a in args {
+        line.push(' ');
+        line.push_str(&shell_quote(a));
+    }
+    // `script` gets the environment the CLI would have had.
+    let mut cmd = std::process::Command::new("script");
+    for (k, v) in cli(lab).get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    run_with(cmd, &["-qec", &line, "/dev/null"], Some(answers)).await
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reserve_asks_for_what_is_missing_on_a_terminal() {
+    let lab = fake_lab("cli-ask").await;
+    let run = on_a_terminal(&lab, &["reserve", "--dry-run"], "fake\nlp:alice, gh:bob\n").await;
+    assert_eq!(run.code, 0, "{run}");
+    let screen = &run.stdout.replace("\r\n", "\n");
+    // It lists the queues, then asks for one, then for keys.
+    let queues = screen.find("Queues:").unwrap_or_else(|| panic!("{run}"));
+    let asked_queue = screen.find("Queue: ").unwrap_or_else(|| panic!("{run}"));
+    let asked_keys = screen.find("SSH keys").unwrap_or_else(|| panic!("{run}"));
+    assert!(queues < asked_queue && asked_queue < asked_keys, "{run}");
+    assert!(screen[queues..asked_queue].contains("fake"), "{run}");
+    let start = screen[asked_keys..]
+        .find('{')
+        .map(|i| i + asked_keys)
+        .unwrap_or_else(|| panic!("{run}"));
+    let job: Value = serde_json::from_str(&screen[start..]).unwrap_or_else(|e| panic!("{e}\n{run}"));
+    assert_eq!(
+        job,
+        json!({"job_queue": "fake", "reserve_data": {"ssh_keys": ["lp:alice", "gh:bob"], "timeout": 3600}})
+    );
+    // Without a terminal it asks nothing and says what is missing.
+    let run = run_with(cli(&lab), &["reserve", "--dry-run"], Some("fake\n")).await;
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains("--queue"), "{run}");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poll_on_a_terminal_keeps_a_status_line_with_the_queue_position() {
+    let lab = fake_lab("cli-tty").await;
+    let busy = lab
+        .submit(&json!({"job_queue": "fake", "test_data": {"test_cmds": "x", "fake": {"duration": "4s"}}}))
+        .await;
+    lab.wait_state(busy, &["test"], JOB_TIMEOUT).await;
+    let queued = lab
+        .submit(&json!({"job_queue": "fake", "test_data": {"test_cmds": "x", "fake": {"output": ["queued job ran"]}}}))
+        .await;
+    let id = queued.to_string();
+    let run = on_a_terminal(&lab, &["poll", &id], "").await;
+    assert_eq!(run.code, 0, "{run}");
+    let screen = run.stdout.replace("\r\n", "\n");
+    // The status line while the job waits: where, how long, which place in the queue.
+    assert!(screen.contains("waiting on fake"), "{screen}");
+    assert!(screen.contains("next in line"), "{screen}");
+    assert!(screen.contains("(total "), "{screen}");
+    assert!(screen.contains("queued job ran"), "{screen}");
+    // Piped, the same command prints the output and no status line.
+    let run = flinger(&lab, &["poll", &id]).await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains("queued job ran"), "{run}");
+    assert!(
+        !run.stderr.contains("next in line") && !run.stderr.contains('\x1b'),
+        "{run}"
+    );
+    lab.stop().await;
+}

@@ -194,7 +194,6 @@ struct Follower {
     last: Option<JobInfo>,
     /// Whether the server takes `wait` (long polls); unknown servers are assumed to.
     long_poll: bool,
-    started: Instant,
     /// The last ETA asked for, and when.
     eta: Option<(Instant, Option<u64>)>,
     /// While the server is unreachable: since when.
@@ -210,7 +209,6 @@ impl Follower {
             until,
             last: None,
             long_poll: true,
-            started: Instant::now(),
             eta: None,
             outage: None,
         }
@@ -382,12 +380,12 @@ impl Follower {
             (state, Some(agent)) => format!("{state} on {agent}"),
             (state, None) => state.to_owned(),
         };
-        let mut parts = vec![format!(
-            "total {}",
-            human_duration(self.started.elapsed().as_secs())
-        )];
+        let mut parts = vec![];
         if let Some(p) = info.position {
-            parts.push(format!("position {p}"));
+            parts.push(match p {
+                0 => "next in line".to_owned(),
+                n => format!("{n} ahead"),
+            });
             if let Some((_, Some(eta))) = self.eta {
                 parts.push(format!("ETA {}", human_duration(eta)));
             }
