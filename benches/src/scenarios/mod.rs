@@ -1,0 +1,8 @@
+//! One module per scenario of the issue; each returns a [`crate::report::Report`].
+
+pub mod footprint;
+pub mod gateway;
+pub mod output;
+pub mod pickup;
+pub mod scale;
+pub mod throughput;
