@@ -80,6 +80,7 @@ macro_rules! store_contract_tests {
             output_data_survives_byte_for_byte,
             first_heartbeat_creates_the_agent,
             later_heartbeat_updates_what_the_agent_reports,
+            an_older_heartbeat_changes_nothing,
             admin_decision_survives_later_heartbeats,
             admin_decision_for_an_unknown_agent_creates_a_placeholder,
             clearing_the_admin_decision_keeps_what_the_agent_reported,
@@ -1619,6 +1620,45 @@ pub async fn later_heartbeat_updates_what_the_agent_reports(db: &Fresh) {
         db.store.get_agent(&agent("dut-1")).await.unwrap(),
         Some(AgentRecord::from_heartbeat(&idle))
     );
+}
+
+pub async fn an_older_heartbeat_changes_nothing(db: &Fresh) {
+    let busy = Heartbeat {
+        job_id: Some(Uuid::new_v4()),
+        ..heartbeat("dut-1", AgentState::Running(Phase::Test), t(200))
+    };
+    db.store.record_heartbeat(&busy).await.unwrap();
+    // A redelivered heartbeat from before the job started arrives late.
+    let stale = heartbeat("dut-1", AgentState::Waiting, t(100));
+    let answered = db.other.record_heartbeat(&stale).await.unwrap();
+    let expected = AgentRecord::from_heartbeat(&busy);
+    assert_eq!(answered, expected);
+    assert_eq!(
+        db.store.get_agent(&agent("dut-1")).await.unwrap(),
+        Some(expected.clone())
+    );
+    // The reference semantics agree.
+    let mut reference = expected.clone();
+    reference.apply_heartbeat(&stale);
+    assert_eq!(reference, expected);
+    // A heartbeat of the same instant is taken (the agent's state changed within a millisecond).
+    let same = heartbeat("dut-1", AgentState::Waiting, t(200));
+    let recorded = db.store.record_heartbeat(&same).await.unwrap();
+    assert_eq!(recorded, AgentRecord::from_heartbeat(&same));
+    // An admin's placeholder (never seen) takes any heartbeat.
+    db.store
+        .set_agent_admin(
+            &agent("dut-2"),
+            Some(AdminState::Maintenance),
+            "new cable",
+            t(500),
+        )
+        .await
+        .unwrap();
+    let first = heartbeat("dut-2", AgentState::Waiting, t(1));
+    let recorded = db.other.record_heartbeat(&first).await.unwrap();
+    assert_eq!((recorded.state, recorded.last_seen), (AgentState::Waiting, t(1)));
+    assert_eq!(recorded.admin_state, Some(AdminState::Maintenance));
 }
 
 pub async fn admin_decision_survives_later_heartbeats(db: &Fresh) {

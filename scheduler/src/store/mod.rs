@@ -113,7 +113,8 @@ pub trait Store: Send + Sync + 'static {
     // ----- agents
 
     /// Records a heartbeat: creates the agent or updates what it reports, keeping the admin's
-    /// decisions (`admin_state`, `admin_comment`).
+    /// decisions (`admin_state`, `admin_comment`). A heartbeat older (by its `at`) than the one
+    /// recorded changes nothing; the stored record is returned either way.
     async fn record_heartbeat(&self, hb: &Heartbeat) -> StoreResult<AgentRecord>;
 
     /// Records an admin's decision about an agent, creating a placeholder record (state

@@ -196,8 +196,12 @@ impl AgentRecord {
     }
 
     /// Reference semantics of a heartbeat: takes everything the agent reports (`last_seen` is the
-    /// heartbeat's `at`) and keeps the admin's decisions.
+    /// heartbeat's `at`) and keeps the admin's decisions. A heartbeat older than the last one
+    /// recorded (a redelivery, or another scheduler's late copy) changes nothing.
     pub fn apply_heartbeat(&mut self, hb: &Heartbeat) {
+        if hb.at < self.last_seen {
+            return;
+        }
         self.state = hb.state;
         self.job_id = hb.job_id;
         self.queues = hb.queues.clone();

@@ -325,12 +325,35 @@ impl Store for MongoStore {
     }
 
     async fn record_heartbeat(&self, hb: &Heartbeat) -> StoreResult<AgentRecord> {
+        let what = "record heartbeat";
         let update = doc! {
             "$set": reported_fields(&AgentRecord::from_heartbeat(hb))?,
             // The admin's decisions are only written by `set_agent_admin`; a new agent has none.
             "$setOnInsert": { "admin_state": Bson::Null, "admin_comment": Bson::Null },
         };
-        self.upsert_agent("record heartbeat", &hb.agent, update).await
+        // Only over an older heartbeat (every agent document has `last_seen`; an admin's
+        // placeholder has 0). When a newer one is stored the filter misses, the upsert's insert
+        // collides with the existing `_id`, and the stored record stands.
+        let filter = doc! { "_id": hb.agent.as_str(), "last_seen": { "$lte": hb.at.0 } };
+        let mut retried = false;
+        loop {
+            let action = self
+                .agents
+                .find_one_and_update(filter.clone(), update.clone())
+                .upsert(true)
+                .return_document(ReturnDocument::After);
+            match deadline(what, action).await? {
+                Ok(Some(doc)) => return agent_from_doc(doc),
+                Ok(None) => return Err(StoreError::Other(format!("{what}: upsert returned no document"))),
+                Err(e) if is_duplicate_key(&e) => match self.get_agent(&hb.agent).await? {
+                    Some(stored) if stored.last_seen > hb.at => return Ok(stored),
+                    // Two first heartbeats raced to insert: try again as an update.
+                    _ if !retried => retried = true,
+                    _ => return Err(map_err(what, e)),
+                },
+                Err(e) => return Err(map_err(what, e)),
+            }
+        }
     }
 
     async fn set_agent_admin(
