@@ -58,6 +58,11 @@ impl Scheduler {
         }
     }
 
+    /// The scheduler's broker link (for readiness probes).
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
     /// Runs until the bus's shutdown token is cancelled, then lets every task finish its
     /// current message and closes channels before the connection.
     pub async fn run(self) {

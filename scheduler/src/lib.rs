@@ -17,6 +17,7 @@ pub mod commands;
 pub mod config;
 pub mod core;
 pub mod delivery;
+pub mod health;
 pub mod lease;
 pub mod outbox;
 pub mod projector;

@@ -4,6 +4,7 @@ use anyhow::Context;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use broker_schema::service::{BrokerArgs, LogFormat, init_tracing, shutdown_on_signals};
 use clap::Parser;
+use flinger_scheduler::health::Health;
 use flinger_scheduler::store::{DynStore, StoreConfig};
 use flinger_scheduler::{Scheduler, SchedulerConfig};
 use std::time::Duration;
@@ -42,6 +43,10 @@ struct Args {
     backstop_grace_secs: f64,
     #[arg(long, env = "FLINGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve `/healthz` (alive) and `/readyz` (store and broker reachable) on this address,
+    /// e.g. `127.0.0.1:8081`. None by default.
+    #[arg(long, env = "FLINGER_HEALTH_LISTEN")]
+    health_listen: Option<std::net::SocketAddr>,
 }
 
 fn secs(s: f64) -> Duration {
@@ -69,16 +74,29 @@ async fn main() -> anyhow::Result<()> {
         ..SchedulerConfig::default()
     };
     let shutdown = shutdown_on_signals();
+    let health = Health::default();
+    if let Some(addr) = args.health_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--health-listen {addr}"))?;
+        info!(addr = %listener.local_addr()?, "health endpoints listening");
+        tokio::spawn(flinger_scheduler::health::serve(
+            listener,
+            health.clone(),
+            shutdown.clone(),
+        ));
+    }
     let store_config = StoreConfig::parse(&args.store)
         .map_err(anyhow::Error::msg)
         .context("--store")?;
     let Some(store) = open_store(&store_config, &shutdown).await else {
         return Ok(());
     };
+    health.store_opened(store.clone());
     let name = format!("flinger-scheduler {}", std::process::id());
-    Scheduler::new(args.broker.bus_config(name), store, config, shutdown)
-        .run()
-        .await;
+    let scheduler = Scheduler::new(args.broker.bus_config(name), store, config, shutdown);
+    health.bus_created(scheduler.bus().clone());
+    scheduler.run().await;
     Ok(())
 }
 

@@ -267,3 +267,72 @@ async fn a_job_for_a_queue_no_agent_serves_is_refused_naming_the_queue() {
     );
     lab.stop().await;
 }
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_schedulers_health_endpoints_tell_alive_from_ready() {
+    flinger_tests::init_tls();
+    let http = reqwest::Client::new();
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(url).send().await.ok()?;
+            let status = r.status().as_u16();
+            Some((status, r.text().await.unwrap_or_default()))
+        }
+    };
+    // With its broker and store: ready.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let lab = Lab::builder()
+        .name("sched-health")
+        .scheduler_arg("--health-listen", &addr)
+        .start()
+        .await;
+    let (status, body) = flinger_tests::eventually(JOB_TIMEOUT, "the scheduler to be ready", || {
+        get(format!("http://{addr}/readyz"))
+    })
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v, json!({"store": "ok", "broker": "ok"}));
+    lab.stop().await;
+
+    // Without a broker: alive, not ready, and it says why.
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let args: Vec<String> = [
+        "--store",
+        &format!("sqlite:{}", dir.path().join("s.db").display()),
+        "--broker-url",
+        "amqp://guest:guest@127.0.0.1:1/%2f",
+        "--health-listen",
+        &addr,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut p = flinger_tests::proc::Proc::spawn(
+        "scheduler",
+        &flinger_tests::bin("flinger-scheduler"),
+        &args,
+        &[],
+        dir.path(),
+    );
+    let (status, _) =
+        flinger_tests::eventually(JOB_TIMEOUT, "/healthz", || get(format!("http://{addr}/healthz"))).await;
+    assert_eq!(status, 200);
+    let (status, body) = get(format!("http://{addr}/readyz")).await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["store"], "ok", "{body}");
+    assert_ne!(v["broker"], "ok", "{body}");
+    p.stop(Duration::from_secs(10));
+}
