@@ -859,6 +859,11 @@ async fn the_scheduler_ends_a_reservation_its_agent_overruns() {
     lab.wait_state(id, &["reserve"], DONE).await;
     // The agent keeps the device past the deadline (and a second of grace): the scheduler ends it.
     rogue.renew_until_lost(&grant, Duration::from_secs(30)).await;
+    let lost_at = broker_schema::Millis::now();
+    assert!(
+        lost_at.0 >= until.0,
+        "the reservation was ended before its deadline"
+    );
     let info = lab.wait_done(id, DONE).await;
     assert_eq!(info["state"], "failed", "{info}");
     assert_eq!(info["failure"]["kind"], "agent_error", "{info}");
@@ -869,8 +874,6 @@ async fn the_scheduler_ends_a_reservation_its_agent_overruns() {
             .contains("did not end the reservation"),
         "{info}"
     );
-    let ended = broker_schema::Millis::now();
-    assert!(ended.0 >= until.0, "ended before the deadline");
     rogue.stop().await;
     invariants::check(&lab.store, &[id]).await;
     lab.stop().await;
