@@ -17,15 +17,17 @@ use crate::{bus_keeper, events};
 use axum::ServiceExt;
 use axum::extract::{DefaultBodyLimit, Request};
 use broker_schema::bus::Bus;
+use flinger_scheduler::secrets::SecretsKey;
 use flinger_scheduler::store::StoreError;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
 use tower_http::normalize_path::NormalizePathLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
-use tracing::{Level, info};
+use tracing::{Level, info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -33,6 +35,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("cannot set up the admin: {0}")]
     Admin(#[from] BootstrapError),
+    #[error("--secrets-key: {0}")]
+    SecretsKey(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -59,6 +63,15 @@ impl App {
     pub async fn build(config: Config, shutdown: CancellationToken) -> Result<App, StartError> {
         // reqwest (webhooks) is built without a default TLS provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let secrets_key = match config.auth.secrets_key.as_deref() {
+            Some(p) => Some(Arc::new(
+                SecretsKey::from_passphrase(p).map_err(StartError::SecretsKey)?,
+            )),
+            None => {
+                warn!("no secrets key (FLINGER_SECRETS_KEY): clients' secrets are stored unsealed");
+                None
+            }
+        };
         let store = config.store.open().await?;
         info!(backend = store.backend(), "store opened");
         bootstrap::ensure_admin(
@@ -100,6 +113,7 @@ impl App {
                     max_artifact_bytes: config.max_artifact_bytes,
                 },
                 Webhooks::new(config.webhook_allow.clone(), config.webhook_timeout),
+                secrets_key,
             ),
             shutdown,
             bus_shutdown,

@@ -103,6 +103,11 @@ pub struct AuthArgs {
     /// The first admin's secret (at least 15 characters).
     #[arg(long, env = "FLINGER_ADMIN_SECRET", hide_env_values = true)]
     pub admin_secret: Option<String>,
+
+    /// The passphrase clients' secrets are sealed with at rest (at least 16 characters; the same
+    /// on every gateway and scheduler of the lab). Without it, secrets are stored as given.
+    #[arg(long, env = "FLINGER_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<String>,
 }
 
 impl Default for AuthArgs {
@@ -115,6 +120,7 @@ impl Default for AuthArgs {
             refresh_token_ttl: Duration::from_secs(30 * 86_400),
             admin_client_id: None,
             admin_secret: None,
+            secrets_key: None,
         }
     }
 }

@@ -4,6 +4,7 @@ use crate::auth::Auth;
 use crate::webhooks::Webhooks;
 use broker_schema::Names;
 use broker_schema::bus::{Bus, Publisher, RpcClient};
+use flinger_scheduler::secrets::SecretsKey;
 use flinger_scheduler::store::DynStore;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,8 @@ struct Inner {
     limits: Limits,
     /// Relays job events to jobs' `job_status_webhook`, in the background.
     webhooks: Webhooks,
+    /// Seals clients' secrets before they are stored; `None`: stored as given.
+    secrets_key: Option<Arc<SecretsKey>>,
 }
 
 /// Size limits of what the gateway accepts.
@@ -56,6 +59,7 @@ impl AppState {
         auth: Auth,
         limits: Limits,
         webhooks: Webhooks,
+        secrets_key: Option<Arc<SecretsKey>>,
     ) -> AppState {
         let publisher = Publisher::new(bus.clone(), "flinger-gateway");
         let rpc = RpcClient::new(bus.clone());
@@ -69,6 +73,7 @@ impl AppState {
                 auth,
                 limits,
                 webhooks,
+                secrets_key,
             }),
         }
     }
@@ -107,6 +112,10 @@ impl AppState {
 
     pub fn webhooks(&self) -> &Webhooks {
         &self.inner.webhooks
+    }
+
+    pub fn secrets_key(&self) -> Option<&SecretsKey> {
+        self.inner.secrets_key.as_deref()
     }
 
     /// Closes the channels, then the connection (lapin errors if the order is reversed).

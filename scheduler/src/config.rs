@@ -21,6 +21,8 @@ pub struct SchedulerConfig {
     /// How long a run's final event waits for its output chunks to be stored before the job is
     /// finished anyway (with a note that output is incomplete).
     pub output_wait: Duration,
+    /// Unseals clients' secrets (see [`crate::secrets`]); `None`: they were stored as given.
+    pub secrets_key: Option<std::sync::Arc<crate::secrets::SecretsKey>>,
 }
 
 impl Default for SchedulerConfig {
@@ -33,6 +35,7 @@ impl Default for SchedulerConfig {
             republish_after: Duration::from_secs(15),
             backstop_grace: Duration::from_secs(60),
             output_wait: Duration::from_secs(30),
+            secrets_key: None,
         }
     }
 }

@@ -43,6 +43,10 @@ struct Args {
     backstop_grace_secs: f64,
     #[arg(long, env = "FLINGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// The passphrase clients' secrets are sealed with (at least 16 characters; the same on
+    /// every gateway and scheduler of the lab). Without it, secrets are stored as given.
+    #[arg(long, env = "FLINGER_SECRETS_KEY", hide_env_values = true)]
+    secrets_key: Option<String>,
     /// Serve `/healthz` (alive) and `/readyz` (store and broker reachable) on this address,
     /// e.g. `127.0.0.1:8081`. None by default.
     #[arg(long, env = "FLINGER_HEALTH_LISTEN")]
@@ -64,7 +68,19 @@ async fn main() -> anyhow::Result<()> {
             "renewal interval should be well under half the lease"
         );
     }
+    let secrets_key = match args.secrets_key.as_deref() {
+        Some(p) => Some(std::sync::Arc::new(
+            flinger_scheduler::secrets::SecretsKey::from_passphrase(p)
+                .map_err(anyhow::Error::msg)
+                .context("--secrets-key")?,
+        )),
+        None => {
+            warn!("no secrets key (FLINGER_SECRETS_KEY): only secrets stored unsealed can be read");
+            None
+        }
+    };
     let config = SchedulerConfig {
+        secrets_key,
         lease: secs(args.lease_secs),
         renew_every: secs(args.renew_secs),
         max_attempts: args.max_attempts.max(1),

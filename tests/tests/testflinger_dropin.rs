@@ -2,6 +2,7 @@
 //! with the files in `attachments/test/`, uploads its artifacts, and uses a secret that reaches
 //! the phase's environment but never the stored output, the API or any process's log.
 
+use flinger_scheduler::store::Records;
 use flinger_tests::{AgentSpec, Lab, StoreKind, eventually};
 use serde_json::{Value, json};
 use std::io::Read;
@@ -12,6 +13,7 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(90);
 const ADMIN: &str = "lab-admin";
 const ADMIN_SECRET: &str = "admin-secret-0123456789";
 const SECRET_VALUE: &str = "s3cr3t-Value-9f8e7d";
+const SECRETS_KEY: &str = "the lab's secrets passphrase";
 
 async fn login(lab: &Lab, id: &str, secret: &str) -> String {
     let r = lab
@@ -87,6 +89,8 @@ async fn scenario(store: StoreKind) {
         .gateway_env("FLINGER_ADMIN_CLIENT_ID", ADMIN)
         .gateway_env("FLINGER_ADMIN_SECRET", ADMIN_SECRET)
         .gateway_env("FLINGER_JWT_SIGNING_KEY", "dropin-test-signing-key")
+        .gateway_env("FLINGER_SECRETS_KEY", SECRETS_KEY)
+        .scheduler_arg("--secrets-key", SECRETS_KEY)
         .start()
         .await;
     let admin = login(&lab, ADMIN, ADMIN_SECRET).await;
@@ -104,6 +108,17 @@ async fn scenario(store: StoreKind) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // Sealed at rest: the store holds no trace of the value.
+    let stored = flinger_tests::invariants::open(&lab.store)
+        .await
+        .get_secret("alice", "ci/token", broker_schema::Millis::now())
+        .await
+        .unwrap()
+        .expect("the secret is stored");
+    assert!(
+        stored.starts_with("enc:v1:") && !stored.contains(SECRET_VALUE),
+        "{stored}"
+    );
 
     let yaml = format!(
         "server_address: {}\nclient_id: agent-dropin\nclient_secret: agent-secret-0123456789\n\

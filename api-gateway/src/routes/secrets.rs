@@ -12,7 +12,8 @@ use axum::routing::put;
 use axum::{Json, Router};
 use broker_schema::job::is_secret_path;
 use broker_schema::{Millis, ValidationErrors};
-use flinger_scheduler::store::{Records, SecretRecord};
+use flinger_scheduler::secrets;
+use flinger_scheduler::store::{Records, SecretRecord, secret_id};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -110,7 +111,7 @@ async fn put_secret(
         (false, None) => None,
     };
     let record = SecretRecord {
-        value,
+        value: secrets::seal(state.secrets_key(), &secret_id(&client_id, &path), &value),
         written_at: now,
         expires_at,
     };

@@ -28,7 +28,7 @@ pub use query::{JobOrder, JobQuery, OutputQuery};
 pub use records::Records;
 pub use records::{
     ClientRecord, PostedResultRecord, ProvisionEntry, ProvisionLogRecord, QueueRecord, RefreshTokenRecord,
-    RestrictedQueueRecord, Revoked, Role, SecretRecord,
+    RestrictedQueueRecord, Revoked, Role, SecretRecord, secret_id,
 };
 pub use update::{JobUpdate, Precondition};
 
