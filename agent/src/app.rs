@@ -48,7 +48,7 @@ impl Agent {
         let config = self.config.clone();
         let connector = config.connector.build()?;
         crate::metrics::install(config.metrics_listen).map_err(AgentError::Metrics)?;
-        let killed = crate::leftovers::sweep(config.name.as_str());
+        let killed = crate::leftovers::sweep(config.name.as_str(), &config.state_dir);
         if killed > 0 {
             warn!(groups = killed, "killed processes left by an earlier run");
         }

@@ -1,9 +1,11 @@
 //! Kills what an earlier run of this agent left behind.
 //!
-//! Every phase runs with `FLINGER_AGENT_NAME` in its environment. If the agent was killed
-//! outright, the phase's group leader died with it (parent-death signal), but its children may
-//! still run — unleased, on a device the lab may give to another job. At start the agent kills
-//! every process group holding a process marked with its name.
+//! Every phase runs with `FLINGER_AGENT_NAME` and `FLINGER_AGENT_STATE_DIR` in its environment.
+//! If the agent was killed outright, the phase's group leader died with it (parent-death
+//! signal), but its children may still run — unleased, on a device the lab may give to another
+//! job. At start the agent kills every process group holding a process marked with its name and
+//! its state directory: another agent of the same name on the host (another lab, another
+//! namespace) has another state directory, and its phases are left alone.
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -12,10 +14,27 @@ use tracing::warn;
 
 /// The environment variable naming the agent a phase runs for.
 pub const AGENT_ENV: &str = "FLINGER_AGENT_NAME";
+/// The environment variable holding that agent's state directory.
+pub const STATE_ENV: &str = "FLINGER_AGENT_STATE_DIR";
 
-/// Kills the leftover process groups of agent `name`; returns how many groups were killed.
-pub fn sweep(name: &str) -> usize {
-    let marker = format!("{AGENT_ENV}={name}");
+/// Whether a process with this environment (`/proc/<pid>/environ`: NUL-separated `KEY=VALUE`)
+/// runs for the agent `name` whose state directory is `state_dir`. A process marked with the
+/// name alone (from an agent before state directories were marked) counts as the agent's.
+fn is_ours(environ: &[u8], name: &str, state_dir: &str) -> bool {
+    let value = |key: &str| {
+        environ.split(|b| *b == 0).find_map(|var| {
+            var.strip_prefix(key.as_bytes())
+                .and_then(|rest| rest.strip_prefix(b"="))
+        })
+    };
+    value(AGENT_ENV) == Some(name.as_bytes())
+        && value(STATE_ENV).is_none_or(|dir| dir == state_dir.as_bytes())
+}
+
+/// Kills the leftover process groups of agent `name` (state directory `state_dir`); returns how
+/// many groups were killed.
+pub fn sweep(name: &str, state_dir: &std::path::Path) -> usize {
+    let state_dir = state_dir.to_string_lossy();
     let me = std::process::id();
     let mut groups = BTreeSet::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -31,7 +50,7 @@ pub fn sweep(name: &str) -> usize {
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
             continue;
         };
-        if !environ.split(|b| *b == 0).any(|var| var == marker.as_bytes()) {
+        if !is_ours(&environ, name, &state_dir) {
             continue;
         }
         if let Ok(pgid) = nix::unistd::getpgid(Some(Pid::from_raw(pid as i32))) {
@@ -46,4 +65,35 @@ pub fn sweep(name: &str) -> usize {
         let _ = killpg(*pgid, Signal::SIGKILL);
     }
     groups.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_processes_of_this_agent_and_state_directory_are_ours() {
+        let env = |vars: &[&str]| vars.join("\0").into_bytes();
+        let ours = env(&[
+            "PATH=/bin",
+            "FLINGER_AGENT_NAME=dut-1",
+            "FLINGER_AGENT_STATE_DIR=/srv/a/state",
+        ]);
+        assert!(is_ours(&ours, "dut-1", "/srv/a/state"));
+        // The same name in another lab on this host: not ours.
+        assert!(!is_ours(&ours, "dut-1", "/srv/b/state"));
+        assert!(!is_ours(&ours, "dut-10", "/srv/a/state"));
+        assert!(!is_ours(
+            &env(&["FLINGER_AGENT_NAME=dut-10"]),
+            "dut-1",
+            "/srv/a/state"
+        ));
+        // Marked by an older agent, with the name only.
+        assert!(is_ours(
+            &env(&["FLINGER_AGENT_NAME=dut-1"]),
+            "dut-1",
+            "/srv/a/state"
+        ));
+        assert!(!is_ours(&env(&["PATH=/bin"]), "dut-1", "/srv/a/state"));
+    }
 }

@@ -143,6 +143,10 @@ impl Runner {
         env.extend(taken.grant.secrets.clone());
         let secrets = broker_schema::mask::Masker::new(taken.grant.secrets.values());
         env.insert(crate::leftovers::AGENT_ENV.into(), self.config.name.to_string());
+        env.insert(
+            crate::leftovers::STATE_ENV.into(),
+            self.config.state_dir.to_string_lossy().into_owned(),
+        );
         env.insert("FLINGER_JOB_ID".into(), job_id.to_string());
         let mut run = Run {
             job_id,

@@ -878,3 +878,31 @@ async fn the_scheduler_ends_a_reservation_its_agent_overruns() {
     invariants::check(&lab.store, &[id]).await;
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_of_the_same_name_in_another_lab_leaves_our_running_phase_alone() {
+    let command = [("test", "flinger-agent run-test-cmds")];
+    let ours = Lab::builder()
+        .name("twin-a")
+        .agent(AgentSpec::commands("twin", &["twin-a"], &command))
+        .start()
+        .await;
+    let id = ours
+        .submit(&json!({"job_queue": "twin-a", "test_data": {"test_cmds": "sleep 4; echo survived"}}))
+        .await;
+    ours.wait_state(id, &["test"], DONE).await;
+    // Another lab on this host starts an agent called `twin` too: at start it sweeps the
+    // leftovers of *its* earlier runs, which must not include our phase.
+    let theirs = Lab::builder()
+        .name("twin-b")
+        .agent(AgentSpec::commands("twin", &["twin-b"], &command))
+        .start()
+        .await;
+    let info = ours.wait_done(id, DONE).await;
+    assert_eq!(info["state"], "complete", "{info}");
+    let results = ours.results(id).await;
+    assert_eq!(results["test_status"], 0, "{results}");
+    assert!(ours.output(id).await.contains("survived"));
+    theirs.stop().await;
+    ours.stop().await;
+}
