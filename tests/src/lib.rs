@@ -49,6 +49,15 @@ pub fn broker_url() -> String {
 }
 
 /// A namespace no other test uses.
+/// A local port nobody listens on right now (for a process the test starts next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
 pub fn unique_namespace(prefix: &str) -> String {
     format!("t-{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }

@@ -12,14 +12,6 @@ pub struct PrivateBroker {
     dist_port: u16,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 fn port_open(port: u16) -> bool {
     std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
 }
@@ -27,7 +19,7 @@ fn port_open(port: u16) -> bool {
 impl PrivateBroker {
     /// Starts a node and waits until it accepts connections.
     pub fn start() -> PrivateBroker {
-        let port = free_port();
+        let port = crate::free_port();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = std::env::temp_dir().join(format!("flinger-rmq-{}", &id[..10]));
         std::fs::create_dir_all(dir.join("mnesia")).expect("mnesia dir");
@@ -47,7 +39,7 @@ impl PrivateBroker {
             port,
             node: format!("flinger-{}@localhost", &id[..10]),
             dir,
-            dist_port: free_port(),
+            dist_port: crate::free_port(),
         };
         broker.up();
         broker

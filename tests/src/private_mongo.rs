@@ -15,11 +15,7 @@ fn script() -> PathBuf {
 
 impl PrivateMongo {
     pub fn start() -> PrivateMongo {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = crate::free_port();
         let m = PrivateMongo {
             port,
             data: tempfile::tempdir().expect("data dir"),

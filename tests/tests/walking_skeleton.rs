@@ -268,15 +268,6 @@ async fn a_job_for_a_queue_no_agent_serves_is_refused_naming_the_queue() {
     lab.stop().await;
 }
 
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_schedulers_health_endpoints_tell_alive_from_ready() {
     flinger_tests::init_tls();
@@ -290,7 +281,7 @@ async fn the_schedulers_health_endpoints_tell_alive_from_ready() {
         }
     };
     // With its broker and store: ready.
-    let addr = format!("127.0.0.1:{}", free_port());
+    let addr = format!("127.0.0.1:{}", flinger_tests::free_port());
     let lab = Lab::builder()
         .name("sched-health")
         .scheduler_arg("--health-listen", &addr)
@@ -307,7 +298,7 @@ async fn the_schedulers_health_endpoints_tell_alive_from_ready() {
 
     // Without a broker: alive, not ready, and it says why.
     let dir = tempfile::tempdir().unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
+    let addr = format!("127.0.0.1:{}", flinger_tests::free_port());
     let args: Vec<String> = [
         "--store",
         &format!("sqlite:{}", dir.path().join("s.db").display()),
