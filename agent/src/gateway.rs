@@ -138,6 +138,22 @@ impl GatewayClient {
         Ok(Some(token))
     }
 
+    /// Sends `req` with the access token (when the agent has a client); the answer, whatever
+    /// its status.
+    async fn send(
+        &self,
+        what: &str,
+        mut req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, GatewayError> {
+        if let Some(t) = self.token().await? {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.map_err(|source| GatewayError::Http {
+            what: what.to_owned(),
+            source,
+        })
+    }
+
     async fn with_retries<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, GatewayError>
     where
         F: FnMut() -> Fut,
@@ -161,25 +177,11 @@ impl GatewayClient {
     pub async fn download(&self, path: &str, dest: &Path) -> Result<bool, GatewayError> {
         let what = format!("GET {path}");
         self.with_retries(&what, || async {
-            let mut req = self.http.get(self.url(path));
-            if let Some(t) = self.token().await? {
-                req = req.bearer_auth(t);
-            }
-            let mut r = req.send().await.map_err(|source| GatewayError::Http {
-                what: what.clone(),
-                source,
-            })?;
+            let r = self.send(&what, self.http.get(self.url(path))).await?;
             if r.status() == StatusCode::NO_CONTENT {
                 return Ok(false);
             }
-            if !r.status().is_success() {
-                let status = r.status();
-                return Err(GatewayError::Status {
-                    what: what.clone(),
-                    status,
-                    body: r.text().await.unwrap_or_default(),
-                });
-            }
+            let mut r = successful(&what, r).await?;
             let io = |source| GatewayError::Io {
                 what: what.clone(),
                 source,
@@ -214,23 +216,10 @@ impl GatewayClient {
                 .mime_str("application/x-gzip")
                 .expect("a valid MIME type");
             let form = reqwest::multipart::Form::new().part("file", part);
-            let mut req = self.http.post(self.url(path)).multipart(form);
-            if let Some(t) = self.token().await? {
-                req = req.bearer_auth(t);
-            }
-            let r = req.send().await.map_err(|source| GatewayError::Http {
-                what: what.clone(),
-                source,
-            })?;
-            if !r.status().is_success() {
-                let status = r.status();
-                return Err(GatewayError::Status {
-                    what: what.clone(),
-                    status,
-                    body: r.text().await.unwrap_or_default(),
-                });
-            }
-            Ok(())
+            let r = self
+                .send(&what, self.http.post(self.url(path)).multipart(form))
+                .await?;
+            successful(&what, r).await.map(drop)
         })
         .await
     }
@@ -241,26 +230,26 @@ impl GatewayClient {
     pub async fn post_json(&self, path: &str, body: &Value) -> Result<(), GatewayError> {
         let what = format!("POST {path}");
         self.with_retries(&what, || async {
-            let mut req = self.http.post(self.url(path)).json(body);
-            if let Some(t) = self.token().await? {
-                req = req.bearer_auth(t);
-            }
-            let r = req.send().await.map_err(|source| GatewayError::Http {
-                what: what.clone(),
-                source,
-            })?;
-            if !r.status().is_success() {
-                let status = r.status();
-                return Err(GatewayError::Status {
-                    what: what.clone(),
-                    status,
-                    body: r.text().await.unwrap_or_default(),
-                });
-            }
-            Ok(())
+            let r = self
+                .send(&what, self.http.post(self.url(path)).json(body))
+                .await?;
+            successful(&what, r).await.map(drop)
         })
         .await
     }
+}
+
+/// `r` if the gateway answered 2xx; else an error with what was asked and what it answered.
+async fn successful(what: &str, r: reqwest::Response) -> Result<reqwest::Response, GatewayError> {
+    if r.status().is_success() {
+        return Ok(r);
+    }
+    let status = r.status();
+    Err(GatewayError::Status {
+        what: what.to_owned(),
+        status,
+        body: r.text().await.unwrap_or_default(),
+    })
 }
 
 /// Tells the gateway the descriptions of the queues and the images this agent advertises
