@@ -79,6 +79,11 @@ impl ApiError {
     pub fn invalid_field(field: &str, message: impl Into<String>) -> ApiError {
         let mut errors = ValidationErrors::default();
         errors.add(field, message);
+        ApiError::invalid_fields(errors)
+    }
+
+    /// A 422 naming each bad field of the JSON body.
+    pub fn invalid_fields(errors: ValidationErrors) -> ApiError {
         ApiError::Validation {
             location: Location::Json,
             errors,
@@ -137,10 +142,7 @@ impl From<SubmitError> for ApiError {
             SubmitError::MalformedJson(_) | SubmitError::JobIdNotUuid(_) => {
                 ApiError::BadRequest(e.to_string())
             }
-            SubmitError::Invalid(errors) => ApiError::Validation {
-                location: Location::Json,
-                errors,
-            },
+            SubmitError::Invalid(errors) => ApiError::invalid_fields(errors),
             SubmitError::AllAgentsExcluded { .. } => ApiError::invalid_field("exclude_agents", e.to_string()),
             SubmitError::NoAgentServes { .. } => ApiError::invalid_field("job_queue", e.to_string()),
             SubmitError::NeedsLogin(msg) => ApiError::Unauthorized(msg),
@@ -155,10 +157,7 @@ impl From<CancelError> for ApiError {
     fn from(e: CancelError) -> Self {
         match e {
             CancelError::MalformedJson(_) => ApiError::BadRequest(e.to_string()),
-            CancelError::InvalidAction(errors) => ApiError::Validation {
-                location: Location::Json,
-                errors,
-            },
+            CancelError::InvalidAction(errors) => ApiError::invalid_fields(errors),
             CancelError::UnknownJob | CancelError::AlreadyEnded(_) => ApiError::BadRequest(e.to_string()),
             CancelError::NotOwner => ApiError::Forbidden(e.to_string()),
             CancelError::Refused { code, .. } => match code {

@@ -7,6 +7,7 @@ use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use bytes::Bytes;
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 /// The `{job_id}` path parameter, which must be a UUID (400 otherwise, as in Testflinger).
@@ -49,5 +50,15 @@ impl<S: Send + Sync> FromRequest<S> for Body {
                     ApiError::BadRequest(format!("Cannot read the request body: {}", e.body_text()))
                 }
             })
+    }
+}
+
+/// A JSON body that must be an object: 400 when it is not JSON, 422 (`_schema`) when it is
+/// JSON of another type, as Testflinger answers.
+pub fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::invalid_field("_schema", "Invalid input type.")),
+        Err(e) => Err(ApiError::BadRequest(format!("Malformed JSON: {e}"))),
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::auth::bootstrap::valid_client_id;
 use crate::auth::{Caller, access, password};
-use crate::error::{ApiError, Location};
+use crate::error::ApiError;
 use crate::extract::Body;
 use crate::state::AppState;
 use axum::extract::{Path, State};
@@ -29,22 +29,12 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-fn validation(errors: ValidationErrors) -> ApiError {
-    ApiError::Validation {
-        location: Location::Json,
-        errors,
-    }
-}
-
+/// A JSON object body; an empty body counts as an empty object.
 fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::invalid_field("_schema", "Invalid input type.")),
-        Err(e) => Err(ApiError::BadRequest(format!("Malformed JSON: {e}"))),
-    }
+    crate::extract::json_object(body)
 }
 
 /// A client as `GET /v1/client-permissions` shows it: never its secret or hash.
@@ -179,7 +169,7 @@ async fn put_client(
         }
     }
     if !errors.is_empty() {
-        return Err(validation(errors));
+        return Err(ApiError::invalid_fields(errors));
     }
     let existing = state.store().get_client(&client_id).await?;
     let mine = caller.role();

@@ -2,8 +2,8 @@
 //! provisioning history, and the admin's say over their state.
 
 use crate::auth::{Caller, access};
-use crate::error::{ApiError, Location};
-use crate::extract::Body;
+use crate::error::ApiError;
+use crate::extract::{Body, json_object};
 use crate::scheduler;
 use crate::state::AppState;
 use crate::views::AgentView;
@@ -95,14 +95,6 @@ async fn get_agent(
     Ok(Json(v.remove(0)))
 }
 
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::invalid_field("_schema", "Invalid input type.")),
-        Err(e) => Err(ApiError::BadRequest(format!("Malformed JSON: {e}"))),
-    }
-}
-
 fn string_field(m: &Map<String, Value>, key: &str, errors: &mut ValidationErrors) -> Option<String> {
     match m.get(key) {
         None | Some(Value::Null) => None,
@@ -126,7 +118,7 @@ async fn post_agent(
     Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(access::AGENT_DATA)?;
-    let m = parse_object(&body)?;
+    let m = json_object(&body)?;
     let mut errors = ValidationErrors::default();
     let wanted = string_field(&m, "state", &mut errors);
     let comment = string_field(&m, "comment", &mut errors);
@@ -145,10 +137,7 @@ async fn post_agent(
             }
         };
         if !errors.is_empty() {
-            return Err(ApiError::Validation {
-                location: Location::Json,
-                errors,
-            });
+            return Err(ApiError::invalid_fields(errors));
         }
         let agent = find_agent(&state, &name).await?;
         let request = SchedulerRequest::SetAgentState(SetAgentStateRequest {
@@ -205,10 +194,7 @@ async fn post_agent(
         }
     };
     if !errors.is_empty() {
-        return Err(ApiError::Validation {
-            location: Location::Json,
-            errors,
-        });
+        return Err(ApiError::invalid_fields(errors));
     }
     // Testflinger sets only the fields given: start from what is known.
     let known = state.store().get_agent(&agent).await?;
@@ -246,7 +232,7 @@ async fn post_provision_log(
     Body(body): Body,
 ) -> Result<&'static str, ApiError> {
     caller.require(access::AGENT)?;
-    let m = parse_object(&body)?;
+    let m = json_object(&body)?;
     let mut errors = ValidationErrors::default();
     let job_id = string_field(&m, "job_id", &mut errors);
     if job_id.is_none() && !errors.fields.contains_key("job_id") {
@@ -267,16 +253,10 @@ async fn post_provision_log(
     };
     let detail = string_field(&m, "detail", &mut errors).unwrap_or_default();
     let (Some(job_id), Some(exit_code)) = (job_id, exit_code) else {
-        return Err(ApiError::Validation {
-            location: Location::Json,
-            errors,
-        });
+        return Err(ApiError::invalid_fields(errors));
     };
     if !errors.is_empty() {
-        return Err(ApiError::Validation {
-            location: Location::Json,
-            errors,
-        });
+        return Err(ApiError::invalid_fields(errors));
     }
     let agent = find_agent(&state, &name).await?;
     let entry = ProvisionEntry {

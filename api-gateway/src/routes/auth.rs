@@ -2,7 +2,7 @@
 //! token and a refresh token; refresh (the refresh token is not rotated); revoke (admins).
 
 use crate::auth::{Caller, Permissions, access, password, token};
-use crate::error::{ApiError, Location};
+use crate::error::ApiError;
 use crate::extract::Body;
 use crate::state::AppState;
 use axum::extract::State;
@@ -116,10 +116,7 @@ fn refresh_token_field(body: &[u8]) -> Result<String, ApiError> {
                     "Not a valid string."
                 },
             );
-            Err(ApiError::Validation {
-                location: Location::Json,
-                errors,
-            })
+            Err(ApiError::invalid_fields(errors))
         }
     }
 }

@@ -4,8 +4,8 @@
 //! (Flinger's own agents publish events on the broker; the gateways relay those too.)
 
 use crate::auth::{Caller, access};
-use crate::error::{ApiError, Location};
-use crate::extract::{Body, JobId};
+use crate::error::ApiError;
+use crate::extract::{Body, JobId, json_object};
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::State;
@@ -24,11 +24,7 @@ async fn post_events(
     Body(body): Body,
 ) -> Result<&'static str, ApiError> {
     caller.require(access::AGENT)?;
-    let mut doc = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return Err(ApiError::invalid_field("_schema", "Invalid input type.")),
-        Err(e) => return Err(ApiError::BadRequest(format!("Malformed JSON: {e}"))),
-    };
+    let mut doc = json_object(&body)?;
     let mut errors = ValidationErrors::default();
     let url = match doc.remove("job_status_webhook") {
         Some(Value::String(s)) => match url::Url::parse(&s) {
@@ -57,10 +53,7 @@ async fn post_events(
         Some(_) => errors.add("events", "Not a valid list."),
     }
     let Some(url) = url.filter(|_| errors.is_empty()) else {
-        return Err(ApiError::Validation {
-            location: Location::Json,
-            errors,
-        });
+        return Err(ApiError::invalid_fields(errors));
     };
     if state.store().get_job(id).await?.is_none() {
         return Err(ApiError::NotFound("Job not found".into()));

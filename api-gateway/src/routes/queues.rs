@@ -2,8 +2,8 @@
 //! how long jobs waited in it.
 
 use crate::auth::{Caller, access};
-use crate::error::{ApiError, Location};
-use crate::extract::Body;
+use crate::error::ApiError;
+use crate::extract::{Body, json_object};
 use crate::routes::agents;
 use crate::routes::jobs::query_values;
 use crate::state::AppState;
@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker_schema::{DeviceClass, Millis, ValidationErrors};
 use flinger_scheduler::store::{JobOrder, JobQuery, Records};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -34,21 +34,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/queues/wait_times", get(wait_times))
         .route("/v1/queues/{queue}/agents", get(queue_agents))
         .route("/v1/queues/{queue}/jobs", get(queue_jobs))
-}
-
-fn validation(errors: ValidationErrors) -> ApiError {
-    ApiError::Validation {
-        location: Location::Json,
-        errors,
-    }
-}
-
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::invalid_field("_schema", "Invalid input type.")),
-        Err(e) => Err(ApiError::BadRequest(format!("Malformed JSON: {e}"))),
-    }
 }
 
 /// `{queue: description}`: every queue an agent serves or advertised.
@@ -82,7 +67,7 @@ async fn advertise_queues(
     Body(body): Body,
 ) -> Result<&'static str, ApiError> {
     caller.require(access::AGENT_DATA)?;
-    let m = parse_object(&body)?;
+    let m = json_object(&body)?;
     let mut errors = ValidationErrors::default();
     let mut queues = BTreeMap::new();
     for (name, d) in &m {
@@ -95,7 +80,7 @@ async fn advertise_queues(
         }
     }
     if !errors.is_empty() {
-        return Err(validation(errors));
+        return Err(ApiError::invalid_fields(errors));
     }
     state.store().advertise_queues(&queues, Millis::now()).await?;
     Ok("OK")
@@ -124,7 +109,7 @@ async fn set_images(
     Body(body): Body,
 ) -> Result<&'static str, ApiError> {
     caller.require(access::AGENT_DATA)?;
-    let m = parse_object(&body)?;
+    let m = json_object(&body)?;
     let mut errors = ValidationErrors::default();
     let mut all = vec![];
     for (queue, images) in &m {
@@ -148,7 +133,7 @@ async fn set_images(
         all.push((queue.clone(), map));
     }
     if !errors.is_empty() {
-        return Err(validation(errors));
+        return Err(ApiError::invalid_fields(errors));
     }
     let now = Millis::now();
     for (queue, images) in all {

@@ -7,7 +7,7 @@
 
 use crate::auth::{Caller, access};
 use crate::error::{ApiError, Location};
-use crate::extract::{Body, JobId};
+use crate::extract::{Body, JobId, json_object};
 use crate::logs::{self, LogFilter, LogParams};
 use crate::state::AppState;
 use crate::views;
@@ -19,7 +19,7 @@ use broker_schema::mask::Masker;
 use broker_schema::messages::LogStream;
 use broker_schema::{Millis, Phase, ValidationErrors};
 use flinger_scheduler::store::{JobRecord, OutputFragment, OutputQuery, Records};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -69,14 +69,6 @@ async fn job_for_agent(state: &AppState, id: uuid::Uuid) -> Result<JobRecord, Ap
         .ok_or_else(|| ApiError::NotFound("Job not found".into()))
 }
 
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::invalid_field("_schema", "Invalid input type.")),
-        Err(e) => Err(ApiError::BadRequest(format!("Malformed JSON: {e}"))),
-    }
-}
-
 /// `POST /v1/result/<id>`: `{status: {phase: exit_code}, device_info: {…}, job_state}`, merged
 /// into what was posted before.
 async fn post_results(
@@ -89,7 +81,7 @@ async fn post_results(
     if body.len() >= MAX_RESULT_BYTES {
         return Err(ApiError::PayloadTooLarge);
     }
-    let fields = parse_object(&body)?;
+    let fields = json_object(&body)?;
     let mut errors = ValidationErrors::default();
     for (k, v) in &fields {
         match (k.as_str(), v) {
@@ -111,10 +103,7 @@ async fn post_results(
         }
     }
     if !errors.is_empty() {
-        return Err(ApiError::Validation {
-            location: Location::Json,
-            errors,
-        });
+        return Err(ApiError::invalid_fields(errors));
     }
     job_for_agent(&state, id).await?;
     state
@@ -179,7 +168,7 @@ async fn post_log(
 ) -> Result<&'static str, ApiError> {
     caller.require(access::AGENT)?;
     let stream = log_stream(&log_type)?;
-    let fields = parse_object(&body)?;
+    let fields = json_object(&body)?;
     let mut errors = ValidationErrors::default();
     let seq = match fields.get("fragment_number") {
         Some(v) => match v.as_u64() {
@@ -230,10 +219,7 @@ async fn post_log(
         }
     };
     let (Some(seq), Some(at), Some(phase), Some(data)) = (seq, at, phase, data) else {
-        return Err(ApiError::Validation {
-            location: Location::Json,
-            errors,
-        });
+        return Err(ApiError::invalid_fields(errors));
     };
     let job = job_for_agent(&state, id).await?;
     let masker = job_masker(&state, &job).await?;

@@ -3,7 +3,7 @@
 //! No endpoint returns a value, and values are never logged.
 
 use crate::auth::{Caller, access};
-use crate::error::{ApiError, Location};
+use crate::error::ApiError;
 use crate::extract::Body;
 use crate::state::AppState;
 use crate::views;
@@ -39,10 +39,7 @@ fn check_owner(caller: &Caller, client_id: &str, path: &str) -> Result<(), ApiEr
     if !is_secret_path(path) {
         let mut errors = ValidationErrors::default();
         errors.add("path", "Not a valid secret path (letters, digits, _, -, /).");
-        return Err(ApiError::Validation {
-            location: Location::Json,
-            errors,
-        });
+        return Err(ApiError::invalid_fields(errors));
     }
     Ok(())
 }
@@ -99,10 +96,7 @@ async fn put_secret(
         );
     }
     let Some(value) = value.filter(|_| errors.is_empty()) else {
-        return Err(ApiError::Validation {
-            location: Location::Json,
-            errors,
-        });
+        return Err(ApiError::invalid_fields(errors));
     };
     let now = Millis::now();
     let expires_at = match (ephemeral, expire_after) {
