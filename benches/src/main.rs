@@ -171,19 +171,21 @@ impl Defaults {
         fn parse<A: clap::Args>(extra: &[&str]) -> A {
             P::<A>::parse_from(std::iter::once("x").chain(extra.iter().copied())).a
         }
+        // The stand-in serves a few hundred operations a second: the same small run either way.
+        let mongo_throughput = parse(&[
+            "--agents",
+            "10",
+            "--queues",
+            "2",
+            "--jobs",
+            "100",
+            "--no-baseline",
+        ]);
         if quick {
             Defaults {
                 pickup: parse(&["--jobs", "30", "--warmup", "5"]),
                 throughput: parse(&["--agents", "10", "--queues", "2", "--jobs", "200"]),
-                mongo_throughput: parse(&[
-                    "--agents",
-                    "10",
-                    "--queues",
-                    "2",
-                    "--jobs",
-                    "100",
-                    "--no-baseline",
-                ]),
+                mongo_throughput,
                 output: parse(&["--mib", "8", "--lines", "100", "--flood-lines", "10000"]),
                 mongo_output: parse(&["--mib", "2", "--lines", "50", "--flood-lines", "1000"]),
                 gateway: parse(&["--seconds", "1", "--levels", "1,16"]),
@@ -203,15 +205,7 @@ impl Defaults {
             Defaults {
                 pickup: parse(&[]),
                 throughput: parse(&[]),
-                mongo_throughput: parse(&[
-                    "--agents",
-                    "10",
-                    "--queues",
-                    "2",
-                    "--jobs",
-                    "100",
-                    "--no-baseline",
-                ]),
+                mongo_throughput,
                 output: parse(&[]),
                 mongo_output: parse(&["--mib", "8", "--lines", "200", "--flood-lines", "10000"]),
                 gateway: parse(&[]),
