@@ -36,20 +36,7 @@ impl fmt::Display for JobId {
 }
 
 /// A log stream of a job, as named in `/v1/result/<id>/log/<stream>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogStream {
-    Output,
-    Serial,
-}
-
-impl LogStream {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogStream::Output => "output",
-            LogStream::Serial => "serial",
-        }
-    }
-}
+pub use broker_schema::messages::LogStream;
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct FailureView {
