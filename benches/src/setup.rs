@@ -83,6 +83,40 @@ pub async fn submit(http: &reqwest::Client, base: &str, job: &Value) -> anyhow::
     })
 }
 
+/// Submits `total` jobs (`job(i)` is the i-th) from `concurrency` clients at once, each sending
+/// its next as soon as the last is answered; every submission, in the order they were answered.
+pub async fn submit_many(
+    http: &reqwest::Client,
+    base: &str,
+    total: usize,
+    concurrency: usize,
+    job: impl Fn(usize) -> Value + Send + Sync + 'static,
+) -> anyhow::Result<Vec<Submitted>> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (next, job) = (Arc::new(AtomicUsize::new(0)), Arc::new(job));
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (http, base, next, job) = (http.clone(), base.to_owned(), next.clone(), job.clone());
+        clients.spawn(async move {
+            let mut sent = vec![];
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return anyhow::Ok(sent);
+                }
+                sent.push(submit(&http, &base, &job(i)).await?);
+            }
+        });
+    }
+    let mut all = Vec::with_capacity(total);
+    while let Some(r) = clients.join_next().await {
+        all.extend(r??);
+    }
+    all.sort_by_key(|s| s.accepted);
+    Ok(all)
+}
+
 /// Milliseconds between two instants, negative when `to` came first.
 pub fn signed_ms(from: Instant, to: Instant) -> f64 {
     if to >= from {

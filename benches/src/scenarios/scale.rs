@@ -10,7 +10,7 @@ use crate::procstat::{CpuMeter, peak_rss_mib, rss_mib};
 use crate::progress;
 use crate::report::{Bound, Report, Sample};
 use crate::scenarios::pickup::{Probes, probe};
-use crate::setup::{self, Store, quick_job, submit};
+use crate::setup::{self, Store, quick_job};
 use crate::tap::Tap;
 use crate::tracker::Tracker;
 use broker_schema::messages::{AgentState, Heartbeat};
@@ -167,32 +167,15 @@ async fn measure(
     ));
 
     progress!("scale: submitting {} jobs that will wait", args.jobs);
-    let http = Arc::new(setup::http_client(32));
+    let http = setup::http_client(32);
     let submit_start = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut submitters = tokio::task::JoinSet::new();
-    for _ in 0..32 {
-        let (http, next, base) = (http.clone(), next.clone(), lab.base.clone());
-        let (total, queues) = (args.jobs, classes.len());
-        submitters.spawn(async move {
-            let mut last = None;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return anyhow::Ok(last);
-                }
-                last = Some(
-                    submit(&http, &base, &quick_job(&backlog_queue(i % queues)))
-                        .await?
-                        .job_id,
-                );
-            }
-        });
-    }
-    let mut deep_job = None;
-    while let Some(r) = submitters.join_next().await {
-        deep_job = r??.or(deep_job);
-    }
+    let queues = classes.len();
+    let submitted = setup::submit_many(&http, &lab.base, args.jobs, 32, move |i| {
+        quick_job(&backlog_queue(i % queues))
+    })
+    .await?;
+    // The job deepest in its queue: the last one answered.
+    let deep_job = submitted.last().map(|s| s.job_id);
     let submit_secs = submit_start.elapsed().as_secs_f64();
     // Until the scheduler has recorded every submission.
     let recorded = lab.names.scheduler_submissions_queue();

@@ -11,8 +11,6 @@ use crate::tracker::Tracker;
 use clap::Args;
 use flinger_tests::AgentSpec;
 use serde_json::json;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -62,7 +60,7 @@ pub async fn run(store: Store, args: &ThroughputArgs) -> anyhow::Result<Report> 
     let lab = builder.start().await;
     let tap = Tap::start(&lab.broker_url, &lab.names, false).await?;
     let mut tracker = Tracker::new(tap);
-    let http = Arc::new(setup::http_client(args.concurrency));
+    let http = setup::http_client(args.concurrency);
     let scheduler_pid = lab.schedulers[0].pid().expect("scheduler pid");
     let gateway_pid = lab.gateway.as_ref().and_then(|g| g.pid()).expect("gateway pid");
 
@@ -88,29 +86,12 @@ pub async fn run(store: Store, args: &ThroughputArgs) -> anyhow::Result<Report> 
         .collect();
     let broker_cpu = broker_pid().map(CpuMeter::start);
     let start = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut submitters = tokio::task::JoinSet::new();
-    for _ in 0..args.concurrency {
-        let (http, next, base, queues) = (http.clone(), next.clone(), lab.base.clone(), queues.clone());
-        let total = args.jobs;
-        submitters.spawn(async move {
-            let mut last = None;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return anyhow::Ok(last);
-                }
-                let s = submit(&http, &base, &quick_job(&queues[i % queues.len()])).await?;
-                last = Some(s.accepted);
-            }
-        });
-    }
-    let mut last_accepted = start;
-    while let Some(r) = submitters.join_next().await {
-        if let Some(t) = r?? {
-            last_accepted = last_accepted.max(t);
-        }
-    }
+    let queues_for = queues.clone();
+    let submitted = setup::submit_many(&http, &lab.base, args.jobs, args.concurrency, move |i| {
+        quick_job(&queues_for[i % queues_for.len()])
+    })
+    .await?;
+    let last_accepted = submitted.last().map_or(start, |s| s.accepted.max(start));
     let target = warm + args.jobs;
     let timeout = Duration::from_secs(120) + Duration::from_millis(args.jobs as u64 * 20);
     let all_ended = tracker.wait_until(timeout, |t| t.ended >= target).await;
