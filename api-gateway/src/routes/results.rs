@@ -18,10 +18,12 @@ use axum::{Json, Router};
 use broker_schema::mask::Masker;
 use broker_schema::messages::LogStream;
 use broker_schema::{Millis, Phase, ValidationErrors};
-use flinger_scheduler::store::{JobRecord, OutputFragment, OutputQuery, Records};
-use serde_json::Value;
+use flinger_scheduler::secrets;
+use flinger_scheduler::store::{JobRecord, OutputFragment, OutputQuery, Records, secret_id};
+use serde_json::{Map, Value};
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::warn;
 
 /// Testflinger refuses result posts of 16 MiB and more (MongoDB's document limit).
 pub const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
@@ -70,7 +72,7 @@ async fn job_for_agent(state: &AppState, id: uuid::Uuid) -> Result<JobRecord, Ap
 }
 
 /// `POST /v1/result/<id>`: `{status: {phase: exit_code}, device_info: {…}, job_state}`, merged
-/// into what was posted before.
+/// into what was posted before, every string in it with the job's secrets masked.
 async fn post_results(
     State(state): State<AppState>,
     caller: Caller,
@@ -105,7 +107,12 @@ async fn post_results(
     if !errors.is_empty() {
         return Err(ApiError::invalid_fields(errors));
     }
-    job_for_agent(&state, id).await?;
+    let job = job_for_agent(&state, id).await?;
+    let masker = job_masker(&state, &job).await?;
+    let fields: Map<String, Value> = fields
+        .into_iter()
+        .map(|(k, v)| (k, mask_strings(&masker, v)))
+        .collect();
     state
         .store()
         .merge_posted_result(&id.to_string(), &fields, Millis::now())
@@ -236,7 +243,8 @@ async fn post_log(
     Ok("OK")
 }
 
-/// The values of the job's secrets, to mask them out of what agents post.
+/// The values of the job's secrets, to mask them out of what agents post: unsealed as the
+/// scheduler unseals them for the lease (a sealed value masked as stored would mask nothing).
 async fn job_masker(state: &AppState, job: &JobRecord) -> Result<Masker, ApiError> {
     let Some(client) = job.submitted_by.as_deref() else {
         return Ok(Masker::default());
@@ -244,9 +252,27 @@ async fn job_masker(state: &AppState, job: &JobRecord) -> Result<Masker, ApiErro
     let now = Millis::now();
     let mut values = vec![];
     for path in job.definition.secrets().values() {
-        if let Some(v) = state.store().get_secret(client, path, now).await? {
-            values.push(v);
+        let Some(stored) = state.store().get_secret(client, path, now).await? else {
+            continue;
+        };
+        match secrets::reveal(state.secrets_key(), &secret_id(client, path), &stored) {
+            Ok(v) => values.push(v),
+            // The scheduler could not unseal it either: the job got an empty variable.
+            Err(e) => warn!(job_id = %job.job_id, %path, error = %e, "secret unreadable; nothing to mask"),
         }
     }
     Ok(Masker::new(values))
+}
+
+/// `value` with every string in it (at any depth) masked.
+fn mask_strings(masker: &Masker, value: Value) -> Value {
+    if masker.is_empty() {
+        return value;
+    }
+    match value {
+        Value::String(s) => Value::String(masker.mask_str(&s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(|v| mask_strings(masker, v)).collect()),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, mask_strings(masker, v))).collect()),
+        other => other,
+    }
 }

@@ -137,6 +137,110 @@ async fn a_job_naming_secrets_needs_a_client_that_has_them() {
     app.stop().await;
 }
 
+/// Alice's job using her secret `ci/token` (= [`VALUE`]) on queue `queue`, and an agent's token.
+async fn job_with_a_secret(app: &TestApp, queue: &str) -> (uuid::Uuid, String) {
+    app.declare_class(queue).await;
+    let alice = app.client("alice", "contributor", json!({})).await;
+    let agent = app.client("mask-agent", "agent", json!({})).await;
+    let r = app
+        .put_json_as(&alice, "/v1/secrets/alice/ci/token", &json!({"value": VALUE}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = app
+        .post_json_as(
+            &alice,
+            "/v1/job",
+            &json!({"job_queue": queue, "test_data": {"secrets": {"TOKEN": "ci/token"}}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let id = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (id, agent)
+}
+
+#[tokio::test]
+async fn output_posted_over_http_is_masked_when_secrets_are_sealed_at_rest() {
+    let app =
+        TestApp::spawn_with(|c| c.auth.secrets_key = Some("a sealing passphrase for tests".into())).await;
+    let (id, agent) = job_with_a_secret(&app, "sealq").await;
+    let stored = app
+        .store
+        .get_secret("alice", "ci/token", broker_schema::Millis::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!stored.contains(VALUE), "the value is sealed in the store");
+
+    let r = app
+        .post_json_as(
+            &agent,
+            &format!("/v1/result/{id}/log/output"),
+            &json!({"fragment_number": 0, "timestamp": "2024-05-01T10:00:00Z", "phase": "test",
+                    "log_data": format!("token={VALUE}\n")}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+
+    let log: Value = app
+        .get(&format!("/v1/result/{id}/log/output"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(log["output"]["test"]["log_data"], "token=****\n");
+    let results = app.get(&format!("/v1/result/{id}")).await.text().await.unwrap();
+    assert!(!results.contains(VALUE), "{results}");
+    let kept = app
+        .store
+        .read_output(&flinger_scheduler::store::OutputQuery::all(
+            id,
+            0,
+            broker_schema::messages::LogStream::Output,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].data, b"token=****\n");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn results_posted_over_http_are_masked_at_any_depth() {
+    let app = TestApp::spawn().await;
+    let (id, agent) = job_with_a_secret(&app, "resq").await;
+    let r = app
+        .post_json_as(
+            &agent,
+            &format!("/v1/result/{id}"),
+            &json!({"status": {"test": 0}, "job_state": format!("state {VALUE}"),
+                    "device_info": {"device_ip": "10.1.2.3", "notes": [format!("pw={VALUE}"), {"deep": VALUE}]}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+
+    let posted = app
+        .store
+        .get_posted_result(&id.to_string())
+        .await
+        .unwrap()
+        .expect("posted result stored");
+    let stored = serde_json::to_string(&posted.fields).unwrap();
+    assert!(!stored.contains(VALUE), "stored unmasked: {stored}");
+    assert_eq!(
+        posted.fields["device_info"],
+        json!({"device_ip": "10.1.2.3", "notes": ["pw=****", {"deep": "****"}]})
+    );
+    assert_eq!(posted.fields["job_state"], "state ****");
+    let shown: Value = app.get(&format!("/v1/result/{id}")).await.json().await.unwrap();
+    assert_eq!(shown["device_info"]["notes"][0], "pw=****", "{shown}");
+    assert_eq!(shown["test_status"], 0);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn output_posted_by_agents_is_masked_and_the_secret_is_never_shown_or_logged() {
     let app = TestApp::spawn().await;
