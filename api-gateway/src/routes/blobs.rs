@@ -9,6 +9,7 @@
 //! asks the scheduler to release it.
 
 use crate::auth::{Caller, access};
+use crate::cancel::may_act_on;
 use crate::error::ApiError;
 use crate::extract::JobId;
 use crate::scheduler;
@@ -98,9 +99,13 @@ async fn download(state: &AppState, name: &BlobName, filename: &str) -> Result<R
         .into_response())
 }
 
-/// `POST /v1/job/<id>/attachments`: 200 `OK` once stored and the job released; 422 when the
-/// job is unknown or does not wait for attachments (an upload repeated after a success is
-/// answered `OK`); 413 beyond the limit.
+/// `POST /v1/job/<id>/attachments`: 200 `OK` once stored and the job released; 403 unless the
+/// caller may act on the job (its submitter, a manager or an admin); 422 when the job is unknown
+/// or does not wait for attachments (any more); 413 beyond the limit.
+///
+/// A job submitted anonymously has no owner, so anyone let in may upload its attachments (as in
+/// Testflinger), but only while it waits for them: once released, its archive is final. Its
+/// owner's upload repeated after a success is answered `OK` (a retry whose answer was lost).
 async fn post_attachments(
     State(state): State<AppState>,
     caller: Caller,
@@ -113,9 +118,15 @@ async fn post_attachments(
         .get_job(id)
         .await?
         .ok_or_else(|| ApiError::invalid_field("job_id", format!("Job {id} is not valid")))?;
+    if !may_act_on(&caller, job.submitted_by.as_deref()) {
+        return Err(ApiError::Forbidden(
+            "Only the job's submitter, a manager or an admin may upload its attachments".into(),
+        ));
+    }
     let name = BlobName::attachments(id);
     if !job.awaiting_attachments {
-        if job.definition.has_attachments() && state.store().blob_info(&name).await?.is_some() {
+        let owned = job.submitted_by.is_some();
+        if owned && job.definition.has_attachments() && state.store().blob_info(&name).await?.is_some() {
             return Ok("OK");
         }
         return Err(ApiError::invalid_field(

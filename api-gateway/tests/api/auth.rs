@@ -757,6 +757,137 @@ async fn only_the_submitter_a_manager_or_an_admin_may_extend_a_reservation() {
     app.stop().await;
 }
 
+/// Uploads `bytes` as the attachments of `id` (raw body), with `token` if given.
+async fn upload_attachments(app: &TestApp, token: Option<&str>, id: Uuid, bytes: &[u8]) -> u16 {
+    let mut r = app
+        .http
+        .post(app.url(&format!("/v1/job/{id}/attachments")))
+        .header("content-type", "application/gzip")
+        .body(bytes.to_vec());
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    app.send(r).await.status().as_u16()
+}
+
+/// The attachments an agent would download for `id`.
+async fn stored_attachments(app: &TestApp, agent: &str, id: Uuid) -> Option<Vec<u8>> {
+    let r = app.get_as(agent, &format!("/v1/job/{id}/attachments")).await;
+    match r.status().as_u16() {
+        200 => Some(r.bytes().await.unwrap().to_vec()),
+        204 => None,
+        other => panic!("downloading attachments answered {other}"),
+    }
+}
+
+/// Clears `awaiting_attachments`, as the scheduler does when asked to release the job.
+async fn release(app: &TestApp, id: Uuid) {
+    use flinger_scheduler::store::{JobUpdate, Precondition};
+    let mut update = JobUpdate::at(Millis::now());
+    update.awaiting_attachments = Some(false);
+    let released = app
+        .store
+        .update_job(
+            id,
+            &Precondition::state(broker_schema::JobState::Waiting),
+            &update,
+        )
+        .await
+        .unwrap();
+    assert!(released.is_some(), "job released");
+}
+
+fn done() -> SchedulerReply {
+    SchedulerReply::Command(CommandReply::Done {
+        detail: "ok".into(),
+        reserve_until: None,
+    })
+}
+
+#[tokio::test]
+async fn only_the_submitter_a_manager_or_an_admin_may_upload_a_jobs_attachments() {
+    let app = TestApp::spawn().await;
+    app.declare_class("q").await;
+    let _served = app.fake_scheduler(|_| done()).await;
+    let alice = app.client("alice", "contributor", json!({})).await;
+    let bob = app.client("bob", "contributor", json!({})).await;
+    let manager = app.client("boss", "manager", json!({})).await;
+    let agent = app.client("att-agent", "agent", json!({})).await;
+    let with_attachments = json!({"job_queue": "q", "test_data": {"attachments": [{"agent": "a.txt"}]}});
+    let submit = |token: String| {
+        let (app, job) = (&app, &with_attachments);
+        async move {
+            job_id(
+                &app.post_json_as(&token, "/v1/job", job)
+                    .await
+                    .json()
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+
+    let id = submit(alice.clone()).await;
+    assert_eq!(upload_attachments(&app, Some(&bob), id, b"bob's").await, 403);
+    assert_eq!(
+        upload_attachments(&app, None, id, b"anonymous").await,
+        403,
+        "anonymous is not alice"
+    );
+    assert_eq!(stored_attachments(&app, &agent, id).await, None, "nothing stored");
+    assert_eq!(upload_attachments(&app, Some(&alice), id, b"alice's").await, 200);
+    assert_eq!(
+        stored_attachments(&app, &agent, id).await.as_deref(),
+        Some(&b"alice's"[..])
+    );
+
+    let other = submit(alice.clone()).await;
+    assert_eq!(
+        upload_attachments(&app, Some(&manager), other, b"boss's").await,
+        200
+    );
+    assert_eq!(
+        stored_attachments(&app, &agent, other).await.as_deref(),
+        Some(&b"boss's"[..])
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_anonymous_jobs_attachments_are_taken_only_while_it_waits_for_them() {
+    let app = TestApp::spawn().await;
+    app.declare_class("q").await;
+    let _served = app.fake_scheduler(|_| done()).await;
+    let bob = app.client("bob", "contributor", json!({})).await;
+    let agent = app.client("att-agent", "agent", json!({})).await;
+    let id = job_id(
+        &app.post_json(
+            "/v1/job",
+            &json!({"job_queue": "q", "test_data": {"attachments": [{"agent": "a.txt"}]}}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap(),
+    );
+    // No owner: anyone let in may upload while the job waits (as in Testflinger).
+    assert_eq!(upload_attachments(&app, None, id, b"first").await, 200);
+    release(&app, id).await;
+
+    for token in [None, Some(bob.as_str())] {
+        assert_eq!(
+            upload_attachments(&app, token, id, b"replacement").await,
+            422,
+            "a released job's archive is final"
+        );
+    }
+    assert_eq!(
+        stored_attachments(&app, &agent, id).await.as_deref(),
+        Some(&b"first"[..])
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn the_admin_comes_from_configuration_and_nothing_else() {
     let app = TestApp::spawn_with(|c| {
