@@ -448,10 +448,10 @@ pub fn operations() -> Vec<Op> {
             "get",
             "/v1/queues/{queue}/agents",
             "queues",
-            "Agents serving a queue; 404 if the queue is unknown",
+            "Agents serving a queue; 404 if no agent serves it",
             Submitter,
             None,
-            &[(200, Json("Agents")), (204, None), (404, E)],
+            &[(200, Json("Agents")), (404, E)],
         ),
         op(
             "get",

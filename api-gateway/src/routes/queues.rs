@@ -142,13 +142,13 @@ async fn set_images(
     Ok("OK")
 }
 
-/// The agents serving `queue`: 404 when the queue is unknown (no agent serves or advertised it),
-/// 204 when it is known but no agent serves it now.
+/// The agents serving `queue`; 404 when no agent serves it (Testflinger's CLI asks this before
+/// submitting and stops there), whether or not it was ever advertised.
 async fn queue_agents(
     State(state): State<AppState>,
     caller: Caller,
     Path(queue): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<Vec<AgentView>>, ApiError> {
     caller.require(access::SUBMITTER)?;
     let unknown = || ApiError::NotFound(format!("Queue '{queue}' does not exist."));
     let class = DeviceClass::parse(queue.clone()).map_err(|_| unknown())?;
@@ -160,13 +160,12 @@ async fn queue_agents(
         .filter(|a| a.queues.contains(&class))
         .collect();
     if serving.is_empty() {
-        return match state.store().get_queue(&queue).await? {
-            Some(_) => Ok(StatusCode::NO_CONTENT.into_response()),
-            None => Err(unknown()),
-        };
+        return Err(match state.store().get_queue(&queue).await? {
+            Some(_) => ApiError::NotFound(format!("No agent serves queue '{queue}'.")),
+            None => unknown(),
+        });
     }
-    let views: Vec<AgentView> = agents::views(&state, &serving).await?;
-    Ok(Json(views).into_response())
+    Ok(Json(agents::views(&state, &serving).await?))
 }
 
 /// `[{job_id, created_at, job_state, job_queue}]` of the queue's jobs of the last 7 days, newest

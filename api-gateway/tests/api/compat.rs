@@ -736,8 +736,13 @@ async fn queues_images_wait_times_and_what_is_in_a_queue() {
     );
 
     assert_eq!(app.get("/v1/queues/served/agents").await.status(), 200);
-    assert_eq!(app.get("/v1/queues/advertised/agents").await.status(), 204);
-    assert_eq!(app.get("/v1/queues/nothing/agents").await.status(), 404);
+    // No agent serves it: 404 naming the queue, advertised or not (the CLI stops there).
+    for queue in ["advertised", "nothing"] {
+        let r = app.get(&format!("/v1/queues/{queue}/agents")).await;
+        assert_eq!(r.status(), 404, "{queue}");
+        let message = r.json::<Value>().await.unwrap()["message"].to_string();
+        assert!(message.contains(&format!("'{queue}'")), "{message}");
+    }
 
     assert_eq!(app.get("/v1/queues/served/jobs").await.status(), 204);
     let now = Millis::now();
