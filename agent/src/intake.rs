@@ -235,6 +235,7 @@ impl Intake {
             job_id,
             agent: self.agent.clone(),
             submission: submission.clone(),
+            published_by: delivery.properties.user_id().as_ref().map(|u| u.to_string()),
         });
         let asked_at = Instant::now();
         let rpc_queue = names.scheduler_rpc_queue();

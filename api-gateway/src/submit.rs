@@ -257,6 +257,8 @@ async fn publish(state: &AppState, submission: &Submission) -> Result<(), Publis
         mandatory: true,
         priority: Some(Submission::amqp_priority(submission.job.priority())),
         message_id: Some(submission.job_id.to_string()),
+        // Proves to the scheduler that its `submitted_by` comes from the gateway.
+        user_id: state.publisher().bus().user(),
         ..Default::default()
     };
     let exchange = state.names().jobs_exchange();

@@ -44,6 +44,7 @@ fn every_message_round_trips() {
             job_id: id,
             agent: agent.clone(),
             submission: submission(),
+            published_by: Some("ci-bot".into()),
         }),
         SchedulerRequest::Renew(RenewRequest {
             job_id: id,

@@ -167,9 +167,15 @@ struct RecordSubmissions;
 #[async_trait::async_trait]
 impl DeliveryHandler for RecordSubmissions {
     async fn handle(&self, core: &Core, d: &Delivery) -> Result<Disposition, StoreError> {
-        let ct = d.properties.content_type().as_ref().map(|c| c.to_string());
-        let app = d.properties.app_id().as_ref().map(|a| a.to_string());
-        submissions::record(core, ct.as_deref(), &d.data, app.as_deref()).await
+        let p = &d.properties;
+        let msg = submissions::Received {
+            content_type: p.content_type().as_ref().map(|c| c.as_str()),
+            body: &d.data,
+            producer: p.app_id().as_ref().map(|a| a.as_str()),
+            published_by: p.user_id().as_ref().map(|u| u.as_str()),
+            routing_key: d.routing_key.as_str(),
+        };
+        submissions::record(core, &msg).await
     }
 }
 

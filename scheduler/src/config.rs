@@ -18,9 +18,15 @@ pub struct SchedulerConfig {
     /// How long past a job's own deadline (global timeout, reservation end) the scheduler waits
     /// for the agent to act before it ends the job itself.
     pub backstop_grace: Duration,
+    /// How long cleanup may run past the global timeout (or the reservation's end) before the
+    /// backstop applies; agents bound cleanup themselves (`cleanup_timeout`, 600 s by default).
+    pub cleanup_allowance: Duration,
     /// How long a run's final event waits for its output chunks to be stored before the job is
     /// finished anyway (with a note that output is incomplete).
     pub output_wait: Duration,
+    /// RabbitMQ users whose submissions' `submitted_by` is believed (the lab's gateways), besides
+    /// this scheduler's own user; see [`crate::provenance`].
+    pub trusted_publishers: Vec<String>,
     /// Unseals clients' secrets (see [`crate::secrets`]); `None`: they were stored as given.
     pub secrets_key: Option<std::sync::Arc<crate::secrets::SecretsKey>>,
 }
@@ -34,6 +40,8 @@ impl Default for SchedulerConfig {
             reap_every: Duration::from_secs(2),
             republish_after: Duration::from_secs(15),
             backstop_grace: Duration::from_secs(60),
+            cleanup_allowance: Duration::from_secs(900),
+            trusted_publishers: Vec::new(),
             output_wait: Duration::from_secs(30),
             secrets_key: None,
         }

@@ -158,6 +158,7 @@ impl Core {
             mandatory: true,
             priority: Some(Submission::amqp_priority(job.priority)),
             message_id: Some(job.job_id.to_string()),
+            user_id: self.publisher.bus().user(),
             ..Default::default()
         };
         self.publisher

@@ -3,6 +3,7 @@
 
 use crate::core::{Announcement, Core, Modified};
 use crate::store::{AttemptRecord, Inserted, JobRecord, JobUpdate, Lease, Precondition, StoreResult};
+use crate::{provenance, submissions};
 use broker_schema::JobState;
 use broker_schema::messages::{
     DenyReason, LeaseDenial, LeaseGrant, LeaseReply, LeaseRequest, RenewReply, RenewRequest,
@@ -34,17 +35,26 @@ fn deny(req: &LeaseRequest, reason: DenyReason, detail: impl Into<String>) -> Le
 /// the announcement of the job's new state, to publish once the agent has its reply.
 pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<(LeaseReply, Option<Announcement>)> {
     // The agent may have the job before our own copy of the submission arrived.
+    // It is judged as our own copy would be, by the user that published it.
     if core.store.get_job(req.job_id).await?.is_none() {
         let s = &req.submission;
-        let record = JobRecord::new_waiting(
-            s.job_id,
-            s.job.clone(),
-            s.submitted_by.clone(),
-            s.submitted_at.unwrap_or_else(Millis::now),
-        );
-        if core.store.insert_job(&record).await? == Inserted::New {
-            core.announce(&record, Some("recorded from a lease request".into()))
-                .await;
+        let claimed = s.submitted_by.as_deref();
+        match provenance::submitter(core, req.published_by.as_deref(), claimed) {
+            Ok(submitter) => {
+                let record = JobRecord::new_waiting(
+                    s.job_id,
+                    s.job.clone(),
+                    submitter,
+                    s.submitted_at.unwrap_or_else(Millis::now),
+                );
+                if core.store.insert_job(&record).await? == Inserted::New {
+                    core.announce(&record, Some("recorded from a lease request".into()))
+                        .await;
+                }
+            }
+            Err(reason) => {
+                submissions::reject(core, s.job_id, Some(s.job.clone()), None, &reason).await?;
+            }
         }
     }
     let agent_record = core.store.get_agent(&req.agent).await?;

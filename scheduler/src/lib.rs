@@ -1,6 +1,7 @@
 //! The scheduler: the only writer of job state.
 //!
-//! It records submissions from any producer ([`submissions`]), grants and renews leases by
+//! It records submissions from any producer ([`submissions`]), judging who each belongs to
+//! ([`provenance`]), grants and renews leases by
 //! request/reply ([`lease`], [`rpc`]), carries out cancels, reservation extensions and agent
 //! state changes ([`commands`]), resolves a job's secrets for its lease ([`secrets`]), projects agents' events into the store ([`projector`]),
 //! reclaims expired leases and ends jobs whose agents overran a deadline ([`reaper`]), and
@@ -21,6 +22,7 @@ pub mod health;
 pub mod lease;
 pub mod outbox;
 pub mod projector;
+pub mod provenance;
 pub mod reaper;
 pub mod rpc;
 pub mod secrets;

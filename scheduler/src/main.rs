@@ -41,6 +41,19 @@ struct Args {
     /// Seconds past a job's own deadline before the scheduler ends it if its agent has not.
     #[arg(long, env = "FLINGER_BACKSTOP_GRACE_SECS", default_value_t = 60.0)]
     backstop_grace_secs: f64,
+    /// Seconds cleanup may run past the global timeout or the reservation's end before the
+    /// backstop applies (agents bound cleanup themselves, 600 s by default).
+    #[arg(long, env = "FLINGER_CLEANUP_ALLOWANCE_SECS", default_value_t = 900.0)]
+    cleanup_allowance_secs: f64,
+    /// A RabbitMQ user whose submissions' `submitted_by` is believed: the lab's gateways, when
+    /// they connect as another user than this scheduler (which always trusts its own user).
+    /// Repeat it, or give a comma-separated list.
+    #[arg(
+        long = "trusted-publisher",
+        env = "FLINGER_TRUSTED_PUBLISHERS",
+        value_delimiter = ','
+    )]
+    trusted_publishers: Vec<String>,
     #[arg(long, env = "FLINGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// The passphrase clients' secrets are sealed with (at least 16 characters; the same on
@@ -87,6 +100,8 @@ async fn main() -> anyhow::Result<()> {
         reap_every: secs(args.reap_secs),
         republish_after: secs(args.republish_secs),
         backstop_grace: secs(args.backstop_grace_secs),
+        cleanup_allowance: secs(args.cleanup_allowance_secs),
+        trusted_publishers: args.trusted_publishers,
         ..SchedulerConfig::default()
     };
     let shutdown = shutdown_on_signals();

@@ -298,7 +298,8 @@ pub async fn project_heartbeat(core: &Core, hb: &Heartbeat) -> StoreResult<Dispo
     Ok(Disposition::Ack)
 }
 
-/// Stores a batch of output chunks, dropping those of stale attempts, and keeps each running
+/// Stores a batch of output chunks, dropping those of stale attempts (an earlier attempt, or
+/// produced after the attempt was closed), and keeps each running
 /// job's `last_output_at` roughly current (at most one write per job every few seconds).
 pub async fn project_output(core: &Core, chunks: &[OutputChunk]) -> StoreResult<()> {
     let mut by_job: BTreeMap<Uuid, Vec<&OutputChunk>> = BTreeMap::new();
@@ -312,7 +313,18 @@ pub async fn project_output(core: &Core, chunks: &[OutputChunk]) -> StoreResult<
             debug!(%job_id, "output for an unknown job ignored");
             continue;
         };
-        let current: Vec<_> = chunks.into_iter().filter(|c| c.attempt == job.attempt).collect();
+        // Fencing: only the current attempt's output, and none produced after the scheduler
+        // took its lease back (a backstop or a lost lease closed the attempt while the agent
+        // still ran).
+        let closed_at = job
+            .attempts
+            .iter()
+            .find(|a| a.attempt == job.attempt)
+            .and_then(|a| a.ended_at);
+        let current: Vec<_> = chunks
+            .into_iter()
+            .filter(|c| c.attempt == job.attempt && closed_at.is_none_or(|end| c.at <= end))
+            .collect();
         let Some(latest) = current.iter().map(|c| c.at).max() else {
             continue;
         };

@@ -191,7 +191,8 @@ fn overrun(core: &Core, job: &JobRecord, now: Millis) -> Option<Failure> {
     let grace = core.config.backstop_grace;
     let def = &job.definition;
     if let Some(started) = job.started_at
-        && now > started.plus(def.global_timeout()).plus(grace)
+        && let Some(deadline) = global_deadline(core, job, started)
+        && now > deadline.plus(grace)
     {
         return Some(Failure {
             kind: FailureKind::GlobalTimeout,
@@ -226,6 +227,23 @@ fn overrun(core: &Core, job: &JobRecord, now: Millis) -> Option<Failure> {
         });
     }
     None
+}
+
+/// When the global timeout ends the job, as the agent applies it: it does not cut a
+/// reservation short (the reservation's own deadline does, checked separately), and cleanup,
+/// which always runs, gets its allowance after the later of the global timeout and the
+/// reservation's end. `None`: no global deadline applies now.
+fn global_deadline(core: &Core, job: &JobRecord, started: Millis) -> Option<Millis> {
+    let global = started.plus(job.definition.global_timeout());
+    match job.state {
+        JobState::Reserve => None,
+        JobState::Cleanup => {
+            let reserved_until = job.reservation.as_ref().map(|r| r.until);
+            let base = reserved_until.map_or(global, |until| until.max(global));
+            Some(base.plus(core.config.cleanup_allowance))
+        }
+        _ => Some(global),
+    }
 }
 
 /// Ends a job whose agent still renews its lease but ignores a deadline. The agent learns it

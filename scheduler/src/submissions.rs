@@ -3,47 +3,73 @@
 //! The scheduler's queue is bound to each class the moment an agent declares it, so it receives
 //! a copy of every job that an agent could receive. Recording is idempotent by `job_id`; seeing
 //! the copy also proves the job reached the broker (the outbox stops republishing it).
+//!
+//! A message that is not a usable submission is dead-lettered; when it names a job, that job is
+//! recorded `failed` (kind `rejected`, with the reason) and the rejection is announced, so that
+//! a producer whose publish the broker confirmed finds the verdict in the API and on the
+//! events exchange.
 
 use crate::core::Core;
 use crate::delivery::Disposition;
+use crate::provenance;
 use crate::store::{Inserted, JobRecord, JobUpdate, Precondition, StoreResult};
 use broker_schema::bus::PublishOptions;
 use broker_schema::codec::check_content_type;
 use broker_schema::messages::{JobEvent, JobEventKind};
-use broker_schema::{DecodeError, Failure, FailureKind, JobState, Millis, Names, decode_submission};
+use broker_schema::{Failure, FailureKind, JobDefinition, JobState, Millis, Names, codec, decode_submission};
 use std::time::Duration;
 use tracing::{info, warn};
+use uuid::Uuid;
 
-pub async fn record(
-    core: &Core,
-    content_type: Option<&str>,
-    body: &[u8],
-    producer: Option<&str>,
-) -> StoreResult<Disposition> {
-    if let Err(e) = check_content_type(content_type) {
-        return Ok(Disposition::Dead(e.to_string()));
-    }
-    let submission = match decode_submission(body) {
+/// A submission as it came off the broker.
+pub struct Received<'a> {
+    pub content_type: Option<&'a str>,
+    pub body: &'a [u8],
+    /// The producer's `app_id`, for logs only.
+    pub producer: Option<&'a str>,
+    /// The verified RabbitMQ user that published it (`user_id`), see [`crate::provenance`].
+    pub published_by: Option<&'a str>,
+    /// The device class it was routed by.
+    pub routing_key: &'a str,
+}
+
+pub async fn record(core: &Core, msg: &Received<'_>) -> StoreResult<Disposition> {
+    let decoded = check_content_type(msg.content_type).and_then(|_| decode_submission(msg.body));
+    let submission = match decoded {
         Ok(s) => s,
-        Err(e @ DecodeError::InvalidJob { .. }) => {
-            let job_id = e.job_id().expect("invalid jobs name their id");
-            if core.store.get_job(job_id).await?.is_none() {
-                announce_rejection(core, job_id, &e).await;
+        Err(e) => {
+            // A message that names its job is answered: the job is recorded as rejected, so
+            // the producer finds the reason in the API as well as in the event.
+            if let Some(job_id) = e.job_id().or_else(|| codec::probe_job_id(msg.body)) {
+                let definition = placeholder_definition(msg.routing_key);
+                reject(core, job_id, definition, None, &e.to_string()).await?;
             }
             return Ok(Disposition::Dead(e.to_string()));
         }
-        Err(e) => return Ok(Disposition::Dead(e.to_string())),
+    };
+    let submitter = match provenance::submitter(core, msg.published_by, submission.submitted_by.as_deref()) {
+        Ok(s) => Some(s),
+        // A copy of a job we already know (an agent passing on a job it may not run
+        // republishes it as itself) proves nothing new about its submitter.
+        Err(_) if core.store.get_job(submission.job_id).await?.is_some() => None,
+        Err(reason) => {
+            reject(core, submission.job_id, Some(submission.job), None, &reason).await?;
+            return Ok(Disposition::Dead(reason));
+        }
     };
     let now = Millis::now();
-    let record = JobRecord::new_waiting(
-        submission.job_id,
-        submission.job,
-        submission.submitted_by,
-        submission.submitted_at.unwrap_or(now),
-    );
-    if core.store.insert_job(&record).await? == Inserted::New {
-        info!(job_id = %record.job_id, queue = %record.queue, producer = producer.unwrap_or("?"), "job recorded from the broker");
-        core.announce(&record, Some("accepted".into())).await;
+    let job_id = submission.job_id;
+    if let Some(submitter) = submitter {
+        let record = JobRecord::new_waiting(
+            job_id,
+            submission.job,
+            submitter,
+            submission.submitted_at.unwrap_or(now),
+        );
+        if core.store.insert_job(&record).await? == Inserted::New {
+            info!(%job_id, queue = %record.queue, producer = msg.producer.unwrap_or("?"), "job recorded from the broker");
+            core.announce(&record, Some("accepted".into())).await;
+        }
     }
     let pre = Precondition {
         not_enqueued: true,
@@ -51,13 +77,52 @@ pub async fn record(
     };
     let mut u = JobUpdate::at(now);
     u.enqueued_at = Some(Some(now));
-    core.store.update_job(record.job_id, &pre, &u).await?;
+    core.store.update_job(job_id, &pre, &u).await?;
     Ok(Disposition::Ack)
 }
 
+/// What a rejected message's job record shows as its definition when the message held no valid
+/// one: the class it was routed to.
+fn placeholder_definition(routing_key: &str) -> Option<JobDefinition> {
+    JobDefinition::parse(serde_json::json!({ "job_queue": routing_key })).ok()
+}
+
+/// Records a job that will never run, `failed` with kind `rejected`, unless a job of that id is
+/// already known (a producer reusing an id cannot overwrite someone's job), and tells the
+/// producer. Without a definition (not even a usable class), it is only announced.
+pub async fn reject(
+    core: &Core,
+    job_id: Uuid,
+    definition: Option<JobDefinition>,
+    submitted_by: Option<String>,
+    reason: &str,
+) -> StoreResult<()> {
+    warn!(%job_id, %reason, "submission rejected");
+    let failure = Failure {
+        kind: FailureKind::Rejected,
+        reason: reason.to_owned(),
+    };
+    let Some(definition) = definition else {
+        if core.store.get_job(job_id).await?.is_none() {
+            announce_rejection(core, job_id, failure).await;
+        }
+        return Ok(());
+    };
+    let now = Millis::now();
+    let mut record = JobRecord::new_waiting(job_id, definition, submitted_by, now);
+    record.state = JobState::Failed;
+    record.ended_at = Some(now);
+    record.enqueued_at = Some(now);
+    record.awaiting_attachments = false;
+    record.failure = Some(failure);
+    if core.store.insert_job(&record).await? == Inserted::New {
+        core.announce(&record, Some("rejected".into())).await;
+    }
+    Ok(())
+}
+
 /// Tells the producer (and anyone listening on `job.<id>.status`) that its job was refused.
-async fn announce_rejection(core: &Core, job_id: uuid::Uuid, error: &DecodeError) {
-    warn!(%job_id, %error, "submission rejected");
+async fn announce_rejection(core: &Core, job_id: Uuid, failure: Failure) {
     let event = JobEvent {
         job_id,
         attempt: 0,
@@ -65,10 +130,7 @@ async fn announce_rejection(core: &Core, job_id: uuid::Uuid, error: &DecodeError
         at: Millis::now(),
         kind: JobEventKind::StateChanged {
             state: JobState::Failed,
-            failure: Some(Failure {
-                kind: FailureKind::Rejected,
-                reason: error.to_string(),
-            }),
+            failure: Some(failure),
             detail: None,
         },
     };

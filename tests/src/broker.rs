@@ -20,16 +20,32 @@ pub async fn publish(
     body: &[u8],
     content_type: Option<&str>,
 ) -> bool {
+    let mut props = BasicProperties::default();
+    if let Some(ct) = content_type {
+        props = props.with_content_type(ct.into());
+    }
+    publish_with(conn, exchange, key, body, props)
+        .await
+        .expect("publish")
+}
+
+/// Publishes bytes, persistent and `mandatory`, with these properties and confirms; returns
+/// whether the broker returned the message as unroutable, or the error that closed the channel
+/// (e.g. RabbitMQ refusing a `user_id` that is not the connection's user).
+pub async fn publish_with(
+    conn: &Connection,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<bool, lapin::Error> {
     let ch = conn.create_channel().await.expect("channel");
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .expect("confirms");
-    let mut props = BasicProperties::default().with_delivery_mode(2);
-    if let Some(ct) = content_type {
-        props = props.with_content_type(ct.into());
-    }
-    let confirm = ch
-        .basic_publish(
+    let props = props.with_delivery_mode(2);
+    let confirm = async {
+        ch.basic_publish(
             exchange.into(),
             key.into(),
             BasicPublishOptions {
@@ -39,13 +55,101 @@ pub async fn publish(
             body,
             props,
         )
+        .await?
         .await
-        .expect("publish")
-        .await
-        .expect("confirm");
+    }
+    .await?;
     let _ = ch.close(200, "done".into()).await;
     assert!(confirm.is_ack(), "broker nacked the publish");
-    confirm.take_message().is_some()
+    Ok(confirm.take_message().is_some())
+}
+
+/// A queue of our own bound to `exchange` with `key`, to watch what is published there
+/// (exclusive: it goes away with the connection).
+pub async fn tap(conn: &Connection, exchange: &str, key: &str) -> String {
+    let ch = conn.create_channel().await.expect("channel");
+    let q = ch
+        .queue_declare(
+            "".into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare tap");
+    ch.queue_bind(
+        q.name().clone(),
+        exchange.into(),
+        key.into(),
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("bind tap");
+    q.name().to_string()
+}
+
+/// A RabbitMQ user made for one test (with `rabbitmqctl`), deleted when dropped, even when the
+/// test fails. The tests run as root next to the broker, as `scripts/test` arranges.
+pub struct TempUser {
+    pub name: String,
+    pub password: String,
+}
+
+impl TempUser {
+    /// A user that may write to the exchanges matching `write` (a regex) and nothing else.
+    pub fn create(prefix: &str, write: &str) -> TempUser {
+        let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let user = TempUser {
+            name,
+            password: "temp-user-password".into(),
+        };
+        rabbitmqctl(&["add_user", &user.name, &user.password]);
+        rabbitmqctl(&["set_permissions", "-p", "/", &user.name, "^$", write, "^$"]);
+        user
+    }
+
+    /// The broker URL to connect as this user.
+    pub fn url(&self) -> String {
+        format!("amqp://{}:{}@127.0.0.1:5672/%2f", self.name, self.password)
+    }
+}
+
+impl Drop for TempUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_user", &self.name])
+            .output();
+    }
+}
+
+/// Runs `rabbitmqctl`, failing the test with its output when it fails.
+pub fn rabbitmqctl(args: &[&str]) {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl must be installed next to the broker (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A regex matching exactly `s`.
+pub fn regex_exact(s: &str) -> String {
+    let mut out = String::from("^");
+    for c in s.chars() {
+        if !c.is_ascii_alphanumeric() && c != '_' && c != '-' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('$');
+    out
 }
 
 /// A message taken off a queue, with its string headers.

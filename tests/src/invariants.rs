@@ -1,6 +1,7 @@
 //! What must hold after any fault, checked from the store the lab wrote:
-//! every accepted job ended; no two attempts of a job held a lease at the same time; a
-//! completed job's output has no gaps.
+//! every accepted job ended; no two attempts of a job held a lease at the same time, by the
+//! scheduler's records and by the output each attempt produced; a completed job's output has
+//! no gaps.
 
 use broker_schema::JobState;
 use broker_schema::messages::LogStream;
@@ -42,6 +43,23 @@ pub async fn check(store: &str, accepted: &[Uuid]) {
                     "{id}: attempt {} never ended but attempt {} started",
                     a.attempt, b.attempt
                 )),
+            }
+        }
+        // What actually ran, not only what the scheduler recorded: an attempt produced no
+        // output after its lease was taken back (and so none while a later attempt ran).
+        for a in &job.attempts {
+            let Some(end) = a.ended_at else { continue };
+            for stream in [LogStream::Output, LogStream::Serial] {
+                let frags = store
+                    .read_output(&OutputQuery::all(*id, a.attempt, stream))
+                    .await
+                    .expect("output");
+                if let Some(late) = frags.iter().find(|f| f.at > end) {
+                    problems.push(format!(
+                        "{id}: attempt {} produced {stream:?} at {} after its lease ended at {end}",
+                        a.attempt, late.at
+                    ));
+                }
             }
         }
         if job.state.is_terminal()

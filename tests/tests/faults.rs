@@ -166,12 +166,24 @@ async fn output_and_global_timeouts_fail_the_job_with_their_reasons() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reservation_installs_the_keys_and_extended_ends_at_its_new_deadline() {
-    let keys = KeyServer::start(BTreeMap::from([(
-        "alice".to_owned(),
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAlice alice@lp\n".to_owned(),
-    )]))
+    let keys = KeyServer::start(BTreeMap::from([
+        (
+            "alice".to_owned(),
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAlice alice@lp\n".to_owned(),
+        ),
+        (
+            "carol".to_owned(),
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICarol carol@gh\n".to_owned(),
+        ),
+    ]))
     .await;
-    let mut lab = Lab::builder().name("reserve").start().await;
+    // A short grace, so that a scheduler that wrongly applied the global timeout (2 s) to the
+    // reservation would end it long before its extended deadline.
+    let mut lab = Lab::builder()
+        .name("reserve")
+        .scheduler_arg("--backstop-grace-secs", "1")
+        .start()
+        .await;
     let authorized = lab.path("device-authorized_keys");
     let spec = AgentSpec::fake_with(
         "r1",
@@ -181,7 +193,7 @@ async fn a_reservation_installs_the_keys_and_extended_ends_at_its_new_deadline()
     .with_yaml(&keys.agent_yaml());
     lab.add_agent(spec).await;
     let id = lab
-        .submit(&json!({"job_queue": "reserve", "reserve_data": {"ssh_keys": ["lp:alice", "ssh-ed25519 AAAAinline bob@laptop"], "timeout": 4}}))
+        .submit(&json!({"job_queue": "reserve", "global_timeout": 2, "reserve_data": {"ssh_keys": ["lp:alice", "gh:carol", "ssh-ed25519 AAAAinline bob@laptop"], "timeout": 4}}))
         .await;
     lab.wait_state(id, &["reserve"], DONE).await;
     let url = lab.url(&format!("/v1/job/{id}/reservation"));
@@ -221,6 +233,7 @@ async fn a_reservation_installs_the_keys_and_extended_ends_at_its_new_deadline()
         installed.contains("AAAAC3NzaC1lZDI1NTE5AAAAIAlice"),
         "{installed}"
     );
+    assert!(installed.contains("AAAAICarol carol@gh"), "{installed}");
     assert!(installed.contains("AAAAinline bob@laptop"), "{installed}");
     // Extending a job that no longer reserves is refused.
     let r = lab
@@ -679,6 +692,7 @@ mod rogue {
                 job_id: submission.job_id,
                 agent: self.name.clone(),
                 submission,
+                published_by: d.properties.user_id().as_ref().map(|u| u.to_string()),
             });
             let reply: SchedulerReply = self
                 .rpc

@@ -127,9 +127,29 @@ async fn a_job_published_by_a_plain_amqp_client_completes_and_shows_in_the_api()
     )
     .await;
     assert!(!returned, "the broker returned the job");
+    // At-least-once producers publish again when unsure: the same job, delivered twice, runs once.
+    broker::publish(
+        &conn,
+        &lab.names.jobs_exchange(),
+        "fake",
+        &body,
+        Some("application/msgpack"),
+    )
+    .await;
     let info = lab.wait_done(id, JOB_TIMEOUT).await;
     assert_eq!(info["state"], "complete", "{info}\n{}", lab.logs());
-    assert!(lab.output(id).await.contains("direct producer"));
+    // The one agent takes the class queue in order: once a job submitted after the duplicate
+    // is done, the duplicate was delivered and dealt with.
+    let after = lab.submit(&json!({"job_queue": "fake"})).await;
+    assert_eq!(lab.wait_done(after, JOB_TIMEOUT).await["state"], "complete");
+    let info = lab.info(id).await.unwrap();
+    assert_eq!(info["attempt"], 1, "{info}");
+    assert_eq!(info["attempts"].as_array().map(Vec::len), Some(1), "{info}");
+    assert_eq!(
+        lab.output(id).await.matches("direct producer").count(),
+        1,
+        "the job's output, once"
+    );
     // A job for a class nobody declared is returned to the producer.
     let other = rmp_serde::to_vec_named(
         &json!({"v": 1, "job_id": uuid::Uuid::new_v4().to_string(), "job": {"job_queue": "nobody"}}),
@@ -150,6 +170,81 @@ async fn a_job_published_by_a_plain_amqp_client_completes_and_shows_in_the_api()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_direct_producers_jobs_belong_to_the_rabbitmq_user_that_published_them() {
+    let lab = Lab::builder()
+        .name("provenance")
+        .agent(AgentSpec::fake("fake-1", &["fake"]))
+        .start()
+        .await;
+    let exchange = lab.names.jobs_exchange();
+    let job = |submitted_by: Option<&str>| {
+        let id = uuid::Uuid::new_v4();
+        let mut msg = json!({"v": 1, "job_id": id.to_string(), "job": {"job_queue": "fake"}});
+        if let Some(by) = submitted_by {
+            msg["submitted_by"] = json!(by);
+        }
+        (id, rmp_serde::to_vec_named(&msg).unwrap())
+    };
+    let props = |user_id: Option<&str>| {
+        let p = lapin::BasicProperties::default().with_content_type("application/msgpack".into());
+        match user_id {
+            Some(u) => p.with_user_id(u.into()),
+            None => p,
+        }
+    };
+    let rejected = |info: &Value, because: &str| {
+        assert_eq!(info["state"], "failed", "{info}");
+        assert_eq!(info["failure"]["kind"], "rejected", "{info}");
+        let reason = info["failure"]["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(because), "{because:?} not in {reason:?}");
+        assert_eq!(info["submitted_by"], Value::Null, "{info}");
+    };
+
+    // A producer with a RabbitMQ user of its own is the client of that name…
+    let producer = broker::TempUser::create("ci-bot", &broker::regex_exact(&exchange));
+    let conn = lapin::Connection::connect(&producer.url(), Default::default())
+        .await
+        .expect("the producer connects");
+    let (own, body) = job(None);
+    broker::publish_with(&conn, &exchange, "fake", &body, props(Some(&producer.name)))
+        .await
+        .expect("published");
+    let info = lab.wait_done(own, JOB_TIMEOUT).await;
+    assert_eq!(info["state"], "complete", "{info}");
+    assert_eq!(info["submitted_by"], producer.name.as_str(), "{info}");
+    // …and cannot pass its jobs off as someone else's (whose secrets they would use).
+    let (forged, body) = job(Some("alice"));
+    broker::publish_with(&conn, &exchange, "fake", &body, props(Some(&producer.name)))
+        .await
+        .expect("published");
+    rejected(&lab.wait_done(forged, JOB_TIMEOUT).await, "'alice'");
+    // RabbitMQ itself refuses a user_id other than the connection's: what makes it proof.
+    let (_, body) = job(None);
+    let refused = broker::publish_with(&conn, &exchange, "fake", &body, props(Some("alice"))).await;
+    assert!(refused.is_err(), "RabbitMQ took a forged user_id");
+    let _ = conn.close(200, "done".into()).await;
+
+    // Without user_id a claim proves nothing.
+    let lab_conn = broker::connect().await;
+    let (unproven, body) = job(Some("alice"));
+    broker::publish_with(&lab_conn, &exchange, "fake", &body, props(None))
+        .await
+        .expect("published");
+    rejected(&lab.wait_done(unproven, JOB_TIMEOUT).await, "user_id");
+    // The lab's own user (the gateway's and the scheduler's) vouches for its submitters.
+    let (vouched, body) = job(Some("alice"));
+    let lab_user = broker_schema::bus::url_user(&flinger_tests::broker_url()).expect("a user");
+    broker::publish_with(&lab_conn, &exchange, "fake", &body, props(Some(&lab_user)))
+        .await
+        .expect("published");
+    let info = lab.wait_done(vouched, JOB_TIMEOUT).await;
+    assert_eq!(info["state"], "complete", "{info}");
+    assert_eq!(info["submitted_by"], "alice", "{info}");
+    let _ = lab_conn.close(200, "done".into()).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_malformed_message_is_dead_lettered_and_service_goes_on() {
     let lab = Lab::builder()
         .name("garbage")
@@ -157,6 +252,8 @@ async fn a_malformed_message_is_dead_lettered_and_service_goes_on() {
         .start()
         .await;
     let conn = broker::connect().await;
+    // A producer listening for its jobs' events, as docs/amqp-producers.md tells it to.
+    let events = broker::tap(&conn, &lab.names.events_exchange(), "job.*.status").await;
     broker::publish(
         &conn,
         &lab.names.jobs_exchange(),
@@ -165,9 +262,24 @@ async fn a_malformed_message_is_dead_lettered_and_service_goes_on() {
         Some("application/msgpack"),
     )
     .await;
+    let bad_version_id = uuid::Uuid::new_v4();
     let bad_version =
-        rmp_serde::to_vec_named(&json!({"v": 99, "job_id": uuid::Uuid::new_v4().to_string(), "job": {}}))
-            .unwrap();
+        rmp_serde::to_vec_named(&json!({"v": 99, "job_id": bad_version_id.to_string(), "job": {}})).unwrap();
+    let invalid_id = uuid::Uuid::new_v4();
+    let invalid = rmp_serde::to_vec_named(&json!({
+        "v": 1,
+        "job_id": invalid_id.to_string(),
+        "job": {"job_queue": "fake", "global_timeout": "soon", "no_such_key": 1},
+    }))
+    .unwrap();
+    broker::publish(
+        &conn,
+        &lab.names.jobs_exchange(),
+        "fake",
+        &invalid,
+        Some("application/msgpack"),
+    )
+    .await;
     broker::publish(
         &conn,
         &lab.names.jobs_exchange(),
@@ -205,6 +317,37 @@ async fn a_malformed_message_is_dead_lettered_and_service_goes_on() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The messages that named their job are answered: the job is recorded as rejected, with
+    // the reason, and the verdict is announced to whoever listens.
+    for (id, why) in [
+        (bad_version_id, vec!["version 99"]),
+        (invalid_id, vec!["global_timeout", "no_such_key"]),
+    ] {
+        let info = lab.wait_done(id, JOB_TIMEOUT).await;
+        assert_eq!(info["state"], "failed", "{info}");
+        assert_eq!(info["failure"]["kind"], "rejected", "{info}");
+        let reason = info["failure"]["reason"].as_str().unwrap_or_default();
+        for w in why {
+            assert!(reason.contains(w), "{w:?} not in {reason:?}");
+        }
+        assert!(info["attempts"].as_array().unwrap().is_empty(), "{info}");
+    }
+    let mut announced = vec![];
+    let deadline = tokio::time::Instant::now() + JOB_TIMEOUT;
+    while announced.len() < 2 {
+        for got in broker::drain(&conn, &events).await {
+            let ev: Value = rmp_serde::from_slice(&got.body).expect("an event");
+            if ev["failure"]["kind"] == "rejected" {
+                announced.push(ev["job_id"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "announced: {announced:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    announced.sort();
+    let mut expected = vec![bad_version_id.to_string(), invalid_id.to_string()];
+    expected.sort();
+    assert_eq!(announced, expected);
     // …and both keep serving.
     let id = lab.submit(&json!({"job_queue": "fake"})).await;
     assert_eq!(lab.wait_done(id, JOB_TIMEOUT).await["state"], "complete");

@@ -70,6 +70,13 @@ impl Bus {
         &self.inner.shutdown
     }
 
+    /// The RabbitMQ user this bus connects as, when its URL names one. Publishing it as the
+    /// `user_id` property proves who published: RabbitMQ refuses a `user_id` other than the
+    /// connection's own user.
+    pub fn user(&self) -> Option<String> {
+        url_user(&self.inner.config.url)
+    }
+
     /// How many times a connection was (re)established; the first connect counts as one.
     pub fn connections_made(&self) -> u64 {
         self.inner.generation.load(Ordering::Relaxed)
@@ -167,6 +174,21 @@ impl Bus {
     }
 }
 
+/// The (percent-decoded) user of an `amqp://user:pass@host/vhost` URL; `None` when it names
+/// none (the client library then defaults to `guest`, or authenticates otherwise).
+pub fn url_user(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    let user = parsed.username();
+    if user.is_empty() {
+        return None;
+    }
+    Some(
+        url::form_urlencoded::parse(format!("u={user}").as_bytes())
+            .next()
+            .map_or_else(|| user.to_owned(), |(_, v)| v.into_owned()),
+    )
+}
+
 fn with_heartbeat(url: &str) -> String {
     if url.contains('?') {
         url.to_owned()
@@ -182,4 +204,21 @@ pub(super) fn default_backoff() -> ExponentialBuilder {
         .with_max_delay(Duration::from_secs(5))
         .with_jitter()
         .without_max_times()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_user;
+
+    #[test]
+    fn the_user_of_a_broker_url_is_read_and_decoded() {
+        assert_eq!(
+            url_user("amqp://guest:guest@127.0.0.1:5672/%2f").as_deref(),
+            Some("guest")
+        );
+        assert_eq!(url_user("amqp://ci%2Dbot:pw@host/").as_deref(), Some("ci-bot"));
+        assert_eq!(url_user("amqps://a%40b:pw@host:5671/lab").as_deref(), Some("a@b"));
+        assert_eq!(url_user("amqp://host:5672/%2f"), None);
+        assert_eq!(url_user("not a url"), None);
+    }
 }

@@ -11,7 +11,7 @@ mod publisher;
 mod rpc;
 mod supervise;
 
-pub use connection::{Bus, BusConfig, BusError, Live};
+pub use connection::{Bus, BusConfig, BusError, Live, url_user};
 pub use dead_letter::{DEAD_QUEUE_HEADER, DEAD_REASON_HEADER, dead_letter, header_str};
 pub use publisher::{PublishError, PublishOptions, Publisher};
 pub use rpc::{RpcClient, RpcError};

@@ -21,6 +21,9 @@ pub struct PublishOptions {
     pub expiration: Option<Duration>,
     pub message_id: Option<String>,
     pub content_type: Option<String>,
+    /// The publishing connection's RabbitMQ user (see [`Bus::user`]); the broker refuses any
+    /// other, so consumers may trust it.
+    pub user_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +140,9 @@ impl Publisher {
         }
         if let Some(m) = &opts.message_id {
             props = props.with_message_id(m.as_str().into());
+        }
+        if let Some(u) = &opts.user_id {
+            props = props.with_user_id(u.as_str().into());
         }
         let options = BasicPublishOptions {
             mandatory: opts.mandatory,

@@ -19,6 +19,10 @@ pub struct LeaseRequest {
     pub job_id: Uuid,
     pub agent: AgentName,
     pub submission: Submission,
+    /// The RabbitMQ user that published the submission (its verified `user_id` property), so
+    /// that a job first recorded from a lease request is judged as its own copy would be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_by: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
