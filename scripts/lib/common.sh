@@ -66,21 +66,35 @@ ensure_commands() {
 
 # ----- Rust
 
+# The oldest Rust that builds the workspace (Cargo.toml's rust-version; uuid needs 1.89).
+RUST_MIN=1.89
+
 # Makes cargo reachable (rustup puts it in ~/.cargo/bin, which a bare environment may not have
-# on PATH) or exits with how to get it.
+# on PATH); installs Rust with rustup when it is missing, and updates a rustup toolchain older
+# than RUST_MIN. Debian's own cargo package is too old for this workspace.
 ensure_cargo() {
-  if ! have cargo && [[ -x ${CARGO_HOME:-$HOME/.cargo}/bin/cargo ]]; then
-    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+  local cargo_bin=${CARGO_HOME:-$HOME/.cargo}/bin
+  if ! have cargo && [[ -x $cargo_bin/cargo ]]; then
+    export PATH="$cargo_bin:$PATH"
   fi
-  have cargo && return
-  cat >&2 <<'MSG'
-error: cargo (Rust) is not installed.
-Flinger needs Rust 1.85 or newer. Install it with rustup:
-    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y
-    . "$HOME/.cargo/env"
-(or see https://www.rust-lang.org/tools/install), then run this command again.
-MSG
-  exit 1
+  if ! have cargo; then
+    ensure_commands curl:curl update-ca-certificates:ca-certificates
+    say "installing Rust (stable, minimal profile) with rustup"
+    if ! curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component rustfmt,clippy >&2; then
+      die "cannot install Rust with rustup (no access to static.rust-lang.org?); install Rust $RUST_MIN or newer (https://www.rust-lang.org/tools/install) and run this again"
+    fi
+    export PATH="$cargo_bin:$PATH"
+  fi
+  local version
+  version=$(cargo --version | awk '{print $2}')
+  if ! printf '%s\n%s\n' "$RUST_MIN" "${version%%-*}" | sort -V -C; then
+    if have rustup; then
+      say "Rust $version is older than $RUST_MIN; rustup update stable"
+      rustup update stable >&2 || die "rustup update failed; Flinger needs Rust $RUST_MIN or newer"
+    else
+      die "Rust $version is older than $RUST_MIN (Debian's cargo package is); install a newer one with rustup"
+    fi
+  fi
 }
 
 # ----- RabbitMQ (no systemd here: started with `rabbitmq-server -detached`)
