@@ -29,6 +29,20 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
+/// Whether `caller` may change or delete the client `target` (of role `role`): admins any client,
+/// anyone else only clients ranked below it, and itself.
+fn may_manage(caller: &Caller, target: &str, role: Role) -> bool {
+    let mine = caller.role();
+    mine == Role::Admin || role < mine || caller.client_id() == Some(target)
+}
+
+fn may_not_manage(caller: &Caller, client_id: &str) -> ApiError {
+    ApiError::Forbidden(format!(
+        "{} has insufficient permissions to modify client '{client_id}'",
+        caller.client_id().unwrap_or("?")
+    ))
+}
+
 /// A JSON object body; an empty body counts as an empty object.
 fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -117,7 +131,7 @@ fn limits<T: TryFrom<u64>>(
 
 /// `PUT /v1/client-permissions/<id>` `{client_secret, role, max_priority, max_reservation_time,
 /// email}`: creates the client (a secret is then required) or updates the fields given. A caller
-/// may only manage clients of its own rank or below, and give roles up to its own.
+/// may only manage clients [`may_manage`] allows, and give roles up to its own.
 async fn put_client(
     State(state): State<AppState>,
     caller: Caller,
@@ -174,12 +188,9 @@ async fn put_client(
     let existing = state.store().get_client(&client_id).await?;
     let mine = caller.role();
     if let Some(c) = &existing
-        && mine < c.role
+        && !may_manage(&caller, &client_id, c.role)
     {
-        return Err(ApiError::Forbidden(format!(
-            "{} has insufficient permissions to modify client '{client_id}'",
-            caller.client_id().unwrap_or("?")
-        )));
+        return Err(may_not_manage(&caller, &client_id));
     }
     if let Some(r) = role
         && mine < r
@@ -231,17 +242,27 @@ async fn put_client(
     })
 }
 
+/// `DELETE /v1/client-permissions/<id>`: admins delete any client, managers those ranked below
+/// them (and themselves).
 async fn delete_client(
     State(state): State<AppState>,
     caller: Caller,
     Path(client_id): Path<String>,
 ) -> Result<&'static str, ApiError> {
-    caller.require(access::ADMIN)?;
+    caller.require(access::MANAGER)?;
     if state.auth().bootstrap_admin.as_deref() == Some(client_id.as_str()) {
         return Err(ApiError::invalid_field(
             "client_id",
             "Error: System admin client cannot be deleted from API.",
         ));
+    }
+    let client = state
+        .store()
+        .get_client(&client_id)
+        .await?
+        .ok_or_else(no_such_client)?;
+    if !may_manage(&caller, &client_id, client.role) {
+        return Err(may_not_manage(&caller, &client_id));
     }
     if !state.store().delete_client(&client_id).await? {
         return Err(no_such_client());
@@ -259,7 +280,7 @@ async fn list_restricted(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    caller.require(access::SUBMITTER)?;
+    caller.require(access::MANAGER)?;
     let owners = owners(&state).await?;
     Ok(Json(
         owners
@@ -278,7 +299,7 @@ async fn get_restricted(
     caller: Caller,
     Path(queue): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(access::SUBMITTER)?;
+    caller.require(access::MANAGER)?;
     let r = state
         .store()
         .get_restricted_queue(&queue)
