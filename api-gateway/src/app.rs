@@ -37,6 +37,8 @@ pub enum StartError {
     Admin(#[from] BootstrapError),
     #[error("--secrets-key: {0}")]
     SecretsKey(String),
+    #[error("--webhook-allow: {0}")]
+    WebhookAllow(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -72,6 +74,8 @@ impl App {
                 None
             }
         };
+        let webhooks = Webhooks::new(config.webhook_allow.clone(), config.webhook_timeout)
+            .map_err(StartError::WebhookAllow)?;
         let store = config.store.open().await?;
         info!(backend = store.backend(), "store opened");
         bootstrap::ensure_admin(
@@ -112,7 +116,7 @@ impl App {
                     max_attachment_bytes: config.max_attachment_bytes,
                     max_artifact_bytes: config.max_artifact_bytes,
                 },
-                Webhooks::new(config.webhook_allow.clone(), config.webhook_timeout),
+                webhooks,
                 secrets_key,
             ),
             shutdown,

@@ -3,7 +3,8 @@
 //! Accepted means durable: the job is in the store *before* it is published, and the answer is
 //! 2xx only once it is stored. The order of the steps is the point of this module:
 //!
-//! 1. parse the body, check a given `job_id` is a UUID, validate the job file (every bad field);
+//! 1. parse the body, check a given `job_id` is a UUID, validate the job file (every bad field),
+//!    and its `job_status_webhook` against `--webhook-allow`;
 //! 2. a `job_id` already stored is a resubmission: answer with it and do nothing else;
 //! 3. check the caller may submit it: `job_priority` and a long reservation need a client's
 //!    permission for the queue, a restricted queue needs its owner (401 anonymous, 403 not
@@ -84,6 +85,7 @@ pub async fn submit(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Uu
         job_id: requested,
         definition,
     } = SubmitRequest::parse(body)?;
+    check_webhook(state, &definition)?;
     let store = state.store();
     if let Some(id) = requested
         && store.get_job(id).await?.is_some()
@@ -106,8 +108,8 @@ pub async fn submit(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Uu
     }
     let queue = definition.job_queue().clone();
     if record.awaiting_attachments {
-        // TODO(issue 4): attachments. The job stays stored and unpublished until
-        // `POST /v1/job/<id>/attachments` has stored them; that handler publishes it.
+        // Stored, not published: `POST /v1/job/<id>/attachments` stores them and asks the
+        // scheduler to release the job.
         info!(%job_id, %queue, "job accepted; waiting for its attachments");
         return Ok(job_id);
     }
@@ -145,6 +147,22 @@ pub async fn submit(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Uu
             warn!(%job_id, %queue, error = %e, "job stored but not confirmed by the broker; the sweeper will publish it");
             Ok(job_id)
         }
+    }
+}
+
+/// A webhook the gateways would not relay to (outside `--webhook-allow`) is refused now, naming
+/// the field, rather than accepted and its events dropped later.
+fn check_webhook(state: &AppState, job: &JobDefinition) -> Result<(), SubmitError> {
+    match job.webhook() {
+        Some(url) if !state.webhooks().allows(url) => {
+            let mut errors = ValidationErrors::default();
+            errors.add(
+                "job_status_webhook",
+                "Not an allowed webhook URL (the gateway's --webhook-allow).",
+            );
+            Err(SubmitError::Invalid(errors))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -8,6 +8,9 @@
 //! The body is Testflinger's status update: `{"job_id", "agent_id", "job_queue", "events":
 //! [{"event_name", "timestamp", "detail"}]}` with Testflinger's event names
 //! (`provision_start`, `test_fail`, `job_end`, `cancelled`, …).
+//!
+//! A webhook URL may carry credentials (userinfo, a token in the query): logs show it
+//! [`redacted`], never whole.
 
 use broker_schema::messages::{JobEvent, JobEventKind, Outcome};
 use broker_schema::phase::RECOVERY_FAILED_EXIT;
@@ -27,18 +30,53 @@ const MAX_PENDING: usize = 1024;
 /// How long stopping waits for relays in flight.
 const DRAIN: Duration = Duration::from_secs(5);
 
+/// One entry of `--webhook-allow`: a URL whose scheme, host and port a webhook must have, and
+/// whose path its path must start with. Compared part by part, not as text, so that
+/// `https://ci.example.com` admits neither `https://ci.example.com.evil.net/` nor
+/// `https://ci.example.com@evil.net/`.
+#[derive(Clone, Debug)]
+struct AllowedPrefix(url::Url);
+
+impl AllowedPrefix {
+    fn parse(s: &str) -> Result<AllowedPrefix, String> {
+        match url::Url::parse(s) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(AllowedPrefix(u)),
+            _ => Err(format!("{s:?} is not an absolute http(s) URL")),
+        }
+    }
+
+    fn admits(&self, url: &url::Url) -> bool {
+        let p = &self.0;
+        url.scheme() == p.scheme()
+            && url.host() == p.host()
+            && url.port_or_known_default() == p.port_or_known_default()
+            && url.path().starts_with(p.path())
+    }
+}
+
+/// `url` as logs may show it: without userinfo, query and fragment, which may hold credentials.
+pub fn redacted(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
+}
+
 #[derive(Clone)]
 pub struct Webhooks {
     http: reqwest::Client,
-    /// URL prefixes webhooks may point at; empty: any http(s) URL.
-    allow: Arc<Vec<String>>,
+    /// Where webhooks may point; empty: any http(s) URL.
+    allow: Arc<Vec<AllowedPrefix>>,
     timeout: Duration,
     tracker: TaskTracker,
     pending: Arc<AtomicUsize>,
 }
 
 impl Webhooks {
-    pub fn new(allow: Vec<String>, timeout: Duration) -> Webhooks {
+    /// Fails when an entry of `allow` is not an absolute http(s) URL.
+    pub fn new(allow: Vec<String>, timeout: Duration) -> Result<Webhooks, String> {
         // reqwest is built without a default TLS provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
@@ -46,25 +84,30 @@ impl Webhooks {
             .timeout(timeout)
             .build()
             .expect("a plain HTTP client builds");
-        Webhooks {
+        let allow = allow
+            .iter()
+            .filter(|a| !a.is_empty())
+            .map(|a| AllowedPrefix::parse(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Webhooks {
             http,
-            allow: Arc::new(allow.into_iter().filter(|a| !a.is_empty()).collect()),
+            allow: Arc::new(allow),
             timeout,
             tracker: TaskTracker::new(),
             pending: Arc::new(AtomicUsize::new(0)),
-        }
+        })
     }
 
     /// Whether the gateway may PUT to `url`.
     pub fn allows(&self, url: &url::Url) -> bool {
         matches!(url.scheme(), "http" | "https")
-            && (self.allow.is_empty() || self.allow.iter().any(|p| url.as_str().starts_with(p.as_str())))
+            && (self.allow.is_empty() || self.allow.iter().any(|p| p.admits(url)))
     }
 
     /// Relays `body` to `url` in the background.
     pub fn relay(&self, job_id: Uuid, url: url::Url, body: Value) {
         if !self.allows(&url) {
-            warn!(%job_id, %url, "webhook not in the allowed list; not relayed");
+            warn!(%job_id, url = %redacted(&url), "webhook not in the allowed list; not relayed");
             return;
         }
         if self.pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING {
@@ -76,7 +119,7 @@ impl Webhooks {
         self.tracker.spawn(async move {
             match put_with_retries(&http, &url, &body, timeout).await {
                 Ok(status) => debug!(%job_id, %status, "webhook relayed"),
-                Err(e) => warn!(%job_id, %url, error = %e, "webhook relay failed"),
+                Err(e) => warn!(%job_id, url = %redacted(&url), error = %e, "webhook relay failed"),
             }
             pending.fetch_sub(1, Ordering::SeqCst);
         });
@@ -104,7 +147,8 @@ async fn put_with_retries(
             Ok(r) if r.status().is_success() => return Ok(r.status()),
             // The webhook refused the event: trying again would not change its mind.
             Ok(r) => return Err(format!("answered {}", r.status())),
-            Err(e) => last = e.to_string(),
+            // Without the URL: reqwest's message would show its credentials.
+            Err(e) => last = e.without_url().to_string(),
         }
         if attempt < TRIES {
             tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
@@ -219,13 +263,40 @@ mod tests {
     #[test]
     fn allowed_prefixes_restrict_where_webhooks_go() {
         let w = Webhooks::new(
-            vec!["https://ci.example.com/hooks/".into()],
+            vec![
+                "https://ci.example.com/hooks/".into(),
+                "http://obs.example.com".into(),
+            ],
             Duration::from_secs(1),
+        )
+        .unwrap();
+        let allows = |u: &str| w.allows(&u.parse().unwrap());
+        assert!(allows("https://ci.example.com/hooks/1"));
+        assert!(allows("https://user:pw@ci.example.com:443/hooks/1?token=x"));
+        assert!(allows("http://obs.example.com/anything"));
+        assert!(!allows("https://evil.example.com/"));
+        assert!(!allows("https://ci.example.com/other"));
+        assert!(!allows("http://ci.example.com/hooks/1"), "another scheme");
+        assert!(!allows("https://ci.example.com:8443/hooks/1"), "another port");
+        assert!(
+            !allows("http://obs.example.com.evil.net/"),
+            "a host that starts alike"
         );
-        assert!(w.allows(&"https://ci.example.com/hooks/1".parse().unwrap()));
-        assert!(!w.allows(&"https://evil.example.com/".parse().unwrap()));
-        let any = Webhooks::new(vec![], Duration::from_secs(1));
+        assert!(
+            !allows("http://obs.example.com@evil.net/"),
+            "userinfo that looks like the host"
+        );
+        let any = Webhooks::new(vec![], Duration::from_secs(1)).unwrap();
         assert!(any.allows(&"http://10.0.0.1:9000/x".parse().unwrap()));
         assert!(!any.allows(&"file:///etc/passwd".parse().unwrap()));
+        assert!(Webhooks::new(vec!["ci.example.com".into()], Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn logged_urls_lose_their_credentials() {
+        let u = "https://bot:hunter2@ci.example.com/hooks/1?token=sekrit#frag"
+            .parse()
+            .unwrap();
+        assert_eq!(redacted(&u), "https://ci.example.com/hooks/1");
     }
 }

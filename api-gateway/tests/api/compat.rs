@@ -904,6 +904,166 @@ async fn webhooks_outside_the_allowed_list_are_refused() {
 }
 
 #[tokio::test]
+async fn a_job_whose_webhook_is_not_allowed_is_refused_at_submit() {
+    let app = TestApp::spawn_with(|c| {
+        c.webhook_allow = vec![
+            "https://ci.example.com/hooks/".into(),
+            "http://obs.example.com".into(),
+        ]
+    })
+    .await;
+    app.declare_class("wq").await;
+    let submit = |hook: &str| {
+        let app = &app;
+        let job = json!({"job_queue": "wq", "job_status_webhook": hook});
+        async move { app.post_json("/v1/job", &job).await }
+    };
+    for hook in [
+        "http://10.0.0.1/steal",
+        "https://ci.example.com/elsewhere",
+        "http://obs.example.com.evil.net/",
+        "http://obs.example.com@evil.net/",
+        "/hooks/relative",
+        "ftp://ci.example.com/hooks/x",
+        "",
+    ] {
+        let detail = validation_detail(submit(hook).await).await;
+        assert!(detail["job_status_webhook"].is_array(), "{hook:?}: {detail}");
+    }
+    assert!(app.next_submission("wq").await.is_none(), "nothing was published");
+    for hook in [
+        "https://ci.example.com/hooks/build-1",
+        "http://bot:pw@obs.example.com/x?token=t",
+    ] {
+        assert_eq!(submit(hook).await.status(), 200, "{hook}");
+    }
+    app.stop().await;
+}
+
+/// How a [`troubled_webhook`] answers.
+#[derive(Clone, Copy)]
+enum Trouble {
+    /// 500, once the gate opens.
+    Fails,
+    /// Never.
+    Hangs,
+}
+
+/// A webhook receiver in trouble, with credentials in its URL: how many PUTs it got.
+async fn troubled_webhook(
+    trouble: Trouble,
+    gate: tokio::sync::watch::Receiver<bool>,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::routing::put;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let count = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/hook",
+        put({
+            let count = count.clone();
+            move || {
+                let (count, mut gate) = (count.clone(), gate.clone());
+                async move {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    match trouble {
+                        Trouble::Fails => {
+                            let _ = gate.wait_for(|open| *open).await;
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                        }
+                        Trouble::Hangs => std::future::pending().await,
+                    }
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://bot:hunter2@{}/hook?token=sekrit",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, count)
+}
+
+/// Waits (30 s at most) until the gateway logged that the relay for `job` gave up.
+async fn relay_given_up(job: Uuid) {
+    let given_up = || {
+        crate::support::logged()
+            .lines()
+            .any(|l| l.contains("webhook relay failed") && l.contains(&job.to_string()))
+    };
+    for _ in 0..300 {
+        if given_up() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the relay for {job} never gave up");
+}
+
+/// Posts a status update naming `url` for `job` as an agent; its answer must come within 30 s.
+async fn post_status_update(app: &TestApp, agent: &str, job: Uuid, url: &str) -> u16 {
+    let update = json!({"agent_id": "dut-1", "job_queue": "q", "job_status_webhook": url,
+        "events": [{"event_name": "job_start", "timestamp": "2024-01-01T00:00:00Z", "detail": ""}]});
+    let path = format!("/v1/job/{job}/events");
+    let post = app.post_json_as(agent, &path, &update);
+    tokio::time::timeout(Duration::from_secs(30), post)
+        .await
+        .expect("the agent was kept waiting for the webhook")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_failing_webhook_is_tried_a_bounded_number_of_times_and_the_agent_is_answered_at_once() {
+    use std::sync::atomic::Ordering;
+    // Each PUT may wait longer than the test would: only the receiver decides when it ends.
+    let app = TestApp::spawn_with(|c| c.webhook_timeout = Duration::from_secs(120)).await;
+    let agent = app.client("hook-agent3", "agent", json!({})).await;
+    let job = app.insert_job(json!({"job_queue": "q"}), |_| {}).await;
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let (url, tries) = troubled_webhook(Trouble::Fails, gate).await;
+
+    // The receiver holds every PUT until the gate opens, and the gate opens only once the
+    // agent has its answer: an answer that waited for the relay would never come.
+    assert_eq!(post_status_update(&app, &agent, job.job_id, &url).await, 200);
+    open.send(true).unwrap();
+
+    relay_given_up(job.job_id).await;
+    assert_eq!(
+        tries.load(Ordering::SeqCst),
+        flinger_gateway::webhooks::TRIES as usize
+    );
+    let logs = crate::support::logged();
+    assert!(
+        !logs.contains("hunter2") && !logs.contains("sekrit"),
+        "a webhook's credentials were logged"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_hanging_webhook_is_tried_a_bounded_number_of_times() {
+    use std::sync::atomic::Ordering;
+    let app = TestApp::spawn_with(|c| c.webhook_timeout = Duration::from_millis(300)).await;
+    let agent = app.client("hook-agent4", "agent", json!({})).await;
+    let job = app.insert_job(json!({"job_queue": "q"}), |_| {}).await;
+    let (_open, gate) = tokio::sync::watch::channel(false);
+    let (url, tries) = troubled_webhook(Trouble::Hangs, gate).await;
+
+    assert_eq!(post_status_update(&app, &agent, job.job_id, &url).await, 200);
+
+    relay_given_up(job.job_id).await;
+    assert_eq!(
+        tries.load(Ordering::SeqCst),
+        flinger_gateway::webhooks::TRIES as usize
+    );
+    let logs = crate::support::logged();
+    assert!(!logs.contains("hunter2") && !logs.contains("sekrit"));
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn pull_dispatch_answers_no_job() {
     let app = TestApp::spawn().await;
     let agent = app.client("pull-agent", "agent", json!({})).await;
