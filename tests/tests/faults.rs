@@ -249,6 +249,135 @@ async fn a_reservation_installs_the_keys_and_extended_ends_at_its_new_deadline()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_reservation_over_six_hours_needs_the_clients_permission_to_start_or_grow() {
+    let mut lab = Lab::builder()
+        .name("longrsv")
+        .gateway_env("FLINGER_ADMIN_CLIENT_ID", "admin")
+        .gateway_env("FLINGER_ADMIN_SECRET", "admin-secret-of-the-lab")
+        .start()
+        .await;
+    let authorized = lab.path("device-authorized_keys");
+    lab.add_agent(AgentSpec::fake_with(
+        "lr1",
+        &["longrsv"],
+        &format!("device_ip: 10.1.2.3\nauthorized_keys: {}", authorized.display()),
+    ))
+    .await;
+    let token = |client: &'static str, secret: &'static str| {
+        let (http, url) = (lab.http.clone(), lab.url("/v1/oauth2/token"));
+        async move {
+            let r = http
+                .post(url)
+                .basic_auth(client, Some(secret))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{client} logs in");
+            let v: Value = r.json().await.unwrap();
+            v["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let admin = token("admin", "admin-secret-of-the-lab").await;
+    for (client, extra) in [
+        ("plain", json!({})),
+        ("trusted", json!({"max_reservation_time": {"longrsv": 8 * 3600}})),
+    ] {
+        let mut body = json!({"client_secret": format!("{client}-secret-0123456789"), "role": "contributor"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let r = lab
+            .http
+            .put(lab.url(&format!("/v1/client-permissions/{client}")))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "creating {client}");
+    }
+    let plain = token("plain", "plain-secret-0123456789").await;
+    let trusted = token("trusted", "trusted-secret-0123456789").await;
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBkqzaFGuXb3vO0PRtq8Cs7CwVIb5wVRz1bfA8lV1S1q me@laptop";
+    let reserve = |timeout: Value| json!({"job_queue": "longrsv", "reserve_data": {"ssh_keys": [key], "timeout": timeout}});
+    let submit = |job: Value, token: Option<String>| {
+        let (http, url) = (lab.http.clone(), lab.url("/v1/job"));
+        async move {
+            let mut r = http.post(url).json(&job);
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // Seven hours: not for anonymous callers, nor for a client without the permission…
+    assert_eq!(submit(reserve(json!("7h")), None).await.0, 401);
+    let (status, body) = submit(reserve(json!("7h")), Some(plain.clone())).await;
+    assert_eq!(status, 403, "{body}");
+    // …but within the limit of a client that has it for this queue.
+    let (status, body) = submit(reserve(json!("7h")), Some(trusted.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    let long = Uuid::parse_str(body["job_id"].as_str().unwrap()).unwrap();
+    // Six hours is anyone's; growing it past six needs the permission too.
+    let (status, body) = submit(reserve(json!(6 * 3600)), Some(plain.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    let short = Uuid::parse_str(body["job_id"].as_str().unwrap()).unwrap();
+    let extend = |id: Uuid, by: &'static str, token: String| {
+        let (http, url) = (
+            lab.http.clone(),
+            lab.url(&format!("/v1/job/{id}/reservation/extend")),
+        );
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"by": by}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+    };
+    // Reserving once its deadline is set (a moment after the state says `reserve`).
+    let reserving = |id: Uuid| {
+        let (http, url) = (lab.http.clone(), lab.url(&format!("/v1/job/{id}/reservation")));
+        eventually(DONE, "the reservation status", move || {
+            let (http, url) = (http.clone(), url.clone());
+            async move { (http.get(&url).send().await.ok()?.status() == 200).then_some(()) }
+        })
+    };
+    reserving(long).await;
+    let (status, body) = extend(long, "30m", trusted.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = extend(long, "1h", trusted.clone()).await;
+    assert_eq!(status, 403, "past its 8 h: {body}");
+    let cancel = |id: Uuid, token: String| {
+        let (http, url) = (lab.http.clone(), lab.url(&format!("/v1/job/{id}/action")));
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"action": "cancel"}));
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(cancel(long, trusted.clone()).await, 200);
+    reserving(short).await;
+    let (status, body) = extend(short, "1h", plain.clone()).await;
+    assert_eq!(status, 403, "past 6 h without permission: {body}");
+    assert!(body.contains("at most"), "{body}");
+    assert_eq!(cancel(short, plain.clone()).await, 200);
+    for id in [long, short] {
+        assert_eq!(lab.wait_done(id, DONE).await["state"], "cancelled");
+    }
+    invariants::check(&lab.store, &[long, short]).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn restarting_rabbitmq_with_fifty_jobs_in_flight_loses_nothing() {
     let broker = PrivateBroker::start();
     let mut builder = Lab::builder()
@@ -276,9 +405,22 @@ async fn restarting_rabbitmq_with_fifty_jobs_in_flight_loses_nothing() {
         (done >= 3).then_some(())
     })
     .await;
+    let mut in_flight = 0;
+    for id in &ids {
+        let state = lab.info(*id).await.map(|i| i["state"].clone());
+        if state.is_some_and(|s| s != "complete") {
+            in_flight += 1;
+        }
+    }
+    assert!(in_flight >= 40, "only {in_flight} jobs in flight at the restart");
     broker.down();
     tokio::time::sleep(Duration::from_secs(2)).await;
     broker.up();
+    // The gateway's publisher is back too: a job submitted now is published and runs.
+    ids.push(
+        lab.submit(&json!({"job_queue": "restart", "test_data": {"test_cmds": "after"}}))
+            .await,
+    );
     for id in &ids {
         let info = lab.wait_done(*id, Duration::from_secs(240)).await;
         assert_eq!(info["state"], "complete", "{info}\n{}", lab.logs());
@@ -362,6 +504,9 @@ async fn a_failed_device_recovery_takes_the_agent_offline_with_the_reason() {
     let next = lab.submit(&json!({"job_queue": "exit46"})).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(lab.info(next).await.unwrap()["state"], "waiting");
+    assert_eq!(lab.cancel(next).await, 200);
+    lab.wait_done(next, DONE).await;
+    invariants::check(&lab.store, &[id, next]).await;
     lab.stop().await;
 }
 
@@ -397,6 +542,7 @@ async fn a_job_excluding_an_agent_runs_on_another_without_busy_looping() {
         .await;
     assert_eq!(status, 422, "{body}");
     assert!(body["detail"]["json"]["exclude_agents"].is_array(), "{body}");
+    invariants::check(&lab.store, &ids).await;
     lab.stop().await;
 }
 
@@ -625,6 +771,7 @@ async fn maintenance_takes_effect_after_the_current_job_and_survives_a_restart()
     // Back in service, it takes the job.
     set("waiting").await;
     assert_eq!(lab.wait_done(queued, DONE).await["state"], "complete");
+    invariants::check(&lab.store, &[running, queued]).await;
     lab.stop().await;
 }
 
@@ -725,6 +872,28 @@ mod rogue {
                     &self.names.events_exchange(),
                     &Names::job_status_key(&grant.job_id),
                     &ev,
+                    &PublishOptions::default(),
+                )
+                .await
+                .unwrap();
+        }
+
+        /// Publishes one chunk of the run's output, as an agent's output pipe does.
+        pub async fn output(&self, grant: &LeaseGrant, seq: u64, phase: broker_schema::Phase, text: &str) {
+            let chunk = OutputChunk {
+                job_id: grant.job_id,
+                attempt: grant.attempt,
+                stream: LogStream::Output,
+                seq,
+                phase,
+                at: broker_schema::Millis::now(),
+                data: text.as_bytes().to_vec().into(),
+            };
+            self.publisher
+                .publish(
+                    &self.names.events_exchange(),
+                    &Names::job_output_key(&grant.job_id),
+                    &chunk,
                     &PublishOptions::default(),
                 )
                 .await
@@ -837,6 +1006,95 @@ async fn the_scheduler_ends_a_job_whose_agent_ignores_its_global_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_scheduler_ends_a_test_phase_its_agent_leaves_silent() {
+    let lab = Lab::builder()
+        .name("backstop-out")
+        .scheduler_arg("--backstop-grace-secs", "1")
+        .start()
+        .await;
+    let rogue = rogue::Rogue::start(&lab.broker_url, &lab.names, "backstop-out").await;
+    let id = lab
+        .submit(&json!({"job_queue": "backstop-out", "output_timeout": 2, "test_data": {"test_cmds": "sleep 1d"}}))
+        .await;
+    let grant = rogue.lease_next().await;
+    rogue
+        .report(
+            &grant,
+            broker_schema::messages::JobEventKind::PhaseStarted {
+                phase: broker_schema::Phase::Test,
+            },
+        )
+        .await;
+    // Its test phase prints nothing for 2 s (and 1 s of grace) while the agent keeps renewing.
+    rogue.renew_until_lost(&grant, Duration::from_secs(30)).await;
+    let info = lab.wait_done(id, DONE).await;
+    assert_eq!(info["state"], "failed", "{info}");
+    assert_eq!(info["failure"]["kind"], "output_timeout", "{info}");
+    assert!(
+        info["failure"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ended by the scheduler"),
+        "{info}"
+    );
+    rogue.stop().await;
+    invariants::check(&lab.store, &[id]).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_attempts_late_events_and_output_are_ignored() {
+    use broker_schema::Phase;
+    use broker_schema::messages::{JobEventKind, Outcome, OutputCounts};
+    let lab = Lab::builder()
+        .name("fencing")
+        .scheduler_arg("--lease-secs", "2")
+        .scheduler_arg("--renew-secs", "0.5")
+        .start()
+        .await;
+    let rogue = rogue::Rogue::start(&lab.broker_url, &lab.names, "fencing").await;
+    let id = lab
+        .submit(&json!({"job_queue": "fencing", "test_data": {"test_cmds": "run"}}))
+        .await;
+    let first = rogue.lease_next().await;
+    rogue
+        .report(&first, JobEventKind::PhaseStarted { phase: Phase::Test })
+        .await;
+    // The first attempt goes quiet: its lease expires and the job is queued again.
+    let second = rogue.lease_next().await;
+    assert_eq!((first.attempt, second.attempt), (1, 2));
+    let finished = |code: i32| JobEventKind::Finished {
+        outcome: Outcome::Complete,
+        output: OutputCounts { output: 1, serial: 0 },
+        phase_status: [(Phase::Test, code)].into(),
+        device_info: None,
+    };
+    // The first attempt was only cut off; it comes back and reports its run as complete.
+    rogue.output(&first, 0, Phase::Test, "stale output\n").await;
+    rogue.report(&first, finished(0)).await;
+    // The current attempt runs, and fails its test.
+    rogue
+        .report(&second, JobEventKind::PhaseStarted { phase: Phase::Test })
+        .await;
+    rogue.output(&second, 0, Phase::Test, "current output\n").await;
+    rogue.report(&second, finished(3)).await;
+    let info = lab.wait_done(id, DONE).await;
+    assert_eq!(info["state"], "complete", "{info}");
+    assert_eq!(info["attempt"], 2, "{info}");
+    assert_eq!(
+        lab.results(id).await["test_status"],
+        3,
+        "the stale run's result won"
+    );
+    let output = lab.output(id).await;
+    assert!(output.contains("current output"), "{output}");
+    assert!(!output.contains("stale output"), "{output}");
+    rogue.stop().await;
+    invariants::check(&lab.store, &[id]).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_scheduler_ends_a_reservation_its_agent_overruns() {
     let lab = Lab::builder()
         .name("backstop-rsv")
@@ -917,6 +1175,7 @@ async fn an_agent_of_the_same_name_in_another_lab_leaves_our_running_phase_alone
     let results = ours.results(id).await;
     assert_eq!(results["test_status"], 0, "{results}");
     assert!(ours.output(id).await.contains("survived"));
+    invariants::check(&ours.store, &[id]).await;
     theirs.stop().await;
     ours.stop().await;
 }
