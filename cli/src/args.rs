@@ -6,13 +6,15 @@
 use crate::model::JobId;
 use broker_schema::Phase;
 use clap::builder::PossibleValuesParser;
-use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "flinger",
     version,
+    // Testflinger's argparse takes any unambiguous prefix of a long option (`--wait`).
+    infer_long_args = true,
     about = "Submit jobs to a Flinger lab, follow them, reserve devices, and see how the lab is doing.",
     after_help = "Exit codes: 0 success, 1 test failed, 2 bad or refused request, 3 infrastructure failure, \
                   4 cancelled, 5 server unreachable or failing, 6 authentication needed or refused, \
@@ -105,6 +107,11 @@ impl Command {
     pub fn is_quiet(&self) -> bool {
         matches!(self, Command::Submit(a) if a.quiet)
     }
+
+    /// `poll --events`: JSON on stdout, without `--json` being given.
+    pub fn wants_json(&self) -> bool {
+        matches!(self, Command::Poll(a) | Command::PollSerial(a) if a.events)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -159,9 +166,14 @@ pub struct PollArgs {
     )]
     pub start_timestamp: Option<String>,
 
-    /// Only this phase's output
+    /// Only this phase's output; stop once the phase has ended
     #[arg(short = 'p', long, value_name = "PHASE", value_parser = PossibleValuesParser::new(Phase::ALL.map(Phase::as_str)))]
     pub phase: Option<String>,
+
+    /// Follow the job as JSON: one event per line on stdout (its state, queue position,
+    /// output…, and how it ended). `--json` alone prints the log once, as Testflinger does.
+    #[arg(long, conflicts_with = "oneshot")]
+    pub events: bool,
 }
 
 #[derive(Debug, Args)]
@@ -209,17 +221,30 @@ pub struct ReserveArgs {
     #[arg(long)]
     pub distro: Option<String>,
 
-    /// An ssh key to install: `lp:USER`, `gh:USER` or a public key (repeatable) [default: asked]
-    #[arg(short, long = "key", value_name = "KEY")]
+    /// MAAS ephemeral (in-memory) deployment (`provision_data.ephemeral`; needs --distro)
+    #[arg(long, requires = "distro")]
+    pub ephemeral: bool,
+
+    /// ssh keys to install: `lp:USER`, `gh:USER` or a public key; repeatable, and one flag may
+    /// take several (`-k lp:a gh:b`) [default: asked]
+    #[arg(short, long = "key", value_name = "KEY", num_args = 1.., action = ArgAction::Append)]
     pub keys: Vec<String>,
 
     /// How long to hold the device: seconds, or a form like 2h30m [default: 3600]
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
 
-    /// Print the job that would be submitted, and stop
-    #[arg(long)]
+    /// Print the job that would be submitted, and stop (`-d` here, as in Testflinger; before
+    /// the command, `-d` is --debug)
+    #[arg(short = 'd', long)]
     pub dry_run: bool,
+
+    // The global --debug, declared again under its id but without its `-d`, so that
+    // `reserve -d` can be the dry run while `flinger -d reserve` and `reserve --debug` stay
+    // debug (clap then does not propagate the global one here).
+    /// Show every HTTP request and retry on stderr (`-d` here is --dry-run)
+    #[arg(long, id = "debug", global = true)]
+    pub debug: bool,
 
     /// Do not ask before submitting
     #[arg(short, long)]
@@ -256,7 +281,8 @@ pub struct JobsArgs {
     pub status: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
+#[command(group(ArgGroup::new("mode").args(["single_column", "summary", "fields"])))]
 pub struct ListAgentsArgs {
     /// Only agents serving this queue
     #[arg(short, long)]
@@ -273,6 +299,107 @@ pub struct ListAgentsArgs {
     /// Only agents of this provision type
     #[arg(long)]
     pub provision_type: Option<String>,
+
+    /// One agent name per line, for scripts (Testflinger's `-1`)
+    #[arg(short = '1')]
+    pub single_column: bool,
+
+    /// How many agents are online and offline, per state
+    #[arg(long)]
+    pub summary: bool,
+
+    /// The table's columns, comma-separated [default: name,status,queues,location,job_id,comment]
+    #[arg(long, value_delimiter = ',', value_name = "FIELD,…", value_parser = AGENT_FIELDS)]
+    pub fields: Vec<String>,
+
+    /// Only agents in these states, comma-separated: `online` (waiting or in a phase), `offline`
+    /// (offline or maintenance) or a state; `^STATE` excludes (e.g. `online,^waiting`)
+    #[arg(long, value_delimiter = ',', value_name = "STATES", value_parser = parse_status_filter)]
+    pub filter_status: Vec<String>,
+
+    /// Only agents whose name matches this regular expression
+    #[arg(long, value_name = "REGEX")]
+    pub filter_name: Option<Pattern>,
+
+    /// Only agents with a queue that matches this regular expression
+    #[arg(long, alias = "filter-queue", value_name = "REGEX")]
+    pub filter_queues: Option<Pattern>,
+
+    /// Only agents whose location matches this regular expression
+    #[arg(long, value_name = "REGEX")]
+    pub filter_location: Option<Pattern>,
+
+    /// Only agents whose provision type matches this regular expression
+    #[arg(long, value_name = "REGEX")]
+    pub filter_provision_type: Option<Pattern>,
+
+    /// Only agents whose comment matches this regular expression
+    #[arg(long, value_name = "REGEX")]
+    pub filter_comment: Option<Pattern>,
+}
+
+/// The columns `list-agents --fields` offers (Testflinger's names).
+pub const AGENT_FIELDS: [&str; 7] = [
+    "name",
+    "status",
+    "location",
+    "provision_type",
+    "comment",
+    "job_id",
+    "queues",
+];
+
+/// Agent states an agent can be online in, in the order jobs go through them.
+pub const ONLINE_STATES: [&str; 8] = [
+    "waiting",
+    "setup",
+    "provision",
+    "firmware_update",
+    "test",
+    "allocate",
+    "reserve",
+    "cleanup",
+];
+
+/// Agent states of an agent out of service.
+pub const OFFLINE_STATES: [&str; 2] = ["offline", "maintenance"];
+
+fn parse_status_filter(s: &str) -> Result<String, String> {
+    let state = s.strip_prefix('^').unwrap_or(s);
+    let known = ["online"]
+        .iter()
+        .chain(&ONLINE_STATES)
+        .chain(&OFFLINE_STATES)
+        .any(|k| *k == state);
+    if known {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{state:?} is not online, offline or a state ({}, {})",
+            ONLINE_STATES.join(", "),
+            OFFLINE_STATES.join(", ")
+        ))
+    }
+}
+
+/// A regular expression given on the command line, searched for anywhere in the text.
+#[derive(Clone, Debug)]
+pub struct Pattern(pub regex::Regex);
+
+impl std::str::FromStr for Pattern {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        regex::Regex::new(s)
+            .map(Pattern)
+            .map_err(|e| format!("not a regular expression: {e}"))
+    }
+}
+
+impl Pattern {
+    pub fn is_match(&self, text: &str) -> bool {
+        self.0.is_match(text)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -512,6 +639,54 @@ mod tests {
             "--by or --until is required"
         );
         assert!(Cli::try_parse_from(["flinger", "reserve", "status", ID, "--json"]).is_ok());
+    }
+
+    fn reserve_of(args: &[&str]) -> (bool, ReserveArgs) {
+        let c = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let Command::Reserve(r) = c.command else { panic!() };
+        (c.global.debug, r)
+    }
+
+    #[test]
+    fn reserve_d_is_the_dry_run_and_d_before_the_command_is_debug() {
+        let (debug, r) = reserve_of(&["flinger", "reserve", "-d", "-q", "x", "-k", "lp:a"]);
+        assert_eq!((debug, r.dry_run), (false, true));
+        let (debug, r) = reserve_of(&["flinger", "-d", "reserve", "-q", "x", "-k", "lp:a"]);
+        assert_eq!((debug, r.dry_run), (true, false));
+        let (debug, r) = reserve_of(&["flinger", "reserve", "--debug", "--dry-run", "-q", "x"]);
+        assert_eq!((debug, r.dry_run), (true, true));
+        let c = Cli::try_parse_from(["flinger", "reserve", "status", ID, "--debug"]).unwrap();
+        assert!(c.global.debug);
+        // Elsewhere `-d` stays debug, before or after the command.
+        assert!(
+            Cli::try_parse_from(["flinger", "status", ID, "-d"])
+                .unwrap()
+                .global
+                .debug
+        );
+    }
+
+    #[test]
+    fn one_key_flag_may_take_several_keys() {
+        let (_, r) = reserve_of(&[
+            "flinger", "reserve", "-q", "x", "-k", "lp:a", "gh:b", "-k", "lp:c", "-d",
+        ]);
+        assert_eq!(r.keys, ["lp:a", "gh:b", "lp:c"]);
+        assert!(r.dry_run);
+    }
+
+    #[test]
+    fn unambiguous_prefixes_of_long_options_work_as_in_argparse() {
+        let c = Cli::try_parse_from(["flinger", "submit", "--wait", "job.yaml"]).unwrap();
+        let Command::Submit(s) = c.command else { panic!() };
+        assert!(s.wait_for_available_agents);
+        let c = Cli::try_parse_from(["flinger", "list-agents", "--filter-queue", "a|b"]).unwrap();
+        let Command::ListAgents(l) = c.command else {
+            panic!()
+        };
+        assert!(l.filter_queues.is_some());
+        // An ambiguous one is refused.
+        assert!(Cli::try_parse_from(["flinger", "list-agents", "--filter", "x"]).is_err());
     }
 
     #[test]

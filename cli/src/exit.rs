@@ -140,6 +140,18 @@ pub enum CliError {
     /// Refused before submitting: no agent serves the queue.
     #[error("no agent serves queue {queue:?}, so the job was not submitted{}", known_queues(.known))]
     UnknownQueue { queue: String, known: Vec<String> },
+    /// Refused before submitting: every agent serving the queue is offline (or excluded).
+    #[error(
+        "every agent serving queue {queue:?} is offline{}, so the job was not submitted{} \
+         (`submit --wait-for-available-agents` submits it anyway, to wait for one)",
+        listed(.offline), excluded_online(.excluded)
+    )]
+    NoOnlineAgent {
+        queue: String,
+        offline: Vec<String>,
+        /// Agents that are online but the job's `exclude_agents` names.
+        excluded: Vec<String>,
+    },
     #[error(transparent)]
     Client(#[from] ClientError),
     /// A login is needed, or was refused, or does not allow the action.
@@ -163,6 +175,23 @@ fn known_queues(known: &[String]) -> String {
     }
 }
 
+fn listed(agents: &[String]) -> String {
+    match agents.len() {
+        0 => String::new(),
+        _ => format!(" ({})", agents.join(", ")),
+    }
+}
+
+fn excluded_online(agents: &[String]) -> String {
+    match agents.len() {
+        0 => String::new(),
+        _ => format!(
+            "; online but excluded by the job's exclude_agents: {}",
+            agents.join(", ")
+        ),
+    }
+}
+
 impl CliError {
     pub fn exit(&self) -> Exit {
         match self {
@@ -170,7 +199,8 @@ impl CliError {
             | CliError::Config(_)
             | CliError::JobFile(_)
             | CliError::JobRefused { .. }
-            | CliError::UnknownQueue { .. } => Exit::Usage,
+            | CliError::UnknownQueue { .. }
+            | CliError::NoOnlineAgent { .. } => Exit::Usage,
             CliError::Auth(_) => Exit::Auth,
             CliError::Interrupted => Exit::Interrupted,
             CliError::Failed { exit, .. } => *exit,

@@ -127,8 +127,12 @@ async fn fake_lab(name: &str) -> Lab {
 }
 
 fn passing_job() -> Value {
+    passing_job_on("fake")
+}
+
+fn passing_job_on(queue: &str) -> Value {
     json!({
-        "job_queue": "fake",
+        "job_queue": queue,
         "provision_data": {"distro": "noble"},
         "test_data": {"test_cmds": "echo hello", "fake": {"output": ["hello from the fake device"]}},
     })
@@ -246,6 +250,20 @@ async fn refused_submissions_exit_2_naming_the_field_or_the_queue() {
         .any(|l| l.contains("no agent serves its queue") && l.contains("nobody-serves-this"));
     assert!(!submitted, "the job was submitted:\n{logs}");
 
+    // Testflinger's pre-check leaves out the agents the job excludes, and says so.
+    let excluding = job_file(
+        &lab,
+        "excluding.yaml",
+        &json!({"job_queue": "fake", "exclude_agents": ["fake-1"]}),
+    );
+    let run = flinger(&lab, &["submit", &excluding]).await;
+    assert_eq!(run.code, 2, "{run}");
+    assert!(
+        run.stderr
+            .contains("online but excluded by the job's exclude_agents: fake-1"),
+        "{run}"
+    );
+
     let not_yaml = lab.path("broken.yaml");
     std::fs::write(&not_yaml, "job_queue: [unclosed\n").unwrap();
     let run = flinger(&lab, &["submit", not_yaml.to_str().unwrap()]).await;
@@ -263,16 +281,29 @@ async fn refused_submissions_exit_2_naming_the_field_or_the_queue() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_show_results_and_cancel_of_a_waiting_job() {
-    // The agent declared the queue, then went away: the job waits.
+    // The agent declared the queue, then went away.
     let mut lab = fake_lab("cli-wait").await;
     lab.agent("fake-1").stop(Duration::from_secs(10));
+    lab.wait_agent_state("fake-1", "offline").await;
     let file = job_file(
         &lab,
         "job.yaml",
         &json!({"job_queue": "fake", "tags": ["cli"], "test_data": {"test_cmds": "echo never"}}),
     );
+    // As in Testflinger: refused while every agent of the queue is offline…
     let run = flinger(&lab, &["submit", "-q", &file]).await;
+    assert_eq!(run.code, 2, "{run}");
+    assert!(
+        run.stderr
+            .contains("every agent serving queue \"fake\" is offline (fake-1)"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("--wait-for-available-agents"), "{run}");
+    assert!(run.stdout.is_empty(), "{run}");
+    // …and submitted with --wait-for-available-agents: the job waits for an agent.
+    let run = flinger(&lab, &["submit", "-q", "--wait-for-available-agents", &file]).await;
     assert_eq!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("the job will wait for one"), "{run}");
     let id = run.stdout.trim().to_owned();
 
     let run = flinger(&lab, &["status", &id]).await;
@@ -296,6 +327,11 @@ async fn status_show_results_and_cancel_of_a_waiting_job() {
 
     let run = flinger(&lab, &["poll", "--oneshot", &id]).await;
     assert_eq!((run.code, run.stdout.as_str()), (0, ""), "{run}");
+    // `poll --json` prints the log once and exits, as `testflinger poll --json` does, even
+    // while the job waits.
+    let run = flinger(&lab, &["poll", "--json", &id]).await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(json_of(&run)["output"].is_object(), "{run}");
 
     let run = flinger(&lab, &["cancel", &id]).await;
     assert_eq!(run.code, 0, "{run}");
@@ -325,6 +361,33 @@ async fn poll_oneshot_prints_the_output_so_far_from_the_fragment_asked() {
     assert!(run.stdout.contains("hello from the fake device"), "{run}");
     let run = flinger(&lab, &["poll", "--oneshot", "--phase", "cleanup", &id]).await;
     assert!(!run.stdout.contains("hello from the fake device"), "{run}");
+    // With --json, the server's log document (what `testflinger poll --json` prints).
+    let run = flinger(&lab, &["poll", "--oneshot", "--json", &id]).await;
+    assert_eq!(run.code, 0, "{run}");
+    let doc = json_of(&run);
+    let test = &doc["output"]["test"];
+    assert!(
+        test["log_data"]
+            .as_str()
+            .is_some_and(|t| t.contains("hello from the fake device")),
+        "{doc}"
+    );
+    assert!(test["last_fragment_number"].as_i64() >= Some(0), "{doc}");
+    let run = flinger(&lab, &["poll", "--json", "--phase", "test", &id]).await;
+    let doc = json_of(&run);
+    assert!(doc["output"]["test"].is_object(), "{doc}");
+    assert!(
+        doc["output"].get("setup").is_none(),
+        "only the phase asked: {doc}"
+    );
+    // --events follows the job as JSON events, the last one its end.
+    let run = flinger(&lab, &["poll", "--events", &id]).await;
+    assert_eq!(run.code, 0, "{run}");
+    let last: Value = serde_json::from_str(run.stdout.lines().last().expect("events")).unwrap();
+    assert_eq!(
+        (last["event"].as_str(), last["exit_code"].as_i64()),
+        (Some("end"), Some(0))
+    );
     // Following a job that has ended prints its output and its outcome at once.
     let run = flinger(&lab, &["poll", &id]).await;
     assert_eq!(run.code, 0, "{run}");
@@ -500,6 +563,37 @@ async fn reserve_dry_run_prints_the_job_without_asking_the_server() {
     )
     .await;
     assert_eq!(json_of(&run)["reserve_data"]["timeout"], 3600, "{run}");
+    // Testflinger's spellings: `reserve -d` is the dry run (`-d` before the command is debug),
+    // one -k may take several keys, --ephemeral goes with --distro.
+    let mut cmd = std::process::Command::new(bin("flinger"));
+    isolate(&mut cmd, home.path());
+    cmd.env("FLINGER_SERVER", "http://127.0.0.1:9");
+    let args = [
+        "-d",
+        "reserve",
+        "-d",
+        "-q",
+        "maas",
+        "-k",
+        "lp:alice",
+        "gh:bob",
+        "-k",
+        "lp:carol",
+        "--distro",
+        "noble",
+        "--ephemeral",
+        "--json",
+    ];
+    let run = run_with(cmd, &args, None).await;
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(
+        json_of(&run),
+        json!({
+            "job_queue": "maas",
+            "provision_data": {"distro": "noble", "ephemeral": true},
+            "reserve_data": {"ssh_keys": ["lp:alice", "gh:bob", "lp:carol"], "timeout": 3600},
+        })
+    );
     // A key the agent could not install is refused before anything is submitted.
     let mut cmd = std::process::Command::new(bin("flinger"));
     isolate(&mut cmd, home.path());
@@ -1132,6 +1226,49 @@ async fn attachments_reach_the_agent_and_artifacts_come_back() {
     }
     assert_eq!(found, "made-by-the-test\n");
 
+    // A job file elsewhere: `--attachments-relative-to` says where relative paths start.
+    let elsewhere = lab.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let moved = elsewhere.join("job.yaml");
+    std::fs::write(&moved, as_yaml(&job)).unwrap();
+    let moved = moved.to_str().unwrap();
+    let run = flinger(&lab, &["submit", moved]).await;
+    assert_eq!(run.code, 2, "relative to the job file's directory: {run}");
+    assert!(run.stderr.contains("input.txt"), "{run}");
+    let run = flinger(
+        &lab,
+        &[
+            "submit",
+            "--poll",
+            "--attachments-relative-to",
+            dir.to_str().unwrap(),
+            moved,
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run}\n{}", lab.logs());
+    assert!(run.stdout.contains("attached input"), "{run}");
+    assert!(run.stdout.contains("attached under another name"), "{run}");
+    // The same from stdin, whose relative paths otherwise start at the current directory.
+    let mut cmd = cli(&lab);
+    cmd.current_dir(&elsewhere);
+    let run = run_with(
+        cmd,
+        &[
+            "submit",
+            "-q",
+            "--attachments-relative-to",
+            dir.to_str().unwrap(),
+            "-",
+        ],
+        Some(&as_yaml(&job)),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run}");
+    let id: Uuid = run.stdout.trim().parse().unwrap();
+    assert_eq!(lab.wait_done(id, JOB_TIMEOUT).await["state"], "complete");
+    assert!(lab.output(id).await.contains("attached input"));
+
     // A missing attachment stops the submission before anything is sent.
     let broken = dir.join("broken.yaml");
     std::fs::write(
@@ -1163,6 +1300,11 @@ async fn attachments_reach_the_agent_and_artifacts_come_back() {
 /// Runs the CLI on a pseudo-terminal (util-linux `script`), typing `answers` into it; returns
 /// what the terminal showed (stdout and stderr together, answers echoed).
 async fn on_a_terminal(lab: &Lab, args: &[&str], answers: &str) -> Run {
+    on_a_terminal_with(lab, args, answers, &[]).await
+}
+
+/// [`on_a_terminal`], with environment variables changed (`None` removes one).
+async fn on_a_terminal_with(lab: &Lab, args: &[&str], answers: &str, env: &[(&str, Option<&str>)]) -> Run {
     let mut line = shell_quote(&bin("flinger").display().to_string());
     for a in args {
         line.push(' ');
@@ -1171,6 +1313,12 @@ async fn on_a_terminal(lab: &Lab, args: &[&str], answers: &str) -> Run {
     // `script` gets the environment the CLI would have had.
     let mut cmd = std::process::Command::new("script");
     for (k, v) in cli(lab).get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    for (k, v) in env {
         match v {
             Some(v) => cmd.env(k, v),
             None => cmd.env_remove(k),
@@ -1229,6 +1377,9 @@ async fn poll_on_a_terminal_keeps_a_status_line_with_the_queue_position() {
     assert!(screen.contains("waiting on fake"), "{screen}");
     assert!(screen.contains("next in line"), "{screen}");
     assert!(screen.contains("(total "), "{screen}");
+    // With a finished job of the queue (the probe) and an agent serving it, the server
+    // estimates the start: the status line shows it.
+    assert!(screen.contains("· ETA "), "{screen}");
     assert!(screen.contains("queued job ran"), "{screen}");
     // Piped, the same command prints the output and no status line.
     let run = flinger(&lab, &["poll", &id]).await;
@@ -1238,5 +1389,287 @@ async fn poll_on_a_terminal_keeps_a_status_line_with_the_queue_position() {
         !run.stderr.contains("next in line") && !run.stderr.contains('\x1b'),
         "{run}"
     );
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_outcome_is_coloured_on_a_terminal_unless_no_color() {
+    let lab = fake_lab("cli-colour").await;
+    let id = lab.submit(&passing_job()).await;
+    lab.wait_done(id, JOB_TIMEOUT).await;
+    let id = id.to_string();
+    let coloured = format!("\x1b[1;32mJob {id} complete.\x1b[0m");
+    let colour_on = [("NO_COLOR", None), ("TERM", Some("xterm"))];
+    let run = on_a_terminal_with(&lab, &["poll", &id], "", &colour_on).await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains(&coloured), "{run:?}", run = run.stdout);
+    // NO_COLOR, or a dumb terminal: the same words, no colour.
+    for env in [
+        [("NO_COLOR", Some("1")), ("TERM", Some("xterm"))],
+        [("NO_COLOR", None), ("TERM", Some("dumb"))],
+    ] {
+        let run = on_a_terminal_with(&lab, &["poll", &id], "", &env).await;
+        assert_eq!(run.code, 0, "{run}");
+        assert!(run.stdout.contains(&format!("Job {id} complete.")), "{run}");
+        assert!(!run.stdout.contains("\x1b[1;32m"), "{env:?}: {:?}", run.stdout);
+    }
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reserve_on_a_terminal_asks_confirms_and_prints_how_to_connect() {
+    let mut lab = Lab::builder().name("cli-reserve-tty").start().await;
+    let authorized = lab.path("device-authorized_keys");
+    let spec = AgentSpec::fake_with(
+        "r1",
+        &["res"],
+        &format!("device_ip: 10.1.2.3\nauthorized_keys: {}", authorized.display()),
+    );
+    lab.add_agent(spec).await;
+    wait_routable(&lab, "res").await;
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITty tty@laptop";
+    // The queue, the keys, then the confirmation (empty: yes).
+    let answers = format!("res\n{key}\n\n");
+    let run = on_a_terminal(&lab, &["reserve", "--timeout", "120"], &answers).await;
+    assert_eq!(run.code, 0, "{run}\n{}", lab.logs());
+    let screen = run.stdout.replace("\r\n", "\n");
+    let order = [
+        "Queue: ",
+        "SSH keys",
+        "Proceed? (Y/n)",
+        "Job submitted successfully!",
+        "Connect with: ssh ubuntu@10.1.2.3",
+    ];
+    let at: Vec<usize> = order
+        .iter()
+        .map(|s| screen.find(s).unwrap_or_else(|| panic!("no {s:?} in:\n{screen}")))
+        .collect();
+    assert!(
+        at.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {order:?} at {at:?}\n{screen}"
+    );
+    let installed = std::fs::read_to_string(&authorized).unwrap_or_default();
+    assert!(installed.contains("AAAAC3NzaC1lZDI1NTE5AAAAITty"), "{installed}");
+    let id = job_id_line(&screen);
+    assert_eq!(lab.info(id).await.unwrap()["state"], "reserve");
+    assert_eq!(lab.cancel(id).await, 200);
+    lab.wait_done(id, JOB_TIMEOUT).await;
+
+    // Answering no submits nothing.
+    let before = flinger(&lab, &["jobs", "--json"]).await;
+    let run = on_a_terminal(&lab, &["reserve", "-q", "res", "-k", key], "n\n").await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains("Not submitted."), "{run}");
+    let after = flinger(&lab, &["jobs", "--json"]).await;
+    assert_eq!(json_of(&before), json_of(&after), "a job was submitted");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poll_serial_follows_the_serial_log() {
+    // Flinger's connectors write no serial log; an agent that has one posts it over HTTP, as a
+    // Testflinger agent does (anonymously here).
+    let lab = Lab::builder()
+        .name("cli-serial")
+        .gateway_env("FLINGER_ALLOW_ANONYMOUS_AGENTS", "true")
+        .agent(AgentSpec::fake("fake-1", &["fake"]))
+        .start()
+        .await;
+    wait_routable(&lab, "fake").await;
+    let id = lab
+        .submit(&json!({
+            "job_queue": "fake",
+            "provision_data": {"distro": "noble"},
+            "test_data": {"test_cmds": "x", "fake": {"duration": "3s", "output": ["on the output stream"]}},
+        }))
+        .await;
+    lab.wait_state(id, &["test"], JOB_TIMEOUT).await;
+    for (n, phase, text) in [
+        (0, "provision", "serial: booting\n"),
+        (1, "test", "serial: login:\n"),
+    ] {
+        let r = lab
+            .http
+            .post(lab.url(&format!("/v1/result/{id}/log/serial")))
+            .json(&json!({"fragment_number": n, "timestamp": "2026-01-01T00:00:00Z", "phase": phase, "log_data": text}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap_or_default());
+    }
+    let id = id.to_string();
+    // Followed until the job ends: the serial log, exactly, in phase order.
+    let run = flinger(&lab, &["poll-serial", &id]).await;
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(run.stdout, "serial: booting\nserial: login:\n", "{run}");
+    assert!(run.stderr.contains("complete."), "{run}");
+    let run = flinger(&lab, &["poll-serial", "--oneshot", "--phase", "test", &id]).await;
+    assert_eq!(run.stdout, "serial: login:\n", "{run}");
+    let run = flinger(&lab, &["poll-serial", "--json", &id]).await;
+    assert_eq!(
+        json_of(&run)["serial"]["provision"]["log_data"],
+        "serial: booting\n",
+        "{run}"
+    );
+    // The output stream is another log.
+    let run = flinger(&lab, &["poll", &id]).await;
+    assert!(
+        run.stdout.contains("on the output stream") && !run.stdout.contains("serial:"),
+        "{run}"
+    );
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poll_with_a_phase_stops_when_that_phase_ends() {
+    let lab = fake_lab("cli-phase").await;
+    let id = lab
+        .submit(&json!({
+            "job_queue": "fake",
+            "provision_data": {"distro": "noble", "fake": {"output": ["image written"]}},
+            "test_data": {"test_cmds": "x", "fake": {"output": ["test running"], "hang": true}},
+        }))
+        .await;
+    let run = flinger(&lab, &["poll", "--phase", "provision", &id.to_string()]).await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains("image written"), "{run}");
+    assert!(!run.stdout.contains("test running"), "{run}");
+    assert!(
+        run.stderr
+            .contains("Phase 'provision' completed with exit code: 0"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("--start_fragment"), "{run}");
+    // The job goes on.
+    assert!(!matches!(
+        lab.info(id).await.unwrap()["state"].as_str(),
+        Some("complete" | "cancelled" | "failed")
+    ));
+    assert_eq!(lab.cancel(id).await, 200);
+    lab.wait_done(id, JOB_TIMEOUT).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn submit_waits_for_an_agent_when_no_agent_serves_the_queue_yet() {
+    let mut lab = Lab::builder().name("cli-wait-agent").start().await;
+    let file = job_file(&lab, "job.yaml", &passing_job_on("later"));
+    // Without the flag, refused at once.
+    let run = flinger(&lab, &["submit", &file]).await;
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains("no agent serves queue \"later\""), "{run}");
+
+    let stderr_path = lab.path("wait.stderr");
+    let mut cmd = cli(&lab);
+    cmd.args(["submit", "--poll", "--wait-for-available-agents", &file])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap());
+    let child = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("flinger runs");
+    flinger_tests::eventually(JOB_TIMEOUT, "the CLI to wait for an agent", || {
+        let path = stderr_path.clone();
+        async move {
+            std::fs::read_to_string(path)
+                .ok()
+                .filter(|t| t.contains("Waiting for an agent on queue \"later\""))
+        }
+    })
+    .await;
+    lab.add_agent(AgentSpec::fake("late-1", &["later"])).await;
+    let out = tokio::time::timeout(JOB_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("the job ends once the agent is there")
+        .unwrap();
+    let run = Run {
+        code: out.status.code().expect("exited"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: std::fs::read_to_string(&stderr_path).unwrap(),
+    };
+    assert_eq!(run.code, 0, "{run}\n{}", lab.logs());
+    assert!(run.stdout.contains("hello from the fake device"), "{run}");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_agents_filters_as_ours_and_testflinger_spell_them() {
+    let lab = Lab::builder()
+        .name("cli-agents")
+        .agent(AgentSpec::fake("audino", &["q1"]).with_yaml("location: TXR3-DH1\nprovision_type: maas2"))
+        .agent(AgentSpec::fake("petilil", &["q2"]).with_yaml("location: lab-b\nprovision_type: noprovision"))
+        .start()
+        .await;
+    let names = |run: &Run| -> Vec<String> {
+        let v = json_of(run);
+        v.as_array()
+            .unwrap_or_else(|| panic!("{run}"))
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let run = flinger(&lab, &["list-agents", "--json", "--location", "TXR3-DH1"]).await;
+    assert_eq!(names(&run), ["audino"], "{run}");
+    let run = flinger(
+        &lab,
+        &["list-agents", "--json", "--provision-type", "noprovision"],
+    )
+    .await;
+    assert_eq!(names(&run), ["petilil"], "{run}");
+    let run = flinger(&lab, &["list-agents", "--json", "--location", "DH1"]).await;
+    assert_eq!(names(&run), Vec::<String>::new(), "--location is exact: {run}");
+
+    // Testflinger's filters are regular expressions; -1 lists names for scripts.
+    let one = |args: &'static [&'static str]| {
+        let lab = &lab;
+        async move {
+            let run = flinger(lab, args).await;
+            assert_eq!(run.code, 0, "{run}");
+            run.stdout
+        }
+    };
+    assert_eq!(
+        one(&["list-agents", "-1", "--filter-location", "DH1"]).await,
+        "audino\n"
+    );
+    assert_eq!(
+        one(&["list-agents", "-1", "--filter-queue", "q1|q2"]).await,
+        "audino\npetilil\n"
+    );
+    assert_eq!(
+        one(&["list-agents", "-1", "--filter-provision-type", "^no"]).await,
+        "petilil\n"
+    );
+    assert_eq!(
+        one(&["list-agents", "-1", "--filter-name", "^pet"]).await,
+        "petilil\n"
+    );
+    assert_eq!(
+        one(&["list-agents", "-1", "--filter-status", "online,^waiting"]).await,
+        ""
+    );
+    assert_eq!(
+        one(&["list-agents", "-1", "--filter-status", "offline"]).await,
+        ""
+    );
+    let summary = one(&["list-agents", "--summary"]).await;
+    assert!(
+        summary.starts_with("Online:           2\n  waiting         2\nOffline:          0"),
+        "{summary}"
+    );
+    let table = one(&["list-agents", "--fields", "name,provision_type"]).await;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "PROVISION", "TYPE"],
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("audino") && lines[1].ends_with("maas2"),
+        "{table}"
+    );
+    let run = flinger(&lab, &["list-agents", "--filter-name", "(unclosed"]).await;
+    assert_eq!(run.code, 2, "{run}");
     lab.stop().await;
 }

@@ -2,7 +2,7 @@
 //! `queue-status QUEUE` (agents, jobs and wait times of a queue).
 
 use super::Ctx;
-use crate::args::{AgentStatusArgs, ListAgentsArgs, QueueStatusArgs};
+use crate::args::{AgentStatusArgs, ListAgentsArgs, OFFLINE_STATES, ONLINE_STATES, Pattern, QueueStatusArgs};
 use crate::exit::{CliError, Exit};
 use crate::output::{human_duration, table};
 use serde_json::{Map, Value, json};
@@ -36,8 +36,10 @@ pub async fn list_queues(ctx: &Ctx<'_>) -> Result<Exit, CliError> {
     Ok(Exit::Success)
 }
 
-/// Whether an agent passes `list-agents`' filters.
+/// Whether an agent passes `list-agents`' filters (ours, exact; Testflinger's `--filter-*`,
+/// regular expressions searched anywhere in the value).
 pub fn matches(agent: &Value, args: &ListAgentsArgs) -> bool {
+    let regex = |p: &Option<Pattern>, key: &str| p.as_ref().is_none_or(|p| p.is_match(str_of(agent, key)));
     args.queue
         .as_deref()
         .is_none_or(|q| queues_of(agent).contains(&q))
@@ -50,6 +52,75 @@ pub fn matches(agent: &Value, args: &ListAgentsArgs) -> bool {
             .provision_type
             .as_deref()
             .is_none_or(|t| t == str_of(agent, "provision_type"))
+        && status_allowed(&args.filter_status, str_of(agent, "state"))
+        && regex(&args.filter_name, "name")
+        && args
+            .filter_queues
+            .as_ref()
+            .is_none_or(|p| queues_of(agent).iter().any(|q| p.is_match(q)))
+        && regex(&args.filter_location, "location")
+        && regex(&args.filter_provision_type, "provision_type")
+        && regex(&args.filter_comment, "comment")
+}
+
+/// `--filter-status`, as Testflinger reads it: the states named (`online` and `offline` stand
+/// for their groups; every state when only exclusions are given), minus those after a `^`.
+fn status_allowed(filter: &[String], state: &str) -> bool {
+    if filter.is_empty() {
+        return true;
+    }
+    let expand = |name: &str| -> Vec<&'static str> {
+        match name {
+            "online" => ONLINE_STATES.to_vec(),
+            "offline" => OFFLINE_STATES.to_vec(),
+            other => ONLINE_STATES
+                .iter()
+                .chain(&OFFLINE_STATES)
+                .copied()
+                .filter(|s| *s == other)
+                .collect(),
+        }
+    };
+    let (excluded, included): (Vec<&String>, Vec<&String>) = filter.iter().partition(|f| f.starts_with('^'));
+    let mut allowed: Vec<&str> = included.iter().flat_map(|f| expand(f)).collect();
+    if allowed.is_empty() {
+        allowed = ONLINE_STATES.iter().chain(&OFFLINE_STATES).copied().collect();
+    }
+    let excluded: Vec<&str> = excluded.iter().flat_map(|f| expand(&f[1..])).collect();
+    allowed.contains(&state) && !excluded.contains(&state)
+}
+
+/// One column of `list-agents --fields`.
+fn field(agent: &Value, name: &str) -> String {
+    match name {
+        "status" => str_of(agent, "state").to_owned(),
+        "queues" => queues_of(agent).join(", "),
+        other => match str_of(agent, other) {
+            "" => "-".to_owned(),
+            v => v.to_owned(),
+        },
+    }
+}
+
+/// `list-agents --summary`: how many agents are online and offline, per state.
+fn summary(agents: &[Value]) -> String {
+    let count = |state: &str| agents.iter().filter(|a| str_of(a, "state") == state).count();
+    let mut lines = vec![];
+    for (title, states) in [("Online", &ONLINE_STATES[..]), ("Offline", &OFFLINE_STATES[..])] {
+        let counts: Vec<(&str, usize)> = states.iter().map(|s| (*s, count(s))).collect();
+        lines.push(format!(
+            "{:<18}{}",
+            format!("{title}:"),
+            counts.iter().map(|(_, n)| n).sum::<usize>()
+        ));
+        lines.extend(
+            counts
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(s, n)| format!("  {s:<16}{n}")),
+        );
+    }
+    lines.join("\n")
 }
 
 pub async fn list_agents(ctx: &Ctx<'_>, args: ListAgentsArgs) -> Result<Exit, CliError> {
@@ -66,25 +137,34 @@ pub async fn list_agents(ctx: &Ctx<'_>, args: ListAgentsArgs) -> Result<Exit, Cl
         ui.document(&Value::Array(agents))?;
         return Ok(Exit::Success);
     }
+    if args.summary {
+        ui.line(&summary(&agents))?;
+        return Ok(Exit::Success);
+    }
+    if args.single_column {
+        for a in &agents {
+            ui.line(str_of(a, "name"))?;
+        }
+        return Ok(Exit::Success);
+    }
     if agents.is_empty() {
         ui.hint("No agent matches.");
         return Ok(Exit::Success);
     }
+    let fields: Vec<&str> = match args.fields.is_empty() {
+        true => vec!["name", "status", "queues", "location", "job_id", "comment"],
+        false => args.fields.iter().map(String::as_str).collect(),
+    };
+    let header: Vec<String> = fields
+        .iter()
+        .map(|f| f.replace('_', " ").to_uppercase())
+        .collect();
     let rows: Vec<Vec<String>> = agents
         .iter()
-        .map(|a| {
-            vec![
-                str_of(a, "name").to_owned(),
-                str_of(a, "state").to_owned(),
-                queues_of(a).join(","),
-                str_of(a, "location").to_owned(),
-                str_of(a, "job_id").to_owned(),
-                str_of(a, "comment").to_owned(),
-            ]
-        })
+        .map(|a| fields.iter().map(|f| field(a, f)).collect())
         .collect();
     ui.line(&table(
-        &["NAME", "STATE", "QUEUES", "LOCATION", "JOB", "COMMENT"],
+        &header.iter().map(String::as_str).collect::<Vec<_>>(),
         &rows,
     ))?;
     Ok(Exit::Success)
@@ -146,7 +226,10 @@ fn sort_jobs(jobs: &[Value]) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
 pub async fn queue_status(ctx: &Ctx<'_>, args: QueueStatusArgs) -> Result<Exit, CliError> {
     let queue = &args.queue_name;
     let Some(agents) = ctx.client.queue_agents_raw(queue).await? else {
-        return Err(CliError::Usage(format!("Queue '{queue}' does not exist.")));
+        // 404 (the queue is unknown, or no agent serves it) or 204: Testflinger's words.
+        return Err(CliError::Usage(format!(
+            "No agent is listening on queue '{queue}'."
+        )));
     };
     let jobs = ctx.client.queue_jobs(queue).await?;
     let wait_times = ctx
@@ -223,7 +306,7 @@ mod tests {
             queue: Some("q2".into()),
             state: vec!["maintenance".into(), "waiting".into()],
             location: Some("lab1".into()),
-            provision_type: None,
+            ..Default::default()
         };
         assert!(matches(&a, &args));
         args.queue = Some("q3".into());
@@ -231,6 +314,51 @@ mod tests {
         args.queue = None;
         args.state = vec!["offline".into()];
         assert!(!matches(&a, &args));
+    }
+
+    #[test]
+    fn status_filters_read_groups_and_exclusions_as_testflinger_does() {
+        let f = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(status_allowed(&[], "anything"));
+        assert!(status_allowed(&f(&["online"]), "test"));
+        assert!(!status_allowed(&f(&["online"]), "maintenance"));
+        assert!(status_allowed(&f(&["offline"]), "maintenance"));
+        assert!(!status_allowed(&f(&["online", "^waiting"]), "waiting"));
+        assert!(status_allowed(&f(&["online", "^waiting"]), "provision"));
+        assert!(status_allowed(&f(&["^online"]), "offline"));
+        assert!(!status_allowed(&f(&["^online"]), "reserve"));
+        assert!(status_allowed(&f(&["test", "offline"]), "test"));
+    }
+
+    #[test]
+    fn regex_filters_search_anywhere_and_queues_match_any() {
+        let a = json!({"name": "petilil", "state": "waiting", "queues": ["rpi4b", "arm"], "location": "TXR3-DH1", "comment": ""});
+        let args = |f: &dyn Fn(&mut ListAgentsArgs)| {
+            let mut a = ListAgentsArgs::default();
+            f(&mut a);
+            a
+        };
+        let p = |s: &str| Some(s.parse::<Pattern>().unwrap());
+        assert!(matches(&a, &args(&|x| x.filter_name = p("petilil|audino"))));
+        assert!(matches(&a, &args(&|x| x.filter_queues = p("^arm$"))));
+        assert!(!matches(&a, &args(&|x| x.filter_queues = p("x86"))));
+        assert!(matches(&a, &args(&|x| x.filter_location = p("DH1"))));
+        assert!(!matches(&a, &args(&|x| x.filter_comment = p("cable"))));
+        assert!("(unclosed".parse::<Pattern>().is_err());
+    }
+
+    #[test]
+    fn the_summary_counts_agents_per_state() {
+        let agents = [
+            json!({"state": "waiting"}),
+            json!({"state": "waiting"}),
+            json!({"state": "test"}),
+            json!({"state": "maintenance"}),
+        ];
+        assert_eq!(
+            summary(&agents),
+            "Online:           3\n  waiting         2\n  test            1\nOffline:          1\n  maintenance     1"
+        );
     }
 
     #[test]

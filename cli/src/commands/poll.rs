@@ -10,8 +10,13 @@
 //! without long polls answers at once; ticks are then spaced 0.5 s while something happens,
 //! slowing to 2 s while nothing does.
 //!
-//! Output goes to stdout exactly as produced; status lines go to stderr. With `--json`, stdout
-//! carries one JSON event per line instead (`state`, `position`, `attempt`, `output`, `end`).
+//! Output goes to stdout exactly as produced; status lines go to stderr. With `--events` (and
+//! when `submit --poll` or `reserve` follow a job with `--json`), stdout carries one JSON event
+//! per line instead (`state`, `position`, `attempt`, `output`, `end`). `poll --json` alone prints
+//! the log document once and exits, as `testflinger poll --json` does.
+//!
+//! With `--phase`, following also stops once that phase has ended (Testflinger's meaning), and
+//! the exit code is the phase's outcome.
 
 use crate::args::PollArgs;
 use crate::client::{Client, ClientError, LogQuery};
@@ -19,6 +24,7 @@ use crate::commands::Ctx;
 use crate::exit::{CliError, Exit, Outcome};
 use crate::model::{JobId, JobInfo, LogBatch, LogStream};
 use crate::output::{Ui, human_duration};
+use broker_schema::Phase;
 use serde_json::{Value, json};
 use std::io::{BufRead, IsTerminal};
 use std::time::{Duration, Instant};
@@ -67,6 +73,25 @@ pub enum Stop {
     Ended(Outcome),
     /// The reservation, as `GET /v1/job/<id>/reservation` describes it.
     Reserved(Value),
+    /// The phase followed with `--phase` ended, with this exit code; the job goes on.
+    PhaseEnded {
+        phase: String,
+        code: i64,
+    },
+}
+
+impl Stop {
+    /// The exit code of a `poll`: the job's outcome, or the followed phase's (0 when it passed,
+    /// 1 for a failed test phase, 3 for another failed phase).
+    pub fn exit(&self) -> Exit {
+        match self {
+            Stop::Ended(outcome) => outcome.exit(),
+            Stop::Reserved(_) => Exit::Success,
+            Stop::PhaseEnded { code: 0, .. } => Exit::Success,
+            Stop::PhaseEnded { phase, .. } if phase == Phase::Test.as_str() => Exit::TestFailed,
+            Stop::PhaseEnded { .. } => Exit::Infrastructure,
+        }
+    }
 }
 
 pub async fn run(ctx: &Ctx<'_>, args: PollArgs, stream: LogStream) -> Result<Exit, CliError> {
@@ -76,13 +101,13 @@ pub async fn run(ctx: &Ctx<'_>, args: PollArgs, stream: LogStream) -> Result<Exi
         start_timestamp: args.start_timestamp,
         phase: args.phase,
     };
-    if args.oneshot {
+    // `--json` without `--events` prints the log once, as `testflinger poll --json` does.
+    if args.oneshot || (ctx.ui.is_json() && !args.events) {
         oneshot(ctx, args.job_id, &follow).await
     } else {
-        match self::follow(ctx, args.job_id, &follow, Until::Ended).await? {
-            Stop::Ended(outcome) => Ok(outcome.exit()),
-            Stop::Reserved(_) => unreachable!("not asked for"),
-        }
+        Ok(self::follow(ctx, args.job_id, &follow, Until::Ended)
+            .await?
+            .exit())
     }
 }
 
@@ -225,8 +250,12 @@ impl Follower {
                     }
                     match tick {
                         Tick::Stop(stop) => {
-                            if let Stop::Ended(outcome) = &stop {
-                                finish(ctx.ui, self.id, self, outcome)?;
+                            match &stop {
+                                Stop::Ended(outcome) => finish(ctx.ui, self.id, self, outcome)?,
+                                Stop::PhaseEnded { phase, code } => {
+                                    self.finish_phase(ctx.ui, phase, *code)?
+                                }
+                                Stop::Reserved(_) => {}
                             }
                             ctx.ui.clear_bar();
                             return Ok(stop);
@@ -271,13 +300,49 @@ impl Follower {
             (Until::Reserved, None) if info.state == "reserve" => ctx.client.reservation(self.id).await?,
             _ => None,
         };
+        // The phase followed with `--phase` has an exit code: it ended (its output was stored
+        // before its end was recorded, and the log was read after the record).
+        let phase_ended = self.follow.phase.as_ref().and_then(|p| {
+            let (name, code) = info.phase_status.iter().find(|(name, _)| name == p)?;
+            Some(Stop::PhaseEnded {
+                phase: name.clone(),
+                code: *code,
+            })
+        });
         self.last = Some(info);
-        Ok(match (outcome, reserved) {
-            (Some(o), _) => Tick::Stop(Stop::Ended(o)),
-            (None, Some(r)) => Tick::Stop(Stop::Reserved(r)),
-            (None, None) if moved => Tick::Moved,
-            (None, None) => Tick::Quiet,
+        Ok(match (outcome, reserved, phase_ended) {
+            (Some(o), _, _) => Tick::Stop(Stop::Ended(o)),
+            (None, Some(r), _) => Tick::Stop(Stop::Reserved(r)),
+            (None, None, Some(p)) => Tick::Stop(p),
+            (None, None, None) if moved => Tick::Moved,
+            (None, None, None) => Tick::Quiet,
         })
+    }
+
+    /// The followed phase ended while the job goes on: say so, and how to follow the rest.
+    fn finish_phase(&self, ui: &Ui, phase: &str, code: i64) -> Result<(), CliError> {
+        let id = self.id;
+        let next = self.next_fragment;
+        let stop = Stop::PhaseEnded {
+            phase: phase.to_owned(),
+            code,
+        };
+        if ui.is_json() {
+            ui.event(&json!({
+                "event": "phase_end",
+                "job_id": id.to_string(),
+                "phase": phase,
+                "phase_exit_code": code,
+                "next_fragment": next,
+                "exit_code": stop.exit().code(),
+            }))?;
+        }
+        // Testflinger's words.
+        ui.status(&format!("Phase '{phase}' completed with exit code: {code}"));
+        ui.hint(&format!(
+            "Use 'flinger poll {id} --start_fragment {next}' to continue polling."
+        ));
+        Ok(())
     }
 
     /// The next output, by long poll while the job runs (if the server takes it).
@@ -444,10 +509,7 @@ pub fn describe_position(queue: &str, position: u64) -> String {
 
 /// A followed job's result, for commands that follow after doing something else.
 pub async fn follow_to_end(ctx: &Ctx<'_>, id: JobId, follow: &Follow) -> Result<Exit, CliError> {
-    match self::follow(ctx, id, follow, Until::Ended).await? {
-        Stop::Ended(o) => Ok(o.exit()),
-        Stop::Reserved(_) => Ok(Exit::Success),
-    }
+    Ok(self::follow(ctx, id, follow, Until::Ended).await?.exit())
 }
 
 #[cfg(test)]

@@ -128,6 +128,7 @@ async fn build_job(ctx: &Ctx<'_>, args: &ReserveArgs) -> Result<Map<String, Valu
     let mut job = Map::new();
     job.insert("job_queue".into(), json!(queue));
     let provision = match (&args.distro, &args.image) {
+        (Some(d), _) if args.ephemeral => Some(json!({"distro": d, "ephemeral": true})),
         (Some(d), _) => Some(json!({"distro": d})),
         (None, Some(image)) => {
             let images = if image.starts_with("http") {
@@ -215,7 +216,7 @@ async fn reserve(ctx: &Ctx<'_>, args: ReserveArgs) -> Result<Exit, CliError> {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    super::submit::check_queue(ctx, &queue, false).await?;
+    super::submit::check_queue(ctx, &queue, &[], false).await?;
     let id = super::submit::submit_doc(ctx, &mut job, "the reserve job").await?;
     if ui.is_json() {
         ui.event(&json!({"event": "submitted", "job_id": id.to_string()}))?;
@@ -228,6 +229,7 @@ async fn reserve(ctx: &Ctx<'_>, args: ReserveArgs) -> Result<Exit, CliError> {
             ui.note("The job ended before its reservation started.");
             Ok(outcome.exit())
         }
+        Stop::PhaseEnded { .. } => unreachable!("reserve follows every phase"),
         Stop::Reserved(r) => {
             if ui.is_json() {
                 let mut event = json!({"event": "reserved"});

@@ -1,8 +1,8 @@
 //! `flinger submit FILE|- [--poll] [--quiet] [--wait-for-available-agents]
 //! [--attachments-relative-to DIR]`.
 //!
-//! Reads the job file, refuses it before submitting when no agent serves its queue (as
-//! Testflinger does), packs its attachments, submits it under a job id chosen here (so that a
+//! Reads the job file, refuses it before submitting when no agent serves its queue or every
+//! agent serving it is offline (as Testflinger does; see [`check_queue`]), packs its attachments, submits it under a job id chosen here (so that a
 //! retried submission cannot create a second job), uploads the attachments (the server holds
 //! the job until they arrive; if the upload fails the job is cancelled), records it in the
 //! local history, prints the id, and with `--poll` follows the job to its end.
@@ -16,20 +16,24 @@ use crate::client::ClientError;
 use crate::exit::{CliError, Exit};
 use crate::history::Entry;
 use crate::jobfile::{JobFile, JobSource};
-use crate::model::{JobId, LogStream};
+use crate::model::{AgentSummary, JobId, LogStream};
 use crate::output::{Ui, field_error_lines};
 use serde_json::{Map, Value, json};
 use std::time::Duration;
 
 /// How often `--wait-for-available-agents` looks again.
 const AGENT_WAIT_INTERVAL: Duration = Duration::from_secs(2);
+/// How long `--wait-for-available-agents` submits again a job refused because no queue took it:
+/// an agent shows up a moment before it has bound its queue.
+const BINDING_GRACE: Duration = Duration::from_secs(30);
 
 pub async fn run(ctx: &Ctx<'_>, args: SubmitArgs) -> Result<Exit, CliError> {
     let source = JobSource::from(args.file);
     let mut job = JobFile::read(&source)?;
     let queue = job.queue().map(str::to_owned);
     if let Some(queue) = &queue {
-        check_queue(ctx, queue, args.wait_for_available_agents).await?;
+        let excluded = excluded_agents(&job.doc);
+        check_queue(ctx, queue, &excluded, args.wait_for_available_agents).await?;
     }
     let packed = if attachments::has_attachments(&job.doc) {
         let reference = attachments::reference_dir(args.attachments_relative_to.as_deref(), source.path())
@@ -39,7 +43,11 @@ pub async fn run(ctx: &Ctx<'_>, args: SubmitArgs) -> Result<Exit, CliError> {
     } else {
         None
     };
-    let id = submit_doc(ctx, &mut job.doc, &job.origin).await?;
+    let id = if args.wait_for_available_agents {
+        submit_when_routable(ctx, &mut job.doc, &job.origin).await?
+    } else {
+        submit_doc(ctx, &mut job.doc, &job.origin).await?
+    };
     if let Some(packed) = packed {
         if let Err(e) = ctx.client.upload_attachments(id, packed.archive.path()).await {
             // Without its attachments the job would wait forever: take it back.
@@ -63,6 +71,29 @@ pub async fn run(ctx: &Ctx<'_>, args: SubmitArgs) -> Result<Exit, CliError> {
         return Ok(Exit::Success);
     }
     poll::follow_to_end(ctx, id, &Follow::from_start(LogStream::Output)).await
+}
+
+/// [`submit_doc`], again while the server refuses the job only for its queue (no queue bound
+/// to it yet: the agent just showed up), for up to [`BINDING_GRACE`]. The job keeps its id, so
+/// nothing is submitted twice.
+async fn submit_when_routable(
+    ctx: &Ctx<'_>,
+    doc: &mut Map<String, Value>,
+    origin: &str,
+) -> Result<JobId, CliError> {
+    let since = std::time::Instant::now();
+    loop {
+        match submit_doc(ctx, doc, origin).await {
+            Err(CliError::JobRefused { fields, .. })
+                if !fields.is_empty()
+                    && fields.iter().all(|f| f.starts_with("job_queue:"))
+                    && since.elapsed() < BINDING_GRACE =>
+            {
+                tokio::time::sleep(AGENT_WAIT_INTERVAL).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Posts a job document (giving it a `job_id` if it has none) and records it in the history.
@@ -119,12 +150,31 @@ fn announce(ui: &Ui, id: JobId, polling: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Refuses a queue no agent serves; warns (or waits) when every agent serving it is unavailable.
-pub async fn check_queue(ctx: &Ctx<'_>, queue: &str, wait: bool) -> Result<(), CliError> {
+/// The check `submit` and `reserve` make before submitting, with Testflinger's meaning.
+///
+/// - No agent serves the queue (`GET /v1/queues/<q>/agents` answers 404, 204 or `[]`): refused.
+///   With `wait` (`--wait-for-available-agents`), waited for instead, checking every 2 s: the
+///   broker has nowhere to put the job until an agent has declared the queue.
+/// - Every agent serving it, but those the job's `exclude_agents` names, is offline: refused;
+///   with `wait`, submitted anyway (with a warning): the job waits in the queue for one.
+/// - Agents in maintenance count as there (they come back); with none available, a warning.
+pub async fn check_queue(
+    ctx: &Ctx<'_>,
+    queue: &str,
+    excluded: &[String],
+    wait: bool,
+) -> Result<(), CliError> {
     let (client, ui) = (&ctx.client, ctx.ui);
     let mut said_waiting = false;
-    loop {
-        let Some(agents) = client.queue_agents(queue).await? else {
+    let agents = loop {
+        let missing = match client.queue_agents(queue).await {
+            Ok(Some(agents)) if !agents.is_empty() => break agents,
+            Ok(_) => "no agent serves it yet".to_owned(),
+            // A long wait outlives a gateway restart.
+            Err(e) if wait && e.is_transient() => e.to_string(),
+            Err(e) => return Err(e.into()),
+        };
+        if !wait {
             let known = client
                 .queues()
                 .await
@@ -134,24 +184,56 @@ pub async fn check_queue(ctx: &Ctx<'_>, queue: &str, wait: bool) -> Result<(), C
                 queue: queue.to_owned(),
                 known,
             });
-        };
-        if agents.iter().any(|a| a.is_available()) {
-            return Ok(());
-        }
-        if !wait {
-            let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
-            ui.warn(&format!(
-                "every agent serving queue {queue:?} ({}) is offline or in maintenance; the job will wait for one",
-                names.join(", ")
-            ));
-            return Ok(());
         }
         if !said_waiting {
-            ui.status(&format!("Waiting for an available agent on queue {queue:?}…"));
+            ui.status(&format!(
+                "Waiting for an agent on queue {queue:?} ({missing}); checking every {} s…",
+                AGENT_WAIT_INTERVAL.as_secs()
+            ));
             said_waiting = true;
         }
         tokio::time::sleep(AGENT_WAIT_INTERVAL).await;
+    };
+    let (left_out, candidates): (Vec<_>, Vec<_>) = agents.iter().partition(|a| excluded.contains(&a.name));
+    if candidates.iter().any(|a| a.is_available()) {
+        return Ok(());
     }
+    let names = |agents: &[&AgentSummary]| agents.iter().map(|a| a.name.clone()).collect::<Vec<_>>();
+    if !wait && candidates.iter().all(|a| a.state == "offline") {
+        return Err(CliError::NoOnlineAgent {
+            queue: queue.to_owned(),
+            offline: names(&candidates),
+            excluded: names(
+                &left_out
+                    .into_iter()
+                    .filter(|a| a.state != "offline")
+                    .collect::<Vec<_>>(),
+            ),
+        });
+    }
+    let listed = names(&candidates);
+    ui.warn(&format!(
+        "every agent serving queue {queue:?}{} is offline or in maintenance; the job will wait for one",
+        match listed.is_empty() {
+            true => String::new(),
+            false => format!(" ({})", listed.join(", ")),
+        }
+    ));
+    Ok(())
+}
+
+/// The agents a job file excludes (`exclude_agents`).
+pub fn excluded_agents(doc: &Map<String, Value>) -> Vec<String> {
+    doc.get("exclude_agents")
+        .and_then(Value::as_array)
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A refused submission names the file and every field the server named.
