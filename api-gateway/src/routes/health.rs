@@ -6,7 +6,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{any, get};
 use serde::Serialize;
 
 pub fn routes() -> Router<AppState> {
@@ -14,7 +14,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1", get(banner))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/oidc/auth-init", post(oidc_auth_init))
+        .route("/oidc", any(oidc))
+        .route("/oidc/{*rest}", any(oidc))
         .route("/openapi.json", get(openapi))
 }
 
@@ -62,9 +63,10 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) 
     (status, Json(Readiness { store, broker }))
 }
 
-/// Testflinger's CLI asks this first and goes on anonymously (or with client credentials) on a
-/// 404. Flinger has no OIDC device flow: every `/oidc/*` path answers 404.
-async fn oidc_auth_init() -> ApiError {
+/// Testflinger's CLI asks `POST /oidc/auth-init` first and goes on anonymously (or with client
+/// credentials) on a 404. Flinger has no OIDC device flow: every `/oidc/*` path answers 404,
+/// whatever the method (a 405 would tell the CLI that OIDC exists).
+async fn oidc() -> ApiError {
     ApiError::NotFound("OIDC is not configured".into())
 }
 

@@ -63,17 +63,23 @@ async fn a_job_is_accepted_while_the_broker_is_down_because_it_is_stored() {
 }
 
 #[tokio::test]
-async fn oidc_is_not_configured() {
+async fn oidc_is_not_configured_so_every_oidc_path_is_404_whatever_the_method() {
     let app = TestApp::spawn().await;
-    assert_eq!(
-        app.http
-            .post(app.url("/oidc/auth-init"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    for path in [
+        "/oidc/auth-init",
+        "/oidc/auth-init/",
+        "/oidc",
+        "/oidc/token",
+        "/oidc/a/b/c",
+    ] {
+        for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+            let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let r = app.http.request(m, app.url(path)).send().await.unwrap();
+            assert_eq!(r.status(), 404, "{method} {path}");
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["message"], "OIDC is not configured", "{method} {path}");
+        }
+    }
     app.stop().await;
 }
 
