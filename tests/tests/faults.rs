@@ -80,6 +80,54 @@ async fn a_job_whose_agent_dies_on_the_last_attempt_fails_as_agent_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn processes_a_killed_agents_phase_left_behind_die_when_it_restarts_and_the_job_runs_again() {
+    let mut lab = Lab::builder()
+        .name("orphans")
+        .scheduler_arg("--lease-secs", "3")
+        .scheduler_arg("--renew-secs", "0.5")
+        .agent(AgentSpec::commands(
+            "o1",
+            &["orphans"],
+            &[("test", "flinger-agent run-test-cmds")],
+        ))
+        .start()
+        .await;
+    let (marker, first_run) = (lab.path("orphan.ticks"), lab.path("first-run"));
+    // The first attempt leaves a grandchild ticking in the background; the second just passes.
+    let cmds = format!(
+        "if [ -e {first} ]; then echo second attempt; exit 0; fi; touch {first}\n\
+         (while true; do echo tick >> {marker}; sleep 0.2; done) &\n\
+         sleep 1000",
+        first = first_run.display(),
+        marker = marker.display()
+    );
+    let id = lab
+        .submit(&json!({"job_queue": "orphans", "test_data": {"test_cmds": cmds}}))
+        .await;
+    let ticks = || {
+        std::fs::read_to_string(&marker)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    eventually(DONE, "the grandchild ticking", || async {
+        (ticks() >= 2).then_some(())
+    })
+    .await;
+    lab.agent("o1").crash();
+    lab.agent("o1").restart();
+    let info = lab.wait_done(id, DONE).await;
+    assert_eq!(info["state"], "complete", "{info}\n{}", lab.logs());
+    assert_eq!(info["attempt"], 2, "{info}");
+    assert!(lab.output(id).await.contains("second attempt"));
+    // Nothing of the first attempt runs on: a tick every 0.2 s would show within a second.
+    let before = ticks();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(ticks(), before, "the killed agent's grandchild still runs");
+    invariants::check(&lab.store, &[id]).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn cancel_in_provision_test_or_reserve_stops_the_phase_runs_cleanup_and_ends_cancelled() {
     let lab = Lab::builder()
         .name("cancel")
