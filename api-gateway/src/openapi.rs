@@ -2,8 +2,9 @@
 //!
 //! Every operation is one row of [`operations`]: method, path, who may call it, what it takes
 //! and every status it answers. The gateway's test suite checks each answer it gets against
-//! this table (an undocumented path, method or status fails the test), so the document stays
-//! true as the API changes.
+//! this table (an undocumented path, method or status fails the test), that the router serves
+//! exactly the paths and methods listed here, and that each row's roles match its own table of
+//! Testflinger's role sets, so the document stays true as the API changes.
 
 use serde_json::{Value, json};
 use std::sync::OnceLock;

@@ -8,6 +8,7 @@ use broker_schema::messages::{
 use broker_schema::{AgentName, JobState, Millis, Names, Phase};
 use flinger_scheduler::store::AttemptRecord;
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -1092,7 +1093,8 @@ async fn the_openapi_document_is_served_and_lists_every_operation() {
         );
     }
     // Every documented operation is routed: none falls through to the router's own 404 or 405.
-    for op in flinger_gateway::openapi::operations() {
+    let ops = flinger_gateway::openapi::operations();
+    for op in &ops {
         let path = op
             .path
             .replace("{job_id}", &Uuid::new_v4().to_string())
@@ -1110,5 +1112,63 @@ async fn the_openapi_document_is_served_and_lists_every_operation() {
             op.path
         );
     }
+
+    // And the other way: every routed path is documented…
+    let routed = routed_paths();
+    let documented: BTreeSet<String> = ops.iter().map(|o| o.path.to_owned()).collect();
+    // (`/oidc` and everything under it answer 404, documented as the one call the CLI makes.)
+    let routed_but_oidc: BTreeSet<String> = routed
+        .iter()
+        .filter(|p| !p.starts_with("/oidc"))
+        .cloned()
+        .collect();
+    let documented_but_oidc: BTreeSet<String> = documented
+        .iter()
+        .filter(|p| !p.starts_with("/oidc"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        routed_but_oidc, documented_but_oidc,
+        "routed paths and documented paths differ"
+    );
+    assert!(routed.contains("/oidc/{rest}") && documented.contains("/oidc/auth-init"));
+    // …with every method it serves: a method the document does not list is the router's 405.
+    for path in &documented_but_oidc {
+        for method in ["get", "post", "put", "delete", "patch"] {
+            if ops.iter().any(|o| o.path == path && o.method == method) {
+                continue;
+            }
+            let concrete = path
+                .replace("{job_id}", &Uuid::new_v4().to_string())
+                .replace("{path}", "a")
+                .replace(['{', '}'], "");
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let status = app
+                .http
+                .request(m, app.url(&concrete))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, 405, "{method} {path} is served but not documented");
+        }
+    }
     app.stop().await;
+}
+
+/// Every path the gateway's router declares (`.route("…", …)` in `src/routes/`), with `{*x}`
+/// written `{x}` as the document writes it.
+fn routed_paths() -> BTreeSet<String> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/routes");
+    let mut paths = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let source = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for rest in source.split(".route(").skip(1) {
+            let literal = rest.trim_start().strip_prefix('"').expect("a route path literal");
+            let path = &literal[..literal.find('"').unwrap()];
+            paths.insert(path.replace("{*", "{"));
+        }
+    }
+    assert!(paths.len() > 30, "found the routes: {paths:?}");
+    paths
 }
