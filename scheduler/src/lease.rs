@@ -53,7 +53,7 @@ pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<(LeaseReply, 
                 }
             }
             Err(reason) => {
-                submissions::reject(core, s.job_id, Some(s.job.clone()), None, &reason).await?;
+                submissions::reject(core, s.job_id, Some(s.job.clone()), &reason).await?;
             }
         }
     }

@@ -42,7 +42,7 @@ pub async fn record(core: &Core, msg: &Received<'_>) -> StoreResult<Disposition>
             // the producer finds the reason in the API as well as in the event.
             if let Some(job_id) = e.job_id().or_else(|| codec::probe_job_id(msg.body)) {
                 let definition = placeholder_definition(msg.routing_key);
-                reject(core, job_id, definition, None, &e.to_string()).await?;
+                reject(core, job_id, definition, &e.to_string()).await?;
             }
             return Ok(Disposition::Dead(e.to_string()));
         }
@@ -53,7 +53,7 @@ pub async fn record(core: &Core, msg: &Received<'_>) -> StoreResult<Disposition>
         // republishes it as itself) proves nothing new about its submitter.
         Err(_) if core.store.get_job(submission.job_id).await?.is_some() => None,
         Err(reason) => {
-            reject(core, submission.job_id, Some(submission.job), None, &reason).await?;
+            reject(core, submission.job_id, Some(submission.job), &reason).await?;
             return Ok(Disposition::Dead(reason));
         }
     };
@@ -94,7 +94,6 @@ pub async fn reject(
     core: &Core,
     job_id: Uuid,
     definition: Option<JobDefinition>,
-    submitted_by: Option<String>,
     reason: &str,
 ) -> StoreResult<()> {
     warn!(%job_id, %reason, "submission rejected");
@@ -109,7 +108,7 @@ pub async fn reject(
         return Ok(());
     };
     let now = Millis::now();
-    let mut record = JobRecord::new_waiting(job_id, definition, submitted_by, now);
+    let mut record = JobRecord::new_waiting(job_id, definition, None, now);
     record.state = JobState::Failed;
     record.ended_at = Some(now);
     record.enqueued_at = Some(now);
