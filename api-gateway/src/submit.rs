@@ -170,6 +170,14 @@ fn check_webhook(state: &AppState, job: &JobDefinition) -> Result<(), SubmitErro
 /// `*`); a reservation longer than 6 h needs its `max_reservation_time`; a restricted queue needs
 /// the client among its owners (admins may use any queue). Anonymous callers get 401, clients
 /// without the permission 403.
+/// Whether a caller without a token could have submitted `job` (no secrets, no priority, no
+/// long reservation, no restricted queue): then a stranger's attachments gain it nothing an
+/// anonymous submission would not have had. Store errors count as "no".
+pub async fn anonymous_could_submit(state: &AppState, job: &JobDefinition) -> bool {
+    let anonymous = Caller::anonymous(state.auth());
+    job.secrets().is_empty() && check_permissions(state, &anonymous, job).await.is_ok()
+}
+
 async fn check_permissions(
     state: &AppState,
     caller: &Caller,

@@ -199,23 +199,32 @@ async fn scenario(store: StoreKind) {
     assert_eq!(info["state"], "waiting", "{info}");
     assert_eq!(info["awaiting_attachments"], true);
 
-    // The upload, as Testflinger's CLI sends it (multipart `file`, no token).
-    let archive = attachments_archive(&[("data/hello.txt", "hello from the attachment\n")]);
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(archive)
-            .file_name("attachments.tar.gz")
-            .mime_str("application/x-gzip")
-            .unwrap(),
-    );
-    let r = lab
-        .http
-        .post(lab.url(&format!("/v1/job/{id}/attachments")))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // The upload as Testflinger's CLI sends it (multipart `file`), with alice's token: the job
+    // uses her secret, so attachments from anyone else, or without a token, are refused.
+    let upload = |token: Option<String>, text: &'static str| {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(attachments_archive(&[("data/hello.txt", text)]))
+                .file_name("attachments.tar.gz")
+                .mime_str("application/x-gzip")
+                .unwrap(),
+        );
+        let mut r = lab
+            .http
+            .post(lab.url(&format!("/v1/job/{id}/attachments")))
+            .multipart(form);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    let (status, body) = upload(None, "a stranger's attachment\n").await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = upload(Some(alice.clone()), "hello from the attachment\n").await;
+    assert_eq!(status, 200, "{body}");
 
     let info = lab.wait_done(id, JOB_TIMEOUT).await;
     assert_eq!(info["state"], "complete", "{info}\n{}", lab.logs());

@@ -99,13 +99,17 @@ async fn download(state: &AppState, name: &BlobName, filename: &str) -> Result<R
         .into_response())
 }
 
-/// `POST /v1/job/<id>/attachments`: 200 `OK` once stored and the job released; 403 unless the
-/// caller may act on the job (its submitter, a manager or an admin); 422 when the job is unknown
-/// or does not wait for attachments (any more); 413 beyond the limit.
+/// `POST /v1/job/<id>/attachments`: 200 `OK` once stored and the job released; 403 when the
+/// caller may not (below); 422 when the job is unknown or does not wait for attachments (any
+/// more); 413 beyond the limit.
 ///
-/// A job submitted anonymously has no owner, so anyone let in may upload its attachments (as in
-/// Testflinger), but only while it waits for them: once released, its archive is final. Its
-/// owner's upload repeated after a success is answered `OK` (a retry whose answer was lost).
+/// Its submitter, a manager or an admin may upload a job's attachments. So may anyone else let
+/// in — Testflinger's CLI uploads without a token even for a job it submitted with one — but
+/// only while the job waits for them (once released, its archive is final), and only when the
+/// job could have been submitted anonymously: a job that uses its owner's secrets, priority,
+/// long reservation or restricted queue takes attachments from its owner only, or a stranger
+/// quick enough could run code of theirs with the owner's privileges. The owner's upload
+/// repeated after a success is answered `OK` (a retry whose answer was lost).
 async fn post_attachments(
     State(state): State<AppState>,
     caller: Caller,
@@ -118,15 +122,21 @@ async fn post_attachments(
         .get_job(id)
         .await?
         .ok_or_else(|| ApiError::invalid_field("job_id", format!("Job {id} is not valid")))?;
-    if !may_act_on(&caller, job.submitted_by.as_deref()) {
+    let owner = job.submitted_by.is_some() && may_act_on(&caller, job.submitted_by.as_deref());
+    if !owner
+        && job.submitted_by.is_some()
+        && !crate::submit::anonymous_could_submit(&state, &job.definition).await
+    {
         return Err(ApiError::Forbidden(
-            "Only the job's submitter, a manager or an admin may upload its attachments".into(),
+            "This job uses its submitter's privileges (secrets, priority, a long reservation or \
+             a restricted queue): only its submitter, a manager or an admin may upload its \
+             attachments, with a token (flinger submit sends one)"
+                .into(),
         ));
     }
     let name = BlobName::attachments(id);
     if !job.awaiting_attachments {
-        let owned = job.submitted_by.is_some();
-        if owned && job.definition.has_attachments() && state.store().blob_info(&name).await?.is_some() {
+        if owner && job.definition.has_attachments() && state.store().blob_info(&name).await?.is_some() {
             return Ok("OK");
         }
         return Err(ApiError::invalid_field(

@@ -981,11 +981,15 @@ async fn only_the_submitter_a_manager_or_an_admin_may_upload_a_jobs_attachments(
     let app = TestApp::spawn().await;
     app.declare_class("q").await;
     let _served = app.fake_scheduler(|_| done()).await;
-    let alice = app.client("alice", "contributor", json!({})).await;
+    let alice = app
+        .client("alice", "contributor", json!({"max_priority": {"*": 10}}))
+        .await;
     let bob = app.client("bob", "contributor", json!({})).await;
     let manager = app.client("boss", "manager", json!({})).await;
     let agent = app.client("att-agent", "agent", json!({})).await;
-    let with_attachments = json!({"job_queue": "q", "test_data": {"attachments": [{"agent": "a.txt"}]}});
+    // A priority only alice may set: a stranger's attachments would run with her privilege.
+    let with_attachments =
+        json!({"job_queue": "q", "job_priority": 5, "test_data": {"attachments": [{"agent": "a.txt"}]}});
     let submit = |token: String| {
         let (app, job) = (&app, &with_attachments);
         async move {
@@ -1021,6 +1025,42 @@ async fn only_the_submitter_a_manager_or_an_admin_may_upload_a_jobs_attachments(
     assert_eq!(
         stored_attachments(&app, &agent, other).await.as_deref(),
         Some(&b"boss's"[..])
+    );
+    app.stop().await;
+}
+
+/// Testflinger's CLI uploads attachments without a token, even for a job it submitted with one:
+/// that works as long as the job uses none of its submitter's privileges.
+#[tokio::test]
+async fn a_logged_in_clients_unprivileged_job_takes_attachments_uploaded_without_a_token() {
+    let app = TestApp::spawn().await;
+    app.declare_class("q").await;
+    let _served = app.fake_scheduler(|_| done()).await;
+    let alice = app.client("alice", "contributor", json!({})).await;
+    let agent = app.client("att-agent", "agent", json!({})).await;
+    let job = json!({"job_queue": "q", "test_data": {"attachments": [{"agent": "a.txt"}]}});
+    let id = job_id(
+        &app.post_json_as(&alice, "/v1/job", &job)
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        upload_attachments(&app, None, id, b"from testflinger-cli").await,
+        200
+    );
+    assert_eq!(
+        stored_attachments(&app, &agent, id).await.as_deref(),
+        Some(&b"from testflinger-cli"[..])
+    );
+    release(&app, id).await;
+    // Once released, its archive is final for everyone but its owner's retry.
+    assert_eq!(upload_attachments(&app, None, id, b"late").await, 422);
+    assert_eq!(upload_attachments(&app, Some(&alice), id, b"retry").await, 200);
+    assert_eq!(
+        stored_attachments(&app, &agent, id).await.as_deref(),
+        Some(&b"from testflinger-cli"[..])
     );
     app.stop().await;
 }
