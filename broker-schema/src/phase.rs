@@ -2,7 +2,8 @@
 //!
 //! Order: setup → provision → firmware_update → test → allocate → reserve, then cleanup always.
 //! A phase runs when the device has a step for it and, for the data-driven phases, the job carries
-//! that phase's data without `skip: true`. A non-zero exit stops the later phases, except that a
+//! that phase's data without `skip: true`; `attachments` alone do not count as data (Testflinger
+//! strips them before deciding). A non-zero exit stops the later phases, except that a
 //! failing `test` still lets `allocate` and `reserve` run; cleanup always runs.
 
 use crate::job::JobDefinition;
@@ -65,14 +66,17 @@ impl Phase {
         }
     }
 
-    /// Whether the job asks for this phase (setup and cleanup are always asked for).
+    /// Whether the job asks for this phase (setup and cleanup are always asked for). A phase's
+    /// data holding only `attachments` does not ask for it: Testflinger removes the attachments
+    /// once unpacked, and a phase left with no data does not run.
     pub fn wanted_by(self, job: &JobDefinition) -> bool {
         match self.data_key() {
             None => true,
             Some(key) => match job.raw().get(key) {
                 None | Some(serde_json::Value::Null) => false,
                 Some(serde_json::Value::Object(m)) => {
-                    !m.is_empty() && m.get("skip") != Some(&serde_json::Value::Bool(true))
+                    m.keys().any(|k| k != "attachments")
+                        && m.get("skip") != Some(&serde_json::Value::Bool(true))
                 }
                 Some(_) => true,
             },
@@ -215,6 +219,21 @@ mod tests {
         assert_eq!(
             run(&mut plan, &[(Phase::Test, 1)]),
             vec![Phase::Setup, Phase::Test, Phase::Reserve]
+        );
+    }
+
+    #[test]
+    fn a_phase_whose_data_is_only_attachments_does_not_run() {
+        let j = job(json!({
+            "job_queue": "q",
+            "provision_data": {"attachments": [{"local": "img.bin"}]},
+            "firmware_update_data": {"attachments": [{"local": "fw.bin"}], "version": "1.2"},
+            "test_data": {"attachments": [{"local": "t.sh"}], "test_cmds": "sh attachments/test/t.sh"},
+        }));
+        let mut plan = Plan::new(&j, |_| true);
+        assert_eq!(
+            run(&mut plan, &[]),
+            vec![Phase::Setup, Phase::FirmwareUpdate, Phase::Test]
         );
     }
 
