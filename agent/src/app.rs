@@ -58,6 +58,8 @@ impl Agent {
                 source,
             })?;
         }
+        // Per-run files of runs an earlier process did not finish (it crashed or was killed).
+        let _ = std::fs::remove_dir_all(config.state_dir.join("jobs"));
         let bus = Bus::new(
             BusConfig {
                 url: config.broker_url.clone(),
@@ -94,6 +96,30 @@ impl Agent {
         }
         // issue 4: queue descriptions and images for the gateway's `/v1/agents/queues|images`.
         services.spawn(crate::gateway::advertise(config.clone(), shutdown.clone()));
+        // Runs given up while the broker was unreachable are told on each (re)connection.
+        let unreported = Arc::new(crate::unreported::Unreported::new(
+            &config.state_dir,
+            publisher.clone(),
+            names.clone(),
+        ));
+        let connected = Arc::new(tokio::sync::Notify::new());
+        services.spawn(crate::unreported::serve(
+            unreported.clone(),
+            connected.clone(),
+            shutdown.clone(),
+        ));
+        {
+            let bus = bus.clone();
+            services.spawn(crate::metrics::follow_connections(
+                move || bus.connections_made(),
+                move |n| {
+                    crate::metrics::broker_connections(n);
+                    connected.notify_one();
+                },
+                crate::metrics::CONNECTIONS_EVERY,
+                shutdown.clone(),
+            ));
+        }
         services.spawn(heartbeat::beat(
             publisher.clone(),
             names.clone(),
@@ -111,6 +137,7 @@ impl Agent {
             status: status.clone(),
             current,
             shutdown: shutdown.clone(),
+            unreported,
         };
         let mut intake = Intake::new(
             bus.clone(),
@@ -124,7 +151,6 @@ impl Agent {
 
         while !shutdown.is_cancelled() {
             while keepers.try_join_next().is_some() {}
-            crate::metrics::broker_connections(bus.connections_made());
             if status.get().admin.is_some() {
                 wait_for_service(&status, &shutdown).await;
                 continue;

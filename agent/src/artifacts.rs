@@ -3,8 +3,9 @@
 //! gateway at the end of the run, before the run is reported finished, so that the artifacts
 //! are there when the job shows as complete. No folder, nothing to do.
 //!
-//! Symbolic links are stored as links, never followed: a job cannot make the agent upload a
-//! file from outside its run directory.
+//! Symbolic links are stored as links, never followed, and an `artifacts` that is itself a link
+//! is refused: a job cannot make the agent upload a file from outside its run directory. The
+//! archive is packed in the agent's own directory for the run, out of the job's reach.
 
 use crate::config::AgentConfig;
 use crate::gateway::{GatewayClient, GatewayError};
@@ -21,19 +22,28 @@ pub enum ArtifactsError {
     NoGateway,
     #[error("cannot pack the artifacts: {0}")]
     Pack(std::io::Error),
+    #[error("the run directory's artifacts is a symbolic link; only a real folder is uploaded")]
+    Link,
     #[error("cannot upload the artifacts: {0}")]
     Upload(#[from] GatewayError),
 }
 
 /// Packs and uploads `run_dir/artifacts`; returns the archive's size, or `None` when there was
 /// no such folder.
-pub async fn save(config: &AgentConfig, job_id: Uuid, run_dir: &Path) -> Result<Option<u64>, ArtifactsError> {
+pub async fn save(
+    config: &AgentConfig,
+    job_id: Uuid,
+    run_dir: &Path,
+    scratch: &Path,
+) -> Result<Option<u64>, ArtifactsError> {
     let folder = run_dir.join(DIR);
-    if !tokio::fs::metadata(&folder).await.is_ok_and(|m| m.is_dir()) {
-        return Ok(None);
+    match tokio::fs::symlink_metadata(&folder).await {
+        Ok(m) if m.is_symlink() => return Err(ArtifactsError::Link),
+        Ok(m) if m.is_dir() => {}
+        _ => return Ok(None),
     }
     let gateway = config.gateway.clone().ok_or(ArtifactsError::NoGateway)?;
-    let archive = run_dir.join(".artifacts.tar.gz");
+    let archive = scratch.join("artifacts.tar.gz");
     let size = tokio::task::spawn_blocking({
         let (folder, archive) = (folder.clone(), archive.clone());
         move || pack(&folder, &archive)
@@ -69,6 +79,24 @@ pub fn pack(folder: &Path, archive: &Path) -> std::io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_linked_artifacts_folder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("agent-files");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("secret"), b"x").unwrap();
+        let run_dir = dir.path().join("run");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, run_dir.join(DIR)).unwrap();
+        // A gateway nobody listens on: the refusal must come before any upload.
+        let config = AgentConfig::parse(
+            "agent_id: a\njob_queues: [q]\ntest_command: x\nserver_address: http://127.0.0.1:9\n",
+        )
+        .unwrap();
+        let r = save(&config, Uuid::new_v4(), &run_dir, dir.path()).await;
+        assert!(matches!(r, Err(ArtifactsError::Link)), "{r:?}");
+    }
 
     #[test]
     fn the_folder_is_packed_under_artifacts() {

@@ -3,8 +3,10 @@
 //! finds its files under `attachments/<phase>/` (Testflinger's layout).
 //!
 //! The archive comes from a user, so it is unpacked defensively: only regular files and
-//! directories, and no entry may land outside `attachments/` (absolute paths, `..`); anything
-//! else fails the run before a phase starts.
+//! directories, every entry under `provision/`, `firmware_update/` or `test/` (as Testflinger's
+//! secure filter insists), and none may land outside `attachments/` (absolute paths, `..`);
+//! anything else fails the run before a phase starts. The downloaded archive itself is kept in
+//! the agent's own directory for the run, out of the job's reach.
 
 use crate::config::AgentConfig;
 use crate::gateway::{GatewayClient, GatewayError};
@@ -26,6 +28,8 @@ pub enum AttachmentsError {
     Missing,
     #[error("attachments refused: entry {0:?} would land outside attachments/")]
     Escapes(PathBuf),
+    #[error("attachments refused: entry {0:?} is not under provision/, firmware_update/ or test/")]
+    NotUnderAPhase(PathBuf),
     #[error("attachments refused: entry {0:?} is not a regular file or directory")]
     NotAFile(PathBuf),
     #[error("cannot unpack the attachments: {0}")]
@@ -38,13 +42,14 @@ pub async fn prepare(
     job: &JobDefinition,
     job_id: Uuid,
     run_dir: &Path,
+    scratch: &Path,
 ) -> Result<usize, AttachmentsError> {
     if !job.has_attachments() {
         return Ok(0);
     }
     let gateway = config.gateway.clone().ok_or(AttachmentsError::NoGateway)?;
     let client = GatewayClient::new(gateway);
-    let archive = run_dir.join(".attachments.tar.gz");
+    let archive = scratch.join("attachments.tar.gz");
     if !client
         .download(&format!("/v1/job/{job_id}/attachments"), &archive)
         .await?
@@ -63,10 +68,19 @@ pub async fn prepare(
     Ok(files)
 }
 
+/// The folders an archive's entries may be in: those of the phases that take attachments.
+pub const PHASE_FOLDERS: [&str; 3] = ["provision", "firmware_update", "test"];
+
 /// Whether `path` stays inside the directory it is joined to: only plain names (and `.`).
 fn stays_inside(path: &Path) -> bool {
     path.components()
         .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+/// Whether `path` is one of the phase folders or below one.
+fn under_a_phase(path: &Path) -> bool {
+    let first = path.components().find(|c| !matches!(c, Component::CurDir));
+    matches!(first, Some(Component::Normal(name)) if PHASE_FOLDERS.iter().any(|p| name == *p))
 }
 
 /// Unpacks a tar.gz into `dest` (created), refusing entries that are not plain files or
@@ -85,6 +99,9 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<usize, AttachmentsError> {
             return Err(AttachmentsError::Escapes(path));
         }
         let kind = entry.header().entry_type();
+        if !under_a_phase(&path) || (kind.is_file() && PHASE_FOLDERS.iter().any(|p| path == Path::new(p))) {
+            return Err(AttachmentsError::NotUnderAPhase(path));
+        }
         if !(kind.is_file() || kind.is_dir()) {
             return Err(AttachmentsError::NotAFile(path));
         }
@@ -153,6 +170,29 @@ mod tests {
         }
         assert!(!dir.path().join("evil").exists());
         assert!(!dir.path().join("run/evil").exists());
+    }
+
+    #[test]
+    fn only_the_phase_folders_may_be_unpacked() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("run/attachments");
+        let ok = archive(
+            dir.path(),
+            &[
+                ("./test/a", b"1"),
+                ("firmware_update/f", b"2"),
+                ("provision/p", b"3"),
+            ],
+        );
+        assert_eq!(unpack(&ok, &dest).unwrap(), 3);
+        for bad in ["other/x", "testing/x", "reserve/keys", "top-level-file", "test"] {
+            let a = archive(dir.path(), &[(bad, b"x")]);
+            assert!(
+                matches!(unpack(&a, &dest), Err(AttachmentsError::NotUnderAPhase(_))),
+                "{bad}"
+            );
+        }
+        assert!(!dest.join("other").exists());
     }
 
     #[test]

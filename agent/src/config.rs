@@ -38,6 +38,9 @@ pub struct AgentFile {
     pub advertised_queues: BTreeMap<String, String>,
     #[serde(default)]
     pub advertised_images: BTreeMap<String, BTreeMap<String, String>>,
+    /// Regular expressions whose matches are masked in the job's output (Testflinger's key).
+    #[serde(default)]
+    pub sensitive_patterns: Vec<String>,
     // Testflinger's phase commands (the `command` connector).
     #[serde(default)]
     pub setup_command: Option<String>,
@@ -120,6 +123,20 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
+/// Variables of the agent's own environment that never reach a phase process: the agent's
+/// credentials, and those of the services that may share its host's environment. A phase may
+/// export its environment to a device a person can log into.
+pub const CREDENTIAL_ENV: &[&str] = &[
+    "FLINGER_BROKER_URL",
+    "FLINGER_AGENT_CLIENT_SECRET",
+    "FLINGER_CLIENT_SECRET",
+    "FLINGER_ADMIN_SECRET",
+    "FLINGER_SECRETS_KEY",
+    "FLINGER_SECRET_KEY",
+    "FLINGER_JWT_SIGNING_KEY",
+    "FLINGER_STORE",
+];
+
 /// The configuration the agent runs with, checked.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -140,6 +157,8 @@ pub struct AgentConfig {
     pub env: BTreeMap<String, String>,
     pub advertised_queues: BTreeMap<String, String>,
     pub advertised_images: BTreeMap<String, BTreeMap<String, String>>,
+    /// `sensitive_patterns`, compiled: their matches are masked in every output stream.
+    pub sensitive_patterns: Vec<regex::bytes::Regex>,
     /// `lp` / `gh` → URL template with `{user}` (defaults: Launchpad and GitHub).
     pub key_servers: BTreeMap<String, String>,
     pub metrics_listen: Option<std::net::SocketAddr>,
@@ -210,8 +229,8 @@ impl AgentConfig {
         let execution_basedir = file.execution_basedir.clone().unwrap_or_else(|| home.join("run"));
         let state_dir = file.state_dir.clone().unwrap_or_else(|| home.join("state"));
         // Run directories are removed after each job, and a job's commands may write anywhere
-        // under them: the agent's journal must not live there.
-        if lexically_within(&state_dir, &execution_basedir) {
+        // under them: the agent's journal must not live there (symbolic links resolved).
+        if resolved(&state_dir).starts_with(resolved(&execution_basedir)) {
             return Err(format!(
                 "state_dir: {} is inside execution_basedir {}; give it a directory of its own",
                 state_dir.display(),
@@ -234,6 +253,11 @@ impl AgentConfig {
             env,
             advertised_queues: file.advertised_queues.clone(),
             advertised_images: file.advertised_images.clone(),
+            sensitive_patterns: file
+                .sensitive_patterns
+                .iter()
+                .map(|p| regex::bytes::Regex::new(p).map_err(|e| format!("sensitive_patterns: {p:?}: {e}")))
+                .collect::<Result<_, _>>()?,
             gateway: file
                 .server_address
                 .as_deref()
@@ -255,25 +279,32 @@ impl AgentConfig {
     }
 }
 
-/// Whether `inner` is `outer` or below it, comparing the paths as written with `.` and `..`
-/// resolved (the directories need not exist yet).
-fn lexically_within(inner: &Path, outer: &Path) -> bool {
-    fn normal(p: &Path) -> Vec<std::path::Component<'_>> {
-        use std::path::Component;
-        let mut out = Vec::new();
-        for c in p.components() {
-            match c {
-                Component::CurDir => {}
-                Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
-                    out.pop();
+/// `p` as the directory it really names: its longest existing ancestor with symbolic links
+/// resolved, then the rest (which need not exist yet) with `.` and `..` resolved as written.
+fn resolved(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let absolute = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => {
+                out.push(c);
+                // Resolve as we go, so that `link/..` means what the kernel makes of it.
+                if let Ok(real) = std::fs::canonicalize(&out) {
+                    out = real;
                 }
-                c => out.push(c),
             }
         }
-        out
     }
-    let (inner, outer) = (normal(inner), normal(outer));
-    inner.len() >= outer.len() && inner[..outer.len()] == outer[..]
+    out
 }
 
 impl AgentFile {
@@ -346,6 +377,52 @@ mod tests {
     }
 
     #[test]
+    fn a_state_dir_reaching_into_the_run_directories_through_a_link_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir_all(run.join("inside")).unwrap();
+        let into_run = dir.path().join("state-link");
+        std::os::unix::fs::symlink(run.join("inside"), &into_run).unwrap();
+        let run_link = dir.path().join("run-link");
+        std::os::unix::fs::symlink(&run, &run_link).unwrap();
+        let config = |base: &Path, state: &Path| {
+            AgentConfig::parse(&format!(
+                "agent_id: d1\njob_queues: [q]\ntest_command: t\nexecution_basedir: {}\nstate_dir: {}\n",
+                base.display(),
+                state.display()
+            ))
+        };
+        for (base, state) in [
+            (&run, into_run.clone()),
+            (&run, into_run.join("state")),
+            (&run_link, run.join("state")),
+            (&run, run_link.join("x/../state")),
+        ] {
+            let e = config(base, &state).unwrap_err();
+            assert!(
+                e.starts_with("state_dir:"),
+                "{} in {}: {e}",
+                state.display(),
+                base.display()
+            );
+        }
+        config(&run_link, &dir.path().join("state")).unwrap();
+    }
+
+    #[test]
+    fn sensitive_patterns_are_compiled_and_a_bad_one_is_refused_by_name() {
+        let base = "agent_id: a\njob_queues: [q]\ntest_command: x\n";
+        let c = AgentConfig::parse(&format!(
+            "{base}sensitive_patterns: ['tok-[0-9]+', 'pass=\\S+']\n"
+        ))
+        .unwrap();
+        assert_eq!(c.sensitive_patterns.len(), 2);
+        assert!(c.sensitive_patterns[0].is_match(b"a tok-123"));
+        let e = AgentConfig::parse(&format!("{base}sensitive_patterns: ['(']\n")).unwrap_err();
+        assert!(e.starts_with("sensitive_patterns:"), "{e}");
+    }
+
+    #[test]
     fn every_key_of_testflinger_agent_configs_is_accepted() {
         let yaml = r#"
 agent_id: dut-07
@@ -380,6 +457,8 @@ control_host:
   host: 10.0.0.9
 output_bytes: 10485760
 conserver_address: 10.0.0.10
+sensitive_patterns:
+  - "password=\\S+"
 "#;
         let c = AgentConfig::parse(yaml).unwrap();
         assert_eq!(c.queues.len(), 2);

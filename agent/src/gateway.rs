@@ -253,12 +253,14 @@ async fn successful(what: &str, r: reqwest::Response) -> Result<reqwest::Respons
 }
 
 /// Tells the gateway the descriptions of the queues and the images this agent advertises
-/// (Testflinger's `advertised_queues` and `advertised_images`), once at start. Best effort: a
-/// gateway that cannot be reached is logged, and jobs run regardless.
+/// (Testflinger's `advertised_queues` and `advertised_images`). Runs beside job intake, never in
+/// its way: a gateway that cannot be reached (not up yet, restarting) is asked again with
+/// backoff, up to [`ADVERTISE_MAX_DELAY`] apart, until it has them or the agent stops.
 pub async fn advertise(
     config: std::sync::Arc<crate::config::AgentConfig>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    use backon::{ExponentialBuilder, Retryable};
     let Some(gateway) = config.gateway.clone() else {
         return;
     };
@@ -266,7 +268,7 @@ pub async fn advertise(
         return;
     }
     let client = GatewayClient::new(gateway);
-    let send = async {
+    let send = || async {
         if !config.advertised_queues.is_empty() {
             let body = serde_json::to_value(&config.advertised_queues).expect("a string map");
             client.post_json("/v1/agents/queues", &body).await?;
@@ -277,13 +279,24 @@ pub async fn advertise(
         }
         Ok::<_, GatewayError>(())
     };
+    let delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(ADVERTISE_MAX_DELAY)
+        .with_jitter()
+        .without_max_times();
+    let retried = send.retry(delays).notify(
+        |e, d| warn!(error = %e, retry_in = ?d, "cannot advertise queues and images to the gateway yet"),
+    );
     tokio::select! {
-        r = send => if let Err(e) = r {
-            warn!(error = %e, "cannot advertise queues and images to the gateway");
+        r = retried => if r.is_ok() {
+            tracing::info!("queues and images advertised to the gateway");
         },
         _ = shutdown.cancelled() => {}
     }
 }
+
+/// The longest wait between two attempts to advertise queues and images.
+pub const ADVERTISE_MAX_DELAY: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
@@ -306,6 +319,69 @@ mod tests {
             !format!("{g:?}").contains("very-secret-value"),
             "shown in debug output"
         );
+    }
+
+    /// A gateway that starts after the agent still gets the agent's queues and images.
+    #[tokio::test]
+    async fn queues_are_advertised_once_a_late_gateway_comes_up() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = crate::config::AgentConfig::parse(&format!(
+            "agent_id: a\njob_queues: [q]\ntest_command: x\nserver_address: 127.0.0.1:{port}\n\
+             advertised_queues: {{q: the q devices}}\nadvertised_images: {{q: {{noble: 'url: x'}}}}\n"
+        ))
+        .unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(advertise(std::sync::Arc::new(config), shutdown.clone()));
+        // Longer than the bounded retries of one request: only retrying on reaches the gateway.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let mut seen = vec![];
+        let all = async {
+            while seen.len() < 2 {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                // The whole request (headers, then a body of content-length), then the answer.
+                let mut req = vec![];
+                let mut buf = vec![0u8; 8192];
+                loop {
+                    let n = sock.read(&mut buf).await.unwrap();
+                    req.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&req).into_owned();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len: usize = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if req.len() >= end + 4 + len || n == 0 {
+                            break;
+                        }
+                    }
+                    assert!(n > 0, "the request ended early");
+                }
+                let text = String::from_utf8_lossy(&req).into_owned();
+                seen.push(text.split_whitespace().nth(1).unwrap_or("").to_owned());
+                sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nOK")
+                    .await
+                    .unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(90), all)
+            .await
+            .expect("the agent advertised to the gateway once it was up");
+        assert_eq!(seen, ["/v1/agents/queues", "/v1/agents/images"]);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("advertising ends once done")
+            .unwrap();
+        shutdown.cancel();
     }
 
     #[test]

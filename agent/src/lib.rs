@@ -5,6 +5,7 @@
 //! - [`runner`]: runs the phases through the connector; [`output`] streams their output;
 //!   [`reporter`] publishes the run's events; [`stop`] says why a run stops early.
 //! - [`control`]: the agent's control queue; [`heartbeat`]; [`status`]: the agent's state.
+//! - [`unreported`]: runs given up while the broker was unreachable, told once it is back.
 //! - [`config`]: Testflinger's agent config file, plus our keys.
 //! - [`gateway`]: HTTP to the gateway, only for big files: [`attachments`] (fetched and
 //!   unpacked before the phases) and [`artifacts`] (packed and uploaded at the end).
@@ -29,6 +30,7 @@ pub mod reporter;
 pub mod runner;
 pub mod status;
 pub mod stop;
+pub mod unreported;
 
 pub use app::Agent;
 pub use config::AgentConfig;

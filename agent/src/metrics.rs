@@ -47,6 +47,74 @@ pub fn broker_connections(total: u64) {
     counter!("flinger_agent_broker_connections_total").absolute(total);
 }
 
+/// How often [`follow_connections`] looks at the bus's connection count (an atomic read).
+pub const CONNECTIONS_EVERY: Duration = Duration::from_millis(250);
+
+/// Calls `changed` with the bus's connection count (`count`) each time it changes, the first
+/// value included, until `shutdown`: a reconnect is seen within [`CONNECTIONS_EVERY`], while a
+/// job runs or while the agent waits for one.
+pub async fn follow_connections(
+    count: impl Fn() -> u64,
+    mut changed: impl FnMut(u64),
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut last = 0;
+    loop {
+        let now = count();
+        if now != last {
+            last = now;
+            changed(now);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
 pub fn busy(yes: bool) {
     gauge!("flinger_agent_busy").set(if yes { 1.0 } else { 0.0 });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    #[tokio::test]
+    async fn a_reconnect_is_recorded_without_waiting_for_a_job() {
+        let count = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(Mutex::new(vec![]));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn({
+            let (count, seen, shutdown) = (count.clone(), seen.clone(), shutdown.clone());
+            follow_connections(
+                move || count.load(Ordering::Relaxed),
+                move |n| seen.lock().unwrap().push(n),
+                Duration::from_millis(10),
+                shutdown,
+            )
+        });
+        let wait_for = |n: u64| {
+            let seen = seen.clone();
+            async move {
+                for _ in 0..500 {
+                    if seen.lock().unwrap().last() == Some(&n) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                panic!("{n} never recorded: {:?}", seen.lock().unwrap());
+            }
+        };
+        count.store(1, Ordering::Relaxed);
+        wait_for(1).await;
+        count.store(2, Ordering::Relaxed); // the broker connection was replaced
+        wait_for(2).await;
+        shutdown.cancel();
+        task.await.unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
+    }
 }

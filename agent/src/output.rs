@@ -8,13 +8,16 @@
 //!
 //! The job's secret values are masked here, at the source, before any byte leaves the agent's
 //! host ([`broker_schema::mask`]); bytes that could be the start of a secret are held back until
-//! the next bytes of the phase, or its end, decide.
+//! the next bytes of the phase, or its end, decide. The agent config's `sensitive_patterns`
+//! (regular expressions) are applied line by line ([`LineMasker`]): with patterns configured, a
+//! line is sent once it is complete, or after [`PARTIAL_LINE_AFTER`] without its end.
 
 use crate::reporter::Reporter;
-use broker_schema::mask::{Masker, StreamMasker};
+use broker_schema::mask::{MASK, Masker, StreamMasker};
 use broker_schema::messages::{LogStream, OutputChunk};
 use broker_schema::{Millis, Phase};
 use bytes::{Bytes, BytesMut};
+use regex::bytes::Regex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -26,6 +29,63 @@ use tokio::time::Instant;
 pub const FLUSH_AFTER: Duration = Duration::from_millis(10);
 /// Largest chunk.
 pub const MAX_CHUNK: usize = 64 * 1024;
+/// With `sensitive_patterns`, how long the start of a line waits for its end before it is
+/// masked and sent as it is.
+pub const PARTIAL_LINE_AFTER: Duration = Duration::from_millis(500);
+/// With `sensitive_patterns`, the longest line held back whole; a longer one is cut here.
+const MAX_LINE: usize = 16 * 1024;
+
+/// Masks the matches of regular expressions, one line at a time: a match never spans lines,
+/// and a line is released once it ends (`\n` or `\r`), once it grows past [`MAX_LINE`], or
+/// when [`LineMasker::finish`] is called.
+#[derive(Clone, Debug, Default)]
+pub struct LineMasker {
+    patterns: Arc<[Regex]>,
+    held: Vec<u8>,
+}
+
+impl LineMasker {
+    pub fn new(patterns: &[Regex]) -> LineMasker {
+        LineMasker {
+            patterns: patterns.into(),
+            held: Vec::new(),
+        }
+    }
+
+    /// The masked complete lines of what was pushed so far.
+    pub fn push(&mut self, data: &[u8]) -> Vec<u8> {
+        if self.patterns.is_empty() {
+            return data.to_vec();
+        }
+        self.held.extend_from_slice(data);
+        let cut = match self.held.iter().rposition(|b| *b == b'\n' || *b == b'\r') {
+            Some(i) => i + 1,
+            None if self.held.len() > MAX_LINE => self.held.len(),
+            None => 0,
+        };
+        let ready: Vec<u8> = self.held.drain(..cut).collect();
+        self.mask(ready)
+    }
+
+    /// Releases the line held back, masked.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let held = std::mem::take(&mut self.held);
+        self.mask(held)
+    }
+
+    pub fn holds(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    fn mask(&self, mut data: Vec<u8>) -> Vec<u8> {
+        for p in self.patterns.iter() {
+            if let std::borrow::Cow::Owned(masked) = p.replace_all(&data, MASK) {
+                data = masked;
+            }
+        }
+        data
+    }
+}
 
 enum Item {
     Data(Phase, Bytes),
@@ -42,11 +102,16 @@ pub struct OutputPipe {
 
 impl OutputPipe {
     pub fn start(reporter: Reporter, stream: LogStream) -> OutputPipe {
-        Self::start_masked(reporter, stream, &Masker::default())
+        Self::start_masked(reporter, stream, &Masker::default(), &[])
     }
 
-    /// A pipe that masks `secrets` out of everything it sends.
-    pub fn start_masked(reporter: Reporter, stream: LogStream, secrets: &Masker) -> OutputPipe {
+    /// A pipe that masks `secrets` and the matches of `patterns` out of everything it sends.
+    pub fn start_masked(
+        reporter: Reporter,
+        stream: LogStream,
+        secrets: &Masker,
+        patterns: &[Regex],
+    ) -> OutputPipe {
         let (tx, rx) = mpsc::channel(64);
         let last_activity = Arc::new(AtomicI64::new(Millis::now().0));
         let task = tokio::spawn(pump(
@@ -55,6 +120,7 @@ impl OutputPipe {
             rx,
             last_activity.clone(),
             secrets.stream(),
+            LineMasker::new(patterns),
         ));
         OutputPipe {
             tx,
@@ -89,34 +155,51 @@ async fn pump(
     mut rx: mpsc::Receiver<Item>,
     last: Arc<AtomicI64>,
     mut masker: StreamMasker,
+    mut lines: LineMasker,
 ) -> u64 {
     let mut seq = 0u64;
     let mut buf = BytesMut::new();
     let mut buf_phase = Phase::Setup;
     let mut deadline: Option<Instant> = None;
+    // When the start of a line held back by `lines` is released without its end.
+    let mut partial_deadline: Option<Instant> = None;
+    // Everything held back, masked, for the end of a phase or a flush.
+    let finish = |masker: &mut StreamMasker, lines: &mut LineMasker| {
+        let mut out = lines.push(&masker.finish());
+        out.extend(lines.finish());
+        out
+    };
     loop {
-        let item = match deadline {
-            Some(d) => tokio::select! {
-                i = rx.recv() => i,
-                _ = tokio::time::sleep_until(d) => {
-                    send(&reporter, stream, &mut seq, buf_phase, &mut buf).await;
-                    deadline = None;
-                    continue;
-                }
-            },
-            None => rx.recv().await,
+        if !lines.holds() {
+            partial_deadline = None;
+        } else if partial_deadline.is_none() {
+            partial_deadline = Some(Instant::now() + PARTIAL_LINE_AFTER);
+        }
+        let item = tokio::select! {
+            i = rx.recv() => i,
+            _ = sleep_opt(deadline) => {
+                send(&reporter, stream, &mut seq, buf_phase, &mut buf).await;
+                deadline = None;
+                continue;
+            }
+            _ = sleep_opt(partial_deadline) => {
+                buf.extend_from_slice(&lines.finish());
+                send(&reporter, stream, &mut seq, buf_phase, &mut buf).await;
+                deadline = None;
+                continue;
+            }
         };
         match item {
             Some(Item::Data(phase, data)) => {
                 last.store(Millis::now().0, Ordering::Relaxed);
                 if phase != buf_phase {
-                    buf.extend_from_slice(&masker.finish());
+                    buf.extend_from_slice(&finish(&mut masker, &mut lines));
                     if !buf.is_empty() {
                         send(&reporter, stream, &mut seq, buf_phase, &mut buf).await;
                     }
                 }
                 buf_phase = phase;
-                buf.extend_from_slice(&masker.push(&data));
+                buf.extend_from_slice(&lines.push(&masker.push(&data)));
                 while buf.len() >= MAX_CHUNK {
                     let rest = buf.split_off(MAX_CHUNK);
                     send(&reporter, stream, &mut seq, buf_phase, &mut buf).await;
@@ -129,17 +212,24 @@ async fn pump(
                 }
             }
             Some(Item::Flush(ack)) => {
-                buf.extend_from_slice(&masker.finish());
+                buf.extend_from_slice(&finish(&mut masker, &mut lines));
                 send(&reporter, stream, &mut seq, buf_phase, &mut buf).await;
                 deadline = None;
                 let _ = ack.send(());
             }
             None => {
-                buf.extend_from_slice(&masker.finish());
+                buf.extend_from_slice(&finish(&mut masker, &mut lines));
                 send(&reporter, stream, &mut seq, buf_phase, &mut buf).await;
                 return seq;
             }
         }
+    }
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -160,4 +250,41 @@ async fn send(reporter: &Reporter, stream: LogStream, seq: &mut u64, phase: Phas
     // are the run's, and a lost run's output is never read.
     reporter.chunk(&chunk).await;
     *seq += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masker(patterns: &[&str]) -> LineMasker {
+        let p: Vec<Regex> = patterns.iter().map(|p| Regex::new(p).unwrap()).collect();
+        LineMasker::new(&p)
+    }
+
+    #[test]
+    fn a_match_split_across_pieces_of_a_line_is_masked() {
+        let mut m = masker(&["tok-[0-9]+"]);
+        let mut out = m.push(b"first line\nthe tok-12");
+        assert_eq!(out, b"first line\n".to_vec(), "the incomplete line waits");
+        assert!(m.holds());
+        out.extend(m.push(b"345 end\nnext"));
+        out.extend(m.finish());
+        assert_eq!(String::from_utf8(out).unwrap(), "first line\nthe **** end\nnext");
+    }
+
+    #[test]
+    fn without_patterns_nothing_is_held_back() {
+        let mut m = masker(&[]);
+        assert_eq!(m.push(b"no newline"), b"no newline".to_vec());
+        assert!(!m.holds());
+    }
+
+    #[test]
+    fn a_carriage_return_ends_a_line_and_an_endless_line_is_cut() {
+        let mut m = masker(&["secret"]);
+        assert_eq!(m.push(b"10% secret\r20%"), b"10% ****\r".to_vec());
+        let long = vec![b'x'; MAX_LINE + 1];
+        assert_eq!(m.push(&long).len(), MAX_LINE + 4);
+        assert!(!m.holds());
+    }
 }

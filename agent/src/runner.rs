@@ -70,6 +70,8 @@ pub struct Runner {
     pub status: Status,
     pub current: CurrentSlot,
     pub shutdown: CancellationToken,
+    /// Where a `run_abandoned` the broker could not take waits for the next connection.
+    pub unreported: Arc<crate::unreported::Unreported>,
 }
 
 /// Per-run state threaded through the phases.
@@ -77,6 +79,9 @@ struct Run {
     job_id: Uuid,
     job: Arc<JobDefinition>,
     run_dir: PathBuf,
+    /// The agent's own files for this run (downloaded archives, the reservation's keys), in
+    /// its state directory: out of the job's reach, unlike the run directory.
+    scratch: PathBuf,
     stop: Stop,
     reporter: Reporter,
     output: OutputPipe,
@@ -151,11 +156,22 @@ impl Runner {
         let mut run = Run {
             job_id,
             run_dir: self.config.execution_basedir.join(job_id.to_string()),
+            scratch: scratch_dir(&self.config, job_id),
             job: job.clone(),
             stop: stop.clone(),
             // issue 4: the job's secret values never leave the host unmasked.
-            output: OutputPipe::start_masked(reporter.clone(), LogStream::Output, &secrets),
-            serial: OutputPipe::start_masked(reporter.clone(), LogStream::Serial, &secrets),
+            output: OutputPipe::start_masked(
+                reporter.clone(),
+                LogStream::Output,
+                &secrets,
+                &self.config.sensitive_patterns,
+            ),
+            serial: OutputPipe::start_masked(
+                reporter.clone(),
+                LogStream::Serial,
+                &secrets,
+                &self.config.sensitive_patterns,
+            ),
             reporter,
             env,
             deadline: deadline_rx,
@@ -170,10 +186,16 @@ impl Runner {
                 "cannot prepare the run directory {}: {e}",
                 run.run_dir.display()
             ));
+        } else if let Err(e) = fresh_dir(&run.scratch).await {
+            setup_error = Some(format!(
+                "cannot prepare the agent's directory {}: {e}",
+                run.scratch.display()
+            ));
         }
         // issue 4: attachments, unpacked into attachments/<phase>/ before any phase.
         if setup_error.is_none()
-            && let Err(e) = crate::attachments::prepare(&self.config, &job, job_id, &run.run_dir).await
+            && let Err(e) =
+                crate::attachments::prepare(&self.config, &job, job_id, &run.run_dir, &run.scratch).await
         {
             setup_error = Some(e.to_string());
         }
@@ -187,12 +209,16 @@ impl Runner {
                 let code = self.run_phase(&mut run, phase, stop.token.child_token()).await;
                 phase_status.insert(phase, code);
                 plan.record(phase, code);
-                if phase == Phase::Provision {
+                if matches!(phase, Phase::Provision | Phase::Allocate) {
                     self.read_device_info(&mut run).await;
                 }
                 if stop.is_stopped() {
                     plan.stop();
                 }
+            }
+            // Provision may not have run (or not have written it) while a later phase did.
+            if run.device_info.is_none() && !stop.hard.is_cancelled() {
+                self.read_device_info(&mut run).await;
             }
         } else {
             plan.stop();
@@ -216,7 +242,7 @@ impl Runner {
         }
         // issue 4: artifacts, uploaded before the run is reported finished (not without the lease).
         if !stop.hard.is_cancelled()
-            && let Err(e) = crate::artifacts::save(&self.config, job_id, &run.run_dir).await
+            && let Err(e) = crate::artifacts::save(&self.config, job_id, &run.run_dir, &run.scratch).await
         {
             warn!(%job_id, error = %e, "artifacts not saved");
         }
@@ -278,10 +304,12 @@ impl Runner {
             }
             Some(keeper.finish())
         };
-        if let Err(e) = tokio::fs::remove_dir_all(&run.run_dir).await
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            warn!(%job_id, error = %e, "cannot remove the run directory");
+        for dir in [&run.run_dir, &run.scratch] {
+            if let Err(e) = tokio::fs::remove_dir_all(dir).await
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                warn!(%job_id, error = %e, dir = %dir.display(), "cannot remove the run's directory");
+            }
         }
         self.current.set(None);
         self.status.set(AgentState::Waiting, None);
@@ -333,7 +361,12 @@ impl Runner {
             job: run.job.clone(),
             run_dir: run.run_dir.clone(),
             env: run.env.clone(),
+            env_remove: crate::config::CREDENTIAL_ENV
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
             agent_name: self.config.name.to_string(),
+            kill: run.stop.hard.clone(),
         };
         let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(32);
         let (serial_tx, mut serial_rx) = mpsc::channel::<Bytes>(32);
@@ -450,9 +483,26 @@ impl Runner {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+        // Testflinger's device connectors leave the phase's serial console log in the run
+        // directory rather than stream it.
+        if let Some(log) = read_job_file(&run.run_dir.join(format!("{phase}-serial.log"))).await
+            && !log.is_empty()
+        {
+            run.serial.send(phase, Bytes::from(log)).await;
+        }
         run.output.flush().await;
         run.serial.flush().await;
         let (exit_code, detail) = match result {
+            Ok(o) if o.exit_code != 0 => {
+                let error = read_job_file(&run.run_dir.join(CONNECTOR_ERROR_FILE))
+                    .await
+                    .and_then(|text| connector_error(&String::from_utf8_lossy(&text), phase));
+                let detail = match (error, o.detail) {
+                    (Some(e), Some(d)) => Some(format!("{e}; {d}")),
+                    (e, d) => e.or(d),
+                };
+                (o.exit_code, detail)
+            }
             Ok(o) => (o.exit_code, o.detail),
             Err(e) => {
                 warn!(job_id = %run.job_id, %phase, error = %e, "phase could not run");
@@ -483,7 +533,7 @@ impl Runner {
             None
         } else {
             let keys = crate::keys::resolve(&entries, &self.config.key_servers).await?;
-            let path = run.run_dir.join("authorized_keys");
+            let path = run.scratch.join("authorized_keys");
             tokio::fs::write(&path, keys.join("\n") + "\n")
                 .await
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -529,10 +579,10 @@ impl Runner {
     /// and publishes it; its `device_ip` becomes `DEVICE_IP` for later phases.
     async fn read_device_info(&self, run: &mut Run) {
         let path = run.run_dir.join("device-info.json");
-        let Ok(text) = tokio::fs::read_to_string(&path).await else {
+        let Some(text) = read_job_file(&path).await else {
             return;
         };
-        let parsed: serde_json::Value = match serde_json::from_str(&text) {
+        let parsed: serde_json::Value = match serde_json::from_slice(&text) {
             Ok(v) => v,
             Err(e) => {
                 warn!(job_id = %run.job_id, error = %e, "device-info.json is not JSON; ignored");
@@ -548,7 +598,8 @@ impl Runner {
     }
 
     /// Tells the scheduler the run was given up, so that it requeues the job now rather than
-    /// when the lease expires. One attempt, bounded: the broker may be what failed.
+    /// when the lease expires. One attempt, bounded: the broker may be what failed; then the
+    /// message is kept and told once the agent is connected again ([`crate::unreported`]).
     async fn abandon(&self, reporter: &Reporter, reason: &Option<StopReason>) {
         let reason = match reason {
             Some(StopReason::LeaseLost(r)) => format!("lease lost: {r}"),
@@ -567,7 +618,7 @@ impl Runner {
         let opts = broker_schema::bus::PublishOptions::default();
         let publish = self.publisher.publish(&exchange, &key, &ev, &opts);
         match tokio::time::timeout(Duration::from_secs(3), publish).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => return,
             Ok(Err(e)) => {
                 warn!(job_id = %reporter.job_id, error = %e, "could not tell the scheduler the run was given up")
             }
@@ -575,6 +626,7 @@ impl Runner {
                 warn!(job_id = %reporter.job_id, "could not tell the scheduler the run was given up in time")
             }
         }
+        self.unreported.keep(&ev).await;
     }
 
     /// Notes locally why a run stopped without reporting its results (its lease was lost, or
@@ -615,12 +667,110 @@ async fn sleep_opt(at: Option<Instant>) {
     }
 }
 
-/// A fresh run directory holding `testflinger.json` (the job as Testflinger agents write it).
-async fn prepare_run_dir(dir: &Path, job: &JobDefinition, job_id: Uuid) -> std::io::Result<()> {
+/// Where Testflinger's device connectors write why a phase failed:
+/// `{"<phase>_exception_info": {"exception_name", "exception_message", "exception_cause"}}`,
+/// one object appended per failing phase.
+pub const CONNECTOR_ERROR_FILE: &str = "device-connector-error.json";
+
+/// The agent's own directory for one run, inside its state directory.
+pub fn scratch_dir(config: &AgentConfig, job_id: Uuid) -> PathBuf {
+    config.state_dir.join("jobs").join(job_id.to_string())
+}
+
+/// An empty directory at `dir` (what an earlier run left there is removed).
+async fn fresh_dir(dir: &Path) -> std::io::Result<()> {
     if tokio::fs::try_exists(dir).await? {
         tokio::fs::remove_dir_all(dir).await?;
     }
-    tokio::fs::create_dir_all(dir).await?;
+    tokio::fs::create_dir_all(dir).await
+}
+
+/// A fresh run directory holding `testflinger.json` (the job as Testflinger agents write it)
+/// and an empty `device-connector-error.json` (Testflinger's agent makes one; some connector
+/// wrappers expect it).
+async fn prepare_run_dir(dir: &Path, job: &JobDefinition, job_id: Uuid) -> std::io::Result<()> {
+    fresh_dir(dir).await?;
     let text = serde_json::to_vec_pretty(&job.to_json_with_id(&job_id)).expect("JSON values serialize");
-    tokio::fs::write(dir.join("testflinger.json"), text).await
+    tokio::fs::write(dir.join("testflinger.json"), text).await?;
+    tokio::fs::write(dir.join(CONNECTOR_ERROR_FILE), b"").await
+}
+
+/// A regular file the job's commands left in the run directory. A symbolic link is not
+/// followed: the job must not make the agent publish a file from outside its run directory.
+async fn read_job_file(path: &Path) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut f = tokio::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .await
+        .ok()?;
+    if !f.metadata().await.ok()?.is_file() {
+        return None;
+    }
+    let mut data = vec![];
+    f.read_to_end(&mut data).await.ok()?;
+    Some(data)
+}
+
+/// The phase's failure as Testflinger's agent words it (`name: message [caused by cause]`),
+/// from the contents of `device-connector-error.json`. Objects appended one after another (one
+/// per failing phase) are all searched; the device connector names the test phase `runtest`.
+pub fn connector_error(text: &str, phase: Phase) -> Option<String> {
+    let keys = [
+        format!("{}_exception_info", phase.as_str()),
+        format!("{}_exception_info", phase.connector_stage()),
+    ];
+    let info = serde_json::Deserializer::from_str(text)
+        .into_iter::<serde_json::Value>()
+        .map_while(Result::ok)
+        .find_map(|v| keys.iter().find_map(|k| v.get(k).cloned()))?;
+    let field = |k: &str| match info.get(k) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(other) => Some(other.to_string()),
+    };
+    let name = field("exception_name").unwrap_or_else(|| "Exception".into());
+    let message = field("exception_message").unwrap_or_default();
+    Some(match field("exception_cause") {
+        Some(cause) => format!("{name}: {message} caused by {cause}"),
+        None => format!("{name}: {message}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connector_error_is_worded_as_testflinger_words_it() {
+        let text = r#"{"provision_exception_info": {"exception_name": "ProvisioningError", "exception_message": "no image", "exception_cause": null}}{"runtest_exception_info": {"exception_name": "E", "exception_message": "m", "exception_cause": "OSError('x')"}}"#;
+        assert_eq!(
+            connector_error(text, Phase::Provision).as_deref(),
+            Some("ProvisioningError: no image")
+        );
+        assert_eq!(
+            connector_error(text, Phase::Test).as_deref(),
+            Some("E: m caused by OSError('x')")
+        );
+        assert_eq!(connector_error(text, Phase::Reserve), None);
+        assert_eq!(connector_error("", Phase::Provision), None);
+        assert_eq!(connector_error("not json", Phase::Provision), None);
+    }
+
+    #[tokio::test]
+    async fn files_left_by_the_job_are_read_only_when_they_are_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.log"), b"serial").unwrap();
+        std::fs::write(dir.path().join("outside"), b"agent's secret").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), dir.path().join("link.log")).unwrap();
+        std::fs::create_dir(dir.path().join("dir.log")).unwrap();
+        assert_eq!(
+            read_job_file(&dir.path().join("a.log")).await.as_deref(),
+            Some(&b"serial"[..])
+        );
+        assert_eq!(read_job_file(&dir.path().join("link.log")).await, None);
+        assert_eq!(read_job_file(&dir.path().join("dir.log")).await, None);
+        assert_eq!(read_job_file(&dir.path().join("missing.log")).await, None);
+    }
 }

@@ -7,7 +7,7 @@
 //! `provision`, and so on.
 //!
 //! The phase owns its process group. Cancelling sends SIGTERM to the group, then SIGKILL after
-//! `kill_grace`; when the command exits, whatever it left running in the group is killed once its
+//! `kill_grace`; the context's `kill` token (the agent lost the lease) SIGKILLs it at once; when the command exits, whatever it left running in the group is killed once its
 //! output is drained (or after `drain_timeout` if a background child keeps the pipe open). A
 //! helper that must outlive its phase has to leave the group (`setsid`).
 
@@ -188,11 +188,11 @@ impl CommandConnector {
 
     fn shell(&self, script: &str, ctx: &PhaseContext) -> Command {
         let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(script)
-            .current_dir(&ctx.run_dir)
-            .envs(&self.config.env)
-            .envs(&ctx.env);
+        cmd.arg("-c").arg(script).current_dir(&ctx.run_dir);
+        for name in &ctx.env_remove {
+            cmd.env_remove(name);
+        }
+        cmd.envs(&self.config.env).envs(&ctx.env);
         cmd
     }
 
@@ -229,7 +229,7 @@ impl Connector for CommandConnector {
             .config
             .command(phase)
             .ok_or_else(|| cannot_start("the device has no command for this phase".into()))?;
-        if cancel.is_cancelled() {
+        if cancel.is_cancelled() || ctx.kill.is_cancelled() {
             return Ok(PhaseOutcome {
                 exit_code: -(Signal::SIGTERM as i32),
                 detail: Some("cancelled before it started".into()),
@@ -239,7 +239,7 @@ impl Connector for CommandConnector {
             .map_err(|e| cannot_start(format!("/bin/sh in {}: {e}", ctx.run_dir.display())))?;
         tracing::debug!(job_id = %ctx.job_id, %phase, pgid = spawned.child.id(), "phase command started");
 
-        let end = pump(spawned, sink, &cancel, &self.config).await;
+        let end = pump(spawned, sink, &cancel, &ctx.kill, &self.config).await;
         let exit_code = end.status.map_or(-1, process::exit_code);
         tracing::debug!(job_id = %ctx.job_id, %phase, exit_code, cancelled = end.cancelled, "phase command ended");
 
@@ -264,6 +264,8 @@ struct End {
     status: Option<ExitStatus>,
     wait_error: Option<String>,
     cancelled: bool,
+    /// Killed with SIGKILL at once, without grace (the lease was lost).
+    killed_at_once: bool,
     /// A background child still held the output open after the command exited.
     drain_killed: bool,
     /// Output was dropped because it could not be delivered in time after a cancel.
@@ -278,6 +280,9 @@ impl End {
         }
         if self.cancelled {
             let how = match self.status.and_then(|s| s.signal()) {
+                Some(9) if self.killed_at_once => {
+                    "killed with SIGKILL at once (the job's lease is gone)".to_string()
+                }
                 Some(9) => format!("killed with SIGKILL after {:?} of grace", config.kill_grace),
                 Some(15) => "stopped by SIGTERM".to_string(),
                 Some(n) => format!("ended by signal {n}"),
@@ -317,6 +322,7 @@ async fn pump(
     spawned: Spawned,
     sink: &OutputSink,
     cancel: &CancellationToken,
+    kill: &CancellationToken,
     config: &CommandConfig,
 ) -> End {
     let Spawned {
@@ -334,6 +340,7 @@ async fn pump(
         status: None,
         wait_error: None,
         cancelled: false,
+        killed_at_once: false,
         drain_killed: false,
         gave_up: false,
     };
@@ -378,6 +385,14 @@ async fn pump(
                 let now = Instant::now();
                 kill_at = Some(now + config.kill_grace);
                 give_up_at = earliest(give_up_at, now + config.kill_grace + config.drain_timeout);
+            }
+            _ = kill.cancelled(), if !end.killed_at_once => {
+                // The lease is gone: no grace, whatever a cancel already granted.
+                end.cancelled = true;
+                end.killed_at_once = true;
+                group.signal(Signal::SIGKILL);
+                kill_at = None;
+                give_up_at = earliest(give_up_at, Instant::now() + config.drain_timeout);
             }
             _ = at(kill_at) => {
                 kill_at = None;

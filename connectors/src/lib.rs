@@ -55,7 +55,14 @@ pub struct PhaseContext {
     pub run_dir: PathBuf,
     /// Extra environment for the phase (secrets, `DEVICE_IP`, …), on top of the connector's.
     pub env: BTreeMap<String, String>,
+    /// Variables of the agent's own environment that a phase process must not inherit: the
+    /// agent's credentials (a phase may export its environment to a device a person logs into).
+    pub env_remove: Vec<String>,
     pub agent_name: String,
+    /// Fires when the phase must die at once, without grace: the agent no longer holds (or is
+    /// giving back) the job's lease, so nothing of the job may run a moment longer. The
+    /// phase's `cancel` fires too; a plain cancel alone leaves the phase its grace.
+    pub kill: CancellationToken,
 }
 
 /// Where a phase's output goes, as it is produced. Bounded: a connector that outruns the

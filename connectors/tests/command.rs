@@ -201,6 +201,52 @@ async fn a_command_ignoring_sigterm_is_killed_after_the_grace() {
 }
 
 #[tokio::test]
+async fn a_lost_lease_kills_the_group_at_once_even_during_a_cancels_grace() {
+    let run_dir = RunDir::new(minimal_job());
+    // A grace far longer than the test may take: only `kill` can end the phase in time.
+    let connector = connector_with(
+        Phase::Test,
+        r#"trap '' TERM; sleep 1000 & echo "pids $$ $!"; while :; do sleep 0.1; done"#,
+        |c| c.kill_grace = Duration::from_secs(600),
+    );
+    let (sink, mut rx) = sink(16);
+    let ctx = run_dir.ctx(Phase::Test);
+    let (cancel, kill) = (CancellationToken::new(), ctx.kill.clone());
+    let task = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { connector.run_phase(&ctx, &sink, cancel).await }
+    });
+    let (leader, background) = parse_pids(&read_until(&mut rx, "\n").await);
+    cancel.cancel(); // SIGTERM, ignored: the grace starts
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    kill.cancel();
+    let outcome = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the phase ends without waiting for the grace")
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome.exit_code, -9);
+    assert!(outcome.detail.unwrap().contains("at once"));
+    eventually("no process of the group survives", || {
+        live_group_members(leader).is_empty()
+    })
+    .await;
+    assert!(!alive(background));
+}
+
+#[tokio::test]
+async fn variables_the_agent_withholds_do_not_reach_the_command() {
+    let run_dir = RunDir::new(minimal_job());
+    // HOME is inherited from this process; withholding it must remove it.
+    assert!(std::env::var_os("HOME").is_some(), "the test needs HOME set");
+    let connector = test_command(r#"echo "[${HOME:-unset}]""#);
+    let mut ctx = run_dir.ctx(Phase::Test);
+    ctx.env_remove = vec!["HOME".into()];
+    let (_, out) = run_ok(&*connector, &ctx).await;
+    assert_eq!(out, "[unset]\n");
+}
+
+#[tokio::test]
 async fn a_background_child_holding_the_output_open_does_not_hang_the_phase() {
     let run_dir = RunDir::new(minimal_job());
     let connector = connector_with(Phase::Test, r#"sleep 1000 & echo "pids $$ $!""#, |c| {

@@ -2,6 +2,8 @@
 //! and a look at live processes through /proc.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod sshd;
+
 use broker_schema::{JobDefinition, Phase};
 use bytes::Bytes;
 use flinger_connectors::{Connector, ConnectorError, OutputSink, PhaseContext, PhaseOutcome};
@@ -45,7 +47,9 @@ impl RunDir {
             job: self.job.clone(),
             run_dir: self.dir.path().to_path_buf(),
             env: BTreeMap::new(),
+            env_remove: vec![],
             agent_name: "test-agent-1".into(),
+            kill: CancellationToken::new(),
         }
     }
 }
@@ -58,7 +62,9 @@ pub fn ctx_for(job: Arc<JobDefinition>, phase: Phase) -> PhaseContext {
         job,
         run_dir: std::env::temp_dir(),
         env: BTreeMap::new(),
+        env_remove: vec![],
         agent_name: "test-agent-1".into(),
+        kill: CancellationToken::new(),
     }
 }
 
