@@ -17,7 +17,8 @@
 //! Killing the local `ssh` does not kill the remote command: without a tty, sshd sends it no
 //! SIGHUP. So the test commands run under a small remote wrapper whose watcher notices the
 //! connection's sshd process has gone and kills the command's process group (see
-//! [`TEST_WRAPPER`]). This module must never leave a remote command running after its phase.
+//! [`TEST_WRAPPER`]); when the lease is lost, [`KILL_REMOTE`] kills that group at once over a
+//! second connection. This module must never leave a remote command running after its phase.
 
 use super::*;
 use crate::command::{CommandConfig, CommandConnector};
@@ -453,12 +454,45 @@ impl SshConnector {
             .map(|(k, v)| format!("export {k}={}\n", sh_quote(v)))
             .collect();
         let remote = format!(
-            "exec /bin/sh -c {} flinger-test {} {}",
+            "exec /bin/sh -c {} flinger-test {} {} {}",
             sh_quote(&(exports + TEST_WRAPPER)),
             whole_seconds(self.config.kill_grace),
-            sh_quote(&script)
+            sh_quote(&script),
+            ctx.job_id
         );
-        self.ssh(ctx, sink, cancel, &remote).await
+        let outcome = self.ssh(ctx, sink, cancel, &remote).await;
+        if ctx.kill.is_cancelled() {
+            self.kill_remote(ctx).await;
+        }
+        outcome
+    }
+
+    /// The agent lost the lease: the local ssh is dead, and the device's watcher would give the
+    /// test commands `kill_grace` after its SIGTERM. A second, short connection SIGKILLs their
+    /// group at once. Best effort, bounded by the connect timeout.
+    async fn kill_remote(&self, ctx: &PhaseContext) {
+        let mut ctx = ctx.clone();
+        ctx.kill = CancellationToken::new();
+        // Nobody reads this: the run's output is no longer reported.
+        let sink = OutputSink {
+            output: mpsc::channel(1).0,
+            serial: mpsc::channel(1).0,
+        };
+        let remote = format!(
+            "exec /bin/sh -c {} flinger-kill {}",
+            sh_quote(KILL_REMOTE),
+            ctx.job_id
+        );
+        let limit = self.config.connect_timeout + Duration::from_secs(5);
+        let killed = self.ssh(&ctx, &sink, CancellationToken::new(), &remote);
+        match tokio::time::timeout(limit, killed).await {
+            Ok(Ok(o)) if o.exit_code == 0 => {
+                tracing::debug!(job_id = %ctx.job_id, "the test commands on the device were killed")
+            }
+            other => {
+                tracing::warn!(job_id = %ctx.job_id, result = ?other.map(|r| r.map(|o| o.exit_code)), "could not kill the test commands on the device at once; its watcher stops them after kill_grace")
+            }
+        }
     }
 
     async fn reserve(
@@ -646,21 +680,40 @@ impl Connector for SshConnector {
 /// device, so both keep their order. When they exit, whatever they left in the group gets
 /// SIGTERM: a background process holding the output would otherwise keep the session open.
 /// Their exit code is the wrapper's, hence ssh's.
+///
+/// The group's id (the wrapper leads it: sshd made it a session leader) is written to
+/// `$HOME/.flinger-test-$3.pgid` ($3 is the job id) for [`KILL_REMOTE`], which SIGKILLs the group
+/// at once when the agent loses the lease, rather than after the grace.
 pub const TEST_WRAPPER: &str = r#"parent=$PPID
+pgfile="${HOME:-/tmp}/.flinger-test-$3.pgid"
+echo "$$" >"$pgfile" 2>/dev/null
 (
   trap '' HUP INT TERM
   while kill -0 "$parent" 2>/dev/null; do sleep 1; done
   kill -TERM 0 2>/dev/null
   sleep "$1"
+  rm -f "$pgfile"
   kill -KILL 0 2>/dev/null
 ) </dev/null >/dev/null 2>&1 &
 watcher=$!
 /bin/sh -c "$2" 2>&1
 rc=$?
 kill -KILL "$watcher" 2>/dev/null
+rm -f "$pgfile"
 trap '' TERM
 kill -TERM 0 2>/dev/null
 exit "$rc"
+"#;
+
+/// SIGKILLs the process group [`TEST_WRAPPER`] recorded for job `$1`, if it is still there.
+pub const KILL_REMOTE: &str = r#"pgfile="${HOME:-/tmp}/.flinger-test-$1.pgid"
+if [ -f "$pgfile" ]; then
+  pgid=$(cat "$pgfile")
+  rm -f "$pgfile"
+  # No `--`: dash's kill refuses it; a negative number right after the signal is a group.
+  case $pgid in ''|*[!0-9]*) ;; *) kill -KILL "-$pgid" 2>/dev/null ;; esac
+fi
+exit 0
 "#;
 
 /// `$home` of user `$u`: getent first, `~user` where there is no getent (`$u` was checked to be

@@ -326,6 +326,46 @@ async fn cancel_kills_the_local_ssh_and_the_remote_command() {
 }
 
 #[tokio::test]
+async fn a_lost_lease_kills_the_remote_commands_at_once_not_after_the_grace() {
+    let Some(device) = Device::start() else { return };
+    let token = format!("token-{}", Uuid::new_v4());
+    // The remote commands ignore SIGTERM; the watcher's grace is longer than the test may take.
+    let run_dir = test_job(&format!(
+        ": {token}; trap '' TERM; echo pid $$; while :; do sleep 0.1; done"
+    ));
+    let mut config = device.config();
+    config.kill_grace = Duration::from_secs(120);
+    let connector = Arc::new(SshConnector::new(config).unwrap());
+    let (sink, mut rx) = sink(16);
+    let ctx = run_dir.ctx(Phase::Test);
+    let (cancel, kill) = (CancellationToken::new(), ctx.kill.clone());
+    let task = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { connector.run_phase(&ctx, &sink, cancel).await }
+    });
+    let out = read_until(&mut rx, "\n").await;
+    let remote_pid: i32 = out.trim().strip_prefix("pid ").unwrap().parse().unwrap();
+    assert!(alive(remote_pid));
+
+    kill.cancel();
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the phase stops promptly")
+        .unwrap()
+        .unwrap();
+    eventually(
+        "the remote commands are SIGKILLed without waiting for the grace",
+        || !alive(remote_pid),
+    )
+    .await;
+    eventually("nothing of the phase runs locally or on the device", || {
+        processes_mentioning(&token).is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_background_process_left_by_the_test_commands_is_stopped_with_them() {
     let Some(device) = Device::start() else { return };
     let run_dir = test_job("sleep 300 & echo bg $!; echo done");
