@@ -120,14 +120,21 @@ impl RpcClient {
         Ok(link)
     }
 
-    /// Sends `req` to `queue` and waits up to `timeout` for the reply.
+    /// Sends `req` to `queue` and waits for the reply: all of it — reaching the broker (the bus
+    /// reconnects forever while it is down), publishing, the reply — within `timeout`. A caller
+    /// that must act by a deadline (an agent whose lease is running out) gets its answer in time.
     pub async fn call<Req: Message, Rep: Message>(
         &self,
         queue: &str,
         req: &Req,
         timeout: Duration,
     ) -> Result<Rep, RpcError> {
-        let link = self.link().await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let link = tokio::time::timeout_at(deadline, self.link())
+            .await
+            .map_err(|_| RpcError::Timeout(timeout))??;
+        // The request's TTL: whatever time is left, so nobody serves it after we gave up.
+        let ttl = deadline.saturating_duration_since(tokio::time::Instant::now());
         let corr = uuid::Uuid::new_v4().to_string();
         let (tx, rx) = oneshot::channel();
         link.pending
@@ -142,7 +149,7 @@ impl RpcClient {
             .with_type(Req::KIND.into())
             .with_reply_to(Names::DIRECT_REPLY_TO.into())
             .with_correlation_id(corr.as_str().into())
-            .with_expiration(ShortString::from(timeout.as_millis().max(1).to_string()))
+            .with_expiration(ShortString::from(ttl.as_millis().max(1).to_string()))
             .with_delivery_mode(1);
         let published = async {
             link.channel
@@ -158,8 +165,11 @@ impl RpcClient {
                 )
                 .await?
                 .await
-        }
-        .await;
+        };
+        let Ok(published) = tokio::time::timeout_at(deadline, published).await else {
+            forget();
+            return Err(RpcError::Timeout(timeout));
+        };
         match published {
             Ok(Confirmation::Ack(Some(_))) => {
                 forget();
@@ -181,7 +191,7 @@ impl RpcClient {
                     Err(RpcError::Disconnected)
                 }
             },
-            _ = tokio::time::sleep(timeout) => {
+            _ = tokio::time::sleep_until(deadline) => {
                 forget();
                 Err(RpcError::Timeout(timeout))
             }
