@@ -23,10 +23,6 @@ use std::time::Duration;
 
 /// How often `--wait-for-available-agents` looks again.
 const AGENT_WAIT_INTERVAL: Duration = Duration::from_secs(2);
-/// How long `--wait-for-available-agents` submits again a job refused because no queue took it:
-/// an agent shows up a moment before it has bound its queue.
-const BINDING_GRACE: Duration = Duration::from_secs(30);
-
 pub async fn run(ctx: &Ctx<'_>, args: SubmitArgs) -> Result<Exit, CliError> {
     let source = JobSource::from(args.file);
     let mut job = JobFile::read(&source)?;
@@ -43,11 +39,9 @@ pub async fn run(ctx: &Ctx<'_>, args: SubmitArgs) -> Result<Exit, CliError> {
     } else {
         None
     };
-    let id = if args.wait_for_available_agents {
-        submit_when_routable(ctx, &mut job.doc, &job.origin).await?
-    } else {
-        submit_doc(ctx, &mut job.doc, &job.origin).await?
-    };
+    // An agent declares its queues before it shows as waiting, so once `check_queue` saw one,
+    // the queue takes the job.
+    let id = submit_doc(ctx, &mut job.doc, &job.origin).await?;
     if let Some(packed) = packed {
         if let Err(e) = ctx.client.upload_attachments(id, packed.archive.path()).await {
             // Without its attachments the job would wait forever: take it back.
@@ -71,29 +65,6 @@ pub async fn run(ctx: &Ctx<'_>, args: SubmitArgs) -> Result<Exit, CliError> {
         return Ok(Exit::Success);
     }
     poll::follow_to_end(ctx, id, &Follow::from_start(LogStream::Output)).await
-}
-
-/// [`submit_doc`], again while the server refuses the job only for its queue (no queue bound
-/// to it yet: the agent just showed up), for up to [`BINDING_GRACE`]. The job keeps its id, so
-/// nothing is submitted twice.
-async fn submit_when_routable(
-    ctx: &Ctx<'_>,
-    doc: &mut Map<String, Value>,
-    origin: &str,
-) -> Result<JobId, CliError> {
-    let since = std::time::Instant::now();
-    loop {
-        match submit_doc(ctx, doc, origin).await {
-            Err(CliError::JobRefused { fields, .. })
-                if !fields.is_empty()
-                    && fields.iter().all(|f| f.starts_with("job_queue:"))
-                    && since.elapsed() < BINDING_GRACE =>
-            {
-                tokio::time::sleep(AGENT_WAIT_INTERVAL).await;
-            }
-            other => return other,
-        }
-    }
 }
 
 /// Posts a job document (giving it a `job_id` if it has none) and records it in the history.
