@@ -33,7 +33,10 @@ enum Command {
     },
 }
 
-#[tokio::main]
+// One device, one thread: an agent mostly waits on the broker and its phase, and a second
+// worker thread only added hand-offs (about a tenth of its CPU per job) and memory. Blocking work
+// (archives) goes to tokio's blocking pool.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(Command::RunTestCmds { job }) = args.command {
