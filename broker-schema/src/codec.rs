@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The content type set on every message we publish and required on every message we consume.
+/// The content type set on every message we publish. A consumed message must carry it (or one
+/// of its aliases), or none at all: see [`check_content_type`].
 pub const CONTENT_TYPE: &str = "application/msgpack";
 
 /// The schema version this build writes and reads.

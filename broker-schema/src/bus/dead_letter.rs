@@ -32,7 +32,14 @@ pub async fn dead_letter(
     );
     let opts = PublishOptions {
         headers: Some(headers),
-        content_type: delivery.properties.content_type().as_ref().map(|c| c.to_string()),
+        // As it came; a message that had none is not labelled MessagePack (the default) now.
+        content_type: Some(
+            delivery
+                .properties
+                .content_type()
+                .as_ref()
+                .map_or_else(|| "application/octet-stream".to_owned(), |c| c.to_string()),
+        ),
         ..Default::default()
     };
     let kind = delivery
