@@ -1,17 +1,17 @@
-//! The gateways' share of job events: every `job.<id>.status` event reaches one gateway (they
-//! consume one shared queue), which relays it to the job's `job_status_webhook`
-//! ([`crate::webhooks`]) and records agents' provisioning results (history and pass/fail streak
-//! of `GET /v1/agents/data`).
+//! The gateways' share of job events: the status events of jobs that have a
+//! `job_status_webhook` reach one gateway (they consume one shared queue, bound per such job:
+//! see `broker_schema::topology::follow_job_events`), which relays them to the webhook
+//! ([`crate::webhooks`]). Agents' provisioning results are recorded by the scheduler, which sees
+//! every event.
 //!
-//! Both effects are informational: an event that cannot be handled (malformed, or the job is
+//! Relaying is informational: an event that cannot be handled (malformed, or the job is
 //! unknown) is acknowledged and dropped, never dead-lettered; only a store outage puts it back.
-//! Recording a provision result is idempotent by job, so a redelivered event counts once.
 
 use crate::state::AppState;
 use broker_schema::bus::{self, BusError};
-use broker_schema::messages::{JobEvent, JobEventKind};
-use broker_schema::{Phase, decode, topology};
-use flinger_scheduler::store::{ProvisionEntry, Records, StoreError};
+use broker_schema::messages::JobEvent;
+use broker_schema::{decode, topology};
+use flinger_scheduler::store::StoreError;
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use std::time::Duration;
@@ -74,8 +74,8 @@ async fn consume(state: &AppState, stop: &CancellationToken) -> Result<(), BusEr
     result
 }
 
-/// Relays one event and records what it says about provisioning. Errors only when the store is
-/// unavailable (the event is then retried).
+/// Relays one event to its job's webhook. Errors only when the store is unavailable (the event
+/// is then retried).
 async fn handle(state: &AppState, body: &[u8]) -> Result<(), StoreError> {
     let event = match decode::<JobEvent>(body) {
         Ok(e) => e,
@@ -84,23 +84,6 @@ async fn handle(state: &AppState, body: &[u8]) -> Result<(), StoreError> {
             return Ok(());
         }
     };
-    if let (
-        JobEventKind::PhaseFinished {
-            phase: Phase::Provision,
-            exit_code,
-            detail,
-        },
-        Some(agent),
-    ) = (&event.kind, &event.agent)
-    {
-        let entry = ProvisionEntry {
-            job_id: event.job_id.to_string(),
-            exit_code: *exit_code,
-            detail: detail.clone().unwrap_or_default(),
-            at: event.at,
-        };
-        state.store().record_provision(agent.as_str(), &entry).await?;
-    }
     let events = crate::webhooks::testflinger_events(&event);
     if events.is_empty() {
         return Ok(());

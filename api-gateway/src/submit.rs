@@ -121,6 +121,7 @@ pub async fn submit(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Uu
         submitted_at: Some(now),
         submitted_by,
     };
+    follow_webhook(state, &submission).await;
     match publish(state, &submission).await {
         Ok(()) => {
             info!(%job_id, %queue, priority, "job accepted");
@@ -273,6 +274,31 @@ async fn check_exclusions(state: &AppState, definition: &JobDefinition) -> Resul
         return Err(SubmitError::AllAgentsExcluded { queue: queue.clone() });
     }
     Ok(())
+}
+
+/// Routes the job's status events to the gateways before its first one can happen, when it has
+/// a webhook (the scheduler does it too, before it grants the lease: this covers the moments
+/// before). Bounded by the publish timeout; a failure only costs the webhook early events.
+async fn follow_webhook(state: &AppState, submission: &Submission) {
+    if submission.job.webhook().is_none() {
+        return;
+    }
+    let limit = state.timeouts().publish;
+    let follow = async {
+        let (ch, _) = state.bus().channel().await?;
+        let r = broker_schema::topology::follow_job_events(&ch, state.names(), &submission.job_id).await;
+        let _ = ch.close(200, "webhook routing".into()).await;
+        r.map_err(broker_schema::bus::BusError::from)
+    };
+    match tokio::time::timeout(limit, follow).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            warn!(job_id = %submission.job_id, error = %e, "cannot route the job's events to its webhook yet")
+        }
+        Err(_) => {
+            warn!(job_id = %submission.job_id, "cannot route the job's events to its webhook yet: the broker did not answer")
+        }
+    }
 }
 
 /// Publishes a submission and waits for the broker's verdict, at most the publish timeout

@@ -52,8 +52,13 @@ async fn bind(ch: &Channel, queue: String, exchange: String, key: &str) -> lapin
     .await
 }
 
+async fn unbind(ch: &Channel, queue: String, exchange: String, key: &str) -> lapin::Result<()> {
+    ch.queue_unbind(queue.into(), exchange.into(), key.into(), FieldTable::default())
+        .await
+}
+
 /// Declares everything that does not depend on a device class or an agent: exchanges, the
-/// dead-letter queue, and the scheduler's queues.
+/// dead-letter queue, the scheduler's queues and the gateways' queue.
 pub async fn declare_topology(ch: &Channel, names: &Names) -> lapin::Result<()> {
     let x = |name: String, kind: ExchangeKind| async move {
         ch.exchange_declare(name.into(), kind, durable_exchange(), FieldTable::default())
@@ -96,7 +101,7 @@ pub async fn declare_topology(ch: &Channel, names: &Names) -> lapin::Result<()> 
     .await?;
 
     queue(ch, names.scheduler_rpc_queue(), dead_lettered(names)).await?;
-    Ok(())
+    declare_gateway_events(ch, names).await
 }
 
 /// Declares a device class: its priority queue, and the scheduler's binding for it. Agents call
@@ -144,17 +149,44 @@ pub async fn declare_agent(ch: &Channel, names: &Names, agent: &AgentName) -> la
 const GATEWAY_EVENTS_TTL_MS: i32 = 3_600_000;
 const GATEWAY_EVENTS_MAX: i32 = 100_000;
 
-/// Declares the gateways' shared queue of job status events.
+/// Declares the gateways' shared queue of job status events. It is bound per job, and only for
+/// jobs that have a `job_status_webhook` ([`follow_job_events`]): the gateways need no other
+/// job's events, and copying every event of every job to them was a fifth of a job's broker
+/// traffic. The wildcard binding of earlier versions is removed here.
 pub async fn declare_gateway_events(ch: &Channel, names: &Names) -> lapin::Result<()> {
     let mut args = FieldTable::default();
     args.insert("x-message-ttl".into(), AMQPValue::LongInt(GATEWAY_EVENTS_TTL_MS));
     args.insert("x-max-length".into(), AMQPValue::LongInt(GATEWAY_EVENTS_MAX));
     queue(ch, names.gateway_events_queue(), args).await?;
-    bind(
+    unbind(
         ch,
         names.gateway_events_queue(),
         names.events_exchange(),
         Names::ALL_JOB_STATUS,
+    )
+    .await
+}
+
+/// Routes one job's status events to the gateways (which relay them to its webhook), from now
+/// on. Idempotent.
+pub async fn follow_job_events(ch: &Channel, names: &Names, job_id: &uuid::Uuid) -> lapin::Result<()> {
+    bind(
+        ch,
+        names.gateway_events_queue(),
+        names.events_exchange(),
+        &Names::job_status_key(job_id),
+    )
+    .await
+}
+
+/// Stops routing one job's status events to the gateways (events already routed stay queued).
+/// Idempotent.
+pub async fn unfollow_job_events(ch: &Channel, names: &Names, job_id: &uuid::Uuid) -> lapin::Result<()> {
+    unbind(
+        ch,
+        names.gateway_events_queue(),
+        names.events_exchange(),
+        &Names::job_status_key(job_id),
     )
     .await
 }

@@ -5,7 +5,7 @@ use crate::config::SchedulerConfig;
 use crate::store::{DynStore, JobRecord, JobUpdate, Precondition, StoreResult};
 use broker_schema::bus::{PublishError, PublishOptions, Publisher};
 use broker_schema::messages::{Control, ControlCommand, JobEvent, JobEventKind, Submission};
-use broker_schema::{AgentName, Millis, Names};
+use broker_schema::{AgentName, Millis, Names, topology};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, warn};
@@ -121,6 +121,39 @@ impl Core {
             .await
         {
             warn!(job_id = %job.job_id, error = %e, "cannot announce state change");
+        }
+        if job.state.is_terminal() {
+            // Its last event is on its way to the gateways: nothing more for its webhook.
+            self.follow_webhook(job, false).await;
+        }
+    }
+
+    /// Routes a job's status events to the gateways, which relay them to its
+    /// `job_status_webhook` (`follow`), or stops doing so. Nothing for a job without a webhook;
+    /// a failure is logged (its webhook misses events, or a binding outlives the job).
+    pub async fn follow_webhook(&self, job: &JobRecord, follow: bool) {
+        if job.definition.webhook().is_none() {
+            return;
+        }
+        let (names, id) = (&self.names, &job.job_id);
+        let change = async {
+            let (ch, _) = self.publisher.bus().channel().await?;
+            let r = if follow {
+                topology::follow_job_events(&ch, names, id).await
+            } else {
+                topology::unfollow_job_events(&ch, names, id).await
+            };
+            let _ = ch.close(200, "webhook routing".into()).await;
+            r.map_err(broker_schema::bus::BusError::from)
+        };
+        match tokio::time::timeout(EVENT_PUBLISH_LIMIT, change).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(job_id = %id, follow, error = %e, "cannot route the job's events to its webhook")
+            }
+            Err(_) => {
+                warn!(job_id = %id, follow, "cannot route the job's events to its webhook: the broker did not answer")
+            }
         }
     }
 

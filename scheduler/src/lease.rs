@@ -36,7 +36,14 @@ fn deny(req: &LeaseRequest, reason: DenyReason, detail: impl Into<String>) -> Le
 pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<(LeaseReply, Option<Announcement>)> {
     // The agent may have the job before our own copy of the submission arrived.
     // It is judged as our own copy would be, by the user that published it.
-    if core.store.get_job(req.job_id).await?.is_none() {
+    let known = core.store.get_job(req.job_id).await?;
+    if let Some(job) = &known
+        && job.state == JobState::Waiting
+    {
+        // Its webhook hears every event of the run: routed before the agent has a lease.
+        core.follow_webhook(job, true).await;
+    }
+    if known.is_none() {
         let s = &req.submission;
         let claimed = s.submitted_by.as_deref();
         match provenance::submitter(core, req.published_by.as_deref(), claimed) {
@@ -47,7 +54,9 @@ pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<(LeaseReply, 
                     submitter,
                     s.submitted_at.unwrap_or_else(Millis::now),
                 );
-                if core.store.insert_job(&record).await? == Inserted::New {
+                let inserted = core.store.insert_job(&record).await?;
+                core.follow_webhook(&record, true).await;
+                if inserted == Inserted::New {
                     core.announce(&record, Some("recorded from a lease request".into()))
                         .await;
                 }

@@ -11,7 +11,9 @@ use crate::core::{Core, Modified};
 use crate::delivery::Disposition;
 use crate::lease::{active_states, first_failure};
 use crate::reaper::{ReapReport, Reclaim, reclaim};
-use crate::store::{JobRecord, JobUpdate, OutputFragment, Precondition, Reservation, StoreResult};
+use crate::store::{
+    JobRecord, JobUpdate, OutputFragment, Precondition, ProvisionEntry, Records, Reservation, StoreResult,
+};
 use broker_schema::messages::{
     AdminState, AgentState, ControlCommand, Heartbeat, JobEvent, JobEventKind, LogStream, Outcome,
     OutputChunk, OutputCounts,
@@ -48,8 +50,24 @@ impl FinishWaits {
 
 /// Projects one job event. `Retry` means "not yet" (its output is still arriving).
 pub async fn project_event(core: &Core, ev: &JobEvent, waits: &FinishWaits) -> StoreResult<Disposition> {
-    if ev.agent.is_none() {
+    let Some(agent) = &ev.agent else {
         return Ok(Disposition::Ack); // our own announcement
+    };
+    // The device's provisioning history (and pass/fail streak), whatever became of the job:
+    // it says how the device did. Idempotent by job.
+    if let JobEventKind::PhaseFinished {
+        phase: Phase::Provision,
+        exit_code,
+        detail,
+    } = &ev.kind
+    {
+        let entry = ProvisionEntry {
+            job_id: ev.job_id.to_string(),
+            exit_code: *exit_code,
+            detail: detail.clone().unwrap_or_default(),
+            at: ev.at,
+        };
+        core.store.record_provision(agent.as_str(), &entry).await?;
     }
     let Some(job) = core.store.get_job(ev.job_id).await? else {
         warn!(job_id = %ev.job_id, "event for an unknown job ignored");

@@ -66,7 +66,10 @@ pub async fn record(core: &Core, msg: &Received<'_>) -> StoreResult<Disposition>
             submitter,
             submission.submitted_at.unwrap_or(now),
         );
-        if core.store.insert_job(&record).await? == Inserted::New {
+        let inserted = core.store.insert_job(&record).await?;
+        // Before anything about the job is announced (a gateway may have done it already).
+        core.follow_webhook(&record, true).await;
+        if inserted == Inserted::New {
             info!(%job_id, queue = %record.queue, producer = msg.producer.unwrap_or("?"), "job recorded from the broker");
             core.announce(&record, Some("accepted".into())).await;
         }

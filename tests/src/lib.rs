@@ -12,6 +12,7 @@ pub mod lab;
 pub mod private_broker;
 pub mod private_mongo;
 pub mod proc;
+pub mod webhook;
 
 pub use lab::{AgentSpec, Lab, LabBuilder, StoreKind};
 

@@ -358,3 +358,87 @@ async fn create_client_writes_the_first_admin_into_the_store() {
 fn store_path(dir: &tempfile::TempDir) -> String {
     format!("sqlite:{}", dir.path().join("flinger.db").display())
 }
+
+/// The routes of status events to the gateways (`<ns>.gateway.events`) that exist now.
+fn gateway_routes(lab: &Lab) -> Vec<String> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_bindings",
+            "-q",
+            "-p",
+            "/",
+            "source_name",
+            "destination_name",
+            "routing_key",
+        ])
+        .output()
+        .expect("rabbitmqctl must be installed next to the broker (scripts/test installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (events, gateways) = (lab.names.events_exchange(), lab.names.gateway_events_queue());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() == 3 && f[0] == events && f[1] == gateways).then(|| f[2].to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_webhook_hears_its_whole_run_whoever_submitted_it() {
+    let lab = Lab::builder()
+        .name("webhooks")
+        .agent(AgentSpec::fake("wh-1", &["hooked"]))
+        .start()
+        .await;
+    let hook = flinger_tests::webhook::WebhookReceiver::start().await;
+    let job = |id: Uuid| {
+        json!({"job_id": id.to_string(), "job_queue": "hooked", "job_status_webhook": hook.url,
+               "provision_data": {"distro": "noble"}, "test_data": {"test_cmds": "true"}})
+    };
+    // Over HTTP…
+    let over_http = lab.submit(&job(Uuid::new_v4())).await;
+    // …and straight onto the broker, as another system would.
+    let over_amqp = Uuid::new_v4();
+    let mut msg = json!({"v": 1, "job_id": over_amqp.to_string(), "job": job(over_amqp)});
+    msg["job"].as_object_mut().unwrap().remove("job_id");
+    let conn = flinger_tests::broker::connect().await;
+    let returned = flinger_tests::broker::publish(
+        &conn,
+        &lab.names.jobs_exchange(),
+        "hooked",
+        &rmp_serde::to_vec_named(&msg).unwrap(),
+        Some("application/msgpack"),
+    )
+    .await;
+    assert!(!returned);
+    let _ = conn.close(200, "done".into()).await;
+    // A job without a webhook, meanwhile, is nothing to the gateways.
+    let plain = lab.submit(&json!({"job_queue": "hooked"})).await;
+
+    for id in [over_http, over_amqp, plain] {
+        assert_eq!(lab.wait_done(id, JOB_TIMEOUT).await["state"], "complete");
+    }
+    for id in [over_http, over_amqp] {
+        let names = eventually(JOB_TIMEOUT, "the webhook to hear the end of the job", || {
+            let names = hook.event_names(id);
+            async move { names.iter().any(|n| n == "job_end").then_some(names) }
+        })
+        .await;
+        for expected in [
+            "provision_start",
+            "provision_success",
+            "test_start",
+            "test_success",
+            "job_end",
+        ] {
+            assert!(names.iter().any(|n| n == expected), "{expected} not in {names:?}");
+        }
+    }
+    assert!(hook.event_names(plain).is_empty());
+    // Routes to the gateways exist only while a job with a webhook runs: none is left now, and
+    // none was ever made for every job.
+    let routes = gateway_routes(&lab);
+    assert!(routes.is_empty(), "routes left to the gateways: {routes:?}");
+    lab.stop().await;
+}

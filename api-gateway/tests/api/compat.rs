@@ -841,7 +841,12 @@ async fn job_events_are_relayed_to_the_jobs_webhook() {
         404
     );
 
-    // Our agents' events, from the broker.
+    // Our agents' events, from the broker: routed to the gateways for jobs with a webhook (the
+    // scheduler does this when it records the job or grants its lease; a job inserted straight
+    // into the store here needs it done by hand).
+    broker_schema::topology::follow_job_events(&app.channel, &app.names, &job.job_id)
+        .await
+        .unwrap();
     let event = JobEvent {
         job_id: job.job_id,
         attempt: 1,
@@ -868,15 +873,6 @@ async fn job_events_are_relayed_to_the_jobs_webhook() {
     assert_eq!(received[1]["events"][0]["event_name"], "provision_fail");
     assert_eq!(received[1]["agent_id"], "dut-1");
     assert_eq!(received[1]["job_queue"], "q");
-    // The same event counts in dut-1's provisioning streak.
-    use flinger_scheduler::store::Records;
-    let log = app
-        .store
-        .get_provision_log("dut-1")
-        .await
-        .unwrap()
-        .expect("recorded");
-    assert_eq!((log.streak_type.as_str(), log.streak_count), ("fail", 1));
     app.stop().await;
 }
 
