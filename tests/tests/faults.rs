@@ -11,6 +11,14 @@ use uuid::Uuid;
 
 const DONE: Duration = Duration::from_secs(90);
 
+/// The job ended `failed`, of this kind, for a reason that says `why`.
+fn assert_failed(info: &Value, kind: &str, why: &str) {
+    assert_eq!(info["state"], "failed", "{info}");
+    assert_eq!(info["failure"]["kind"], kind, "{info}");
+    let reason = info["failure"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains(why), "{why:?} not in {info}");
+}
+
 fn slow_test_job(queue: &str, secs: u32) -> Value {
     json!({
         "job_queue": queue,
@@ -1030,15 +1038,7 @@ async fn the_scheduler_ends_a_job_whose_agent_ignores_its_global_timeout() {
     // 2 s of global timeout and 1 s of grace: the scheduler takes the lease back.
     let reason = rogue.renew_until_lost(&grant, Duration::from_secs(30)).await;
     let info = lab.wait_done(id, DONE).await;
-    assert_eq!(info["state"], "failed", "{info}");
-    assert_eq!(info["failure"]["kind"], "global_timeout", "{info}");
-    assert!(
-        info["failure"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("ended by the scheduler"),
-        "{info}"
-    );
+    assert_failed(&info, "global_timeout", "ended by the scheduler");
     assert!(!reason.is_empty());
     // The agent is told to stop, in case it is alive but deaf to its deadlines.
     let commands = rogue.control_commands().await;
@@ -1076,15 +1076,7 @@ async fn the_scheduler_ends_a_test_phase_its_agent_leaves_silent() {
     // Its test phase prints nothing for 2 s (and 1 s of grace) while the agent keeps renewing.
     rogue.renew_until_lost(&grant, Duration::from_secs(30)).await;
     let info = lab.wait_done(id, DONE).await;
-    assert_eq!(info["state"], "failed", "{info}");
-    assert_eq!(info["failure"]["kind"], "output_timeout", "{info}");
-    assert!(
-        info["failure"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("ended by the scheduler"),
-        "{info}"
-    );
+    assert_failed(&info, "output_timeout", "ended by the scheduler");
     rogue.stop().await;
     invariants::check(&lab.store, &[id]).await;
     lab.stop().await;
@@ -1185,15 +1177,7 @@ async fn the_scheduler_ends_a_reservation_its_agent_overruns() {
         "the reservation was ended before its deadline"
     );
     let info = lab.wait_done(id, DONE).await;
-    assert_eq!(info["state"], "failed", "{info}");
-    assert_eq!(info["failure"]["kind"], "agent_error", "{info}");
-    assert!(
-        info["failure"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("did not end the reservation"),
-        "{info}"
-    );
+    assert_failed(&info, "agent_error", "did not end the reservation");
     rogue.stop().await;
     invariants::check(&lab.store, &[id]).await;
     lab.stop().await;
