@@ -55,7 +55,9 @@ pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<(LeaseReply, 
                     s.submitted_at.unwrap_or_else(Millis::now),
                 );
                 let inserted = core.store.insert_job(&record).await?;
-                core.follow_webhook(&record, true).await;
+                if !matches!(&inserted, Inserted::Existing(job) if job.state.is_terminal()) {
+                    core.follow_webhook(&record, true).await;
+                }
                 if inserted == Inserted::New {
                     core.announce(&record, Some("recorded from a lease request".into()))
                         .await;

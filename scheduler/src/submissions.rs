@@ -67,8 +67,12 @@ pub async fn record(core: &Core, msg: &Received<'_>) -> StoreResult<Disposition>
             submission.submitted_at.unwrap_or(now),
         );
         let inserted = core.store.insert_job(&record).await?;
-        // Before anything about the job is announced (a gateway may have done it already).
-        core.follow_webhook(&record, true).await;
+        // Before anything about the job is announced (a gateway may have done it already); not
+        // for a late copy of a job that ended (nothing would remove the route).
+        let ended = matches!(&inserted, Inserted::Existing(job) if job.state.is_terminal());
+        if !ended {
+            core.follow_webhook(&record, true).await;
+        }
         if inserted == Inserted::New {
             info!(%job_id, queue = %record.queue, producer = msg.producer.unwrap_or("?"), "job recorded from the broker");
             core.announce(&record, Some("accepted".into())).await;
