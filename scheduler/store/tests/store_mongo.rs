@@ -48,7 +48,7 @@ fn start_server() -> String {
     if let Ok(uri) = std::env::var("FLINGER_TEST_MONGO_URI") {
         return uri;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/mongo-standin/standin");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mongo-standin/standin");
     let status = std::process::Command::new(&script)
         .args(["start", "--port", "27017"])
         .status()
