@@ -23,7 +23,7 @@ use broker_schema::bus::{PublishError, PublishOptions};
 use broker_schema::job::UNPRIVILEGED_MAX_RESERVE;
 use broker_schema::messages::Submission;
 use broker_schema::{DeviceClass, JobDefinition, Millis, ValidationErrors};
-use flinger_scheduler::store::{Inserted, JobRecord, Records, StoreError};
+use flinger_store::{Inserted, JobRecord, Records, StoreError};
 use serde_json::Value;
 use std::collections::HashSet;
 use tracing::{error, info, warn};
@@ -220,9 +220,7 @@ async fn check_permissions(
                     "Authentication required to push to restricted queue: {queue}"
                 )));
             }
-            Some(id)
-                if restricted.owners.contains(id)
-                    || caller.role() == flinger_scheduler::store::Role::Admin => {}
+            Some(id) if restricted.owners.contains(id) || caller.role() == flinger_store::Role::Admin => {}
             Some(_) => {
                 return Err(SubmitError::NotAllowed(format!(
                     "Not enough permissions to push to the restricted queue: {queue}"
@@ -284,21 +282,7 @@ async fn follow_webhook(state: &AppState, submission: &Submission) {
         return;
     }
     let limit = state.timeouts().publish;
-    let follow = async {
-        let (ch, _) = state.bus().channel().await?;
-        let r = broker_schema::topology::follow_job_events(&ch, state.names(), &submission.job_id).await;
-        let _ = ch.close(200, "webhook routing".into()).await;
-        r.map_err(broker_schema::bus::BusError::from)
-    };
-    match tokio::time::timeout(limit, follow).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            warn!(job_id = %submission.job_id, error = %e, "cannot route the job's events to its webhook yet")
-        }
-        Err(_) => {
-            warn!(job_id = %submission.job_id, "cannot route the job's events to its webhook yet: the broker did not answer")
-        }
-    }
+    broker_schema::topology::route_job_events(state.bus(), &submission.job_id, true, limit).await;
 }
 
 /// Publishes a submission and waits for the broker's verdict, at most the publish timeout

@@ -2,7 +2,7 @@
 //! compare-and-set loop every state change goes through.
 
 use crate::config::SchedulerConfig;
-use crate::store::{DynStore, JobRecord, JobUpdate, Precondition, StoreResult};
+use crate::store::{DynSchedulerStore, JobRecord, JobUpdate, Precondition, StoreResult};
 use broker_schema::bus::{PublishError, PublishOptions, Publisher};
 use broker_schema::messages::{Control, ControlCommand, JobEvent, JobEventKind, Submission};
 use broker_schema::{AgentName, Millis, Names, topology};
@@ -15,7 +15,7 @@ use uuid::Uuid;
 const EVENT_PUBLISH_LIMIT: Duration = Duration::from_secs(10);
 
 pub struct Core {
-    pub store: DynStore,
+    pub store: DynSchedulerStore,
     pub publisher: Arc<Publisher>,
     pub names: Names,
     pub config: SchedulerConfig,
@@ -41,13 +41,6 @@ pub enum Modified {
     Unchanged(Box<JobRecord>),
     /// The update was applied (the job as it is now).
     Changed(Box<JobRecord>),
-}
-
-impl Precondition {
-    /// "Nothing changed since I read it": same state, same attempt.
-    pub fn observed(job: &JobRecord) -> Precondition {
-        Precondition::state(job.state).attempt(job.attempt)
-    }
 }
 
 impl Core {
@@ -129,32 +122,12 @@ impl Core {
     }
 
     /// Routes a job's status events to the gateways, which relay them to its
-    /// `job_status_webhook` (`follow`), or stops doing so. Nothing for a job without a webhook;
-    /// a failure is logged (its webhook misses events, or a binding outlives the job).
+    /// `job_status_webhook` (`follow`), or stops doing so. Nothing for a job without a webhook.
     pub async fn follow_webhook(&self, job: &JobRecord, follow: bool) {
         if job.definition.webhook().is_none() {
             return;
         }
-        let (names, id) = (&self.names, &job.job_id);
-        let change = async {
-            let (ch, _) = self.publisher.bus().channel().await?;
-            let r = if follow {
-                topology::follow_job_events(&ch, names, id).await
-            } else {
-                topology::unfollow_job_events(&ch, names, id).await
-            };
-            let _ = ch.close(200, "webhook routing".into()).await;
-            r.map_err(broker_schema::bus::BusError::from)
-        };
-        match tokio::time::timeout(EVENT_PUBLISH_LIMIT, change).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                warn!(job_id = %id, follow, error = %e, "cannot route the job's events to its webhook")
-            }
-            Err(_) => {
-                warn!(job_id = %id, follow, "cannot route the job's events to its webhook: the broker did not answer")
-            }
-        }
+        topology::route_job_events(self.publisher.bus(), &job.job_id, follow, EVENT_PUBLISH_LIMIT).await;
     }
 
     /// Sends a command to one agent's control queue.
