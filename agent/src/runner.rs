@@ -215,8 +215,9 @@ impl Runner {
         if setup_error.is_none() {
             while let Some(phase) = plan.next_phase() {
                 // A device must not be stopped mid-flash: a cancel waits for provision's end
-                // (held before the check below, so that no cancel slips in between).
-                let holds = phase == Phase::Provision;
+                // (held before the check below, so that no cancel slips in between). Simulated
+                // and pre-installed devices flash nothing; theirs is stopped at once.
+                let holds = phase == Phase::Provision && self.connector.runs_testflinger_connectors();
                 if holds {
                     stop.hold_cancels();
                 }

@@ -1,9 +1,9 @@
 //! Why a job stops early, and the signal that stops it. The first reason wins.
 //!
-//! While provision runs, a cancel is *held*: interrupting a device in the middle of flashing
-//! can leave it unusable, so provision goes on to its end (bounded by the global timeout, which
-//! is never held) and the cancel takes effect the moment it ends. Testflinger refuses cancels
-//! during provision; we keep them.
+//! While a Testflinger device connector provisions, a cancel is *held*: interrupting a device in
+//! the middle of flashing can leave it unusable, so provision goes on to its end (bounded by the
+//! global timeout, which is never held) and the cancel takes effect the moment it ends.
+//! Testflinger's agent does not look for cancels during provision; we keep them.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
