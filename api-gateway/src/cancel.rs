@@ -5,10 +5,10 @@
 //! end states are final), so those need no scheduler. Everything else is the scheduler's call.
 
 use crate::auth::Caller;
+use crate::scheduler::{self, CommandError};
 use crate::state::AppState;
 use broker_schema::ValidationErrors;
-use broker_schema::bus::RpcError;
-use broker_schema::messages::{CancelRequest, CommandReply, RefusalCode, SchedulerReply, SchedulerRequest};
+use broker_schema::messages::{CancelRequest, SchedulerRequest};
 use flinger_scheduler::store::StoreError;
 use serde_json::Value;
 use tracing::info;
@@ -29,12 +29,8 @@ pub enum CancelError {
     AlreadyEnded(&'static str),
     #[error("Only the job's submitter, a manager or an admin may cancel it")]
     NotOwner,
-    #[error("{reason}")]
-    Refused { code: RefusalCode, reason: String },
-    #[error("The scheduler did not answer: {0}")]
-    SchedulerUnavailable(RpcError),
-    #[error("The scheduler could not serve the request: {0}")]
-    SchedulerFailed(String),
+    #[error(transparent)]
+    Scheduler(#[from] CommandError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -85,27 +81,9 @@ pub async fn cancel(state: &AppState, caller: &Caller, job_id: Uuid) -> Result<(
         job_id,
         requested_by: caller.client_id().map(str::to_owned),
     });
-    let limit = state.timeouts().scheduler;
-    let queue = state.names().scheduler_rpc_queue();
-    // The bus reconnects forever while the broker is down: bound the whole call.
-    let call = state.rpc().call::<_, SchedulerReply>(&queue, &request, limit);
-    let reply = tokio::time::timeout(limit, call)
-        .await
-        .unwrap_or(Err(RpcError::Timeout(limit)))
-        .map_err(CancelError::SchedulerUnavailable)?;
-    match reply {
-        SchedulerReply::Command(CommandReply::Done { .. }) => {
-            info!(%job_id, was = %job.state, "cancel accepted by the scheduler");
-            Ok(())
-        }
-        SchedulerReply::Command(CommandReply::Refused { code, reason }) => {
-            Err(CancelError::Refused { code, reason })
-        }
-        SchedulerReply::Error { reason } => Err(CancelError::SchedulerFailed(reason)),
-        other => Err(CancelError::SchedulerFailed(format!(
-            "unexpected reply {other:?}"
-        ))),
-    }
+    scheduler::command(state, &request).await?;
+    info!(%job_id, was = %job.state, "cancel accepted by the scheduler");
+    Ok(())
 }
 
 #[cfg(test)]

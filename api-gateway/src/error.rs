@@ -6,6 +6,7 @@
 //! `{"message": "Validation error", "detail": {"<location>": {field: [messages]}}}`.
 
 use crate::cancel::CancelError;
+use crate::scheduler::CommandError;
 use crate::submit::SubmitError;
 use axum::Json;
 use axum::http::StatusCode;
@@ -160,14 +161,14 @@ impl From<CancelError> for ApiError {
             CancelError::InvalidAction(errors) => ApiError::invalid_fields(errors),
             CancelError::UnknownJob | CancelError::AlreadyEnded(_) => ApiError::BadRequest(e.to_string()),
             CancelError::NotOwner => ApiError::Forbidden(e.to_string()),
-            CancelError::Refused { code, .. } => match code {
+            // Testflinger answers 400 for a job it cannot cancel, whatever the reason.
+            CancelError::Scheduler(CommandError::Refused { code, .. }) => match code {
                 RefusalCode::Forbidden => ApiError::Forbidden(e.to_string()),
                 RefusalCode::NotFound | RefusalCode::Conflict | RefusalCode::Invalid => {
                     ApiError::BadRequest(e.to_string())
                 }
             },
-            CancelError::SchedulerUnavailable(_) => ApiError::Unavailable(e.to_string()),
-            CancelError::SchedulerFailed(_) => ApiError::Internal(e.to_string()),
+            CancelError::Scheduler(other) => other.into(),
             CancelError::Store(s) => s.into(),
         }
     }

@@ -3,6 +3,7 @@
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use broker_schema::Millis;
 use broker_schema::bus::RpcError;
 use broker_schema::messages::{CommandReply, RefusalCode, SchedulerReply, SchedulerRequest};
 
@@ -32,18 +33,32 @@ impl From<CommandError> for ApiError {
     }
 }
 
-/// Sends a command and waits for the scheduler's reply, at most the scheduler timeout (the bus
-/// reconnects forever while the broker is down, so the bound is around the whole call).
-pub async fn command(state: &AppState, request: &SchedulerRequest) -> Result<String, CommandError> {
+/// What the scheduler says it did.
+#[derive(Debug)]
+pub struct Done {
+    pub detail: String,
+    /// A reservation's deadline, when the command moved it.
+    pub reserve_until: Option<Millis>,
+}
+
+/// Sends a command and waits for the scheduler's reply, at most the scheduler timeout (reaching
+/// the broker included).
+pub async fn command(state: &AppState, request: &SchedulerRequest) -> Result<Done, CommandError> {
     let limit = state.timeouts().scheduler;
     let queue = state.names().scheduler_rpc_queue();
-    let call = state.rpc().call::<_, SchedulerReply>(&queue, request, limit);
-    let reply = tokio::time::timeout(limit, call)
+    let reply = state
+        .rpc()
+        .call::<_, SchedulerReply>(&queue, request, limit)
         .await
-        .unwrap_or(Err(RpcError::Timeout(limit)))
         .map_err(CommandError::Unavailable)?;
     match reply {
-        SchedulerReply::Command(CommandReply::Done { detail, .. }) => Ok(detail),
+        SchedulerReply::Command(CommandReply::Done {
+            detail,
+            reserve_until,
+        }) => Ok(Done {
+            detail,
+            reserve_until,
+        }),
         SchedulerReply::Command(CommandReply::Refused { code, reason }) => {
             Err(CommandError::Refused { code, reason })
         }

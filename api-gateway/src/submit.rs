@@ -284,21 +284,7 @@ async fn follow_webhook(state: &AppState, submission: &Submission) {
         return;
     }
     let limit = state.timeouts().publish;
-    let follow = async {
-        let (ch, _) = state.bus().channel().await?;
-        let r = broker_schema::topology::follow_job_events(&ch, state.names(), &submission.job_id).await;
-        let _ = ch.close(200, "webhook routing".into()).await;
-        r.map_err(broker_schema::bus::BusError::from)
-    };
-    match tokio::time::timeout(limit, follow).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            warn!(job_id = %submission.job_id, error = %e, "cannot route the job's events to its webhook yet")
-        }
-        Err(_) => {
-            warn!(job_id = %submission.job_id, "cannot route the job's events to its webhook yet: the broker did not answer")
-        }
-    }
+    broker_schema::topology::route_job_events(state.bus(), &submission.job_id, true, limit).await;
 }
 
 /// Publishes a submission and waits for the broker's verdict, at most the publish timeout

@@ -4,12 +4,15 @@
 //! Changing a queue's arguments here makes redeclaration fail with PRECONDITION_FAILED on an
 //! existing broker: such a change needs a migration note in `docs/operations.md`.
 
+use crate::bus::{Bus, BusError};
 use crate::ids::{AgentName, DeviceClass};
 use crate::messages::submission::PRIORITY_LEVELS;
 use crate::names::Names;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
+use std::time::Duration;
+use tracing::warn;
 
 fn durable_exchange() -> ExchangeDeclareOptions {
     ExchangeDeclareOptions {
@@ -177,6 +180,29 @@ pub async fn follow_job_events(ch: &Channel, names: &Names, job_id: &uuid::Uuid)
         &Names::job_status_key(job_id),
     )
     .await
+}
+
+/// [`follow_job_events`] (`follow`) or [`unfollow_job_events`] on a channel of its own, all of it
+/// within `limit` (the bus reconnects forever while the broker is down). A failure is only
+/// logged: the job's webhook misses events, or a route outlives the job.
+pub async fn route_job_events(bus: &Bus, job_id: &uuid::Uuid, follow: bool, limit: Duration) {
+    let change = async {
+        let (ch, _) = bus.channel().await?;
+        let r = if follow {
+            follow_job_events(&ch, bus.names(), job_id).await
+        } else {
+            unfollow_job_events(&ch, bus.names(), job_id).await
+        };
+        let _ = ch.close(200, "webhook routing".into()).await;
+        r.map_err(BusError::from)
+    };
+    match tokio::time::timeout(limit, change).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(%job_id, follow, error = %e, "cannot route the job's events to its webhook"),
+        Err(_) => {
+            warn!(%job_id, follow, "cannot route the job's events to its webhook: the broker did not answer")
+        }
+    }
 }
 
 /// Stops routing one job's status events to the gateways (events already routed stay queued).

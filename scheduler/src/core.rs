@@ -129,32 +129,12 @@ impl Core {
     }
 
     /// Routes a job's status events to the gateways, which relay them to its
-    /// `job_status_webhook` (`follow`), or stops doing so. Nothing for a job without a webhook;
-    /// a failure is logged (its webhook misses events, or a binding outlives the job).
+    /// `job_status_webhook` (`follow`), or stops doing so. Nothing for a job without a webhook.
     pub async fn follow_webhook(&self, job: &JobRecord, follow: bool) {
         if job.definition.webhook().is_none() {
             return;
         }
-        let (names, id) = (&self.names, &job.job_id);
-        let change = async {
-            let (ch, _) = self.publisher.bus().channel().await?;
-            let r = if follow {
-                topology::follow_job_events(&ch, names, id).await
-            } else {
-                topology::unfollow_job_events(&ch, names, id).await
-            };
-            let _ = ch.close(200, "webhook routing".into()).await;
-            r.map_err(broker_schema::bus::BusError::from)
-        };
-        match tokio::time::timeout(EVENT_PUBLISH_LIMIT, change).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                warn!(job_id = %id, follow, error = %e, "cannot route the job's events to its webhook")
-            }
-            Err(_) => {
-                warn!(job_id = %id, follow, "cannot route the job's events to its webhook: the broker did not answer")
-            }
-        }
+        topology::route_job_events(self.publisher.bus(), &job.job_id, follow, EVENT_PUBLISH_LIMIT).await;
     }
 
     /// Sends a command to one agent's control queue.

@@ -2,7 +2,7 @@
 //! job's only runner, and its renewals.
 
 use crate::core::{Announcement, Core, Modified};
-use crate::store::{AttemptRecord, Inserted, JobRecord, JobUpdate, Lease, Precondition, StoreResult};
+use crate::store::{AttemptRecord, JobRecord, JobUpdate, Lease, Precondition, StoreResult};
 use crate::{provenance, submissions};
 use broker_schema::JobState;
 use broker_schema::messages::{
@@ -48,20 +48,7 @@ pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<(LeaseReply, 
         let claimed = s.submitted_by.as_deref();
         match provenance::submitter(core, req.published_by.as_deref(), claimed) {
             Ok(submitter) => {
-                let record = JobRecord::new_waiting(
-                    s.job_id,
-                    s.job.clone(),
-                    submitter,
-                    s.submitted_at.unwrap_or_else(Millis::now),
-                );
-                let inserted = core.store.insert_job(&record).await?;
-                if !matches!(&inserted, Inserted::Existing(job) if job.state.is_terminal()) {
-                    core.follow_webhook(&record, true).await;
-                }
-                if inserted == Inserted::New {
-                    core.announce(&record, Some("recorded from a lease request".into()))
-                        .await;
-                }
+                submissions::insert(core, s.clone(), submitter, "recorded from a lease request").await?;
             }
             Err(reason) => {
                 submissions::reject(core, s.job_id, Some(s.job.clone()), &reason).await?;

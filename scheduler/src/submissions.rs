@@ -15,7 +15,7 @@ use crate::provenance;
 use crate::store::{Inserted, JobRecord, JobUpdate, Precondition, StoreResult};
 use broker_schema::bus::PublishOptions;
 use broker_schema::codec::check_content_type;
-use broker_schema::messages::{JobEvent, JobEventKind};
+use broker_schema::messages::{JobEvent, JobEventKind, Submission};
 use broker_schema::{Failure, FailureKind, JobDefinition, JobState, Millis, Names, codec, decode_submission};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -58,25 +58,11 @@ pub async fn record(core: &Core, msg: &Received<'_>) -> StoreResult<Disposition>
         }
     };
     let now = Millis::now();
-    let job_id = submission.job_id;
-    if let Some(submitter) = submitter {
-        let record = JobRecord::new_waiting(
-            job_id,
-            submission.job,
-            submitter,
-            submission.submitted_at.unwrap_or(now),
-        );
-        let inserted = core.store.insert_job(&record).await?;
-        // Before anything about the job is announced (a gateway may have done it already); not
-        // for a late copy of a job that ended (nothing would remove the route).
-        let ended = matches!(&inserted, Inserted::Existing(job) if job.state.is_terminal());
-        if !ended {
-            core.follow_webhook(&record, true).await;
-        }
-        if inserted == Inserted::New {
-            info!(%job_id, queue = %record.queue, producer = msg.producer.unwrap_or("?"), "job recorded from the broker");
-            core.announce(&record, Some("accepted".into())).await;
-        }
+    let (job_id, queue) = (submission.job_id, submission.job.job_queue().clone());
+    if let Some(submitter) = submitter
+        && insert(core, submission, submitter, "accepted").await? == Inserted::New
+    {
+        info!(%job_id, %queue, producer = msg.producer.unwrap_or("?"), "job recorded from the broker");
     }
     let pre = Precondition {
         not_enqueued: true,
@@ -86,6 +72,32 @@ pub async fn record(core: &Core, msg: &Received<'_>) -> StoreResult<Disposition>
     u.enqueued_at = Some(Some(now));
     core.store.update_job(job_id, &pre, &u).await?;
     Ok(Disposition::Ack)
+}
+
+/// Records a submission as a waiting job of `submitter` (unless its id is taken), routes its
+/// events to its webhook before anything about it is announced (a gateway may have announced it
+/// already), and announces it when it is new, with `note`. A late copy of a job that ended gets
+/// no route: nothing would remove it.
+pub async fn insert(
+    core: &Core,
+    submission: Submission,
+    submitter: Option<String>,
+    note: &str,
+) -> StoreResult<Inserted> {
+    let record = JobRecord::new_waiting(
+        submission.job_id,
+        submission.job,
+        submitter,
+        submission.submitted_at.unwrap_or_else(Millis::now),
+    );
+    let inserted = core.store.insert_job(&record).await?;
+    if !matches!(&inserted, Inserted::Existing(job) if job.state.is_terminal()) {
+        core.follow_webhook(&record, true).await;
+    }
+    if inserted == Inserted::New {
+        core.announce(&record, Some(note.into())).await;
+    }
+    Ok(inserted)
 }
 
 /// What a rejected message's job record shows as its definition when the message held no valid

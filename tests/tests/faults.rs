@@ -1012,14 +1012,21 @@ mod rogue {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_scheduler_ends_a_job_whose_agent_ignores_its_global_timeout() {
+/// A lab whose scheduler ends a job one second past a deadline its agent ignores, and that
+/// agent: a rogue serving the class `name`.
+async fn backstop_lab(name: &str) -> (Lab, rogue::Rogue) {
     let lab = Lab::builder()
-        .name("backstop")
+        .name(name)
         .scheduler_arg("--backstop-grace-secs", "1")
         .start()
         .await;
-    let rogue = rogue::Rogue::start(&lab.broker_url, &lab.names, "backstop").await;
+    let rogue = rogue::Rogue::start(&lab.broker_url, &lab.names, name).await;
+    (lab, rogue)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_scheduler_ends_a_job_whose_agent_ignores_its_global_timeout() {
+    let (lab, rogue) = backstop_lab("backstop").await;
     let id = lab
         .submit(
             &json!({"job_queue": "backstop", "global_timeout": 2, "test_data": {"test_cmds": "sleep 1d"}}),
@@ -1055,12 +1062,7 @@ async fn the_scheduler_ends_a_job_whose_agent_ignores_its_global_timeout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_scheduler_ends_a_test_phase_its_agent_leaves_silent() {
-    let lab = Lab::builder()
-        .name("backstop-out")
-        .scheduler_arg("--backstop-grace-secs", "1")
-        .start()
-        .await;
-    let rogue = rogue::Rogue::start(&lab.broker_url, &lab.names, "backstop-out").await;
+    let (lab, rogue) = backstop_lab("backstop-out").await;
     let id = lab
         .submit(&json!({"job_queue": "backstop-out", "output_timeout": 2, "test_data": {"test_cmds": "sleep 1d"}}))
         .await;
@@ -1136,12 +1138,7 @@ async fn a_stale_attempts_late_events_and_output_are_ignored() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_scheduler_ends_a_reservation_its_agent_overruns() {
-    let lab = Lab::builder()
-        .name("backstop-rsv")
-        .scheduler_arg("--backstop-grace-secs", "1")
-        .start()
-        .await;
-    let rogue = rogue::Rogue::start(&lab.broker_url, &lab.names, "backstop-rsv").await;
+    let (lab, rogue) = backstop_lab("backstop-rsv").await;
     let id = lab
         .submit(&json!({"job_queue": "backstop-rsv", "reserve_data": {"ssh_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBkqzaFGuXb3vO0PRtq8Cs7CwVIb5wVRz1bfA8lV1S1q me@laptop"], "timeout": 2}}))
         .await;

@@ -6,12 +6,12 @@
 use crate::auth::{Caller, access};
 use crate::error::ApiError;
 use crate::extract::{Body, JobId};
+use crate::scheduler::{self, CommandError};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use broker_schema::bus::RpcError;
-use broker_schema::messages::{CommandReply, ExtendRequest, RefusalCode, SchedulerReply, SchedulerRequest};
+use broker_schema::messages::{ExtendRequest, RefusalCode, SchedulerRequest};
 use broker_schema::{JobState, Millis};
 use serde_json::{Value, json};
 
@@ -117,30 +117,20 @@ async fn extend(
         requested_by,
         max_total_secs,
     });
-    let limit = state.timeouts().scheduler;
-    let queue = state.names().scheduler_rpc_queue();
-    let call = state.rpc().call::<_, SchedulerReply>(&queue, &request, limit);
-    let reply = tokio::time::timeout(limit, call)
-        .await
-        .unwrap_or(Err(RpcError::Timeout(limit)))
-        .map_err(|e| ApiError::Unavailable(format!("The scheduler did not answer: {e}")))?;
-    match reply {
-        SchedulerReply::Command(CommandReply::Done {
-            reserve_until,
-            detail,
-        }) => Ok(Json(json!({
+    match scheduler::command(&state, &request).await {
+        Ok(done) => Ok(Json(json!({
             "job_id": id,
-            "reserve_until": reserve_until.map(Millis::to_rfc3339),
-            "detail": detail,
+            "reserve_until": done.reserve_until.map(Millis::to_rfc3339),
+            "detail": done.detail,
         }))),
-        SchedulerReply::Command(CommandReply::Refused { code, reason }) => Err(match code {
+        Err(CommandError::Refused { code, reason }) => Err(match code {
             RefusalCode::NotFound => ApiError::NotFound(reason),
             RefusalCode::Conflict => ApiError::Conflict(reason),
             RefusalCode::Forbidden => ApiError::Forbidden(reason),
             RefusalCode::Invalid => ApiError::invalid_field("by", reason),
         }),
-        SchedulerReply::Error { reason } => Err(ApiError::Internal(reason)),
-        other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+        Err(CommandError::Failed(reason)) => Err(ApiError::Internal(reason)),
+        Err(unavailable) => Err(unavailable.into()),
     }
 }
 
