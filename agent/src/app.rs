@@ -205,22 +205,14 @@ impl Agent {
 async fn declare_queues(bus: &Bus, config: &AgentConfig) {
     let names = bus.names().clone();
     loop {
-        let declared = async {
-            let (ch, generation) = bus.channel().await?;
-            let result = async {
+        let declared = bus
+            .with_channel(async |ch| {
                 for class in &config.queues {
-                    broker_schema::topology::declare_class(&ch, &names, class).await?;
+                    broker_schema::topology::declare_class(ch, &names, class).await?;
                 }
-                broker_schema::topology::declare_agent(&ch, &names, &config.name).await
-            }
+                Ok(broker_schema::topology::declare_agent(ch, &names, &config.name).await?)
+            })
             .await;
-            let _ = ch.close(200, "declared".into()).await;
-            if result.is_err() {
-                bus.broken(generation).await;
-            }
-            result.map_err(broker_schema::bus::BusError::from)
-        }
-        .await;
         match declared {
             Ok(()) => return,
             Err(broker_schema::bus::BusError::Shutdown) => return,

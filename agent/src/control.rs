@@ -4,11 +4,10 @@
 use crate::runner::CurrentSlot;
 use crate::status::Status;
 use crate::stop::StopReason;
-use broker_schema::bus::{self, Bus, BusError, Publisher, dead_letter};
+use broker_schema::bus::{Bus, BusError, Deliveries, Publisher, dead_letter};
 use broker_schema::messages::{Control, ControlCommand};
 use broker_schema::topology::declare_agent;
 use broker_schema::{AgentName, decode};
-use futures::StreamExt;
 use lapin::options::BasicAckOptions;
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -54,51 +53,30 @@ impl Controls {
     /// Consumes the control queue until shutdown.
     pub async fn serve(&self) -> Result<(), BusError> {
         let names = self.bus.names().clone();
-        let (ch, generation) = self.bus.channel().await?;
-        let shutdown = self.bus.shutdown_token().clone();
-        let result = async {
-            declare_agent(&ch, &names, &self.agent).await?;
-            let queue = names.agent_control_queue(&self.agent);
-            let tag = format!("{}-control", self.agent);
-            let mut consumer = bus::consume(&ch, &queue, &tag, 16).await?;
-            loop {
-                let d = tokio::select! {
-                    d = consumer.next() => d,
-                    _ = shutdown.cancelled() => return Ok(()),
-                };
-                let d = match d {
-                    Some(Ok(d)) => d,
-                    Some(Err(e)) => return Err(BusError::from(e)),
-                    None => {
-                        return Err(BusError::Amqp(
-                            lapin::ErrorKind::InvalidChannelState(
-                                lapin::ChannelState::Closed,
-                                "control consumer ended",
-                            )
-                            .into(),
-                        ));
-                    }
-                };
-                match decode::<Control>(&d.data) {
-                    Ok(c) => self.apply(c.command),
-                    Err(e) => {
-                        warn!(error = %e, "malformed control message; dead-lettering it");
-                        if dead_letter(&self.publisher, &names, &d, &queue, &e.to_string())
-                            .await
-                            .is_err()
-                        {
-                            continue; // stays unacknowledged; redelivered after a reconnect
+        self.bus
+            .with_channel(async |ch| {
+                declare_agent(ch, &names, &self.agent).await?;
+                let queue = names.agent_control_queue(&self.agent);
+                let tag = format!("{}-control", self.agent);
+                let mut deliveries =
+                    Deliveries::start(ch, &queue, &tag, 16, self.bus.shutdown_token()).await?;
+                while let Some(d) = deliveries.next().await? {
+                    match decode::<Control>(&d.data) {
+                        Ok(c) => self.apply(c.command),
+                        Err(e) => {
+                            warn!(error = %e, "malformed control message; dead-lettering it");
+                            if dead_letter(&self.publisher, &names, &d, &queue, &e.to_string())
+                                .await
+                                .is_err()
+                            {
+                                continue; // stays unacknowledged; redelivered after a reconnect
+                            }
                         }
                     }
+                    d.acker.ack(BasicAckOptions::default()).await?;
                 }
-                d.acker.ack(BasicAckOptions::default()).await?;
-            }
-        }
-        .await;
-        let _ = ch.close(200, "bye".into()).await;
-        if result.is_err() {
-            self.bus.broken(generation).await;
-        }
-        result
+                Ok(())
+            })
+            .await
     }
 }

@@ -9,7 +9,7 @@ use crate::scheduler::{self, CommandError};
 use crate::state::AppState;
 use broker_schema::ValidationErrors;
 use broker_schema::messages::{CancelRequest, SchedulerRequest};
-use flinger_scheduler::store::StoreError;
+use flinger_store::StoreError;
 use serde_json::Value;
 use tracing::info;
 use uuid::Uuid;

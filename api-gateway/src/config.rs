@@ -1,7 +1,7 @@
 //! The gateway's configuration: command-line flags with environment fallbacks.
 
 use broker_schema::service::{BrokerArgs, LogFormat};
-use flinger_scheduler::store::StoreConfig;
+use flinger_store::StoreConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use broker_schema::ValidationErrors;
 use broker_schema::messages::RefusalCode;
-use flinger_scheduler::store::StoreError;
+use flinger_store::StoreError;
 use serde_json::{Value, json};
 use tracing::{error, warn};
 

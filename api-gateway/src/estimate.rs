@@ -12,7 +12,7 @@ use crate::state::AppState;
 use crate::views;
 use broker_schema::messages::AgentState;
 use broker_schema::{JobState, Millis};
-use flinger_scheduler::store::{JobOrder, JobQuery, JobRecord, StoreError};
+use flinger_store::{JobOrder, JobQuery, JobRecord, StoreError};
 use serde_json::{Value, json};
 use std::time::Duration;
 

@@ -8,11 +8,10 @@
 //! unknown) is acknowledged and dropped, never dead-lettered; only a store outage puts it back.
 
 use crate::state::AppState;
-use broker_schema::bus::{self, BusError};
+use broker_schema::bus::{self, BusError, Deliveries};
 use broker_schema::messages::JobEvent;
 use broker_schema::{decode, topology};
-use flinger_scheduler::store::StoreError;
-use futures::StreamExt;
+use flinger_store::StoreError;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -32,46 +31,33 @@ pub fn spawn(state: AppState, stop: CancellationToken) -> JoinHandle<()> {
 }
 
 async fn consume(state: &AppState, stop: &CancellationToken) -> Result<(), BusError> {
-    let (ch, generation) = state.bus().channel().await?;
-    let result = async {
-        topology::declare_gateway_events(&ch, state.names()).await?;
-        let queue = state.names().gateway_events_queue();
-        let tag = format!("flinger-gateway-{}", uuid::Uuid::new_v4().simple());
-        let mut consumer = bus::consume(&ch, &queue, &tag, PREFETCH).await?;
-        loop {
-            let delivery = tokio::select! {
-                d = consumer.next() => d,
-                _ = stop.cancelled() => return Ok(()),
-            };
-            let Some(delivery) = delivery else {
-                return Err(BusError::Amqp(lapin::Error::from(
-                    lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed),
-                )));
-            };
-            let d = delivery?;
-            match handle(state, &d.data).await {
-                Ok(()) => {
-                    d.acker.ack(BasicAckOptions::default()).await?;
-                }
-                Err(e) => {
-                    warn!(error = %e, "store unavailable; job event requeued");
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                    d.acker
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await?;
+    state
+        .bus()
+        .with_channel(async |ch| {
+            topology::declare_gateway_events(ch, state.names()).await?;
+            let queue = state.names().gateway_events_queue();
+            let tag = format!("flinger-gateway-{}", uuid::Uuid::new_v4().simple());
+            let mut deliveries = Deliveries::start(ch, &queue, &tag, PREFETCH, stop).await?;
+            while let Some(d) = deliveries.next().await? {
+                match handle(state, &d.data).await {
+                    Ok(()) => {
+                        d.acker.ack(BasicAckOptions::default()).await?;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "store unavailable; job event requeued");
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        d.acker
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..Default::default()
+                            })
+                            .await?;
+                    }
                 }
             }
-        }
-    }
-    .await;
-    let _ = ch.close(200, "bye".into()).await;
-    if result.is_err() {
-        state.bus().broken(generation).await;
-    }
-    result
+            Ok(())
+        })
+        .await
 }
 
 /// Relays one event to its job's webhook. Errors only when the store is unavailable (the event

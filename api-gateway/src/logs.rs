@@ -6,7 +6,7 @@
 
 use broker_schema::messages::LogStream;
 use broker_schema::{JobState, Millis, Phase, ValidationErrors};
-use flinger_scheduler::store::{JobRecord, OutputFragment, OutputQuery};
+use flinger_store::{JobRecord, OutputFragment, OutputQuery};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};

@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
 async fn create_client(config: &Config, client_id: &str, role: &str) -> anyhow::Result<()> {
     use anyhow::{Context, bail};
     use flinger_gateway::auth::{bootstrap, password};
-    let role = flinger_scheduler::store::Role::parse(role)
+    let role = flinger_store::Role::parse(role)
         .with_context(|| format!("unknown role {role:?}: admin, manager, contributor or agent"))?;
     if !bootstrap::valid_client_id(client_id) {
         bail!("{client_id:?} is not a valid client id (letters, digits, _ . @ -)");

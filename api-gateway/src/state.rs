@@ -4,8 +4,8 @@ use crate::auth::Auth;
 use crate::webhooks::Webhooks;
 use broker_schema::Names;
 use broker_schema::bus::{Bus, Publisher, RpcClient};
-use flinger_scheduler::secrets::SecretsKey;
-use flinger_scheduler::store::DynStore;
+use flinger_store::DynStore;
+use flinger_store::sealing::SecretsKey;
 use std::sync::Arc;
 use std::time::Duration;
 

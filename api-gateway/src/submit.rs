@@ -23,7 +23,7 @@ use broker_schema::bus::{PublishError, PublishOptions};
 use broker_schema::job::UNPRIVILEGED_MAX_RESERVE;
 use broker_schema::messages::Submission;
 use broker_schema::{DeviceClass, JobDefinition, Millis, ValidationErrors};
-use flinger_scheduler::store::{Inserted, JobRecord, Records, StoreError};
+use flinger_store::{Inserted, JobRecord, Records, StoreError};
 use serde_json::Value;
 use std::collections::HashSet;
 use tracing::{error, info, warn};
@@ -220,9 +220,7 @@ async fn check_permissions(
                     "Authentication required to push to restricted queue: {queue}"
                 )));
             }
-            Some(id)
-                if restricted.owners.contains(id)
-                    || caller.role() == flinger_scheduler::store::Role::Admin => {}
+            Some(id) if restricted.owners.contains(id) || caller.role() == flinger_store::Role::Admin => {}
             Some(_) => {
                 return Err(SubmitError::NotAllowed(format!(
                     "Not enough permissions to push to the restricted queue: {queue}"

@@ -5,7 +5,7 @@
 use crate::logs;
 use broker_schema::messages::{AgentState, LogStream};
 use broker_schema::{Failure, Millis};
-use flinger_scheduler::store::{AgentRecord, JobRecord, OutputFragment};
+use flinger_store::{AgentRecord, JobRecord, OutputFragment};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;

@@ -6,10 +6,14 @@
 //! - [`job`], [`phase`], [`state`]: the job file, the phase rules and the job state machine,
 //!   shared by the gateway (validation), the scheduler (transitions) and the agent (phases).
 //! - [`mask`]: masking secret values out of output (agent and gateway).
-//! - [`bus`]: AMQP plumbing (reconnecting connection, confirmed publisher, direct reply-to).
+//! - `bus` (feature `bus`): AMQP plumbing (reconnecting connection, confirmed publisher, direct
+//!   reply-to), and `topology`'s declarations; `service` (feature `service`): what every
+//!   long-running binary does at start. Without these features the crate links no AMQP client:
+//!   the CLI and the connectors use only the vocabulary.
 //!
 //! This crate knows nothing about stores, HTTP or devices.
 
+#[cfg(feature = "bus")]
 pub mod bus;
 pub mod codec;
 pub mod ids;
@@ -18,9 +22,11 @@ pub mod mask;
 pub mod messages;
 pub mod names;
 pub mod phase;
+#[cfg(feature = "service")]
 pub mod service;
 pub mod state;
 pub mod timestamp;
+#[cfg(feature = "bus")]
 pub mod topology;
 
 pub use codec::{CONTENT_TYPE, DecodeError, Message, SCHEMA_VERSION, decode, decode_submission, encode};

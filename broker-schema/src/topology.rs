@@ -4,7 +4,7 @@
 //! Changing a queue's arguments here makes redeclaration fail with PRECONDITION_FAILED on an
 //! existing broker: such a change needs a migration note in `docs/operations.md`.
 
-use crate::bus::{Bus, BusError};
+use crate::bus::Bus;
 use crate::ids::{AgentName, DeviceClass};
 use crate::messages::submission::PRIORITY_LEVELS;
 use crate::names::Names;
@@ -186,16 +186,14 @@ pub async fn follow_job_events(ch: &Channel, names: &Names, job_id: &uuid::Uuid)
 /// within `limit` (the bus reconnects forever while the broker is down). A failure is only
 /// logged: the job's webhook misses events, or a route outlives the job.
 pub async fn route_job_events(bus: &Bus, job_id: &uuid::Uuid, follow: bool, limit: Duration) {
-    let change = async {
-        let (ch, _) = bus.channel().await?;
-        let r = if follow {
-            follow_job_events(&ch, bus.names(), job_id).await
+    let change = bus.with_channel(async |ch| {
+        if follow {
+            follow_job_events(ch, bus.names(), job_id).await?;
         } else {
-            unfollow_job_events(&ch, bus.names(), job_id).await
-        };
-        let _ = ch.close(200, "webhook routing".into()).await;
-        r.map_err(BusError::from)
-    };
+            unfollow_job_events(ch, bus.names(), job_id).await?;
+        }
+        Ok(())
+    });
     match tokio::time::timeout(limit, change).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(%job_id, follow, error = %e, "cannot route the job's events to its webhook"),

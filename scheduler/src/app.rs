@@ -5,12 +5,11 @@ use crate::config::SchedulerConfig;
 use crate::core::Core;
 use crate::delivery::{Disposition, settle};
 use crate::projector::{self, FinishWaits};
-use crate::store::{DynStore, StoreError};
+use crate::store::{DynSchedulerStore, StoreError};
 use crate::{outbox, reaper, rpc, submissions};
-use broker_schema::bus::{self, Bus, BusConfig, BusError, PublishOptions, Publisher, supervise};
+use broker_schema::bus::{Bus, BusConfig, BusError, Deliveries, PublishOptions, Publisher, supervise};
 use broker_schema::messages::{Heartbeat, JobEvent, OutputChunk};
 use broker_schema::{Message, decode};
-use futures::StreamExt;
 use lapin::message::Delivery;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +38,7 @@ pub struct Scheduler {
 impl Scheduler {
     pub fn new(
         bus_config: BusConfig,
-        store: DynStore,
+        store: DynSchedulerStore,
         config: SchedulerConfig,
         shutdown: CancellationToken,
     ) -> Self {
@@ -212,31 +211,15 @@ impl DeliveryHandler for ProjectStatus {
     }
 }
 
-/// Opens a channel and a consumer; the consumer loops below own both and close the channel on
-/// the way out, so unacknowledged deliveries go back to the queue at once.
-async fn open(
+/// Starts a consumer of `queue` on `ch`, under a tag of its own, until shutdown.
+async fn deliveries(
     bus: &Bus,
+    ch: &lapin::Channel,
     queue: &str,
     prefetch: u16,
-) -> Result<(lapin::Channel, u64, lapin::Consumer), BusError> {
-    let (ch, generation) = bus.channel().await?;
+) -> Result<Deliveries, BusError> {
     let tag = format!("flinger-scheduler-{}", uuid::Uuid::new_v4().simple());
-    let consumer = bus::consume(&ch, queue, &tag, prefetch).await?;
-    Ok((ch, generation, consumer))
-}
-
-async fn next_delivery(
-    consumer: &mut lapin::Consumer,
-    shutdown: &CancellationToken,
-) -> Result<Option<Delivery>, BusError> {
-    tokio::select! {
-        d = consumer.next() => match d {
-            Some(Ok(d)) => Ok(Some(d)),
-            Some(Err(e)) => Err(e.into()),
-            None => Err(BusError::Amqp(lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed)))),
-        },
-        _ = shutdown.cancelled() => Ok(None),
-    }
+    Deliveries::start(ch, queue, &tag, prefetch, bus.shutdown_token()).await
 }
 
 /// The lane a delivery goes to: by its message id (a submission's job) or else its routing key
@@ -259,80 +242,75 @@ async fn consume_in_lanes(
     queue: &str,
     handler: Arc<dyn DeliveryHandler>,
 ) -> Result<(), BusError> {
-    let (ch, generation, mut consumer) = open(bus, queue, (LANES * LANE_DEPTH) as u16).await?;
-    let shutdown = bus.shutdown_token().clone();
-    let mut lanes = JoinSet::new();
-    let mut senders = Vec::with_capacity(LANES);
-    for _ in 0..LANES {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Delivery>(LANE_DEPTH);
-        senders.push(tx);
-        let (core, handler, queue) = (core.clone(), handler.clone(), queue.to_owned());
-        lanes.spawn(async move {
-            while let Some(d) = rx.recv().await {
-                let disposition = store_disposition(handler.handle(&core, &d).await);
-                if disposition == Disposition::Retry {
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                settle(&d, disposition, &core.publisher, &core.names, &queue).await?;
-            }
-            Ok::<(), lapin::Error>(())
-        });
-    }
-    let lane_failed = |r: Result<Result<(), lapin::Error>, tokio::task::JoinError>| -> BusError {
-        match r {
-            Ok(Err(e)) => e.into(),
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            _ => BusError::Amqp(lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
-                lapin::ChannelState::Closed,
-                "a consumer lane stopped",
-            ))),
-        }
-    };
-    let result = async {
-        loop {
-            tokio::select! {
-                d = next_delivery(&mut consumer, &shutdown) => {
-                    let Some(d) = d? else { return Ok(()) };
-                    let lane = lane_of(&d);
-                    if senders[lane].send(d).await.is_err() {
-                        // The lane ended; its error is collected below.
-                        return Ok(());
+    bus.with_channel(async |ch| {
+        let mut deliveries = deliveries(bus, ch, queue, (LANES * LANE_DEPTH) as u16).await?;
+        let mut lanes = JoinSet::new();
+        let mut senders = Vec::with_capacity(LANES);
+        for _ in 0..LANES {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Delivery>(LANE_DEPTH);
+            senders.push(tx);
+            let (core, handler, queue) = (core.clone(), handler.clone(), queue.to_owned());
+            lanes.spawn(async move {
+                while let Some(d) = rx.recv().await {
+                    let disposition = store_disposition(handler.handle(&core, &d).await);
+                    if disposition == Disposition::Retry {
+                        tokio::time::sleep(RETRY_PAUSE).await;
                     }
+                    settle(&d, disposition, &core.publisher, &core.names, &queue).await?;
                 }
-                Some(r) = lanes.join_next() => return Err(lane_failed(r)),
+                Ok::<(), lapin::Error>(())
+            });
+        }
+        let lane_failed = |r: Result<Result<(), lapin::Error>, tokio::task::JoinError>| -> BusError {
+            match r {
+                Ok(Err(e)) => e.into(),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                _ => BusError::Amqp(lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
+                    lapin::ChannelState::Closed,
+                    "a consumer lane stopped",
+                ))),
+            }
+        };
+        let mut result = async {
+            loop {
+                tokio::select! {
+                    d = deliveries.next() => {
+                        let Some(d) = d? else { return Ok(()) };
+                        let lane = lane_of(&d);
+                        if senders[lane].send(d).await.is_err() {
+                            // The lane ended; its error is collected below.
+                            return Ok(());
+                        }
+                    }
+                    Some(r) = lanes.join_next() => return Err(lane_failed(r)),
+                }
             }
         }
-    }
-    .await;
-    // Let the lanes settle what they hold, then close the channel.
-    drop(senders);
-    let mut result = result;
-    while let Some(r) = lanes.join_next().await {
-        if !matches!(r, Ok(Ok(()))) && result.is_ok() {
-            result = Err(lane_failed(r));
+        .await;
+        // Let the lanes settle what they hold before the channel closes.
+        drop(senders);
+        while let Some(r) = lanes.join_next().await {
+            if !matches!(r, Ok(Ok(()))) && result.is_ok() {
+                result = Err(lane_failed(r));
+            }
         }
-    }
-    let _ = ch.close(200, "bye".into()).await;
-    if result.is_err() {
-        bus.broken(generation).await;
-    }
-    result
+        result
+    })
+    .await
 }
 
 /// Consumes output chunks in batches: one store call per batch.
 async fn consume_output(core: &Core, bus: &Bus) -> Result<(), BusError> {
     let queue = core.names.scheduler_output_queue();
-    let (ch, generation, mut consumer) = open(bus, &queue, OUTPUT_BATCH as u16 * 2).await?;
-    let shutdown = bus.shutdown_token().clone();
-    let result = async {
-        while let Some(first) = next_delivery(&mut consumer, &shutdown).await? {
+    bus.with_channel(async |ch| {
+        let mut deliveries = deliveries(bus, ch, &queue, OUTPUT_BATCH as u16 * 2).await?;
+        while let Some(first) = deliveries.next().await? {
             let mut batch = vec![first];
             // Take whatever else is already here, without waiting for more.
             while batch.len() < OUTPUT_BATCH {
-                match tokio::time::timeout(Duration::from_millis(1), consumer.next()).await {
-                    Ok(Some(Ok(d))) => batch.push(d),
-                    Ok(Some(Err(e))) => return Err(e.into()),
-                    Ok(None) | Err(_) => break,
+                match deliveries.next_within(Duration::from_millis(1)).await? {
+                    Some(d) => batch.push(d),
+                    None => break,
                 }
             }
             let mut chunks = Vec::with_capacity(batch.len());
@@ -374,60 +352,54 @@ async fn consume_output(core: &Core, bus: &Bus) -> Result<(), BusError> {
             }
         }
         Ok(())
-    }
-    .await;
-    let _ = ch.close(200, "bye".into()).await;
-    if result.is_err() {
-        bus.broken(generation).await;
-    }
-    result
+    })
+    .await
 }
 
 /// Serves scheduler requests concurrently (up to the prefetch), replying to each.
 async fn serve_rpc(core: &Arc<Core>, bus: &Bus) -> Result<(), BusError> {
     let queue = core.names.scheduler_rpc_queue();
-    let (ch, generation, mut consumer) = open(bus, &queue, 32).await?;
-    let shutdown = bus.shutdown_token().clone();
-    let mut inflight = JoinSet::new();
-    let result = async {
-        while let Some(d) = next_delivery(&mut consumer, &shutdown).await? {
-            while inflight.try_join_next().is_some() {}
-            let core = core.clone();
-            let queue = queue.clone();
-            inflight.spawn(async move {
-                let (reply, disposition, announcement) = rpc::handle(&core, &d.data).await;
-                if disposition == Disposition::Retry {
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                if let (Some(reply), Some(to)) = (reply, d.properties.reply_to().as_ref()) {
-                    let opts = PublishOptions {
-                        correlation_id: d.properties.correlation_id().as_ref().map(|c| c.to_string()),
-                        transient: true,
-                        ..Default::default()
-                    };
-                    // One attempt: a caller that does not hear back retries, and every request
-                    // is idempotent.
-                    if let Err(e) = core.publisher.publish("", to.as_str(), &reply, &opts).await {
-                        debug!(error = %e, "reply not delivered");
+    bus.with_channel(async |ch| {
+        let mut deliveries = deliveries(bus, ch, &queue, 32).await?;
+        let mut inflight = JoinSet::new();
+        let result = async {
+            while let Some(d) = deliveries.next().await? {
+                while inflight.try_join_next().is_some() {}
+                let core = core.clone();
+                let queue = queue.clone();
+                inflight.spawn(async move {
+                    let (reply, disposition, announcement) = rpc::handle(&core, &d.data).await;
+                    if disposition == Disposition::Retry {
+                        tokio::time::sleep(RETRY_PAUSE).await;
                     }
-                }
-                if let Some(a) = announcement {
-                    core.announce(&a.job, a.detail).await;
-                }
-                if let Err(e) = settle(&d, disposition, &core.publisher, &core.names, &queue).await {
-                    debug!(error = %e, "cannot settle a request; it will be redelivered");
-                }
-            });
+                    if let (Some(reply), Some(to)) = (reply, d.properties.reply_to().as_ref()) {
+                        let opts = PublishOptions {
+                            correlation_id: d.properties.correlation_id().as_ref().map(|c| c.to_string()),
+                            transient: true,
+                            ..Default::default()
+                        };
+                        // One attempt: a caller that does not hear back retries, and every
+                        // request is idempotent.
+                        if let Err(e) = core.publisher.publish("", to.as_str(), &reply, &opts).await {
+                            debug!(error = %e, "reply not delivered");
+                        }
+                    }
+                    if let Some(a) = announcement {
+                        core.announce(&a.job, a.detail).await;
+                    }
+                    if let Err(e) = settle(&d, disposition, &core.publisher, &core.names, &queue).await {
+                        debug!(error = %e, "cannot settle a request; it will be redelivered");
+                    }
+                });
+            }
+            Ok(())
         }
-        Ok(())
-    }
-    .await;
-    while inflight.join_next().await.is_some() {}
-    let _ = ch.close(200, "bye".into()).await;
-    if result.is_err() {
-        bus.broken(generation).await;
-    }
-    result
+        .await;
+        // Requests in flight finish (and settle) before the channel closes.
+        while inflight.join_next().await.is_some() {}
+        result
+    })
+    .await
 }
 
 /// Runs `tick` every `period` until shutdown; failures are logged and retried next period.

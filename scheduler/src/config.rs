@@ -28,7 +28,7 @@ pub struct SchedulerConfig {
     /// this scheduler's own user; see [`crate::provenance`].
     pub trusted_publishers: Vec<String>,
     /// Unseals clients' secrets (see [`crate::secrets`]); `None`: they were stored as given.
-    pub secrets_key: Option<std::sync::Arc<crate::secrets::SecretsKey>>,
+    pub secrets_key: Option<std::sync::Arc<crate::store::sealing::SecretsKey>>,
 }
 
 impl Default for SchedulerConfig {

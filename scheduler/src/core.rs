@@ -2,7 +2,7 @@
 //! compare-and-set loop every state change goes through.
 
 use crate::config::SchedulerConfig;
-use crate::store::{DynStore, JobRecord, JobUpdate, Precondition, StoreResult};
+use crate::store::{DynSchedulerStore, JobRecord, JobUpdate, Precondition, StoreResult};
 use broker_schema::bus::{PublishError, PublishOptions, Publisher};
 use broker_schema::messages::{Control, ControlCommand, JobEvent, JobEventKind, Submission};
 use broker_schema::{AgentName, Millis, Names, topology};
@@ -15,7 +15,7 @@ use uuid::Uuid;
 const EVENT_PUBLISH_LIMIT: Duration = Duration::from_secs(10);
 
 pub struct Core {
-    pub store: DynStore,
+    pub store: DynSchedulerStore,
     pub publisher: Arc<Publisher>,
     pub names: Names,
     pub config: SchedulerConfig,
@@ -41,13 +41,6 @@ pub enum Modified {
     Unchanged(Box<JobRecord>),
     /// The update was applied (the job as it is now).
     Changed(Box<JobRecord>),
-}
-
-impl Precondition {
-    /// "Nothing changed since I read it": same state, same attempt.
-    pub fn observed(job: &JobRecord) -> Precondition {
-        Precondition::state(job.state).attempt(job.attempt)
-    }
 }
 
 impl Core {

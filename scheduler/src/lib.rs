@@ -10,7 +10,8 @@
 //! Several schedulers may run at once: every write is a single-document atomic update whose
 //! precondition carries the state it expects ([`core::Core::modify`]).
 //!
-//! [`store`] (the trait and both backends) is shared with the gateway, which reads from it.
+//! The store is its own crate (`flinger-store`, re-exported here as [`store`]); the scheduler
+//! alone opens it with the right to change jobs ([`store::SchedulerStore`]).
 //! This crate never runs a job's phases and knows nothing about HTTP.
 
 pub mod app;
@@ -26,8 +27,10 @@ pub mod provenance;
 pub mod reaper;
 pub mod rpc;
 pub mod secrets;
-pub mod store;
 pub mod submissions;
+
+/// The store, in its own crate (the gateway links it without the scheduler).
+pub use flinger_store as store;
 
 pub use app::Scheduler;
 pub use config::SchedulerConfig;

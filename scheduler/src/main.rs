@@ -5,7 +5,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use broker_schema::service::{BrokerArgs, LogFormat, init_tracing, shutdown_on_signals};
 use clap::Parser;
 use flinger_scheduler::health::Health;
-use flinger_scheduler::store::{DynStore, StoreConfig};
+use flinger_scheduler::store::{DynSchedulerStore, StoreConfig};
 use flinger_scheduler::{Scheduler, SchedulerConfig};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -83,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let secrets_key = match args.secrets_key.as_deref() {
         Some(p) => Some(std::sync::Arc::new(
-            flinger_scheduler::secrets::SecretsKey::from_passphrase(p)
+            flinger_scheduler::store::sealing::SecretsKey::from_passphrase(p)
                 .map_err(anyhow::Error::msg)
                 .context("--secrets-key")?,
         )),
@@ -132,14 +132,14 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Opens the store, retrying with backoff while the database is unreachable.
-async fn open_store(config: &StoreConfig, shutdown: &CancellationToken) -> Option<DynStore> {
+async fn open_store(config: &StoreConfig, shutdown: &CancellationToken) -> Option<DynSchedulerStore> {
     let mut delays = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(10))
         .without_max_times()
         .build();
     loop {
-        match config.open().await {
+        match config.open_for_scheduler().await {
             Ok(store) => {
                 info!(backend = store.backend(), "store open");
                 return Some(store);

@@ -5,7 +5,7 @@
 
 use broker_schema::JobState;
 use broker_schema::messages::LogStream;
-use flinger_scheduler::store::{DynStore, OutputQuery, StoreConfig};
+use flinger_store::{DynStore, OutputQuery, StoreConfig};
 use uuid::Uuid;
 
 pub async fn open(store: &str) -> DynStore {

@@ -2,7 +2,7 @@
 //! with the files in `attachments/test/`, uploads its artifacts, and uses a secret that reaches
 //! the phase's environment but never the stored output, the API or any process's log.
 
-use flinger_scheduler::store::Records;
+use flinger_store::Records;
 use flinger_tests::{AgentSpec, Lab, StoreKind, eventually};
 use serde_json::{Value, json};
 use std::io::Read;
@@ -314,7 +314,7 @@ async fn a_job_whose_attachments_never_come_is_not_dispatched_and_can_be_cancell
 /// straight into the store, with the secret from standard input.
 #[tokio::test(flavor = "multi_thread")]
 async fn create_client_writes_the_first_admin_into_the_store() {
-    use flinger_scheduler::store::{Records, Role, StoreConfig};
+    use flinger_store::{Records, Role, StoreConfig};
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite:{}", dir.path().join("flinger.db").display());

@@ -417,7 +417,7 @@ async fn the_schedulers_health_endpoints_tell_alive_from_ready() {
             Some((status, r.text().await.unwrap_or_default()))
         }
     };
-    // With its broker and store: ready.
+    // With its broker and store: ready (it answers 503 while it is still connecting).
     let addr = format!("127.0.0.1:{}", flinger_tests::free_port());
     let lab = Lab::builder()
         .name("sched-health")
@@ -425,7 +425,8 @@ async fn the_schedulers_health_endpoints_tell_alive_from_ready() {
         .start()
         .await;
     let (status, body) = flinger_tests::eventually(JOB_TIMEOUT, "the scheduler to be ready", || {
-        get(format!("http://{addr}/readyz"))
+        let answer = get(format!("http://{addr}/readyz"));
+        async move { answer.await.filter(|(status, _)| *status == 200) }
     })
     .await;
     assert_eq!(status, 200, "{body}");

@@ -5,7 +5,7 @@
 
 use super::password;
 use broker_schema::Millis;
-use flinger_scheduler::store::{ClientRecord, DynStore, Records, Role, StoreResult};
+use flinger_store::{ClientRecord, DynStore, Records, Role, StoreResult};
 use tracing::info;
 
 /// Whether `id` can be a client id: it appears in paths and secret ids, so it is kept to
@@ -56,7 +56,7 @@ pub enum BootstrapError {
     #[error("the admin secret must be at least {} characters", password::MIN_SECRET_LEN)]
     ShortSecret,
     #[error(transparent)]
-    Store(#[from] flinger_scheduler::store::StoreError),
+    Store(#[from] flinger_store::StoreError),
 }
 
 /// Applies the configured admin, if any.

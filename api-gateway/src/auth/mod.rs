@@ -21,12 +21,12 @@ use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use flinger_scheduler::store::Role;
+use flinger_store::Role;
 use tracing::warn;
 
 /// The roles each endpoint serves, as Testflinger has them.
 pub mod access {
-    use flinger_scheduler::store::Role::{self, *};
+    use flinger_store::Role::{self, *};
 
     /// Submitting and following jobs.
     pub const SUBMITTER: &[Role] = &[Admin, Manager, Contributor];

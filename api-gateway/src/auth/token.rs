@@ -2,7 +2,7 @@
 //! (random strings, stored only as their SHA-256).
 
 use base64::Engine;
-use flinger_scheduler::store::{ClientRecord, Role};
+use flinger_store::{ClientRecord, Role};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};

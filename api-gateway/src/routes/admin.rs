@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use broker_schema::{DeviceClass, Millis, ValidationErrors};
-use flinger_scheduler::store::{ClientRecord, Records, Role};
+use flinger_store::{ClientRecord, Records, Role};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use tracing::info;

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker_schema::messages::{AdminState, AgentState, Heartbeat, SchedulerRequest, SetAgentStateRequest};
 use broker_schema::{AgentName, DeviceClass, Millis, ValidationErrors};
-use flinger_scheduler::store::{AgentRecord, ProvisionEntry, Records};
+use flinger_store::{AgentRecord, ProvisionEntry, Records};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 

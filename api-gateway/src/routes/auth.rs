@@ -12,7 +12,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
 use broker_schema::{Millis, ValidationErrors};
-use flinger_scheduler::store::{ClientRecord, Records, RefreshTokenRecord, Revoked};
+use flinger_store::{ClientRecord, Records, RefreshTokenRecord, Revoked};
 use serde_json::{Value, json};
 use tracing::info;
 

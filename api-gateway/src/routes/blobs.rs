@@ -21,7 +21,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use broker_schema::messages::{AttachmentsReadyRequest, SchedulerRequest};
-use flinger_scheduler::store::{BlobError, BlobName, ByteStream};
+use flinger_store::{BlobError, BlobName, ByteStream};
 use futures::TryStreamExt;
 use tracing::info;
 

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker_schema::{JobState, ValidationErrors};
-use flinger_scheduler::store::{JobOrder, JobQuery, JobRecord};
+use flinger_store::{JobOrder, JobQuery, JobRecord};
 use serde_json::{Value, json};
 
 pub fn routes() -> Router<AppState> {

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker_schema::{DeviceClass, Millis, ValidationErrors};
-use flinger_scheduler::store::{JobOrder, JobQuery, Records};
+use flinger_store::{JobOrder, JobQuery, Records};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -12,8 +12,8 @@ use axum::routing::put;
 use axum::{Json, Router};
 use broker_schema::job::is_secret_path;
 use broker_schema::{Millis, ValidationErrors};
-use flinger_scheduler::secrets;
-use flinger_scheduler::store::{Records, SecretRecord, secret_id};
+use flinger_store::sealing as secrets;
+use flinger_store::{Records, SecretRecord, secret_id};
 use serde_json::{Value, json};
 use std::time::Duration;
 

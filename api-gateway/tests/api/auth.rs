@@ -7,7 +7,7 @@ use broker_schema::Millis;
 use broker_schema::messages::{AgentState, CommandReply, SchedulerReply, SchedulerRequest};
 use flinger_gateway::auth::{Claims, Permissions, Tokens};
 use flinger_gateway::openapi::{self, Who};
-use flinger_scheduler::store::Role;
+use flinger_store::Role;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -954,7 +954,7 @@ async fn stored_attachments(app: &TestApp, agent: &str, id: Uuid) -> Option<Vec<
 
 /// Clears `awaiting_attachments`, as the scheduler does when asked to release the job.
 async fn release(app: &TestApp, id: Uuid) {
-    use flinger_scheduler::store::{JobUpdate, Precondition};
+    use flinger_store::{JobUpdate, Precondition};
     let mut update = JobUpdate::at(Millis::now());
     update.awaiting_attachments = Some(false);
     let released = app

@@ -6,7 +6,7 @@ use broker_schema::messages::{
     AgentState, CommandReply, JobEvent, JobEventKind, LogStream, SchedulerReply, SchedulerRequest,
 };
 use broker_schema::{AgentName, JobState, Millis, Names, Phase};
-use flinger_scheduler::store::AttemptRecord;
+use flinger_store::AttemptRecord;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -523,7 +523,7 @@ async fn a_long_poll_answers_as_soon_as_output_arrives() {
         let job = job.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(700)).await;
-            let f = flinger_scheduler::store::OutputFragment {
+            let f = flinger_store::OutputFragment {
                 job_id: job.job_id,
                 attempt: 1,
                 stream: LogStream::Output,

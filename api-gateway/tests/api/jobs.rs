@@ -246,9 +246,8 @@ async fn get_job_answers_the_job_file_204_when_unknown_and_400_for_a_bad_id() {
 async fn position_counts_waiting_jobs_ahead_in_priority_order() {
     let app = TestApp::spawn().await;
     let t0 = Millis::now().minus(Duration::from_secs(60));
-    let at = |secs: u64| {
-        move |j: &mut flinger_scheduler::store::JobRecord| j.created_at = t0.plus(Duration::from_secs(secs))
-    };
+    let at =
+        |secs: u64| move |j: &mut flinger_store::JobRecord| j.created_at = t0.plus(Duration::from_secs(secs));
     let old_low = app.insert_job(json!({"job_queue": "q1"}), at(0)).await;
     let new_high = app
         .insert_job(json!({"job_queue": "q1", "job_priority": 10}), at(5))

@@ -4,7 +4,7 @@
 use crate::support::TestApp;
 use broker_schema::messages::LogStream;
 use broker_schema::{Failure, FailureKind, JobState, Millis, Phase};
-use flinger_scheduler::store::JobRecord;
+use flinger_store::JobRecord;
 use serde_json::{Value, json};
 use std::time::Duration;
 use uuid::Uuid;

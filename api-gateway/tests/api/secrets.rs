@@ -2,7 +2,7 @@
 //! post, and never in an answer or a log line.
 
 use crate::support::{TestApp, logged, validation_detail};
-use flinger_scheduler::store::Records;
+use flinger_store::Records;
 use serde_json::{Value, json};
 
 const VALUE: &str = "pa55-w0rd-for-the-lab";
@@ -196,7 +196,7 @@ async fn output_posted_over_http_is_masked_when_secrets_are_sealed_at_rest() {
     assert!(!results.contains(VALUE), "{results}");
     let kept = app
         .store
-        .read_output(&flinger_scheduler::store::OutputQuery::all(
+        .read_output(&flinger_store::OutputQuery::all(
             id,
             0,
             broker_schema::messages::LogStream::Output,

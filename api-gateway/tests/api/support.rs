@@ -13,7 +13,7 @@ use broker_schema::service::BrokerArgs;
 use broker_schema::{AgentName, DeviceClass, JobDefinition, Millis, Names, Phase, topology};
 use flinger_gateway::openapi;
 use flinger_gateway::{App, Config, StartError};
-use flinger_scheduler::store::{DynStore, JobRecord, OutputFragment, StoreConfig};
+use flinger_store::{DynSchedulerStore, JobRecord, OutputFragment, StoreConfig};
 use futures::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueDeleteOptions,
@@ -81,8 +81,9 @@ pub const SIGNING_KEY: &str = "test-signing-key-0123456789abcdef";
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
-    /// The same store the gateway uses, opened separately (as the scheduler would).
-    pub store: DynStore,
+    /// The same store the gateway uses, opened separately with the scheduler's rights: tests
+    /// play the scheduler's part where they need to.
+    pub store: DynSchedulerStore,
     pub names: Names,
     pub channel: Channel,
     connection: Connection,
@@ -121,7 +122,10 @@ impl TestApp {
         let base = format!("http://{}", app.local_addr());
         let server = tokio::spawn(app.run());
 
-        let store = store_config.open().await.expect("test store handle");
+        let store = store_config
+            .open_for_scheduler()
+            .await
+            .expect("test store handle");
         let names = Names::new(namespace);
         let connection = Connection::connect(&broker_url(), ConnectionProperties::default())
             .await
@@ -232,8 +236,8 @@ impl TestApp {
     }
 
     /// A client as the store keeps it.
-    pub async fn store_client(&self, client_id: &str) -> flinger_scheduler::store::ClientRecord {
-        use flinger_scheduler::store::Records;
+    pub async fn store_client(&self, client_id: &str) -> flinger_store::ClientRecord {
+        use flinger_store::Records;
         self.store
             .get_client(client_id)
             .await
@@ -241,8 +245,8 @@ impl TestApp {
             .expect("client stored")
     }
 
-    pub async fn store_clients(&self) -> Vec<flinger_scheduler::store::ClientRecord> {
-        use flinger_scheduler::store::Records;
+    pub async fn store_clients(&self) -> Vec<flinger_store::ClientRecord> {
+        use flinger_store::Records;
         self.store.list_clients().await.unwrap()
     }
 

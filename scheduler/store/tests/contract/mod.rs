@@ -5,24 +5,26 @@
 //! ([`Precondition::holds`], [`JobUpdate::apply`], [`JobQuery::matches`], [`OutputQuery::matches`],
 //! [`AgentRecord::apply_heartbeat`]), a case compares the two on many inputs.
 //!
-//! A backend's test file runs every case with [`store_contract_tests!`](crate::store_contract_tests):
+//! A backend's test file includes this module and runs every case with `store_contract_tests!`:
 //!
 //! ```ignore
-//! async fn fresh() -> Fresh { /* open two handles on a new, empty database */ }
-//! flinger_scheduler::store_contract_tests!(fresh());
+//! mod contract;
+//! async fn fresh() -> contract::Fresh { /* open two handles on a new, empty database */ }
+//! store_contract_tests!(fresh());
 //! ```
 //!
-//! The cases panic on failure; they belong in tests only.
+//! The cases panic on failure. This is test-only code: it is compiled into the store's test
+//! binaries, never into a service.
 
-use super::records::{self, Change};
-use super::{
-    AgentRecord, AttemptRecord, BlobError, BlobName, ByteStream, ClientRecord, DocKind, DynStore, Inserted,
-    JobOrder, JobQuery, JobRecord, JobUpdate, Lease, OutputFragment, OutputQuery, Precondition,
-    ProvisionEntry, Records, RefreshTokenRecord, Reservation, Revoked, Role, SecretRecord,
-};
 use broker_schema::messages::{AdminState, AgentState, Heartbeat, LogStream};
 use broker_schema::{AgentName, DeviceClass, Failure, FailureKind, JobDefinition, JobState, Millis, Phase};
 use bytes::Bytes;
+use flinger_store::records::{self, Change};
+use flinger_store::{
+    AgentRecord, AttemptRecord, BlobError, BlobName, ByteStream, ClientRecord, DocKind, DynSchedulerStore,
+    Inserted, JobOrder, JobQuery, JobRecord, JobUpdate, Lease, OutputFragment, OutputQuery, Precondition,
+    ProvisionEntry, Records, RefreshTokenRecord, Reservation, Revoked, Role, SecretRecord,
+};
 use futures::StreamExt;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -31,20 +33,21 @@ use uuid::Uuid;
 
 /// One test's database.
 pub struct Fresh {
-    pub store: DynStore,
+    pub store: DynSchedulerStore,
     /// A second handle on the same database, as another process would open it. A backend that
     /// cannot open two may pass `store` again.
-    pub other: DynStore,
+    pub other: DynSchedulerStore,
     /// Whatever must live as long as the test (a temporary directory, …); dropped after it.
+    #[allow(dead_code)] // held, never read
     pub guard: Box<dyn std::any::Any + Send>,
 }
 
 /// Expands to one `#[tokio::test]` per contract case. `$fresh` is an expression evaluated in
-/// each test that yields a future of a [`Fresh`](crate::store::contract::Fresh) database.
+/// each test that yields a future of a [`Fresh`] database.
 #[macro_export]
 macro_rules! store_contract_tests {
     ($fresh:expr) => {
-        $crate::store_contract_tests!(@cases $fresh;
+        store_contract_tests!(@cases $fresh;
             inserted_job_reads_back_equal_with_every_field_set,
             inserting_an_existing_job_id_returns_the_stored_record_unchanged,
             unknown_job_is_none,
@@ -110,8 +113,8 @@ macro_rules! store_contract_tests {
         $(
             #[tokio::test(flavor = "multi_thread")]
             async fn $case() {
-                let fresh: $crate::store::contract::Fresh = $fresh.await;
-                $crate::store::contract::$case(&fresh).await;
+                let fresh: $crate::contract::Fresh = $fresh.await;
+                $crate::contract::$case(&fresh).await;
             }
         )*
     };
@@ -1897,7 +1900,7 @@ pub async fn docs_are_listed_by_kind_and_id_prefix_in_id_order(db: &Fresh) {
     s.put_doc(DocKind::Queue, "alice/q", None, &json!("other kind"))
         .await
         .unwrap();
-    let ids = |docs: Vec<super::Doc>| docs.into_iter().map(|d| d.id).collect::<Vec<_>>();
+    let ids = |docs: Vec<flinger_store::Doc>| docs.into_iter().map(|d| d.id).collect::<Vec<_>>();
     assert_eq!(
         ids(s.list_docs(DocKind::Secret, "alice/").await.unwrap()),
         vec!["alice/a/x", "alice/b"]
@@ -2211,7 +2214,7 @@ fn pieces(data: &[u8], piece: usize) -> ByteStream {
     )
 }
 
-async fn read_blob(db: &DynStore, name: &BlobName) -> Option<Vec<u8>> {
+async fn read_blob(db: &DynSchedulerStore, name: &BlobName) -> Option<Vec<u8>> {
     let (info, mut stream) = db.open_blob(name).await.unwrap()?;
     let mut out = vec![];
     while let Some(piece) = stream.next().await {
@@ -2223,7 +2226,7 @@ async fn read_blob(db: &DynStore, name: &BlobName) -> Option<Vec<u8>> {
 
 pub async fn a_blob_round_trips_byte_for_byte_across_many_chunks(db: &Fresh) {
     let name = BlobName::attachments(Uuid::new_v4());
-    let data = noise(3 * super::BLOB_CHUNK + 12_345, 7);
+    let data = noise(3 * flinger_store::BLOB_CHUNK + 12_345, 7);
     let info = db
         .store
         .put_blob(&name, pieces(&data, 10_000), 100 << 20)

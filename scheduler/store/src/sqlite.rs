@@ -18,8 +18,8 @@
 
 use super::{
     AgentRecord, BLOB_CHUNK, BlobError, BlobInfo, BlobName, ByteStream, Doc, DocKind, Inserted, JobOrder,
-    JobQuery, JobRecord, JobUpdate, OutputFragment, OutputQuery, Precondition, Store, StoreError,
-    StoreResult,
+    JobQuery, JobRecord, JobUpdate, OutputFragment, OutputQuery, Precondition, SchedulerStore, Store,
+    StoreError, StoreResult,
 };
 use async_trait::async_trait;
 use broker_schema::messages::{AdminState, Heartbeat, LogStream};
@@ -488,32 +488,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update_job(
-        &self,
-        job_id: Uuid,
-        pre: &Precondition,
-        update: &JobUpdate,
-    ) -> StoreResult<Option<JobRecord>> {
-        let (pre, update) = (pre.clone(), update.clone());
-        self.write(move |c| {
-            let tx = immediate(c)?;
-            let doc: Option<String> = tx
-                .prepare_cached(SELECT_JOB)?
-                .query_row([job_id.to_string()], |r| r.get(0))
-                .optional()?;
-            let Some(doc) = doc else { return Ok(None) };
-            let mut job = decode_job(&doc)?;
-            if !pre.holds(&job) {
-                return Ok(None); // dropping the transaction rolls it back: nothing was written
-            }
-            update.apply(&mut job);
-            JobRow::of(&job)?.execute(&tx, UPDATE_JOB)?;
-            tx.commit()?;
-            Ok(Some(job))
-        })
-        .await
-    }
-
     async fn discard_job(&self, job_id: Uuid) -> StoreResult<bool> {
         self.write(move |c| {
             let tx = immediate(c)?;
@@ -949,4 +923,33 @@ fn upsert_agent(
         .execute(params![name, agent.last_seen.0, doc])?;
     tx.commit()?;
     Ok(agent)
+}
+
+#[async_trait]
+impl SchedulerStore for SqliteStore {
+    async fn update_job(
+        &self,
+        job_id: Uuid,
+        pre: &Precondition,
+        update: &JobUpdate,
+    ) -> StoreResult<Option<JobRecord>> {
+        let (pre, update) = (pre.clone(), update.clone());
+        self.write(move |c| {
+            let tx = immediate(c)?;
+            let doc: Option<String> = tx
+                .prepare_cached(SELECT_JOB)?
+                .query_row([job_id.to_string()], |r| r.get(0))
+                .optional()?;
+            let Some(doc) = doc else { return Ok(None) };
+            let mut job = decode_job(&doc)?;
+            if !pre.holds(&job) {
+                return Ok(None); // dropping the transaction rolls it back: nothing was written
+            }
+            update.apply(&mut job);
+            JobRow::of(&job)?.execute(&tx, UPDATE_JOB)?;
+            tx.commit()?;
+            Ok(Some(job))
+        })
+        .await
+    }
 }

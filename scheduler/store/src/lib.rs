@@ -1,14 +1,20 @@
-//! The store: where the lab's state lives. One trait, two backends (SQLite embedded, MongoDB),
-//! one contract suite ([`contract`]) that both pass.
+//! The store: where the lab's state lives. Two backends (SQLite embedded, MongoDB) behind two
+//! traits, and one contract suite (this crate's `tests/contract.rs`, test-only code) that both
+//! backends pass.
 //!
-//! Jobs are single documents changed only through [`Store::update_job`]: an atomic
+//! Jobs are single documents changed only through [`SchedulerStore::update_job`]: an atomic
 //! compare-and-set whose precondition carries the expected state, so concurrent schedulers
-//! cannot both win a transition. Only the scheduler calls it; the gateway only inserts new jobs,
-//! discards jobs it never accepted, and reads.
+//! cannot both win a transition. "Only the scheduler writes job state" is a type boundary: the
+//! gateway opens the store with [`StoreConfig::open`], a [`Store`] that can read, insert new
+//! jobs and discard jobs it never accepted, but has no `update_job`; the scheduler opens it with
+//! [`StoreConfig::open_for_scheduler`].
 //!
 //! Besides jobs, output and agents, the store keeps small versioned documents ([`docs`]: clients,
-//! tokens, secrets, restricted queues, …, whose meaning lives in [`records`]) and large streamed
-//! files ([`blobs`]: attachments and artifacts).
+//! tokens, secrets, restricted queues, …, whose meaning lives in [`records`]), large streamed
+//! files ([`blobs`]: attachments and artifacts), and seals secrets at rest ([`sealing`]).
+//!
+//! **Architecture invariant:** this crate knows nothing about the broker's runtime, HTTP, leases
+//! or the job lifecycle's rules; it stores what it is told, under the preconditions it is given.
 
 mod blobs;
 mod docs;
@@ -17,8 +23,8 @@ mod query;
 pub mod records;
 mod update;
 
-pub mod contract;
 pub mod mongo;
+pub mod sealing;
 pub mod sqlite;
 
 pub use blobs::{BLOB_CHUNK, BlobError, BlobInfo, BlobKind, BlobName, ByteStream};
@@ -79,15 +85,6 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_job(&self, job: &JobRecord) -> StoreResult<Inserted>;
 
     async fn get_job(&self, job_id: Uuid) -> StoreResult<Option<JobRecord>>;
-
-    /// Applies `update` if `pre` holds, atomically. Returns the job as it is after the update,
-    /// or `None` when the job does not exist or the precondition did not hold.
-    async fn update_job(
-        &self,
-        job_id: Uuid,
-        pre: &Precondition,
-        update: &JobUpdate,
-    ) -> StoreResult<Option<JobRecord>>;
 
     /// Deletes a job that was never accepted: only if it is still `waiting` and was never seen
     /// on the broker. Returns whether it was deleted.
@@ -173,7 +170,25 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_blob(&self, name: &BlobName) -> StoreResult<bool>;
 }
 
+/// The store as the scheduler holds it: everything a [`Store`] does, and changing jobs.
+#[async_trait]
+pub trait SchedulerStore: Store {
+    /// Applies `update` if `pre` holds, atomically. Returns the job as it is after the update,
+    /// or `None` when the job does not exist or the precondition did not hold.
+    async fn update_job(
+        &self,
+        job_id: Uuid,
+        pre: &Precondition,
+        update: &JobUpdate,
+    ) -> StoreResult<Option<JobRecord>>;
+}
+
+/// The store as the gateway (and every reader) holds it: no job-state writes.
 pub type DynStore = Arc<dyn Store>;
+
+/// The store as the scheduler holds it (it converts into a [`DynStore`] where only reads are
+/// needed).
+pub type DynSchedulerStore = Arc<dyn SchedulerStore>;
 
 /// Which store to open, from configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -210,8 +225,14 @@ impl StoreConfig {
         Ok(StoreConfig::Sqlite { path: path.into() })
     }
 
-    /// Opens the store, creating tables or indexes as needed.
+    /// Opens the store for reading and inserting new jobs (the gateway's handle), creating
+    /// tables or indexes as needed.
     pub async fn open(&self) -> StoreResult<DynStore> {
+        Ok(self.open_for_scheduler().await?)
+    }
+
+    /// Opens the store with the right to change jobs: the scheduler's handle.
+    pub async fn open_for_scheduler(&self) -> StoreResult<DynSchedulerStore> {
         match self {
             StoreConfig::Sqlite { path } => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
             StoreConfig::Mongo { uri, database } => {

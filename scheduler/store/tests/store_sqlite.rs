@@ -1,11 +1,15 @@
 //! The SQLite store: the whole contract suite, each case on its own fresh database file opened
 //! twice (two handles, as the gateway and the scheduler would), plus what is SQLite's own.
 
+#[macro_use]
+mod contract;
+use contract::Fresh;
+
 use broker_schema::{JobDefinition, JobState, Millis};
-use flinger_scheduler::store::contract::Fresh;
-use flinger_scheduler::store::sqlite::SqliteStore;
-use flinger_scheduler::store::{
-    DynStore, Inserted, JobQuery, JobRecord, JobUpdate, Precondition, Store, StoreConfig, StoreError,
+use flinger_store::sqlite::SqliteStore;
+use flinger_store::{
+    DynSchedulerStore, Inserted, JobQuery, JobRecord, JobUpdate, Precondition, SchedulerStore, Store,
+    StoreConfig, StoreError,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -15,8 +19,8 @@ use uuid::Uuid;
 async fn fresh() -> Fresh {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("flinger.db");
-    let store: DynStore = Arc::new(SqliteStore::open(&path).await.expect("open"));
-    let other: DynStore = Arc::new(SqliteStore::open(&path).await.expect("open again"));
+    let store: DynSchedulerStore = Arc::new(SqliteStore::open(&path).await.expect("open"));
+    let other: DynSchedulerStore = Arc::new(SqliteStore::open(&path).await.expect("open again"));
     Fresh {
         store,
         other,
@@ -24,7 +28,7 @@ async fn fresh() -> Fresh {
     }
 }
 
-flinger_scheduler::store_contract_tests!(fresh());
+store_contract_tests!(fresh());
 
 fn temp_db() -> (TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -191,38 +191,6 @@ impl Store for MongoStore {
         found.map(job_from_doc).transpose()
     }
 
-    async fn update_job(
-        &self,
-        job_id: Uuid,
-        pre: &Precondition,
-        update: &JobUpdate,
-    ) -> StoreResult<Option<JobRecord>> {
-        let filter = job_filter(job_id, pre);
-        let found = match job_update(update)? {
-            Modification::Operators {
-                update,
-                array_filters,
-            } => {
-                let mut action = self
-                    .jobs
-                    .find_one_and_update(filter, update)
-                    .return_document(ReturnDocument::After);
-                if let Some(filters) = array_filters {
-                    action = action.array_filters(filters);
-                }
-                timed("update job", action).await?
-            }
-            Modification::Pipeline(stages) => {
-                let action = self
-                    .jobs
-                    .find_one_and_update(filter, stages)
-                    .return_document(ReturnDocument::After);
-                timed("update job", action).await?
-            }
-        };
-        found.map(job_from_doc).transpose()
-    }
-
     async fn discard_job(&self, job_id: Uuid) -> StoreResult<bool> {
         let filter = doc! {
             "_id": job_id.to_string(),
@@ -1121,5 +1089,40 @@ fn map_err(what: &str, e: mongodb::error::Error) -> StoreError {
             StoreError::Corrupt(format!("{what}: {e}"))
         }
         _ => StoreError::Other(format!("{what}: {e}")),
+    }
+}
+
+#[async_trait]
+impl SchedulerStore for MongoStore {
+    async fn update_job(
+        &self,
+        job_id: Uuid,
+        pre: &Precondition,
+        update: &JobUpdate,
+    ) -> StoreResult<Option<JobRecord>> {
+        let filter = job_filter(job_id, pre);
+        let found = match job_update(update)? {
+            Modification::Operators {
+                update,
+                array_filters,
+            } => {
+                let mut action = self
+                    .jobs
+                    .find_one_and_update(filter, update)
+                    .return_document(ReturnDocument::After);
+                if let Some(filters) = array_filters {
+                    action = action.array_filters(filters);
+                }
+                timed("update job", action).await?
+            }
+            Modification::Pipeline(stages) => {
+                let action = self
+                    .jobs
+                    .find_one_and_update(filter, stages)
+                    .return_document(ReturnDocument::After);
+                timed("update job", action).await?
+            }
+        };
+        found.map(job_from_doc).transpose()
     }
 }

@@ -6,13 +6,16 @@
 //! agree with their Rust reference semantics on random inputs, that user keys with dots and `$`
 //! survive, and that an unreachable server fails fast.
 
+#[macro_use]
+mod contract;
+use contract::Fresh;
+
 use broker_schema::messages::{AdminState, AgentState, Heartbeat, LogStream};
 use broker_schema::{AgentName, DeviceClass, Failure, FailureKind, JobDefinition, JobState, Millis, Phase};
-use flinger_scheduler::store::contract::Fresh;
-use flinger_scheduler::store::mongo::MongoStore;
-use flinger_scheduler::store::{
+use flinger_store::mongo::MongoStore;
+use flinger_store::{
     AgentRecord, AttemptRecord, Inserted, JobOrder, JobQuery, JobRecord, JobUpdate, Lease, OutputFragment,
-    OutputQuery, Precondition, Reservation, Store, StoreError,
+    OutputQuery, Precondition, Reservation, SchedulerStore, Store, StoreError,
 };
 use mongodb::Database;
 use mongodb::bson::{Bson, Document, doc};
@@ -45,7 +48,7 @@ fn start_server() -> String {
     if let Ok(uri) = std::env::var("FLINGER_TEST_MONGO_URI") {
         return uri;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/mongo-standin/standin");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mongo-standin/standin");
     let status = std::process::Command::new(&script)
         .args(["start", "--port", "27017"])
         .status()
@@ -107,7 +110,7 @@ async fn fresh() -> Fresh {
     }
 }
 
-flinger_scheduler::store_contract_tests!(fresh());
+store_contract_tests!(fresh());
 
 /// Drops a contract case's database when the case is done. A failed case keeps it to be
 /// looked at (the next run's leftover sweep removes it).

@@ -26,6 +26,11 @@ pub struct Precondition {
 }
 
 impl Precondition {
+    /// "Nothing changed since I read it": same state, same attempt.
+    pub fn observed(job: &JobRecord) -> Precondition {
+        Precondition::state(job.state).attempt(job.attempt)
+    }
+
     pub fn in_states(states: &[JobState]) -> Self {
         Precondition {
             states: Some(states.to_vec()),
