@@ -38,6 +38,16 @@ wait_until() {
   done
 }
 
+# random_token N: N random letters and digits (safe in a URL, an .env file and a shell word),
+# for generated passwords and keys.
+random_token() {
+  local out=""
+  while ((${#out} < $1)); do
+    out+=$(head -c 96 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+  done
+  echo "${out:0:$1}"
+}
+
 # ----- packages
 
 APT_UPDATED=
