@@ -5,9 +5,11 @@ use crate::config::AgentConfig;
 use crate::control::Controls;
 use crate::heartbeat;
 use crate::intake::Intake;
+use crate::restart::Ending;
 use crate::runner::{CurrentSlot, Runner};
 use crate::status::Status;
 use crate::stop::Stop;
+use broker_schema::Millis;
 use broker_schema::bus::{Bus, BusConfig, Publisher, RpcClient, supervise};
 use broker_schema::messages::{AdminState, SchedulerReply, SchedulerRequest, SetAgentStateRequest};
 use flinger_connectors::ConnectorError;
@@ -41,10 +43,18 @@ impl Agent {
         }
     }
 
-    /// Runs until `shutdown`. A job running at that moment is stopped at once and given back
-    /// (`run_abandoned`): the scheduler requeues it as a new attempt, or, if that message is
-    /// lost, when its lease lapses. None of the stopped run's results are reported.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
+    /// Runs until `shutdown`, or until a restart was asked for (SIGUSR1, the `restart` admin
+    /// state) and the agent is idle ([`Ending::Restart`]). A job running when `shutdown` fires
+    /// is stopped at once and given back (`run_abandoned`): the scheduler requeues it as a new
+    /// attempt, or, if that message is lost, when its lease lapses. None of the stopped run's
+    /// results are reported.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<Ending, AgentError> {
+        // Everything below stops with this: on `shutdown`, or when the agent leaves to restart.
+        let shutdown = shutdown.child_token();
+        let status = Status::new();
+        let mut services = JoinSet::new();
+        // First: SIGUSR1 would otherwise kill the agent.
+        let usr1 = crate::restart::on_sigusr1(status.clone(), shutdown.clone());
         let config = self.config.clone();
         let connector = config.connector.build()?;
         crate::metrics::install(config.metrics_listen).map_err(AgentError::Metrics)?;
@@ -58,8 +68,15 @@ impl Agent {
                 source,
             })?;
         }
-        // Per-run files of runs an earlier process did not finish (it crashed or was killed).
-        let _ = std::fs::remove_dir_all(config.state_dir.join("jobs"));
+        // Run directories and per-run files of runs an earlier process did not finish (it
+        // crashed or was killed): a run directory may hold the job's secret values.
+        let removed = crate::leftovers::remove_abandoned_runs(&config.state_dir);
+        if removed > 0 {
+            warn!(
+                runs = removed,
+                "removed the run directories of runs an earlier process left"
+            );
+        }
         let bus = Bus::new(
             BusConfig {
                 url: config.broker_url.clone(),
@@ -74,20 +91,19 @@ impl Agent {
             format!("flinger-agent {}", config.name),
         ));
         let rpc = Arc::new(RpcClient::new(bus.clone()));
-        let status = Status::new();
         let current = CurrentSlot::default();
 
         // Declare this agent's queues before it says it is waiting: a job submitted the moment
         // the lab shows the agent must be routable.
         declare_queues(&bus, &config).await;
 
-        let mut services = JoinSet::new();
         let controls = Arc::new(Controls {
             bus: bus.clone(),
             publisher: publisher.clone(),
             agent: config.name.clone(),
             current: current.clone(),
             status: status.clone(),
+            started: Millis::now(),
         });
         {
             let controls = controls.clone();
@@ -127,6 +143,16 @@ impl Agent {
             status.clone(),
             shutdown.clone(),
         ));
+        let (serving_tx, mut serving) = tokio::sync::watch::channel(None);
+        services.spawn(crate::serving::follow(
+            rpc.clone(),
+            names.clone(),
+            config.name.clone(),
+            config.queues.clone(),
+            crate::serving::refresh_every(config.heartbeat_interval),
+            serving_tx,
+            shutdown.clone(),
+        ));
 
         let runner = Runner {
             connector,
@@ -149,14 +175,26 @@ impl Agent {
         let mut keepers = JoinSet::new();
         info!(agent = %config.name, queues = ?config.queues.iter().map(|q| q.as_str()).collect::<Vec<_>>(), connector = runner.connector.kind(), "agent running");
 
+        let mut ending = Ending::Shutdown;
         while !shutdown.is_cancelled() {
             while keepers.try_join_next().is_some() {}
-            if status.get().admin.is_some() {
+            let now = status.get();
+            if now.restart.is_some() {
+                ending = Ending::Restart;
+                break;
+            }
+            if now.admin.is_some() {
                 wait_for_service(&status, &shutdown).await;
                 continue;
             }
-            let interrupt = interrupt_on_admin_or_shutdown(&status, &shutdown);
-            let taken = intake.take(&interrupt).await;
+            let interrupt = interrupt_waiting(&status, &serving, &shutdown);
+            let queues = serving.borrow_and_update().clone();
+            let Some(queues) = queues else {
+                // Not known yet which queues to serve: wait for the answer (or anything else).
+                interrupt.token.cancelled().await;
+                continue;
+            };
+            let taken = intake.take(&interrupt, &queues).await;
             interrupt.token.cancel(); // ends the watcher
             match taken {
                 Ok(Some(job)) => {
@@ -181,12 +219,21 @@ impl Agent {
                 }
             }
         }
-        info!("agent stopping");
+        info!(?ending, "agent stopping");
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             while keepers.join_next().await.is_some() {}
         })
         .await;
         keepers.abort_all();
+        if ending == Ending::Restart {
+            // As Testflinger's agent does: offline, saying why, until the new process reports.
+            let why = status.get().restart.unwrap_or_default();
+            info!(%why, "restarting: exiting for the supervisor to start the agent again");
+            status.going_away(format!("restarting: {why}"));
+            heartbeat::publish(&publisher, &names, &config, &status.get()).await;
+        }
+        shutdown.cancel();
+        let _ = usr1.await;
         let _ = tokio::time::timeout(Duration::from_secs(10), async {
             while services.join_next().await.is_some() {}
         })
@@ -196,7 +243,7 @@ impl Agent {
         publisher.close().await;
         bus.close().await;
         info!("agent stopped");
-        Ok(())
+        Ok(ending)
     }
 }
 
@@ -227,20 +274,31 @@ async fn declare_queues(bus: &Bus, config: &AgentConfig) {
     }
 }
 
-/// A stop signal that fires when an admin takes the agent out of service or on shutdown (used
-/// to stop waiting for a job).
-fn interrupt_on_admin_or_shutdown(status: &Status, shutdown: &CancellationToken) -> Stop {
+/// A stop signal for waiting for a job: it fires on shutdown, when an admin takes the agent out
+/// of service, when a restart is asked for, and when the queues to serve change (the intake
+/// then starts again with the new ones).
+fn interrupt_waiting(
+    status: &Status,
+    serving: &crate::serving::Serving,
+    shutdown: &CancellationToken,
+) -> Stop {
     let interrupt = Stop::new();
     let mut changes = status.subscribe();
+    let mut serving = serving.clone();
+    serving.mark_unchanged();
     let (token, shutdown) = (interrupt.token.clone(), shutdown.clone());
     tokio::spawn(async move {
         loop {
-            if changes.borrow_and_update().admin.is_some() {
-                token.cancel();
-                return;
+            {
+                let s = changes.borrow_and_update();
+                if s.admin.is_some() || s.restart.is_some() {
+                    token.cancel();
+                    return;
+                }
             }
             tokio::select! {
                 r = changes.changed() => if r.is_err() { return },
+                _ = serving.changed() => { token.cancel(); return }
                 _ = shutdown.cancelled() => { token.cancel(); return }
                 _ = token.cancelled() => return,
             }
@@ -249,9 +307,13 @@ fn interrupt_on_admin_or_shutdown(status: &Status, shutdown: &CancellationToken)
     interrupt
 }
 
+/// Waits until an admin puts the agent back in service, a restart is asked for, or shutdown.
 async fn wait_for_service(status: &Status, shutdown: &CancellationToken) {
     let mut changes = status.subscribe();
-    while changes.borrow_and_update().admin.is_some() {
+    while {
+        let s = changes.borrow_and_update();
+        s.admin.is_some() && s.restart.is_none()
+    } {
         tokio::select! {
             r = changes.changed() => if r.is_err() { return },
             _ = shutdown.cancelled() => return,

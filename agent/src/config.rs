@@ -162,6 +162,8 @@ pub struct AgentConfig {
     /// `lp` / `gh` → URL template with `{user}` (defaults: Launchpad and GitHub).
     pub key_servers: BTreeMap<String, String>,
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Testflinger's `identifier` (a serial number…): the label of its metrics.
+    pub identifier: Option<String>,
     /// The gateway, for attachments and artifacts (`server_address`, `client_id`,
     /// `client_secret`); `None` when `server_address` is not set.
     pub gateway: Option<crate::gateway::GatewayConfig>,
@@ -267,6 +269,7 @@ impl AgentConfig {
                     client_secret: std::env::var("FLINGER_AGENT_CLIENT_SECRET")
                         .ok()
                         .or(file.client_secret.clone()),
+                    token_file: None,
                 }),
             key_servers: {
                 let mut k = crate::keys::default_key_servers();
@@ -274,8 +277,26 @@ impl AgentConfig {
                 k
             },
             metrics_listen: file.metrics_listen,
+            identifier: file.identifier.clone(),
             name,
         })
+    }
+
+    /// What `testflinger-agent`'s command line adds to the file: `-p PORT` serves metrics on
+    /// every address at that port (over `metrics_listen`), and `--token-file` names the
+    /// agent's refresh-token file for the gateway.
+    pub fn with_command_line(
+        mut self,
+        metrics_port: Option<u16>,
+        token_file: Option<PathBuf>,
+    ) -> AgentConfig {
+        if let Some(port) = metrics_port {
+            self.metrics_listen = Some(std::net::SocketAddr::from(([0, 0, 0, 0], port)));
+        }
+        if let Some(g) = self.gateway.as_mut() {
+            g.token_file = token_file;
+        }
+        self
     }
 }
 
@@ -478,6 +499,25 @@ sensitive_patterns:
         let err =
             AgentConfig::parse("agent_id: a\njob_queues: [q]\ntest_command: x\nbogus_key: 1\n").unwrap_err();
         assert!(err.contains("bogus_key"), "{err}");
+    }
+
+    #[test]
+    fn testflinger_agents_command_line_adds_the_metrics_port_and_the_token_file() {
+        let base = "agent_id: a\njob_queues: [q]\ntest_command: x\nmetrics_listen: 127.0.0.1:9\n";
+        let c = AgentConfig::parse(&format!("{base}server_address: gw:8000\n"))
+            .unwrap()
+            .with_command_line(Some(8001), Some(PathBuf::from("/var/lib/t")));
+        assert_eq!(c.metrics_listen, Some("0.0.0.0:8001".parse().unwrap()));
+        assert_eq!(
+            c.gateway.unwrap().token_file.as_deref(),
+            Some(Path::new("/var/lib/t"))
+        );
+        // Without -p the config's listener stays; without a gateway there is nothing to log in to.
+        let c = AgentConfig::parse(base)
+            .unwrap()
+            .with_command_line(None, Some(PathBuf::from("/t")));
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9".parse().unwrap()));
+        assert!(c.gateway.is_none());
     }
 
     #[test]

@@ -4,8 +4,9 @@
 use crate::runner::CurrentSlot;
 use crate::status::Status;
 use crate::stop::StopReason;
+use broker_schema::Millis;
 use broker_schema::bus::{Bus, BusError, Deliveries, Publisher, dead_letter};
-use broker_schema::messages::{Control, ControlCommand};
+use broker_schema::messages::{AdminState, Control, ControlCommand};
 use broker_schema::topology::declare_agent;
 use broker_schema::{AgentName, decode};
 use lapin::options::BasicAckOptions;
@@ -18,13 +19,31 @@ pub struct Controls {
     pub agent: AgentName,
     pub current: CurrentSlot,
     pub status: Status,
+    /// When this process started: a restart ordered before it was for an earlier process.
+    pub started: Millis,
 }
 
 impl Controls {
-    /// Applies one command. Commands for a job that is not (or no longer) running are ignored:
-    /// the scheduler repeats what matters in lease renewals.
-    pub fn apply(&self, command: ControlCommand) {
+    /// Applies one command, sent at `at`. Commands for a job that is not (or no longer) running
+    /// are ignored: the scheduler repeats what matters in lease renewals.
+    pub fn apply(&self, at: Millis, command: ControlCommand) {
         match command {
+            ControlCommand::SetAdminState {
+                state: Some(AdminState::Restart),
+                comment,
+            } => {
+                if at < self.started {
+                    info!(%at, "a restart ordered before this agent started; ignored");
+                    return;
+                }
+                info!(%comment, "restart ordered: restarting after the current job");
+                let why = if comment.is_empty() {
+                    "restart requested by an admin".to_owned()
+                } else {
+                    comment
+                };
+                self.status.request_restart(why);
+            }
             ControlCommand::Cancel {
                 job_id,
                 attempt,
@@ -62,7 +81,7 @@ impl Controls {
                     Deliveries::start(ch, &queue, &tag, 16, self.bus.shutdown_token()).await?;
                 while let Some(d) = deliveries.next().await? {
                     match decode::<Control>(&d.data) {
-                        Ok(c) => self.apply(c.command),
+                        Ok(c) => self.apply(c.at, c.command),
                         Err(e) => {
                             warn!(error = %e, "malformed control message; dead-lettering it");
                             if dead_letter(&self.publisher, &names, &d, &queue, &e.to_string())

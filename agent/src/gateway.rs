@@ -2,9 +2,12 @@
 //! downloading a job's attachments and uploading its artifacts.
 //!
 //! With a `client_id` and `client_secret` it logs in (`POST /v1/oauth2/token`) and sends the
-//! access token, logging in again shortly before it expires; without them it goes anonymous
-//! (the gateway then needs `--allow-anonymous-agents`). Transient failures (no answer, 5xx) are
-//! retried a few times with backoff.
+//! access token, logging in again shortly before it expires. Without them, a refresh token in
+//! the token file (`--token-file`, as Testflinger's agent host charm writes it) is exchanged for
+//! access tokens (`POST /v1/oauth2/refresh`), the file read again each time so that a token the
+//! charm renewed is used; without either it goes anonymous (the gateway then needs
+//! `--allow-anonymous-agents`). Transient failures (no answer, 5xx) are retried a few times
+//! with backoff.
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -26,6 +29,8 @@ pub struct GatewayConfig {
     pub url: String,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
+    /// Testflinger's refresh-token file (`--token-file`): used without client credentials.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -34,6 +39,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("url", &self.url)
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret.as_ref().map(|_| "…"))
+            .field("token_file", &self.token_file)
             .finish()
     }
 }
@@ -103,26 +109,30 @@ impl GatewayClient {
 
     /// The access token to send, logging in when there is none or it is about to expire.
     async fn token(&self) -> Result<Option<String>, GatewayError> {
-        let (Some(id), Some(secret)) = (&self.config.client_id, &self.config.client_secret) else {
-            return Ok(None);
-        };
         let mut cached = self.token.lock().await;
         if let Some((t, until)) = cached.as_ref()
             && Instant::now() < *until
         {
             return Ok(Some(t.clone()));
         }
+        let login = match (&self.config.client_id, &self.config.client_secret) {
+            (Some(id), Some(secret)) => self
+                .http
+                .post(self.url("/v1/oauth2/token"))
+                .basic_auth(id, Some(secret)),
+            _ => match self.config.token_file.as_deref().and_then(read_refresh_token) {
+                Some(refresh) => self
+                    .http
+                    .post(self.url("/v1/oauth2/refresh"))
+                    .json(&serde_json::json!({ "refresh_token": refresh })),
+                None => return Ok(None),
+            },
+        };
         let what = "logging in to the gateway".to_owned();
-        let r = self
-            .http
-            .post(self.url("/v1/oauth2/token"))
-            .basic_auth(id, Some(secret))
-            .send()
-            .await
-            .map_err(|source| GatewayError::Http {
-                what: what.clone(),
-                source,
-            })?;
+        let r = login.send().await.map_err(|source| GatewayError::Http {
+            what: what.clone(),
+            source,
+        })?;
         if !r.status().is_success() {
             return Err(GatewayError::Login(r.status()));
         }
@@ -237,6 +247,34 @@ impl GatewayClient {
         })
         .await
     }
+}
+
+/// The refresh token in Testflinger's token file: the charm's JSON (`{"refresh_token": …,
+/// "obtained_at": …}`) or the bare token. `None` when the file is missing, empty or unreadable
+/// (the agent then goes without).
+pub fn read_refresh_token(path: &Path) -> Option<String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!(path = %path.display(), error = %e, "cannot read the token file");
+            }
+            return None;
+        }
+    };
+    let text = text.trim();
+    let token = if text.starts_with('{') {
+        match serde_json::from_str::<Value>(text) {
+            Ok(v) => v["refresh_token"].as_str().unwrap_or_default().to_owned(),
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "the token file is not JSON");
+                return None;
+            }
+        }
+    } else {
+        text.to_owned()
+    };
+    (!token.is_empty()).then_some(token)
 }
 
 /// `r` if the gateway answered 2xx; else an error with what was asked and what it answered.
@@ -382,6 +420,23 @@ mod tests {
             .expect("advertising ends once done")
             .unwrap();
         shutdown.cancel();
+    }
+
+    #[test]
+    fn the_token_file_is_read_as_the_charm_writes_it_or_bare() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("refresh_token");
+        assert_eq!(read_refresh_token(&f), None);
+        std::fs::write(
+            &f,
+            r#"{"refresh_token": "rt-1", "obtained_at": "2026-01-01T00:00:00+00:00"}"#,
+        )
+        .unwrap();
+        assert_eq!(read_refresh_token(&f).as_deref(), Some("rt-1"));
+        std::fs::write(&f, "rt-2\n").unwrap();
+        assert_eq!(read_refresh_token(&f).as_deref(), Some("rt-2"));
+        std::fs::write(&f, "  \n").unwrap();
+        assert_eq!(read_refresh_token(&f), None);
     }
 
     #[test]

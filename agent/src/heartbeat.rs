@@ -2,7 +2,7 @@
 //! state, so the lab's view of agents is live rather than an interval old.
 
 use crate::config::AgentConfig;
-use crate::status::Status;
+use crate::status::{Snapshot, Status};
 use broker_schema::bus::{PublishOptions, Publisher};
 use broker_schema::messages::Heartbeat;
 use broker_schema::{Millis, Names};
@@ -24,34 +24,10 @@ pub async fn beat(
     shutdown: CancellationToken,
 ) {
     let mut changes = status.subscribe();
-    let key = Names::heartbeat_key(&config.name);
-    let exchange = names.events_exchange();
     loop {
         let s = changes.borrow_and_update().clone();
-        let hb = Heartbeat {
-            agent: config.name.clone(),
-            state: s.state,
-            job_id: s.job_id,
-            queues: config.queues.clone(),
-            location: config.location.clone(),
-            provision_type: config.provision_type.clone(),
-            comment: s.comment.clone(),
-            interval_ms: config.heartbeat_interval.as_millis() as u64,
-            at: Millis::now(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-        };
-        // Heartbeats are perishable: one attempt, no persistence; the next one follows soon.
-        let opts = PublishOptions {
-            transient: true,
-            ..Default::default()
-        };
-        let publish = publisher.publish(&exchange, &key, &hb, &opts);
         tokio::select! {
-            r = tokio::time::timeout(Duration::from_secs(5), publish) => match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => debug!(error = %e, "heartbeat not published"),
-                Err(_) => debug!("heartbeat not confirmed in time"),
-            },
+            _ = publish(&publisher, &names, &config, &s) => {}
             _ = shutdown.cancelled() => return,
         }
         tokio::select! {
@@ -67,5 +43,34 @@ pub async fn beat(
             }
             _ = shutdown.cancelled() => return,
         }
+    }
+}
+
+/// Publishes one heartbeat saying `s`; gives up after a few seconds.
+pub async fn publish(publisher: &Publisher, names: &Names, config: &AgentConfig, s: &Snapshot) {
+    let hb = Heartbeat {
+        agent: config.name.clone(),
+        state: s.state,
+        job_id: s.job_id,
+        queues: config.queues.clone(),
+        location: config.location.clone(),
+        provision_type: config.provision_type.clone(),
+        comment: s.shown_comment(),
+        interval_ms: config.heartbeat_interval.as_millis() as u64,
+        at: Millis::now(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    // Heartbeats are perishable: one attempt, no persistence; the next one follows soon.
+    let opts = PublishOptions {
+        transient: true,
+        ..Default::default()
+    };
+    let key = Names::heartbeat_key(&config.name);
+    let exchange = names.events_exchange();
+    let publish = publisher.publish(&exchange, &key, &hb, &opts);
+    match tokio::time::timeout(Duration::from_secs(5), publish).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(error = %e, "heartbeat not published"),
+        Err(_) => debug!("heartbeat not confirmed in time"),
     }
 }

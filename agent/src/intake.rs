@@ -43,6 +43,7 @@ pub struct Intake {
     pub publisher: Arc<Publisher>,
     pub rpc: Arc<RpcClient>,
     pub agent: AgentName,
+    /// Every queue of the agent: all are declared, whichever are served.
     pub queues: Vec<DeviceClass>,
     /// Jobs recently passed on because they may not run here, when and how often: this agent
     /// leaves them to others for a growing while instead of bouncing them back and forth.
@@ -86,8 +87,13 @@ impl Intake {
         }
     }
 
-    /// Waits for the next job and leases it. Returns `None` when `interrupt` fires first.
-    pub async fn take(&mut self, interrupt: &Stop) -> Result<Option<TakenJob>, BusError> {
+    /// Waits for the next job from `serving` (some or all of the agent's queues) and leases it.
+    /// Returns `None` when `interrupt` fires first.
+    pub async fn take(
+        &mut self,
+        interrupt: &Stop,
+        serving: &[DeviceClass],
+    ) -> Result<Option<TakenJob>, BusError> {
         loop {
             let (ch, generation) = match self.channel.take() {
                 Some((ch, generation)) if ch.status().connected() => (ch, generation),
@@ -101,7 +107,7 @@ impl Intake {
                     (ch, generation)
                 }
             };
-            let result = self.take_on(&ch, interrupt).await;
+            let result = self.take_on(&ch, interrupt, serving).await;
             // Every consumer was cancelled and every delivery settled unless the take was
             // interrupted or failed: then the channel goes, and with it anything unsettled.
             if matches!(result, Ok(Some(Taken::Job(_) | Taken::Next))) {
@@ -141,11 +147,16 @@ impl Intake {
         Ok(())
     }
 
-    async fn take_on(&mut self, ch: &lapin::Channel, interrupt: &Stop) -> Result<Option<Taken>, BusError> {
+    async fn take_on(
+        &mut self,
+        ch: &lapin::Channel,
+        interrupt: &Stop,
+        serving: &[DeviceClass],
+    ) -> Result<Option<Taken>, BusError> {
         let names = self.bus.names().clone();
         let mut tags = Vec::new();
         let mut streams = Vec::new();
-        for class in &self.queues {
+        for class in serving {
             let tag = format!("{}-{}", self.agent, Uuid::new_v4().simple());
             let consumer = ch
                 .basic_consume(

@@ -1,4 +1,5 @@
-//! Kills what an earlier run of this agent left behind.
+//! Kills what an earlier run of this agent left behind, and removes the run directories of runs
+//! it did not finish.
 //!
 //! Every phase runs with `FLINGER_AGENT_NAME` and `FLINGER_AGENT_STATE_DIR` in its environment.
 //! If the agent was killed outright, the phase's group leader died with it (parent-death
@@ -67,6 +68,36 @@ pub fn sweep(name: &str, state_dir: &std::path::Path) -> usize {
     groups.len()
 }
 
+/// The file in a run's own directory (in the agent's state directory) naming its run
+/// directory, written before any phase runs.
+pub const RUN_DIR_FILE: &str = "run-dir";
+
+/// Removes the run directories of runs an earlier process of this agent did not finish (it was
+/// killed, or crashed), and their per-run files: a run directory may still hold the job's
+/// secret values ([`crate::jobfile`]), and nothing will read it again (the job is retried as a
+/// new attempt). Returns how many runs were cleared. Run directories are found through the
+/// agent's own per-run files, never by looking at what is in `execution_basedir`.
+pub fn remove_abandoned_runs(state_dir: &std::path::Path) -> usize {
+    let jobs = state_dir.join("jobs");
+    let Ok(entries) = std::fs::read_dir(&jobs) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if let Ok(run_dir) = std::fs::read_to_string(entry.path().join(RUN_DIR_FILE)) {
+            match std::fs::remove_dir_all(run_dir.trim_end()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    warn!(dir = run_dir.trim_end(), error = %e, "cannot remove an abandoned run directory")
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&jobs);
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +126,26 @@ mod tests {
             "/srv/a/state"
         ));
         assert!(!is_ours(&env(&["PATH=/bin"]), "dut-1", "/srv/a/state"));
+    }
+
+    #[test]
+    fn abandoned_run_directories_are_removed_through_the_agents_own_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, run) = (dir.path().join("state"), dir.path().join("run"));
+        let abandoned = run.join("job-1");
+        std::fs::create_dir_all(&abandoned).unwrap();
+        std::fs::write(abandoned.join("testflinger.json"), "values").unwrap();
+        let other = run.join("not-ours");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::create_dir_all(state.join("jobs/job-1")).unwrap();
+        std::fs::write(
+            state.join("jobs/job-1").join(RUN_DIR_FILE),
+            abandoned.display().to_string(),
+        )
+        .unwrap();
+        assert_eq!(remove_abandoned_runs(&state), 1);
+        assert!(!abandoned.exists() && other.exists());
+        assert!(!state.join("jobs").exists());
+        assert_eq!(remove_abandoned_runs(&state), 0);
     }
 }

@@ -8,6 +8,16 @@
 //! | `flinger_agent_lease_renewals_total` | counter | `result` (renewed, lost, error) |
 //! | `flinger_agent_broker_connections_total` | counter | – (1 + reconnects) |
 //! | `flinger_agent_busy` | gauge | – (1 while running a job) |
+//!
+//! And Testflinger's agent metrics under Testflinger's names, types and labels, so that a lab's
+//! dashboards and alerts keep working ([`Testflinger`]):
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `jobs_total` | counter | `agent_id` — a job started |
+//! | `failures_total` | counter | `agent_id`, `test_phase` — a phase but cleanup exited non-zero |
+//! | `phase_duration_seconds` | histogram, whole seconds, buckets 60 … 14400 | `agent_id`, `test_phase`, `identifier` (the config's), `release` (the device's, after provision) |
+//! | `recovery_failures_total` | counter | `agent_id` — a phase exited 46 |
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::PrometheusBuilder;
@@ -22,6 +32,11 @@ pub fn install(listen: Option<SocketAddr>) -> Result<(), String> {
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full("flinger_agent_phase_duration_seconds".into()),
             &[0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14400.0],
+        )
+        .map_err(|e| e.to_string())?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(Testflinger::PHASE_DURATION.into()),
+            &Testflinger::BUCKETS,
         )
         .map_err(|e| e.to_string())?
         .install()
@@ -75,6 +90,47 @@ pub async fn follow_connections(
 
 pub fn busy(yes: bool) {
     gauge!("flinger_agent_busy").set(if yes { 1.0 } else { 0.0 });
+}
+
+/// Testflinger's agent metrics (its `PrometheusHandler`), recorded beside ours.
+#[derive(Clone, Debug)]
+pub struct Testflinger {
+    /// `agent_id`: the agent's name.
+    pub agent_id: String,
+    /// `identifier`: the agent config's `identifier` (a serial number…), `""` without one.
+    pub identifier: String,
+}
+
+impl Testflinger {
+    const PHASE_DURATION: &'static str = "phase_duration_seconds";
+    /// Testflinger's buckets: phases take minutes to hours.
+    const BUCKETS: [f64; 8] = [60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0];
+
+    /// A job started (Testflinger counts it before its first phase).
+    pub fn job_started(&self) {
+        counter!("jobs_total", "agent_id" => self.agent_id.clone()).increment(1);
+    }
+
+    /// A phase but cleanup ended (Testflinger counts no cleanup): its duration, and a failure
+    /// unless it succeeded. `release` is the device's, `""` until a provision told it.
+    pub fn phase_finished(&self, phase: &'static str, exit_code: i32, took: Duration, release: &str) {
+        histogram!(
+            Self::PHASE_DURATION,
+            "agent_id" => self.agent_id.clone(),
+            "test_phase" => phase,
+            "identifier" => self.identifier.clone(),
+            "release" => release.to_owned(),
+        )
+        // Testflinger observes whole seconds.
+        .record(took.as_secs() as f64);
+        if exit_code != 0 {
+            counter!("failures_total", "agent_id" => self.agent_id.clone(), "test_phase" => phase)
+                .increment(1);
+        }
+        if exit_code == broker_schema::phase::RECOVERY_FAILED_EXIT {
+            counter!("recovery_failures_total", "agent_id" => self.agent_id.clone()).increment(1);
+        }
+    }
 }
 
 #[cfg(test)]

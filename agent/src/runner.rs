@@ -92,6 +92,11 @@ struct Run {
     /// channel from control messages and lease renewals).
     deadline_tx: watch::Sender<Option<Millis>>,
     device_info: Option<serde_json::Value>,
+    /// The job's secrets, resolved: variable → value.
+    secrets: BTreeMap<String, String>,
+    /// Testflinger's metrics, and the device's release for their label.
+    tf_metrics: crate::metrics::Testflinger,
+    release: crate::release::Release,
 }
 
 impl Runner {
@@ -177,7 +182,14 @@ impl Runner {
             deadline: deadline_rx,
             deadline_tx,
             device_info: None,
+            secrets: taken.grant.secrets.clone(),
+            tf_metrics: crate::metrics::Testflinger {
+                agent_id: self.config.name.to_string(),
+                identifier: self.config.identifier.clone().unwrap_or_default(),
+            },
+            release: crate::release::Release::None,
         };
+        run.tf_metrics.job_started();
 
         let mut phase_status = BTreeMap::new();
         let mut setup_error = None;
@@ -186,7 +198,7 @@ impl Runner {
                 "cannot prepare the run directory {}: {e}",
                 run.run_dir.display()
             ));
-        } else if let Err(e) = fresh_dir(&run.scratch).await {
+        } else if let Err(e) = prepare_scratch(&run.scratch, &run.run_dir).await {
             setup_error = Some(format!(
                 "cannot prepare the agent's directory {}: {e}",
                 run.scratch.display()
@@ -202,15 +214,29 @@ impl Runner {
         let mut plan = Plan::new(&job, |p| self.connector.supports(p));
         if setup_error.is_none() {
             while let Some(phase) = plan.next_phase() {
+                // A device must not be stopped mid-flash: a cancel waits for provision's end
+                // (held before the check below, so that no cancel slips in between). Simulated
+                // and pre-installed devices flash nothing; theirs is stopped at once.
+                let holds = phase == Phase::Provision && self.connector.runs_testflinger_connectors();
+                if holds {
+                    stop.hold_cancels();
+                }
                 if stop.is_stopped() {
+                    stop.release_cancels();
                     plan.stop();
                     break;
                 }
                 let code = self.run_phase(&mut run, phase, stop.token.child_token()).await;
+                if holds {
+                    stop.release_cancels();
+                }
                 phase_status.insert(phase, code);
                 plan.record(phase, code);
                 if matches!(phase, Phase::Provision | Phase::Allocate) {
                     self.read_device_info(&mut run).await;
+                }
+                if phase == Phase::Provision && code == 0 {
+                    self.ask_release(&mut run);
                 }
                 if stop.is_stopped() {
                     plan.stop();
@@ -224,7 +250,10 @@ impl Runner {
             plan.stop();
         }
         let skipped = plan.skipped().to_vec();
-        if plan.runs_cleanup() && !stop.reason().is_some_and(|r| r.forbids_cleanup()) {
+        if plan.runs_cleanup()
+            && !stop.reason().is_some_and(|r| r.forbids_cleanup())
+            && !stop.hard.is_cancelled()
+        {
             // Cleanup survives a cancel or timeout, but not a lost lease; it has its own limit.
             let token = stop.hard.child_token();
             let limit = token.clone();
@@ -242,7 +271,8 @@ impl Runner {
         }
         // issue 4: artifacts, uploaded before the run is reported finished (not without the lease).
         if !stop.hard.is_cancelled()
-            && let Err(e) = crate::artifacts::save(&self.config, job_id, &run.run_dir, &run.scratch).await
+            && let Err(e) =
+                crate::artifacts::save(&self.config, job_id, &run.run_dir, &run.scratch, &secrets).await
         {
             warn!(%job_id, error = %e, "artifacts not saved");
         }
@@ -412,6 +442,31 @@ impl Runner {
                 }
             }
         }
+        // Testflinger's device connectors read the test phase's secrets from testflinger.json,
+        // as its agent writes them there: the values, for this phase only.
+        let revealed = if phase == Phase::Test
+            && self.connector.runs_testflinger_connectors()
+            && !run.secrets.is_empty()
+        {
+            match crate::jobfile::reveal(&run.run_dir, &run.job, run.job_id, &run.secrets).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    warn!(job_id = %run.job_id, error = %e, "cannot write the secrets into testflinger.json");
+                    run.output
+                        .send(
+                            phase,
+                            Bytes::from(format!(
+                                "flinger-agent: cannot write the secrets into testflinger.json ({e}); they are in the environment only\n"
+                            )),
+                        )
+                        .await;
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut noted_held = false;
         let result = {
             let phase_token = token.clone();
             let fut = self.connector.run_phase(&ctx, &sink, phase_token);
@@ -459,6 +514,22 @@ impl Runner {
                     }
                     _ = run.deadline.changed(), if is_reserve => {}
                     _ = token.cancelled(), if result.is_some() => break,
+                    _ = run.stop.held.cancelled(), if phase == Phase::Provision && !noted_held => {
+                        noted_held = true;
+                        let why = match run.stop.reason() {
+                            Some(StopReason::Cancelled(r)) if !r.is_empty() => format!(" ({r})"),
+                            _ => String::new(),
+                        };
+                        info!(job_id = %run.job_id, "cancel held until provision ends");
+                        run.output
+                            .send(
+                                phase,
+                                Bytes::from(format!(
+                                    "\nflinger-agent: cancel requested{why} during provision: provision goes on to its end (a device stopped mid-flash may not boot again), then the job is cancelled\n"
+                                )),
+                            )
+                            .await;
+                    }
                 }
             }
             let outcome = result.expect("the loop ends only with a result");
@@ -472,6 +543,12 @@ impl Runner {
                 other => other,
             }
         };
+        // The phase's processes are gone: the values leave testflinger.json.
+        if let Some(r) = revealed
+            && let Err(e) = r.conceal(&run.job, run.job_id).await
+        {
+            warn!(job_id = %run.job_id, error = %e, "cannot take the secrets out of testflinger.json");
+        }
         drop(sink);
         // The connector may have left senders in tasks of its own: drain for a bounded time.
         let drain = async {
@@ -489,6 +566,16 @@ impl Runner {
             && !log.is_empty()
         {
             run.serial.send(phase, Bytes::from(log)).await;
+        }
+        if phase == Phase::Provision && run.stop.held.is_cancelled() {
+            run.output
+                .send(
+                    phase,
+                    Bytes::from_static(
+                        b"flinger-agent: provision is over; cancelling the job as requested\n",
+                    ),
+                )
+                .await;
         }
         run.output.flush().await;
         run.serial.flush().await;
@@ -514,7 +601,13 @@ impl Runner {
             }
         };
         info!(job_id = %run.job_id, %phase, exit_code, "phase finished");
-        crate::metrics::phase_finished(phase.as_str(), exit_code, started.elapsed());
+        let took = started.elapsed();
+        crate::metrics::phase_finished(phase.as_str(), exit_code, took);
+        if phase != Phase::Cleanup {
+            let release = run.release.label().await.to_owned();
+            run.tf_metrics
+                .phase_finished(phase.as_str(), exit_code, took, &release);
+        }
         run.reporter
             .event(JobEventKind::PhaseFinished {
                 phase,
@@ -573,6 +666,30 @@ impl Runner {
             })
             .await;
         Ok((until, keys_file))
+    }
+
+    /// Starts asking the provisioned device for its release (the `release` label of
+    /// Testflinger's metrics), as Testflinger's agent does: only when metrics are served and
+    /// the device is one of Testflinger's device connectors', at the `device_ip` it reported.
+    fn ask_release(&self, run: &mut Run) {
+        if self.config.metrics_listen.is_none() || !self.connector.runs_testflinger_connectors() {
+            return;
+        }
+        let Some(ip) = run
+            .device_info
+            .as_ref()
+            .and_then(|d| d.get("device_ip"))
+            .and_then(|v| v.as_str())
+        else {
+            return;
+        };
+        let user = run
+            .job
+            .test_data()
+            .and_then(|t| t.get("test_username"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("ubuntu");
+        run.release = crate::release::Release::ask(ip.to_owned(), user.to_owned());
     }
 
     /// Reads `device-info.json` (written by Testflinger device connectors after provisioning)
@@ -685,14 +802,25 @@ async fn fresh_dir(dir: &Path) -> std::io::Result<()> {
     tokio::fs::create_dir_all(dir).await
 }
 
-/// A fresh run directory holding `testflinger.json` (the job as Testflinger agents write it)
-/// and an empty `device-connector-error.json` (Testflinger's agent makes one; some connector
-/// wrappers expect it).
+/// A fresh run directory holding `testflinger.json` (the job, with its secrets' paths:
+/// [`crate::jobfile`]) and an empty `device-connector-error.json` (Testflinger's agent makes
+/// one; some connector wrappers expect it).
 async fn prepare_run_dir(dir: &Path, job: &JobDefinition, job_id: Uuid) -> std::io::Result<()> {
     fresh_dir(dir).await?;
-    let text = serde_json::to_vec_pretty(&job.to_json_with_id(&job_id)).expect("JSON values serialize");
-    tokio::fs::write(dir.join("testflinger.json"), text).await?;
+    crate::jobfile::write(dir, job, job_id).await?;
     tokio::fs::write(dir.join(CONNECTOR_ERROR_FILE), b"").await
+}
+
+/// A fresh directory of the agent's own for the run, naming the run directory: should the
+/// agent be killed, the next process removes that directory
+/// ([`crate::leftovers::remove_abandoned_runs`]).
+async fn prepare_scratch(scratch: &Path, run_dir: &Path) -> std::io::Result<()> {
+    fresh_dir(scratch).await?;
+    tokio::fs::write(
+        scratch.join(crate::leftovers::RUN_DIR_FILE),
+        run_dir.display().to_string(),
+    )
+    .await
 }
 
 /// A regular file the job's commands left in the run directory. A symbolic link is not

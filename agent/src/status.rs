@@ -12,6 +12,19 @@ pub struct Snapshot {
     /// What an admin (or the agent itself, after a failed recovery) decided.
     pub admin: Option<AdminState>,
     pub comment: Option<String>,
+    /// A restart is pending (SIGUSR1 or an admin's `restart`), and why: the agent exits once
+    /// idle ([`crate::restart`]).
+    pub restart: Option<String>,
+}
+
+impl Snapshot {
+    /// The comment to show: a pending restart, else the admin's or the agent's own.
+    pub fn shown_comment(&self) -> Option<String> {
+        match &self.restart {
+            Some(why) => Some(format!("restart pending: {why}")),
+            None => self.comment.clone(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +67,7 @@ impl Status {
             job_id: None,
             admin: None,
             comment: None,
+            restart: None,
         });
         Status { tx }
     }
@@ -91,7 +105,8 @@ impl Status {
                 let idle = match admin {
                     Some(AdminState::Maintenance) => AgentState::Maintenance,
                     Some(AdminState::Offline) => AgentState::Offline,
-                    None => AgentState::Waiting,
+                    // A restart is an order, never a state ([`Status::request_restart`]).
+                    Some(AdminState::Restart) | None => AgentState::Waiting,
                 };
                 if s.state != idle {
                     s.state = idle;
@@ -99,6 +114,29 @@ impl Status {
                 }
             }
             changed
+        });
+    }
+}
+
+impl Status {
+    /// Asks for a restart after the current job (the first reason is kept).
+    pub fn request_restart(&self, why: String) {
+        self.tx.send_if_modified(|s| {
+            if s.restart.is_some() {
+                return false;
+            }
+            s.restart = Some(why);
+            true
+        });
+    }
+
+    /// The agent is going: shown offline, saying why, until it is back.
+    pub fn going_away(&self, comment: String) {
+        self.tx.send_modify(|s| {
+            s.state = AgentState::Offline;
+            s.job_id = None;
+            s.comment = Some(comment);
+            s.restart = None;
         });
     }
 }

@@ -629,7 +629,8 @@ fn schemas() -> Vec<(&'static str, Value)> {
             "global_timeout": {"type": "integer"}, "output_timeout": {"type": "integer"}, "allocation_timeout": {"type": "integer"},
             "exclude_agents": {"type": "array", "items": {"type": "string"}}, "job_status_webhook": {"type": "string"},
             "provision_data": {"type": "object"}, "firmware_update_data": {"type": "object"}, "test_data": {"type": "object"},
-            "allocate_data": {"type": "object"}, "reserve_data": {"type": "object"}, "parent_job_id": {"type": "string"}}}),
+            "allocate_data": {"type": "object"}, "reserve_data": {"type": "object"}, "parent_job_id": {"type": "string"},
+            "debug": {"type": "boolean"}}}),
         ),
         (
             "JobId",

@@ -36,6 +36,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "test_data",
     "allocate_data",
     "reserve_data",
+    "debug",
 ];
 
 const MISSING: &str = "Missing data for required field.";
@@ -230,6 +231,18 @@ impl JobDefinition {
                 attachments(data, key, &mut errs);
             }
         }
+        // Testflinger's `debug` flag, read by device connectors (maas2) from testflinger.json.
+        // Kept as a JSON boolean whichever of marshmallow's spellings was sent (`"yes"`, `1`…):
+        // a connector testing the string "false" in Python would take it for true.
+        match raw.get("debug") {
+            None => {}
+            Some(v) => match bool_like(v) {
+                Some(b) => {
+                    raw.insert("debug".into(), Value::Bool(b));
+                }
+                None => errs.add("debug", NOT_BOOL),
+            },
+        }
         if let Some(test) = mapping(&raw, "test_data", &mut errs) {
             validate_test_data(test, &mut errs);
         }
@@ -372,6 +385,11 @@ impl JobDefinition {
             .unwrap_or_default()
     }
 
+    /// Testflinger's `debug` flag: connectors may say more (maas2 keeps the machine's logs).
+    pub fn debug(&self) -> bool {
+        self.raw.get("debug").and_then(Value::as_bool).unwrap_or(false)
+    }
+
     /// Whether any phase data lists attachments (the job then waits for their upload).
     pub fn has_attachments(&self) -> bool {
         ["provision_data", "firmware_update_data", "test_data"]
@@ -382,6 +400,35 @@ impl JobDefinition {
                     .and_then(Value::as_array)
                     .is_some_and(|a| !a.is_empty())
             })
+    }
+}
+
+/// A boolean as marshmallow's `fields.Boolean` (Testflinger's schema) reads one: JSON booleans,
+/// `0`/`1`, and the usual words (`true`, `yes`, `on`, `t`, `y` and their opposites, in lower,
+/// title or upper case).
+fn bool_like(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(1) => Some(true),
+            Some(0) => Some(false),
+            _ => None,
+        },
+        Value::String(s) => {
+            let word = s.as_str();
+            let is = |w: &str| {
+                let title = format!("{}{}", &w[..1].to_uppercase(), &w[1..]);
+                word == w || word == title || word == w.to_uppercase()
+            };
+            if ["true", "yes", "on", "t", "y", "1"].iter().any(|w| is(w)) {
+                Some(true)
+            } else if ["false", "no", "off", "f", "n", "0"].iter().any(|w| is(w)) {
+                Some(false)
+            } else {
+                None
+            }
+        }
+        _ => None,
     }
 }
 
@@ -677,6 +724,24 @@ mod tests {
         .unwrap_err();
         assert!(e.fields.contains_key("test_data.secrets.1BAD"));
         assert!(e.fields.contains_key("test_data.secrets.GOOD"));
+    }
+
+    #[test]
+    fn debug_is_a_boolean_kept_for_the_connectors() {
+        let j = JobDefinition::parse(json!({"job_queue": "q", "debug": true})).unwrap();
+        assert!(j.debug());
+        assert_eq!(j.raw()["debug"], json!(true));
+        for (sent, kept) in [(json!("yes"), true), (json!("False"), false), (json!(0), false)] {
+            let j = JobDefinition::parse(json!({"job_queue": "q", "debug": sent})).unwrap();
+            assert_eq!(j.raw()["debug"], json!(kept), "{sent}");
+        }
+        assert!(!JobDefinition::parse(json!({"job_queue": "q"})).unwrap().debug());
+        for bad in [json!("maybe"), json!(2), json!(null), json!({})] {
+            let e = JobDefinition::parse(json!({"job_queue": "q", "debug": bad}))
+                .unwrap_err()
+                .to_detail_json();
+            assert_eq!(e["debug"], json!(["Not a valid boolean."]), "{bad}");
+        }
     }
 
     #[test]

@@ -40,6 +40,11 @@ impl Masker {
         self.values.is_empty()
     }
 
+    /// The values masked, longest first.
+    pub fn values(&self) -> &[Vec<u8>] {
+        &self.values
+    }
+
     /// `data` with every value masked.
     pub fn mask(&self, data: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(data.len());

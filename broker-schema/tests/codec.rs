@@ -67,6 +67,15 @@ fn every_message_round_trips() {
             state: Some(AdminState::Maintenance),
             comment: "new cable".into(),
         }),
+        SchedulerRequest::SetAgentState(SetAgentStateRequest {
+            agent: agent.clone(),
+            state: Some(AdminState::Restart),
+            comment: String::new(),
+        }),
+        SchedulerRequest::RestrictedQueues(RestrictedQueuesRequest {
+            agent: agent.clone(),
+            queues: vec![DeviceClass::parse("rpi4b").unwrap()],
+        }),
     ] {
         round_trip(req);
     }
@@ -97,6 +106,9 @@ fn every_message_round_trips() {
             code: RefusalCode::Conflict,
             reason: "already complete".into(),
         }),
+        SchedulerReply::RestrictedQueues {
+            restricted: vec![DeviceClass::parse("rpi4b").unwrap()],
+        },
         SchedulerReply::Error { reason: "bad".into() },
     ] {
         round_trip(rep);

@@ -465,6 +465,8 @@ pub enum AdminAgentState {
     Offline,
     /// Out of service for lab work
     Maintenance,
+    /// Restart the agent after its current job (its supervisor starts it again)
+    Restart,
 }
 
 impl AdminAgentState {
@@ -474,6 +476,7 @@ impl AdminAgentState {
             AdminAgentState::Online | AdminAgentState::Waiting => "waiting",
             AdminAgentState::Offline => "offline",
             AdminAgentState::Maintenance => "maintenance",
+            AdminAgentState::Restart => "restart",
         }
     }
 }

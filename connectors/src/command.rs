@@ -217,6 +217,10 @@ impl Connector for CommandConnector {
         self.config.command(phase).is_some()
     }
 
+    fn runs_testflinger_connectors(&self) -> bool {
+        true
+    }
+
     async fn run_phase(
         &self,
         ctx: &PhaseContext,

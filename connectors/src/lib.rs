@@ -122,6 +122,16 @@ pub trait Connector: Send + Sync {
         None
     }
 
+    /// Whether phases run Testflinger device connectors, which expect what a Testflinger agent
+    /// gives them: `testflinger.json` holding the job's secret *values* while the test phase
+    /// runs (the agent writes them there and takes them out again), a provision that is never
+    /// interrupted by a cancel (it may be flashing the device: the agent holds the cancel until
+    /// provision ends), and a device a Testflinger agent asks for its release over SSH after
+    /// provisioning (for its metrics).
+    fn runs_testflinger_connectors(&self) -> bool {
+        false
+    }
+
     /// Runs one phase to its end, streaming its output. When `cancel` fires the connector
     /// stops the phase promptly — killing every process it started — and returns.
     async fn run_phase(

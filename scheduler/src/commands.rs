@@ -5,8 +5,8 @@
 use crate::core::{Core, Modified};
 use crate::store::{JobUpdate, Precondition, Reservation, StoreResult};
 use broker_schema::messages::{
-    AttachmentsReadyRequest, CancelRequest, CommandReply, ControlCommand, ExtendRequest, RefusalCode,
-    SetAgentStateRequest,
+    AdminState, AttachmentsReadyRequest, CancelRequest, CommandReply, ControlCommand, ExtendRequest,
+    RefusalCode, SetAgentStateRequest,
 };
 use broker_schema::{JobState, Millis};
 use std::time::Duration;
@@ -165,6 +165,9 @@ pub async fn extend(core: &Core, req: &ExtendRequest) -> StoreResult<CommandRepl
 /// Records an admin's decision about an agent (it survives agent restarts: the agent reads it
 /// back at start) and tells the agent, which applies it after its current job.
 pub async fn set_agent_state(core: &Core, req: &SetAgentStateRequest) -> StoreResult<CommandReply> {
+    if req.state == Some(AdminState::Restart) {
+        return Ok(restart_agent(core, req).await);
+    }
     let record = core
         .store
         .set_agent_admin(&req.agent, req.state, &req.comment, Millis::now())
@@ -178,6 +181,23 @@ pub async fn set_agent_state(core: &Core, req: &SetAgentStateRequest) -> StoreRe
     }
     let state = record.admin_state.map(|s| s.as_str()).unwrap_or("in service");
     Ok(done(format!("agent {} is {state}", req.agent)))
+}
+
+/// Passes a restart on to the agent without recording it: it is an order, not a state the agent
+/// returns to (a recorded restart would restart the restarted agent again). The agent's control
+/// queue keeps it until the agent reads it, and it is refused when there is no such queue.
+async fn restart_agent(core: &Core, req: &SetAgentStateRequest) -> CommandReply {
+    let cmd = ControlCommand::SetAdminState {
+        state: Some(AdminState::Restart),
+        comment: req.comment.clone(),
+    };
+    match core.control(&req.agent, cmd).await {
+        Ok(()) => done(format!("agent {} restarts after its current job", req.agent)),
+        Err(e) => refused(
+            RefusalCode::Conflict,
+            format!("cannot tell agent {} to restart: {e}", req.agent),
+        ),
+    }
 }
 
 /// Releases a job whose attachments the gateway has stored: clears `awaiting_attachments` (only

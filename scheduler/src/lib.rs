@@ -4,8 +4,9 @@
 //! ([`provenance`]), grants and renews leases by
 //! request/reply ([`lease`], [`rpc`]), carries out cancels, reservation extensions and agent
 //! state changes ([`commands`]), resolves a job's secrets for its lease ([`secrets`]), projects agents' events into the store ([`projector`]),
-//! reclaims expired leases and ends jobs whose agents overran a deadline ([`reaper`]), and
-//! republishes jobs that never reached the broker ([`outbox`]).
+//! reclaims expired leases and ends jobs whose agents overran a deadline ([`reaper`]),
+//! republishes jobs that never reached the broker ([`outbox`]), and tells agents which of their
+//! queues are restricted ([`restricted`]).
 //!
 //! Several schedulers may run at once: every write is a single-document atomic update whose
 //! precondition carries the state it expects ([`core::Core::modify`]).
@@ -25,6 +26,7 @@ pub mod outbox;
 pub mod projector;
 pub mod provenance;
 pub mod reaper;
+pub mod restricted;
 pub mod rpc;
 pub mod secrets;
 pub mod submissions;

@@ -34,6 +34,9 @@ pub async fn handle(core: &Core, body: &[u8]) -> (Option<SchedulerReply>, Dispos
         SchedulerRequest::AttachmentsReady(r) => commands::attachments_ready(core, r)
             .await
             .map(SchedulerReply::Command),
+        SchedulerRequest::RestrictedQueues(r) => crate::restricted::restricted_queues(core, r)
+            .await
+            .map(|restricted| SchedulerReply::RestrictedQueues { restricted }),
     };
     match reply {
         Ok(reply) => (Some(reply), Disposition::Ack, announcement),

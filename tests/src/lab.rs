@@ -293,6 +293,20 @@ impl Lab {
 
     /// Writes the agent's config file and starts it; waits until the lab shows it waiting.
     pub async fn add_agent(&mut self, spec: AgentSpec) {
+        self.add_agent_with_args(spec, |config| {
+            vec!["--config".to_owned(), config.display().to_string()]
+        })
+        .await;
+    }
+
+    /// The config file [`Lab::add_agent`] writes for agent `name`.
+    pub fn agent_config(&self, name: &str) -> PathBuf {
+        self.dir.path().join("agents").join(name).join("agent.yaml")
+    }
+
+    /// As [`Lab::add_agent`], with the command line `args` makes from the config file's path
+    /// (e.g. `testflinger-agent`'s `-c FILE -p PORT`).
+    pub async fn add_agent_with_args(&mut self, spec: AgentSpec, args: impl FnOnce(&Path) -> Vec<String>) {
         let home = self.dir.path().join("agents").join(&spec.name);
         std::fs::create_dir_all(&home).expect("agent home");
         let config = format!(
@@ -304,7 +318,7 @@ impl Lab {
             self.agent_heartbeat_secs,
             spec.yaml
         );
-        let path = home.join("agent.yaml");
+        let path = self.agent_config(&spec.name);
         std::fs::write(&path, config).expect("agent config");
         let mut env = self.common_env();
         // `flinger-agent run-test-cmds` in test commands must find the binary under test.
@@ -314,7 +328,7 @@ impl Lab {
             std::env::var("PATH").unwrap_or_default()
         );
         env.push(("PATH".into(), path_var));
-        let args = vec!["--config".to_owned(), path.display().to_string()];
+        let args = args(&path);
         let p = Proc::spawn(&spec.name, &bin("flinger-agent"), &args, &env, self.dir.path());
         self.agents.push(p);
         for q in &spec.queues {

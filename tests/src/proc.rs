@@ -98,6 +98,25 @@ impl Proc {
         }
     }
 
+    /// Waits up to `timeout` for the process to exit on its own and reaps it: its exit code
+    /// (`None` if killed by a signal). Panics if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut().expect("the process was started");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still runs after {timeout:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn signal_child(&self, child: &Child, sig: Signal) {
         let _ = kill(Pid::from_raw(child.id() as i32), sig);
     }

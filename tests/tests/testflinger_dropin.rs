@@ -449,3 +449,186 @@ async fn a_jobs_webhook_hears_its_whole_run_whoever_submitted_it() {
     assert!(routes.is_empty(), "routes left to the gateways: {routes:?}");
     lab.stop().await;
 }
+
+/// A lab whose gateway and scheduler share a secrets key, with an `agent` client for the
+/// agents and alice, who holds the secret `ci/token`. Returns alice's token.
+async fn lab_with_a_secret(name: &str) -> (Lab, String) {
+    let lab = Lab::builder()
+        .name(name)
+        .gateway_env("FLINGER_ADMIN_CLIENT_ID", ADMIN)
+        .gateway_env("FLINGER_ADMIN_SECRET", ADMIN_SECRET)
+        .gateway_env("FLINGER_JWT_SIGNING_KEY", "dropin-test-signing-key")
+        .gateway_env("FLINGER_SECRETS_KEY", SECRETS_KEY)
+        .scheduler_arg("--secrets-key", SECRETS_KEY)
+        .start()
+        .await;
+    let admin = login(&lab, ADMIN, ADMIN_SECRET).await;
+    create_client(&lab, &admin, "agent-dropin", "agent", "agent-secret-0123456789").await;
+    create_client(&lab, &admin, "alice", "contributor", "alice-secret-0123456789").await;
+    let alice = login(&lab, "alice", "alice-secret-0123456789").await;
+    let r = lab
+        .http
+        .put(lab.url("/v1/secrets/alice/ci/token"))
+        .bearer_auth(&alice)
+        .json(&json!({"value": SECRET_VALUE}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    (lab, alice)
+}
+
+/// An agent whose phases run `tests/fixtures/tf-device-connector.py`, which reads secrets from
+/// `testflinger.json` as Testflinger's device connectors do; `after_cleanup` runs after its
+/// cleanup stage, in the run directory.
+fn tf_connector_agent(lab: &Lab, name: &str, queue: &str, after_cleanup: &str) -> AgentSpec {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tf-device-connector.py");
+    let stage = |s: &str| format!("python3 {script} fake {s} -c /dev/null testflinger.json");
+    AgentSpec::commands(
+        name,
+        &[queue],
+        &[
+            ("test", &stage("runtest")),
+            ("cleanup", &format!("{}; {after_cleanup}", stage("cleanup"))),
+        ],
+    )
+    .with_yaml(&format!(
+        "server_address: {}\nclient_id: agent-dropin\nclient_secret: agent-secret-0123456789\n",
+        lab.base
+    ))
+}
+
+async fn submit_as(lab: &Lab, token: &str, job: &Value) -> Uuid {
+    let r = lab
+        .http
+        .post(lab.url("/v1/job"))
+        .bearer_auth(token)
+        .json(job)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_testflinger_device_connector_reads_secret_values_from_testflinger_json_during_the_test_phase_only()
+{
+    let (mut lab, alice) = lab_with_a_secret("tfsecrets").await;
+    let out = lab.path("probe");
+    std::fs::create_dir_all(&out).unwrap();
+    // After the test phase, cleanup copies what the run directory still holds.
+    let probe = format!(
+        "cp testflinger.json {0}/after-test.json; cp kept-link.json {0}/kept-link.json",
+        out.display()
+    );
+    let spec = tf_connector_agent(&lab, "tfs-1", "tfsecrets", &probe);
+    lab.add_agent(spec).await;
+    let test_cmds = [
+        // Compared reversed: the output masks the value itself.
+        "echo \"reversed: $(printf %s \"$LAB_TOKEN\" | rev)\"",
+        "echo \"mode $(stat -c %a testflinger.json)\"",
+        // A job leaving the values behind as best it can: copies in artifacts/, a hard link.
+        "mkdir -p artifacts && cp testflinger.json artifacts/job-during-test.json && env > artifacts/env.txt",
+        "ln testflinger.json kept-link.json",
+    ]
+    .join("\n");
+    let id = submit_as(
+        &lab,
+        &alice,
+        &json!({"job_queue": "tfsecrets", "test_data": {"test_cmds": test_cmds, "secrets": {"LAB_TOKEN": "ci/token"}}}),
+    )
+    .await;
+    let info = lab.wait_done(id, JOB_TIMEOUT).await;
+    assert_eq!(info["state"], "complete", "{info}\n{}", lab.log_tails(40));
+    let output = lab.output(id).await;
+    // The connector found the value in testflinger.json (with the path there, it would have
+    // overwritten the environment's value with "ci/token").
+    let reversed: String = SECRET_VALUE.chars().rev().collect();
+    assert!(output.contains(&format!("reversed: {reversed}")), "{output}");
+    assert!(output.contains("mode 600"), "{output}");
+    assert!(!output.contains(SECRET_VALUE), "{output}");
+
+    // Once the phase was over, testflinger.json held the path again and the job's hard link to
+    // the file that held the value was emptied.
+    let after = std::fs::read_to_string(out.join("after-test.json")).unwrap();
+    let after: Value = serde_json::from_str(&after).unwrap();
+    assert_eq!(after["test_data"]["secrets"]["LAB_TOKEN"], "ci/token", "{after}");
+    assert_eq!(std::fs::read_to_string(out.join("kept-link.json")).unwrap(), "");
+
+    // The copies in artifacts/ were masked before they left the host.
+    let r = lab
+        .http
+        .get(lab.url(&format!("/v1/result/{id}/artifact")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let files = unpack(&r.bytes().await.unwrap());
+    let file = |name: &str| {
+        files
+            .iter()
+            .find(|(p, _)| p == name)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| panic!("{name} not among {files:?}"))
+    };
+    let copied: Value = serde_json::from_str(&file("artifacts/job-during-test.json")).unwrap();
+    assert_eq!(copied["test_data"]["secrets"]["LAB_TOKEN"], "****", "{copied}");
+    assert!(file("artifacts/env.txt").contains("LAB_TOKEN=****"));
+    for (path, text) in &files {
+        assert!(!text.contains(SECRET_VALUE), "{path} holds the secret");
+    }
+    // The agent's run directory is gone.
+    assert!(!lab.path(&format!("agents/tfs-1/run/{id}")).exists());
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_killed_during_the_test_phase_removes_the_secret_values_when_it_starts_again() {
+    let (mut lab, alice) = lab_with_a_secret("tfkilled").await;
+    let spec = tf_connector_agent(&lab, "tfk-1", "tfkilled", "true");
+    lab.add_agent(spec).await;
+    let id = submit_as(
+        &lab,
+        &alice,
+        &json!({"job_queue": "tfkilled", "test_data": {"test_cmds": "while true; do sleep 0.1; done",
+                "secrets": {"LAB_TOKEN": "ci/token"}}}),
+    )
+    .await;
+    lab.wait_state(id, &["test"], JOB_TIMEOUT).await;
+    let run_dir = lab.path(&format!("agents/tfk-1/run/{id}"));
+    // While the test phase runs, the file holds the value, as a Testflinger agent writes it.
+    eventually(JOB_TIMEOUT, "the value in testflinger.json", || async {
+        let text = std::fs::read_to_string(run_dir.join("testflinger.json")).ok()?;
+        text.contains(SECRET_VALUE).then_some(())
+    })
+    .await;
+    // (So that `waiting` below can only come from the agent started again.)
+    lab.wait_agent_state("tfk-1", "test").await;
+    // The agent dies; it comes back serving another queue, so that it cannot take the job again.
+    lab.agent("tfk-1").crash();
+    let config = lab.agent_config("tfk-1");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("job_queues: [\"tfkilled\"]", "job_queues: [\"tfkilled-other\"]");
+    std::fs::write(&config, text).unwrap();
+    lab.agent("tfk-1").restart();
+    lab.wait_agent_state("tfk-1", "waiting").await;
+    assert!(
+        !run_dir.exists(),
+        "the killed run's directory is still there: {:?}",
+        std::fs::read_to_string(run_dir.join("testflinger.json"))
+    );
+    // The lab deletes the queues of the classes it knows; this one it does not.
+    let conn = flinger_tests::broker::connect().await;
+    let other = lab
+        .names
+        .class_queue(&broker_schema::DeviceClass::parse("tfkilled-other").unwrap());
+    flinger_tests::broker::delete(&conn, &[other], &[]).await;
+    let _ = conn.close(200, "done".into()).await;
+    lab.stop().await;
+}

@@ -107,8 +107,8 @@ fn string_field(m: &Map<String, Value>, key: &str, errors: &mut ValidationErrors
 }
 
 /// `POST /v1/agents/data/<name>`. From an admin or manager: `{state, comment}` sets the agent's
-/// admin state through the scheduler (`waiting`/`online` returns it to service; the change
-/// takes effect after the agent's current job). From an agent: what it reports about itself
+/// admin state through the scheduler (`waiting`/`online` returns it to service, `restart`
+/// restarts it; the change takes effect after the agent's current job). From an agent: what it reports about itself
 /// (`state`, `queues`, `location`, `provision_type`, `job_id`, `comment`), recorded like a
 /// heartbeat.
 async fn post_agent(
@@ -127,8 +127,13 @@ async fn post_agent(
             Some("waiting" | "online") => None,
             Some("offline") => Some(AdminState::Offline),
             Some("maintenance") => Some(AdminState::Maintenance),
+            // Restart after the current job; the agent's admin state is left as it was.
+            Some("restart") => Some(AdminState::Restart),
             Some(_) => {
-                errors.add("state", "Must be one of: waiting, online, offline, maintenance.");
+                errors.add(
+                    "state",
+                    "Must be one of: waiting, online, offline, maintenance, restart.",
+                );
                 None
             }
             None => {

@@ -9,6 +9,10 @@ use uuid::Uuid;
 pub enum AdminState {
     Offline,
     Maintenance,
+    /// Testflinger's `restart`: the agent exits after its current job (or at once when idle)
+    /// for its supervisor to start it again. A one-shot order, never a lasting state: the
+    /// scheduler passes it on without recording it, so a restarted agent is not restarted again.
+    Restart,
 }
 
 impl AdminState {
@@ -16,6 +20,7 @@ impl AdminState {
         match self {
             AdminState::Offline => "offline",
             AdminState::Maintenance => "maintenance",
+            AdminState::Restart => "restart",
         }
     }
 }
@@ -32,7 +37,9 @@ pub enum ControlCommand {
     },
     /// The reservation of this job now ends at `until`.
     SetReservationDeadline { job_id: Uuid, until: Millis },
-    /// Take the agent out of service (or back, with `None`) after its current job.
+    /// Take the agent out of service (or back, with `None`) after its current job; with
+    /// `Restart`, restart it after its current job (a restart ordered before the agent started
+    /// is ignored: it has been restarted since).
     SetAdminState {
         state: Option<AdminState>,
         #[serde(default)]

@@ -11,7 +11,7 @@ pub use events::{JobEvent, JobEventKind, LogStream, Outcome, OutputChunk, Output
 pub use heartbeat::{AgentState, Heartbeat};
 pub use rpc::{
     AttachmentsReadyRequest, CancelRequest, CommandReply, DenyReason, ExtendRequest, LeaseDenial, LeaseGrant,
-    LeaseReply, LeaseRequest, RefusalCode, RenewReply, RenewRequest, SchedulerReply, SchedulerRequest,
-    SetAgentStateRequest,
+    LeaseReply, LeaseRequest, RefusalCode, RenewReply, RenewRequest, RestrictedQueuesRequest, SchedulerReply,
+    SchedulerRequest, SetAgentStateRequest,
 };
 pub use submission::{PRIORITY_LEVELS, Submission};

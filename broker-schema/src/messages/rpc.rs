@@ -4,7 +4,7 @@
 
 use super::Submission;
 use crate::codec::Message;
-use crate::ids::AgentName;
+use crate::ids::{AgentName, DeviceClass};
 use crate::messages::AdminState;
 use crate::timestamp::Millis;
 use serde::{Deserialize, Serialize};
@@ -165,6 +165,15 @@ pub struct SetAgentStateRequest {
     pub comment: String,
 }
 
+/// An agent asks which of its queues are restricted (have owners). An agent serving a
+/// restricted queue takes jobs only from its restricted queues, as Testflinger's does: a device
+/// lent to a team serves that team alone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestrictedQueuesRequest {
+    pub agent: AgentName,
+    pub queues: Vec<DeviceClass>,
+}
+
 /// A job's attachments have been stored: the job may be dispatched. Sent by the gateway after an
 /// upload; idempotent (a job already dispatched is left alone).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +193,7 @@ pub enum SchedulerRequest {
     Extend(ExtendRequest),
     SetAgentState(SetAgentStateRequest),
     AttachmentsReady(AttachmentsReadyRequest),
+    RestrictedQueues(RestrictedQueuesRequest),
 }
 
 impl Message for SchedulerRequest {
@@ -221,6 +231,10 @@ pub enum SchedulerReply {
     Lease(LeaseReply),
     Renew(RenewReply),
     Command(CommandReply),
+    /// Of the queues asked about, those that are restricted.
+    RestrictedQueues {
+        restricted: Vec<DeviceClass>,
+    },
     /// The request could not be decoded or served.
     Error {
         reason: String,
