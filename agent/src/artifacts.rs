@@ -195,7 +195,14 @@ mod tests {
             client_secret: None,
             token_file: None,
         });
-        let r = save(Some(&gateway), Uuid::new_v4(), &run_dir, dir.path(), &Masker::default()).await;
+        let r = save(
+            Some(&gateway),
+            Uuid::new_v4(),
+            &run_dir,
+            dir.path(),
+            &Masker::default(),
+        )
+        .await;
         assert!(matches!(r, Err(ArtifactsError::Link)), "{r:?}");
     }
 

@@ -13,11 +13,11 @@
 //! instead ([`GatewayClient::for_job`]): the gateway's URL and a job-scoped token, renewed with
 //! the lease, sent as is.
 
+use broker_schema::job_files::JobFiles;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
-use broker_schema::job_files::JobFiles;
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 use tracing::warn;

@@ -168,7 +168,12 @@ mod keys {
         fn an_expired_token_is_refused() {
             let key = JobFilesKey::new(b"lab key");
             let long_ago = Millis(Millis::now().0 - 3_600_000);
-            let t = key.issue(Uuid::new_v4(), 1, long_ago, long_ago.plus(std::time::Duration::from_secs(30)));
+            let t = key.issue(
+                Uuid::new_v4(),
+                1,
+                long_ago,
+                long_ago.plus(std::time::Duration::from_secs(30)),
+            );
             assert_eq!(key.verify(&t), Err(FilesTokenError::Expired));
         }
     }

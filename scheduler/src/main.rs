@@ -103,11 +103,16 @@ async fn main() -> anyhow::Result<()> {
     };
     let files = match (args.gateway_url.as_deref(), args.jwt_signing_key.as_deref()) {
         (Some(url), Some(key)) if !url.trim().is_empty() && !key.is_empty() => {
-            info!(gateway = url, "lease grants carry a files credential for the gateway");
+            info!(
+                gateway = url,
+                "lease grants carry a files credential for the gateway"
+            );
             Some(flinger_scheduler::files::FilesAccess::new(url, key.as_bytes()))
         }
         (Some(_), _) => {
-            warn!("--gateway-url without --jwt-signing-key: agents need server_address and a client of their own to move jobs' files");
+            warn!(
+                "--gateway-url without --jwt-signing-key: agents need server_address and a client of their own to move jobs' files"
+            );
             None
         }
         _ => None,

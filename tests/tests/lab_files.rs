@@ -31,12 +31,16 @@ async fn flinger(lab: &Lab, args: &[&str]) -> (i32, String, String) {
 /// Submits `job` until its queue is routable (an agent binds it a moment after it shows as
 /// waiting); the job's id.
 async fn submit_when_routable(lab: &Lab, job: &Value) -> Uuid {
-    eventually(Duration::from_secs(20), "the queue to be routable", || async move {
-        let (status, body) = lab.post_job(job).await;
-        (status == 200)
-            .then(|| body["job_id"].as_str().and_then(|s| s.parse::<Uuid>().ok()))
-            .flatten()
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the queue to be routable",
+        || async move {
+            let (status, body) = lab.post_job(job).await;
+            (status == 200)
+                .then(|| body["job_id"].as_str().and_then(|s| s.parse::<Uuid>().ok()))
+                .flatten()
+        },
+    )
     .await
 }
 
@@ -106,11 +110,22 @@ async fn an_agent_without_a_client_fetches_attachments_and_its_artifacts_come_ba
     assert_eq!(info["job_state"], "complete", "{info}\n{}", lab.log_tails(30));
     assert!(info["failure"].is_null(), "{info}");
     let output = lab.output(id).await;
-    assert!(output.contains("attached input"), "the test phase read the attachment: {output}");
+    assert!(
+        output.contains("attached input"),
+        "the test phase read the attachment: {output}"
+    );
 
     let target = lab.path("artifacts.tgz");
-    let (code, stdout, stderr) =
-        flinger(&lab, &["artifacts", &id.to_string(), "--filename", target.to_str().unwrap()]).await;
+    let (code, stdout, stderr) = flinger(
+        &lab,
+        &[
+            "artifacts",
+            &id.to_string(),
+            "--filename",
+            target.to_str().unwrap(),
+        ],
+    )
+    .await;
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let files = unpack(&target);
     assert!(
@@ -143,13 +158,20 @@ async fn an_artifact_upload_the_gateway_refuses_shows_in_the_results_and_the_out
         .agent(AgentSpec::commands("files-2", &["refusedq"], &[("test", test)]))
         .start()
         .await;
-    let id = submit_when_routable(&lab, &json!({"job_queue": "refusedq", "test_data": {"test_cmds": "x"}})).await;
+    let id = submit_when_routable(
+        &lab,
+        &json!({"job_queue": "refusedq", "test_data": {"test_cmds": "x"}}),
+    )
+    .await;
     let info = lab.wait_done(id, DONE).await;
     // Every phase passed, yet the job does not end `complete` as if nothing was lost.
     assert_eq!(info["state"], "failed", "{info}\n{}", lab.log_tails(30));
     assert_eq!(info["failure"]["kind"], "artifacts_lost", "{info}");
     let reason = info["failure"]["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("413"), "the reason says what the gateway answered: {reason}");
+    assert!(
+        reason.contains("413"),
+        "the reason says what the gateway answered: {reason}"
+    );
     let results = lab.results(id).await;
     assert_eq!(results["failure"]["kind"], "artifacts_lost", "{results}");
     assert_eq!(results["test_status"], 0, "{results}");
@@ -173,11 +195,19 @@ async fn a_job_with_attachments_waits_for_an_agent_that_can_fetch_them() {
         .name("files-wait")
         .without_files_credential()
         .gateway_env("FLINGER_ALLOW_ANONYMOUS_AGENTS", "true")
-        .agent(AgentSpec::commands("blind-1", &["waitq"], &[("test", "cat attachments/test/in.txt")]))
+        .agent(AgentSpec::commands(
+            "blind-1",
+            &["waitq"],
+            &[("test", "cat attachments/test/in.txt")],
+        ))
         .start()
         .await;
     // Positive control: the agent runs jobs without attachments.
-    let plain = submit_when_routable(&lab, &json!({"job_queue": "waitq", "test_data": {"test_cmds": "x"}})).await;
+    let plain = submit_when_routable(
+        &lab,
+        &json!({"job_queue": "waitq", "test_data": {"test_cmds": "x"}}),
+    )
+    .await;
     let info = lab.wait_done(plain, DONE).await;
     assert_eq!(info["job_state"], "complete", "{info}");
 
@@ -189,22 +219,30 @@ async fn a_job_with_attachments_waits_for_an_agent_that_can_fetch_them() {
     upload_attachments(&lab, id, &[("in.txt", "fetched by the capable agent\n")]).await;
     // The scheduler refused the blind agent the lease (its log says why), and the job waits.
     let log = lab.agents[0].log.clone();
-    eventually(Duration::from_secs(30), "the blind agent to be refused the job", || {
-        let log = log.clone();
-        async move {
-            let text = std::fs::read_to_string(&log).ok()?;
-            text.lines()
-                .any(|l| l.contains(&id.to_string()) && l.contains("cannot fetch them"))
-                .then_some(())
-        }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the blind agent to be refused the job",
+        || {
+            let log = log.clone();
+            async move {
+                let text = std::fs::read_to_string(&log).ok()?;
+                text.lines()
+                    .any(|l| l.contains(&id.to_string()) && l.contains("cannot fetch them"))
+                    .then_some(())
+            }
+        },
+    )
     .await;
     let info = lab.info(id).await.unwrap();
     assert_eq!(info["job_state"], "waiting", "{info}");
 
     // An agent with a client of its own (server_address) takes it and reads the attachment.
-    let capable = AgentSpec::commands("capable-1", &["waitq"], &[("test", "cat attachments/test/in.txt")])
-        .with_yaml(&format!("server_address: {}\n", lab.base));
+    let capable = AgentSpec::commands(
+        "capable-1",
+        &["waitq"],
+        &[("test", "cat attachments/test/in.txt")],
+    )
+    .with_yaml(&format!("server_address: {}\n", lab.base));
     lab.add_agent(capable).await;
     let info = lab.wait_done(id, DONE).await;
     assert_eq!(info["job_state"], "complete", "{info}\n{}", lab.log_tails(30));

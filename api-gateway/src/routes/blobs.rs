@@ -26,10 +26,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use broker_schema::job_files::FilesOperation;
 use broker_schema::messages::{AttachmentsReadyRequest, SchedulerRequest};
-use uuid::Uuid;
 use flinger_store::{BlobError, BlobName, ByteStream};
 use futures::TryStreamExt;
 use tracing::info;
+use uuid::Uuid;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
