@@ -72,13 +72,11 @@ pub async fn command(state: &AppState, request: &SchedulerRequest) -> Result<Don
             detail,
             reserve_until,
         }),
-        SchedulerReply::Command(CommandReply::Refused { code, reason }) => {
-            Err(CommandError::Refused {
-                command: Command::of(request),
-                code,
-                reason,
-            })
-        }
+        SchedulerReply::Command(CommandReply::Refused { code, reason }) => Err(CommandError::Refused {
+            command: Command::of(request),
+            code,
+            reason,
+        }),
         SchedulerReply::Error { reason } => Err(CommandError::Failed(reason)),
         other => Err(CommandError::Failed(format!("unexpected reply {other:?}"))),
     }
