@@ -44,6 +44,12 @@ async fn submit_when_routable(lab: &Lab, job: &Value) -> Uuid {
     .await
 }
 
+/// An agent as `scripts/lab-configs/local-1.yaml` (without a `server_address`): its test phase
+/// runs the job's `test_cmds` on this host.
+fn local_agent(name: &str, queue: &str) -> AgentSpec {
+    AgentSpec::commands(name, &[queue], &[("test", "flinger-agent run-test-cmds")])
+}
+
 /// A tar.gz with `test/<path>` entries, as the CLI packs attachments.
 fn attachments_archive(files: &[(&str, &str)]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -92,17 +98,18 @@ fn unpack(archive: &std::path::Path) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_without_a_client_fetches_attachments_and_its_artifacts_come_back_with_the_cli() {
-    // No server_address, no client: only the lease grant's files credential.
-    let test = "cat attachments/test/data/input.txt && mkdir -p artifacts/logs && \
-                cp attachments/test/data/input.txt artifacts/ && echo made-by-the-test > artifacts/logs/out.txt";
+    // As scripts/lab's local agents: no server_address, no client (only the lease grant's
+    // files credential), and the job's own test commands run by `flinger-agent run-test-cmds`.
+    let test_cmds = "cat attachments/test/data/input.txt\nmkdir -p artifacts/logs\n\
+                     cp attachments/test/data/input.txt artifacts/\necho made-by-the-test > artifacts/logs/out.txt";
     let lab = Lab::builder()
         .name("files-grant")
-        .agent(AgentSpec::commands("files-1", &["filesq"], &[("test", test)]))
+        .agent(local_agent("files-1", "filesq"))
         .start()
         .await;
     let id = submit_when_routable(
         &lab,
-        &json!({"job_queue": "filesq", "test_data": {"test_cmds": "x", "attachments": [{"agent": "data/input.txt"}]}}),
+        &json!({"job_queue": "filesq", "test_data": {"test_cmds": test_cmds, "attachments": [{"agent": "data/input.txt"}]}}),
     )
     .await;
     upload_attachments(&lab, id, &[("data/input.txt", "attached input\n")]).await;
@@ -151,16 +158,16 @@ async fn an_agent_without_a_client_fetches_attachments_and_its_artifacts_come_ba
 #[tokio::test(flavor = "multi_thread")]
 async fn an_artifact_upload_the_gateway_refuses_shows_in_the_results_and_the_output() {
     // The gateway takes artifacts of at most 64 bytes: this job's are bigger.
-    let test = "mkdir -p artifacts && head -c 100000 /dev/urandom > artifacts/big.bin && echo tested";
+    let test_cmds = "mkdir -p artifacts\nhead -c 100000 /dev/urandom > artifacts/big.bin\necho tested";
     let lab = Lab::builder()
         .name("files-refused")
         .gateway_env("FLINGER_MAX_ARTIFACT_BYTES", "64")
-        .agent(AgentSpec::commands("files-2", &["refusedq"], &[("test", test)]))
+        .agent(local_agent("files-2", "refusedq"))
         .start()
         .await;
     let id = submit_when_routable(
         &lab,
-        &json!({"job_queue": "refusedq", "test_data": {"test_cmds": "x"}}),
+        &json!({"job_queue": "refusedq", "test_data": {"test_cmds": test_cmds}}),
     )
     .await;
     let info = lab.wait_done(id, DONE).await;
