@@ -49,6 +49,7 @@ pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<(LeaseReply, 
     let cause = Cause::LeaseAsked {
         agent: req.agent.clone(),
         agent_unavailable: agent_record.as_ref().and_then(|a| a.admin_state),
+        fetches_files: crate::files::fetches_files(core, req),
     };
     let applied = core.apply(req.job_id, &cause, Millis::now()).await?;
     let Some(job) = applied.job else {
@@ -76,10 +77,12 @@ pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<(LeaseReply, 
 }
 
 async fn grant(core: &Core, job: &JobRecord) -> StoreResult<LeaseReply> {
+    let lease_until = job.lease.as_ref().map(|l| l.until).unwrap_or_default();
     Ok(LeaseReply::Granted(LeaseGrant {
         job_id: job.job_id,
         attempt: job.attempt,
-        lease_until: job.lease.as_ref().map(|l| l.until).unwrap_or_default(),
+        lease_until,
+        files: crate::files::grant(core, job.job_id, job.attempt, lease_until),
         lease_ms: core.config.lease.as_millis() as u64,
         renew_every_ms: core.config.renew_every.as_millis() as u64,
         secrets: crate::secrets::resolve(core, job).await?,
@@ -98,10 +101,12 @@ pub async fn renew(core: &Core, req: &RenewRequest) -> StoreResult<RenewReply> {
     let applied = core.apply(req.job_id, &cause, Millis::now()).await?;
     let reason = match (applied.job, applied.reply) {
         (Some(job), Some(Reply::Renewed)) => {
+            let until = job.lease.as_ref().map(|l| l.until).unwrap_or_default();
             return Ok(RenewReply::Renewed {
-                lease_until: job.lease.as_ref().map(|l| l.until).unwrap_or_default(),
+                lease_until: until,
                 cancel: job.cancel_requested.clone(),
                 reserve_until: job.reservation.as_ref().map(|r| r.until),
+                files: crate::files::grant(core, req.job_id, req.attempt, until),
             });
         }
         (None, _) => "unknown job".to_owned(),

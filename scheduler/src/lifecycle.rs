@@ -65,6 +65,9 @@ pub enum Cause {
         agent: AgentName,
         /// What an admin set the agent to, if it is out of service.
         agent_unavailable: Option<AdminState>,
+        /// The agent could fetch a job's attachments (a files credential from us, or a gateway
+        /// client of its own).
+        fetches_files: bool,
     },
     /// The lease holder renews its lease.
     LeaseRenewed {
@@ -221,7 +224,8 @@ pub fn decide(rules: &Rules, job: &JobRecord, cause: &Cause, now: Millis) -> Dec
         Cause::LeaseAsked {
             agent,
             agent_unavailable,
-        } => lease_asked(rules, job, agent, *agent_unavailable, now),
+            fetches_files,
+        } => lease_asked(rules, job, agent, *agent_unavailable, *fetches_files, now),
         Cause::LeaseRenewed { agent, attempt } => lease_renewed(rules, job, agent, *attempt, now),
         Cause::PhaseStarted { attempt, phase } => phase_started(job, *attempt, *phase, now),
         Cause::PhaseFinished {
@@ -352,6 +356,7 @@ fn lease_asked(
     job: &JobRecord,
     agent: &AgentName,
     agent_unavailable: Option<AdminState>,
+    fetches_files: bool,
     now: Millis,
 ) -> Decision {
     match job.state {
@@ -374,6 +379,13 @@ fn lease_asked(
         return Decision::reply(deny(
             DenyReason::NotReady,
             "the job's attachments have not been uploaded",
+        ));
+    }
+    if !fetches_files && job.definition.has_attachments() {
+        return Decision::reply(deny(
+            DenyReason::NotReady,
+            "the job has attachments and this agent cannot fetch them (it has no server_address and \
+             the scheduler hands out no files credential: --gateway-url); waiting for an agent that can",
         ));
     }
     if job
@@ -964,7 +976,7 @@ mod tests {
                 [Upd, No, No, No, No, No, No, No, No, No, No, No, No]),
             ("attachments ready", Cause::AttachmentsReady, at(1),
                 [Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans]),
-            ("lease asked", Cause::LeaseAsked { agent: agent("dut-2"), agent_unavailable: None }, at(1),
+            ("lease asked", Cause::LeaseAsked { agent: agent("dut-2"), agent_unavailable: None, fetches_files: true }, at(1),
                 [To(Leased), Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans]),
             ("lease renewed", Cause::LeaseRenewed { agent: agent("dut-1"), attempt: 1 }, at(10),
                 [Ans, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Ans, Ans, Ans]),
@@ -1143,6 +1155,7 @@ mod tests {
             &Cause::LeaseAsked {
                 agent: agent("dut-2"),
                 agent_unavailable: None,
+                fetches_files: true,
             },
             at(1),
         );
@@ -1176,10 +1189,22 @@ mod tests {
         let ask = |a: &str, unavailable| Cause::LeaseAsked {
             agent: agent(a),
             agent_unavailable: unavailable,
+            fetches_files: true,
         };
         let mut awaiting = job_in(Waiting);
         awaiting.awaiting_attachments = true;
         let d = decide(&rules(), &awaiting, &ask("dut-2", None), at(1));
+        assert_eq!(denial(&d).0, DenyReason::NotReady);
+
+        // Attachments uploaded, but the agent could not fetch them.
+        let mut with_files = job_in(Waiting);
+        with_files.definition = definition(json!({"test_data": {"attachments": [{"agent": "x"}]}}));
+        let cannot_fetch = Cause::LeaseAsked {
+            agent: agent("dut-2"),
+            agent_unavailable: None,
+            fetches_files: false,
+        };
+        let d = decide(&rules(), &with_files, &cannot_fetch, at(1));
         assert_eq!(denial(&d).0, DenyReason::NotReady);
 
         let mut excluding = job_in(Waiting);
@@ -1222,6 +1247,7 @@ mod tests {
         let ask = Cause::LeaseAsked {
             agent: agent("dut-1"),
             agent_unavailable: None,
+            fetches_files: true,
         };
         let d = decide(&rules(), &job_in(Leased), &ask, at(1));
         assert_eq!((d.change, d.reply), (None, Some(Reply::Grant)));

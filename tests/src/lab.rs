@@ -81,9 +81,18 @@ pub struct LabBuilder {
     broker_url: Option<String>,
     gateway_env: Vec<(String, String)>,
     agent_heartbeat_secs: f64,
+    /// Whether the schedulers hand agents a files credential (as `scripts/lab` sets them up).
+    files_credential: bool,
 }
 
 impl LabBuilder {
+    /// Schedulers without `--gateway-url`: lease grants carry no files credential, so only
+    /// agents with a `server_address` of their own can fetch attachments and upload artifacts.
+    pub fn without_files_credential(mut self) -> Self {
+        self.files_credential = false;
+        self
+    }
+
     /// Sets the agents' `heartbeat_interval` (default 0.5 s, so that tests see state changes
     /// quickly; benchmarks use the production 10 s).
     pub fn agent_heartbeat(mut self, secs: f64) -> Self {
@@ -166,7 +175,28 @@ impl LabBuilder {
             broker_url: self.broker_url.unwrap_or_else(crate::broker_url),
             dir,
             agent_heartbeat_secs: self.agent_heartbeat_secs,
+            gateway_listen: String::new(),
+            files_env: vec![],
         };
+        // As scripts/lab: the gateway's address and token key are known to the schedulers, whose
+        // lease grants then carry a files credential (agents need no client of their own).
+        if self.gateway {
+            lab.gateway_listen = format!("127.0.0.1:{}", crate::free_port());
+            let key = self
+                .gateway_env
+                .iter()
+                .find(|(k, _)| k == "FLINGER_JWT_SIGNING_KEY")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| format!("{namespace}-token-key"));
+            let mut env = vec![("FLINGER_JWT_SIGNING_KEY".to_owned(), key)];
+            if self.files_credential {
+                env.push((
+                    "FLINGER_GATEWAY_URL".to_owned(),
+                    format!("http://{}", lab.gateway_listen),
+                ));
+            }
+            lab.files_env = env;
+        }
         for i in 0..self.schedulers {
             lab.start_scheduler(&format!("scheduler-{i}"), &self.scheduler_args);
         }
@@ -211,6 +241,11 @@ pub struct Lab {
     pub broker_url: String,
     pub dir: tempfile::TempDir,
     agent_heartbeat_secs: f64,
+    /// The gateway's `FLINGER_LISTEN`, chosen before the schedulers start (they tell agents).
+    gateway_listen: String,
+    /// The token key (for the gateway and the schedulers) and, unless disabled, the gateway's
+    /// URL (for the schedulers).
+    files_env: Vec<(String, String)>,
 }
 
 impl Lab {
@@ -235,6 +270,7 @@ impl Lab {
             broker_url: None,
             gateway_env: vec![],
             agent_heartbeat_secs: 0.5,
+            files_credential: true,
         }
     }
 
@@ -248,19 +284,21 @@ impl Lab {
     }
 
     pub fn start_scheduler(&mut self, name: &str, args: &[String]) {
-        let p = Proc::spawn(
-            name,
-            &bin("flinger-scheduler"),
-            args,
-            &self.common_env(),
-            self.dir.path(),
-        );
+        let mut env = self.common_env();
+        env.extend(self.files_env.iter().cloned());
+        let p = Proc::spawn(name, &bin("flinger-scheduler"), args, &env, self.dir.path());
         self.schedulers.push(p);
     }
 
     async fn start_gateway(&mut self, extra: &[(String, String)]) {
         let mut env = self.common_env();
-        env.push(("FLINGER_LISTEN".into(), "127.0.0.1:0".into()));
+        env.push(("FLINGER_LISTEN".into(), self.gateway_listen.clone()));
+        env.extend(
+            self.files_env
+                .iter()
+                .filter(|(k, _)| k == "FLINGER_JWT_SIGNING_KEY")
+                .cloned(),
+        );
         env.extend(extra.iter().cloned());
         let p = Proc::spawn("gateway", &bin("flinger-gateway"), &[], &env, self.dir.path());
         let log = p.log.clone();
