@@ -77,13 +77,22 @@ pub struct LabBuilder {
     scheduler_args: Vec<String>,
     agents: Vec<AgentSpec>,
     gateway: bool,
+    /// Gateways besides the first (competing, stateless: any may answer any request).
+    more_gateways: usize,
     prefix: String,
     broker_url: Option<String>,
     gateway_env: Vec<(String, String)>,
     agent_heartbeat_secs: f64,
+    quorum_queues: bool,
 }
 
 impl LabBuilder {
+    /// Every process declares the queues that need no priority as quorum queues (a cluster).
+    pub fn quorum_queues(mut self) -> Self {
+        self.quorum_queues = true;
+        self
+    }
+
     /// Sets the agents' `heartbeat_interval` (default 0.5 s, so that tests see state changes
     /// quickly; benchmarks use the production 10 s).
     pub fn agent_heartbeat(mut self, secs: f64) -> Self {
@@ -91,7 +100,8 @@ impl LabBuilder {
         self
     }
 
-    /// Uses another broker than the machine's (a [`crate::private_broker::PrivateBroker`]).
+    /// Uses another broker than the machine's (a [`crate::private_broker::PrivateBroker`]), or
+    /// a cluster's nodes (comma-separated URLs).
     pub fn broker(mut self, url: &str) -> Self {
         self.broker_url = Some(url.into());
         self
@@ -133,6 +143,15 @@ impl LabBuilder {
         self
     }
 
+    /// Starts `n` gateways (at least one): the first is [`Lab::base`], the others
+    /// [`Lab::more_bases`].
+    pub fn gateways(mut self, n: usize) -> Self {
+        assert!(n >= 1, "a lab with gateways has at least one");
+        self.gateway = true;
+        self.more_gateways = n - 1;
+        self
+    }
+
     pub fn name(mut self, prefix: &str) -> Self {
         self.prefix = prefix.into();
         self
@@ -156,8 +175,10 @@ impl LabBuilder {
             store,
             schedulers: vec![],
             gateway: None,
+            more_gateways: vec![],
             agents: vec![],
             base: String::new(),
+            more_bases: vec![],
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -166,12 +187,22 @@ impl LabBuilder {
             broker_url: self.broker_url.unwrap_or_else(crate::broker_url),
             dir,
             agent_heartbeat_secs: self.agent_heartbeat_secs,
+            quorum_queues: self.quorum_queues,
         };
         for i in 0..self.schedulers {
             lab.start_scheduler(&format!("scheduler-{i}"), &self.scheduler_args);
         }
         if self.gateway {
-            lab.start_gateway(&self.gateway_env).await;
+            let (p, base) = lab.start_gateway("gateway", &self.gateway_env).await;
+            lab.gateway = Some(p);
+            lab.base = base;
+            for i in 1..=self.more_gateways {
+                let (p, base) = lab
+                    .start_gateway(&format!("gateway-{i}"), &self.gateway_env)
+                    .await;
+                lab.more_gateways.push(p);
+                lab.more_bases.push(base);
+            }
         }
         for spec in self.agents {
             lab.add_agent(spec).await;
@@ -203,14 +234,19 @@ pub struct Lab {
     pub store: String,
     pub schedulers: Vec<Proc>,
     pub gateway: Option<Proc>,
+    /// The gateways after the first ([`LabBuilder::gateways`]), in the order of `more_bases`.
+    pub more_gateways: Vec<Proc>,
     pub agents: Vec<Proc>,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` of the first gateway.
     pub base: String,
+    /// The other gateways' base URLs.
+    pub more_bases: Vec<String>,
     pub http: reqwest::Client,
     classes: Vec<String>,
     pub broker_url: String,
     pub dir: tempfile::TempDir,
     agent_heartbeat_secs: f64,
+    quorum_queues: bool,
 }
 
 impl Lab {
@@ -231,10 +267,12 @@ impl Lab {
             .collect(),
             agents: vec![],
             gateway: true,
+            more_gateways: 0,
             prefix: "lab".into(),
             broker_url: None,
             gateway_env: vec![],
             agent_heartbeat_secs: 0.5,
+            quorum_queues: false,
         }
     }
 
@@ -244,6 +282,7 @@ impl Lab {
             ("FLINGER_NAMESPACE".into(), self.namespace.clone()),
             ("FLINGER_STORE".into(), self.store.clone()),
             ("FLINGER_LOG_FORMAT".into(), "json".into()),
+            ("FLINGER_QUORUM_QUEUES".into(), self.quorum_queues.to_string()),
         ]
     }
 
@@ -258,26 +297,26 @@ impl Lab {
         self.schedulers.push(p);
     }
 
-    async fn start_gateway(&mut self, extra: &[(String, String)]) {
+    /// Starts a gateway and waits until it is ready: the process and its base URL.
+    async fn start_gateway(&self, name: &str, extra: &[(String, String)]) -> (Proc, String) {
         let mut env = self.common_env();
         env.push(("FLINGER_LISTEN".into(), "127.0.0.1:0".into()));
         env.extend(extra.iter().cloned());
-        let p = Proc::spawn("gateway", &bin("flinger-gateway"), &[], &env, self.dir.path());
+        let p = Proc::spawn(name, &bin("flinger-gateway"), &[], &env, self.dir.path());
         let log = p.log.clone();
         let addr = eventually(Duration::from_secs(20), "the gateway to listen", || {
             let log = log.clone();
             async move { listening_addr(&log) }
         })
         .await;
-        self.base = format!("http://{addr}");
-        self.gateway = Some(p);
+        let base = format!("http://{addr}");
         // A gateway deliberately cut off from the broker is alive but never ready.
         let probe = if extra.iter().any(|(k, _)| k == "FLINGER_BROKER_URL") {
             "healthz"
         } else {
             "readyz"
         };
-        let (http, url) = (self.http.clone(), format!("{}/{probe}", self.base));
+        let (http, url) = (self.http.clone(), format!("{base}/{probe}"));
         eventually(Duration::from_secs(20), "the gateway to be ready", || {
             let (http, url) = (http.clone(), url.clone());
             async move {
@@ -289,6 +328,7 @@ impl Lab {
             }
         })
         .await;
+        (p, base)
     }
 
     /// Writes the agent's config file and starts it; waits until the lab shows it waiting.
@@ -434,6 +474,7 @@ impl Lab {
             .schedulers
             .iter()
             .chain(self.gateway.iter())
+            .chain(self.more_gateways.iter())
             .chain(self.agents.iter())
         {
             let text = p.log_text();
@@ -528,6 +569,7 @@ impl Lab {
             .schedulers
             .iter()
             .chain(self.gateway.iter())
+            .chain(self.more_gateways.iter())
             .chain(self.agents.iter())
         {
             out.push_str(&format!("===== {} =====\n{}\n", p.name, p.log_text()));
@@ -541,13 +583,20 @@ impl Lab {
             .agents
             .iter_mut()
             .chain(self.gateway.iter_mut())
+            .chain(self.more_gateways.iter_mut())
             .chain(self.schedulers.iter_mut())
         {
             p.stop(Duration::from_secs(10));
         }
-        let Ok(conn) =
-            lapin::Connection::connect(&self.broker_url, lapin::ConnectionProperties::default()).await
-        else {
+        // The first node of a cluster that answers.
+        let mut conn = None;
+        for url in self.broker_url.split(',') {
+            if let Ok(c) = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await {
+                conn = Some(c);
+                break;
+            }
+        }
+        let Some(conn) = conn else {
             return;
         };
         let n = &self.names;

@@ -143,10 +143,11 @@ async fn get_log(
     let mut pause = POLL_FIRST;
     loop {
         let job = state.store().get_job(id).await?.ok_or(ApiError::NoContent)?;
-        let fragments = state
+        let mut fragments = state
             .store()
             .read_output(&filter.query(id, job.attempt, stream))
             .await?;
+        logs::hold_back_after_gap(&mut fragments, &filter, job.state.is_active());
         // A long poll answers as soon as there is something, the job is over, or time is up.
         let keep_waiting = fragments.is_empty()
             && !job.state.is_terminal()
