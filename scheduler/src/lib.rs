@@ -22,6 +22,7 @@ pub mod core;
 pub mod delivery;
 pub mod health;
 pub mod lease;
+pub mod lost_messages;
 pub mod outbox;
 pub mod projector;
 pub mod provenance;
