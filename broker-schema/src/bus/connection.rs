@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 #[derive(Clone, Debug)]
 pub struct BusConfig {
@@ -143,6 +143,14 @@ impl Bus {
         let i = self.inner.next_url.load(Ordering::Relaxed) % urls.len();
         let result = self.connect_to(&urls[i]).await;
         if let Err(source) = result {
+            if source.to_string().contains("PRECONDITION_FAILED") {
+                error!(
+                    error = %source,
+                    "the broker has a queue declared otherwise than this process declares it \
+                     (quorum or classic: every process of a lab needs the same --quorum-queues; \
+                     see docs/operations.md on switching)"
+                );
+            }
             self.inner.next_url.store((i + 1) % urls.len(), Ordering::Relaxed);
             return Err(BusError::Connect {
                 node: node_of(&urls[i]),
