@@ -172,6 +172,7 @@ impl Agent {
             config.name.clone(),
             config.queues.clone(),
         );
+        intake.fetches_files = config.gateway.is_some();
         let mut keepers = JoinSet::new();
         info!(agent = %config.name, queues = ?config.queues.iter().map(|q| q.as_str()).collect::<Vec<_>>(), connector = runner.connector.kind(), "agent running");
 

@@ -13,7 +13,6 @@
 //! (escaped), since a copied `testflinger.json` is JSON; values the job transformed otherwise
 //! (base64, reversed…) are not recognised.
 
-use crate::config::AgentConfig;
 use crate::gateway::{GatewayClient, GatewayError};
 use broker_schema::mask::Masker;
 use std::os::unix::fs::OpenOptionsExt;
@@ -26,7 +25,10 @@ pub const DIR: &str = "artifacts";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactsError {
-    #[error("the job left artifacts but the agent has no server_address to upload them to")]
+    #[error(
+        "the job left artifacts but the agent has no server_address and its lease grant no files \
+         credential (the scheduler's --gateway-url) to upload them with"
+    )]
     NoGateway,
     #[error("cannot pack the artifacts: {0}")]
     Pack(std::io::Error),
@@ -36,10 +38,11 @@ pub enum ArtifactsError {
     Upload(#[from] GatewayError),
 }
 
-/// Packs and uploads `run_dir/artifacts`, with `secrets` masked in every file; returns the
-/// archive's size, or `None` when there was no such folder.
+/// Packs and uploads (through `gateway`, retried with backoff) `run_dir/artifacts`, with
+/// `secrets` masked in every file; returns the archive's size, or `None` when there was no
+/// such folder.
 pub async fn save(
-    config: &AgentConfig,
+    gateway: Option<&GatewayClient>,
     job_id: Uuid,
     run_dir: &Path,
     scratch: &Path,
@@ -51,7 +54,7 @@ pub async fn save(
         Ok(m) if m.is_dir() => {}
         _ => return Ok(None),
     }
-    let gateway = config.gateway.clone().ok_or(ArtifactsError::NoGateway)?;
+    let client = gateway.ok_or(ArtifactsError::NoGateway)?;
     let archive = scratch.join("artifacts.tar.gz");
     let size = tokio::task::spawn_blocking({
         let (folder, archive, scratch) = (folder.clone(), archive.clone(), scratch.to_owned());
@@ -67,12 +70,12 @@ pub async fn save(
     .await
     .map_err(|e| ArtifactsError::Pack(std::io::Error::other(e)))?
     .map_err(ArtifactsError::Pack)?;
-    let client = GatewayClient::new(gateway);
     let uploaded = client
         .upload(
             &format!("/v1/result/{job_id}/artifact"),
             &archive,
             "artifact.tar.gz",
+            crate::gateway::upload_retries(),
         )
         .await;
     let _ = tokio::fs::remove_file(&archive).await;
@@ -186,11 +189,20 @@ mod tests {
         std::fs::create_dir_all(&run_dir).unwrap();
         std::os::unix::fs::symlink(&elsewhere, run_dir.join(DIR)).unwrap();
         // A gateway nobody listens on: the refusal must come before any upload.
-        let config = AgentConfig::parse(
-            "agent_id: a\njob_queues: [q]\ntest_command: x\nserver_address: http://127.0.0.1:9\n",
+        let gateway = GatewayClient::new(crate::gateway::GatewayConfig {
+            url: "http://127.0.0.1:9".into(),
+            client_id: None,
+            client_secret: None,
+            token_file: None,
+        });
+        let r = save(
+            Some(&gateway),
+            Uuid::new_v4(),
+            &run_dir,
+            dir.path(),
+            &Masker::default(),
         )
-        .unwrap();
-        let r = save(&config, Uuid::new_v4(), &run_dir, dir.path(), &Masker::default()).await;
+        .await;
         assert!(matches!(r, Err(ArtifactsError::Link)), "{r:?}");
     }
 

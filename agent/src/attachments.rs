@@ -8,7 +8,6 @@
 //! anything else fails the run before a phase starts. The downloaded archive itself is kept in
 //! the agent's own directory for the run, out of the job's reach.
 
-use crate::config::AgentConfig;
 use crate::gateway::{GatewayClient, GatewayError};
 use broker_schema::JobDefinition;
 use std::path::{Component, Path, PathBuf};
@@ -20,7 +19,10 @@ pub const DIR: &str = "attachments";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttachmentsError {
-    #[error("the job has attachments but the agent has no server_address to fetch them from")]
+    #[error(
+        "the job has attachments but the agent has no server_address and its lease grant no files \
+         credential (the scheduler's --gateway-url) to fetch them with"
+    )]
     NoGateway,
     #[error("cannot download the attachments: {0}")]
     Download(#[from] GatewayError),
@@ -36,9 +38,10 @@ pub enum AttachmentsError {
     Unpack(std::io::Error),
 }
 
-/// Fetches and unpacks the job's attachments, if it has any; returns how many files it wrote.
+/// Fetches (through `gateway`) and unpacks the job's attachments, if it has any; returns how
+/// many files it wrote.
 pub async fn prepare(
-    config: &AgentConfig,
+    gateway: Option<&GatewayClient>,
     job: &JobDefinition,
     job_id: Uuid,
     run_dir: &Path,
@@ -47,8 +50,7 @@ pub async fn prepare(
     if !job.has_attachments() {
         return Ok(0);
     }
-    let gateway = config.gateway.clone().ok_or(AttachmentsError::NoGateway)?;
-    let client = GatewayClient::new(gateway);
+    let client = gateway.ok_or(AttachmentsError::NoGateway)?;
     let archive = scratch.join("attachments.tar.gz");
     if !client
         .download(&format!("/v1/job/{job_id}/attachments"), &archive)

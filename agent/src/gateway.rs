@@ -8,17 +8,38 @@
 //! charm renewed is used; without either it goes anonymous (the gateway then needs
 //! `--allow-anonymous-agents`). Transient failures (no answer, 5xx) are retried a few times
 //! with backoff.
+//!
+//! An agent without `server_address` moves a job's files with what the lease grant carried
+//! instead ([`GatewayClient::for_job`]): the gateway's URL and a job-scoped token, renewed with
+//! the lease, sent as is.
 
+use broker_schema::job_files::JobFiles;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 use tracing::warn;
 
-/// Attempts per request.
-const TRIES: u32 = 3;
+/// Retries of a request: three tries in a few seconds.
+fn request_retries() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(4))
+        .with_max_times(2)
+        .with_jitter()
+}
+
+/// Retries of an artifact upload: a job's results are worth a longer wait (about two minutes
+/// in all) before the run ends without them — while the lease is renewed meanwhile.
+pub fn upload_retries() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(2))
+        .with_max_delay(Duration::from_secs(30))
+        .with_max_times(6)
+        .with_jitter()
+}
 /// Longest a transfer may take (archives can be large).
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -72,10 +93,14 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    fn transient(&self) -> bool {
+    pub fn transient(&self) -> bool {
         match self {
             GatewayError::Http { .. } => true,
-            GatewayError::Status { status, .. } => status.is_server_error(),
+            GatewayError::Status { status, .. } => {
+                status.is_server_error()
+                    || *status == StatusCode::REQUEST_TIMEOUT
+                    || *status == StatusCode::TOO_MANY_REQUESTS
+            }
             _ => false,
         }
     }
@@ -83,6 +108,9 @@ impl GatewayError {
 
 pub struct GatewayClient {
     config: GatewayConfig,
+    /// The job's files token from the lease grant and its renewals, when the agent has no
+    /// gateway client of its own.
+    job_token: Option<watch::Receiver<Option<JobFiles>>>,
     http: reqwest::Client,
     /// The access token and when to stop using it.
     token: Mutex<Option<(String, Instant)>>,
@@ -98,9 +126,28 @@ impl GatewayClient {
             .expect("a plain HTTP client builds");
         GatewayClient {
             config,
+            job_token: None,
             http,
             token: Mutex::new(None),
         }
+    }
+
+    /// A client for one job's files with the grant's URL and token (`files` follows renewals).
+    pub fn for_job(files: watch::Receiver<Option<JobFiles>>) -> Option<GatewayClient> {
+        let url = files.borrow().as_ref()?.url.clone();
+        let mut client = GatewayClient::new(GatewayConfig {
+            url: normalize_url(&url),
+            client_id: None,
+            client_secret: None,
+            token_file: None,
+        });
+        client.job_token = Some(files);
+        Some(client)
+    }
+
+    /// The gateway's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.config.url
     }
 
     fn url(&self, path: &str) -> String {
@@ -109,6 +156,9 @@ impl GatewayClient {
 
     /// The access token to send, logging in when there is none or it is about to expire.
     async fn token(&self) -> Result<Option<String>, GatewayError> {
+        if let Some(files) = &self.job_token {
+            return Ok(files.borrow().as_ref().map(|f| f.token.clone()));
+        }
         let mut cached = self.token.lock().await;
         if let Some((t, until)) = cached.as_ref()
             && Instant::now() < *until
@@ -164,29 +214,30 @@ impl GatewayClient {
         })
     }
 
-    async fn with_retries<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, GatewayError>
+    /// Runs `attempt` until it succeeds, fails for good, or `retries` run out: transient
+    /// failures (no answer, 5xx, 408, 429) are tried again with exponential backoff.
+    async fn with_retries<T, F, Fut>(
+        &self,
+        what: &str,
+        retries: backon::ExponentialBuilder,
+        attempt: F,
+    ) -> Result<T, GatewayError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, GatewayError>>,
     {
-        let mut n = 0;
-        loop {
-            n += 1;
-            match attempt().await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.transient() && n < TRIES => {
-                    warn!(error = %e, attempt = n, "{what} failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(u64::from(n))).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        use backon::Retryable;
+        attempt
+            .retry(retries)
+            .when(GatewayError::transient)
+            .notify(|e, delay| warn!(error = %e, retry_in = ?delay, "{what} failed; retrying"))
+            .await
     }
 
     /// Downloads `path` into the file `dest`. `Ok(false)` when the gateway has nothing (204).
     pub async fn download(&self, path: &str, dest: &Path) -> Result<bool, GatewayError> {
         let what = format!("GET {path}");
-        self.with_retries(&what, || async {
+        self.with_retries(&what, request_retries(), || async {
             let r = self.send(&what, self.http.get(self.url(path))).await?;
             if r.status() == StatusCode::NO_CONTENT {
                 return Ok(false);
@@ -211,9 +262,15 @@ impl GatewayClient {
     }
 
     /// Uploads the file `src` to `path` as the `file` field of a multipart body, streamed.
-    pub async fn upload(&self, path: &str, src: &Path, filename: &str) -> Result<(), GatewayError> {
+    pub async fn upload(
+        &self,
+        path: &str,
+        src: &Path,
+        filename: &str,
+        retries: backon::ExponentialBuilder,
+    ) -> Result<(), GatewayError> {
         let what = format!("POST {path}");
-        self.with_retries(&what, || async {
+        self.with_retries(&what, retries, || async {
             let io = |source| GatewayError::Io {
                 what: what.clone(),
                 source,
@@ -239,7 +296,7 @@ impl GatewayClient {
     /// POSTs a JSON body (bounded retries); `Ok` on a 2xx answer.
     pub async fn post_json(&self, path: &str, body: &Value) -> Result<(), GatewayError> {
         let what = format!("POST {path}");
-        self.with_retries(&what, || async {
+        self.with_retries(&what, request_retries(), || async {
             let r = self
                 .send(&what, self.http.post(self.url(path)).json(body))
                 .await?;

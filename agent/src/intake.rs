@@ -45,6 +45,10 @@ pub struct Intake {
     pub agent: AgentName,
     /// Every queue of the agent: all are declared, whichever are served.
     pub queues: Vec<DeviceClass>,
+    /// Whether the agent has a gateway client of its own (`server_address`) to move a job's
+    /// files with; the scheduler leases a job with attachments to one that has not only when
+    /// it hands out a files credential.
+    pub fetches_files: bool,
     /// Jobs recently passed on because they may not run here, when and how often: this agent
     /// leaves them to others for a growing while instead of bouncing them back and forth.
     passed: HashMap<Uuid, (Instant, u32)>,
@@ -81,6 +85,7 @@ impl Intake {
             rpc,
             agent,
             queues,
+            fetches_files: false,
             passed: HashMap::new(),
             channel: None,
             declared: None,
@@ -247,6 +252,7 @@ impl Intake {
             agent: self.agent.clone(),
             submission: submission.clone(),
             published_by: delivery.properties.user_id().as_ref().map(|u| u.to_string()),
+            fetches_files: Some(self.fetches_files),
         });
         let asked_at = Instant::now();
         let rpc_queue = names.scheduler_rpc_queue();

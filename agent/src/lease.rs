@@ -5,6 +5,7 @@
 
 use crate::stop::{Stop, StopReason};
 use broker_schema::bus::RpcClient;
+use broker_schema::job_files::JobFiles;
 use broker_schema::messages::{RenewReply, RenewRequest, SchedulerReply, SchedulerRequest};
 use broker_schema::{AgentName, Millis, Names};
 use std::sync::Arc;
@@ -40,16 +41,18 @@ pub struct LeaseKeeper {
 
 impl LeaseKeeper {
     /// Starts renewing. Renewal replies also carry what the agent must obey even if a control
-    /// message was lost: a cancel (→ `stop`) and the reservation deadline (→ `deadline`).
+    /// message was lost: a cancel (→ `stop`) and the reservation deadline (→ `deadline`); and
+    /// the job's fresh files token (→ `files`).
     pub fn start(
         rpc: Arc<RpcClient>,
         names: Names,
         spec: LeaseSpec,
         stop: Stop,
         deadline: watch::Sender<Option<Millis>>,
+        files: watch::Sender<Option<JobFiles>>,
     ) -> LeaseKeeper {
         let finished = CancellationToken::new();
-        let task = tokio::spawn(keep(rpc, names, spec, stop, deadline, finished.clone()));
+        let task = tokio::spawn(keep(rpc, names, spec, stop, deadline, files, finished.clone()));
         LeaseKeeper { finished, task }
     }
 
@@ -67,6 +70,7 @@ async fn keep(
     spec: LeaseSpec,
     stop: Stop,
     deadline: watch::Sender<Option<Millis>>,
+    files: watch::Sender<Option<JobFiles>>,
     finished: CancellationToken,
 ) {
     // Stop this long before the lease would expire: a phase needs a moment to die.
@@ -108,8 +112,12 @@ async fn keep(
             Ok(SchedulerReply::Renew(RenewReply::Renewed {
                 cancel,
                 reserve_until,
+                files: fresh,
                 ..
             })) => {
+                if fresh.is_some() {
+                    files.send_replace(fresh);
+                }
                 crate::metrics::lease_renewal("renewed");
                 valid_until = now + spec.lease;
                 next = now + spec.renew_every;

@@ -106,6 +106,9 @@ impl Runner {
         let job = Arc::new(taken.submission.job);
         let stop = Stop::new();
         let (deadline_tx, deadline_rx) = watch::channel(taken.grant.reserve_until);
+        // The files credential of the grant, refreshed by each renewal.
+        let (files_tx, files_rx) = watch::channel(taken.grant.files.clone());
+        let gateway = self.files_client(files_rx);
         self.current.set(Some(CurrentJob {
             job_id,
             attempt,
@@ -129,6 +132,7 @@ impl Runner {
             },
             stop.clone(),
             deadline_tx.clone(),
+            files_tx,
         );
         let mut watchdogs = self.start_watchdogs(&job, &stop);
         {
@@ -207,7 +211,7 @@ impl Runner {
         // issue 4: attachments, unpacked into attachments/<phase>/ before any phase.
         if setup_error.is_none()
             && let Err(e) =
-                crate::attachments::prepare(&self.config, &job, job_id, &run.run_dir, &run.scratch).await
+                crate::attachments::prepare(gateway.as_ref(), &job, job_id, &run.run_dir, &run.scratch).await
         {
             setup_error = Some(e.to_string());
         }
@@ -270,11 +274,16 @@ impl Runner {
             w.abort();
         }
         // issue 4: artifacts, uploaded before the run is reported finished (not without the lease).
+        // Lost artifacts are said in the output and in the outcome, not only in our log.
+        let mut artifacts_lost = None;
         if !stop.hard.is_cancelled()
             && let Err(e) =
-                crate::artifacts::save(&self.config, job_id, &run.run_dir, &run.scratch, &secrets).await
+                crate::artifacts::save(gateway.as_ref(), job_id, &run.run_dir, &run.scratch, &secrets).await
         {
             warn!(%job_id, error = %e, "artifacts not saved");
+            let line = format!("flinger-agent: the job's artifacts were not saved: {e}\n");
+            run.output.send(Phase::Cleanup, Bytes::from(line)).await;
+            artifacts_lost = Some(format!("the job's artifacts were not saved: {e}"));
         }
 
         let counts = OutputCounts {
@@ -308,6 +317,17 @@ impl Runner {
                 },
             },
             (None, Some(StopReason::LeaseLost(_) | StopReason::Shutdown)) => Outcome::Complete, // never reported
+        };
+        // A run that otherwise ended complete says its artifacts are lost; a cancel stays a
+        // cancel and a failure already found stays the reason (the output has the line anyway).
+        let outcome = match (outcome, artifacts_lost) {
+            (Outcome::Complete, Some(reason)) => Outcome::Failed {
+                failure: Failure {
+                    kind: FailureKind::ArtifactsLost,
+                    reason,
+                },
+            },
+            (outcome, _) => outcome,
         };
         if !skipped.is_empty() {
             info!(%job_id, ?skipped, "phases skipped");
@@ -357,6 +377,18 @@ impl Runner {
             stop: reason,
             recovery_failed,
             keeper,
+        }
+    }
+
+    /// How this run moves its files: with the agent's own gateway client (`server_address`, its
+    /// credentials) when it has one, as before; otherwise with the grant's files credential.
+    fn files_client(
+        &self,
+        files: watch::Receiver<Option<broker_schema::job_files::JobFiles>>,
+    ) -> Option<crate::gateway::GatewayClient> {
+        match &self.config.gateway {
+            Some(own) => Some(crate::gateway::GatewayClient::new(own.clone())),
+            None => crate::gateway::GatewayClient::for_job(files),
         }
     }
 

@@ -1,12 +1,12 @@
 //! The one place where errors become HTTP answers.
 //!
-//! Handlers and flows return typed errors ([`SubmitError`], [`CancelError`], store errors);
-//! the `From` impls below decide their status codes, and [`ApiError::into_response`] decides
+//! Handlers and flows return typed errors ([`SubmitError`], [`CancelError`], store errors, the
+//! scheduler's refusals of commands); the `From` impls below decide their status codes, and [`ApiError::into_response`] decides
 //! the bodies: `{"message": …}`, or Testflinger's validation shape
 //! `{"message": "Validation error", "detail": {"<location>": {field: [messages]}}}`.
 
 use crate::cancel::CancelError;
-use crate::scheduler::CommandError;
+use crate::scheduler::{Command, CommandError};
 use crate::submit::SubmitError;
 use axum::Json;
 use axum::http::StatusCode;
@@ -161,15 +161,78 @@ impl From<CancelError> for ApiError {
             CancelError::InvalidAction(errors) => ApiError::invalid_fields(errors),
             CancelError::UnknownJob | CancelError::AlreadyEnded(_) => ApiError::BadRequest(e.to_string()),
             CancelError::NotOwner => ApiError::Forbidden(e.to_string()),
-            // Testflinger answers 400 for a job it cannot cancel, whatever the reason.
-            CancelError::Scheduler(CommandError::Refused { code, .. }) => match code {
-                RefusalCode::Forbidden => ApiError::Forbidden(e.to_string()),
-                RefusalCode::NotFound | RefusalCode::Conflict | RefusalCode::Invalid => {
-                    ApiError::BadRequest(e.to_string())
-                }
-            },
-            CancelError::Scheduler(other) => other.into(),
+            CancelError::Scheduler(c) => c.into(),
             CancelError::Store(s) => s.into(),
         }
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Refused {
+                command,
+                code,
+                reason,
+            } => refused(command, code, reason),
+            CommandError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            CommandError::Failed(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// Every refusal of the scheduler as an HTTP status: the only place that decides them.
+fn refused(command: Command, code: RefusalCode, reason: String) -> ApiError {
+    match (command, code) {
+        (_, RefusalCode::Forbidden) => ApiError::Forbidden(reason),
+        // Testflinger answers 400 for a job it cannot cancel, whatever the reason.
+        (Command::Cancel, _) => ApiError::BadRequest(reason),
+        // The deadline is the only part of an extension the scheduler judges (past, too long).
+        (Command::Extend, RefusalCode::Invalid) => ApiError::invalid_field("by", reason),
+        (_, RefusalCode::NotFound) => ApiError::NotFound(reason),
+        (_, RefusalCode::Conflict) => ApiError::Conflict(reason),
+        (_, RefusalCode::Invalid) => ApiError::BadRequest(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_of_each_command_has_one_status() {
+        use Command::*;
+        use RefusalCode::*;
+        let table = [
+            // Testflinger's cancel: 400 for a job it cannot cancel, 403 when not allowed.
+            (Cancel, NotFound, 400),
+            (Cancel, Conflict, 400),
+            (Cancel, Invalid, 400),
+            (Cancel, Forbidden, 403),
+            (Extend, NotFound, 404),
+            (Extend, Conflict, 409),
+            (Extend, Invalid, 422),
+            (Extend, Forbidden, 403),
+            (SetAgentState, NotFound, 404),
+            (SetAgentState, Conflict, 409),
+            (SetAgentState, Invalid, 400),
+            (SetAgentState, Forbidden, 403),
+            (AttachmentsReady, NotFound, 404),
+            (AttachmentsReady, Conflict, 409),
+            (AttachmentsReady, Invalid, 400),
+            (AttachmentsReady, Forbidden, 403),
+        ];
+        for (command, code, status) in table {
+            let e = ApiError::from(CommandError::Refused {
+                command,
+                code,
+                reason: "because".into(),
+            });
+            assert_eq!(e.status().as_u16(), status, "{command:?} refused {code:?}");
+        }
+        let ApiError::Validation { errors, .. } = refused(Extend, Invalid, "in the past".into()) else {
+            panic!("an invalid extension names its field")
+        };
+        assert_eq!(errors.fields["by"], vec!["in the past".to_string()]);
     }
 }

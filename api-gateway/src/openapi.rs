@@ -259,7 +259,7 @@ pub fn operations() -> Vec<Op> {
             "Upload the job's attachments archive; the job is then dispatched",
             Submitter,
             Upload,
-            &[ok_text, (413, E), (422, V)],
+            &[ok_text, (404, E), (409, E), (413, E), (422, V)],
         ),
         op(
             "get",
@@ -379,7 +379,7 @@ pub fn operations() -> Vec<Op> {
             "Admins: set an agent's state; agents: report about themselves",
             AgentData,
             Json("AgentIn"),
-            &[(200, Json("Status")), (404, E)],
+            &[(200, Json("Status")), (404, E), (409, E)],
         ),
         op(
             "post",

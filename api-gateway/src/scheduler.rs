@@ -1,36 +1,49 @@
 //! Asking the scheduler, the only writer of job state, to do something, by request/reply on its
 //! RPC queue, bounded by the configured timeout.
 
-use crate::error::ApiError;
 use crate::state::AppState;
 use broker_schema::Millis;
 use broker_schema::bus::RpcError;
 use broker_schema::messages::{CommandReply, RefusalCode, SchedulerReply, SchedulerRequest};
 
+/// Which command the scheduler refused: the same refusal means another HTTP status for each
+/// (see `error.rs`, where every refusal becomes a status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Cancel,
+    Extend,
+    SetAgentState,
+    AttachmentsReady,
+    /// A request that is not a person's command (the gateway sends none through [`command`]).
+    Other,
+}
+
+impl Command {
+    fn of(request: &SchedulerRequest) -> Command {
+        match request {
+            SchedulerRequest::Cancel(_) => Command::Cancel,
+            SchedulerRequest::Extend(_) => Command::Extend,
+            SchedulerRequest::SetAgentState(_) => Command::SetAgentState,
+            SchedulerRequest::AttachmentsReady(_) => Command::AttachmentsReady,
+            _ => Command::Other,
+        }
+    }
+}
+
 /// The scheduler's verdict on a command.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error("{reason}")]
-    Refused { code: RefusalCode, reason: String },
+    Refused {
+        command: Command,
+        code: RefusalCode,
+        reason: String,
+    },
     /// No answer in time: nothing is known to have changed; the client may retry.
     #[error("The scheduler did not answer: {0}")]
     Unavailable(RpcError),
     #[error("The scheduler could not serve the request: {0}")]
     Failed(String),
-}
-
-impl From<CommandError> for ApiError {
-    fn from(e: CommandError) -> Self {
-        match e {
-            CommandError::Refused { code, reason } => match code {
-                RefusalCode::NotFound => ApiError::NotFound(reason),
-                RefusalCode::Forbidden => ApiError::Forbidden(reason),
-                RefusalCode::Conflict | RefusalCode::Invalid => ApiError::BadRequest(reason),
-            },
-            CommandError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
-            CommandError::Failed(_) => ApiError::Internal(e.to_string()),
-        }
-    }
 }
 
 /// What the scheduler says it did.
@@ -59,9 +72,11 @@ pub async fn command(state: &AppState, request: &SchedulerRequest) -> Result<Don
             detail,
             reserve_until,
         }),
-        SchedulerReply::Command(CommandReply::Refused { code, reason }) => {
-            Err(CommandError::Refused { code, reason })
-        }
+        SchedulerReply::Command(CommandReply::Refused { code, reason }) => Err(CommandError::Refused {
+            command: Command::of(request),
+            code,
+            reason,
+        }),
         SchedulerReply::Error { reason } => Err(CommandError::Failed(reason)),
         other => Err(CommandError::Failed(format!("unexpected reply {other:?}"))),
     }

@@ -6,6 +6,8 @@
 //! - [`job`], [`phase`], [`state`]: the job file, the phase rules and the job state machine,
 //!   shared by the gateway (validation), the scheduler (transitions) and the agent (phases).
 //! - [`mask`]: masking secret values out of output (agent and gateway).
+//! - [`job_files`]: the job-scoped credential a lease grant carries to move a job's files
+//!   (issued and verified with feature `job-files`).
 //! - `bus` (feature `bus`): AMQP plumbing (reconnecting connection, confirmed publisher, direct
 //!   reply-to), and `topology`'s declarations; `service` (feature `service`): what every
 //!   long-running binary does at start. Without these features the crate links no AMQP client:
@@ -18,6 +20,7 @@ pub mod bus;
 pub mod codec;
 pub mod ids;
 pub mod job;
+pub mod job_files;
 pub mod mask;
 pub mod messages;
 pub mod names;

@@ -176,6 +176,9 @@ pub enum FailureKind {
     Rejected,
     /// Anything else the agent could not do (could not start a phase, …).
     AgentError,
+    /// Every phase ran, but the artifacts the job left could not be uploaded (after retries):
+    /// the job's results are incomplete.
+    ArtifactsLost,
 }
 
 impl FailureKind {
@@ -189,6 +192,7 @@ impl FailureKind {
             FailureKind::AgentLost => "agent_lost",
             FailureKind::Rejected => "rejected",
             FailureKind::AgentError => "agent_error",
+            FailureKind::ArtifactsLost => "artifacts_lost",
         }
     }
 

@@ -45,6 +45,7 @@ fn every_message_round_trips() {
             agent: agent.clone(),
             submission: submission(),
             published_by: Some("ci-bot".into()),
+            fetches_files: Some(false),
         }),
         SchedulerRequest::Renew(RenewRequest {
             job_id: id,
@@ -88,6 +89,11 @@ fn every_message_round_trips() {
             renew_every_ms: 10_000,
             secrets: BTreeMap::from([("TOKEN".into(), "s3cret".into())]),
             reserve_until: None,
+            files: Some(broker_schema::job_files::JobFiles {
+                url: "http://gw:8080".into(),
+                token: "a.b.c".into(),
+                until: Millis(5),
+            }),
         })),
         SchedulerReply::Lease(LeaseReply::Denied(LeaseDenial {
             job_id: id,
@@ -98,6 +104,7 @@ fn every_message_round_trips() {
             lease_until: Millis(9),
             cancel: Some("by me".into()),
             reserve_until: None,
+            files: None,
         }),
         SchedulerReply::Renew(RenewReply::Lost {
             reason: "expired".into(),
@@ -289,6 +296,11 @@ fn a_lease_grant_never_prints_its_secrets() {
         renew_every_ms: 1,
         secrets: BTreeMap::from([("TOKEN".into(), "hunter2-very-secret".into())]),
         reserve_until: None,
+        files: Some(broker_schema::job_files::JobFiles {
+            url: "http://gw:8080".into(),
+            token: "hunter2-very-secret".into(),
+            until: Millis(0),
+        }),
     };
     let shown = format!(
         "{grant:?} {:?}",

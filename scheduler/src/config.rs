@@ -29,6 +29,9 @@ pub struct SchedulerConfig {
     pub trusted_publishers: Vec<String>,
     /// Unseals clients' secrets (see [`crate::secrets`]); `None`: they were stored as given.
     pub secrets_key: Option<std::sync::Arc<crate::store::sealing::SecretsKey>>,
+    /// Where agents fetch attachments and upload artifacts, and the key of the job-scoped
+    /// token that lets them (see [`crate::files`]); `None`: agents need a client of their own.
+    pub files: Option<crate::files::FilesAccess>,
 }
 
 impl Default for SchedulerConfig {
@@ -44,6 +47,7 @@ impl Default for SchedulerConfig {
             trusted_publishers: Vec::new(),
             output_wait: Duration::from_secs(30),
             secrets_key: None,
+            files: None,
         }
     }
 }

@@ -110,6 +110,10 @@ pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<(LeaseReply, 
                 )));
                 return None;
             }
+            if let Some(detail) = crate::files::unfetchable(core, &job.definition, req) {
+                verdict = Some(Verdict::Deny(deny(req, DenyReason::NotReady, detail)));
+                return None;
+            }
             if job
                 .definition
                 .exclude_agents()
@@ -176,10 +180,12 @@ pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<(LeaseReply, 
 }
 
 async fn grant(core: &Core, job: &JobRecord) -> StoreResult<LeaseReply> {
+    let lease_until = job.lease.as_ref().map(|l| l.until).unwrap_or_default();
     Ok(LeaseReply::Granted(LeaseGrant {
         job_id: job.job_id,
         attempt: job.attempt,
-        lease_until: job.lease.as_ref().map(|l| l.until).unwrap_or_default(),
+        lease_until,
+        files: crate::files::grant(core, job.job_id, job.attempt, lease_until),
         lease_ms: core.config.lease.as_millis() as u64,
         renew_every_ms: core.config.renew_every.as_millis() as u64,
         secrets: crate::secrets::resolve(core, job).await?,
@@ -210,6 +216,7 @@ pub async fn renew(core: &Core, req: &RenewRequest) -> StoreResult<RenewReply> {
             lease_until: until,
             cancel: job.cancel_requested.clone(),
             reserve_until: job.reservation.as_ref().map(|r| r.until),
+            files: crate::files::grant(core, req.job_id, req.attempt, until),
         });
     }
     let reason = match core.store.get_job(req.job_id).await? {

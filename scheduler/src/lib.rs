@@ -3,7 +3,8 @@
 //! It records submissions from any producer ([`submissions`]), judging who each belongs to
 //! ([`provenance`]), grants and renews leases by
 //! request/reply ([`lease`], [`rpc`]), carries out cancels, reservation extensions and agent
-//! state changes ([`commands`]), resolves a job's secrets for its lease ([`secrets`]), projects agents' events into the store ([`projector`]),
+//! state changes ([`commands`]), resolves a job's secrets for its lease ([`secrets`]) and hands out the credential to move its
+//! files ([`files`]), projects agents' events into the store ([`projector`]),
 //! reclaims expired leases and ends jobs whose agents overran a deadline ([`reaper`]),
 //! republishes jobs that never reached the broker ([`outbox`]), and tells agents which of their
 //! queues are restricted ([`restricted`]).
@@ -20,6 +21,7 @@ pub mod commands;
 pub mod config;
 pub mod core;
 pub mod delivery;
+pub mod files;
 pub mod health;
 pub mod lease;
 pub mod lost_messages;

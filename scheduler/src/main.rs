@@ -60,6 +60,15 @@ struct Args {
     /// every gateway and scheduler of the lab). Without it, secrets are stored as given.
     #[arg(long, env = "FLINGER_SECRETS_KEY", hide_env_values = true)]
     secrets_key: Option<String>,
+    /// The gateway's URL as agents reach it (e.g. `http://gateway:8080`, or the proxy in front
+    /// of several gateways): with `--jwt-signing-key`, every lease grant carries it and a token
+    /// for that job's attachments and artifacts, so agents need no API client of their own.
+    #[arg(long, env = "FLINGER_GATEWAY_URL")]
+    gateway_url: Option<String>,
+    /// The gateways' token signing key (the same `FLINGER_JWT_SIGNING_KEY`): job-scoped files
+    /// tokens are signed with it.
+    #[arg(long, env = "FLINGER_JWT_SIGNING_KEY", hide_env_values = true)]
+    jwt_signing_key: Option<String>,
     /// Serve `/healthz` (alive) and `/readyz` (store and broker reachable) on this address,
     /// e.g. `127.0.0.1:8081`. None by default.
     #[arg(long, env = "FLINGER_HEALTH_LISTEN")]
@@ -92,8 +101,25 @@ async fn main() -> anyhow::Result<()> {
             None
         }
     };
+    let files = match (args.gateway_url.as_deref(), args.jwt_signing_key.as_deref()) {
+        (Some(url), Some(key)) if !url.trim().is_empty() && !key.is_empty() => {
+            info!(
+                gateway = url,
+                "lease grants carry a files credential for the gateway"
+            );
+            Some(flinger_scheduler::files::FilesAccess::new(url, key.as_bytes()))
+        }
+        (Some(_), _) => {
+            warn!(
+                "--gateway-url without --jwt-signing-key: agents need server_address and a client of their own to move jobs' files"
+            );
+            None
+        }
+        _ => None,
+    };
     let config = SchedulerConfig {
         secrets_key,
+        files,
         lease: secs(args.lease_secs),
         renew_every: secs(args.renew_secs),
         max_attempts: args.max_attempts.max(1),

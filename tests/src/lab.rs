@@ -84,12 +84,21 @@ pub struct LabBuilder {
     gateway_env: Vec<(String, String)>,
     agent_heartbeat_secs: f64,
     quorum_queues: bool,
+    /// Whether the schedulers hand agents a files credential (as `scripts/lab` sets them up).
+    files_credential: bool,
 }
 
 impl LabBuilder {
     /// Every process declares the queues that need no priority as quorum queues (a cluster).
     pub fn quorum_queues(mut self) -> Self {
         self.quorum_queues = true;
+        self
+    }
+
+    /// Schedulers without `--gateway-url`: lease grants carry no files credential, so only
+    /// agents with a `server_address` of their own can fetch attachments and upload artifacts.
+    pub fn without_files_credential(mut self) -> Self {
+        self.files_credential = false;
         self
     }
 
@@ -188,17 +197,39 @@ impl LabBuilder {
             dir,
             agent_heartbeat_secs: self.agent_heartbeat_secs,
             quorum_queues: self.quorum_queues,
+            gateway_listen: String::new(),
+            files_env: vec![],
         };
+        // As scripts/lab: the gateway's address and token key are known to the schedulers, whose
+        // lease grants then carry a files credential (agents need no client of their own).
+        if self.gateway {
+            lab.gateway_listen = format!("127.0.0.1:{}", crate::free_port());
+            let key = self
+                .gateway_env
+                .iter()
+                .find(|(k, _)| k == "FLINGER_JWT_SIGNING_KEY")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| format!("{namespace}-token-key"));
+            let mut env = vec![("FLINGER_JWT_SIGNING_KEY".to_owned(), key)];
+            if self.files_credential {
+                env.push((
+                    "FLINGER_GATEWAY_URL".to_owned(),
+                    format!("http://{}", lab.gateway_listen),
+                ));
+            }
+            lab.files_env = env;
+        }
         for i in 0..self.schedulers {
             lab.start_scheduler(&format!("scheduler-{i}"), &self.scheduler_args);
         }
         if self.gateway {
-            let (p, base) = lab.start_gateway("gateway", &self.gateway_env).await;
+            let listen = lab.gateway_listen.clone();
+            let (p, base) = lab.start_gateway("gateway", &listen, &self.gateway_env).await;
             lab.gateway = Some(p);
             lab.base = base;
             for i in 1..=self.more_gateways {
                 let (p, base) = lab
-                    .start_gateway(&format!("gateway-{i}"), &self.gateway_env)
+                    .start_gateway(&format!("gateway-{i}"), "127.0.0.1:0", &self.gateway_env)
                     .await;
                 lab.more_gateways.push(p);
                 lab.more_bases.push(base);
@@ -247,6 +278,11 @@ pub struct Lab {
     pub dir: tempfile::TempDir,
     agent_heartbeat_secs: f64,
     quorum_queues: bool,
+    /// The gateway's `FLINGER_LISTEN`, chosen before the schedulers start (they tell agents).
+    gateway_listen: String,
+    /// The token key (for the gateway and the schedulers) and, unless disabled, the gateway's
+    /// URL (for the schedulers).
+    files_env: Vec<(String, String)>,
 }
 
 impl Lab {
@@ -273,6 +309,7 @@ impl Lab {
             gateway_env: vec![],
             agent_heartbeat_secs: 0.5,
             quorum_queues: false,
+            files_credential: true,
         }
     }
 
@@ -287,20 +324,23 @@ impl Lab {
     }
 
     pub fn start_scheduler(&mut self, name: &str, args: &[String]) {
-        let p = Proc::spawn(
-            name,
-            &bin("flinger-scheduler"),
-            args,
-            &self.common_env(),
-            self.dir.path(),
-        );
+        let mut env = self.common_env();
+        env.extend(self.files_env.iter().cloned());
+        let p = Proc::spawn(name, &bin("flinger-scheduler"), args, &env, self.dir.path());
         self.schedulers.push(p);
     }
 
-    /// Starts a gateway and waits until it is ready: the process and its base URL.
-    async fn start_gateway(&self, name: &str, extra: &[(String, String)]) -> (Proc, String) {
+    /// Starts a gateway listening on `listen` and waits until it is ready: the process and its
+    /// base URL.
+    async fn start_gateway(&self, name: &str, listen: &str, extra: &[(String, String)]) -> (Proc, String) {
         let mut env = self.common_env();
-        env.push(("FLINGER_LISTEN".into(), "127.0.0.1:0".into()));
+        env.push(("FLINGER_LISTEN".into(), listen.to_owned()));
+        env.extend(
+            self.files_env
+                .iter()
+                .filter(|(k, _)| k == "FLINGER_JWT_SIGNING_KEY")
+                .cloned(),
+        );
         env.extend(extra.iter().cloned());
         let p = Proc::spawn(name, &bin("flinger-gateway"), &[], &env, self.dir.path());
         let log = p.log.clone();

@@ -896,6 +896,7 @@ mod rogue {
                 agent: self.name.clone(),
                 submission,
                 published_by: d.properties.user_id().as_ref().map(|u| u.to_string()),
+                fetches_files: None,
             });
             let reply: SchedulerReply = self
                 .rpc

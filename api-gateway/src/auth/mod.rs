@@ -8,12 +8,19 @@
 //!
 //! - [`token`]: access and refresh tokens; [`password`]: client secrets (Argon2id);
 //! - [`bootstrap`]: the first admin, from configuration or the `create-client` command.
+//!
+//! A request may instead carry a job-files token, which a scheduler hands an agent with the
+//! lease (`broker_schema::job_files`): such a caller is nobody — [`Caller::require`] refuses
+//! it everywhere — except to the two handlers that ask [`Caller::files_for`].
 
 pub mod bootstrap;
 pub mod password;
 pub mod token;
 
 pub use token::{Claims, Permissions, TokenError, Tokens};
+
+use broker_schema::job_files::{FilesClaims, FilesOperation, FilesTokenError, JobFilesKey};
+use uuid::Uuid;
 
 use crate::config::AuthArgs;
 use crate::error::ApiError;
@@ -45,6 +52,8 @@ pub mod access {
 #[derive(Clone, Debug)]
 pub struct Auth {
     pub tokens: Tokens,
+    /// Verifies the job-scoped files tokens schedulers sign with the same key.
+    pub files: JobFilesKey,
     pub allow_anonymous: bool,
     pub allow_anonymous_agents: bool,
     /// The bootstrap admin from configuration: the API may not change or delete it.
@@ -64,6 +73,7 @@ impl Auth {
         };
         Auth {
             tokens: Tokens::new(&key, args.access_token_ttl, args.refresh_token_ttl),
+            files: JobFilesKey::new(&key),
             allow_anonymous: args.allow_anonymous,
             allow_anonymous_agents: args.allow_anonymous_agents,
             bootstrap_admin: args.admin_client_id.clone(),
@@ -76,6 +86,8 @@ impl Auth {
 pub struct Caller {
     /// `None`: no token.
     pub permissions: Option<Permissions>,
+    /// A job-files token's claims: the caller may move that job's files, and nothing else.
+    files: Option<FilesClaims>,
     allow_anonymous: bool,
     allow_anonymous_agents: bool,
 }
@@ -85,6 +97,7 @@ impl Caller {
     pub fn anonymous(auth: &Auth) -> Caller {
         Caller {
             permissions: None,
+            files: None,
             allow_anonymous: auth.allow_anonymous,
             allow_anonymous_agents: auth.allow_anonymous_agents,
         }
@@ -106,6 +119,11 @@ impl Caller {
 
     /// 401 when the caller must log in first, 403 when its role is not one of `allowed`.
     pub fn require(&self, allowed: &[Role]) -> Result<(), ApiError> {
+        if self.files.is_some() {
+            return Err(ApiError::Forbidden(
+                "A job's files token serves only that job's attachments and artifact".into(),
+            ));
+        }
         match &self.permissions {
             Some(p) if allowed.contains(&p.role) => Ok(()),
             Some(_) => Err(ApiError::Forbidden(format!(
@@ -117,6 +135,19 @@ impl Caller {
             None => Err(ApiError::Unauthorized(
                 "Authentication is required for specified endpoint".into(),
             )),
+        }
+    }
+
+    /// The claims of the caller's job-files token when it allows `op` on `job_id` (the handler
+    /// still checks that the token's attempt is the job's running one); 403 when the caller has
+    /// a files token for something else; `None` without one.
+    pub fn files_for(&self, job_id: Uuid, op: FilesOperation) -> Result<Option<&FilesClaims>, ApiError> {
+        match &self.files {
+            Some(c) if c.allows(job_id, op) => Ok(Some(c)),
+            Some(_) => Err(ApiError::Forbidden(
+                "This files token is for another job or operation".into(),
+            )),
+            None => Ok(None),
         }
     }
 
@@ -154,11 +185,20 @@ impl FromRequestParts<AppState> for Caller {
         let auth = state.auth();
         let mut caller = Caller::anonymous(auth);
         if let Some(token) = bearer(parts)? {
-            let claims = auth.tokens.verify(token).map_err(|e| match e {
-                TokenError::Expired => ApiError::Unauthorized(e.to_string()),
-                TokenError::Invalid => ApiError::Forbidden(e.to_string()),
-            })?;
-            caller.permissions = Some(claims.permissions);
+            match auth.tokens.verify(token) {
+                Ok(claims) => caller.permissions = Some(claims.permissions),
+                Err(TokenError::Expired) => {
+                    return Err(ApiError::Unauthorized(TokenError::Expired.to_string()));
+                }
+                // Not an access token: perhaps a job's files token.
+                Err(e @ TokenError::Invalid) => match auth.files.verify(token) {
+                    Ok(claims) => caller.files = Some(claims),
+                    Err(FilesTokenError::Expired) => {
+                        return Err(ApiError::Unauthorized(FilesTokenError::Expired.to_string()));
+                    }
+                    Err(FilesTokenError::Invalid) => return Err(ApiError::Forbidden(e.to_string())),
+                },
+            }
         }
         Ok(caller)
     }
@@ -178,6 +218,7 @@ mod tests {
                 allowed_queues: vec![],
                 max_reservation_time: BTreeMap::new(),
             }),
+            files: None,
             allow_anonymous: anonymous,
             allow_anonymous_agents: anonymous_agents,
         }

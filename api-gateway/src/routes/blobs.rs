@@ -7,6 +7,10 @@
 //! and agent send them; a raw body (any other content type) is taken as the archive itself.
 //! A job submitted with attachments is not dispatched until they are stored: the upload then
 //! asks the scheduler to release it.
+//!
+//! Agents come with a client of their own (role `agent`) or with the job-files token their lease
+//! grant carried: that token moves only its own job's files, and only while the attempt it was
+//! issued to runs.
 
 use crate::auth::{Caller, access};
 use crate::cancel::may_act_on;
@@ -20,10 +24,12 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use broker_schema::job_files::FilesOperation;
 use broker_schema::messages::{AttachmentsReadyRequest, SchedulerRequest};
 use flinger_store::{BlobError, BlobName, ByteStream};
 use futures::TryStreamExt;
 use tracing::info;
+use uuid::Uuid;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -155,13 +161,27 @@ async fn post_attachments(
     Ok("OK")
 }
 
+/// Lets in an agent (role `agent`), or the holder of a files token for `op` on job `id` while
+/// the attempt it names is running: a token outlives neither its lease nor its run.
+async fn agent_for(state: &AppState, caller: &Caller, id: Uuid, op: FilesOperation) -> Result<(), ApiError> {
+    let Some(claims) = caller.files_for(id, op)? else {
+        return caller.require(access::AGENT);
+    };
+    match state.store().get_job(id).await? {
+        Some(job) if job.attempt == claims.attempt && job.state.is_active() => Ok(()),
+        _ => Err(ApiError::Forbidden(
+            "This files token's run is over (the job ended or was given to another attempt)".into(),
+        )),
+    }
+}
+
 /// `GET /v1/job/<id>/attachments` (agents): the archive, or 204.
 async fn get_attachments(
     State(state): State<AppState>,
     caller: Caller,
     JobId(id): JobId,
 ) -> Result<Response, ApiError> {
-    caller.require(access::AGENT)?;
+    agent_for(&state, &caller, id, FilesOperation::ReadAttachments).await?;
     download(&state, &BlobName::attachments(id), "attachments.tar.gz").await
 }
 
@@ -173,7 +193,7 @@ async fn post_artifact(
     JobId(id): JobId,
     request: Request,
 ) -> Result<&'static str, ApiError> {
-    caller.require(access::AGENT)?;
+    agent_for(&state, &caller, id, FilesOperation::WriteArtifacts).await?;
     if state.store().get_job(id).await?.is_none() {
         return Err(ApiError::NotFound("Job not found".into()));
     }

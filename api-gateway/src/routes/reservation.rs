@@ -6,12 +6,12 @@
 use crate::auth::{Caller, access};
 use crate::error::ApiError;
 use crate::extract::{Body, JobId};
-use crate::scheduler::{self, CommandError};
+use crate::scheduler;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use broker_schema::messages::{ExtendRequest, RefusalCode, SchedulerRequest};
+use broker_schema::messages::{ExtendRequest, SchedulerRequest};
 use broker_schema::{JobState, Millis};
 use serde_json::{Value, json};
 
@@ -117,21 +117,12 @@ async fn extend(
         requested_by,
         max_total_secs,
     });
-    match scheduler::command(&state, &request).await {
-        Ok(done) => Ok(Json(json!({
-            "job_id": id,
-            "reserve_until": done.reserve_until.map(Millis::to_rfc3339),
-            "detail": done.detail,
-        }))),
-        Err(CommandError::Refused { code, reason }) => Err(match code {
-            RefusalCode::NotFound => ApiError::NotFound(reason),
-            RefusalCode::Conflict => ApiError::Conflict(reason),
-            RefusalCode::Forbidden => ApiError::Forbidden(reason),
-            RefusalCode::Invalid => ApiError::invalid_field("by", reason),
-        }),
-        Err(CommandError::Failed(reason)) => Err(ApiError::Internal(reason)),
-        Err(unavailable) => Err(unavailable.into()),
-    }
+    let done = scheduler::command(&state, &request).await?;
+    Ok(Json(json!({
+        "job_id": id,
+        "reserve_until": done.reserve_until.map(Millis::to_rfc3339),
+        "detail": done.detail,
+    })))
 }
 
 /// The longest reservation `caller` may have on `queue`, in seconds: the unprivileged 6 h, or

@@ -1242,3 +1242,88 @@ fn regex_escape(s: &str) -> String {
         })
         .collect()
 }
+
+/// A scheduler's job-files token (the lease grant's credential) moves its own job's files, and
+/// nothing else: not another job's, not other endpoints, not once its attempt is over.
+#[tokio::test]
+async fn a_jobs_files_token_moves_only_that_jobs_files_while_its_attempt_runs() {
+    use broker_schema::JobState;
+    use broker_schema::job_files::JobFilesKey;
+    let app = TestApp::spawn().await;
+    let running = |attempt| {
+        move |j: &mut flinger_store::JobRecord| {
+            j.state = JobState::Test;
+            j.attempt = attempt;
+        }
+    };
+    let job = app.insert_job(json!({"job_queue": "q"}), running(1)).await;
+    let other = app.insert_job(json!({"job_queue": "q"}), running(1)).await;
+    let ended = app
+        .insert_job(json!({"job_queue": "q"}), |j| {
+            j.state = JobState::Complete;
+            j.attempt = 1;
+        })
+        .await;
+    let key = JobFilesKey::new(SIGNING_KEY.as_bytes());
+    let now = Millis::now();
+    let until = now.plus(Duration::from_secs(30));
+    let token = |id, attempt| key.issue(id, attempt, now, until);
+    let upload = |id: Uuid, token: String| {
+        app.http
+            .post(app.url(&format!("/v1/result/{id}/artifact")))
+            .bearer_auth(token)
+            .header("content-type", "application/gzip")
+            .body(b"archive".to_vec())
+    };
+    let t = token(job.job_id, 1);
+
+    // Its own job's two operations.
+    let r = app
+        .get_as(&t, &format!("/v1/job/{}/attachments", job.job_id))
+        .await;
+    assert_eq!(r.status(), 204, "allowed (the job has none)");
+    assert_eq!(app.send(upload(job.job_id, t.clone())).await.status(), 200);
+    assert_eq!(
+        app.get(&format!("/v1/result/{}/artifact", job.job_id))
+            .await
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec(),
+        b"archive".to_vec()
+    );
+
+    // Another job's files, and every other endpoint: 403.
+    let r = app
+        .get_as(&t, &format!("/v1/job/{}/attachments", other.job_id))
+        .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(app.send(upload(other.job_id, t.clone())).await.status(), 403);
+    for path in [
+        format!("/v1/result/{}/artifact", job.job_id),
+        format!("/v1/job/{}", job.job_id),
+        "/v1/agents/data".to_owned(),
+    ] {
+        assert_eq!(app.get_as(&t, &path).await.status(), 403, "{path}");
+    }
+    let r = app.post_json_as(&t, "/v1/job", &json!({"job_queue": "q"})).await;
+    assert_eq!(r.status(), 403);
+
+    // Not for another attempt of the job, nor once the job ended.
+    let stale = token(job.job_id, 0);
+    assert_eq!(app.send(upload(job.job_id, stale)).await.status(), 403);
+    assert_eq!(
+        app.send(upload(ended.job_id, token(ended.job_id, 1)))
+            .await
+            .status(),
+        403
+    );
+
+    // Expired: 401, as an expired access token.
+    let long_ago = Millis(now.0 - 3_600_000);
+    let expired = key.issue(job.job_id, 1, long_ago, long_ago.plus(Duration::from_secs(30)));
+    assert_eq!(app.send(upload(job.job_id, expired)).await.status(), 401);
+    // Signed with another key: 403.
+    let foreign = JobFilesKey::new(b"another lab's key").issue(job.job_id, 1, now, until);
+    assert_eq!(app.send(upload(job.job_id, foreign)).await.status(), 403);
+}

@@ -5,6 +5,7 @@
 use super::Submission;
 use crate::codec::Message;
 use crate::ids::{AgentName, DeviceClass};
+use crate::job_files::JobFiles;
 use crate::messages::AdminState;
 use crate::timestamp::Millis;
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,10 @@ pub struct LeaseRequest {
     /// that a job first recorded from a lease request is judged as its own copy would be.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_by: Option<String>,
+    /// Whether the agent can move the job's files with a gateway client of its own
+    /// (`server_address`). `None` from agents that predate the question: taken as yes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetches_files: Option<bool>,
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +47,10 @@ pub struct LeaseGrant {
     /// The reservation deadline already set for this job (an extension made before the run).
     #[serde(default)]
     pub reserve_until: Option<Millis>,
+    /// Where and with what token to fetch the attachments and upload the artifacts, when the
+    /// scheduler knows the gateway (`--gateway-url` and its token key).
+    #[serde(default)]
+    pub files: Option<JobFiles>,
 }
 
 /// Secrets stay out of logs: only their names are shown.
@@ -62,6 +71,7 @@ impl std::fmt::Debug for LeaseGrant {
                     .collect::<Vec<_>>(),
             )
             .field("reserve_until", &self.reserve_until)
+            .field("files", &self.files)
             .finish()
     }
 }
@@ -129,6 +139,9 @@ pub enum RenewReply {
         cancel: Option<String>,
         #[serde(default)]
         reserve_until: Option<Millis>,
+        /// A fresh job-files token, expiring with the renewed lease.
+        #[serde(default)]
+        files: Option<JobFiles>,
     },
     /// Not yours any more: stop the job now.
     Lost { reason: String },

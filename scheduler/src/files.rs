@@ -1,0 +1,54 @@
+//! How agents move a job's files (attachments in, artifacts out) without an API client of
+//! their own: with `--gateway-url` and the gateway's token key, every lease grant and renewal
+//! carries the gateway's URL and a token for that job's attempt and those two operations only,
+//! expiring with the lease ([`broker_schema::job_files`]).
+//!
+//! And the rule that goes with it: a job with attachments is never leased to an agent that
+//! could not fetch them. Without a grant's credential, only an agent with a gateway client of
+//! its own (`server_address`) can; any other agent is told `not_ready` and passes the job on,
+//! so the job waits for one that can (see `docs/operations.md`).
+
+use crate::core::Core;
+use broker_schema::JobDefinition;
+use broker_schema::Millis;
+use broker_schema::job_files::{JobFiles, JobFilesKey};
+use broker_schema::messages::LeaseRequest;
+use uuid::Uuid;
+
+/// Where the gateway is, as agents reach it, and the key its tokens are signed with.
+#[derive(Clone, Debug)]
+pub struct FilesAccess {
+    /// Base URL, without a trailing slash.
+    pub url: String,
+    pub key: JobFilesKey,
+}
+
+impl FilesAccess {
+    pub fn new(url: &str, signing_key: &[u8]) -> FilesAccess {
+        FilesAccess {
+            url: url.trim().trim_end_matches('/').to_owned(),
+            key: JobFilesKey::new(signing_key),
+        }
+    }
+}
+
+/// The files credential for `job_id`'s `attempt`, valid until `lease_until`; `None` when this
+/// scheduler was not told where the gateway is.
+pub fn grant(core: &Core, job_id: Uuid, attempt: u32, lease_until: Millis) -> Option<JobFiles> {
+    let access = core.config.files.as_ref()?;
+    Some(JobFiles {
+        url: access.url.clone(),
+        token: access.key.issue(job_id, attempt, Millis::now(), lease_until),
+        until: lease_until,
+    })
+}
+
+/// Why the asking agent may not have `job` (it could not fetch its attachments), if so.
+pub fn unfetchable(core: &Core, job: &JobDefinition, req: &LeaseRequest) -> Option<String> {
+    let cannot = req.fetches_files == Some(false) && core.config.files.is_none();
+    (cannot && job.has_attachments()).then(|| {
+        "the job has attachments and this agent cannot fetch them (it has no server_address and \
+         the scheduler hands out no files credential: --gateway-url); waiting for an agent that can"
+            .to_owned()
+    })
+}
