@@ -479,6 +479,88 @@ mod tests {
         shutdown.cancel();
     }
 
+    /// Reads one whole HTTP/1.1 request (headers, then a body of content-length or chunked).
+    async fn read_request(sock: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut req = vec![];
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = sock.read(&mut buf).await.unwrap();
+            req.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&req).into_owned();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let head = text[..end].to_ascii_lowercase();
+                let len = head.lines().find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                });
+                let done = match len {
+                    Some(len) => req.len() >= end + 4 + len,
+                    None => !head.contains("chunked") || text.ends_with("0\r\n\r\n"),
+                };
+                if done {
+                    return text;
+                }
+            }
+            assert!(n > 0, "the request ended early");
+        }
+    }
+
+    /// An upload the gateway cannot take for a moment (503) is tried again, with backoff,
+    /// until it can; one it refuses for good (413) is not.
+    #[tokio::test]
+    async fn an_upload_is_retried_while_the_gateway_fails_and_not_once_it_refuses() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Two 503s, then 200; then a 413.
+        let server = tokio::spawn(async move {
+            let mut bodies = vec![];
+            for status in [
+                "503 Service Unavailable",
+                "503 Service Unavailable",
+                "200 OK",
+                "413 Payload Too Large",
+            ] {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let req = read_request(&mut sock).await;
+                bodies.push(req.contains("the artifacts"));
+                let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nno");
+                sock.write_all(answer.as_bytes()).await.unwrap();
+            }
+            bodies
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.tar.gz");
+        std::fs::write(&file, b"the artifacts").unwrap();
+        let client = GatewayClient::new(GatewayConfig {
+            url: format!("http://127.0.0.1:{port}"),
+            client_id: None,
+            client_secret: None,
+            token_file: None,
+        });
+        let quick = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(10))
+            .with_max_times(5);
+        client
+            .upload("/v1/result/x/artifact", &file, "artifact.tar.gz", quick)
+            .await
+            .expect("uploaded on the third try");
+        let refused = client
+            .upload("/v1/result/x/artifact", &file, "artifact.tar.gz", quick)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, GatewayError::Status { status, .. } if status == StatusCode::PAYLOAD_TOO_LARGE),
+            "{refused}"
+        );
+        let bodies = tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(bodies, [true; 4], "every try sent the whole archive");
+    }
+
     #[test]
     fn the_token_file_is_read_as_the_charm_writes_it_or_bare() {
         let dir = tempfile::tempdir().unwrap();

@@ -37,5 +37,5 @@ pub use ids::{AgentName, DeviceClass, NameError};
 pub use job::{JobDefinition, ValidationErrors};
 pub use names::Names;
 pub use phase::{Phase, Plan};
-pub use state::{Failure, FailureKind, JobState};
+pub use state::{Failure, FailureKind, IllegalTransition, JobState};
 pub use timestamp::Millis;

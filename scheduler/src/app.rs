@@ -380,7 +380,7 @@ async fn serve_rpc(core: &Arc<Core>, bus: &Bus) -> Result<(), BusError> {
                 let core = core.clone();
                 let queue = queue.clone();
                 inflight.spawn(async move {
-                    let (reply, disposition, announcement) = rpc::handle(&core, &d.data).await;
+                    let (reply, disposition, deferred) = rpc::handle(&core, &d.data).await;
                     if disposition == Disposition::Retry {
                         tokio::time::sleep(RETRY_PAUSE).await;
                     }
@@ -396,8 +396,10 @@ async fn serve_rpc(core: &Arc<Core>, bus: &Bus) -> Result<(), BusError> {
                             debug!(error = %e, "reply not delivered");
                         }
                     }
-                    if let Some(a) = announcement {
-                        core.announce(&a.job, a.detail).await;
+                    if let Some(later) = deferred
+                        && let Err(e) = core.carry_out(&later.job, later.effects).await
+                    {
+                        warn!(error = %e, "cannot carry out what follows a reply");
                     }
                     if let Err(e) = settle(&d, disposition, &core.publisher, &core.names, &queue).await {
                         debug!(error = %e, "cannot settle a request; it will be redelivered");

@@ -1,11 +1,13 @@
-//! What every scheduler task shares: the store, the publisher, names, configuration, and the
-//! compare-and-set loop every state change goes through.
+//! What every scheduler task shares: the store, the publisher, names, configuration, the
+//! compare-and-set loop every state change goes through, and the carrying out of the
+//! lifecycle's effects ([`crate::lifecycle`] decides; this module does).
 
 use crate::config::SchedulerConfig;
+use crate::lifecycle::{self, Cause, Effect, Reply, Rules};
 use crate::store::{DynSchedulerStore, JobRecord, JobUpdate, Precondition, StoreResult};
 use broker_schema::bus::{PublishError, PublishOptions, Publisher};
 use broker_schema::messages::{Control, ControlCommand, JobEvent, JobEventKind, Submission};
-use broker_schema::{AgentName, Millis, Names, topology};
+use broker_schema::{AgentName, Failure, JobState, Millis, Names, topology};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, warn};
@@ -24,12 +26,27 @@ pub struct Core {
     pub output_stored: tokio::sync::Notify,
 }
 
-/// A state change to announce after the caller has its answer: announcing waits for the
-/// broker's confirm (a disk write), which must not delay a reply an agent is waiting for.
+/// Effects to carry out after the caller has its answer: announcing waits for the broker's
+/// confirm (a disk write), which must not delay a reply an agent is waiting for.
 #[derive(Debug)]
-pub struct Announcement {
+pub struct Deferred {
     pub job: Box<JobRecord>,
-    pub detail: Option<String>,
+    pub effects: Vec<Effect>,
+}
+
+/// What [`Core::apply`] did about a cause.
+#[derive(Debug)]
+pub struct Applied {
+    /// The job as it is now; `None`: no such job.
+    pub job: Option<Box<JobRecord>>,
+    /// The decided change was made.
+    pub changed: bool,
+    /// A change was decided but other writers kept changing the job first: nothing was done
+    /// (no effects, no reply).
+    pub raced: bool,
+    /// What to carry out ([`Core::carry_out`]): empty when the change could not be made.
+    pub effects: Vec<Effect>,
+    pub reply: Option<Reply>,
 }
 
 /// The result of [`Core::modify`].
@@ -87,21 +104,183 @@ impl Core {
         self.modify(job_id, decide).await
     }
 
+    /// The settings the lifecycle's decisions depend on.
+    pub fn rules(&self) -> Rules {
+        Rules::of(&self.config)
+    }
+
+    /// Reads the job, decides what `cause` does to it ([`lifecycle::decide`]) and makes the
+    /// change with the compare-and-set loop. The effects are the caller's to carry out.
+    pub async fn apply(&self, job_id: Uuid, cause: &Cause, now: Millis) -> StoreResult<Applied> {
+        let rules = self.rules();
+        let mut decision = None;
+        let outcome = self
+            .modify(job_id, |job| {
+                let d = lifecycle::decide(&rules, job, cause, now);
+                let change = d.change.clone();
+                decision = Some(d);
+                change
+            })
+            .await?;
+        Ok(Self::applied(outcome, decision))
+    }
+
+    /// [`Core::apply`] starting from a record just read (saving a read).
+    pub async fn apply_from(&self, job: JobRecord, cause: &Cause, now: Millis) -> StoreResult<Applied> {
+        let rules = self.rules();
+        let mut decision = None;
+        let outcome = self
+            .modify_from(job, |job| {
+                let d = lifecycle::decide(&rules, job, cause, now);
+                let change = d.change.clone();
+                decision = Some(d);
+                change
+            })
+            .await?;
+        Ok(Self::applied(outcome, decision))
+    }
+
+    fn applied(outcome: Modified, decision: Option<lifecycle::Decision>) -> Applied {
+        let decision = decision.unwrap_or_default();
+        match outcome {
+            Modified::Missing => Applied {
+                job: None,
+                changed: false,
+                raced: false,
+                effects: Vec::new(),
+                reply: None,
+            },
+            Modified::Changed(job) => Applied {
+                job: Some(job),
+                changed: true,
+                raced: false,
+                effects: decision.effects,
+                reply: decision.reply,
+            },
+            Modified::Unchanged(job) if decision.change.is_some() => Applied {
+                job: Some(job),
+                changed: false,
+                raced: true,
+                effects: Vec::new(),
+                reply: None,
+            },
+            Modified::Unchanged(job) => Applied {
+                job: Some(job),
+                changed: false,
+                raced: false,
+                effects: decision.effects,
+                reply: decision.reply,
+            },
+        }
+    }
+
+    /// [`Core::apply`], then carries out the effects at once.
+    pub async fn settle(&self, job_id: Uuid, cause: &Cause, now: Millis) -> StoreResult<Applied> {
+        let mut applied = self.apply(job_id, cause, now).await?;
+        self.carry_out_applied(&mut applied).await?;
+        Ok(applied)
+    }
+
+    /// [`Core::apply_from`], then carries out the effects at once.
+    pub async fn settle_from(&self, job: JobRecord, cause: &Cause, now: Millis) -> StoreResult<Applied> {
+        let mut applied = self.apply_from(job, cause, now).await?;
+        self.carry_out_applied(&mut applied).await?;
+        Ok(applied)
+    }
+
+    async fn carry_out_applied(&self, applied: &mut Applied) -> StoreResult<()> {
+        let effects = std::mem::take(&mut applied.effects);
+        if let Some(job) = &applied.job {
+            self.carry_out(job, effects).await?;
+        }
+        Ok(())
+    }
+
+    /// Carries out a decision's effects, in order, for the job as it is after the change.
+    pub async fn carry_out(&self, job: &JobRecord, effects: Vec<Effect>) -> StoreResult<()> {
+        for effect in effects {
+            match effect {
+                Effect::Announce { detail } => self.announce(job, detail).await,
+                Effect::PublishAgain => self.publish_again(job).await?,
+                Effect::Control { agent, command } => {
+                    if let Err(e) = self.control(&agent, command).await {
+                        // A cancel or a deadline is repeated in every renewal's reply.
+                        warn!(job_id = %job.job_id, %agent, error = %e, "cannot tell the agent now; its next renewal will");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes a waiting job to its class queue; if no queue takes it any more, the job fails
+    /// ([`Cause::Unroutable`]). On other errors the job stays waiting and unenqueued: the outbox
+    /// publishes it later. (Boxed, and `Send` said outright: carrying out the failure's effects
+    /// leads back here.)
+    fn publish_again<'a>(
+        &'a self,
+        job: &'a JobRecord,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = StoreResult<()>> + Send + 'a>> {
+        Box::pin(async move {
+            match self.enqueue(job).await {
+                Ok(()) => Ok(()),
+                Err(PublishError::Unroutable { reply_text, .. }) => {
+                    let reason = format!("no agent serves queue '{}' ({reply_text})", job.queue);
+                    let cause = Cause::Unroutable {
+                        reason: reason.clone(),
+                    };
+                    let applied = self.settle(job.job_id, &cause, Millis::now()).await?;
+                    if applied.changed {
+                        warn!(job_id = %job.job_id, %reason, "job rejected");
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    warn!(job_id = %job.job_id, error = %e, "cannot publish the job now; the outbox will retry");
+                    Ok(())
+                }
+            }
+        })
+    }
+
     /// Tells listeners (webhooks, dashboards, producers) that the scheduler moved a job.
     /// Informational: failure to publish is logged, never fatal.
     pub async fn announce(&self, job: &JobRecord, detail: Option<String>) {
+        self.announce_state(job.job_id, job.attempt, job.state, job.failure.clone(), detail)
+            .await;
+        if job.state.is_terminal() {
+            // Its last event is on its way to the gateways: nothing more for its webhook.
+            self.follow_webhook(job, false).await;
+        }
+    }
+
+    /// Tells the producer of a submission refused before any job of its id was known, and
+    /// anyone listening on `job.<id>.status` (there is no record to announce, and no webhook).
+    pub async fn announce_rejection(&self, job_id: Uuid, failure: Failure) {
+        self.announce_state(job_id, 0, JobState::Failed, Some(failure), None)
+            .await;
+    }
+
+    async fn announce_state(
+        &self,
+        job_id: Uuid,
+        attempt: u32,
+        state: JobState,
+        failure: Option<Failure>,
+        detail: Option<String>,
+    ) {
         let event = JobEvent {
-            job_id: job.job_id,
-            attempt: job.attempt,
+            job_id,
+            attempt,
             agent: None,
             at: Millis::now(),
             kind: JobEventKind::StateChanged {
-                state: job.state,
-                failure: job.failure.clone(),
+                state,
+                failure,
                 detail,
             },
         };
-        let key = Names::job_status_key(&job.job_id);
+        let key = Names::job_status_key(&job_id);
         if let Err(e) = self
             .publisher
             .send(
@@ -113,11 +292,7 @@ impl Core {
             )
             .await
         {
-            warn!(job_id = %job.job_id, error = %e, "cannot announce state change");
-        }
-        if job.state.is_terminal() {
-            // Its last event is on its way to the gateways: nothing more for its webhook.
-            self.follow_webhook(job, false).await;
+            warn!(%job_id, error = %e, "cannot announce state change");
         }
     }
 

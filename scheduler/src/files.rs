@@ -3,13 +3,13 @@
 //! carries the gateway's URL and a token for that job's attempt and those two operations only,
 //! expiring with the lease ([`broker_schema::job_files`]).
 //!
-//! And the rule that goes with it: a job with attachments is never leased to an agent that
-//! could not fetch them. Without a grant's credential, only an agent with a gateway client of
-//! its own (`server_address`) can; any other agent is told `not_ready` and passes the job on,
-//! so the job waits for one that can (see `docs/operations.md`).
+//! And the fact the rule that goes with it needs ([`fetches_files`]): a job with attachments is
+//! never leased to an agent that could not fetch them ([`crate::lifecycle`]). Without a grant's
+//! credential, only an agent with a gateway client of its own (`server_address`) can; any other
+//! agent is told `not_ready` and passes the job on, so the job waits for one that can (see
+//! `docs/operations.md`).
 
 use crate::core::Core;
-use broker_schema::JobDefinition;
 use broker_schema::Millis;
 use broker_schema::job_files::{JobFiles, JobFilesKey};
 use broker_schema::messages::LeaseRequest;
@@ -43,12 +43,9 @@ pub fn grant(core: &Core, job_id: Uuid, attempt: u32, lease_until: Millis) -> Op
     })
 }
 
-/// Why the asking agent may not have `job` (it could not fetch its attachments), if so.
-pub fn unfetchable(core: &Core, job: &JobDefinition, req: &LeaseRequest) -> Option<String> {
-    let cannot = req.fetches_files == Some(false) && core.config.files.is_none();
-    (cannot && job.has_attachments()).then(|| {
-        "the job has attachments and this agent cannot fetch them (it has no server_address and \
-         the scheduler hands out no files credential: --gateway-url); waiting for an agent that can"
-            .to_owned()
-    })
+/// Whether the asking agent could fetch a job's attachments: with a grant's credential, or a
+/// gateway client of its own. What follows for a job with attachments is the lifecycle's
+/// ([`crate::lifecycle::Cause::LeaseAsked`]).
+pub fn fetches_files(core: &Core, req: &LeaseRequest) -> bool {
+    req.fetches_files != Some(false) || core.config.files.is_some()
 }

@@ -1,5 +1,9 @@
 //! The scheduler: the only writer of job state.
 //!
+//! Every decision about a job is a pure function in [`lifecycle`] (the job as stored, a cause,
+//! the time → the change and its effects); the modules below receive causes and carry out
+//! decisions.
+//!
 //! It records submissions from any producer ([`submissions`]), judging who each belongs to
 //! ([`provenance`]), grants and renews leases by
 //! request/reply ([`lease`], [`rpc`]), carries out cancels, reservation extensions and agent
@@ -24,6 +28,7 @@ pub mod delivery;
 pub mod files;
 pub mod health;
 pub mod lease;
+pub mod lifecycle;
 pub mod lost_messages;
 pub mod outbox;
 pub mod projector;

@@ -14,8 +14,8 @@
 //! (it would be dropped again).
 
 use crate::core::Core;
-use crate::reaper::publish_again;
-use crate::store::{JobQuery, JobRecord, JobUpdate, Precondition, StoreResult};
+use crate::lifecycle::Cause;
+use crate::store::{JobQuery, JobRecord, StoreResult};
 use broker_schema::bus::BusError;
 use broker_schema::{DeviceClass, JobState, Millis};
 use lapin::options::QueueDeclareOptions;
@@ -80,16 +80,10 @@ pub async fn check_once(core: &Core, suspects: &mut Suspects) -> StoreResult<usi
             "the class queue holds fewer jobs than wait for it (a broker node lost them); publishing them again"
         );
         for job in confirmed {
-            // Claim this round (bumping updated_at) so that other schedulers skip it.
-            let Some(job) = core
-                .store
-                .update_job(job.job_id, &Precondition::observed(&job), &JobUpdate::at(now))
-                .await?
-            else {
-                continue;
-            };
-            publish_again(core, &job).await?;
-            published += 1;
+            // The change claims this round (bumping updated_at), so other schedulers skip it.
+            if core.settle_from(job, &Cause::MessageLost, now).await?.changed {
+                published += 1;
+            }
         }
         if !fresh.is_empty() {
             now_suspected.insert(class, fresh.iter().map(|j| (j.job_id, j.updated_at)).collect());

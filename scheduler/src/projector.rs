@@ -7,19 +7,15 @@
 //! (exit codes, device info) and waits until every output chunk of the run is stored, so a
 //! finished job never shows partial output.
 
-use crate::core::{Core, Modified};
+use crate::core::Core;
 use crate::delivery::Disposition;
-use crate::lease::{active_states, first_failure};
-use crate::reaper::{ReapReport, Reclaim, reclaim};
-use crate::store::{
-    JobRecord, JobUpdate, OutputFragment, Precondition, ProvisionEntry, Records, Reservation, StoreResult,
-};
+use crate::lifecycle::Cause;
+use crate::store::{JobRecord, OutputFragment, ProvisionEntry, Records, Reservation, StoreResult};
 use broker_schema::messages::{
     AdminState, AgentState, ControlCommand, Heartbeat, JobEvent, JobEventKind, LogStream, Outcome,
     OutputChunk, OutputCounts,
 };
-use broker_schema::phase::RECOVERY_FAILED_EXIT;
-use broker_schema::{Failure, FailureKind, JobState, Millis, Phase};
+use broker_schema::{Millis, Phase};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
@@ -79,57 +75,33 @@ pub async fn project_event(core: &Core, ev: &JobEvent, waits: &FinishWaits) -> S
     }
     let attempt = ev.attempt;
     let now = Millis::now();
-    // Changes that only make sense while the attempt holds the lease.
-    let while_running = || Precondition::in_states(&active_states()).attempt(attempt);
-    match &ev.kind {
-        JobEventKind::PhaseStarted { phase } => {
-            let to = JobState::from_phase(*phase);
-            core.modify_from(job.clone(), |j| {
-                if j.attempt != attempt || j.state.transition(to).is_err() {
-                    return None;
-                }
-                let mut u = JobUpdate::at(now).state(to);
-                if *phase == Phase::Test {
-                    // Silence in the test phase is measured from its start.
-                    u.last_output_at = Some(now);
-                }
-                Some((Precondition::observed(j), u))
-            })
-            .await?;
-        }
-        JobEventKind::PhaseFinished { phase, exit_code, .. } => {
-            let mut u = JobUpdate::at(now);
-            u.phase_status_set = Some((*phase, *exit_code));
-            core.store.update_job(ev.job_id, &while_running(), &u).await?;
-        }
-        JobEventKind::DeviceInfo { info } => {
-            let mut u = JobUpdate::at(now);
-            u.device_info = Some(Some(info.clone()));
-            core.store.update_job(ev.job_id, &while_running(), &u).await?;
-        }
+    let cause = match &ev.kind {
+        JobEventKind::PhaseStarted { phase } => Cause::PhaseStarted {
+            attempt,
+            phase: *phase,
+        },
+        JobEventKind::PhaseFinished { phase, exit_code, .. } => Cause::PhaseFinished {
+            attempt,
+            phase: *phase,
+            exit_code: *exit_code,
+        },
+        JobEventKind::DeviceInfo { info } => Cause::DeviceInfo {
+            attempt,
+            info: info.clone(),
+        },
         JobEventKind::ReservationStarted {
             until,
             device_ip,
             user,
-        } => {
-            let started_at = ev.at;
-            let reservation = Reservation {
-                started_at,
+        } => Cause::ReservationStarted {
+            attempt,
+            reservation: Reservation {
+                started_at: ev.at,
                 until: *until,
                 device_ip: device_ip.clone(),
                 user: user.clone(),
-            };
-            core.modify(ev.job_id, |j| {
-                // An extension made in the meantime wins over the agent's first deadline.
-                if j.attempt != attempt || !j.state.is_active() || j.reservation.is_some() {
-                    return None;
-                }
-                let mut u = JobUpdate::at(now);
-                u.reservation = Some(Some(reservation.clone()));
-                Some((Precondition::observed(j), u))
-            })
-            .await?;
-        }
+            },
+        },
         JobEventKind::Finished {
             outcome,
             output,
@@ -148,15 +120,18 @@ pub async fn project_event(core: &Core, ev: &JobEvent, waits: &FinishWaits) -> S
             )
             .await;
         }
-        JobEventKind::RunAbandoned { reason } => {
-            let agent = ev.agent.clone().expect("checked above");
-            let how = Reclaim::Abandoned {
-                agent,
-                reason: reason.clone(),
-            };
-            reclaim(core, &job, how, now, &mut ReapReport::default()).await?;
-        }
-        JobEventKind::StateChanged { .. } => {}
+        JobEventKind::RunAbandoned { reason } => Cause::RunAbandoned {
+            attempt,
+            agent: agent.clone(),
+            reason: reason.clone(),
+        },
+        JobEventKind::StateChanged { .. } => return Ok(Disposition::Ack),
+    };
+    let applied = core.settle_from(job, &cause, now).await?;
+    if let (Cause::RunAbandoned { reason, .. }, Some(job)) = (&cause, &applied.job)
+        && applied.changed
+    {
+        info!(job_id = %job.job_id, %agent, %reason, state = %job.state, "the agent gave the run up");
     }
     Ok(Disposition::Ack)
 }
@@ -194,39 +169,24 @@ async fn finish(
     // Exit codes whose events were processed out of order (by another scheduler) first.
     for (phase, code) in phase_status {
         if job.phase_status.get(phase.as_str()) != Some(code) {
-            let mut u = JobUpdate::at(now);
-            u.phase_status_set = Some((*phase, *code));
-            let pre = Precondition::in_states(&active_states()).attempt(ev.attempt);
-            core.store.update_job(ev.job_id, &pre, &u).await?;
+            let cause = Cause::PhaseFinished {
+                attempt: ev.attempt,
+                phase: *phase,
+                exit_code: *code,
+            };
+            core.apply_from(job.clone(), &cause, now).await?;
         }
     }
-    let attempt = ev.attempt;
-    let mut outcome_text = String::new();
-    let result = core
-        .modify(ev.job_id, |j| {
-            if j.attempt != attempt || !j.state.is_active() {
-                return None;
-            }
-            let (state, failure) = final_state(j, outcome);
-            let mut u = JobUpdate::at(now).state(state);
-            u.failure = Some(failure.clone());
-            u.ended_at = Some(Some(now));
-            u.lease = Some(None);
-            if j.device_info.is_none() && device_info.is_some() {
-                u.device_info = Some(device_info.clone());
-            }
-            let text = match (&failure, state) {
-                (Some(f), JobState::Failed) => format!("failed: {}", f.reason),
-                (_, s) => s.as_str().to_owned(),
-            };
-            outcome_text = text.clone();
-            u.close_attempt = Some((attempt, now, text));
-            Some((Precondition::observed(j), u))
-        })
-        .await?;
-    if let Modified::Changed(job) = result {
-        info!(job_id = %job.job_id, state = %job.state, outcome = %outcome_text, "job finished");
-        core.announce(&job, note).await;
+    let cause = Cause::RunFinished {
+        attempt: ev.attempt,
+        outcome: outcome.clone(),
+        device_info,
+        note,
+    };
+    let applied = core.settle(ev.job_id, &cause, now).await?;
+    if let Some(job) = applied.job.filter(|_| applied.changed) {
+        let failure = job.failure.as_ref().map(|f| f.reason.as_str()).unwrap_or("");
+        info!(job_id = %job.job_id, state = %job.state, %failure, "job finished");
     }
     Ok(Disposition::Ack)
 }
@@ -262,32 +222,6 @@ async fn settle_output(core: &Core, ev: &JobEvent, expected: OutputCounts) -> St
         tokio::select! {
             _ = stored => {}
             _ = tokio::time::sleep(OUTPUT_SETTLE_POLL) => {}
-        }
-    }
-}
-
-/// The end state of a run: a requested cancel wins; a complete run whose phases failed keeps
-/// `complete` with the failing phase as its failure (test failure vs device failure).
-fn final_state(job: &JobRecord, outcome: &Outcome) -> (JobState, Option<Failure>) {
-    if job.cancel_requested.is_some() && !matches!(outcome, Outcome::Failed { .. }) {
-        return (JobState::Cancelled, None);
-    }
-    match outcome {
-        Outcome::Cancelled { .. } => (JobState::Cancelled, None),
-        Outcome::Failed { failure } => (JobState::Failed, Some(failure.clone())),
-        Outcome::Complete => {
-            let failure = first_failure(&job.phase_status).map(|(phase, code)| {
-                let kind = match (phase, code) {
-                    (_, RECOVERY_FAILED_EXIT) => FailureKind::RecoveryFailed,
-                    (Phase::Test, _) => FailureKind::TestFailed,
-                    _ => FailureKind::DeviceFailed,
-                };
-                Failure {
-                    kind,
-                    reason: format!("{phase} exited {code}"),
-                }
-            });
-            (JobState::Complete, failure)
         }
     }
 }
@@ -355,24 +289,16 @@ pub async fn project_output(core: &Core, chunks: &[OutputChunk]) -> StoreResult<
             at: c.at,
             data: c.data.to_vec(),
         }));
-        let stale = job
-            .last_output_at
-            .is_none_or(|t| latest.since(t) > Duration::from_secs(5));
-        if job.state.is_active() && stale {
-            touch.push((job_id, job.attempt, latest));
-        }
+        touch.push((job, latest));
     }
     core.store.append_output(&fragments).await?;
-    for (job_id, attempt, latest) in touch {
-        let mut u = JobUpdate::at(Millis::now());
-        u.last_output_at = Some(latest);
-        core.store
-            .update_job(
-                job_id,
-                &Precondition::in_states(&active_states()).attempt(attempt),
-                &u,
-            )
-            .await?;
+    // Keeps last_output_at roughly current ([`Cause::OutputSeen`]).
+    for (job, latest) in touch {
+        let cause = Cause::OutputSeen {
+            attempt: job.attempt,
+            latest,
+        };
+        core.apply_from(job, &cause, Millis::now()).await?;
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Serves requests to the scheduler (leases, renewals, commands) and replies by direct reply-to.
 
 use crate::commands;
-use crate::core::{Announcement, Core};
+use crate::core::{Core, Deferred};
 use crate::delivery::Disposition;
 use crate::lease;
 use crate::store::StoreError;
@@ -10,8 +10,8 @@ use broker_schema::{DecodeError, decode};
 
 /// Handles one request. The reply is `None` when the request should be retried later (the
 /// store is unavailable): it is requeued, and the caller retries on timeout anyway. The
-/// announcement, if any, is for after the reply.
-pub async fn handle(core: &Core, body: &[u8]) -> (Option<SchedulerReply>, Disposition, Option<Announcement>) {
+/// deferred effects, if any, are for after the reply.
+pub async fn handle(core: &Core, body: &[u8]) -> (Option<SchedulerReply>, Disposition, Option<Deferred>) {
     let req = match decode::<SchedulerRequest>(body) {
         Ok(r) => r,
         Err(e) => {
@@ -19,10 +19,10 @@ pub async fn handle(core: &Core, body: &[u8]) -> (Option<SchedulerReply>, Dispos
             return (reply, disposition, None);
         }
     };
-    let mut announcement = None;
+    let mut deferred = None;
     let reply = match &req {
-        SchedulerRequest::Lease(r) => lease::lease(core, r).await.map(|(reply, a)| {
-            announcement = a;
+        SchedulerRequest::Lease(r) => lease::lease(core, r).await.map(|(reply, later)| {
+            deferred = later;
             SchedulerReply::Lease(reply)
         }),
         SchedulerRequest::Renew(r) => lease::renew(core, r).await.map(SchedulerReply::Renew),
@@ -39,7 +39,7 @@ pub async fn handle(core: &Core, body: &[u8]) -> (Option<SchedulerReply>, Dispos
             .map(|restricted| SchedulerReply::RestrictedQueues { restricted }),
     };
     match reply {
-        Ok(reply) => (Some(reply), Disposition::Ack, announcement),
+        Ok(reply) => (Some(reply), Disposition::Ack, deferred),
         Err(e @ StoreError::Unavailable(_)) => {
             tracing::warn!(error = %e, "store unavailable; request requeued");
             (None, Disposition::Retry, None)

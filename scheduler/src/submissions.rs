@@ -11,13 +11,12 @@
 
 use crate::core::Core;
 use crate::delivery::Disposition;
+use crate::lifecycle::{self, Cause};
 use crate::provenance;
-use crate::store::{Inserted, JobRecord, JobUpdate, Precondition, StoreResult};
-use broker_schema::bus::PublishOptions;
+use crate::store::{Inserted, JobRecord, StoreResult};
 use broker_schema::codec::check_content_type;
-use broker_schema::messages::{JobEvent, JobEventKind, Submission};
-use broker_schema::{Failure, FailureKind, JobDefinition, JobState, Millis, Names, codec, decode_submission};
-use std::time::Duration;
+use broker_schema::messages::Submission;
+use broker_schema::{JobDefinition, Millis, codec, decode_submission};
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -47,43 +46,40 @@ pub async fn record(core: &Core, msg: &Received<'_>) -> StoreResult<Disposition>
             return Ok(Disposition::Dead(e.to_string()));
         }
     };
-    let submitter = match provenance::submitter(core, msg.published_by, submission.submitted_by.as_deref()) {
-        Ok(s) => Some(s),
-        // A copy of a job we already know (an agent passing on a job it may not run
-        // republishes it as itself) proves nothing new about its submitter.
-        Err(_) if core.store.get_job(submission.job_id).await?.is_some() => None,
-        Err(reason) => {
-            reject(core, submission.job_id, Some(submission.job), &reason).await?;
-            return Ok(Disposition::Dead(reason));
-        }
-    };
-    let now = Millis::now();
     let (job_id, queue) = (submission.job_id, submission.job.job_queue().clone());
-    if let Some(submitter) = submitter
-        && insert(core, submission, submitter, "accepted").await? == Inserted::New
-    {
-        info!(%job_id, %queue, producer = msg.producer.unwrap_or("?"), "job recorded from the broker");
-    }
-    let pre = Precondition {
-        not_enqueued: true,
-        ..Precondition::state(JobState::Waiting)
+    let stored = match provenance::submitter(core, msg.published_by, submission.submitted_by.as_deref()) {
+        Ok(submitter) => {
+            let (inserted, job) = insert(core, submission, submitter, "accepted").await?;
+            if inserted == Inserted::New {
+                info!(%job_id, %queue, producer = msg.producer.unwrap_or("?"), "job recorded from the broker");
+            }
+            job
+        }
+        Err(reason) => match core.store.get_job(job_id).await? {
+            // A copy of a job we already know (an agent passing on a job it may not run
+            // republishes it as itself) proves nothing new about its submitter.
+            Some(job) => job,
+            None => {
+                reject(core, job_id, Some(submission.job), &reason).await?;
+                return Ok(Disposition::Dead(reason));
+            }
+        },
     };
-    let mut u = JobUpdate::at(now);
-    u.enqueued_at = Some(Some(now));
-    core.store.update_job(job_id, &pre, &u).await?;
+    core.apply_from(stored, &Cause::SubmissionSeen, Millis::now())
+        .await?;
     Ok(Disposition::Ack)
 }
 
 /// Records a submission as a waiting job of `submitter` (unless its id is taken), routes its
 /// events to its webhook before anything about it is announced (a gateway may have announced it
 /// already), and announces it when it is new, with `note`. A late copy of a job that ended gets
-/// no route: nothing would remove it.
+/// no route: nothing would remove it. Returns the job as stored.
 pub async fn insert(
     core: &Core,
     submission: Submission,
     submitter: Option<String>,
     note: &str,
-) -> StoreResult<Inserted> {
+) -> StoreResult<(Inserted, JobRecord)> {
     let record = JobRecord::new_waiting(
         submission.job_id,
         submission.job,
@@ -97,7 +93,11 @@ pub async fn insert(
     if inserted == Inserted::New {
         core.announce(&record, Some(note.into())).await;
     }
-    Ok(inserted)
+    let stored = match &inserted {
+        Inserted::New => record,
+        Inserted::Existing(job) => (**job).clone(),
+    };
+    Ok((inserted, stored))
 }
 
 /// What a rejected message's job record shows as its definition when the message held no valid
@@ -107,8 +107,8 @@ fn placeholder_definition(routing_key: &str) -> Option<JobDefinition> {
 }
 
 /// Records a job that will never run, `failed` with kind `rejected`, unless a job of that id is
-/// already known (a producer reusing an id cannot overwrite someone's job), and tells the
-/// producer. Without a definition (not even a usable class), it is only announced.
+/// already known (a producer reusing an id cannot overwrite someone's job: [`Cause::Rejected`]),
+/// and tells the producer. Without a definition (not even a usable class), it is only announced.
 pub async fn reject(
     core: &Core,
     job_id: Uuid,
@@ -116,51 +116,16 @@ pub async fn reject(
     reason: &str,
 ) -> StoreResult<()> {
     warn!(%job_id, %reason, "submission rejected");
-    let failure = Failure {
-        kind: FailureKind::Rejected,
-        reason: reason.to_owned(),
-    };
     let Some(definition) = definition else {
         if core.store.get_job(job_id).await?.is_none() {
-            announce_rejection(core, job_id, failure).await;
+            core.announce_rejection(job_id, lifecycle::rejection(reason))
+                .await;
         }
         return Ok(());
     };
-    let now = Millis::now();
-    let mut record = JobRecord::new_waiting(job_id, definition, None, now);
-    record.state = JobState::Failed;
-    record.ended_at = Some(now);
-    record.enqueued_at = Some(now);
-    record.awaiting_attachments = false;
-    record.failure = Some(failure);
+    let record = lifecycle::rejected(job_id, definition, reason, Millis::now());
     if core.store.insert_job(&record).await? == Inserted::New {
         core.announce(&record, Some("rejected".into())).await;
     }
     Ok(())
-}
-
-/// Tells the producer (and anyone listening on `job.<id>.status`) that its job was refused.
-async fn announce_rejection(core: &Core, job_id: Uuid, failure: Failure) {
-    let event = JobEvent {
-        job_id,
-        attempt: 0,
-        agent: None,
-        at: Millis::now(),
-        kind: JobEventKind::StateChanged {
-            state: JobState::Failed,
-            failure: Some(failure),
-            detail: None,
-        },
-    };
-    let key = Names::job_status_key(&job_id);
-    let _ = core
-        .publisher
-        .send(
-            &core.names.events_exchange(),
-            &key,
-            &event,
-            &PublishOptions::default(),
-            Some(Duration::from_secs(10)),
-        )
-        .await;
 }

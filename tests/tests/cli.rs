@@ -932,7 +932,7 @@ async fn completions_produce_a_script_for_each_shell() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn maintenance_keeps_jobs_off_an_agent_until_it_is_back_waiting() {
-    let lab = lab_with_admin("cli-maint").await;
+    let mut lab = lab_with_admin("cli-maint").await;
     // Without a login, admin commands are refused with exit 6 and nothing is sent.
     let run = flinger(
         &lab,
@@ -999,8 +999,17 @@ async fn maintenance_keeps_jobs_off_an_agent_until_it_is_back_waiting() {
     assert_eq!(run.code, 0, "{run}");
     assert!(run.stderr.contains("offline or in maintenance"), "{run}");
     let id: Uuid = run.stdout.trim().parse().unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(lab.info(id).await.unwrap()["state"], "waiting");
+    // It is still there for an agent that starts after it, and runs there.
+    lab.add_agent(AgentSpec::fake("fake-spare", &["fake"])).await;
+    let info = lab.wait_done(id, JOB_TIMEOUT).await;
+    assert_eq!(info["state"], "complete", "{info}");
+    assert_eq!(info["attempts"].as_array().map(Vec::len), Some(1), "{info}");
+    assert_eq!(info["attempts"][0]["agent"], "fake-spare", "{info}");
+    lab.agent("fake-spare").stop(Duration::from_secs(10));
+    // The next one waits for fake-1.
+    let run = flinger(&lab, &["submit", "-q", &file]).await;
+    assert_eq!(run.code, 0, "{run}");
+    let id: Uuid = run.stdout.trim().parse().unwrap();
 
     let run = flinger(
         &lab,

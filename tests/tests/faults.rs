@@ -539,7 +539,7 @@ async fn a_job_the_gateway_could_not_publish_is_published_by_the_scheduler() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_device_recovery_takes_the_agent_offline_with_the_reason() {
-    let lab = Lab::builder()
+    let mut lab = Lab::builder()
         .name("exit46")
         .agent(AgentSpec::fake("dut", &["exit46"]))
         .start()
@@ -556,12 +556,12 @@ async fn a_failed_device_recovery_takes_the_agent_offline_with_the_reason() {
             .contains("recovery failed"),
         "{agent}"
     );
-    // An offline agent takes no jobs.
+    // An offline agent takes no jobs: one submitted now is still there for an agent that
+    // starts after it, and runs there, leased once.
     let next = lab.submit(&json!({"job_queue": "exit46"})).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(lab.info(next).await.unwrap()["state"], "waiting");
-    assert_eq!(lab.cancel(next).await, 200);
-    lab.wait_done(next, DONE).await;
+    lab.add_agent(AgentSpec::fake("dut-2", &["exit46"])).await;
+    let info = lab.wait_done(next, DONE).await;
+    assert_ran_once_on(&info, "dut-2");
     invariants::check(&lab.store, &[id, next]).await;
     lab.stop().await;
 }
@@ -813,21 +813,26 @@ async fn maintenance_takes_effect_after_the_current_job_and_survives_a_restart()
     // The running job is not disturbed…
     let info = lab.wait_done(running, DONE).await;
     assert_eq!(info["state"], "complete", "{info}");
-    // …then the agent is in maintenance and takes nothing.
+    // …then the agent is in maintenance and takes nothing: a job queued now is still there for
+    // an agent that starts after it, and runs there.
     lab.wait_agent_state("mt", "maintenance").await;
     let queued = lab.submit(&json!({"job_queue": "maint"})).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(lab.info(queued).await.unwrap()["state"], "waiting");
-    // A restarted agent is reminded of the decision.
+    lab.add_agent(AgentSpec::fake("mt-spare", &["maint"])).await;
+    assert_ran_once_on(&lab.wait_done(queued, DONE).await, "mt-spare");
+    lab.agent("mt-spare").stop(Duration::from_secs(10));
+    // A restarted agent is reminded of the decision: it takes nothing either.
     lab.agent("mt").stop(Duration::from_secs(10));
     lab.agent("mt").restart();
     lab.wait_agent_state("mt", "maintenance").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(lab.info(queued).await.unwrap()["state"], "waiting");
-    // Back in service, it takes the job.
+    let after_restart = lab.submit(&json!({"job_queue": "maint"})).await;
+    lab.agent("mt-spare").restart();
+    assert_ran_once_on(&lab.wait_done(after_restart, DONE).await, "mt-spare");
+    lab.agent("mt-spare").stop(Duration::from_secs(10));
+    // Back in service, it takes the job that waited.
+    let waited = lab.submit(&json!({"job_queue": "maint"})).await;
     set("waiting").await;
-    assert_eq!(lab.wait_done(queued, DONE).await["state"], "complete");
-    invariants::check(&lab.store, &[running, queued]).await;
+    assert_ran_once_on(&lab.wait_done(waited, DONE).await, "mt");
+    invariants::check(&lab.store, &[running, queued, after_restart, waited]).await;
     lab.stop().await;
 }
 
@@ -1208,4 +1213,11 @@ async fn an_agent_of_the_same_name_in_another_lab_leaves_our_running_phase_alone
     invariants::check(&ours.store, &[id]).await;
     theirs.stop().await;
     ours.stop().await;
+}
+
+/// The job completed on its first and only lease, held by `agent`.
+fn assert_ran_once_on(info: &serde_json::Value, agent: &str) {
+    assert_eq!(info["state"], "complete", "{info}");
+    assert_eq!(info["attempts"].as_array().map(Vec::len), Some(1), "{info}");
+    assert_eq!(info["attempts"][0]["agent"], agent, "{info}");
 }

@@ -100,7 +100,9 @@ fn unpack(archive: &std::path::Path) -> Vec<(String, String)> {
 async fn an_agent_without_a_client_fetches_attachments_and_its_artifacts_come_back_with_the_cli() {
     // As scripts/lab's local agents: no server_address, no client (only the lease grant's
     // files credential), and the job's own test commands run by `flinger-agent run-test-cmds`.
-    let test_cmds = "cat attachments/test/data/input.txt\nmkdir -p artifacts/logs\n\
+    // The run outlasts the grant's token (the harness's leases last 4 s; the gateway allows 5 s
+    // of leeway): the upload at its end needs the fresh token a renewal brought.
+    let test_cmds = "cat attachments/test/data/input.txt\nsleep 15\nmkdir -p artifacts/logs\n\
                      cp attachments/test/data/input.txt artifacts/\necho made-by-the-test > artifacts/logs/out.txt";
     let lab = Lab::builder()
         .name("files-grant")

@@ -193,10 +193,26 @@ async fn scenario(store: StoreKind) {
         .parse()
         .unwrap();
 
-    // Without its attachments the job waits, and is not dispatched.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Without its attachments the job waits, and is not dispatched: a job submitted after it
+    // to the same queue and agent runs first.
+    let r = lab
+        .http
+        .post(lab.url("/v1/job"))
+        .bearer_auth(&alice)
+        .json(&json!({"job_queue": "dropin", "test_data": {"test_cmds": "echo marker"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let marker: Uuid = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    lab.wait_done(marker, Duration::from_secs(60)).await;
     let info = lab.info(id).await.expect("job info");
     assert_eq!(info["state"], "waiting", "{info}");
+    assert_eq!(info["attempt"], 0, "leased before its attachments: {info}");
     assert_eq!(info["awaiting_attachments"], true);
 
     // The upload as Testflinger's CLI sends it (multipart `file`), with alice's token: the job
@@ -286,7 +302,8 @@ async fn scenario(store: StoreKind) {
     }
     let logs = eventually(Duration::from_secs(5), "logs to be written", || async {
         let l = lab.logs();
-        l.contains("run over").then_some(l)
+        // The marker's run, then this one.
+        (l.matches("run over").count() >= 2).then_some(l)
     })
     .await;
     assert!(!logs.contains(SECRET_VALUE), "a process logged the secret");
@@ -300,7 +317,11 @@ async fn a_job_whose_attachments_never_come_is_not_dispatched_and_can_be_cancell
     let id = lab
         .submit(&json!({"job_queue": "noattach", "test_data": {"test_cmds": "true", "attachments": [{"agent": "x"}]}}))
         .await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // A job submitted after it to the same queue and agent runs first.
+    let marker = lab
+        .submit(&json!({"job_queue": "noattach", "test_data": {"test_cmds": "true"}}))
+        .await;
+    lab.wait_done(marker, JOB_TIMEOUT).await;
     let info = lab.info(id).await.unwrap();
     assert_eq!(info["state"], "waiting", "{info}");
     assert_eq!(info["attempt"], 0, "never leased");

@@ -36,7 +36,7 @@ pub use records::{
     ClientRecord, PostedResultRecord, ProvisionEntry, ProvisionLogRecord, QueueRecord, RefreshTokenRecord,
     RestrictedQueueRecord, Revoked, Role, SecretRecord, secret_id,
 };
-pub use update::{JobUpdate, Precondition};
+pub use update::{JobUpdate, Precondition, StateChange};
 
 use async_trait::async_trait;
 use broker_schema::messages::{AdminState, Heartbeat, LogStream};

@@ -803,7 +803,7 @@ const CLOSING: &str = "closing";
 fn job_update(u: &JobUpdate) -> StoreResult<Modification> {
     let mut set = doc! { "updated_at": u.updated_at.0 };
     if let Some(s) = u.state {
-        set.insert("state", s.as_str());
+        set.insert("state", s.to().as_str());
     }
     if let Some(a) = u.attempt {
         set.insert("attempt", i64::from(a));

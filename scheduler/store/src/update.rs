@@ -6,7 +6,7 @@
 //! update document for one `findOneAndUpdate`. The contract suite checks both agree.
 
 use super::model::{AttemptRecord, JobRecord, Lease, Reservation};
-use broker_schema::{AgentName, Failure, JobState, Millis, Phase};
+use broker_schema::{AgentName, Failure, IllegalTransition, JobState, Millis, Phase};
 
 /// What must be true of the job for an update to apply. Every `Some` field must hold.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -80,12 +80,41 @@ impl Precondition {
     }
 }
 
+/// A move of a job from one state to another that [`JobState::transition`] allows. It can only
+/// be built by [`StateChange::new`], so no update sets a state the transition function refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateChange {
+    from: JobState,
+    to: JobState,
+}
+
+impl StateChange {
+    /// `from → to`, if that move is legal.
+    pub fn new(from: JobState, to: JobState) -> Result<Self, IllegalTransition> {
+        Ok(StateChange {
+            from,
+            to: from.transition(to)?,
+        })
+    }
+
+    /// The state the job is expected to be in (its precondition should say so).
+    pub fn from(self) -> JobState {
+        self.from
+    }
+
+    /// The state the job moves to.
+    pub fn to(self) -> JobState {
+        self.to
+    }
+}
+
 /// Changes to make. `None` leaves a field alone; `Some(None)` clears an optional field.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobUpdate {
     /// Always written.
     pub updated_at: Millis,
-    pub state: Option<JobState>,
+    /// The only way to change the state: a checked [`StateChange`].
+    pub state: Option<StateChange>,
     pub attempt: Option<u32>,
     pub lease: Option<Option<Lease>>,
     pub enqueued_at: Option<Option<Millis>>,
@@ -130,15 +159,16 @@ impl JobUpdate {
         }
     }
 
-    pub fn state(mut self, s: JobState) -> Self {
-        self.state = Some(s);
-        self
+    /// The update moving a job `from → to`, if [`JobState::transition`] allows it.
+    pub fn moving(mut self, from: JobState, to: JobState) -> Result<Self, IllegalTransition> {
+        self.state = Some(StateChange::new(from, to)?);
+        Ok(self)
     }
 
     pub fn apply(&self, job: &mut JobRecord) {
         job.updated_at = self.updated_at;
         if let Some(s) = self.state {
-            job.state = s;
+            job.state = s.to();
         }
         if let Some(a) = self.attempt {
             job.attempt = a;

@@ -15,7 +15,7 @@ use broker_schema::{AgentName, DeviceClass, Failure, FailureKind, JobDefinition,
 use flinger_store::mongo::MongoStore;
 use flinger_store::{
     AgentRecord, AttemptRecord, Inserted, JobOrder, JobQuery, JobRecord, JobUpdate, Lease, OutputFragment,
-    OutputQuery, Precondition, Reservation, SchedulerStore, Store, StoreError,
+    OutputQuery, Precondition, Reservation, SchedulerStore, StateChange, Store, StoreError,
 };
 use mongodb::Database;
 use mongodb::bson::{Bson, Document, doc};
@@ -301,7 +301,9 @@ async fn pushing_and_closing_an_attempt_in_one_update_matches_the_reference() {
     store.insert_job(&expected).await.unwrap();
 
     for (n, close) in [(1, 1), (2, 1), (3, 3), (4, 9)] {
-        let mut update = JobUpdate::at(Millis(2_000 + n as i64)).state(JobState::Leased);
+        let mut update = JobUpdate::at(Millis(2_000 + n as i64))
+            .moving(JobState::Waiting, JobState::Leased)
+            .unwrap();
         update.attempt = Some(n);
         update.push_attempt = Some(AttemptRecord {
             attempt: n,
@@ -390,7 +392,12 @@ fn random_update(rng: &mut Rng, current: &JobRecord, now: Millis) -> JobUpdate {
         }
     };
     if rng.chance(30) {
-        u.state = Some(rng.pick(&JobState::ALL));
+        // Any state may be set (the store does not judge moves; the update's type does):
+        // each is reached by a legal move from some state.
+        let to = rng.pick(&JobState::ALL);
+        u.state = JobState::ALL
+            .into_iter()
+            .find_map(|from| StateChange::new(from, to).ok());
     }
     if rng.chance(20) {
         u.attempt = Some(rng.below(4) as u32);

@@ -23,7 +23,7 @@ use flinger_store::records::{self, Change};
 use flinger_store::{
     AgentRecord, AttemptRecord, BlobError, BlobName, ByteStream, ClientRecord, DocKind, DynSchedulerStore,
     Inserted, JobOrder, JobQuery, JobRecord, JobUpdate, Lease, OutputFragment, OutputQuery, Precondition,
-    ProvisionEntry, Records, RefreshTokenRecord, Reservation, Revoked, Role, SecretRecord,
+    ProvisionEntry, Records, RefreshTokenRecord, Reservation, Revoked, Role, SecretRecord, StateChange,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -248,7 +248,9 @@ fn grant(holder: &str, attempt_no: u32, until: Millis, now: Millis) -> JobUpdate
         started_at: Some(Some(now)),
         clear_phase_status: true,
         push_attempt: Some(attempt(attempt_no, holder, now)),
-        ..JobUpdate::at(now).state(JobState::Leased)
+        ..JobUpdate::at(now)
+            .moving(JobState::Waiting, JobState::Leased)
+            .unwrap()
     }
 }
 
@@ -281,7 +283,9 @@ async fn assert_refused(db: &Fresh, id: Uuid, pre: Precondition) {
     let before = stored(db, id).await;
     let update = JobUpdate {
         attempt: Some(99),
-        ..JobUpdate::at(t(999_999)).state(JobState::Failed)
+        ..JobUpdate::at(t(999_999))
+            .moving(JobState::Waiting, JobState::Failed)
+            .unwrap()
     };
     let result = db.store.update_job(id, &pre, &update).await.unwrap();
     assert_eq!(result, None, "{pre:?} should not hold on {before:?}");
@@ -652,7 +656,9 @@ pub async fn update_agrees_with_the_reference_semantics(db: &Fresh) {
         ended_at: Some(Some(t(70_000))),
         close_attempt: Some((1, t(70_000), "lease expired".into())),
         lease: Some(None),
-        ..JobUpdate::at(t(70_000)).state(JobState::Failed)
+        ..JobUpdate::at(t(70_000))
+            .moving(JobState::Test, JobState::Failed)
+            .unwrap()
     };
     for job in &jobs {
         for pre in &pres {
@@ -677,7 +683,7 @@ pub async fn update_sets_every_field_and_returns_the_stored_record(db: &Fresh) {
     insert(db, &job).await;
     let update = JobUpdate {
         updated_at: t(100),
-        state: Some(JobState::Reserve),
+        state: Some(StateChange::new(JobState::Leased, JobState::Reserve).unwrap()),
         attempt: Some(3),
         lease: Some(Some(Lease {
             agent: agent("dut-3"),
