@@ -1,5 +1,5 @@
-//! The agent's control queue: cancels, reservation deadlines and admin decisions, applied to
-//! the job being run or to the agent itself.
+//! The agent's control queue: cancels, reservation deadlines, recorded ends of runs and admin
+//! decisions, applied to the job being run, its lease keeper or the agent itself.
 
 use crate::runner::CurrentSlot;
 use crate::status::Status;
@@ -11,7 +11,7 @@ use broker_schema::topology::declare_agent;
 use broker_schema::{AgentName, decode};
 use lapin::options::BasicAckOptions;
 use std::sync::Arc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub struct Controls {
     pub bus: Bus,
@@ -61,6 +61,11 @@ impl Controls {
                 }
                 _ => info!(%job_id, "deadline for a job not running here; ignored"),
             }),
+            ControlCommand::RunRecorded { job_id, attempt } => {
+                if !self.current.unrecorded.recorded(job_id, attempt) {
+                    debug!(%job_id, attempt, "end of a run no keeper waits for; ignored");
+                }
+            }
             ControlCommand::SetAdminState { state, comment } => {
                 info!(?state, %comment, "admin state set");
                 let comment = (!comment.is_empty()).then_some(comment);

@@ -1,20 +1,22 @@
 //! Keeps a job's lease: renews it well before it expires, and stops the job — hard — the moment
 //! it can no longer be sure it holds it. Counting is done on the agent's own monotonic clock from
 //! when each request was *sent*, so a slow reply or a skewed clock can only make the agent stop
-//! early, never run unleased.
+//! early, never run unleased. After the run, the lease is kept until the scheduler says it
+//! recorded the run's end (a control message, [`Unrecorded`]), and no longer.
 
 use crate::stop::{Stop, StopReason};
 use broker_schema::bus::RpcClient;
 use broker_schema::job_files::JobFiles;
 use broker_schema::messages::{RenewReply, RenewRequest, SchedulerReply, SchedulerRequest};
 use broker_schema::{AgentName, Millis, Names};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 /// Retry pace when a renewal attempt fails.
@@ -31,6 +33,48 @@ pub struct LeaseSpec {
     pub renew_every: Duration,
     /// When the lease request that won this lease was sent.
     pub asked_at: Instant,
+    /// Fires when the scheduler has recorded the end of the run.
+    pub recorded: Recorded,
+}
+
+/// Runs whose end the scheduler has yet to record, shared by the lease keepers (which stop when
+/// it has) and the control consumer (which hears it).
+#[derive(Clone, Default)]
+pub struct Unrecorded(Arc<Mutex<HashMap<(Uuid, u32), CancellationToken>>>);
+
+impl Unrecorded {
+    /// Starts waiting for the scheduler to record the end of `attempt` of `job_id`.
+    pub fn watch(&self, job_id: Uuid, attempt: u32) -> Recorded {
+        let token = CancellationToken::new();
+        self.0
+            .lock()
+            .expect("unrecorded runs")
+            .insert((job_id, attempt), token.clone());
+        Recorded {
+            runs: self.clone(),
+            key: (job_id, attempt),
+            token,
+        }
+    }
+
+    /// The scheduler recorded the end of this run. False: no keeper waits for it (any more).
+    pub fn recorded(&self, job_id: Uuid, attempt: u32) -> bool {
+        let token = self.0.lock().expect("unrecorded runs").remove(&(job_id, attempt));
+        token.map(|t| t.cancel()).is_some()
+    }
+}
+
+/// One run's wait for the scheduler to record its end; forgotten when dropped.
+pub struct Recorded {
+    runs: Unrecorded,
+    key: (Uuid, u32),
+    token: CancellationToken,
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        self.runs.0.lock().expect("unrecorded runs").remove(&self.key);
+    }
 }
 
 /// A running lease keeper.
@@ -56,8 +100,9 @@ impl LeaseKeeper {
         LeaseKeeper { finished, task }
     }
 
-    /// The run is over and its last event confirmed: keep renewing until the scheduler has
-    /// recorded the end, then stop. Returns the task to join.
+    /// The run is over and its last event confirmed: keep the lease until the scheduler has
+    /// recorded the end (it says so on the control queue, or in a refused renewal), then stop.
+    /// Returns the task to join.
     pub fn finish(self) -> JoinHandle<()> {
         self.finished.cancel();
         self.task
@@ -92,6 +137,10 @@ async fn keep(
                 continue;
             }
             _ = stop.hard.cancelled() => return,
+            _ = spec.recorded.token.cancelled() => {
+                info!(job_id = %spec.job_id, "the scheduler recorded the end of the run; lease let go");
+                return;
+            }
         }
         if finishing_since.is_some_and(|t| t.elapsed() > FINISH_LIMIT) {
             warn!(job_id = %spec.job_id, "the scheduler has not recorded the end of the run; letting the lease go");

@@ -5,7 +5,7 @@
 
 use crate::config::AgentConfig;
 use crate::intake::TakenJob;
-use crate::lease::{LeaseKeeper, LeaseSpec};
+use crate::lease::{LeaseKeeper, LeaseSpec, Unrecorded};
 use crate::output::OutputPipe;
 use crate::reporter::Reporter;
 use crate::status::Status;
@@ -36,17 +36,21 @@ pub struct CurrentJob {
     pub deadline: watch::Sender<Option<Millis>>,
 }
 
-/// The job being run, if any, shared with the control consumer.
+/// The job being run, if any, and the runs whose lease is kept until the scheduler records
+/// their end, shared with the control consumer.
 #[derive(Clone, Default)]
-pub struct CurrentSlot(Arc<Mutex<Option<CurrentJob>>>);
+pub struct CurrentSlot {
+    job: Arc<Mutex<Option<CurrentJob>>>,
+    pub unrecorded: Unrecorded,
+}
 
 impl CurrentSlot {
     pub fn with<R>(&self, f: impl FnOnce(Option<&CurrentJob>) -> R) -> R {
-        f(self.0.lock().expect("current job lock").as_ref())
+        f(self.job.lock().expect("current job lock").as_ref())
     }
 
     fn set(&self, job: Option<CurrentJob>) {
-        *self.0.lock().expect("current job lock") = job;
+        *self.job.lock().expect("current job lock") = job;
     }
 }
 
@@ -129,6 +133,7 @@ impl Runner {
                 lease: Duration::from_millis(taken.grant.lease_ms),
                 renew_every: Duration::from_millis(taken.grant.renew_every_ms),
                 asked_at: taken.asked_at,
+                recorded: self.current.unrecorded.watch(job_id, attempt),
             },
             stop.clone(),
             deadline_tx.clone(),

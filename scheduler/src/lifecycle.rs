@@ -561,7 +561,18 @@ fn run_finished(
         u.device_info = Some(device_info.clone());
     }
     u.close_attempt = Some((attempt, now, text));
-    Decision::change(Precondition::observed(job), u).then(Effect::Announce { detail: note.clone() })
+    let mut decision = Decision::change(Precondition::observed(job), u);
+    if let Some(lease) = &job.lease {
+        // Its lease keeper has kept the lease until now, in case we were slow: it may stop.
+        decision = decision.then(Effect::Control {
+            agent: lease.agent.clone(),
+            command: ControlCommand::RunRecorded {
+                job_id: job.job_id,
+                attempt,
+            },
+        });
+    }
+    decision.then(Effect::Announce { detail: note.clone() })
 }
 
 /// The end state of a run: a requested cancel wins; a complete run whose phases failed keeps
@@ -1380,11 +1391,22 @@ mod tests {
         assert_eq!(after.device_info, Some(json!({"ip": "10.0.0.9"})));
         assert_eq!(after.attempts[0].outcome.as_deref(), Some("complete"));
         assert_eq!(after.attempts[0].ended_at, Some(at(9)));
+        let recorded = ControlCommand::RunRecorded {
+            job_id: after.job_id,
+            attempt: 1,
+        };
         assert_eq!(
             d.effects,
-            [Effect::Announce {
-                detail: Some("output incomplete".into())
-            }]
+            [
+                Effect::Control {
+                    agent: agent("dut-1"),
+                    command: recorded
+                },
+                Effect::Announce {
+                    detail: Some("output incomplete".into())
+                },
+            ],
+            "the lease keeper is told it may stop, then listeners hear the end"
         );
     }
 

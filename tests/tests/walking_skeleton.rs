@@ -465,3 +465,31 @@ async fn the_schedulers_health_endpoints_tell_alive_from_ready() {
     assert_ne!(v["broker"], "ok", "{body}");
     p.stop(Duration::from_secs(10));
 }
+
+/// The agent keeps a finished run's lease only until the scheduler has recorded the end: told
+/// so, its lease keeper stops at once, so no renewal of an ended job is ever refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lease_keeper_stops_when_the_scheduler_records_the_end_of_the_run() {
+    let lab = Lab::builder()
+        .name("keeperstop")
+        .agent(AgentSpec::fake("fake-1", &["fake"]))
+        .start()
+        .await;
+    let id = lab.submit(&json!({"job_queue": "fake"})).await;
+    assert_eq!(lab.wait_done(id, JOB_TIMEOUT).await["state"], "complete");
+    // A keeper that let the lease go renews no more; one refused a renewal never says it let go.
+    let logs = flinger_tests::eventually(JOB_TIMEOUT, "the keeper to let the lease go", || async {
+        let logs = lab.logs();
+        logs.lines()
+            .any(|l| l.contains("lease let go") && l.contains(&id.to_string()))
+            .then_some(logs)
+    })
+    .await;
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.contains("renewal refused") && l.contains(&id.to_string())),
+        "{logs}"
+    );
+    lab.stop().await;
+}

@@ -37,6 +37,9 @@ pub enum ControlCommand {
     },
     /// The reservation of this job now ends at `until`.
     SetReservationDeadline { job_id: Uuid, until: Millis },
+    /// The scheduler recorded the end of this run: its lease is over, and the agent's lease
+    /// keeper stops renewing it.
+    RunRecorded { job_id: Uuid, attempt: u32 },
     /// Take the agent out of service (or back, with `None`) after its current job; with
     /// `Restart`, restart it after its current job (a restart ordered before the agent started
     /// is ignored: it has been restarted since).
