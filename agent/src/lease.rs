@@ -203,3 +203,29 @@ async fn keep(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_end_reaches_the_keeper_of_that_run_only() {
+        let runs = Unrecorded::default();
+        let job = Uuid::new_v4();
+        let first = runs.watch(job, 1);
+        let second = runs.watch(job, 2);
+        assert!(runs.recorded(job, 1));
+        assert!(first.token.is_cancelled());
+        assert!(!second.token.is_cancelled(), "another attempt's keeper goes on");
+        assert!(!runs.recorded(job, 1), "told once");
+    }
+
+    #[test]
+    fn a_keeper_that_ended_is_forgotten() {
+        let runs = Unrecorded::default();
+        let job = Uuid::new_v4();
+        drop(runs.watch(job, 1));
+        assert!(!runs.recorded(job, 1));
+        assert!(runs.0.lock().unwrap().is_empty());
+    }
+}

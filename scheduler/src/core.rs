@@ -51,7 +51,7 @@ pub struct Applied {
 
 /// The result of [`Core::modify`].
 #[derive(Debug)]
-pub enum Modified {
+enum Modified {
     /// No such job.
     Missing,
     /// The closure decided there was nothing to do (the job as it was).
@@ -63,7 +63,7 @@ pub enum Modified {
 impl Core {
     /// Reads the job, lets `decide` compute a change from what it sees, and applies it with a
     /// precondition; if another writer changed the job in between, reads again and retries.
-    pub async fn modify<F>(&self, job_id: Uuid, mut decide: F) -> StoreResult<Modified>
+    async fn modify<F>(&self, job_id: Uuid, mut decide: F) -> StoreResult<Modified>
     where
         F: FnMut(&JobRecord) -> Option<(Precondition, JobUpdate)>,
     {
@@ -89,7 +89,7 @@ impl Core {
 
     /// [`Core::modify`] starting from a record just read (saving a read when the caller has
     /// one); a lost race reads the job again as usual.
-    pub async fn modify_from<F>(&self, job: JobRecord, mut decide: F) -> StoreResult<Modified>
+    async fn modify_from<F>(&self, job: JobRecord, mut decide: F) -> StoreResult<Modified>
     where
         F: FnMut(&JobRecord) -> Option<(Precondition, JobUpdate)>,
     {

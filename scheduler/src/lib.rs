@@ -14,7 +14,7 @@
 //! queues are restricted ([`restricted`]).
 //!
 //! Several schedulers may run at once: every write is a single-document atomic update whose
-//! precondition carries the state it expects ([`core::Core::modify`]).
+//! precondition carries the state it expects ([`core::Core::apply`]).
 //!
 //! The store is its own crate (`flinger-store`, re-exported here as [`store`]); the scheduler
 //! alone opens it with the right to change jobs ([`store::SchedulerStore`]).
