@@ -12,15 +12,15 @@ use crate::state::AppState;
 use crate::views;
 use broker_schema::messages::AgentState;
 use broker_schema::{JobState, Millis};
+use flinger_api::Estimate;
 use flinger_store::{JobOrder, JobQuery, JobRecord, StoreError};
-use serde_json::{Value, json};
 use std::time::Duration;
 
 /// How far back finished jobs count, and how many at most.
 const HISTORY: Duration = Duration::from_secs(7 * 86_400);
 const HISTORY_JOBS: u32 = 50;
 
-pub async fn estimate(state: &AppState, job: &JobRecord, position: u64) -> Result<Value, StoreError> {
+pub async fn estimate(state: &AppState, job: &JobRecord, position: u64) -> Result<Estimate, StoreError> {
     let store = state.store();
     let now = Millis::now();
     let queue = job.queue.clone();
@@ -99,16 +99,16 @@ pub async fn estimate(state: &AppState, job: &JobRecord, position: u64) -> Resul
             )
         }
     };
-    Ok(json!({
-        "job_id": job.job_id,
-        "queue": queue.as_str(),
-        "position": position,
-        "agents_available": agents.len(),
-        "agents_busy": busy,
-        "recent_runs": runs.len(),
-        "median_run_seconds": median,
-        "eta_seconds": eta_seconds,
-        "eta": eta_seconds.map(|s| views::time(now.plus(Duration::from_secs(s)))),
-        "basis": basis,
-    }))
+    Ok(Estimate {
+        job_id: job.job_id,
+        queue: queue.to_string(),
+        position,
+        agents_available: agents.len() as u64,
+        agents_busy: busy as u64,
+        recent_runs: runs.len() as u64,
+        median_run_seconds: median,
+        eta_seconds,
+        eta: eta_seconds.map(|s| views::time(now.plus(Duration::from_secs(s)))),
+        basis,
+    })
 }

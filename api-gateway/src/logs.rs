@@ -6,9 +6,9 @@
 
 use broker_schema::messages::LogStream;
 use broker_schema::{JobState, Millis, Phase, ValidationErrors};
+use flinger_api::{LogAnswer, PhaseLog};
 use flinger_store::{JobRecord, OutputFragment, OutputQuery};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
@@ -126,20 +126,11 @@ pub fn hold_back_after_gap(fragments: &mut Vec<OutputFragment>, filter: &LogFilt
     fragments.truncate(contiguous);
 }
 
-/// One phase's part of a log answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct PhaseLog {
-    /// The highest fragment number included; -1 when there is none.
-    pub last_fragment_number: i64,
-    pub log_data: String,
-}
-
-impl PhaseLog {
-    fn empty() -> PhaseLog {
-        PhaseLog {
-            last_fragment_number: -1,
-            log_data: String::new(),
-        }
+/// A started phase with no fragment (yet, or past the filter).
+fn empty_log() -> PhaseLog {
+    PhaseLog {
+        last_fragment_number: -1,
+        log_data: String::new(),
     }
 }
 
@@ -190,31 +181,24 @@ pub fn log_answer(
     filter: &LogFilter,
     started: &BTreeSet<Phase>,
     fragments: &[OutputFragment],
-) -> Value {
+) -> LogAnswer {
     let mut logs = by_phase(fragments);
     match filter.phase {
         Some(only) => {
             logs.retain(|p, _| *p == only);
-            logs.entry(only).or_insert_with(PhaseLog::empty);
+            logs.entry(only).or_insert_with(empty_log);
         }
         None => {
             for p in started {
-                logs.entry(*p).or_insert_with(PhaseLog::empty);
+                logs.entry(*p).or_insert_with(empty_log);
             }
         }
     }
-    let phases: Map<String, Value> = logs
+    let phases = logs
         .into_iter()
-        .map(|(p, log)| {
-            (
-                p.as_str().to_owned(),
-                serde_json::to_value(log).expect("plain struct"),
-            )
-        })
+        .map(|(p, log)| (p.as_str().to_owned(), log))
         .collect();
-    let mut root = Map::new();
-    root.insert(stream.as_str().to_owned(), Value::Object(phases));
-    Value::Object(root)
+    LogAnswer::from([(stream.as_str().to_owned(), phases)])
 }
 
 #[cfg(test)]
@@ -307,7 +291,7 @@ mod tests {
             &[frag(3, Phase::Test, b"x")],
         );
         assert_eq!(
-            v,
+            serde_json::to_value(v).unwrap(),
             json!({"output": {
                 "setup": {"last_fragment_number": -1, "log_data": ""},
                 "test": {"last_fragment_number": 3, "log_data": "x"},
@@ -323,7 +307,7 @@ mod tests {
         };
         let v = log_answer(LogStream::Serial, &filter, &BTreeSet::from([Phase::Setup]), &[]);
         assert_eq!(
-            v,
+            serde_json::to_value(v).unwrap(),
             json!({"serial": {"provision": {"last_fragment_number": -1, "log_data": ""}}})
         );
     }

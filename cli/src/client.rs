@@ -12,10 +12,12 @@
 
 use crate::auth::{Credentials, Session, SessionStore};
 use crate::config::ServerUrl;
-use crate::model::{AgentSummary, JobId, JobInfo, LogStream};
+use crate::model::{Agent, JobId, JobInfo, LogStream};
 use backon::{ExponentialBuilder, Retryable};
 use base64::Engine;
+use flinger_api::{Estimate, Extended, LogAnswer, QueueJob, Reservation, SecretWritten, Submitted};
 use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -106,6 +108,11 @@ impl Answer {
             .map_err(|e| ClientError::bad_answer(what, format!("not JSON ({e})")))
     }
 
+    /// The body as one of the API's shapes (`flinger_api`).
+    fn parse<T: DeserializeOwned>(&self, what: &str) -> Result<T, ClientError> {
+        serde_json::from_slice(&self.body).map_err(|e| ClientError::bad_answer(what, e))
+    }
+
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).trim().to_owned()
     }
@@ -184,11 +191,8 @@ impl Client {
         let answer = self
             .with_retries(Method::POST, "/v1/job", &[], Payload::Json(job))
             .await?;
-        let body = answer.json("the submission")?;
-        body.get("job_id")
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| ClientError::bad_answer("the submission", format!("no job_id in {body}")))
+        let body: Submitted = answer.parse("the submission")?;
+        Ok(body.job_id.into())
     }
 
     /// `POST /v1/job/<id>/attachments`: the attachments archive, as a multipart `file`. Retried
@@ -217,7 +221,7 @@ impl Client {
 
     /// `GET /v1/job/<id>/estimate` **[ext]**: a waiting job's position and ETA. `None` when the
     /// server gives none (the job is not waiting, or the server has no such endpoint).
-    pub async fn estimate(&self, id: JobId) -> Option<Value> {
+    pub async fn estimate(&self, id: JobId) -> Option<Estimate> {
         let answer = self
             .send(
                 Method::GET,
@@ -229,7 +233,7 @@ impl Client {
         answer
             .ok()
             .filter(|a| a.status == StatusCode::OK)?
-            .json("the estimate")
+            .parse("the estimate")
             .ok()
     }
 
@@ -241,7 +245,12 @@ impl Client {
     /// `GET /v1/result/<id>/log/<stream>?start_fragment=N[&start_timestamp=T][&phase=P][&wait=S]`.
     /// With `wait`, the server holds the answer until there is output, the job ended, or the
     /// time is up (a long poll).
-    pub async fn log(&self, id: JobId, stream: LogStream, query: &LogQuery) -> Result<Value, ClientError> {
+    pub async fn log(
+        &self,
+        id: JobId,
+        stream: LogStream,
+        query: &LogQuery,
+    ) -> Result<LogAnswer, ClientError> {
         let mut q = vec![("start_fragment", query.start_fragment.to_string())];
         if let Some(t) = &query.start_timestamp {
             q.push(("start_timestamp", t.clone()));
@@ -252,8 +261,10 @@ impl Client {
         if let Some(w) = query.wait {
             q.push(("wait", format!("{:.1}", w.as_secs_f64())));
         }
-        self.read_job_json(id, &format!("/v1/result/{id}/log/{}", stream.as_str()), &q)
-            .await
+        let answer = self
+            .read_job_json(id, &format!("/v1/result/{id}/log/{}", stream.as_str()), &q)
+            .await?;
+        serde_json::from_value(answer).map_err(|e| ClientError::bad_answer("the log read", e))
     }
 
     /// `GET /v1/result/<id>/artifact` into `dest` (`None`: stdout). Whether there was one
@@ -332,12 +343,14 @@ impl Client {
     // ----- reservations [ext]
 
     /// `GET /v1/job/<id>/reservation`: `None` while the job holds no reservation (404).
-    pub async fn reservation(&self, id: JobId) -> Result<Option<Value>, ClientError> {
+    pub async fn reservation(&self, id: JobId) -> Result<Option<Reservation>, ClientError> {
         match self
             .read_job_json(id, &format!("/v1/job/{id}/reservation"), &[])
             .await
         {
-            Ok(v) => Ok(Some(v)),
+            Ok(v) => serde_json::from_value(v)
+                .map(Some)
+                .map_err(|e| ClientError::bad_answer("the reservation", e)),
             Err(ClientError::Refused { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -345,7 +358,7 @@ impl Client {
 
     /// `POST /v1/job/<id>/reservation/extend` with `{"by": …}` or `{"until": …}`. Not retried:
     /// a repeated `by` would extend twice.
-    pub async fn extend(&self, id: JobId, body: &Value) -> Result<Value, ClientError> {
+    pub async fn extend(&self, id: JobId, body: &Value) -> Result<Extended, ClientError> {
         self.send(
             Method::POST,
             &format!("/v1/job/{id}/reservation/extend"),
@@ -353,23 +366,18 @@ impl Client {
             Payload::Json(body),
         )
         .await?
-        .json("the extension")
+        .parse("the extension")
     }
 
     // ----- queues and agents
 
     /// `GET /v1/queues/<q>/agents`; `None` when no agent serves the queue (404, or 204 for a
     /// queue that is known but served by nobody now).
-    pub async fn queue_agents(&self, queue: &str) -> Result<Option<Vec<AgentSummary>>, ClientError> {
+    pub async fn queue_agents(&self, queue: &str) -> Result<Option<Vec<Agent>>, ClientError> {
         let path = format!("/v1/queues/{}/agents", path_segment(queue));
         match self.read(&path, &[]).await {
             Ok(answer) if answer.status == StatusCode::NO_CONTENT => Ok(None),
-            Ok(answer) => {
-                let v = answer.json("the queue's agents")?;
-                serde_json::from_value(v)
-                    .map(Some)
-                    .map_err(|e| ClientError::bad_answer("the queue's agents", e))
-            }
+            Ok(answer) => answer.parse("the queue's agents").map(Some),
             Err(ClientError::Refused { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -389,14 +397,13 @@ impl Client {
     }
 
     /// `GET /v1/queues/<q>/jobs`: `[{job_id, created_at, job_state, job_queue}]` (204: none).
-    pub async fn queue_jobs(&self, queue: &str) -> Result<Vec<Value>, ClientError> {
+    pub async fn queue_jobs(&self, queue: &str) -> Result<Vec<QueueJob>, ClientError> {
         let path = format!("/v1/queues/{}/jobs", path_segment(queue));
         let answer = self.read(&path, &[]).await?;
         if answer.status == StatusCode::NO_CONTENT {
             return Ok(vec![]);
         }
-        serde_json::from_value(answer.json("the queue's jobs")?)
-            .map_err(|e| ClientError::bad_answer("the queue's jobs", e))
+        answer.parse("the queue's jobs")
     }
 
     /// `GET /v1/queues/wait_times?queue=q`: `{queue: {"5": s, …}}`; `None` when the server has
@@ -493,11 +500,17 @@ impl Client {
     }
 
     /// `PUT /v1/secrets/<client_id>/<path>` `{value}`: the server's answer (`{expires_at}`).
-    pub async fn write_secret(&self, client_id: &str, path: &str, value: &str) -> Result<Value, ClientError> {
+    pub async fn write_secret(
+        &self,
+        client_id: &str,
+        path: &str,
+        value: &str,
+    ) -> Result<Option<SecretWritten>, ClientError> {
         let url = format!("/v1/secrets/{}/{}", path_segment(client_id), secret_path(path));
         let body = json!({"value": value});
         let answer = self.send(Method::PUT, &url, &[], Payload::Json(&body)).await?;
-        Ok(answer.json("the secret write").unwrap_or(Value::Null))
+        // Testflinger answers plain text; Flinger says when the secret expires.
+        Ok(answer.parse("the secret write").ok())
     }
 
     /// `DELETE /v1/secrets/<client_id>/<path>`.

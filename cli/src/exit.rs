@@ -78,7 +78,7 @@ impl Outcome {
             return Some(Outcome::Cancelled);
         }
         if let Some(f) = &info.failure {
-            return Some(match f.known_kind() {
+            return Some(match crate::model::known_kind(f) {
                 Some(FailureKind::TestFailed) => Outcome::TestFailed {
                     reason: f.reason.clone(),
                 },
@@ -230,7 +230,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn outcome(v: serde_json::Value) -> Option<Outcome> {
+    fn outcome(mut v: serde_json::Value) -> Option<Outcome> {
+        v["job_id"] = json!("3f2504e0-4f89-41d3-9a0c-0305e82c3301");
         Outcome::of(&JobInfo::parse(v).unwrap())
     }
 

@@ -5,7 +5,8 @@
 //! know about are passed through untouched.
 
 use broker_schema::{FailureKind, JobState, Phase};
-use serde::Deserialize;
+pub use flinger_api::Agent;
+use flinger_api::{Failure, LogAnswer};
 use serde_json::Value;
 use std::fmt;
 use std::str::FromStr;
@@ -29,6 +30,12 @@ impl FromStr for JobId {
     }
 }
 
+impl From<Uuid> for JobId {
+    fn from(id: Uuid) -> JobId {
+        JobId(id)
+    }
+}
+
 impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -38,21 +45,13 @@ impl fmt::Display for JobId {
 /// A log stream of a job, as named in `/v1/result/<id>/log/<stream>`.
 pub use broker_schema::messages::LogStream;
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct FailureView {
-    pub kind: String,
-    #[serde(default)]
-    pub reason: String,
+/// The kind of a failure, `None` for a kind this version does not know (a newer server's).
+pub fn known_kind(failure: &Failure) -> Option<FailureKind> {
+    serde_json::from_value(Value::String(failure.kind.clone())).ok()
 }
 
-impl FailureView {
-    /// `None` for a kind this version does not know (a newer server's).
-    pub fn known_kind(&self) -> Option<FailureKind> {
-        serde_json::from_value(Value::String(self.kind.clone())).ok()
-    }
-}
-
-/// The fields of the job record the CLI decides on; `raw` is the whole answer.
+/// The fields of the job record (`flinger_api::JobInfo`) the CLI decides on; `raw` is the whole
+/// answer, printed as it came with `--json` (with fields this version does not know).
 #[derive(Clone, Debug)]
 pub struct JobInfo {
     pub raw: Value,
@@ -62,7 +61,7 @@ pub struct JobInfo {
     /// Testflinger's name for the state (a failed job shows `complete`).
     pub job_state: String,
     pub attempt: u32,
-    pub failure: Option<FailureView>,
+    pub failure: Option<Failure>,
     /// Exit code of every phase that finished, by phase name.
     pub phase_status: Vec<(String, i64)>,
     /// 0-based place among the waiting jobs of its queue; only while waiting.
@@ -71,51 +70,12 @@ pub struct JobInfo {
     pub agent: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct InfoFields {
-    #[serde(default)]
-    queue: String,
-    state: String,
-    #[serde(default)]
-    job_state: String,
-    #[serde(default)]
-    attempt: u32,
-    #[serde(default)]
-    failure: Option<FailureView>,
-    #[serde(default)]
-    phase_status: serde_json::Map<String, Value>,
-    #[serde(default)]
-    position: Option<u64>,
-    #[serde(default)]
-    lease: Option<LeaseFields>,
-    #[serde(default)]
-    attempts: Vec<AttemptFields>,
-}
-
-#[derive(Deserialize)]
-struct LeaseFields {
-    agent: String,
-}
-
-#[derive(Deserialize)]
-struct AttemptFields {
-    agent: String,
-}
-
 impl JobInfo {
     pub fn parse(raw: Value) -> Result<JobInfo, serde_json::Error> {
-        let f: InfoFields = serde_json::from_value(raw.clone())?;
-        let agent = f
-            .lease
-            .map(|l| l.agent)
-            .or_else(|| f.attempts.last().map(|a| a.agent.clone()));
-        let phase_status = f
-            .phase_status
-            .into_iter()
-            .filter_map(|(p, c)| Some((p, c.as_i64()?)))
-            .collect();
+        let f: flinger_api::JobInfo = serde_json::from_value(raw.clone())?;
         Ok(JobInfo {
             raw,
+            agent: f.agent().map(str::to_owned),
             queue: f.queue,
             job_state: if f.job_state.is_empty() {
                 f.state.clone()
@@ -125,9 +85,12 @@ impl JobInfo {
             state: f.state,
             attempt: f.attempt,
             failure: f.failure,
-            phase_status,
+            phase_status: f
+                .phase_status
+                .into_iter()
+                .map(|(p, c)| (p, i64::from(c)))
+                .collect(),
             position: f.position,
-            agent,
         })
     }
 
@@ -142,21 +105,6 @@ impl JobInfo {
             Some(s) => s.is_terminal(),
             None => matches!(self.job_state.as_str(), "complete" | "cancelled"),
         }
-    }
-}
-
-/// An agent as `/v1/queues/<q>/agents` lists it.
-#[derive(Clone, Debug, Deserialize)]
-pub struct AgentSummary {
-    pub name: String,
-    #[serde(default)]
-    pub state: String,
-}
-
-impl AgentSummary {
-    /// Whether the agent may take a job soon: not offline and not taken out of service.
-    pub fn is_available(&self) -> bool {
-        !matches!(self.state.as_str(), "offline" | "maintenance")
     }
 }
 
@@ -179,10 +127,9 @@ impl LogBatch {
     ///
     /// Phases run one after the other and fragments are numbered across phases, so phase order
     /// is output order. Phases this version does not know (a newer server's) come last, by name.
-    pub fn parse(answer: &Value, stream: LogStream) -> Result<LogBatch, String> {
+    pub fn parse(answer: &LogAnswer, stream: LogStream) -> Result<LogBatch, String> {
         let phases = answer
             .get(stream.as_str())
-            .and_then(Value::as_object)
             .ok_or_else(|| format!("no {:?} object in the log answer", stream.as_str()))?;
         let rank = |name: &str| {
             Phase::ALL
@@ -195,16 +142,11 @@ impl LogBatch {
         let mut pieces = Vec::new();
         for name in names {
             let entry = &phases[name.as_str()];
-            let last = entry
-                .get("last_fragment_number")
-                .and_then(Value::as_i64)
-                .unwrap_or(-1);
-            let text = entry.get("log_data").and_then(Value::as_str).unwrap_or_default();
-            if last >= 0 || !text.is_empty() {
+            if entry.last_fragment_number >= 0 || !entry.log_data.is_empty() {
                 pieces.push(PhaseText {
                     phase: name.clone(),
-                    last_fragment_number: last,
-                    text: text.to_owned(),
+                    last_fragment_number: entry.last_fragment_number,
+                    text: entry.log_data.clone(),
                 });
             }
         }
@@ -231,6 +173,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn log_answer(v: Value) -> LogAnswer {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// A job record with `fields`, as the server would send it.
+    fn info(mut fields: Value) -> JobInfo {
+        fields["job_id"] = json!("3f2504e0-4f89-41d3-9a0c-0305e82c3301");
+        JobInfo::parse(fields).unwrap()
+    }
+
     #[test]
     fn job_ids_must_be_uuids() {
         assert!("3f2504e0-4f89-41d3-9a0c-0305e82c3301".parse::<JobId>().is_ok());
@@ -246,7 +198,7 @@ mod tests {
             "setup": {"last_fragment_number": 1, "log_data": "set up\n"},
             "provision": {"last_fragment_number": -1, "log_data": ""},
         }});
-        let batch = LogBatch::parse(&answer, LogStream::Output).unwrap();
+        let batch = LogBatch::parse(&log_answer(answer), LogStream::Output).unwrap();
         let phases: Vec<_> = batch.pieces.iter().map(|p| p.phase.as_str()).collect();
         assert_eq!(phases, ["setup", "test", "cleanup"]);
         assert_eq!(batch.next_fragment(0), 7);
@@ -255,7 +207,7 @@ mod tests {
     #[test]
     fn an_empty_batch_keeps_the_fragment_asked_for() {
         let answer = json!({"output": {"test": {"last_fragment_number": -1, "log_data": ""}}});
-        let batch = LogBatch::parse(&answer, LogStream::Output).unwrap();
+        let batch = LogBatch::parse(&log_answer(answer), LogStream::Output).unwrap();
         assert!(batch.is_empty());
         assert_eq!(batch.next_fragment(4), 4);
     }
@@ -263,30 +215,33 @@ mod tests {
     #[test]
     fn unknown_phases_come_after_known_ones() {
         let answer = json!({"output": {"zeta": {"last_fragment_number": 9, "log_data": "z"}, "test": {"last_fragment_number": 3, "log_data": "t"}}});
-        let batch = LogBatch::parse(&answer, LogStream::Output).unwrap();
+        let batch = LogBatch::parse(&log_answer(answer), LogStream::Output).unwrap();
         assert_eq!(batch.pieces[0].phase, "test");
         assert_eq!(batch.pieces[1].phase, "zeta");
     }
 
     #[test]
     fn info_names_the_agent_from_the_lease_or_the_last_attempt() {
-        let info = JobInfo::parse(json!({
+        let info = info(json!({
             "queue": "q", "state": "failed", "job_state": "complete", "attempt": 2,
-            "attempts": [{"agent": "a1"}, {"agent": "a2"}], "lease": null,
+            "attempts": [
+                {"attempt": 1, "agent": "a1", "started_at": "2026-12-04T10:00:00Z"},
+                {"attempt": 2, "agent": "a2", "started_at": "2026-12-04T10:05:00Z"},
+            ],
+            "lease": null,
             "failure": {"kind": "agent_lost", "reason": "lease expired"},
             "phase_status": {"setup": 0},
-        }))
-        .unwrap();
+        }));
         assert_eq!(info.agent.as_deref(), Some("a2"));
         assert!(info.is_terminal());
-        assert_eq!(info.failure.unwrap().known_kind(), Some(FailureKind::AgentLost));
+        assert_eq!(known_kind(&info.failure.unwrap()), Some(FailureKind::AgentLost));
     }
 
     #[test]
     fn an_unknown_state_is_terminal_only_if_testflinger_says_so() {
-        let running = JobInfo::parse(json!({"state": "flashing", "job_state": "provision"})).unwrap();
+        let running = info(json!({"state": "flashing", "job_state": "provision"}));
         assert!(!running.is_terminal());
-        let ended = JobInfo::parse(json!({"state": "exploded", "job_state": "complete"})).unwrap();
+        let ended = info(json!({"state": "exploded", "job_state": "complete"}));
         assert!(ended.is_terminal());
     }
 }

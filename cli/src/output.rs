@@ -173,7 +173,7 @@ impl Ui {
     }
 
     /// One JSON document, indented.
-    pub fn document(&self, v: &Value) -> std::io::Result<()> {
+    pub fn document(&self, v: &impl serde::Serialize) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(v).map_err(std::io::Error::other)?;
         self.line(&text)
     }

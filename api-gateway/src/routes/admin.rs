@@ -10,8 +10,9 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use broker_schema::{DeviceClass, Millis, ValidationErrors};
+use flinger_api::{Client, RestrictedQueue};
 use flinger_store::{ClientRecord, Records, Role};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use tracing::info;
 
@@ -52,15 +53,15 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 }
 
 /// A client as `GET /v1/client-permissions` shows it: never its secret or hash.
-fn client_view(c: &ClientRecord, owned: &[String]) -> Value {
-    json!({
-        "client_id": c.client_id,
-        "role": c.role,
-        "max_priority": c.max_priority,
-        "max_reservation_time": c.max_reservation_time,
-        "allowed_queues": owned,
-        "email": c.email,
-    })
+fn client_view(c: &ClientRecord, owned: &[String]) -> Client {
+    Client {
+        client_id: c.client_id.clone(),
+        role: c.role.as_str().to_owned(),
+        max_priority: c.max_priority.clone(),
+        max_reservation_time: c.max_reservation_time.clone(),
+        allowed_queues: owned.to_vec(),
+        email: c.email.clone(),
+    }
 }
 
 /// Restricted queue → owners.
@@ -76,7 +77,17 @@ fn owned_by(owners: &BTreeMap<String, Vec<String>>, client: &str) -> Vec<String>
         .collect()
 }
 
-async fn list_clients(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<Value>>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/client-permissions",
+    tag = "auth",
+    summary = "Every client and its permissions",
+    security(("bearer" = ["admin", "manager"])),
+    responses(
+        (status = 200, body = Vec<flinger_api::Client>),
+    )
+)]
+async fn list_clients(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<Client>>, ApiError> {
     caller.require(access::MANAGER)?;
     let owners = owners(&state).await?;
     let clients = state.store().list_clients().await?;
@@ -92,11 +103,22 @@ fn no_such_client() -> ApiError {
     ApiError::NotFound("Error: Specified client_id does not exist.".into())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/client-permissions/{client_id}",
+    tag = "auth",
+    summary = "One client",
+    security(("bearer" = ["admin", "manager"])),
+    responses(
+        (status = 200, body = flinger_api::Client),
+        (status = 404, body = flinger_api::Error),
+    )
+)]
 async fn get_client(
     State(state): State<AppState>,
     caller: Caller,
     Path(client_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Client>, ApiError> {
     caller.require(access::MANAGER)?;
     let client = state
         .store()
@@ -132,6 +154,18 @@ fn limits<T: TryFrom<u64>>(
 /// `PUT /v1/client-permissions/<id>` `{client_secret, role, max_priority, max_reservation_time,
 /// email}`: creates the client (a secret is then required) or updates the fields given. A caller
 /// may only manage clients [`may_manage`] allows, and give roles up to its own.
+#[utoipa::path(
+    put,
+    path = "/v1/client-permissions/{client_id}",
+    tag = "auth",
+    summary = "Create or update a client (secrets are stored hashed; managers: only clients ranked below them, or themselves)",
+    security(("bearer" = ["admin", "manager"])),
+    request_body = flinger_api::ClientIn,
+    responses(
+        (status = 200, body = String, content_type = "text/plain"),
+        (status = 400, body = flinger_api::Error),
+    )
+)]
 async fn put_client(
     State(state): State<AppState>,
     caller: Caller,
@@ -244,6 +278,18 @@ async fn put_client(
 
 /// `DELETE /v1/client-permissions/<id>`: admins delete any client, managers those ranked below
 /// them (and themselves).
+#[utoipa::path(
+    delete,
+    path = "/v1/client-permissions/{client_id}",
+    tag = "auth",
+    summary = "Delete a client (managers: only clients ranked below them, or themselves)",
+    security(("bearer" = ["admin", "manager"])),
+    responses(
+        (status = 200, body = String, content_type = "text/plain"),
+        (status = 404, body = flinger_api::Error),
+        (status = 422, body = flinger_api::ValidationError),
+    )
+)]
 async fn delete_client(
     State(state): State<AppState>,
     caller: Caller,
@@ -276,16 +322,26 @@ async fn delete_client(
 
 // ----- restricted queues
 
+#[utoipa::path(
+    get,
+    path = "/v1/restricted-queues",
+    tag = "auth",
+    summary = "Restricted queues and their owners",
+    security(("bearer" = ["admin", "manager"])),
+    responses(
+        (status = 200, body = Vec<flinger_api::RestrictedQueue>),
+    )
+)]
 async fn list_restricted(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<Json<Vec<RestrictedQueue>>, ApiError> {
     caller.require(access::MANAGER)?;
     let owners = owners(&state).await?;
     Ok(Json(
         owners
             .into_iter()
-            .map(|(queue, owners)| json!({"queue": queue, "owners": owners}))
+            .map(|(queue, owners)| RestrictedQueue { queue, owners })
             .collect(),
     ))
 }
@@ -294,18 +350,32 @@ fn not_restricted() -> ApiError {
     ApiError::NotFound("Error: Restricted queue not found.".into())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/restricted-queues/{queue}",
+    tag = "auth",
+    summary = "One restricted queue; 404 if not restricted",
+    security(("bearer" = ["admin", "manager"])),
+    responses(
+        (status = 200, body = flinger_api::RestrictedQueue),
+        (status = 404, body = flinger_api::Error),
+    )
+)]
 async fn get_restricted(
     State(state): State<AppState>,
     caller: Caller,
     Path(queue): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RestrictedQueue>, ApiError> {
     caller.require(access::MANAGER)?;
     let r = state
         .store()
         .get_restricted_queue(&queue)
         .await?
         .ok_or_else(not_restricted)?;
-    Ok(Json(json!({"queue": queue, "owners": r.owners})))
+    Ok(Json(RestrictedQueue {
+        queue,
+        owners: r.owners.into_iter().collect(),
+    }))
 }
 
 /// The `client_id` of a restricted-queue request body (422 when missing).
@@ -324,6 +394,18 @@ fn owner_field(body: &[u8]) -> Result<String, ApiError> {
 /// `POST /v1/restricted-queues/<q>` `{client_id}`: restricts the queue (if it was not) to its
 /// owners and adds one. The client must exist, and an agent must serve or have advertised the
 /// queue.
+#[utoipa::path(
+    post,
+    path = "/v1/restricted-queues/{queue}",
+    tag = "auth",
+    summary = "Restrict a queue and add an owner",
+    security(("bearer" = ["admin", "manager"])),
+    request_body = flinger_api::Owner,
+    responses(
+        (status = 200, body = String, content_type = "text/plain"),
+        (status = 404, body = flinger_api::Error),
+    )
+)]
 async fn add_owner(
     State(state): State<AppState>,
     caller: Caller,
@@ -355,6 +437,18 @@ async fn add_owner(
 
 /// `DELETE /v1/restricted-queues/<q>` `{client_id}`: removes an owner; the last one leaving lifts
 /// the restriction.
+#[utoipa::path(
+    delete,
+    path = "/v1/restricted-queues/{queue}",
+    tag = "auth",
+    summary = "Remove an owner (the last one lifts the restriction)",
+    security(("bearer" = ["admin", "manager"])),
+    request_body = flinger_api::Owner,
+    responses(
+        (status = 200, body = String, content_type = "text/plain"),
+        (status = 404, body = flinger_api::Error),
+    )
+)]
 async fn remove_owner(
     State(state): State<AppState>,
     caller: Caller,

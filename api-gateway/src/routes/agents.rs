@@ -6,14 +6,15 @@ use crate::error::ApiError;
 use crate::extract::{Body, json_object};
 use crate::scheduler;
 use crate::state::AppState;
-use crate::views::AgentView;
+use crate::views;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker_schema::messages::{AdminState, AgentState, Heartbeat, SchedulerRequest, SetAgentStateRequest};
 use broker_schema::{AgentName, DeviceClass, Millis, ValidationErrors};
+use flinger_api::{Agent, ProvisionLog, ProvisionLogEntry, Status};
 use flinger_store::{AgentRecord, ProvisionEntry, Records};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 /// Heartbeat interval assumed for an agent that reports over HTTP: Testflinger agents post
@@ -43,7 +44,7 @@ pub async fn restricted_owners(state: &AppState) -> Result<BTreeMap<String, Vec<
 }
 
 /// Views of `agents` as of now.
-pub async fn views(state: &AppState, agents: &[AgentRecord]) -> Result<Vec<AgentView>, ApiError> {
+pub async fn views(state: &AppState, agents: &[AgentRecord]) -> Result<Vec<Agent>, ApiError> {
     let now = Millis::now();
     let restricted = restricted_owners(state).await?;
     let streaks: BTreeMap<String, (String, u32)> = state
@@ -57,15 +58,22 @@ pub async fn views(state: &AppState, agents: &[AgentRecord]) -> Result<Vec<Agent
         .iter()
         .map(|a| {
             let streak = streaks.get(a.name.as_str()).map(|(t, n)| (t.as_str(), *n));
-            AgentView::new(a, now, &restricted, streak)
+            views::agent(a, now, &restricted, streak)
         })
         .collect())
 }
 
-async fn list_agents(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Vec<AgentView>>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/agents/data",
+    tag = "agents",
+    summary = "Every agent",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    responses(
+        (status = 200, body = Vec<flinger_api::Agent>),
+    )
+)]
+async fn list_agents(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<Agent>>, ApiError> {
     caller.require(access::SUBMITTER)?;
     let agents = state.store().list_agents().await?;
     Ok(Json(views(&state, &agents).await?))
@@ -84,11 +92,22 @@ async fn find_agent(state: &AppState, name: &str) -> Result<AgentRecord, ApiErro
         .ok_or_else(|| unknown_agent(name))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/agents/data/{name}",
+    tag = "agents",
+    summary = "One agent; 404 if unknown",
+    security(("bearer" = ["admin", "manager", "contributor", "agent"])),
+    responses(
+        (status = 200, body = flinger_api::Agent),
+        (status = 404, body = flinger_api::Error),
+    )
+)]
 async fn get_agent(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-) -> Result<Json<AgentView>, ApiError> {
+) -> Result<Json<Agent>, ApiError> {
     caller.require(access::ANYONE)?;
     let agent = find_agent(&state, &name).await?;
     let mut v = views(&state, std::slice::from_ref(&agent)).await?;
@@ -111,12 +130,25 @@ fn string_field(m: &Map<String, Value>, key: &str, errors: &mut ValidationErrors
 /// restarts it; the change takes effect after the agent's current job). From an agent: what it reports about itself
 /// (`state`, `queues`, `location`, `provision_type`, `job_id`, `comment`), recorded like a
 /// heartbeat.
+#[utoipa::path(
+    post,
+    path = "/v1/agents/data/{name}",
+    tag = "agents",
+    summary = "Admins: set an agent's state; agents: report about themselves",
+    security(("bearer" = ["admin", "manager", "agent"])),
+    request_body = flinger_api::AgentIn,
+    responses(
+        (status = 200, body = flinger_api::Status),
+        (status = 404, body = flinger_api::Error),
+        (status = 409, body = flinger_api::Error),
+    )
+)]
 async fn post_agent(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Status>, ApiError> {
     caller.require(access::AGENT_DATA)?;
     let m = json_object(&body)?;
     let mut errors = ValidationErrors::default();
@@ -151,7 +183,7 @@ async fn post_agent(
             comment: comment.unwrap_or_default(),
         });
         scheduler::command(&state, &request).await?;
-        return Ok(Json(json!({"status": "OK"})));
+        return Ok(Json(Status::ok()));
     }
     // An agent reporting about itself.
     let agent =
@@ -225,11 +257,23 @@ async fn post_agent(
         version: "testflinger-http".into(),
     };
     state.store().record_heartbeat(&hb).await?;
-    Ok(Json(json!({"status": "OK"})))
+    Ok(Json(Status::ok()))
 }
 
 /// `POST /v1/agents/provision_logs/<name>`: `{job_id, exit_code, detail}` joins the agent's
 /// provision history and extends or restarts its pass/fail streak.
+#[utoipa::path(
+    post,
+    path = "/v1/agents/provision_logs/{name}",
+    tag = "agents",
+    summary = "Record a provisioning result (history and streak)",
+    security(("bearer" = ["agent"])),
+    request_body = flinger_api::ProvisionLogIn,
+    responses(
+        (status = 200, body = String, content_type = "text/plain"),
+        (status = 404, body = flinger_api::Error),
+    )
+)]
 async fn post_provision_log(
     State(state): State<AppState>,
     caller: Caller,
@@ -279,11 +323,22 @@ async fn post_provision_log(
 
 /// [ext] `GET /v1/agents/provision_logs/<name>`: `{entries: [{job_id, exit_code, detail,
 /// timestamp}], streak_type, streak_count}`.
+#[utoipa::path(
+    get,
+    path = "/v1/agents/provision_logs/{name}",
+    tag = "agents",
+    summary = "[ext] An agent's provisioning history and streak",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    responses(
+        (status = 200, body = flinger_api::ProvisionLog),
+        (status = 404, body = flinger_api::Error),
+    )
+)]
 async fn get_provision_log(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ProvisionLog>, ApiError> {
     caller.require(access::SUBMITTER)?;
     let agent = find_agent(&state, &name).await?;
     let log = state
@@ -291,15 +346,19 @@ async fn get_provision_log(
         .get_provision_log(agent.name.as_str())
         .await?
         .unwrap_or_default();
-    Ok(Json(json!({
-        "name": agent.name.as_str(),
-        "provision_log": log.entries.iter().map(|e| json!({
-            "job_id": e.job_id,
-            "exit_code": e.exit_code,
-            "detail": e.detail,
-            "timestamp": crate::views::time(e.at),
-        })).collect::<Vec<_>>(),
-        "provision_streak_type": log.streak_type,
-        "provision_streak_count": log.streak_count,
-    })))
+    Ok(Json(ProvisionLog {
+        name: agent.name.to_string(),
+        provision_log: log
+            .entries
+            .iter()
+            .map(|e| ProvisionLogEntry {
+                job_id: e.job_id.clone(),
+                exit_code: e.exit_code,
+                detail: e.detail.clone(),
+                timestamp: views::time(e.at),
+            })
+            .collect(),
+        provision_streak_type: log.streak_type,
+        provision_streak_count: log.streak_count,
+    }))
 }

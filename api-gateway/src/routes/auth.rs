@@ -12,8 +12,9 @@ use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
 use broker_schema::{Millis, ValidationErrors};
+use flinger_api::{Status, Token};
 use flinger_store::{ClientRecord, Records, RefreshTokenRecord, Revoked};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::info;
 
 pub fn routes() -> Router<AppState> {
@@ -65,7 +66,17 @@ fn now_secs() -> i64 {
 
 /// `POST /v1/oauth2/token` with HTTP Basic credentials: `{access_token, token_type: "Bearer",
 /// expires_in, refresh_token}`; 401 for missing or wrong credentials.
-async fn issue(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    post,
+    path = "/v1/oauth2/token",
+    tag = "auth",
+    summary = "HTTP Basic client credentials for an access token and a refresh token",
+    responses(
+        (status = 200, body = flinger_api::Token),
+        (status = 401, body = flinger_api::Error),
+    )
+)]
+async fn issue(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Token>, ApiError> {
     let (client_id, secret) = basic_credentials(&headers)?;
     let client = state.store().get_client(&client_id).await?;
     let stored_hash = client.as_ref().and_then(|c| c.secret_hash.clone());
@@ -92,12 +103,12 @@ async fn issue(State(state): State<AppState>, headers: HeaderMap) -> Result<Json
         )
         .await?;
     info!(client_id = %client.client_id, role = %client.role, "client authenticated");
-    Ok(Json(json!({
-        "access_token": access_token,
-        "token_type": "Bearer",
-        "expires_in": tokens.access_ttl.as_secs(),
-        "refresh_token": refresh_token,
-    })))
+    Ok(Json(Token {
+        access_token,
+        token_type: "Bearer".into(),
+        expires_in: tokens.access_ttl.as_secs(),
+        refresh_token: Some(refresh_token),
+    }))
 }
 
 /// The `refresh_token` field of a body (422 when missing).
@@ -123,7 +134,18 @@ fn refresh_token_field(body: &[u8]) -> Result<String, ApiError> {
 
 /// `POST /v1/oauth2/refresh` `{refresh_token}`: a new access token (400 when the refresh token is
 /// unknown, revoked or expired, or its client is gone).
-async fn refresh(State(state): State<AppState>, Body(body): Body) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    post,
+    path = "/v1/oauth2/refresh",
+    tag = "auth",
+    summary = "A new access token for a refresh token",
+    request_body = flinger_api::RefreshToken,
+    responses(
+        (status = 200, body = flinger_api::Token),
+        (status = 400, body = flinger_api::Error),
+    )
+)]
+async fn refresh(State(state): State<AppState>, Body(body): Body) -> Result<Json<Token>, ApiError> {
     let presented = refresh_token_field(&body)?;
     let record = state
         .store()
@@ -143,19 +165,32 @@ async fn refresh(State(state): State<AppState>, Body(body): Body) -> Result<Json
         .ok_or_else(|| ApiError::BadRequest("Invalid refresh token.".into()))?;
     let permissions = permissions_of(&state, &client).await?;
     let tokens = &state.auth().tokens;
-    Ok(Json(json!({
-        "access_token": tokens.issue(&permissions, now_secs()),
-        "token_type": "Bearer",
-        "expires_in": tokens.access_ttl.as_secs(),
-    })))
+    Ok(Json(Token {
+        access_token: tokens.issue(&permissions, now_secs()),
+        token_type: "Bearer".into(),
+        expires_in: tokens.access_ttl.as_secs(),
+        refresh_token: None,
+    }))
 }
 
 /// `POST /v1/oauth2/revoke` `{refresh_token}` (admins): `{"status": "OK"}`.
+#[utoipa::path(
+    post,
+    path = "/v1/oauth2/revoke",
+    tag = "auth",
+    summary = "Revoke a refresh token",
+    security(("bearer" = ["admin"])),
+    request_body = flinger_api::RefreshToken,
+    responses(
+        (status = 200, body = flinger_api::Status),
+        (status = 400, body = flinger_api::Error),
+    )
+)]
 async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Status>, ApiError> {
     caller.require(access::ADMIN)?;
     let presented = refresh_token_field(&body)?;
     match state
@@ -165,7 +200,7 @@ async fn revoke(
     {
         Revoked::Now => {
             info!(by = caller.client_id().unwrap_or("?"), "refresh token revoked");
-            Ok(Json(json!({"status": "OK"})))
+            Ok(Json(Status::ok()))
         }
         Revoked::Already => Err(ApiError::BadRequest(
             "Refresh token has already been revoked".into(),

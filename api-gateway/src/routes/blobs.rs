@@ -116,6 +116,21 @@ async fn download(state: &AppState, name: &BlobName, filename: &str) -> Result<R
 /// long reservation or restricted queue takes attachments from its owner only, or a stranger
 /// quick enough could run code of theirs with the owner's privileges. The owner's upload
 /// repeated after a success is answered `OK` (a retry whose answer was lost).
+#[utoipa::path(
+    post,
+    path = "/v1/job/{job_id}/attachments",
+    tag = "jobs",
+    summary = "Upload the job's attachments archive; the job is then dispatched",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    request_body(content((crate::openapi::Upload = "multipart/form-data"), (crate::openapi::Archive = "application/gzip"))),
+    responses(
+        (status = 200, body = String, content_type = "text/plain"),
+        (status = 404, body = flinger_api::Error),
+        (status = 409, body = flinger_api::Error),
+        (status = 413, body = flinger_api::Error),
+        (status = 422, body = flinger_api::ValidationError),
+    )
+)]
 async fn post_attachments(
     State(state): State<AppState>,
     caller: Caller,
@@ -176,6 +191,17 @@ async fn agent_for(state: &AppState, caller: &Caller, id: Uuid, op: FilesOperati
 }
 
 /// `GET /v1/job/<id>/attachments` (agents): the archive, or 204.
+#[utoipa::path(
+    get,
+    path = "/v1/job/{job_id}/attachments",
+    tag = "jobs",
+    summary = "Download the job's attachments archive; 204 if none",
+    security(("bearer" = ["agent"])),
+    responses(
+        (status = 200, body = crate::openapi::Archive, content_type = "application/gzip"),
+        (status = 204),
+    )
+)]
 async fn get_attachments(
     State(state): State<AppState>,
     caller: Caller,
@@ -187,6 +213,20 @@ async fn get_attachments(
 
 /// `POST /v1/result/<id>/artifact` (agents): 200 `OK`; 404 for an unknown job; 413 beyond the
 /// limit.
+#[utoipa::path(
+    post,
+    path = "/v1/result/{job_id}/artifact",
+    tag = "results",
+    summary = "Upload the job's artifacts archive",
+    security(("bearer" = ["agent"])),
+    request_body(content((crate::openapi::Upload = "multipart/form-data"), (crate::openapi::Archive = "application/gzip"))),
+    responses(
+        (status = 200, body = String, content_type = "text/plain"),
+        (status = 404, body = flinger_api::Error),
+        (status = 413, body = flinger_api::Error),
+        (status = 422, body = flinger_api::ValidationError),
+    )
+)]
 async fn post_artifact(
     State(state): State<AppState>,
     caller: Caller,
@@ -207,6 +247,17 @@ async fn post_artifact(
 }
 
 /// `GET /v1/result/<id>/artifact`: the archive (`artifact.tar.gz`), or 204.
+#[utoipa::path(
+    get,
+    path = "/v1/result/{job_id}/artifact",
+    tag = "results",
+    summary = "Download the job's artifacts archive; 204 if none",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    responses(
+        (status = 200, body = crate::openapi::Archive, content_type = "application/gzip"),
+        (status = 204),
+    )
+)]
 async fn get_artifact(
     State(state): State<AppState>,
     caller: Caller,

@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{any, get};
-use serde::Serialize;
+use flinger_api::Readiness;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -19,6 +19,15 @@ pub fn routes() -> Router<AppState> {
         .route("/openapi.json", get(openapi))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1",
+    tag = "health",
+    summary = "Banner with the version (agents' health check)",
+    responses(
+        (status = 200, body = String, content_type = "text/plain"),
+    )
+)]
 async fn banner() -> String {
     format!(
         "Flinger {} (Testflinger API v1 compatible)",
@@ -26,19 +35,31 @@ async fn banner() -> String {
     )
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    summary = "Liveness",
+    responses(
+        (status = 200, body = String, content_type = "text/plain"),
+    )
+)]
 async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Each dependency: `ok`, or what is wrong with it.
-#[derive(Debug, Serialize)]
-pub struct Readiness {
-    pub store: String,
-    pub broker: String,
-}
-
 /// 200 when the store answers a ping and the broker connection is up, else 503. Both probes
 /// are bounded: a reconnecting bus holds its lock while it retries.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    summary = "Readiness of the store and the broker",
+    responses(
+        (status = 200, body = flinger_api::Readiness),
+        (status = 503, body = flinger_api::Readiness),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let limit = state.timeouts().probe;
     let (store, broker) = tokio::join!(
@@ -66,11 +87,29 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) 
 /// Testflinger's CLI asks `POST /oidc/auth-init` first and goes on anonymously (or with client
 /// credentials) on a 404. Flinger has no OIDC device flow: every `/oidc/*` path answers 404,
 /// whatever the method (a 405 would tell the CLI that OIDC exists).
+#[utoipa::path(
+    post,
+    path = "/oidc/auth-init",
+    tag = "health",
+    summary = "OIDC device flow: not configured, always 404",
+    responses(
+        (status = 404, body = flinger_api::Error),
+    )
+)]
 async fn oidc() -> ApiError {
     ApiError::NotFound("OIDC is not configured".into())
 }
 
 /// The OpenAPI document of the whole API.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "health",
+    summary = "This document",
+    responses(
+        (status = 200, body = serde_json::Value),
+    )
+)]
 async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
     Json(crate::openapi::document())
 }

@@ -17,6 +17,18 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/job/{job_id}/events", post(post_events))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/job/{job_id}/events",
+    tag = "jobs",
+    summary = "Relay an agent's status update to the job's webhook (in the background)",
+    security(("bearer" = ["agent"])),
+    request_body = flinger_api::StatusUpdate,
+    responses(
+        (status = 200, body = String, content_type = "text/plain"),
+        (status = 404, body = flinger_api::Error),
+    )
+)]
 async fn post_events(
     State(state): State<AppState>,
     caller: Caller,

@@ -7,14 +7,15 @@ use crate::estimate;
 use crate::extract::{Body, JobId};
 use crate::state::AppState;
 use crate::submit;
-use crate::views::{self, JobInfo};
+use crate::views;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker_schema::{JobState, ValidationErrors};
+use flinger_api::{Estimate, JobInfo, JobSummary, Submitted};
 use flinger_store::{JobOrder, JobQuery, JobRecord};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -30,19 +31,44 @@ pub fn routes() -> Router<AppState> {
 /// Most jobs a search answers (newest first).
 const SEARCH_LIMIT: u32 = 1000;
 
+#[utoipa::path(
+    post,
+    path = "/v1/job",
+    tag = "jobs",
+    summary = "Submit a job (a known job_id is a resubmission)",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    request_body = flinger_api::JobFile,
+    responses(
+        (status = 200, body = flinger_api::Submitted),
+    )
+)]
 async fn submit_job(
     State(state): State<AppState>,
     caller: Caller,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Submitted>, ApiError> {
     caller.require(access::SUBMITTER)?;
     let job_id = submit::submit(&state, &caller, &body).await?;
-    Ok(Json(json!({ "job_id": job_id })))
+    Ok(Json(Submitted { job_id }))
 }
 
 /// Testflinger's pull dispatch (`GET /v1/job?queue=…`, agents only). Flinger agents take jobs
 /// from the broker, under a lease; a job handed out here would have no lease. So this answers
 /// "no job" (204) after checking the request as Testflinger does.
+#[utoipa::path(
+    get,
+    path = "/v1/job",
+    tag = "jobs",
+    summary = "Testflinger's pull dispatch: Flinger dispatches over the broker, so always 204",
+    security(("bearer" = ["agent"])),
+    params(
+        ("queue" = Option<Vec<String>>, Query, description = "Repeatable"),
+    ),
+    responses(
+        (status = 204),
+        (status = 400, body = flinger_api::Error),
+    )
+)]
 async fn pull_job(caller: Caller, RawQuery(query): RawQuery) -> Result<StatusCode, ApiError> {
     caller.require(access::AGENT)?;
     let queues = query_values(query.as_deref(), "queue");
@@ -65,6 +91,17 @@ async fn find(state: &AppState, JobId(id): JobId) -> Result<JobRecord, ApiError>
     state.store().get_job(id).await?.ok_or(ApiError::NoContent)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/job/{job_id}",
+    tag = "jobs",
+    summary = "The job file as submitted, plus job_id; 204 if unknown",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    responses(
+        (status = 200, body = flinger_api::JobFile),
+        (status = 204),
+    )
+)]
 async fn get_job(State(state): State<AppState>, caller: Caller, id: JobId) -> Result<Json<Value>, ApiError> {
     caller.require(access::SUBMITTER)?;
     let job = find(&state, id).await?;
@@ -74,11 +111,27 @@ async fn get_job(State(state): State<AppState>, caller: Caller, id: JobId) -> Re
 /// `GET /v1/job/search?tags=a&tags=b&match=any|all&state=…`: `[{job_id, created_at, job_state}]`,
 /// newest first. `state=active` means every state but the end states; `completed` is
 /// Testflinger's older name for `complete`.
+#[utoipa::path(
+    get,
+    path = "/v1/job/search",
+    tag = "jobs",
+    summary = "Search jobs by tags and state",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    params(
+        ("tags" = Option<Vec<String>>, Query, description = "Repeatable"),
+        ("match" = Option<String>, Query, description = "any (default) or all"),
+        ("state" = Option<Vec<String>>, Query, description = "Repeatable; active means every state but the end states"),
+    ),
+    responses(
+        (status = 200, body = Vec<flinger_api::JobSummary>),
+        (status = 422, body = flinger_api::ValidationError),
+    )
+)]
 async fn search_jobs(
     State(state): State<AppState>,
     caller: Caller,
     RawQuery(query): RawQuery,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<Json<Vec<JobSummary>>, ApiError> {
     caller.require(access::SUBMITTER)?;
     let q = query.as_deref();
     let mut errors = ValidationErrors::default();
@@ -128,17 +181,26 @@ async fn search_jobs(
         .await?;
     Ok(Json(
         jobs.iter()
-            .map(|j| {
-                json!({
-                    "job_id": j.job_id,
-                    "created_at": views::time(j.created_at),
-                    "job_state": j.state.testflinger_name(),
-                })
+            .map(|j| JobSummary {
+                job_id: j.job_id,
+                created_at: views::time(j.created_at),
+                job_state: j.state.testflinger_name().to_owned(),
             })
             .collect(),
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/job/{job_id}/action",
+    tag = "jobs",
+    summary = "Cancel a job ({\"action\": \"cancel\"}); only its submitter, a manager or an admin",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    request_body = flinger_api::Action,
+    responses(
+        (status = 200, body = String, content_type = "text/plain"),
+    )
+)]
 async fn job_action(
     State(state): State<AppState>,
     caller: Caller,
@@ -170,6 +232,18 @@ fn not_waiting(job: &JobRecord) -> ApiError {
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/job/{job_id}/position",
+    tag = "jobs",
+    summary = "0-based place among waiting jobs of its queue; 410 once started",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    responses(
+        (status = 200, body = String, content_type = "text/plain"),
+        (status = 204),
+        (status = 410, body = flinger_api::Error),
+    )
+)]
 async fn job_position(State(state): State<AppState>, caller: Caller, id: JobId) -> Result<String, ApiError> {
     caller.require(access::SUBMITTER)?;
     let job = find(&state, id).await?;
@@ -179,6 +253,17 @@ async fn job_position(State(state): State<AppState>, caller: Caller, id: JobId) 
     Ok(position(&state, &job).await?.to_string())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/job/{job_id}/info",
+    tag = "jobs",
+    summary = "[ext] The whole job record",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    responses(
+        (status = 200, body = flinger_api::JobInfo),
+        (status = 204),
+    )
+)]
 async fn job_info(
     State(state): State<AppState>,
     caller: Caller,
@@ -190,15 +275,27 @@ async fn job_info(
         JobState::Waiting => Some(position(&state, &job).await?),
         _ => None,
     };
-    Ok(Json(JobInfo::new(&job, position)))
+    Ok(Json(views::job_info(&job, position)))
 }
 
 /// [ext] Position and ETA of a waiting job (see [`crate::estimate`]); 410 once it started.
+#[utoipa::path(
+    get,
+    path = "/v1/job/{job_id}/estimate",
+    tag = "jobs",
+    summary = "[ext] Position and ETA of a waiting job",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    responses(
+        (status = 200, body = flinger_api::Estimate),
+        (status = 204),
+        (status = 410, body = flinger_api::Error),
+    )
+)]
 async fn job_estimate(
     State(state): State<AppState>,
     caller: Caller,
     id: JobId,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Estimate>, ApiError> {
     caller.require(access::SUBMITTER)?;
     let job = find(&state, id).await?;
     if job.state != JobState::Waiting {

@@ -7,15 +7,15 @@ use crate::extract::{Body, json_object};
 use crate::routes::agents;
 use crate::routes::jobs::query_values;
 use crate::state::AppState;
-use crate::views::{self, AgentView};
+use crate::views;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker_schema::{DeviceClass, Millis, ValidationErrors};
+use flinger_api::{Agent, QueueJob};
 use flinger_store::{JobOrder, JobQuery, Records};
-use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -37,6 +37,16 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `{queue: description}`: every queue an agent serves or advertised.
+#[utoipa::path(
+    get,
+    path = "/v1/agents/queues",
+    tag = "queues",
+    summary = "Queues agents serve or advertised, with descriptions",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    responses(
+        (status = 200, body = BTreeMap<String, String>),
+    )
+)]
 async fn list_queues(
     State(state): State<AppState>,
     caller: Caller,
@@ -61,6 +71,17 @@ async fn list_queues(
 }
 
 /// `POST /v1/agents/queues` `{queue: description}`.
+#[utoipa::path(
+    post,
+    path = "/v1/agents/queues",
+    tag = "queues",
+    summary = "Advertise queue descriptions",
+    security(("bearer" = ["admin", "manager", "agent"])),
+    request_body = BTreeMap<String, String>,
+    responses(
+        (status = 200, body = String, content_type = "text/plain"),
+    )
+)]
 async fn advertise_queues(
     State(state): State<AppState>,
     caller: Caller,
@@ -87,6 +108,16 @@ async fn advertise_queues(
 }
 
 /// `{image: provision_data}` for a queue (`{}` when none).
+#[utoipa::path(
+    get,
+    path = "/v1/agents/images/{queue}",
+    tag = "queues",
+    summary = "Images of a queue ({} if none)",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    responses(
+        (status = 200, body = BTreeMap<String, String>),
+    )
+)]
 async fn queue_images(
     State(state): State<AppState>,
     caller: Caller,
@@ -103,6 +134,17 @@ async fn queue_images(
 }
 
 /// `POST /v1/agents/images` `{queue: {image: provision_data}}`: replaces each named queue's images.
+#[utoipa::path(
+    post,
+    path = "/v1/agents/images",
+    tag = "queues",
+    summary = "Set queues' images",
+    security(("bearer" = ["admin", "manager", "agent"])),
+    request_body = BTreeMap<String, BTreeMap<String, String>>,
+    responses(
+        (status = 200, body = String, content_type = "text/plain"),
+    )
+)]
 async fn set_images(
     State(state): State<AppState>,
     caller: Caller,
@@ -144,11 +186,22 @@ async fn set_images(
 
 /// The agents serving `queue`; 404 when no agent serves it (Testflinger's CLI asks this before
 /// submitting and stops there), whether or not it was ever advertised.
+#[utoipa::path(
+    get,
+    path = "/v1/queues/{queue}/agents",
+    tag = "queues",
+    summary = "Agents serving a queue; 404 if no agent serves it",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    responses(
+        (status = 200, body = Vec<flinger_api::Agent>),
+        (status = 404, body = flinger_api::Error),
+    )
+)]
 async fn queue_agents(
     State(state): State<AppState>,
     caller: Caller,
     Path(queue): Path<String>,
-) -> Result<Json<Vec<AgentView>>, ApiError> {
+) -> Result<Json<Vec<Agent>>, ApiError> {
     caller.require(access::SUBMITTER)?;
     let unknown = || ApiError::NotFound(format!("Queue '{queue}' does not exist."));
     let class = DeviceClass::parse(queue.clone()).map_err(|_| unknown())?;
@@ -170,6 +223,17 @@ async fn queue_agents(
 
 /// `[{job_id, created_at, job_state, job_queue}]` of the queue's jobs of the last 7 days, newest
 /// first; 204 when there are none.
+#[utoipa::path(
+    get,
+    path = "/v1/queues/{queue}/jobs",
+    tag = "queues",
+    summary = "Jobs of a queue (last 7 days); 204 if none",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    responses(
+        (status = 200, body = Vec<flinger_api::QueueJob>),
+        (status = 204),
+    )
+)]
 async fn queue_jobs(
     State(state): State<AppState>,
     caller: Caller,
@@ -192,15 +256,13 @@ async fn queue_jobs(
     if jobs.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let list: Vec<Value> = jobs
+    let list: Vec<QueueJob> = jobs
         .iter()
-        .map(|j| {
-            json!({
-                "job_id": j.job_id,
-                "created_at": views::time(j.created_at),
-                "job_state": j.state.testflinger_name(),
-                "job_queue": j.queue.as_str(),
-            })
+        .map(|j| QueueJob {
+            job_id: j.job_id,
+            created_at: views::time(j.created_at),
+            job_state: j.state.testflinger_name().to_owned(),
+            job_queue: j.queue.to_string(),
         })
         .collect();
     Ok(Json(list).into_response())
@@ -209,6 +271,19 @@ async fn queue_jobs(
 /// `GET /v1/queues/wait_times[?queue=a&queue=b]`: `{queue: {"5": s, "10": s, "50": s, "90": s,
 /// "95": s}}`, seconds from submission to the first lease, over the last 7 days' jobs that
 /// started; queues without such jobs are left out.
+#[utoipa::path(
+    get,
+    path = "/v1/queues/wait_times",
+    tag = "queues",
+    summary = "Wait-time percentiles per queue (last 7 days)",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    params(
+        ("queue" = Option<Vec<String>>, Query, description = "Repeatable"),
+    ),
+    responses(
+        (status = 200, body = BTreeMap<String, BTreeMap<String, f64>>),
+    )
+)]
 async fn wait_times(
     State(state): State<AppState>,
     caller: Caller,

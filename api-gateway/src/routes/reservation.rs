@@ -13,7 +13,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker_schema::messages::{ExtendRequest, SchedulerRequest};
 use broker_schema::{JobState, Millis};
-use serde_json::{Value, json};
+use flinger_api::{Extended, Reservation};
+use serde_json::Value;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -23,11 +24,23 @@ pub fn routes() -> Router<AppState> {
 
 /// 200 with the reservation while the job holds one; 404 when it does not (yet, or any more);
 /// 204 for an unknown job.
+#[utoipa::path(
+    get,
+    path = "/v1/job/{job_id}/reservation",
+    tag = "jobs",
+    summary = "[ext] A reserved device: where and until when",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    responses(
+        (status = 200, body = flinger_api::Reservation),
+        (status = 204),
+        (status = 404, body = flinger_api::Error),
+    )
+)]
 async fn reservation(
     State(state): State<AppState>,
     caller: Caller,
     JobId(id): JobId,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Reservation>, ApiError> {
     caller.require(access::SUBMITTER)?;
     let job = state.store().get_job(id).await?.ok_or(ApiError::NoContent)?;
     let Some(r) = job
@@ -45,26 +58,39 @@ async fn reservation(
         .device_ip
         .as_ref()
         .map(|ip| format!("ssh {}@{ip}", r.user.as_deref().unwrap_or("ubuntu")));
-    Ok(Json(json!({
-        "job_id": id,
-        "job_state": job.state.testflinger_name(),
-        "agent": job.lease.as_ref().map(|l| l.agent.to_string()),
-        "device_ip": r.device_ip,
-        "user": r.user,
-        "ssh": ssh,
-        "started_at": r.started_at.to_rfc3339(),
-        "until": r.until.to_rfc3339(),
-        "remaining_secs": r.until.since(now).as_secs(),
-    })))
+    Ok(Json(Reservation {
+        job_id: id,
+        job_state: job.state.testflinger_name().to_owned(),
+        agent: job.lease.as_ref().map(|l| l.agent.to_string()),
+        device_ip: r.device_ip.clone(),
+        user: r.user.clone(),
+        ssh,
+        started_at: r.started_at.to_rfc3339(),
+        until: r.until.to_rfc3339(),
+        remaining_secs: r.until.since(now).as_secs(),
+    }))
 }
 
 /// Body `{"by": "2h30m" | seconds}` or `{"until": "<ISO-8601>"}`; 200 with the new deadline.
+#[utoipa::path(
+    post,
+    path = "/v1/job/{job_id}/reservation/extend",
+    tag = "jobs",
+    summary = "[ext] Move a reservation's deadline ({\"by\": \"1h\"} or {\"until\": datetime})",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    request_body = flinger_api::Extend,
+    responses(
+        (status = 200, body = flinger_api::Extended),
+        (status = 404, body = flinger_api::Error),
+        (status = 409, body = flinger_api::Error),
+    )
+)]
 async fn extend(
     State(state): State<AppState>,
     caller: Caller,
     JobId(id): JobId,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Extended>, ApiError> {
     caller.require(access::SUBMITTER)?;
     let doc: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("Malformed JSON: {e}")))?;
@@ -118,11 +144,11 @@ async fn extend(
         max_total_secs,
     });
     let done = scheduler::command(&state, &request).await?;
-    Ok(Json(json!({
-        "job_id": id,
-        "reserve_until": done.reserve_until.map(Millis::to_rfc3339),
-        "detail": done.detail,
-    })))
+    Ok(Json(Extended {
+        job_id: id,
+        reserve_until: done.reserve_until.map(Millis::to_rfc3339),
+        detail: done.detail,
+    }))
 }
 
 /// The longest reservation `caller` may have on `queue`, in seconds: the unprivileged 6 h, or

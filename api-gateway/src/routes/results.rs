@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use broker_schema::mask::Masker;
 use broker_schema::messages::LogStream;
 use broker_schema::{Millis, Phase, ValidationErrors};
+use flinger_api::{LogAnswer, Results};
 use flinger_store::sealing as secrets;
 use flinger_store::{JobRecord, OutputFragment, OutputQuery, Records, secret_id};
 use serde_json::{Map, Value};
@@ -40,11 +41,22 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/result/{job_id}/log/{log_type}", get(get_log).post(post_log))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/result/{job_id}",
+    tag = "results",
+    summary = "Flat results of the current attempt; 204 if the job is unknown",
+    security(("bearer" = ["admin", "manager", "contributor", "agent"])),
+    responses(
+        (status = 200, body = flinger_api::Results),
+        (status = 204),
+    )
+)]
 async fn get_results(
     State(state): State<AppState>,
     caller: Caller,
     JobId(id): JobId,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Results>, ApiError> {
     caller.require(access::ANYONE)?;
     let job = state.store().get_job(id).await?.ok_or(ApiError::NoContent)?;
     let store = state.store();
@@ -73,6 +85,19 @@ async fn job_for_agent(state: &AppState, id: uuid::Uuid) -> Result<JobRecord, Ap
 
 /// `POST /v1/result/<id>`: `{status: {phase: exit_code}, device_info: {…}, job_state}`, merged
 /// into what was posted before, every string in it with the job's secrets masked.
+#[utoipa::path(
+    post,
+    path = "/v1/result/{job_id}",
+    tag = "results",
+    summary = "Merge results posted by an agent (Testflinger's agents)",
+    security(("bearer" = ["agent"])),
+    request_body = flinger_api::ResultPost,
+    responses(
+        (status = 200, body = String, content_type = "text/plain"),
+        (status = 404, body = flinger_api::Error),
+        (status = 413, body = flinger_api::Error),
+    )
+)]
 async fn post_results(
     State(state): State<AppState>,
     caller: Caller,
@@ -125,13 +150,32 @@ fn log_stream(log_type: &str) -> Result<LogStream, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("Unknown log type {log_type:?}: use output or serial")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/result/{job_id}/log/{log_type}",
+    tag = "results",
+    summary = "Output or serial log by phase, filtered; [ext] long poll with wait",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    params(
+        ("start_fragment" = Option<u64>, Query, description = "Fragments numbered at least this"),
+        ("start_timestamp" = Option<String>, Query, description = "Fragments written at or after this datetime"),
+        ("phase" = Option<String>, Query, description = "One phase only"),
+        ("wait" = Option<f64>, Query, description = "[ext] Seconds to wait for output (at most 60)"),
+    ),
+    responses(
+        (status = 200, body = std::collections::BTreeMap<String, std::collections::BTreeMap<String, flinger_api::PhaseLog>>),
+        (status = 204),
+        (status = 404, body = flinger_api::Error),
+        (status = 422, body = flinger_api::ValidationError),
+    )
+)]
 async fn get_log(
     State(state): State<AppState>,
     caller: Caller,
     JobId(id): JobId,
     Path((_, log_type)): Path<(String, String)>,
     params: Result<Query<LogParams>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LogAnswer>, ApiError> {
     caller.require(access::SUBMITTER)?;
     let stream = log_stream(&log_type)?;
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
@@ -167,6 +211,18 @@ async fn get_log(
 
 /// `POST /v1/result/<id>/log/<type>`: one fragment `{fragment_number, timestamp, phase,
 /// log_data}` of the job's current attempt, with the job's secrets masked.
+#[utoipa::path(
+    post,
+    path = "/v1/result/{job_id}/log/{log_type}",
+    tag = "results",
+    summary = "One log fragment from an agent",
+    security(("bearer" = ["agent"])),
+    request_body = flinger_api::LogFragment,
+    responses(
+        (status = 200, body = String, content_type = "text/plain"),
+        (status = 404, body = flinger_api::Error),
+    )
+)]
 async fn post_log(
     State(state): State<AppState>,
     caller: Caller,

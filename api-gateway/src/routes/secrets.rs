@@ -12,9 +12,10 @@ use axum::routing::put;
 use axum::{Json, Router};
 use broker_schema::job::is_secret_path;
 use broker_schema::{Millis, ValidationErrors};
+use flinger_api::SecretWritten;
 use flinger_store::sealing as secrets;
 use flinger_store::{Records, SecretRecord, secret_id};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::time::Duration;
 
 /// How long an `ephemeral` secret lives.
@@ -46,12 +47,23 @@ fn check_owner(caller: &Caller, client_id: &str, path: &str) -> Result<(), ApiEr
 
 /// `PUT /v1/secrets/<client_id>/<path>` `{value, expire_after?, ephemeral?}` →
 /// `{"expires_at": datetime or null}`.
+#[utoipa::path(
+    put,
+    path = "/v1/secrets/{client_id}/{path}",
+    tag = "auth",
+    summary = "Write one of your secrets (write-only; path may contain /)",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    request_body = flinger_api::SecretIn,
+    responses(
+        (status = 200, body = flinger_api::SecretWritten),
+    )
+)]
 async fn put_secret(
     State(state): State<AppState>,
     caller: Caller,
     Path((client_id, path)): Path<(String, String)>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SecretWritten>, ApiError> {
     check_owner(&caller, &client_id, &path)?;
     let doc: Value =
         serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest("Malformed JSON".into()))?;
@@ -111,9 +123,23 @@ async fn put_secret(
     };
     state.store().put_secret(&client_id, &path, &record).await?;
     tracing::info!(client_id, path, "secret written");
-    Ok(Json(json!({"expires_at": expires_at.map(views::time)})))
+    Ok(Json(SecretWritten {
+        expires_at: expires_at.map(views::time),
+    }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/secrets/{client_id}/{path}",
+    tag = "auth",
+    summary = "Delete one of your secrets",
+    security(("bearer" = ["admin", "manager", "contributor"])),
+    responses(
+        (status = 200, body = String, content_type = "text/plain"),
+        (status = 404, body = flinger_api::Error),
+        (status = 422, body = flinger_api::ValidationError),
+    )
+)]
 async fn delete_secret(
     State(state): State<AppState>,
     caller: Caller,

@@ -1,7 +1,7 @@
 //! Testflinger compatibility: every endpoint the other files do not cover, driven with the
 //! request shapes Testflinger's CLI and agent send, asserting the answers' shapes and codes.
 
-use crate::support::{TestApp, validation_detail};
+use crate::support::{TestApp, assert_body_matches, assert_documented, validation_detail};
 use broker_schema::messages::{
     AgentState, CommandReply, JobEvent, JobEventKind, LogStream, SchedulerReply, SchedulerRequest,
 };
@@ -1072,6 +1072,38 @@ async fn pull_dispatch_answers_no_job() {
     assert_eq!(app.get_as(&agent, "/v1/job").await.status(), 400);
     assert_eq!(app.get("/v1/job?queue=q").await.status(), 401);
     app.stop().await;
+}
+
+#[test]
+fn an_answer_whose_json_body_does_not_match_its_schema_fails_the_check() {
+    let op = || assert_documented("get", &format!("/v1/job/{}/info", Uuid::nil()), 200).unwrap();
+    let mut json_headers = axum::http::HeaderMap::new();
+    json_headers.insert("content-type", "application/json".parse().unwrap());
+    let check = |body: Value, headers: &axum::http::HeaderMap| {
+        let op = op();
+        let headers = headers.clone();
+        std::panic::catch_unwind(move || assert_body_matches(op, 200, &headers, body.to_string().as_bytes()))
+            .is_ok()
+    };
+    assert!(check(
+        json!({"job_id": Uuid::nil(), "state": "waiting"}),
+        &json_headers
+    ));
+    assert!(
+        !check(json!({"job_id": 5, "state": "waiting"}), &json_headers),
+        "a job_id that is not a string"
+    );
+    assert!(
+        !check(json!({"job_id": Uuid::nil()}), &json_headers),
+        "state is required"
+    );
+    assert!(
+        !check(
+            json!({"job_id": Uuid::nil(), "state": "waiting"}),
+            &axum::http::HeaderMap::new()
+        ),
+        "the document says the answer is JSON"
+    );
 }
 
 #[tokio::test]

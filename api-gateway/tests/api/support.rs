@@ -4,7 +4,8 @@
 //!
 //! Every answer a test gets through [`TestApp::send`] (and the `get`/`post_*` helpers) is
 //! checked against the OpenAPI document (`flinger_gateway::openapi`): a path, method or status
-//! the document does not list fails the test. That is what keeps the document true.
+//! the document does not list fails the test, and so does a JSON body that does not match the
+//! schema the document gives for it. That is what keeps the document true.
 
 use broker_schema::messages::{
     AgentState, Heartbeat, LogStream, SchedulerReply, SchedulerRequest, Submission,
@@ -164,8 +165,18 @@ impl TestApp {
             request.url().path().to_owned(),
         );
         let r = self.http.execute(request).await.expect("HTTP request");
-        assert_documented(&method, &path, r.status().as_u16());
-        r
+        let status = r.status().as_u16();
+        let op = assert_documented(&method, &path, status);
+        // The body is read to check it, then handed on as it came (status, headers and bytes).
+        let mut answer = axum::http::Response::builder().status(r.status());
+        for (name, value) in r.headers() {
+            answer = answer.header(name, value);
+        }
+        let body = r.bytes().await.expect("the answer's body");
+        if let Some(op) = op {
+            assert_body_matches(op, status, answer.headers_ref().expect("headers"), &body);
+        }
+        reqwest::Response::from(answer.body(body).expect("an answer"))
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -450,8 +461,9 @@ pub async fn validation_detail(r: reqwest::Response) -> Value {
     body["detail"]["json"].clone()
 }
 
-/// Fails unless the OpenAPI document lists `status` for `method` on the template matching `path`.
-pub fn assert_documented(method: &str, path: &str, status: u16) {
+/// Fails unless the OpenAPI document lists `status` for `method` on the template matching `path`;
+/// the operation, unless the router itself answered (no route).
+pub fn assert_documented(method: &str, path: &str, status: u16) -> Option<openapi::Op> {
     let path = path.trim_end_matches('/');
     let path = if path.is_empty() { "/" } else { path };
     let ops = openapi::operations();
@@ -476,13 +488,65 @@ pub fn assert_documented(method: &str, path: &str, status: u16) {
     let Some(op) = op else {
         // A request no route serves is the router's own 404/405, which the document need not list.
         if status == 404 || status == 405 {
-            return;
+            return None;
         }
         panic!("{method} {path} answered {status} but is not in the OpenAPI document");
     };
     assert!(
-        op.responses.iter().any(|(c, _)| *c == status),
+        op.responses.contains(&status),
         "{method} {path} ({}) answered {status}, which the OpenAPI document does not list",
         op.path
     );
+    Some(op.clone())
+}
+
+/// Fails unless a JSON answer matches the schema the document gives for `op`'s `status`.
+pub fn assert_body_matches(op: openapi::Op, status: u16, headers: &axum::http::HeaderMap, body: &[u8]) {
+    let json_answer = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let doc = serde_json::to_value(openapi::document()).expect("the document serializes");
+    let response = &doc["paths"][op.path][op.method]["responses"][status.to_string()];
+    let Some(schema) = response["content"]["application/json"].get("schema") else {
+        assert!(
+            !json_answer,
+            "{} {} answered {status} with JSON, which the document does not describe",
+            op.method, op.path
+        );
+        return;
+    };
+    assert!(
+        json_answer,
+        "{} {} answered {status} without the JSON body the document describes",
+        op.method, op.path
+    );
+    let instance: Value = serde_json::from_slice(body).expect("a JSON body");
+    // One schema document: the response's schema, with the components as its `$defs`.
+    let mut root = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$defs": doc["components"]["schemas"],
+    });
+    if let (Some(r), Some(s)) = (root.as_object_mut(), schema.as_object()) {
+        r.extend(s.clone());
+    }
+    let text = root.to_string().replace("#/components/schemas/", "#/$defs/");
+    let url = "http://flinger.test/answer.json";
+    let mut schemas = boon::Schemas::new();
+    let mut compiler = boon::Compiler::new();
+    compiler
+        .add_resource(url, serde_json::from_str(&text).expect("JSON"))
+        .expect("a resource");
+    let index = compiler.compile(url, &mut schemas).unwrap_or_else(|e| {
+        panic!(
+            "{} {}: the schema of {status} does not compile: {e:#}",
+            op.method, op.path
+        )
+    });
+    if let Err(e) = schemas.validate(&instance, index) {
+        panic!(
+            "{} {} answered {status} with a body that does not match the document: {e}\n{instance}",
+            op.method, op.path
+        );
+    }
 }

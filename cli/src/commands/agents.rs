@@ -5,6 +5,7 @@ use super::Ctx;
 use crate::args::{AgentStatusArgs, ListAgentsArgs, OFFLINE_STATES, ONLINE_STATES, Pattern, QueueStatusArgs};
 use crate::exit::{CliError, Exit};
 use crate::output::{human_duration, table};
+use flinger_api::QueueJob;
 use serde_json::{Map, Value, json};
 
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -209,11 +210,11 @@ pub async fn agent_status(ctx: &Ctx<'_>, args: AgentStatusArgs) -> Result<Exit, 
 
 /// A queue's jobs by what they are doing: waiting, running, completed (cancelled ones are left
 /// out, as Testflinger does).
-fn sort_jobs(jobs: &[Value]) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+fn sort_jobs(jobs: &[QueueJob]) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
     let (mut waiting, mut running, mut completed) = (vec![], vec![], vec![]);
     for j in jobs {
-        let entry = json!({"job_id": j.get("job_id"), "created_at": j.get("created_at")});
-        match str_of(j, "job_state") {
+        let entry = json!({"job_id": j.job_id, "created_at": j.created_at});
+        match j.job_state.as_str() {
             "waiting" => waiting.push(entry),
             "complete" | "completed" => completed.push(entry),
             "cancelled" => {}
@@ -363,12 +364,13 @@ mod tests {
 
     #[test]
     fn queue_jobs_are_sorted_by_what_they_do() {
-        let jobs = [
-            json!({"job_id": "1", "job_state": "waiting"}),
-            json!({"job_id": "2", "job_state": "test"}),
-            json!({"job_id": "3", "job_state": "complete"}),
-            json!({"job_id": "4", "job_state": "cancelled"}),
-        ];
+        let job = |state: &str| QueueJob {
+            job_id: uuid::Uuid::new_v4(),
+            created_at: "2026-12-04T10:00:00Z".into(),
+            job_state: state.into(),
+            job_queue: "q".into(),
+        };
+        let jobs = [job("waiting"), job("test"), job("complete"), job("cancelled")];
         let (w, r, c) = sort_jobs(&jobs);
         assert_eq!((w.len(), r.len(), c.len()), (1, 1, 1));
     }

@@ -25,7 +25,8 @@ use crate::exit::{CliError, Exit, Outcome};
 use crate::model::{JobId, JobInfo, LogBatch, LogStream};
 use crate::output::{Ui, human_duration};
 use broker_schema::Phase;
-use serde_json::{Value, json};
+use flinger_api::{LogAnswer, Reservation};
+use serde_json::json;
 use std::io::{BufRead, IsTerminal};
 use std::time::{Duration, Instant};
 
@@ -72,7 +73,7 @@ pub enum Until {
 pub enum Stop {
     Ended(Outcome),
     /// The reservation, as `GET /v1/job/<id>/reservation` describes it.
-    Reserved(Value),
+    Reserved(Reservation),
     /// The phase followed with `--phase` ended, with this exit code; the job goes on.
     PhaseEnded {
         phase: String,
@@ -409,11 +410,7 @@ impl Follower {
             // The ETA, when the position changes and now and then while it does not.
             let stale = self.eta.is_none_or(|(at, _)| at.elapsed() >= ETA_EVERY);
             if position_changed || (stale && ui.is_interactive()) {
-                let eta = ctx
-                    .client
-                    .estimate(self.id)
-                    .await
-                    .and_then(|e| e.get("eta_seconds").and_then(Value::as_u64));
+                let eta = ctx.client.estimate(self.id).await.and_then(|e| e.eta_seconds);
                 self.eta = Some((Instant::now(), eta));
             }
             if position_changed {
@@ -462,7 +459,7 @@ impl Follower {
     }
 }
 
-fn parse_batch(answer: &Value, stream: LogStream) -> Result<LogBatch, CliError> {
+fn parse_batch(answer: &LogAnswer, stream: LogStream) -> Result<LogBatch, CliError> {
     LogBatch::parse(answer, stream).map_err(|detail| {
         CliError::Client(ClientError::BadAnswer {
             what: "the log read".into(),
@@ -516,7 +513,8 @@ pub async fn follow_to_end(ctx: &Ctx<'_>, id: JobId, follow: &Follow) -> Result<
 mod tests {
     use super::*;
 
-    fn info(v: serde_json::Value) -> JobInfo {
+    fn info(mut v: serde_json::Value) -> JobInfo {
+        v["job_id"] = serde_json::json!("3f2504e0-4f89-41d3-9a0c-0305e82c3301");
         JobInfo::parse(v).unwrap()
     }
 

@@ -9,6 +9,7 @@ use crate::args::{ExtendArgs, ReserveArgs, ReserveCommand};
 use crate::exit::{CliError, Exit};
 use crate::model::{JobId, LogStream};
 use crate::output::{Ui, human_duration};
+use flinger_api::Reservation;
 use serde_json::{Map, Value, json};
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -233,8 +234,8 @@ async fn reserve(ctx: &Ctx<'_>, args: ReserveArgs) -> Result<Exit, CliError> {
         Stop::Reserved(r) => {
             if ui.is_json() {
                 let mut event = json!({"event": "reserved"});
-                if let (Some(e), Some(r)) = (event.as_object_mut(), r.as_object()) {
-                    e.extend(r.clone());
+                if let (Some(e), Ok(Value::Object(r))) = (event.as_object_mut(), serde_json::to_value(&r)) {
+                    e.extend(r);
                 }
                 ui.event(&event)?;
             } else {
@@ -246,25 +247,21 @@ async fn reserve(ctx: &Ctx<'_>, args: ReserveArgs) -> Result<Exit, CliError> {
 }
 
 /// How to reach the reserved device, how long it is held, and how to extend or end it.
-fn print_connection(ui: &Ui, id: JobId, r: &Value) -> Result<(), CliError> {
-    let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
-    let left = r
-        .get("remaining_secs")
-        .and_then(Value::as_u64)
-        .map(human_duration)
-        .unwrap_or_default();
-    let agent = match s("agent") {
+fn print_connection(ui: &Ui, id: JobId, r: &Reservation) -> Result<(), CliError> {
+    let s = |v: &Option<String>| v.clone().unwrap_or_default();
+    let left = human_duration(r.remaining_secs);
+    let agent = match s(&r.agent).as_str() {
         "" => String::new(),
         a => format!(" on agent {a}"),
     };
     ui.line(&format!(
         "Reservation is up{agent} until {} ({left} left).",
-        s("until")
+        r.until
     ))?;
-    match s("ssh") {
+    match s(&r.ssh).as_str() {
         "" => ui.line(&format!(
             "Device: {}",
-            match s("device_ip") {
+            match s(&r.device_ip).as_str() {
                 "" => "(address unknown)",
                 ip => ip,
             }
@@ -293,19 +290,14 @@ async fn status(ctx: &Ctx<'_>, id: JobId) -> Result<Exit, CliError> {
         ui.document(&r)?;
         return Ok(Exit::Success);
     }
-    let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-    let left = r
-        .get("remaining_secs")
-        .and_then(Value::as_u64)
-        .map(human_duration)
-        .unwrap_or_default();
+    let s = |v: &Option<String>| v.clone().unwrap_or_default();
     let rows = [
-        ("agent", s("agent")),
-        ("device_ip", s("device_ip")),
-        ("ssh", s("ssh")),
-        ("started_at", s("started_at")),
-        ("until", s("until")),
-        ("remaining", left),
+        ("agent", s(&r.agent)),
+        ("device_ip", s(&r.device_ip)),
+        ("ssh", s(&r.ssh)),
+        ("started_at", r.started_at.clone()),
+        ("until", r.until.clone()),
+        ("remaining", human_duration(r.remaining_secs)),
     ];
     for (k, v) in rows.iter().filter(|(_, v)| !v.is_empty()) {
         ui.line(&format!("{k}: {v}"))?;
@@ -334,14 +326,10 @@ async fn extend(ctx: &Ctx<'_>, args: ExtendArgs) -> Result<Exit, CliError> {
     if ui.is_json() {
         ui.document(&answer)?;
     } else {
-        let until = answer.get("reserve_until").and_then(Value::as_str).unwrap_or("?");
+        let until = answer.reserve_until.as_deref().unwrap_or("?");
         ui.line(&format!("The reservation of job {id} now ends at {until}."))?;
-        if let Some(d) = answer
-            .get("detail")
-            .and_then(Value::as_str)
-            .filter(|d| !d.is_empty())
-        {
-            ui.status(d);
+        if !answer.detail.is_empty() {
+            ui.status(&answer.detail);
         }
     }
     Ok(Exit::Success)

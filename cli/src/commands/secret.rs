@@ -15,7 +15,7 @@ pub async fn run(ctx: &Ctx<'_>, command: SecretCommand) -> Result<Exit, CliError
             let answer = ctx.client.write_secret(&client_id, &path, &value).await?;
             if ui.is_json() {
                 ui.document(
-                    &json!({"client_id": client_id, "path": path, "expires_at": answer.get("expires_at")}),
+                    &json!({"client_id": client_id, "path": path, "expires_at": answer.and_then(|a| a.expires_at)}),
                 )?;
             } else {
                 ui.line(&format!("Secret '{path}' written successfully"))?;

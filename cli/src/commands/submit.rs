@@ -16,7 +16,7 @@ use crate::client::ClientError;
 use crate::exit::{CliError, Exit};
 use crate::history::Entry;
 use crate::jobfile::{JobFile, JobSource};
-use crate::model::{AgentSummary, JobId, LogStream};
+use crate::model::{Agent, JobId, LogStream};
 use crate::output::{Ui, field_error_lines};
 use serde_json::{Map, Value, json};
 use std::time::Duration;
@@ -169,7 +169,7 @@ pub async fn check_queue(
     if candidates.iter().any(|a| a.is_available()) {
         return Ok(());
     }
-    let names = |agents: &[&AgentSummary]| agents.iter().map(|a| a.name.clone()).collect::<Vec<_>>();
+    let names = |agents: &[&Agent]| agents.iter().map(|a| a.name.clone()).collect::<Vec<_>>();
     if !wait && candidates.iter().all(|a| a.state == "offline") {
         return Err(CliError::NoOnlineAgent {
             queue: queue.to_owned(),

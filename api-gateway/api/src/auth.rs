@@ -1,0 +1,91 @@
+//! Access control: tokens, clients, restricted queues and secrets.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// `POST /v1/oauth2/token` and `/v1/oauth2/refresh`: an access token (and, at login, a refresh
+/// token).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Token {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+/// `POST /v1/oauth2/refresh` and `/v1/oauth2/revoke`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RefreshToken {
+    pub refresh_token: String,
+}
+
+/// A client as `GET /v1/client-permissions` shows it: never its secret or hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Client {
+    pub client_id: String,
+    /// `admin`, `manager`, `contributor` or `agent`.
+    pub role: String,
+    /// Highest `job_priority` per queue, or for every queue under `*`.
+    #[serde(default)]
+    pub max_priority: BTreeMap<String, u32>,
+    /// Longest reservation in seconds per queue, or for every queue under `*`.
+    #[serde(default)]
+    pub max_reservation_time: BTreeMap<String, u64>,
+    /// The restricted queues it owns.
+    #[serde(default)]
+    pub allowed_queues: Vec<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// A restricted queue and the clients that own it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RestrictedQueue {
+    pub queue: String,
+    pub owners: Vec<String>,
+}
+
+/// `POST`/`DELETE /v1/restricted-queues/<queue>`: the owner to add or remove.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Owner {
+    pub client_id: String,
+}
+
+/// `PUT /v1/secrets/<client>/<path>`: when the secret expires, if it does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SecretWritten {
+    pub expires_at: Option<String>,
+}
+
+/// `PUT /v1/client-permissions/<id>`: a client to create, or the fields of one to change.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClientIn {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 15)]
+    pub client_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_priority: Option<BTreeMap<String, u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_reservation_time: Option<BTreeMap<String, u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// `PUT /v1/secrets/<client>/<path>`: the value, and when it expires.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SecretIn {
+    #[schema(min_length = 1)]
+    pub value: String,
+    /// Seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub expire_after: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<bool>,
+}

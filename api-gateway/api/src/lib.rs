@@ -1,0 +1,27 @@
+//! The bodies of Flinger's HTTP API, typed once.
+//!
+//! The gateway's handlers answer with these types, the CLI's client reads them, and the OpenAPI
+//! document takes their schemas from the `ToSchema` derives, so the three cannot drift apart.
+//! The shapes are Testflinger's wherever Testflinger has the endpoint (its CLI and agents read
+//! them), plus Flinger's extensions marked **[ext]** in `docs/api.md`.
+//!
+//! Readers are lenient where a newer server may add or drop a field: strings rather than enums
+//! for states and kinds (a state this version does not know is still shown), defaults for
+//! fields an older server did not send.
+//!
+//! This crate knows nothing about HTTP servers, AMQP or the store: it is plain data.
+
+pub mod agents;
+pub mod auth;
+pub mod errors;
+pub mod jobs;
+pub mod results;
+
+pub use agents::{Agent, AgentIn, ProvisionLog, ProvisionLogEntry, ProvisionLogIn, Status};
+pub use auth::{Client, ClientIn, Owner, RefreshToken, RestrictedQueue, SecretIn, SecretWritten, Token};
+pub use errors::{Error, ValidationError};
+pub use jobs::{
+    Action, Attempt, Estimate, Extend, ExtendBy, Extended, Failure, JobFile, JobInfo, JobSummary, Lease,
+    QueueJob, Reservation, ReservationInfo, StatusEvent, StatusUpdate, Submitted,
+};
+pub use results::{LogAnswer, LogFragment, PhaseLog, Readiness, ResultPost, Results};
