@@ -25,9 +25,15 @@ use utoipa::ToSchema;
 pub fn body<T: ToSchema + DeserializeOwned + 'static>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("Malformed JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(ApiError::invalid_field("_schema", "Invalid input type."));
+    match value {
+        Value::Object(m) => object(m),
+        _ => Err(ApiError::invalid_field("_schema", "Invalid input type.")),
     }
+}
+
+/// The same, for a body already read as a JSON object.
+pub fn object<T: ToSchema + DeserializeOwned + 'static>(m: Map<String, Value>) -> Result<T, ApiError> {
+    let value = Value::Object(m);
     let errors = check::<T>(&value);
     if !errors.is_empty() {
         return Err(ApiError::invalid_fields(errors));
@@ -204,6 +210,17 @@ mod tests {
         assert_eq!(f["expire_after"], ["Must be greater than or equal to 1."]);
         let ok = body::<SecretIn>(br#"{"value": "v", "ephemeral": true}"#).unwrap();
         assert_eq!(ok.ephemeral, Some(true));
+    }
+
+    #[test]
+    fn an_unknown_action_names_the_ones_there_are() {
+        use flinger_api::{Action, ActionKind};
+        let ok = body::<Action>(br#"{"action": "cancel"}"#).unwrap();
+        assert_eq!(ok.action, ActionKind::Cancel);
+        let f = fields(body::<Action>(br#"{"action": "explode"}"#).unwrap_err());
+        assert_eq!(f["action"], ["Must be one of: cancel."]);
+        let f = fields(body::<Action>(b"{}").unwrap_err());
+        assert_eq!(f["action"], ["Missing data for required field."]);
     }
 
     #[test]

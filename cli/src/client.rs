@@ -16,8 +16,8 @@ use crate::model::{Agent, JobId, JobInfo, LogStream};
 use backon::{ExponentialBuilder, Retryable};
 use base64::Engine;
 use flinger_api::{
-    Action, AgentIn, Estimate, Extend, Extended, LogAnswer, QueueJob, RefreshToken, Reservation, SecretIn,
-    SecretWritten, Submitted,
+    Action, ActionKind, AgentIn, Estimate, Extend, Extended, LogAnswer, QueueJob, RefreshToken, Reservation,
+    SecretIn, SecretWritten, Submitted,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -338,7 +338,7 @@ impl Client {
     /// `POST /v1/job/<id>/action {"action": "cancel"}`. Not retried: the caller decides.
     pub async fn cancel(&self, id: JobId) -> Result<(), ClientError> {
         let body = body_of(&Action {
-            action: "cancel".into(),
+            action: ActionKind::Cancel,
         });
         self.send(
             Method::POST,
