@@ -5,6 +5,7 @@
 //! - [`submit`], [`cancel`]: the two writes, each an explicit flow with its own error type.
 //! - [`views`], [`logs`]: how store records are shown (Testflinger's shapes plus our fields).
 //! - [`error`]: the one place where errors become HTTP statuses and bodies.
+//! - [`validate`]: request bodies checked against their types' schemas (`flinger_api`).
 //! - [`auth`]: who is calling (tokens, roles, anonymous use), client secrets, the first admin.
 //! - [`scheduler`]: commands to the scheduler by request/reply.
 //! - [`webhooks`], `events`: relaying job events to jobs' webhooks (and recording provisioning).
@@ -30,6 +31,7 @@ pub mod routes;
 pub mod scheduler;
 pub mod state;
 pub mod submit;
+pub mod validate;
 pub mod views;
 pub mod webhooks;
 

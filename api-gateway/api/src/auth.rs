@@ -20,6 +20,7 @@ pub struct Token {
 /// `POST /v1/oauth2/refresh` and `/v1/oauth2/revoke`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RefreshToken {
+    #[schema(min_length = 1)]
     pub refresh_token: String,
 }
 
@@ -52,6 +53,7 @@ pub struct RestrictedQueue {
 /// `POST`/`DELETE /v1/restricted-queues/<queue>`: the owner to add or remove.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Owner {
+    #[schema(min_length = 1)]
     pub client_id: String,
 }
 

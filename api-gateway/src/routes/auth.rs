@@ -5,16 +5,16 @@ use crate::auth::{Caller, Permissions, access, password, token};
 use crate::error::ApiError;
 use crate::extract::Body;
 use crate::state::AppState;
+use crate::validate;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
-use broker_schema::{Millis, ValidationErrors};
-use flinger_api::{Status, Token};
+use broker_schema::Millis;
+use flinger_api::{RefreshToken, Status, Token};
 use flinger_store::{ClientRecord, Records, RefreshTokenRecord, Revoked};
-use serde_json::Value;
 use tracing::info;
 
 pub fn routes() -> Router<AppState> {
@@ -111,25 +111,9 @@ async fn issue(State(state): State<AppState>, headers: HeaderMap) -> Result<Json
     }))
 }
 
-/// The `refresh_token` field of a body (422 when missing).
+/// The `refresh_token` of a body (422 naming it when missing, empty or not a string).
 fn refresh_token_field(body: &[u8]) -> Result<String, ApiError> {
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("Malformed JSON: {e}")))?;
-    match v.get("refresh_token") {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        other => {
-            let mut errors = ValidationErrors::default();
-            errors.add(
-                "refresh_token",
-                if other.is_none() {
-                    "Missing data for required field."
-                } else {
-                    "Not a valid string."
-                },
-            );
-            Err(ApiError::invalid_fields(errors))
-        }
-    }
+    Ok(validate::body::<RefreshToken>(body)?.refresh_token)
 }
 
 /// `POST /v1/oauth2/refresh` `{refresh_token}`: a new access token (400 when the refresh token is

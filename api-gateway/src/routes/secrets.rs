@@ -6,16 +6,16 @@ use crate::auth::{Caller, access};
 use crate::error::ApiError;
 use crate::extract::Body;
 use crate::state::AppState;
+use crate::validate;
 use crate::views;
 use axum::extract::{Path, State};
 use axum::routing::put;
 use axum::{Json, Router};
 use broker_schema::job::is_secret_path;
 use broker_schema::{Millis, ValidationErrors};
-use flinger_api::SecretWritten;
+use flinger_api::{SecretIn, SecretWritten};
 use flinger_store::sealing as secrets;
 use flinger_store::{Records, SecretRecord, secret_id};
-use serde_json::Value;
 use std::time::Duration;
 
 /// How long an `ephemeral` secret lives.
@@ -65,51 +65,20 @@ async fn put_secret(
     Body(body): Body,
 ) -> Result<Json<SecretWritten>, ApiError> {
     check_owner(&caller, &client_id, &path)?;
-    let doc: Value =
-        serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest("Malformed JSON".into()))?;
-    let mut errors = ValidationErrors::default();
-    let value = match doc.get("value") {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        Some(Value::String(_)) => {
-            errors.add("value", "Shorter than minimum length 1.");
-            None
-        }
-        Some(_) => {
-            errors.add("value", "Not a valid string.");
-            None
-        }
-        None => {
-            errors.add("value", "Missing data for required field.");
-            None
-        }
-    };
-    let expire_after = match doc.get("expire_after") {
-        None | Some(Value::Null) => None,
-        Some(v) => match v.as_u64().filter(|n| *n >= 1) {
-            Some(n) => Some(Duration::from_secs(n)),
-            None => {
-                errors.add("expire_after", "Must be greater than or equal to 1.");
-                None
-            }
-        },
-    };
-    let ephemeral = match doc.get("ephemeral") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            errors.add("ephemeral", "Not a valid boolean.");
-            false
-        }
-    };
+    let SecretIn {
+        value,
+        expire_after,
+        ephemeral,
+    } = validate::body(&body)?;
+    let ephemeral = ephemeral.unwrap_or(false);
+    let expire_after = expire_after.map(Duration::from_secs);
+    // What one field's schema cannot say: the two ways to expire exclude each other.
     if ephemeral && expire_after.is_some() {
-        errors.add(
+        return Err(ApiError::invalid_field(
             "_schema",
             "Provide either 'ephemeral' or 'expire_after', not both.",
-        );
+        ));
     }
-    let Some(value) = value.filter(|_| errors.is_empty()) else {
-        return Err(ApiError::invalid_fields(errors));
-    };
     let now = Millis::now();
     let expires_at = match (ephemeral, expire_after) {
         (true, _) => Some(now.plus(EPHEMERAL)),
