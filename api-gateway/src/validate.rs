@@ -31,6 +31,25 @@ pub fn body<T: ToSchema + DeserializeOwned + 'static>(bytes: &[u8]) -> Result<T,
     }
 }
 
+/// [`body`], with the checks a schema cannot state (`more` adds their errors, looking at the
+/// body as sent), reported together with the schema's.
+pub fn body_checked<T: ToSchema + DeserializeOwned + 'static>(
+    bytes: &[u8],
+    more: impl FnOnce(&Value, &mut ValidationErrors),
+) -> Result<T, ApiError> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("Malformed JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::invalid_field("_schema", "Invalid input type."));
+    }
+    let mut errors = check::<T>(&value);
+    more(&value, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::invalid_fields(errors));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::invalid_field("_schema", e.to_string()))
+}
+
 /// The same, for a body already read as a JSON object.
 pub fn object<T: ToSchema + DeserializeOwned + 'static>(m: Map<String, Value>) -> Result<T, ApiError> {
     let value = Value::Object(m);
