@@ -80,7 +80,7 @@ impl Agent {
         let bus = Bus::new(
             BusConfig {
                 url: config.broker_url.clone(),
-                names: broker_schema::Names::new(&config.namespace),
+                names: broker_schema::Names::new(&config.namespace).with_quorum_queues(config.quorum_queues),
                 connection_name: format!("flinger-agent {}", config.name),
             },
             shutdown.clone(),

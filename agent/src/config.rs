@@ -83,12 +83,17 @@ pub struct AgentFile {
     pub conserver_address: Option<String>,
 
     // ----- Flinger's own keys
-    /// AMQP URL; `FLINGER_BROKER_URL` overrides it.
+    /// AMQP URL, or the URLs of a cluster's nodes separated by commas; `FLINGER_BROKER_URL`
+    /// overrides it.
     #[serde(default)]
     pub broker_url: Option<String>,
     /// Broker namespace; `FLINGER_NAMESPACE` overrides it.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// Declare the queues that need no priority as quorum queues (a RabbitMQ cluster); every
+    /// process of a lab must agree. `FLINGER_QUORUM_QUEUES` overrides it.
+    #[serde(default)]
+    pub quorum_queues: Option<bool>,
     /// A connector other than `command`, e.g. `{type: fake, …}`.
     #[serde(default)]
     pub connector: Option<ConnectorConfig>,
@@ -146,6 +151,7 @@ pub struct AgentConfig {
     pub provision_type: Option<String>,
     pub broker_url: String,
     pub namespace: String,
+    pub quorum_queues: bool,
     pub connector: ConnectorConfig,
     pub execution_basedir: PathBuf,
     pub state_dir: PathBuf,
@@ -228,6 +234,11 @@ impl AgentConfig {
             .ok()
             .or(file.namespace.clone())
             .unwrap_or_else(|| broker_schema::names::DEFAULT_NAMESPACE.into());
+        let quorum_queues = match std::env::var("FLINGER_QUORUM_QUEUES") {
+            Ok(v) => broker_schema::names::parse_flag(&v)
+                .ok_or_else(|| format!("FLINGER_QUORUM_QUEUES: {v:?} is not true or false"))?,
+            Err(_) => file.quorum_queues.unwrap_or(false),
+        };
         let execution_basedir = file.execution_basedir.clone().unwrap_or_else(|| home.join("run"));
         let state_dir = file.state_dir.clone().unwrap_or_else(|| home.join("state"));
         // Run directories are removed after each job, and a job's commands may write anywhere
@@ -245,6 +256,7 @@ impl AgentConfig {
             provision_type: file.provision_type.clone(),
             broker_url,
             namespace,
+            quorum_queues,
             connector,
             execution_basedir,
             state_dir,

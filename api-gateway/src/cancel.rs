@@ -7,22 +7,13 @@
 use crate::auth::Caller;
 use crate::scheduler::{self, CommandError};
 use crate::state::AppState;
-use broker_schema::ValidationErrors;
 use broker_schema::messages::{CancelRequest, SchedulerRequest};
 use flinger_store::StoreError;
-use serde_json::Value;
 use tracing::info;
 use uuid::Uuid;
 
-/// The actions Testflinger's API knows.
-pub const ACTIONS: &[&str] = &["cancel"];
-
 #[derive(Debug, thiserror::Error)]
 pub enum CancelError {
-    #[error("Malformed JSON: {0}")]
-    MalformedJson(String),
-    #[error("{0}")]
-    InvalidAction(ValidationErrors),
     #[error("Job not found")]
     UnknownJob,
     #[error("The job has already ended ({0})")]
@@ -33,27 +24,6 @@ pub enum CancelError {
     Scheduler(#[from] CommandError),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// An action the body asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    Cancel,
-}
-
-impl Action {
-    /// Parses `{"action": "cancel"}`, naming the field when it is missing or unknown.
-    pub fn parse(body: &[u8]) -> Result<Action, CancelError> {
-        let doc: Value =
-            serde_json::from_slice(body).map_err(|e| CancelError::MalformedJson(e.to_string()))?;
-        let mut errors = ValidationErrors::default();
-        match doc.get("action") {
-            Some(Value::String(s)) if s == "cancel" => return Ok(Action::Cancel),
-            None | Some(Value::Null) => errors.add("action", "Missing data for required field."),
-            Some(_) => errors.add("action", format!("Must be one of: {}.", ACTIONS.join(", "))),
-        }
-        Err(CancelError::InvalidAction(errors))
-    }
 }
 
 /// Whether `caller` may act on a job submitted by `owner`: its submitter, a manager or an admin.
@@ -84,23 +54,4 @@ pub async fn cancel(state: &AppState, caller: &Caller, job_id: Uuid) -> Result<(
     scheduler::command(state, &request).await?;
     info!(%job_id, was = %job.state, "cancel accepted by the scheduler");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_cancel_is_an_action() {
-        assert_eq!(Action::parse(br#"{"action": "cancel"}"#).unwrap(), Action::Cancel);
-        let Err(CancelError::InvalidAction(e)) = Action::parse(br#"{"action": "explode"}"#) else {
-            panic!()
-        };
-        assert_eq!(e.fields["action"], vec!["Must be one of: cancel.".to_string()]);
-        assert!(matches!(Action::parse(b"{}"), Err(CancelError::InvalidAction(_))));
-        assert!(matches!(
-            Action::parse(b"nope"),
-            Err(CancelError::MalformedJson(_))
-        ));
-    }
 }

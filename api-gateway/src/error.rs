@@ -157,8 +157,6 @@ impl From<SubmitError> for ApiError {
 impl From<CancelError> for ApiError {
     fn from(e: CancelError) -> Self {
         match e {
-            CancelError::MalformedJson(_) => ApiError::BadRequest(e.to_string()),
-            CancelError::InvalidAction(errors) => ApiError::invalid_fields(errors),
             CancelError::UnknownJob | CancelError::AlreadyEnded(_) => ApiError::BadRequest(e.to_string()),
             CancelError::NotOwner => ApiError::Forbidden(e.to_string()),
             CancelError::Scheduler(c) => c.into(),

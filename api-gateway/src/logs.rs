@@ -107,6 +107,25 @@ pub fn parse_timestamp(s: &str) -> Option<Millis> {
     Some(Millis((t.unix_timestamp_nanos() / 1_000_000) as i64))
 }
 
+/// Holds back what a follower could miss. Competing schedulers store a live run's fragments in
+/// any order, so fragment n+1 may be readable before fragment n: a follower shown n+1 asks from
+/// n+2 next and never sees n. While the job's attempt is live (`live`), an answer therefore
+/// ends at the first missing number after `from`. Once the attempt is over every fragment is
+/// stored (a run's end waits for its output), so nothing is held back; nor with a timestamp or
+/// phase filter, whose answers have gaps by design.
+pub fn hold_back_after_gap(fragments: &mut Vec<OutputFragment>, filter: &LogFilter, live: bool) {
+    if !live || filter.since.is_some() || filter.phase.is_some() {
+        return;
+    }
+    fragments.sort_by_key(|f| f.seq);
+    let contiguous = fragments
+        .iter()
+        .zip(filter.start_fragment..)
+        .take_while(|(f, expected)| f.seq == *expected)
+        .count();
+    fragments.truncate(contiguous);
+}
+
 /// A started phase with no fragment (yet, or past the filter).
 fn empty_log() -> PhaseLog {
     PhaseLog {
@@ -197,6 +216,38 @@ mod tests {
             at: Millis(seq as i64),
             data: data.to_vec(),
         }
+    }
+
+    #[test]
+    fn a_live_runs_answer_ends_at_its_first_missing_fragment() {
+        let seqs = |frags: &[OutputFragment]| frags.iter().map(|f| f.seq).collect::<Vec<_>>();
+        let stored = || {
+            vec![
+                frag(5, Phase::Test, b"e"),
+                frag(3, Phase::Test, b"c"),
+                frag(2, Phase::Test, b"b"),
+            ]
+        };
+        let from = |n| LogFilter {
+            start_fragment: n,
+            ..Default::default()
+        };
+        let mut live = stored();
+        hold_back_after_gap(&mut live, &from(2), true);
+        assert_eq!(seqs(&live), [2, 3], "4 is not stored yet: 5 waits for it");
+        let mut missing_first = stored();
+        hold_back_after_gap(&mut missing_first, &from(1), true);
+        assert!(missing_first.is_empty());
+        let mut ended = stored();
+        hold_back_after_gap(&mut ended, &from(2), false);
+        assert_eq!(seqs(&ended), [5, 3, 2], "an ended run's answer holds everything");
+        let mut by_phase = stored();
+        let filter = LogFilter {
+            phase: Some(Phase::Test),
+            ..from(0)
+        };
+        hold_back_after_gap(&mut by_phase, &filter, true);
+        assert_eq!(by_phase.len(), 3, "a phase filter's answer has gaps by design");
     }
 
     #[test]

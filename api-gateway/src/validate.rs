@@ -25,9 +25,34 @@ use utoipa::ToSchema;
 pub fn body<T: ToSchema + DeserializeOwned + 'static>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("Malformed JSON: {e}")))?;
+    match value {
+        Value::Object(m) => object(m),
+        _ => Err(ApiError::invalid_field("_schema", "Invalid input type.")),
+    }
+}
+
+/// [`body`], with the checks a schema cannot state (`more` adds their errors, looking at the
+/// body as sent), reported together with the schema's.
+pub fn body_checked<T: ToSchema + DeserializeOwned + 'static>(
+    bytes: &[u8],
+    more: impl FnOnce(&Value, &mut ValidationErrors),
+) -> Result<T, ApiError> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("Malformed JSON: {e}")))?;
     if !value.is_object() {
         return Err(ApiError::invalid_field("_schema", "Invalid input type."));
     }
+    let mut errors = check::<T>(&value);
+    more(&value, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::invalid_fields(errors));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::invalid_field("_schema", e.to_string()))
+}
+
+/// The same, for a body already read as a JSON object.
+pub fn object<T: ToSchema + DeserializeOwned + 'static>(m: Map<String, Value>) -> Result<T, ApiError> {
+    let value = Value::Object(m);
     let errors = check::<T>(&value);
     if !errors.is_empty() {
         return Err(ApiError::invalid_fields(errors));
@@ -204,6 +229,17 @@ mod tests {
         assert_eq!(f["expire_after"], ["Must be greater than or equal to 1."]);
         let ok = body::<SecretIn>(br#"{"value": "v", "ephemeral": true}"#).unwrap();
         assert_eq!(ok.ephemeral, Some(true));
+    }
+
+    #[test]
+    fn an_unknown_action_names_the_ones_there_are() {
+        use flinger_api::{Action, ActionKind};
+        let ok = body::<Action>(br#"{"action": "cancel"}"#).unwrap();
+        assert_eq!(ok.action, ActionKind::Cancel);
+        let f = fields(body::<Action>(br#"{"action": "explode"}"#).unwrap_err());
+        assert_eq!(f["action"], ["Must be one of: cancel."]);
+        let f = fields(body::<Action>(b"{}").unwrap_err());
+        assert_eq!(f["action"], ["Missing data for required field."]);
     }
 
     #[test]

@@ -9,10 +9,22 @@ use uuid::Uuid;
 /// The default namespace of a lab.
 pub const DEFAULT_NAMESPACE: &str = "flinger";
 
-/// Names of exchanges, queues and routing keys in one namespace.
+/// Names of exchanges, queues and routing keys in one namespace, and the one choice about
+/// their kind that a deployment makes: whether the queues that need no priority are quorum
+/// queues (see `topology.rs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Names {
     ns: String,
+    quorum: bool,
+}
+
+/// `true`/`false` as environment variables spell them (`1`, `yes`, `on`…); `None` otherwise.
+pub fn parse_flag(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
 }
 
 impl Default for Names {
@@ -24,7 +36,22 @@ impl Default for Names {
 impl Names {
     /// `namespace` is used verbatim as a prefix; keep it to `[A-Za-z0-9_-]`.
     pub fn new(namespace: impl Into<String>) -> Self {
-        Names { ns: namespace.into() }
+        Names {
+            ns: namespace.into(),
+            quorum: false,
+        }
+    }
+
+    /// Declares the queues that need no priority (the scheduler's, the agents' control queues,
+    /// dead letters) as quorum queues, replicated over a RabbitMQ cluster. Every process of a
+    /// lab must agree: RabbitMQ refuses to redeclare a queue as another type.
+    pub fn with_quorum_queues(mut self, quorum: bool) -> Self {
+        self.quorum = quorum;
+        self
+    }
+
+    pub fn quorum_queues(&self) -> bool {
+        self.quorum
     }
 
     pub fn namespace(&self) -> &str {

@@ -9,7 +9,8 @@ use tracing_subscriber::EnvFilter;
 /// Broker connection arguments, flattened into each binary's command line.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BrokerArgs {
-    /// AMQP URL of the broker.
+    /// AMQP URL of the broker; for a cluster, its nodes' URLs separated by commas (tried in
+    /// turn until one answers, again after every connection loss).
     #[arg(
         long = "broker-url",
         env = "FLINGER_BROKER_URL",
@@ -19,13 +20,18 @@ pub struct BrokerArgs {
     /// Prefix of every exchange and queue name; labs sharing a broker use different ones.
     #[arg(long, env = "FLINGER_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
+    /// Declare the queues that need no priority (the scheduler's, agents' control queues, dead
+    /// letters) as quorum queues, replicated over a RabbitMQ cluster. Every process of a lab
+    /// must agree; an existing lab switches as `docs/operations.md` says.
+    #[arg(long, env = "FLINGER_QUORUM_QUEUES", value_parser = clap::builder::BoolishValueParser::new())]
+    pub quorum_queues: bool,
 }
 
 impl BrokerArgs {
     pub fn bus_config(&self, connection_name: impl Into<String>) -> BusConfig {
         BusConfig {
             url: self.url.clone(),
-            names: Names::new(&self.namespace),
+            names: Names::new(&self.namespace).with_quorum_queues(self.quorum_queues),
             connection_name: connection_name.into(),
         }
     }

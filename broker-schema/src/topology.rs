@@ -3,6 +3,11 @@
 //!
 //! Changing a queue's arguments here makes redeclaration fail with PRECONDITION_FAILED on an
 //! existing broker: such a change needs a migration note in `docs/operations.md`.
+//!
+//! Queue kinds: the class queues are classic, for their priorities (RabbitMQ 3.10's quorum
+//! queues have none); the gateways' events queue is classic (webhook relays are informational).
+//! The others — the scheduler's four queues, the agents' control queues and the dead letters —
+//! are classic by default and quorum queues with [`Names::with_quorum_queues`], for a cluster.
 
 use crate::bus::Bus;
 use crate::ids::{AgentName, DeviceClass};
@@ -35,6 +40,18 @@ fn dead_lettered(names: &Names) -> FieldTable {
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(LongString::from(names.dead_exchange())),
     );
+    args
+}
+
+/// `args` for a queue that needs no priority: with `x-queue-type: quorum` when the lab uses
+/// quorum queues.
+fn replicated(names: &Names, mut args: FieldTable) -> FieldTable {
+    if names.quorum_queues() {
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(LongString::from("quorum")),
+        );
+    }
     args
 }
 
@@ -72,13 +89,23 @@ pub async fn declare_topology(ch: &Channel, names: &Names) -> lapin::Result<()> 
     x(names.control_exchange(), ExchangeKind::Direct).await?;
     x(names.dead_exchange(), ExchangeKind::Fanout).await?;
 
-    queue(ch, names.dead_queue(), FieldTable::default()).await?;
+    queue(ch, names.dead_queue(), replicated(names, FieldTable::default())).await?;
     bind(ch, names.dead_queue(), names.dead_exchange(), "").await?;
 
     // Bound per class by `declare_class`, so that a class nobody serves stays unroutable.
-    queue(ch, names.scheduler_submissions_queue(), dead_lettered(names)).await?;
+    queue(
+        ch,
+        names.scheduler_submissions_queue(),
+        replicated(names, dead_lettered(names)),
+    )
+    .await?;
 
-    queue(ch, names.scheduler_status_queue(), dead_lettered(names)).await?;
+    queue(
+        ch,
+        names.scheduler_status_queue(),
+        replicated(names, dead_lettered(names)),
+    )
+    .await?;
     bind(
         ch,
         names.scheduler_status_queue(),
@@ -94,7 +121,12 @@ pub async fn declare_topology(ch: &Channel, names: &Names) -> lapin::Result<()> 
     )
     .await?;
 
-    queue(ch, names.scheduler_output_queue(), dead_lettered(names)).await?;
+    queue(
+        ch,
+        names.scheduler_output_queue(),
+        replicated(names, dead_lettered(names)),
+    )
+    .await?;
     bind(
         ch,
         names.scheduler_output_queue(),
@@ -103,7 +135,12 @@ pub async fn declare_topology(ch: &Channel, names: &Names) -> lapin::Result<()> 
     )
     .await?;
 
-    queue(ch, names.scheduler_rpc_queue(), dead_lettered(names)).await?;
+    queue(
+        ch,
+        names.scheduler_rpc_queue(),
+        replicated(names, dead_lettered(names)),
+    )
+    .await?;
     declare_gateway_events(ch, names).await
 }
 
@@ -136,7 +173,12 @@ pub async fn declare_class(ch: &Channel, names: &Names, class: &DeviceClass) -> 
 
 /// Declares an agent's control queue.
 pub async fn declare_agent(ch: &Channel, names: &Names, agent: &AgentName) -> lapin::Result<()> {
-    queue(ch, names.agent_control_queue(agent), dead_lettered(names)).await?;
+    queue(
+        ch,
+        names.agent_control_queue(agent),
+        replicated(names, dead_lettered(names)),
+    )
+    .await?;
     bind(
         ch,
         names.agent_control_queue(agent),

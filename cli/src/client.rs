@@ -15,10 +15,13 @@ use crate::config::ServerUrl;
 use crate::model::{Agent, JobId, JobInfo, LogStream};
 use backon::{ExponentialBuilder, Retryable};
 use base64::Engine;
-use flinger_api::{Estimate, Extended, LogAnswer, QueueJob, Reservation, SecretWritten, Submitted};
+use flinger_api::{
+    Action, ActionKind, AgentIn, Estimate, Extend, Extended, LogAnswer, QueueJob, RefreshToken, Reservation,
+    SecretIn, SecretWritten, Submitted,
+};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -94,6 +97,11 @@ impl ClientError {
             detail: detail.to_string(),
         }
     }
+}
+
+/// A request body of the API (`flinger_api`) as JSON.
+fn body_of(body: &impl serde::Serialize) -> Value {
+    serde_json::to_value(body).expect("the API's bodies serialize")
 }
 
 /// A successful answer: its status and body.
@@ -329,7 +337,9 @@ impl Client {
 
     /// `POST /v1/job/<id>/action {"action": "cancel"}`. Not retried: the caller decides.
     pub async fn cancel(&self, id: JobId) -> Result<(), ClientError> {
-        let body = json!({"action": "cancel"});
+        let body = body_of(&Action {
+            action: ActionKind::Cancel,
+        });
         self.send(
             Method::POST,
             &format!("/v1/job/{id}/action"),
@@ -358,12 +368,12 @@ impl Client {
 
     /// `POST /v1/job/<id>/reservation/extend` with `{"by": …}` or `{"until": …}`. Not retried:
     /// a repeated `by` would extend twice.
-    pub async fn extend(&self, id: JobId, body: &Value) -> Result<Extended, ClientError> {
+    pub async fn extend(&self, id: JobId, body: &Extend) -> Result<Extended, ClientError> {
         self.send(
             Method::POST,
             &format!("/v1/job/{id}/reservation/extend"),
             &[],
-            Payload::Json(body),
+            Payload::Json(&body_of(body)),
         )
         .await?
         .parse("the extension")
@@ -465,7 +475,11 @@ impl Client {
     /// `POST /v1/agents/data/<name>` `{state, comment}` (admins and managers).
     pub async fn set_agent_state(&self, name: &str, state: &str, comment: &str) -> Result<(), ClientError> {
         let path = format!("/v1/agents/data/{}", path_segment(name));
-        let body = json!({"state": state, "comment": comment});
+        let body = body_of(&AgentIn {
+            state: Some(state.to_owned()),
+            comment: Some(comment.to_owned()),
+            ..AgentIn::default()
+        });
         self.send(Method::POST, &path, &[], Payload::Json(&body))
             .await
             .map(drop)
@@ -507,7 +521,10 @@ impl Client {
         value: &str,
     ) -> Result<Option<SecretWritten>, ClientError> {
         let url = format!("/v1/secrets/{}/{}", path_segment(client_id), secret_path(path));
-        let body = json!({"value": value});
+        let body = body_of(&SecretIn {
+            value: value.to_owned(),
+            ..SecretIn::default()
+        });
         let answer = self.send(Method::PUT, &url, &[], Payload::Json(&body)).await?;
         // Testflinger answers plain text; Flinger says when the secret expires.
         Ok(answer.parse("the secret write").ok())
@@ -556,7 +573,9 @@ impl Client {
     /// `POST /v1/oauth2/refresh`: a new access token for the login's refresh token.
     async fn refresh(&self, session: &Session, refresh_token: &str) -> Result<Session, ClientError> {
         let url = self.server.endpoint("/v1/oauth2/refresh");
-        let body = json!({"refresh_token": refresh_token});
+        let body = body_of(&RefreshToken {
+            refresh_token: refresh_token.to_owned(),
+        });
         let request = self
             .http
             .post(&url)

@@ -6,7 +6,7 @@ use crate::core::Core;
 use crate::delivery::{Disposition, settle};
 use crate::projector::{self, FinishWaits};
 use crate::store::{DynSchedulerStore, StoreError};
-use crate::{outbox, reaper, rpc, submissions};
+use crate::{lost_messages, outbox, reaper, rpc, submissions};
 use broker_schema::bus::{Bus, BusConfig, BusError, Deliveries, PublishOptions, Publisher, supervise};
 use broker_schema::messages::{Heartbeat, JobEvent, OutputChunk};
 use broker_schema::{Message, decode};
@@ -123,6 +123,18 @@ impl Scheduler {
             tasks.spawn(every(period, shutdown.clone(), "outbox", move || {
                 let core = core.clone();
                 async move { outbox::sweep_once(&core).await.map(|_| ()) }
+            }));
+        }
+        {
+            let core = self.core.clone();
+            let period = (self.core.config.republish_after / 3).max(Duration::from_millis(200));
+            let suspects = Arc::new(tokio::sync::Mutex::new(lost_messages::Suspects::default()));
+            tasks.spawn(every(period, shutdown.clone(), "lost messages", move || {
+                let (core, suspects) = (core.clone(), suspects.clone());
+                async move {
+                    let mut suspects = suspects.lock().await;
+                    lost_messages::check_once(&core, &mut suspects).await.map(|_| ())
+                }
             }));
         }
         info!(

@@ -29,6 +29,7 @@ pub mod files;
 pub mod health;
 pub mod lease;
 pub mod lifecycle;
+pub mod lost_messages;
 pub mod outbox;
 pub mod projector;
 pub mod provenance;

@@ -58,6 +58,10 @@ pub enum Cause {
     SubmissionSeen,
     /// The outbox found the job never seen on the broker and means to publish it again.
     RepublishDue,
+    /// The job's class queue held fewer messages than jobs waited for it, twice in a row: its
+    /// message may have been dropped (a cluster node that held the queue was down when it was
+    /// published, or lost its disk); publish it again ([`crate::lost_messages`]).
+    MessageLost,
     /// The gateway stored the job's attachments.
     AttachmentsReady,
     /// An agent asks for the job's lease.
@@ -220,6 +224,7 @@ pub fn decide(rules: &Rules, job: &JobRecord, cause: &Cause, now: Millis) -> Dec
     match cause {
         Cause::SubmissionSeen => submission_seen(job, now),
         Cause::RepublishDue => republish_due(job, now),
+        Cause::MessageLost => message_lost(job, now),
         Cause::AttachmentsReady => attachments_ready(job, now),
         Cause::LeaseAsked {
             agent,
@@ -323,6 +328,16 @@ fn republish_due(job: &JobRecord, now: Millis) -> Decision {
         return Decision::nothing();
     }
     Decision::change(not_enqueued(job), JobUpdate::at(now)).then(Effect::PublishAgain)
+}
+
+/// A waiting job the broker took once (the outbox handles the others) whose message the class
+/// queue may have lost. The change claims the round (bumping `updated_at`), so that other
+/// schedulers skip the job.
+fn message_lost(job: &JobRecord, now: Millis) -> Decision {
+    if job.state != JobState::Waiting || job.enqueued_at.is_none() || job.awaiting_attachments {
+        return Decision::nothing();
+    }
+    Decision::change(Precondition::observed(job), JobUpdate::at(now)).then(Effect::PublishAgain)
 }
 
 fn not_enqueued(job: &JobRecord) -> Precondition {
@@ -985,6 +1000,9 @@ mod tests {
                 [Upd, No, No, No, No, No, No, No, No, No, No, No, No]),
             ("republish due", Cause::RepublishDue, at(1),
                 [Upd, No, No, No, No, No, No, No, No, No, No, No, No]),
+            // (A waiting job here was never enqueued: the outbox's business, not this cause's.)
+            ("message lost", Cause::MessageLost, at(1),
+                [No, No, No, No, No, No, No, No, No, No, No, No, No]),
             ("attachments ready", Cause::AttachmentsReady, at(1),
                 [Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans]),
             ("lease asked", Cause::LeaseAsked { agent: agent("dut-2"), agent_unavailable: None, fetches_files: true }, at(1),
@@ -1655,6 +1673,18 @@ mod tests {
             overrun_by(&job, at(10 * 3600 + 900 + 61)),
             Some(FailureKind::GlobalTimeout)
         );
+    }
+
+    #[test]
+    fn a_lost_message_publishes_an_enqueued_waiting_job_again() {
+        let mut job = job_in(Waiting);
+        job.enqueued_at = Some(T0);
+        let d = decide(&rules(), &job, &Cause::MessageLost, at(1));
+        assert_eq!(does(&d), Upd);
+        assert_eq!(d.effects, [Effect::PublishAgain]);
+        assert_eq!(applied(&job, &d).updated_at, at(1), "claims the round");
+        job.awaiting_attachments = true;
+        assert_eq!(does(&decide(&rules(), &job, &Cause::MessageLost, at(1))), No);
     }
 
     #[test]

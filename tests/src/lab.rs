@@ -77,10 +77,13 @@ pub struct LabBuilder {
     scheduler_args: Vec<String>,
     agents: Vec<AgentSpec>,
     gateway: bool,
+    /// Gateways besides the first (competing, stateless: any may answer any request).
+    more_gateways: usize,
     prefix: String,
     broker_url: Option<String>,
     gateway_env: Vec<(String, String)>,
     agent_heartbeat_secs: f64,
+    quorum_queues: bool,
     /// Whether the schedulers hand agents a files credential (as `scripts/lab` sets them up).
     files_credential: bool,
     /// This exact namespace instead of a new one (a lab restarted on a restored store).
@@ -88,6 +91,12 @@ pub struct LabBuilder {
 }
 
 impl LabBuilder {
+    /// Every process declares the queues that need no priority as quorum queues (a cluster).
+    pub fn quorum_queues(mut self) -> Self {
+        self.quorum_queues = true;
+        self
+    }
+
     /// Schedulers without `--gateway-url`: lease grants carry no files credential, so only
     /// agents with a `server_address` of their own can fetch attachments and upload artifacts.
     pub fn without_files_credential(mut self) -> Self {
@@ -102,7 +111,8 @@ impl LabBuilder {
         self
     }
 
-    /// Uses another broker than the machine's (a [`crate::private_broker::PrivateBroker`]).
+    /// Uses another broker than the machine's (a [`crate::private_broker::PrivateBroker`]), or
+    /// a cluster's nodes (comma-separated URLs).
     pub fn broker(mut self, url: &str) -> Self {
         self.broker_url = Some(url.into());
         self
@@ -144,6 +154,15 @@ impl LabBuilder {
         self
     }
 
+    /// Starts `n` gateways (at least one): the first is [`Lab::base`], the others
+    /// [`Lab::more_bases`].
+    pub fn gateways(mut self, n: usize) -> Self {
+        assert!(n >= 1, "a lab with gateways has at least one");
+        self.gateway = true;
+        self.more_gateways = n - 1;
+        self
+    }
+
     pub fn name(mut self, prefix: &str) -> Self {
         self.prefix = prefix.into();
         self
@@ -176,8 +195,10 @@ impl LabBuilder {
             store,
             schedulers: vec![],
             gateway: None,
+            more_gateways: vec![],
             agents: vec![],
             base: String::new(),
+            more_bases: vec![],
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -186,6 +207,7 @@ impl LabBuilder {
             broker_url: self.broker_url.unwrap_or_else(crate::broker_url),
             dir,
             agent_heartbeat_secs: self.agent_heartbeat_secs,
+            quorum_queues: self.quorum_queues,
             gateway_listen: String::new(),
             files_env: vec![],
         };
@@ -212,7 +234,17 @@ impl LabBuilder {
             lab.start_scheduler(&format!("scheduler-{i}"), &self.scheduler_args);
         }
         if self.gateway {
-            lab.start_gateway(&self.gateway_env).await;
+            let listen = lab.gateway_listen.clone();
+            let (p, base) = lab.start_gateway("gateway", &listen, &self.gateway_env).await;
+            lab.gateway = Some(p);
+            lab.base = base;
+            for i in 1..=self.more_gateways {
+                let (p, base) = lab
+                    .start_gateway(&format!("gateway-{i}"), "127.0.0.1:0", &self.gateway_env)
+                    .await;
+                lab.more_gateways.push(p);
+                lab.more_bases.push(base);
+            }
         }
         for spec in self.agents {
             lab.add_agent(spec).await;
@@ -244,14 +276,19 @@ pub struct Lab {
     pub store: String,
     pub schedulers: Vec<Proc>,
     pub gateway: Option<Proc>,
+    /// The gateways after the first ([`LabBuilder::gateways`]), in the order of `more_bases`.
+    pub more_gateways: Vec<Proc>,
     pub agents: Vec<Proc>,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` of the first gateway.
     pub base: String,
+    /// The other gateways' base URLs.
+    pub more_bases: Vec<String>,
     pub http: reqwest::Client,
     classes: Vec<String>,
     pub broker_url: String,
     pub dir: tempfile::TempDir,
     agent_heartbeat_secs: f64,
+    quorum_queues: bool,
     /// The gateway's `FLINGER_LISTEN`, chosen before the schedulers start (they tell agents).
     gateway_listen: String,
     /// The token key (for the gateway and the schedulers) and, unless disabled, the gateway's
@@ -277,10 +314,12 @@ impl Lab {
             .collect(),
             agents: vec![],
             gateway: true,
+            more_gateways: 0,
             prefix: "lab".into(),
             broker_url: None,
             gateway_env: vec![],
             agent_heartbeat_secs: 0.5,
+            quorum_queues: false,
             files_credential: true,
             namespace: None,
         }
@@ -292,6 +331,7 @@ impl Lab {
             ("FLINGER_NAMESPACE".into(), self.namespace.clone()),
             ("FLINGER_STORE".into(), self.store.clone()),
             ("FLINGER_LOG_FORMAT".into(), "json".into()),
+            ("FLINGER_QUORUM_QUEUES".into(), self.quorum_queues.to_string()),
         ]
     }
 
@@ -302,9 +342,11 @@ impl Lab {
         self.schedulers.push(p);
     }
 
-    async fn start_gateway(&mut self, extra: &[(String, String)]) {
+    /// Starts a gateway listening on `listen` and waits until it is ready: the process and its
+    /// base URL.
+    async fn start_gateway(&self, name: &str, listen: &str, extra: &[(String, String)]) -> (Proc, String) {
         let mut env = self.common_env();
-        env.push(("FLINGER_LISTEN".into(), self.gateway_listen.clone()));
+        env.push(("FLINGER_LISTEN".into(), listen.to_owned()));
         env.extend(
             self.files_env
                 .iter()
@@ -312,22 +354,21 @@ impl Lab {
                 .cloned(),
         );
         env.extend(extra.iter().cloned());
-        let p = Proc::spawn("gateway", &bin("flinger-gateway"), &[], &env, self.dir.path());
+        let p = Proc::spawn(name, &bin("flinger-gateway"), &[], &env, self.dir.path());
         let log = p.log.clone();
         let addr = eventually(Duration::from_secs(20), "the gateway to listen", || {
             let log = log.clone();
             async move { listening_addr(&log) }
         })
         .await;
-        self.base = format!("http://{addr}");
-        self.gateway = Some(p);
+        let base = format!("http://{addr}");
         // A gateway deliberately cut off from the broker is alive but never ready.
         let probe = if extra.iter().any(|(k, _)| k == "FLINGER_BROKER_URL") {
             "healthz"
         } else {
             "readyz"
         };
-        let (http, url) = (self.http.clone(), format!("{}/{probe}", self.base));
+        let (http, url) = (self.http.clone(), format!("{base}/{probe}"));
         eventually(Duration::from_secs(20), "the gateway to be ready", || {
             let (http, url) = (http.clone(), url.clone());
             async move {
@@ -339,6 +380,7 @@ impl Lab {
             }
         })
         .await;
+        (p, base)
     }
 
     /// Writes the agent's config file and starts it; waits until the lab shows it waiting.
@@ -484,6 +526,7 @@ impl Lab {
             .schedulers
             .iter()
             .chain(self.gateway.iter())
+            .chain(self.more_gateways.iter())
             .chain(self.agents.iter())
         {
             let text = p.log_text();
@@ -578,6 +621,7 @@ impl Lab {
             .schedulers
             .iter()
             .chain(self.gateway.iter())
+            .chain(self.more_gateways.iter())
             .chain(self.agents.iter())
         {
             out.push_str(&format!("===== {} =====\n{}\n", p.name, p.log_text()));
@@ -591,6 +635,7 @@ impl Lab {
             .agents
             .iter_mut()
             .chain(self.gateway.iter_mut())
+            .chain(self.more_gateways.iter_mut())
             .chain(self.schedulers.iter_mut())
         {
             p.stop(Duration::from_secs(10));
@@ -600,9 +645,15 @@ impl Lab {
     /// Stops every process and deletes the lab's queues and exchanges.
     pub async fn stop(mut self) {
         self.stop_processes();
-        let Ok(conn) =
-            lapin::Connection::connect(&self.broker_url, lapin::ConnectionProperties::default()).await
-        else {
+        // The first node of a cluster that answers.
+        let mut conn = None;
+        for url in self.broker_url.split(',') {
+            if let Ok(c) = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await {
+                conn = Some(c);
+                break;
+            }
+        }
+        let Some(conn) = conn else {
             return;
         };
         let n = &self.names;

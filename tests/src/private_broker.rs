@@ -1,5 +1,7 @@
-//! A RabbitMQ node of a test's own, on its own port, so that a test can stop and restart the
-//! broker without disturbing tests that share the machine's broker.
+//! RabbitMQ nodes of a test's own, on their own ports, so that a test can stop and restart the
+//! broker without disturbing tests that share the machine's broker: one node
+//! ([`PrivateBroker`]), or a cluster of several ([`PrivateCluster`]). The nodes run Debian's
+//! `rabbitmq-server` as the `rabbitmq` user, whose Erlang cookie they all share.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -7,7 +9,8 @@ use std::time::{Duration, Instant};
 
 pub struct PrivateBroker {
     pub port: u16,
-    node: String,
+    /// The Erlang node name, `flinger-<id>@localhost`.
+    pub node: String,
     dir: PathBuf,
     dist_port: u16,
 }
@@ -19,6 +22,13 @@ fn port_open(port: u16) -> bool {
 impl PrivateBroker {
     /// Starts a node and waits until it accepts connections.
     pub fn start() -> PrivateBroker {
+        let broker = PrivateBroker::create();
+        broker.up();
+        broker
+    }
+
+    /// A node's directories and configuration, not started.
+    fn create() -> PrivateBroker {
         let port = crate::free_port();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = std::env::temp_dir().join(format!("flinger-rmq-{}", &id[..10]));
@@ -35,18 +45,41 @@ impl PrivateBroker {
             .args(["-R", "rabbitmq:rabbitmq"])
             .arg(&dir)
             .status();
-        let broker = PrivateBroker {
+        PrivateBroker {
             port,
             node: format!("flinger-{}@localhost", &id[..10]),
             dir,
             dist_port: crate::free_port(),
-        };
-        broker.up();
-        broker
+        }
     }
 
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// `rabbitmqctl -n <this node> ARGS`; panics unless it succeeds.
+    pub fn ctl(&self, args: &[&str]) {
+        let status = self
+            .command("rabbitmqctl")
+            .args(["-n", &self.node])
+            .args(args)
+            .status()
+            .expect("rabbitmqctl");
+        assert!(status.success(), "rabbitmqctl {args:?} on {} failed", self.node);
+    }
+
+    /// `rabbitmqctl -n <this node> ARGS`'s output; `None` when it fails.
+    pub fn ctl_output(&self, args: &[&str]) -> Option<String> {
+        let out = self
+            .command("rabbitmqctl")
+            .args(["-n", &self.node])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn command(&self, program: &str) -> Command {
@@ -71,7 +104,7 @@ impl PrivateBroker {
             .status()
             .expect("rabbitmq-server");
         assert!(status.success(), "rabbitmq-server -detached failed");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(90);
         while !port_open(self.port) {
             assert!(
                 Instant::now() < deadline,
@@ -100,5 +133,74 @@ impl Drop for PrivateBroker {
     fn drop(&mut self) {
         self.down();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A RabbitMQ cluster of nodes of a test's own: the first node starts alone, the others join it
+/// (`rabbitmqctl join_cluster`). Dropping it stops every node and removes their directories.
+pub struct PrivateCluster {
+    pub nodes: Vec<PrivateBroker>,
+}
+
+impl PrivateCluster {
+    /// Starts `n` nodes and clusters them; waits until every node runs and sees the others.
+    pub fn start(n: usize) -> PrivateCluster {
+        assert!(n >= 1);
+        let nodes: Vec<PrivateBroker> = (0..n).map(|_| PrivateBroker::create()).collect();
+        // Boot all at once (each boot takes seconds), then join one by one.
+        std::thread::scope(|s| {
+            for node in &nodes {
+                s.spawn(|| node.up());
+            }
+        });
+        for node in &nodes[1..] {
+            node.ctl(&["stop_app"]);
+            node.ctl(&["join_cluster", &nodes[0].node]);
+            node.ctl(&["start_app"]);
+        }
+        let cluster = PrivateCluster { nodes };
+        for node in &cluster.nodes {
+            node.ctl(&["await_startup"]);
+            cluster.wait_running(node, n);
+        }
+        cluster
+    }
+
+    /// Every node's URL, comma-separated: what `--broker-url` takes for a cluster.
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(|n| n.url()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Waits until `node` says `running` nodes of the cluster run.
+    pub fn wait_running(&self, node: &PrivateBroker, running: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = node
+                .ctl_output(&["cluster_status", "--formatter", "json"])
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
+            let seen = status
+                .as_ref()
+                .and_then(|v| v["running_nodes"].as_array().map(Vec::len))
+                .unwrap_or(0);
+            if seen == running {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} sees {seen} running nodes, not {running}: {status:?}",
+                node.node
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The index of the node a classic queue lives on (each node lists its own, `--local`).
+    pub fn home_of(&self, queue: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| {
+            n.ctl_output(&["list_queues", "--local", "name", "--formatter", "json"])
+                .and_then(|out| serde_json::from_str::<serde_json::Value>(&out).ok())
+                .and_then(|list| list.as_array().map(|l| l.iter().any(|q| q["name"] == queue)))
+                .unwrap_or(false)
+        })
     }
 }

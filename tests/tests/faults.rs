@@ -100,13 +100,19 @@ async fn processes_a_killed_agents_phase_left_behind_die_when_it_restarts_and_th
         ))
         .start()
         .await;
-    let (marker, first_run) = (lab.path("orphan.ticks"), lab.path("first-run"));
-    // The first attempt leaves a grandchild ticking in the background; the second just passes.
+    let (marker, first_run, pid_file) = (
+        lab.path("orphan.ticks"),
+        lab.path("first-run"),
+        lab.path("orphan.pid"),
+    );
+    // The first attempt leaves a grandchild ticking in the background (its pid in a file);
+    // the second just passes.
     let cmds = format!(
         "if [ -e {first} ]; then echo second attempt; exit 0; fi; touch {first}\n\
-         (while true; do echo tick >> {marker}; sleep 0.2; done) &\n\
+         sh -c 'echo $$ > {pid}; while true; do echo tick >> {marker}; sleep 0.2; done' &\n\
          sleep 1000",
         first = first_run.display(),
+        pid = pid_file.display(),
         marker = marker.display()
     );
     let id = lab
@@ -127,10 +133,13 @@ async fn processes_a_killed_agents_phase_left_behind_die_when_it_restarts_and_th
     assert_eq!(info["state"], "complete", "{info}\n{}", lab.logs());
     assert_eq!(info["attempt"], 2, "{info}");
     assert!(lab.output(id).await.contains("second attempt"));
-    // Nothing of the first attempt runs on: a tick every 0.2 s would show within a second.
-    let before = ticks();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(ticks(), before, "the killed agent's grandchild still runs");
+    // Nothing of the first attempt runs on: the grandchild itself is seen dead (not a file
+    // seen unchanged for a while).
+    let grandchild = read_pid(&pid_file);
+    eventually(DONE, "the killed agent's grandchild to die", || async {
+        (!alive(grandchild)).then_some(())
+    })
+    .await;
     invariants::check(&lab.store, &[id]).await;
     lab.stop().await;
 }
@@ -703,9 +712,11 @@ async fn an_agent_that_cannot_renew_its_lease_kills_the_phase_instead_of_running
         &[("test", "flinger-agent run-test-cmds")],
     ))
     .await;
+    let pid_file = lab.path("beats.pid");
     let cmd = format!(
-        "while true; do date +%s%N >> {}; sleep 0.1; done",
-        beats.display()
+        "sh -c 'echo $$ > {pid}; while true; do date +%s%N >> {beats}; sleep 0.1; done'",
+        pid = pid_file.display(),
+        beats = beats.display()
     );
     let id = lab
         .submit(&json!({"job_queue": "unleased", "test_data": {"test_cmds": cmd}}))
@@ -718,15 +729,13 @@ async fn an_agent_that_cannot_renew_its_lease_kills_the_phase_instead_of_running
     // The scheduler goes away: no renewal can succeed.
     lab.schedulers[0].crash();
     let crashed_at = std::time::Instant::now();
-    // Within the lease, the agent must stop the phase: the file stops growing.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let size = std::fs::metadata(&beats).unwrap().len();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        std::fs::metadata(&beats).unwrap().len(),
-        size,
-        "the phase kept running without a lease"
-    );
+    // The agent must kill the phase: its writer is seen dead (then the file cannot grow), and
+    // its last beat came within the lease.
+    let writer = read_pid(&pid_file);
+    eventually(DONE, "the unleased phase to be killed", || async {
+        (!alive(writer)).then_some(())
+    })
+    .await;
     let lines = std::fs::read_to_string(&beats).unwrap();
     let last_beat_ns: u128 = lines.lines().last().unwrap().parse().unwrap();
     let crash_ns = std::time::SystemTime::now()
@@ -1213,6 +1222,24 @@ async fn an_agent_of_the_same_name_in_another_lab_leaves_our_running_phase_alone
     invariants::check(&ours.store, &[id]).await;
     theirs.stop().await;
     ours.stop().await;
+}
+
+/// The pid a test command wrote to `path`.
+fn read_pid(path: &std::path::Path) -> u32 {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Whether process `pid` runs: it exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the parenthesised command name.
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+    })
 }
 
 /// The job completed on its first and only lease, held by `agent`.

@@ -97,7 +97,8 @@ pub struct AgentIn {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ProvisionLogIn {
     pub job_id: String,
+    #[schema(minimum = -2147483648, maximum = 2147483647)]
     pub exit_code: i32,
     #[serde(default)]
-    pub detail: String,
+    pub detail: Option<String>,
 }

@@ -53,6 +53,7 @@ pub struct RestrictedQueue {
 /// `POST`/`DELETE /v1/restricted-queues/<queue>`: the owner to add or remove.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Owner {
+    #[schema(min_length = 1)]
     pub client_id: String,
 }
 

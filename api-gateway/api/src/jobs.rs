@@ -228,11 +228,17 @@ pub struct JobFile {
     pub debug: Option<bool>,
 }
 
-/// `POST /v1/job/<id>/action`: the only action is `cancel`.
+/// `POST /v1/job/<id>/action`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Action {
-    #[schema(example = "cancel")]
-    pub action: String,
+    pub action: ActionKind,
+}
+
+/// The actions Testflinger's API knows: only `cancel`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    Cancel,
 }
 
 /// **[ext]** `POST /v1/job/<id>/reservation/extend`: `by` (seconds, or a form like `2h30m`) or

@@ -21,7 +21,7 @@ pub use agents::{Agent, AgentIn, ProvisionLog, ProvisionLogEntry, ProvisionLogIn
 pub use auth::{Client, ClientIn, Owner, RefreshToken, RestrictedQueue, SecretIn, SecretWritten, Token};
 pub use errors::{Error, ValidationError};
 pub use jobs::{
-    Action, Attempt, Estimate, Extend, ExtendBy, Extended, Failure, JobFile, JobInfo, JobSummary, Lease,
-    QueueJob, Reservation, ReservationInfo, StatusEvent, StatusUpdate, Submitted,
+    Action, ActionKind, Attempt, Estimate, Extend, ExtendBy, Extended, Failure, JobFile, JobInfo, JobSummary,
+    Lease, QueueJob, Reservation, ReservationInfo, StatusEvent, StatusUpdate, Submitted,
 };
 pub use results::{LogAnswer, LogFragment, PhaseLog, Readiness, ResultPost, Results};

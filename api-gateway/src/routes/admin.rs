@@ -6,11 +6,12 @@ use crate::auth::{Caller, access, password};
 use crate::error::ApiError;
 use crate::extract::Body;
 use crate::state::AppState;
+use crate::validate;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use broker_schema::{DeviceClass, Millis, ValidationErrors};
-use flinger_api::{Client, RestrictedQueue};
+use flinger_api::{Client, Owner, RestrictedQueue};
 use flinger_store::{ClientRecord, Records, Role};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -380,15 +381,7 @@ async fn get_restricted(
 
 /// The `client_id` of a restricted-queue request body (422 when missing).
 fn owner_field(body: &[u8]) -> Result<String, ApiError> {
-    let m = parse_object(body)?;
-    match m.get("client_id") {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        None => Err(ApiError::invalid_field(
-            "client_id",
-            "Missing data for required field.",
-        )),
-        Some(_) => Err(ApiError::invalid_field("client_id", "Not a valid string.")),
-    }
+    Ok(validate::object::<Owner>(parse_object(body)?)?.client_id)
 }
 
 /// `POST /v1/restricted-queues/<q>` `{client_id}`: restricts the queue (if it was not) to its

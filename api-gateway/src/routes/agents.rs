@@ -6,13 +6,14 @@ use crate::error::ApiError;
 use crate::extract::{Body, json_object};
 use crate::scheduler;
 use crate::state::AppState;
+use crate::validate;
 use crate::views;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker_schema::messages::{AdminState, AgentState, Heartbeat, SchedulerRequest, SetAgentStateRequest};
 use broker_schema::{AgentName, DeviceClass, Millis, ValidationErrors};
-use flinger_api::{Agent, ProvisionLog, ProvisionLogEntry, Status};
+use flinger_api::{Agent, ProvisionLog, ProvisionLogEntry, ProvisionLogIn, Status};
 use flinger_store::{AgentRecord, ProvisionEntry, Records};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -281,37 +282,16 @@ async fn post_provision_log(
     Body(body): Body,
 ) -> Result<&'static str, ApiError> {
     caller.require(access::AGENT)?;
-    let m = json_object(&body)?;
-    let mut errors = ValidationErrors::default();
-    let job_id = string_field(&m, "job_id", &mut errors);
-    if job_id.is_none() && !errors.fields.contains_key("job_id") {
-        errors.add("job_id", "Missing data for required field.");
-    }
-    let exit_code = match m.get("exit_code") {
-        Some(v) => match v.as_i64().and_then(|c| i32::try_from(c).ok()) {
-            Some(c) => Some(c),
-            None => {
-                errors.add("exit_code", "Not a valid integer.");
-                None
-            }
-        },
-        None => {
-            errors.add("exit_code", "Missing data for required field.");
-            None
-        }
-    };
-    let detail = string_field(&m, "detail", &mut errors).unwrap_or_default();
-    let (Some(job_id), Some(exit_code)) = (job_id, exit_code) else {
-        return Err(ApiError::invalid_fields(errors));
-    };
-    if !errors.is_empty() {
-        return Err(ApiError::invalid_fields(errors));
-    }
+    let ProvisionLogIn {
+        job_id,
+        exit_code,
+        detail,
+    } = validate::body(&body)?;
     let agent = find_agent(&state, &name).await?;
     let entry = ProvisionEntry {
         job_id,
         exit_code,
-        detail,
+        detail: detail.unwrap_or_default(),
         at: Millis::now(),
     };
     state

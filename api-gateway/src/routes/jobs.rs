@@ -1,19 +1,20 @@
 //! Submitting, reading, searching and cancelling jobs, and where a waiting job stands.
 
 use crate::auth::{Caller, access};
-use crate::cancel::{self, Action};
+use crate::cancel;
 use crate::error::{ApiError, Location};
 use crate::estimate;
 use crate::extract::{Body, JobId};
 use crate::state::AppState;
 use crate::submit;
+use crate::validate;
 use crate::views;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker_schema::{JobState, ValidationErrors};
-use flinger_api::{Estimate, JobInfo, JobSummary, Submitted};
+use flinger_api::{Action, ActionKind, Estimate, JobInfo, JobSummary, Submitted};
 use flinger_store::{JobOrder, JobQuery, JobRecord};
 use serde_json::Value;
 
@@ -208,8 +209,9 @@ async fn job_action(
     Body(body): Body,
 ) -> Result<&'static str, ApiError> {
     caller.require(access::SUBMITTER)?;
-    match Action::parse(&body)? {
-        Action::Cancel => cancel::cancel(&state, &caller, id).await?,
+    let Action { action } = validate::body(&body)?;
+    match action {
+        ActionKind::Cancel => cancel::cancel(&state, &caller, id).await?,
     }
     Ok("OK")
 }

@@ -10,6 +10,7 @@ use crate::error::{ApiError, Location};
 use crate::extract::{Body, JobId, json_object};
 use crate::logs::{self, LogFilter, LogParams};
 use crate::state::AppState;
+use crate::validate;
 use crate::views;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -18,7 +19,7 @@ use axum::{Json, Router};
 use broker_schema::mask::Masker;
 use broker_schema::messages::LogStream;
 use broker_schema::{Millis, Phase, ValidationErrors};
-use flinger_api::{LogAnswer, Results};
+use flinger_api::{LogAnswer, LogFragment, Results};
 use flinger_store::sealing as secrets;
 use flinger_store::{JobRecord, OutputFragment, OutputQuery, Records, secret_id};
 use serde_json::{Map, Value};
@@ -187,10 +188,11 @@ async fn get_log(
     let mut pause = POLL_FIRST;
     loop {
         let job = state.store().get_job(id).await?.ok_or(ApiError::NoContent)?;
-        let fragments = state
+        let mut fragments = state
             .store()
             .read_output(&filter.query(id, job.attempt, stream))
             .await?;
+        logs::hold_back_after_gap(&mut fragments, &filter, job.state.is_active());
         // A long poll answers as soon as there is something, the job is over, or time is up.
         let keep_waiting = fragments.is_empty()
             && !job.state.is_terminal()
@@ -231,59 +233,29 @@ async fn post_log(
 ) -> Result<&'static str, ApiError> {
     caller.require(access::AGENT)?;
     let stream = log_stream(&log_type)?;
-    let fields = json_object(&body)?;
-    let mut errors = ValidationErrors::default();
-    let seq = match fields.get("fragment_number") {
-        Some(v) => match v.as_u64() {
-            Some(n) if n <= i64::MAX as u64 => Some(n),
-            _ => {
-                errors.add("fragment_number", "Not a valid integer (0 or more).");
-                None
-            }
-        },
-        None => {
-            errors.add("fragment_number", "Missing data for required field.");
-            None
+    // The schema says each field's type; what it cannot say (a phase name, a datetime written
+    // Testflinger's way, a number the store can hold) is checked on the same pass.
+    let posted: LogFragment = validate::body_checked(&body, |v, errors| {
+        if v["fragment_number"].as_u64().is_some_and(|n| n > i64::MAX as u64) {
+            errors.add("fragment_number", "Not a valid integer (0 or more).");
         }
-    };
-    let at = match fields.get("timestamp") {
-        Some(Value::String(s)) => logs::parse_timestamp(s).or_else(|| {
+        if v["timestamp"]
+            .as_str()
+            .is_some_and(|s| logs::parse_timestamp(s).is_none())
+        {
             errors.add("timestamp", "Not a valid datetime.");
-            None
-        }),
-        Some(_) => {
-            errors.add("timestamp", "Not a valid datetime.");
-            None
         }
-        None => {
-            errors.add("timestamp", "Missing data for required field.");
-            None
-        }
-    };
-    let phase = match fields.get("phase") {
-        Some(Value::String(s)) => Phase::parse(s).or_else(|| {
+        if v["phase"].as_str().is_some_and(|s| Phase::parse(s).is_none()) {
             errors.add("phase", "Not a phase.");
-            None
-        }),
-        _ => {
-            errors.add("phase", "Missing data for required field.");
-            None
         }
+    })?;
+    let (Some(at), Some(phase)) = (
+        logs::parse_timestamp(&posted.timestamp),
+        Phase::parse(&posted.phase),
+    ) else {
+        unreachable!("checked with the body");
     };
-    let data = match fields.get("log_data") {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => {
-            errors.add("log_data", "Not a valid string.");
-            None
-        }
-        None => {
-            errors.add("log_data", "Missing data for required field.");
-            None
-        }
-    };
-    let (Some(seq), Some(at), Some(phase), Some(data)) = (seq, at, phase, data) else {
-        return Err(ApiError::invalid_fields(errors));
-    };
+    let (seq, data) = (posted.fragment_number, posted.log_data);
     let job = job_for_agent(&state, id).await?;
     let masker = job_masker(&state, &job).await?;
     let fragment = OutputFragment {

@@ -681,16 +681,18 @@ async fn agents_report_over_http_and_admins_set_their_state_through_the_schedule
         .status(),
         404
     );
-    assert_eq!(
+    let detail = validation_detail(
         app.post_json_as(
             &agent,
             "/v1/agents/provision_logs/dut-http",
-            &json!({"exit_code": "x"})
+            &json!({"exit_code": "x", "detail": 5}),
         )
-        .await
-        .status(),
-        422
-    );
+        .await,
+    )
+    .await;
+    assert_eq!(detail["job_id"], json!(["Missing data for required field."]));
+    assert_eq!(detail["exit_code"], json!(["Not a valid integer."]));
+    assert_eq!(detail["detail"], json!(["Not a valid string."]));
     app.stop().await;
 }
 

@@ -109,6 +109,7 @@ impl TestApp {
         let broker = BrokerArgs {
             url: broker_url(),
             namespace: namespace.clone(),
+            quorum_queues: false,
         };
         let mut config = Config::new("127.0.0.1:0".parse().unwrap(), store_config.clone(), broker);
         config.auth.jwt_signing_key = Some(SIGNING_KEY.into());

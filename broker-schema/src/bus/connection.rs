@@ -3,15 +3,17 @@ use crate::topology::declare_topology;
 use backon::{ExponentialBuilder, Retryable};
 use lapin::{Channel, Connection, ConnectionProperties};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 #[derive(Clone, Debug)]
 pub struct BusConfig {
-    /// `amqp://user:pass@host:port/vhost`; a `heartbeat=10` query is added when none is given,
-    /// so a dead broker is noticed in seconds rather than minutes.
+    /// `amqp://user:pass@host:port/vhost`, or several such URLs separated by commas: the nodes
+    /// of a RabbitMQ cluster, tried in turn until one answers (see [`broker_urls`]). Every URL
+    /// should name the same user. A `heartbeat=10` query is added to a URL that has none, so a
+    /// dead broker is noticed in seconds rather than minutes.
     pub url: String,
     pub names: Names,
     /// Shown in RabbitMQ's management UI (`flinger-agent dut-01`).
@@ -24,6 +26,8 @@ pub enum BusError {
     Shutdown,
     #[error(transparent)]
     Amqp(#[from] lapin::Error),
+    #[error("cannot connect to the broker at {node}: {source}")]
+    Connect { node: String, source: lapin::Error },
 }
 
 /// A live connection and its generation: operations that fail report the generation they used,
@@ -43,6 +47,12 @@ pub struct Bus {
 
 struct Inner {
     config: BusConfig,
+    /// The broker's nodes, from `config.url`; never empty.
+    urls: Vec<String>,
+    /// The node to try at the next connect: the one last connected to, or the one after the
+    /// last that refused. Starts at a node chosen by the process id, so that a lab's processes
+    /// spread their connections (and the classic queues they declare) over the cluster.
+    next_url: AtomicUsize,
     shutdown: CancellationToken,
     /// The current connection. A mutex, not a lock-free cell: concurrent callers during an
     /// outage should wait for one reconnect, not start many.
@@ -52,8 +62,12 @@ struct Inner {
 
 impl Bus {
     pub fn new(config: BusConfig, shutdown: CancellationToken) -> Bus {
+        let urls = broker_urls(&config.url);
+        let first = std::process::id() as usize % urls.len();
         Bus {
             inner: Arc::new(Inner {
+                urls,
+                next_url: AtomicUsize::new(first),
                 config,
                 shutdown,
                 live: tokio::sync::Mutex::new(None),
@@ -74,7 +88,7 @@ impl Bus {
     /// `user_id` property proves who published: RabbitMQ refuses a `user_id` other than the
     /// connection's own user.
     pub fn user(&self) -> Option<String> {
-        url_user(&self.inner.config.url)
+        url_user(&self.inner.urls[self.inner.next_url.load(Ordering::Relaxed) % self.inner.urls.len()])
     }
 
     /// How many times a connection was (re)established; the first connect counts as one.
@@ -122,10 +136,37 @@ impl Bus {
         Ok(live)
     }
 
-    async fn connect_once(&self) -> Result<Connection, lapin::Error> {
+    /// Connects to the next node (see [`Inner::next_url`]) and declares the topology there; on
+    /// failure the node after it is next.
+    async fn connect_once(&self) -> Result<Connection, BusError> {
+        let urls = &self.inner.urls;
+        let i = self.inner.next_url.load(Ordering::Relaxed) % urls.len();
+        let result = self.connect_to(&urls[i]).await;
+        if let Err(source) = result {
+            if source.to_string().contains("PRECONDITION_FAILED") {
+                error!(
+                    error = %source,
+                    "the broker has a queue declared otherwise than this process declares it \
+                     (quorum or classic: every process of a lab needs the same --quorum-queues; \
+                     see docs/operations.md on switching)"
+                );
+            }
+            self.inner.next_url.store((i + 1) % urls.len(), Ordering::Relaxed);
+            return Err(BusError::Connect {
+                node: node_of(&urls[i]),
+                source,
+            });
+        }
+        if urls.len() > 1 {
+            info!(node = %node_of(&urls[i]), "connected to the broker");
+        }
+        result.map_err(BusError::from)
+    }
+
+    async fn connect_to(&self, url: &str) -> Result<Connection, lapin::Error> {
         let props = ConnectionProperties::default()
             .with_connection_name(self.inner.config.connection_name.clone().into());
-        let conn = Connection::connect(&with_heartbeat(&self.inner.config.url), props).await?;
+        let conn = Connection::connect(&with_heartbeat(url), props).await?;
         let ch = conn.create_channel().await?;
         if let Err(e) = declare_topology(&ch, &self.inner.config.names).await {
             let _ = conn.close(200, "topology failed".into()).await;
@@ -174,6 +215,35 @@ impl Bus {
     }
 }
 
+/// The URLs of a `--broker-url` value: one URL, or several separated by commas (blanks around
+/// them ignored). Never empty: an empty value stands for itself, and fails to connect loudly.
+pub fn broker_urls(value: &str) -> Vec<String> {
+    let urls: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if urls.is_empty() {
+        vec![value.to_owned()]
+    } else {
+        urls
+    }
+}
+
+/// `host:port` of a broker URL, for logs (never the credentials).
+fn node_of(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!(
+            "{}:{}",
+            u.host_str().unwrap_or("?"),
+            u.port()
+                .unwrap_or(if u.scheme() == "amqps" { 5671 } else { 5672 })
+        ),
+        Err(_) => "an unparsable URL".into(),
+    }
+}
+
 /// The (percent-decoded) user of an `amqp://user:pass@host/vhost` URL; `None` when it names
 /// none (the client library then defaults to `guest`, or authenticates otherwise).
 pub fn url_user(url: &str) -> Option<String> {
@@ -208,7 +278,19 @@ pub(super) fn default_backoff() -> ExponentialBuilder {
 
 #[cfg(test)]
 mod tests {
-    use super::url_user;
+    use super::{broker_urls, node_of, url_user};
+
+    #[test]
+    fn several_broker_urls_are_separated_by_commas() {
+        assert_eq!(broker_urls("amqp://h/"), ["amqp://h/"]);
+        assert_eq!(
+            broker_urls("amqp://u:p@a:5672/%2f, amqp://u:p@b:5673/%2f,"),
+            ["amqp://u:p@a:5672/%2f", "amqp://u:p@b:5673/%2f"]
+        );
+        assert_eq!(broker_urls(""), [""]);
+        assert_eq!(node_of("amqp://u:secret@b:5673/%2f"), "b:5673");
+        assert_eq!(node_of("amqps://u:secret@b/"), "b:5671");
+    }
 
     #[test]
     fn the_user_of_a_broker_url_is_read_and_decoded() {

@@ -49,7 +49,7 @@ impl From<BusError> for PublishError {
     fn from(e: BusError) -> Self {
         match e {
             BusError::Shutdown => PublishError::Shutdown,
-            BusError::Amqp(e) => PublishError::Broker(e),
+            BusError::Amqp(e) | BusError::Connect { source: e, .. } => PublishError::Broker(e),
         }
     }
 }

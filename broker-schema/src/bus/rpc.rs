@@ -33,7 +33,7 @@ impl From<BusError> for RpcError {
     fn from(e: BusError) -> Self {
         match e {
             BusError::Shutdown => RpcError::Shutdown,
-            BusError::Amqp(e) => RpcError::Broker(e),
+            BusError::Amqp(e) | BusError::Connect { source: e, .. } => RpcError::Broker(e),
         }
     }
 }

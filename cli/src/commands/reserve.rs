@@ -9,7 +9,7 @@ use crate::args::{ExtendArgs, ReserveArgs, ReserveCommand};
 use crate::exit::{CliError, Exit};
 use crate::model::{JobId, LogStream};
 use crate::output::{Ui, human_duration};
-use flinger_api::Reservation;
+use flinger_api::{Extend, ExtendBy, Reservation};
 use serde_json::{Map, Value, json};
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -35,6 +35,17 @@ fn ask(question: &str) -> Result<String, CliError> {
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
     Ok(answer.trim().to_owned())
+}
+
+/// How long to extend a reservation by: seconds, or a form like 2h30m (not zero).
+fn extend_by(text: &str) -> Option<ExtendBy> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return (secs > 0).then_some(ExtendBy::Seconds(secs));
+    }
+    broker_schema::job::parse_human_duration(t)
+        .filter(|d| !d.is_zero())
+        .map(|_| ExtendBy::Text(t.to_owned()))
 }
 
 /// A reservation timeout as the job file takes it: seconds as a number, else a form like 2h30m.
@@ -307,20 +318,27 @@ async fn status(ctx: &Ctx<'_>, id: JobId) -> Result<Exit, CliError> {
 
 async fn extend(ctx: &Ctx<'_>, args: ExtendArgs) -> Result<Exit, CliError> {
     let id = args.job_id;
-    let body = match (&args.by, &args.until) {
-        (Some(by), _) => {
-            json!({"by": parse_timeout(by).map_err(|_| CliError::Usage(format!("--by {by:?}: use seconds or a form like 2h30m")))?})
-        }
-        (None, Some(until)) => {
-            if broker_schema::Millis::parse_rfc3339(until).is_none() {
-                return Err(CliError::Usage(format!(
-                    "--until {until:?}: use an ISO-8601 time such as 2026-11-25T18:00:00Z"
-                )));
+    let body =
+        match (&args.by, &args.until) {
+            (Some(by), _) => Extend {
+                by: Some(extend_by(by).ok_or_else(|| {
+                    CliError::Usage(format!("--by {by:?}: use seconds or a form like 2h30m"))
+                })?),
+                until: None,
+            },
+            (None, Some(until)) => {
+                if broker_schema::Millis::parse_rfc3339(until).is_none() {
+                    return Err(CliError::Usage(format!(
+                        "--until {until:?}: use an ISO-8601 time such as 2026-11-25T18:00:00Z"
+                    )));
+                }
+                Extend {
+                    by: None,
+                    until: Some(until.clone()),
+                }
             }
-            json!({"until": until})
-        }
-        (None, None) => unreachable!("clap requires --by or --until"),
-    };
+            (None, None) => unreachable!("clap requires --by or --until"),
+        };
     let answer = ctx.client.extend(id, &body).await?;
     let ui = ctx.ui;
     if ui.is_json() {
@@ -338,6 +356,14 @@ async fn extend(ctx: &Ctx<'_>, args: ExtendArgs) -> Result<Exit, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_extension_is_positive_seconds_or_a_duration() {
+        assert_eq!(extend_by("30"), Some(ExtendBy::Seconds(30)));
+        assert_eq!(extend_by(" 2h30m "), Some(ExtendBy::Text("2h30m".into())));
+        assert_eq!(extend_by("0"), None);
+        assert_eq!(extend_by("soon"), None);
+    }
 
     #[test]
     fn timeouts_are_seconds_or_durations() {
