@@ -119,6 +119,14 @@ impl Scheduler {
         }
         {
             let core = self.core.clone();
+            let period = self.core.config.retention.every;
+            tasks.spawn(every(period, shutdown.clone(), "retention", move || {
+                let core = core.clone();
+                async move { crate::retention::purge_once(&core).await.map(|_| ()) }
+            }));
+        }
+        {
+            let core = self.core.clone();
             let period = (self.core.config.republish_after / 3).max(Duration::from_millis(200));
             tasks.spawn(every(period, shutdown.clone(), "outbox", move || {
                 let core = core.clone();

@@ -32,6 +32,8 @@ pub struct SchedulerConfig {
     /// Where agents fetch attachments and upload artifacts, and the key of the job-scoped
     /// token that lets them (see [`crate::files`]); `None`: agents need a client of their own.
     pub files: Option<crate::files::FilesAccess>,
+    /// How long ended jobs are kept (see [`crate::retention`]).
+    pub retention: crate::retention::RetentionConfig,
 }
 
 impl Default for SchedulerConfig {
@@ -48,6 +50,7 @@ impl Default for SchedulerConfig {
             output_wait: Duration::from_secs(30),
             secrets_key: None,
             files: None,
+            retention: crate::retention::RetentionConfig::default(),
         }
     }
 }

@@ -35,6 +35,7 @@ pub mod projector;
 pub mod provenance;
 pub mod reaper;
 pub mod restricted;
+pub mod retention;
 pub mod rpc;
 pub mod secrets;
 pub mod submissions;

@@ -5,6 +5,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use broker_schema::service::{BrokerArgs, LogFormat, init_tracing, shutdown_on_signals};
 use clap::Parser;
 use flinger_scheduler::health::Health;
+use flinger_scheduler::retention::RetentionConfig;
 use flinger_scheduler::store::{DynSchedulerStore, StoreConfig};
 use flinger_scheduler::{Scheduler, SchedulerConfig};
 use std::time::Duration;
@@ -77,6 +78,22 @@ struct Args {
     /// tokens are signed with it.
     #[arg(long, env = "FLINGER_JWT_SIGNING_KEY", hide_env_values = true)]
     jwt_signing_key: Option<String>,
+    /// Days ended jobs are kept, with their output, results, attachments and artifacts; 0 keeps
+    /// them forever.
+    #[arg(long, env = "FLINGER_RETENTION_DAYS", default_value_t = 30.0)]
+    retention_days: f64,
+    /// A queue's own retention, `QUEUE=DAYS` (0: forever). Repeat it, or give a comma-separated
+    /// list.
+    #[arg(
+        long = "retention",
+        env = "FLINGER_RETENTION_QUEUES",
+        value_delimiter = ',',
+        value_name = "QUEUE=DAYS"
+    )]
+    retention_queues: Vec<String>,
+    /// How often ended jobs past their retention are removed, in seconds.
+    #[arg(long, env = "FLINGER_RETENTION_EVERY_SECS", default_value_t = 60.0)]
+    retention_every_secs: f64,
     /// Serve `/healthz` (alive) and `/readyz` (store and broker reachable) on this address,
     /// e.g. `127.0.0.1:8081`. None by default.
     #[arg(long, env = "FLINGER_HEALTH_LISTEN")]
@@ -138,6 +155,20 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let retention = RetentionConfig {
+        keep: RetentionConfig::days(args.retention_days)
+            .map_err(anyhow::Error::msg)
+            .context("--retention-days")?,
+        per_queue: args
+            .retention_queues
+            .iter()
+            .map(|s| RetentionConfig::queue_override(s))
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)
+            .context("--retention")?,
+        every: secs(args.retention_every_secs),
+    };
+    info!(?retention, "retention");
     let config = SchedulerConfig {
         secrets_key,
         files,
@@ -149,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
         backstop_grace: secs(args.backstop_grace_secs),
         cleanup_allowance: secs(args.cleanup_allowance_secs),
         trusted_publishers: args.trusted_publishers,
+        retention,
         ..SchedulerConfig::default()
     };
     let shutdown = shutdown_on_signals();

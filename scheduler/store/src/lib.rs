@@ -183,7 +183,29 @@ pub trait SchedulerStore: Store {
         pre: &Precondition,
         update: &JobUpdate,
     ) -> StoreResult<Option<JobRecord>>;
+
+    /// Retention: removes up to `limit` ended jobs (`complete`, `cancelled`, `failed`) last
+    /// changed before `ended_before`, with their output, posted results, attachments and
+    /// artifacts; with `queue`, only that queue's, and never those of `except_queues`. A job is
+    /// removed only if it still matches when deleted, so waiting and running jobs are never
+    /// touched, and several schedulers may purge at once (each job is counted by whoever
+    /// deleted it). Returns how many jobs this call removed.
+    async fn purge_ended_jobs(&self, purge: &Purge) -> StoreResult<u64>;
 }
+
+/// One batch of [`SchedulerStore::purge_ended_jobs`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Purge {
+    pub ended_before: Millis,
+    /// Only this queue's jobs.
+    pub queue: Option<String>,
+    /// Never these queues' jobs (they have retention settings of their own).
+    pub except_queues: Vec<String>,
+    pub limit: u32,
+}
+
+/// The states retention may remove.
+pub const ENDED_STATES: [&str; 3] = ["complete", "cancelled", "failed"];
 
 /// The store as the gateway (and every reader) holds it: no job-state writes.
 pub type DynStore = Arc<dyn Store>;

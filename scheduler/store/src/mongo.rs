@@ -141,6 +141,8 @@ impl MongoStore {
             index("not_enqueued", doc! { "enqueued_at": 1, "updated_at": 1 }, false),
             index("created_at", doc! { "created_at": 1 }, false),
             index("tags", doc! { "tags": 1 }, false),
+            // Retention: ended jobs by when they last changed.
+            index("state_updated", doc! { "state": 1, "updated_at": 1 }, false),
         ];
         timed("create job indexes", self.jobs.create_indexes(jobs)).await?;
         let output = vec![index(
@@ -1124,5 +1126,58 @@ impl SchedulerStore for MongoStore {
             }
         };
         found.map(job_from_doc).transpose()
+    }
+
+    async fn purge_ended_jobs(&self, purge: &Purge) -> StoreResult<u64> {
+        if purge.limit == 0 {
+            return Ok(0);
+        }
+        let mut clauses = vec![doc! {
+            "state": { "$in": ENDED_STATES.to_vec() },
+            "updated_at": { "$lt": purge.ended_before.0 },
+        }];
+        if let Some(queue) = &purge.queue {
+            clauses.push(doc! { "queue": queue.as_str() });
+        }
+        if !purge.except_queues.is_empty() {
+            clauses.push(doc! { "queue": { "$nin": purge.except_queues.clone() } });
+        }
+        let filter = and(clauses);
+        let find = self
+            .jobs
+            .find(filter.clone())
+            .projection(doc! { "_id": 1 })
+            .sort(doc! { "updated_at": 1 })
+            .limit(i64::from(purge.limit));
+        let found: Vec<Document> = timed(
+            "find purgeable jobs",
+            async move { find.await?.try_collect().await },
+        )
+        .await?;
+        let mut removed = 0;
+        for d in found {
+            let Ok(id) = d.get_str("_id").map(str::to_owned) else {
+                continue;
+            };
+            let Ok(job_id) = Uuid::parse_str(&id) else {
+                continue;
+            };
+            // What belongs to the job goes first, the job last: if this stops half-way, the job
+            // is still found by the next batch (here or in another scheduler).
+            timed("purge output", self.output.delete_many(doc! { "job_id": &id })).await?;
+            timed(
+                "purge posted result",
+                self.docs
+                    .delete_one(doc! { "_id": doc_key(DocKind::PostedResult, &id) }),
+            )
+            .await?;
+            self.delete_blob(&BlobName::attachments(job_id)).await?;
+            self.delete_blob(&BlobName::artifact(job_id)).await?;
+            let mut one = filter.clone();
+            one.insert("_id", &id);
+            let deleted = timed("purge job", self.jobs.delete_one(one)).await?;
+            removed += deleted.deleted_count;
+        }
+        Ok(removed)
     }
 }

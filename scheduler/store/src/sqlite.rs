@@ -18,7 +18,7 @@
 
 use super::{
     AgentRecord, BLOB_CHUNK, BlobError, BlobInfo, BlobName, ByteStream, Doc, DocKind, Inserted, JobOrder,
-    JobQuery, JobRecord, JobUpdate, OutputFragment, OutputQuery, Precondition, SchedulerStore, Store,
+    JobQuery, JobRecord, JobUpdate, OutputFragment, OutputQuery, Precondition, Purge, SchedulerStore, Store,
     StoreError, StoreResult,
 };
 use async_trait::async_trait;
@@ -114,6 +114,10 @@ CREATE TABLE blob_chunks (
     PRIMARY KEY (upload, n)
 );
 "#,
+    r#"
+-- Retention: ended jobs by when they last changed.
+CREATE INDEX jobs_ended ON jobs (updated_at) WHERE state IN ('complete', 'cancelled', 'failed');
+"#,
 ];
 
 const SELECT_JOB: &str = "SELECT doc FROM jobs WHERE job_id = ?1";
@@ -146,6 +150,10 @@ const UPSERT_BLOB: &str = "INSERT INTO blobs (name, upload, size, stored_at) VAL
 const INSERT_CHUNK: &str = "INSERT INTO blob_chunks (upload, n, data) VALUES (?1, ?2, ?3)";
 const SELECT_CHUNK: &str = "SELECT data FROM blob_chunks WHERE upload = ?1 AND n = ?2";
 const DELETE_CHUNKS: &str = "DELETE FROM blob_chunks WHERE upload = ?1";
+const SELECT_PURGEABLE: &str = "SELECT job_id FROM jobs \
+     WHERE state IN ('complete', 'cancelled', 'failed') AND updated_at < ?1 \
+     AND (?2 IS NULL OR queue = ?2) AND queue NOT IN (SELECT value FROM json_each(?3)) \
+     ORDER BY updated_at LIMIT ?4";
 const DELETE_BLOB: &str = "DELETE FROM blobs WHERE name = ?1";
 
 /// A store in one SQLite file, shared safely with other processes that open the same file.
@@ -951,5 +959,57 @@ impl SchedulerStore for SqliteStore {
             Ok(Some(job))
         })
         .await
+    }
+
+    async fn purge_ended_jobs(&self, purge: &Purge) -> StoreResult<u64> {
+        let purge = purge.clone();
+        let removed = self
+            .write(move |c| {
+                let tx = immediate(c)?;
+                let limit = i64::from(purge.limit);
+                let except = serde_json::to_string(&purge.except_queues)
+                    .map_err(|e| StoreError::Other(format!("encoding queues: {e}")))?;
+                let ids: Vec<String> = tx
+                    .prepare_cached(SELECT_PURGEABLE)?
+                    .query_map(params![purge.ended_before.0, purge.queue, except, limit], |r| {
+                        r.get(0)
+                    })?
+                    .collect::<Result<_, _>>()?;
+                for id in &ids {
+                    tx.prepare_cached("DELETE FROM output WHERE job_id = ?1")?
+                        .execute([id])?;
+                    tx.prepare_cached("DELETE FROM docs WHERE kind = ?1 AND id = ?2")?
+                        .execute(params![DocKind::PostedResult.as_str(), id])?;
+                    let job_id =
+                        Uuid::parse_str(id).map_err(|_| StoreError::Corrupt(format!("job id {id}")))?;
+                    for name in
+                        [BlobName::attachments(job_id), BlobName::artifact(job_id)].map(|n| n.to_string())
+                    {
+                        let upload: Option<String> = tx
+                            .prepare_cached(SELECT_BLOB)?
+                            .query_row([&name], |r| r.get(0))
+                            .optional()?;
+                        if let Some(upload) = upload {
+                            tx.prepare_cached(DELETE_BLOB)?.execute([&name])?;
+                            tx.prepare_cached(DELETE_CHUNKS)?.execute([upload])?;
+                        }
+                    }
+                    tx.prepare_cached("DELETE FROM jobs WHERE job_id = ?1")?
+                        .execute([id])?;
+                }
+                tx.commit()?;
+                Ok(ids.len() as u64)
+            })
+            .await?;
+        if removed > 0 {
+            // Moves the freed pages out of the WAL into the file (where new rows reuse them)
+            // without waiting for readers; a busy checkpoint is simply retried next batch.
+            self.write(|c| {
+                let _ = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(removed)
     }
 }

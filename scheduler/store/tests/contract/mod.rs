@@ -23,7 +23,8 @@ use flinger_store::records::{self, Change};
 use flinger_store::{
     AgentRecord, AttemptRecord, BlobError, BlobName, ByteStream, ClientRecord, DocKind, DynSchedulerStore,
     Inserted, JobOrder, JobQuery, JobRecord, JobUpdate, Lease, OutputFragment, OutputQuery, Precondition,
-    ProvisionEntry, Records, RefreshTokenRecord, Reservation, Revoked, Role, SecretRecord, StateChange,
+    ProvisionEntry, Purge, Records, RefreshTokenRecord, Reservation, Revoked, Role, SecretRecord,
+    StateChange,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -107,6 +108,8 @@ macro_rules! store_contract_tests {
             a_blob_over_the_limit_stores_nothing_and_keeps_the_previous_one,
             a_blob_whose_upload_fails_stores_nothing,
             unknown_blobs_are_none_and_deleting_removes_them,
+            purge_removes_only_old_ended_jobs_and_everything_kept_for_them,
+            purge_takes_batches_of_at_most_its_limit,
         );
     };
     (@cases $fresh:expr; $($case:ident),* $(,)?) => {
@@ -2325,4 +2328,158 @@ pub async fn unknown_blobs_are_none_and_deleting_removes_them(db: &Fresh) {
     assert!(db.other.delete_blob(&name).await.unwrap());
     assert_eq!(db.store.blob_info(&name).await.unwrap(), None);
     assert!(!db.store.delete_blob(&name).await.unwrap());
+}
+
+// ----- retention
+
+fn ended(queue: &str, state: JobState, updated: Millis) -> JobRecord {
+    let mut job = waiting(queue, 0, &[], t(0));
+    job.state = state;
+    job.updated_at = updated;
+    job
+}
+
+async fn with_everything(db: &Fresh, job: &JobRecord) {
+    insert(db, job).await;
+    let id = job.job_id;
+    db.store
+        .append_output(&[
+            fragment(id, 1, LogStream::Output, 0, Phase::Test, b"out"),
+            fragment(id, 1, LogStream::Serial, 0, Phase::Test, b"serial"),
+        ])
+        .await
+        .unwrap();
+    let fields = json!({"status": {"test": 0}}).as_object().unwrap().clone();
+    db.store
+        .merge_posted_result(&id.to_string(), &fields, t(1))
+        .await
+        .unwrap();
+    for name in [BlobName::attachments(id), BlobName::artifact(id)] {
+        db.store
+            .put_blob(&name, pieces(b"bytes", 2), 1 << 20)
+            .await
+            .unwrap();
+    }
+}
+
+async fn kept_whole(db: &Fresh, job: &JobRecord) -> bool {
+    let id = job.job_id;
+    db.store.get_job(id).await.unwrap().as_ref() == Some(job)
+        && db.store.count_output(id, 1, LogStream::Output).await.unwrap() == 1
+        && db.store.count_output(id, 1, LogStream::Serial).await.unwrap() == 1
+        && db
+            .store
+            .get_posted_result(&id.to_string())
+            .await
+            .unwrap()
+            .is_some()
+        && db
+            .store
+            .blob_info(&BlobName::attachments(id))
+            .await
+            .unwrap()
+            .is_some()
+        && db
+            .store
+            .blob_info(&BlobName::artifact(id))
+            .await
+            .unwrap()
+            .is_some()
+}
+
+async fn gone_whole(db: &Fresh, id: Uuid) -> bool {
+    db.store.get_job(id).await.unwrap().is_none()
+        && db.store.count_output(id, 1, LogStream::Output).await.unwrap() == 0
+        && db.store.count_output(id, 1, LogStream::Serial).await.unwrap() == 0
+        && db
+            .store
+            .get_posted_result(&id.to_string())
+            .await
+            .unwrap()
+            .is_none()
+        && db
+            .store
+            .blob_info(&BlobName::attachments(id))
+            .await
+            .unwrap()
+            .is_none()
+        && db
+            .store
+            .blob_info(&BlobName::artifact(id))
+            .await
+            .unwrap()
+            .is_none()
+}
+
+pub async fn purge_removes_only_old_ended_jobs_and_everything_kept_for_them(db: &Fresh) {
+    let old_complete = ended("rpi4b", JobState::Complete, t(100));
+    let old_failed = ended("rpi4b", JobState::Failed, t(100));
+    let old_cancelled_elsewhere = ended("maas", JobState::Cancelled, t(100));
+    let recent = ended("rpi4b", JobState::Complete, t(1_000));
+    let mut old_waiting = waiting("rpi4b", 0, &[], t(0));
+    old_waiting.updated_at = t(100);
+    let mut old_running = leased("dut-1", t(200));
+    old_running.updated_at = t(100);
+    let mut old_reserved = ended("rpi4b", JobState::Reserve, t(100));
+    old_reserved.attempt = 1;
+    for job in [
+        &old_complete,
+        &old_failed,
+        &old_cancelled_elsewhere,
+        &recent,
+        &old_waiting,
+        &old_running,
+        &old_reserved,
+    ] {
+        with_everything(db, job).await;
+    }
+    let everywhere_but_maas = Purge {
+        ended_before: t(500),
+        queue: None,
+        except_queues: vec!["maas".into()],
+        limit: 100,
+    };
+    assert_eq!(db.store.purge_ended_jobs(&everywhere_but_maas).await.unwrap(), 2);
+    assert!(gone_whole(db, old_complete.job_id).await);
+    assert!(gone_whole(db, old_failed.job_id).await);
+    for job in [
+        &old_cancelled_elsewhere,
+        &recent,
+        &old_waiting,
+        &old_running,
+        &old_reserved,
+    ] {
+        assert!(
+            kept_whole(db, job).await,
+            "removed {:?} {}",
+            job.state,
+            job.job_id
+        );
+    }
+    assert_eq!(db.other.purge_ended_jobs(&everywhere_but_maas).await.unwrap(), 0);
+    let maas = Purge {
+        queue: Some("maas".into()),
+        except_queues: vec![],
+        ..everywhere_but_maas.clone()
+    };
+    assert_eq!(db.other.purge_ended_jobs(&maas).await.unwrap(), 1);
+    assert!(gone_whole(db, old_cancelled_elsewhere.job_id).await);
+    assert!(kept_whole(db, &recent).await);
+}
+
+pub async fn purge_takes_batches_of_at_most_its_limit(db: &Fresh) {
+    for i in 0..5 {
+        insert(db, &ended("rpi4b", JobState::Complete, t(i))).await;
+    }
+    let batch = Purge {
+        ended_before: t(100),
+        queue: None,
+        except_queues: vec![],
+        limit: 2,
+    };
+    assert_eq!(db.store.purge_ended_jobs(&batch).await.unwrap(), 2);
+    assert_eq!(db.other.purge_ended_jobs(&batch).await.unwrap(), 2);
+    assert_eq!(db.store.purge_ended_jobs(&batch).await.unwrap(), 1);
+    assert_eq!(db.store.purge_ended_jobs(&batch).await.unwrap(), 0);
+    assert_eq!(db.store.count_jobs(&JobQuery::default()).await.unwrap(), 0);
 }

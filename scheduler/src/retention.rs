@@ -1,0 +1,112 @@
+//! Retention: ended jobs older than the lab keeps them are removed from the store, with their
+//! output, serial logs, results, attachments and artifacts.
+//!
+//! A periodic task asks the store for small batches ([`SchedulerStore::purge_ended_jobs`]), a
+//! few per period with a pause between them, so that the store's write lock (SQLite) is never
+//! held for long and the hot path (leases, events) goes on. Each queue with a setting of its own
+//! is purged by its own cutoff; the lab's default applies to every other queue. Several
+//! schedulers may run it at once: the store deletes a job only if it still matches, and each
+//! deletion is counted once. Waiting and running jobs, and reservations (a running job), are
+//! never touched: only `complete`, `cancelled` and `failed` ones are.
+
+use crate::core::Core;
+use crate::store::{Purge, StoreResult};
+use broker_schema::Millis;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tracing::info;
+
+/// Jobs removed per store call.
+const BATCH: u32 = 100;
+/// Store calls per scope and period, at most; the rest waits for the next period.
+const BATCHES_PER_PASS: usize = 20;
+/// Between two batches, so that other writers get the store.
+const PAUSE: Duration = Duration::from_millis(20);
+
+/// How long ended jobs are kept.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetentionConfig {
+    /// For every queue without a setting of its own; `None`: kept forever.
+    pub keep: Option<Duration>,
+    /// Queues with a setting of their own (`None`: that queue's jobs are kept forever).
+    pub per_queue: BTreeMap<String, Option<Duration>>,
+    /// How often the purge runs.
+    pub every: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep: Some(Duration::from_secs(30 * 24 * 3600)),
+            per_queue: BTreeMap::new(),
+            every: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// Parses a retention in days; 0 means forever.
+    pub fn days(days: f64) -> Result<Option<Duration>, String> {
+        if !days.is_finite() || days < 0.0 {
+            return Err(format!(
+                "retention days must be 0 (forever) or positive, not {days}"
+            ));
+        }
+        Ok((days > 0.0).then(|| Duration::from_secs_f64(days * 86_400.0)))
+    }
+
+    /// Parses `QUEUE=DAYS` (0: forever).
+    pub fn queue_override(s: &str) -> Result<(String, Option<Duration>), String> {
+        let (queue, days) = s
+            .split_once('=')
+            .ok_or_else(|| format!("expected QUEUE=DAYS, not {s:?}"))?;
+        let days: f64 = days
+            .trim()
+            .parse()
+            .map_err(|_| format!("{queue}: days must be a number, not {days:?}"))?;
+        if queue.trim().is_empty() {
+            return Err(format!("expected QUEUE=DAYS, not {s:?}"));
+        }
+        Ok((queue.trim().to_owned(), Self::days(days)?))
+    }
+}
+
+/// One pass: every scope, a few batches each. Returns how many jobs were removed.
+pub async fn purge_once(core: &Core) -> StoreResult<u64> {
+    let config = &core.config.retention;
+    let now = Millis::now();
+    let mut scopes = Vec::new();
+    for (queue, keep) in &config.per_queue {
+        if let Some(keep) = keep {
+            scopes.push(Purge {
+                ended_before: now.minus(*keep),
+                queue: Some(queue.clone()),
+                except_queues: vec![],
+                limit: BATCH,
+            });
+        }
+    }
+    if let Some(keep) = config.keep {
+        scopes.push(Purge {
+            ended_before: now.minus(keep),
+            queue: None,
+            except_queues: config.per_queue.keys().cloned().collect(),
+            limit: BATCH,
+        });
+    }
+    let mut removed = 0;
+    for scope in &scopes {
+        for _ in 0..BATCHES_PER_PASS {
+            let n = core.store.purge_ended_jobs(scope).await?;
+            removed += n;
+            if n < u64::from(scope.limit) {
+                break;
+            }
+            tokio::time::sleep(PAUSE).await;
+        }
+    }
+    if removed > 0 {
+        info!(removed, "retention: removed ended jobs past their retention");
+    }
+    Ok(removed)
+}

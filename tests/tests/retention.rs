@@ -1,0 +1,102 @@
+//! Retention through a real lab, on both stores: with a short retention, an old ended job is
+//! removed (the API answers for it and its results as for a job it never knew), while a job waiting since before it
+//! ended, a running one, a recent one and a queue with a retention of its own are kept.
+
+use flinger_tests::{AgentSpec, Lab, StoreKind};
+use serde_json::json;
+use std::time::Duration;
+
+const JOB_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn status(lab: &Lab, path: &str) -> u16 {
+    lab.http
+        .get(lab.url(path))
+        .send()
+        .await
+        .expect("GET")
+        .status()
+        .as_u16()
+}
+
+async fn old_ended_jobs_go_and_the_rest_stay(store: StoreKind) {
+    // Ended jobs are kept 3 s (0.3 s passes between purges); the queue `keep` keeps them forever.
+    let mut lab = Lab::builder()
+        .name("retention")
+        .store(store)
+        .scheduler_arg("--retention-days", &(3.0 / 86_400.0).to_string())
+        .scheduler_arg("--retention", "rt-keep=0")
+        .scheduler_arg("--retention-every-secs", "0.3")
+        .agent(AgentSpec::fake("rt-1", &["rt"]))
+        .agent(AgentSpec::fake("rt-run", &["rt-run"]))
+        .agent(AgentSpec::fake("rt-keep", &["rt-keep"]))
+        .agent(AgentSpec::fake("rt-idle", &["rt-wait"]))
+        .start()
+        .await;
+    // Waiting since before anything ended: its queue's only agent is stopped.
+    lab.agent("rt-idle").stop(Duration::from_secs(10));
+    let waiting = lab.submit(&json!({"job_queue": "rt-wait"})).await;
+    let running = lab
+        .submit(&json!({"job_queue": "rt-run", "test_data": {"fake": {"hang": true}}}))
+        .await;
+    lab.wait_state(running, &["test"], JOB_TIMEOUT).await;
+    let kept_queue = lab
+        .submit(&json!({"job_queue": "rt-keep", "test_data": {"fake": {"output": ["kept forever"]}}}))
+        .await;
+    let old = lab
+        .submit(&json!({"job_queue": "rt", "test_data": {"fake": {"output": ["soon gone"]}}}))
+        .await;
+    lab.wait_done(kept_queue, JOB_TIMEOUT).await;
+    lab.wait_done(old, JOB_TIMEOUT).await;
+    assert!(lab.output(old).await.contains("soon gone"));
+
+    // The positive control: the old job goes, with its results.
+    let gone = tokio::time::timeout(JOB_TIMEOUT, async {
+        // Testflinger's answer for a job it does not know: 204.
+        while status(&lab, &format!("/v1/job/{old}/info")).await != 204 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        gone.is_ok(),
+        "the old ended job was never removed\n{}",
+        lab.log_tails(40)
+    );
+    let never = uuid::Uuid::new_v4();
+    for path in [
+        "/v1/result/{}",
+        "/v1/result/{}/log/output",
+        "/v1/job/{}/attachments",
+    ] {
+        assert_eq!(
+            status(&lab, &path.replace("{}", &old.to_string())).await,
+            status(&lab, &path.replace("{}", &never.to_string())).await,
+            "{path}: the old job is answered as a job never known"
+        );
+    }
+    // Ended after the old one: by then older than the retention too, and so would be a recent
+    // job were the cutoff wrong; a job that ends now is kept.
+    let recent = lab
+        .submit(&json!({"job_queue": "rt", "test_data": {"fake": {"output": ["recent"]}}}))
+        .await;
+    lab.wait_done(recent, JOB_TIMEOUT).await;
+    assert!(lab.output(recent).await.contains("recent"));
+
+    assert_eq!(lab.info(waiting).await.expect("waiting job")["state"], "waiting");
+    assert_eq!(lab.info(running).await.expect("running job")["state"], "test");
+    let kept = lab.info(kept_queue).await.expect("job of a queue kept forever");
+    assert_eq!(kept["state"], "complete");
+    assert!(lab.output(kept_queue).await.contains("kept forever"));
+    lab.cancel(running).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_removes_old_ended_jobs_and_keeps_the_rest_on_sqlite() {
+    old_ended_jobs_go_and_the_rest_stay(StoreKind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_removes_old_ended_jobs_and_keeps_the_rest_on_mongodb() {
+    old_ended_jobs_go_and_the_rest_stay(StoreKind::Mongo).await;
+}
