@@ -19,8 +19,16 @@ use tracing::{info, warn};
 )]
 struct Args {
     /// The store: `sqlite:PATH` (embedded) or `mongodb://HOST:PORT/DB`.
-    #[arg(long, env = "FLINGER_STORE", default_value = "sqlite:flinger.db")]
+    #[arg(
+        long,
+        env = "FLINGER_STORE",
+        default_value = "sqlite:flinger.db",
+        global = true
+    )]
     store: String,
+    /// Without a command, the scheduler runs.
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     broker: BrokerArgs,
     /// Lease length in seconds.
@@ -75,6 +83,16 @@ struct Args {
     health_listen: Option<std::net::SocketAddr>,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Writes a consistent copy of the SQLite store to PATH while the lab runs (a new file;
+    /// restore by starting the lab on it, see docs/operations.md). MongoDB: use mongodump.
+    Backup {
+        /// Where to write the copy (must not exist).
+        path: std::path::PathBuf,
+    },
+}
+
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.001))
 }
@@ -83,6 +101,9 @@ fn secs(s: f64) -> Duration {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_tracing(args.log_format);
+    if let Some(Command::Backup { path }) = &args.command {
+        return backup(&args.store, path).await;
+    }
     if args.renew_secs * 2.0 > args.lease_secs {
         warn!(
             lease = args.lease_secs,
@@ -154,6 +175,24 @@ async fn main() -> anyhow::Result<()> {
     let scheduler = Scheduler::new(args.broker.bus_config(name), store, config, shutdown);
     health.bus_created(scheduler.bus().clone());
     scheduler.run().await;
+    Ok(())
+}
+
+/// `flinger-scheduler backup PATH`: one copy, then exit (non-zero, with the reason, on failure).
+async fn backup(store: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    let config = StoreConfig::parse(store)
+        .map_err(anyhow::Error::msg)
+        .context("--store")?;
+    let summary = config
+        .backup(path)
+        .await
+        .with_context(|| format!("backing up {store} to {}", path.display()))?;
+    println!(
+        "backed up {store} to {} ({} bytes, {} jobs)",
+        summary.path.display(),
+        summary.bytes,
+        summary.jobs
+    );
     Ok(())
 }
 

@@ -86,6 +86,8 @@ pub struct LabBuilder {
     quorum_queues: bool,
     /// Whether the schedulers hand agents a files credential (as `scripts/lab` sets them up).
     files_credential: bool,
+    /// This exact namespace instead of a new one (a lab restarted on a restored store).
+    namespace: Option<String>,
 }
 
 impl LabBuilder {
@@ -166,13 +168,22 @@ impl LabBuilder {
         self
     }
 
+    /// Uses an earlier lab's namespace (its queues, and the messages still in them).
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
     pub async fn start(self) -> Lab {
         init_tls();
         let dir = tempfile::Builder::new()
             .prefix("flinger-lab-")
             .tempdir()
             .expect("temp dir");
-        let namespace = unique_namespace(&self.prefix);
+        let namespace = self
+            .namespace
+            .clone()
+            .unwrap_or_else(|| unique_namespace(&self.prefix));
         let store = match self.store {
             StoreKind::Sqlite => format!("sqlite:{}", dir.path().join("flinger.db").display()),
             StoreKind::Mongo => format!("{}/{}", mongo_uri(), namespace.replace('-', "_")),
@@ -310,6 +321,7 @@ impl Lab {
             agent_heartbeat_secs: 0.5,
             quorum_queues: false,
             files_credential: true,
+            namespace: None,
         }
     }
 
@@ -617,8 +629,8 @@ impl Lab {
         out
     }
 
-    /// Stops every process and deletes the lab's queues and exchanges.
-    pub async fn stop(mut self) {
+    /// Stops every process (agents first), leaving the lab's queues and their messages.
+    pub fn stop_processes(&mut self) {
         for p in self
             .agents
             .iter_mut()
@@ -628,6 +640,11 @@ impl Lab {
         {
             p.stop(Duration::from_secs(10));
         }
+    }
+
+    /// Stops every process and deletes the lab's queues and exchanges.
+    pub async fn stop(mut self) {
+        self.stop_processes();
         // The first node of a cluster that answers.
         let mut conn = None;
         for url in self.broker_url.split(',') {

@@ -16,6 +16,7 @@
 //! **Architecture invariant:** this crate knows nothing about the broker's runtime, HTTP, leases
 //! or the job lifecycle's rules; it stores what it is told, under the preconditions it is given.
 
+pub mod backup;
 mod blobs;
 mod docs;
 mod model;
@@ -27,6 +28,7 @@ pub mod mongo;
 pub mod sealing;
 pub mod sqlite;
 
+pub use backup::{BackupError, BackupSummary};
 pub use blobs::{BLOB_CHUNK, BlobError, BlobInfo, BlobKind, BlobName, ByteStream};
 pub use docs::{Doc, DocKind};
 pub use model::{AgentRecord, AttemptRecord, JobRecord, Lease, OutputFragment, Reservation};
