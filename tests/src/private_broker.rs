@@ -129,9 +129,33 @@ impl PrivateBroker {
     }
 }
 
+/// The process ids of the Erlang VMs running `node` (started with its `RABBITMQ_NODENAME`).
+fn beams_of(node: &str) -> Vec<i32> {
+    let wanted = format!("RABBITMQ_NODENAME={node}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let is_beam = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("beam"));
+            is_beam
+                && std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|e| String::from_utf8_lossy(&e).split('\0').any(|v| v == wanted))
+        })
+        .collect()
+}
+
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
         self.down();
+        // A node that did not stop (hung, or stopped answering rabbitmqctl) is killed: no VM
+        // of a test outlives it. Only this node's own VMs, by process id.
+        for pid in beams_of(&self.node) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

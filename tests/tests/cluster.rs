@@ -88,7 +88,7 @@ async fn a_three_node_cluster_loses_and_repeats_no_job_when_its_nodes_stop_one_a
         id
     };
     let mut ids = vec![];
-    for i in 0..12 {
+    for i in 0..9 {
         ids.push(submit(&lab, &mut labels, format!("before {i}")).await);
     }
     eventually(Duration::from_secs(60), "a few jobs to finish", || async {
@@ -114,7 +114,7 @@ async fn a_three_node_cluster_loses_and_repeats_no_job_when_its_nodes_stop_one_a
 
     // Now the class queue's node, with jobs queued and running.
     let mut queued = vec![];
-    for i in 0..10 {
+    for i in 0..8 {
         queued.push(submit(&lab, &mut labels, format!("queued {i}")).await);
     }
     let c = cluster.clone();
