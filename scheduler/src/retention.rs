@@ -7,10 +7,12 @@
 //! is purged by its own cutoff; the lab's default applies to every other queue. Several
 //! schedulers may run it at once: the store deletes a job only if it still matches, and each
 //! deletion is counted once. Waiting and running jobs, and reservations (a running job), are
-//! never touched: only `complete`, `cancelled` and `failed` ones are.
+//! never touched: only `complete`, `cancelled` and `failed` ones are. Agents' provision history
+//! forgets entries older than the lab's retention.
 
 use crate::core::Core;
-use crate::store::{Purge, StoreResult};
+use crate::store::records::{self, Change};
+use crate::store::{DocKind, ProvisionLogRecord, Purge, Records, StoreResult};
 use broker_schema::Millis;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -108,5 +110,34 @@ pub async fn purge_once(core: &Core) -> StoreResult<u64> {
     if removed > 0 {
         info!(removed, "retention: removed ended jobs past their retention");
     }
+    if let Some(keep) = config.keep {
+        forget_old_provisions(core, now.minus(keep)).await?;
+    }
     Ok(removed)
+}
+
+/// Agents' provision history: entries older than the lab's retention are forgotten (one
+/// compare-and-set per agent that has any).
+async fn forget_old_provisions(core: &Core, before: Millis) -> StoreResult<()> {
+    let logs = core.store.list_provision_logs().await?;
+    for (agent, log) in logs {
+        if !log.entries.iter().any(|e| e.at < before) {
+            continue;
+        }
+        records::modify(
+            core.store.as_ref(),
+            DocKind::ProvisionLog,
+            &agent,
+            |log: Option<ProvisionLogRecord>| {
+                let Some(mut log) = log else { return Change::Keep };
+                if log.forget_before(before) {
+                    Change::Write(log)
+                } else {
+                    Change::Keep
+                }
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }

@@ -172,6 +172,14 @@ impl ProvisionLogRecord {
         self.entries.drain(..excess);
         true
     }
+
+    /// Retention: forgets the entries recorded before `before`; the streak (the device's
+    /// current run of passes or failures) stays. Returns whether any entry was forgotten.
+    pub fn forget_before(&mut self, before: Millis) -> bool {
+        let n = self.entries.len();
+        self.entries.retain(|e| e.at >= before);
+        self.entries.len() != n
+    }
 }
 
 /// Results a Testflinger-style agent posted (`POST /v1/result/<id>`), merged key by key.
@@ -577,5 +585,29 @@ impl<S: Store + ?Sized> Records for S {
 
     async fn get_posted_result(&self, job_id: &str) -> StoreResult<Option<PostedResultRecord>> {
         read(self, DocKind::PostedResult, job_id).await
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+
+    #[test]
+    fn forgetting_old_provision_entries_keeps_recent_ones_and_the_streak() {
+        let entry = |job: &str, at| ProvisionEntry {
+            job_id: job.into(),
+            exit_code: 1,
+            detail: String::new(),
+            at: Millis(at),
+        };
+        let mut log = ProvisionLogRecord::default();
+        for (job, at) in [("a", 10), ("b", 20), ("c", 30)] {
+            log.record(entry(job, at));
+        }
+        assert!(log.forget_before(Millis(20)));
+        let jobs: Vec<&str> = log.entries.iter().map(|e| e.job_id.as_str()).collect();
+        assert_eq!(jobs, ["b", "c"]);
+        assert_eq!((log.streak_type.as_str(), log.streak_count), ("fail", 3));
+        assert!(!log.forget_before(Millis(20)), "nothing more to forget");
     }
 }
