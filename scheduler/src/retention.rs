@@ -141,3 +141,29 @@ async fn forget_old_provisions(core: &Core, before: Millis) -> StoreResult<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_settings_parse_days_and_queue_overrides() {
+        assert_eq!(RetentionConfig::days(0.0), Ok(None), "0 keeps forever");
+        assert_eq!(
+            RetentionConfig::days(7.0),
+            Ok(Some(Duration::from_secs(7 * 86_400)))
+        );
+        assert!(RetentionConfig::days(-1.0).unwrap_err().contains("-1"));
+        assert_eq!(
+            RetentionConfig::queue_override("rpi4b=2"),
+            Ok(("rpi4b".to_owned(), Some(Duration::from_secs(2 * 86_400))))
+        );
+        assert_eq!(
+            RetentionConfig::queue_override("keep=0"),
+            Ok(("keep".to_owned(), None))
+        );
+        for bad in ["rpi4b", "=3", "rpi4b=soon", "rpi4b=-2"] {
+            assert!(RetentionConfig::queue_override(bad).is_err(), "{bad}");
+        }
+    }
+}
