@@ -18,12 +18,33 @@ async fn status(lab: &Lab, path: &str) -> u16 {
         .as_u16()
 }
 
+/// The job ids in an agent's provision history.
+async fn provisions(lab: &Lab, agent: &str) -> Vec<String> {
+    let v: serde_json::Value = lab
+        .http
+        .get(lab.url(&format!("/v1/agents/provision_logs/{agent}")))
+        .send()
+        .await
+        .expect("GET provision log")
+        .json()
+        .await
+        .unwrap_or_default();
+    v["provision_log"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["job_id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 async fn old_ended_jobs_go_and_the_rest_stay(store: StoreKind) {
-    // Ended jobs are kept 3 s (0.3 s passes between purges); the queue `keep` keeps them forever.
+    // Ended jobs are kept 5 s (0.3 s between purges); the queue `rt-keep` keeps them forever.
     let mut lab = Lab::builder()
         .name("retention")
         .store(store)
-        .scheduler_arg("--retention-days", &(3.0 / 86_400.0).to_string())
+        .scheduler_arg("--retention-days", &(5.0 / 86_400.0).to_string())
         .scheduler_arg("--retention", "rt-keep=0")
         .scheduler_arg("--retention-every-secs", "0.3")
         .agent(AgentSpec::fake("rt-1", &["rt"]))
@@ -43,11 +64,15 @@ async fn old_ended_jobs_go_and_the_rest_stay(store: StoreKind) {
         .submit(&json!({"job_queue": "rt-keep", "test_data": {"fake": {"output": ["kept forever"]}}}))
         .await;
     let old = lab
-        .submit(&json!({"job_queue": "rt", "test_data": {"fake": {"output": ["soon gone"]}}}))
+        .submit(&json!({"job_queue": "rt", "provision_data": {"distro": "noble"}, "test_data": {"fake": {"output": ["soon gone"]}}}))
         .await;
     lab.wait_done(kept_queue, JOB_TIMEOUT).await;
     lab.wait_done(old, JOB_TIMEOUT).await;
     assert!(lab.output(old).await.contains("soon gone"));
+    assert!(
+        provisions(&lab, "rt-1").await.contains(&old.to_string()),
+        "the old job's provisioning is in rt-1's history"
+    );
 
     // The positive control: the old job goes, with its results.
     let gone = tokio::time::timeout(JOB_TIMEOUT, async {
@@ -77,10 +102,27 @@ async fn old_ended_jobs_go_and_the_rest_stay(store: StoreKind) {
     // Ended after the old one: by then older than the retention too, and so would be a recent
     // job were the cutoff wrong; a job that ends now is kept.
     let recent = lab
-        .submit(&json!({"job_queue": "rt", "test_data": {"fake": {"output": ["recent"]}}}))
+        .submit(&json!({"job_queue": "rt", "provision_data": {"distro": "noble"}, "test_data": {"fake": {"output": ["recent"]}}}))
         .await;
     lab.wait_done(recent, JOB_TIMEOUT).await;
     assert!(lab.output(recent).await.contains("recent"));
+    // The agent's provision history forgets the old job's provisioning, keeps the recent one's.
+    let forgotten = tokio::time::timeout(JOB_TIMEOUT, async {
+        loop {
+            let jobs = provisions(&lab, "rt-1").await;
+            if jobs.contains(&recent.to_string()) && !jobs.contains(&old.to_string()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        forgotten.is_ok(),
+        "{:?}\n{}",
+        provisions(&lab, "rt-1").await,
+        lab.log_tails(15)
+    );
 
     assert_eq!(lab.info(waiting).await.expect("waiting job")["state"], "waiting");
     assert_eq!(lab.info(running).await.expect("running job")["state"], "test");
