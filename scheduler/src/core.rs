@@ -115,12 +115,7 @@ impl Core {
         let rules = self.rules();
         let mut decision = None;
         let outcome = self
-            .modify(job_id, |job| {
-                let d = lifecycle::decide(&rules, job, cause, now);
-                let change = d.change.clone();
-                decision = Some(d);
-                change
-            })
+            .modify(job_id, deciding(&rules, cause, now, &mut decision))
             .await?;
         Ok(Self::applied(outcome, decision))
     }
@@ -130,12 +125,7 @@ impl Core {
         let rules = self.rules();
         let mut decision = None;
         let outcome = self
-            .modify_from(job, |job| {
-                let d = lifecycle::decide(&rules, job, cause, now);
-                let change = d.change.clone();
-                decision = Some(d);
-                change
-            })
+            .modify_from(job, deciding(&rules, cause, now, &mut decision))
             .await?;
         Ok(Self::applied(outcome, decision))
     }
@@ -351,5 +341,21 @@ impl Core {
                 Some(Duration::from_secs(30)),
             )
             .await
+    }
+}
+
+/// One step of the compare-and-set loop: decides what `cause` does to the job as read, keeping
+/// the last decision (the one whose change was made) in `decision`.
+fn deciding<'a>(
+    rules: &'a Rules,
+    cause: &'a Cause,
+    now: Millis,
+    decision: &'a mut Option<lifecycle::Decision>,
+) -> impl FnMut(&JobRecord) -> Option<(Precondition, JobUpdate)> + 'a {
+    move |job| {
+        let d = lifecycle::decide(rules, job, cause, now);
+        let change = d.change.clone();
+        *decision = Some(d);
+        change
     }
 }
