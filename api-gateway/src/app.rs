@@ -37,8 +37,8 @@ pub enum StartError {
     Admin(#[from] BootstrapError),
     #[error("--secrets-key: {0}")]
     SecretsKey(String),
-    #[error("--webhook-allow: {0}")]
-    WebhookAllow(String),
+    #[error("{0}")]
+    Webhooks(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -74,8 +74,17 @@ impl App {
                 None
             }
         };
-        let webhooks = Webhooks::new(config.webhook_allow.clone(), config.webhook_timeout)
-            .map_err(StartError::WebhookAllow)?;
+        // Testflinger's server reads its webhook token from WEBHOOK_AUTH: a lab's settings carry over.
+        let webhook_auth = config
+            .webhook_auth
+            .clone()
+            .or_else(|| std::env::var("WEBHOOK_AUTH").ok());
+        let webhooks = Webhooks::new(
+            config.webhook_allow.clone(),
+            config.webhook_timeout,
+            webhook_auth.as_deref(),
+        )
+        .map_err(StartError::Webhooks)?;
         let store = config.store.open().await?;
         info!(backend = store.backend(), "store opened");
         bootstrap::ensure_admin(

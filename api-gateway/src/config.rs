@@ -61,6 +61,11 @@ pub struct Config {
     #[arg(long, env = "FLINGER_WEBHOOK_ALLOW", value_delimiter = ',')]
     pub webhook_allow: Vec<String>,
 
+    /// A bearer token sent with every webhook relay (`Authorization: Bearer TOKEN`), as
+    /// Testflinger's `WEBHOOK_AUTH`, which is read too when this is not set. Never logged.
+    #[arg(long, env = "FLINGER_WEBHOOK_AUTH", hide_env_values = true)]
+    pub webhook_auth: Option<String>,
+
     /// How long one webhook PUT may take before it is retried.
     #[arg(long, env = "FLINGER_WEBHOOK_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub webhook_timeout: Duration,
@@ -155,6 +160,7 @@ impl Config {
             max_artifact_bytes: DEFAULT_MAX_BLOB_BYTES,
             auth: AuthArgs::default(),
             webhook_allow: vec![],
+            webhook_auth: None,
             webhook_timeout: Duration::from_secs(3),
             command: None,
         }

@@ -15,6 +15,7 @@
 use broker_schema::messages::{JobEvent, JobEventKind, Outcome};
 use broker_schema::phase::RECOVERY_FAILED_EXIT;
 use broker_schema::{FailureKind, JobState, Millis};
+use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,13 +71,16 @@ pub struct Webhooks {
     /// Where webhooks may point; empty: any http(s) URL.
     allow: Arc<Vec<AllowedPrefix>>,
     timeout: Duration,
+    /// The `Authorization` header sent with every relay, if the lab set a token.
+    auth: Option<HeaderValue>,
     tracker: TaskTracker,
     pending: Arc<AtomicUsize>,
 }
 
 impl Webhooks {
-    /// Fails when an entry of `allow` is not an absolute http(s) URL.
-    pub fn new(allow: Vec<String>, timeout: Duration) -> Result<Webhooks, String> {
+    /// Fails when an entry of `allow` is not an absolute http(s) URL, or `auth` cannot be a
+    /// header value.
+    pub fn new(allow: Vec<String>, timeout: Duration, auth: Option<&str>) -> Result<Webhooks, String> {
         // reqwest is built without a default TLS provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
@@ -88,11 +92,22 @@ impl Webhooks {
             .iter()
             .filter(|a| !a.is_empty())
             .map(|a| AllowedPrefix::parse(a))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("--webhook-allow: {e}"))?;
+        let auth = auth
+            .filter(|token| !token.is_empty())
+            .map(|token| {
+                let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| "--webhook-auth (FLINGER_WEBHOOK_AUTH, WEBHOOK_AUTH): the token must be printable ASCII".to_owned())?;
+                value.set_sensitive(true);
+                Ok::<_, String>(value)
+            })
+            .transpose()?;
         Ok(Webhooks {
             http,
             allow: Arc::new(allow),
             timeout,
+            auth,
             tracker: TaskTracker::new(),
             pending: Arc::new(AtomicUsize::new(0)),
         })
@@ -116,8 +131,9 @@ impl Webhooks {
             return;
         }
         let (http, pending, timeout) = (self.http.clone(), self.pending.clone(), self.timeout);
+        let auth = self.auth.clone();
         self.tracker.spawn(async move {
-            match put_with_retries(&http, &url, &body, timeout).await {
+            match put_with_retries(&http, &url, &body, timeout, auth.as_ref()).await {
                 Ok(status) => debug!(%job_id, %status, "webhook relayed"),
                 Err(e) => warn!(%job_id, url = %redacted(&url), error = %e, "webhook relay failed"),
             }
@@ -139,10 +155,15 @@ async fn put_with_retries(
     url: &url::Url,
     body: &Value,
     timeout: Duration,
+    auth: Option<&HeaderValue>,
 ) -> Result<reqwest::StatusCode, String> {
     let mut last = String::new();
     for attempt in 1..=TRIES {
-        match http.put(url.clone()).timeout(timeout).json(body).send().await {
+        let mut request = http.put(url.clone()).timeout(timeout).json(body);
+        if let Some(auth) = auth {
+            request = request.header(reqwest::header::AUTHORIZATION, auth.clone());
+        }
+        match request.send().await {
             Ok(r) if r.status().is_server_error() => last = format!("answered {}", r.status()),
             Ok(r) if r.status().is_success() => return Ok(r.status()),
             // The webhook refused the event: trying again would not change its mind.
@@ -268,6 +289,7 @@ mod tests {
                 "http://obs.example.com".into(),
             ],
             Duration::from_secs(1),
+            None,
         )
         .unwrap();
         let allows = |u: &str| w.allows(&u.parse().unwrap());
@@ -286,10 +308,14 @@ mod tests {
             !allows("http://obs.example.com@evil.net/"),
             "userinfo that looks like the host"
         );
-        let any = Webhooks::new(vec![], Duration::from_secs(1)).unwrap();
+        let any = Webhooks::new(vec![], Duration::from_secs(1), None).unwrap();
         assert!(any.allows(&"http://10.0.0.1:9000/x".parse().unwrap()));
         assert!(!any.allows(&"file:///etc/passwd".parse().unwrap()));
-        assert!(Webhooks::new(vec!["ci.example.com".into()], Duration::from_secs(1)).is_err());
+        assert!(Webhooks::new(vec!["ci.example.com".into()], Duration::from_secs(1), None).is_err());
+        assert!(
+            Webhooks::new(vec![], Duration::from_secs(1), Some("line\nbreak")).is_err(),
+            "a token that cannot be a header is refused at start"
+        );
     }
 
     #[test]

@@ -458,6 +458,12 @@ async fn a_jobs_webhook_hears_its_whole_run_whoever_submitted_it() {
         }
     }
     assert!(hook.event_names(plain).is_empty());
+    // Without a webhook token, relays carry no Authorization header.
+    let auths = hook.authorizations();
+    assert!(
+        !auths.is_empty() && auths.iter().all(Option::is_none),
+        "{auths:?}"
+    );
     // A producer publishing the ended job again (at least once…) makes no route either: once a
     // job submitted after it has run on the one agent, the copy has been dealt with.
     publish().await;
@@ -468,6 +474,39 @@ async fn a_jobs_webhook_hears_its_whole_run_whoever_submitted_it() {
     // none was ever made for every job.
     let routes = gateway_routes(&lab);
     assert!(routes.is_empty(), "routes left to the gateways: {routes:?}");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_relays_carry_the_labs_bearer_token_as_testflingers_webhook_auth() {
+    // Testflinger's server setting, by its own name.
+    let lab = Lab::builder()
+        .name("hookauth")
+        .gateway_env("WEBHOOK_AUTH", "tf-hook-token")
+        .agent(AgentSpec::fake("wa-1", &["hookauth"]))
+        .start()
+        .await;
+    let hook = flinger_tests::webhook::WebhookReceiver::start().await;
+    let id = lab
+        .submit(&json!({"job_queue": "hookauth", "job_status_webhook": hook.url,
+                        "test_data": {"test_cmds": "true"}}))
+        .await;
+    assert_eq!(lab.wait_done(id, JOB_TIMEOUT).await["state"], "complete");
+    eventually(JOB_TIMEOUT, "the webhook to hear the end of the job", || {
+        let names = hook.event_names(id);
+        async move { names.iter().any(|n| n == "job_end").then_some(()) }
+    })
+    .await;
+    let auths = hook.authorizations();
+    assert!(
+        auths.len() >= 2 && auths.iter().all(|a| a.as_deref() == Some("Bearer tf-hook-token")),
+        "every relay carries the token: {auths:?}"
+    );
+    // The token is a secret: it is in no log of the lab.
+    assert!(
+        !lab.logs().contains("tf-hook-token"),
+        "the webhook token was logged"
+    );
     lab.stop().await;
 }
 
