@@ -7,6 +7,7 @@ use crate::model::JobId;
 use broker_schema::Phase;
 use clap::builder::PossibleValuesParser;
 use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -568,6 +569,39 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
+/// Testflinger's spellings that clash with ours, rewritten before parsing: `admin set
+/// client-permissions --json DATA` (Testflinger's body flag) is our `--data DATA`, since `--json`
+/// is our global output flag. Only a `--json` followed by a JSON object (or written
+/// `--json={...}`) after those three words is rewritten; every other argument is left as is.
+pub fn with_testflinger_spellings(args: Vec<OsString>) -> Vec<OsString> {
+    let words = ["admin", "set", "client-permissions"];
+    let Some(start) = args
+        .windows(words.len())
+        .position(|w| w.iter().zip(words).all(|(a, b)| a == b))
+    else {
+        return args;
+    };
+    let is_object = |a: &OsString| a.to_str().is_some_and(|s| s.trim_start().starts_with('{'));
+    let mut out = Vec::with_capacity(args.len());
+    let mut rest = args.into_iter().enumerate().peekable();
+    while let Some((i, arg)) = rest.next() {
+        if i > start + 2 {
+            if arg == "--json" && rest.peek().is_some_and(|(_, next)| is_object(next)) {
+                out.push(OsString::from("--data"));
+                continue;
+            }
+            if let Some(data) = arg.to_str().and_then(|a| a.strip_prefix("--json="))
+                && data.trim_start().starts_with('{')
+            {
+                out.push(OsString::from(format!("--data={data}")));
+                continue;
+            }
+        }
+        out.push(arg);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -725,5 +759,68 @@ mod tests {
             .is_ok()
         );
         assert!(Cli::try_parse_from(["flinger", "admin", "get", "client-permissions"]).is_ok());
+    }
+
+    #[test]
+    fn testflingers_json_body_of_client_permissions_is_our_data() {
+        let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        let body = r#"{"client_id": "bob", "role": "contributor"}"#;
+        let rewritten = with_testflinger_spellings(os(&[
+            "flinger",
+            "admin",
+            "set",
+            "client-permissions",
+            "--json",
+            body,
+        ]));
+        assert_eq!(
+            rewritten,
+            os(&["flinger", "admin", "set", "client-permissions", "--data", body])
+        );
+        let c = Cli::try_parse_from(rewritten).unwrap();
+        let Command::Admin(AdminCommand::Set(AdminSet::ClientPermissions(a))) = c.command else {
+            panic!()
+        };
+        assert_eq!(a.data.as_deref(), Some(body));
+        assert_eq!(
+            with_testflinger_spellings(os(&[
+                "flinger",
+                "admin",
+                "set",
+                "client-permissions",
+                &format!("--json={body}")
+            ])),
+            os(&[
+                "flinger",
+                "admin",
+                "set",
+                "client-permissions",
+                &format!("--data={body}")
+            ])
+        );
+        // Our global --json (output as JSON) keeps its meaning everywhere else.
+        for untouched in [
+            os(&[
+                "flinger",
+                "--json",
+                "admin",
+                "set",
+                "client-permissions",
+                "--client",
+                "x",
+            ]),
+            os(&[
+                "flinger",
+                "admin",
+                "set",
+                "client-permissions",
+                "--json",
+                "--client",
+                "x",
+            ]),
+            os(&["flinger", "status", "--json", "{}"]),
+        ] {
+            assert_eq!(with_testflinger_spellings(untouched.clone()), untouched);
+        }
     }
 }

@@ -29,7 +29,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     // reqwest is built without a TLS provider of its own (no aws-lc build): give it ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = args::Cli::parse();
+    let cli = args::Cli::parse_from(args::with_testflinger_spellings(std::env::args_os().collect()));
     let ui = output::Ui::new(cli.global.json || cli.command.wants_json()).quiet(cli.command.is_quiet());
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

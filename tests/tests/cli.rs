@@ -1086,6 +1086,34 @@ async fn clients_log_in_write_secrets_and_are_refused_what_their_role_does_not_a
         (Some("contributor"), Some(10)),
         "{alice}"
     );
+    // Testflinger's spelling: the whole body with --json.
+    let bob = r#"{"client_id": "bob", "client_secret": "bob-secret-0123456", "role": "manager"}"#;
+    let run = flinger(
+        &lab,
+        &[
+            &["admin", "set", "client-permissions", "--json", bob][..],
+            &admin[..],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run}");
+    let run = flinger(
+        &lab,
+        &[
+            &[
+                "admin",
+                "get",
+                "client-permissions",
+                "--testflinger-client-id",
+                "bob",
+            ][..],
+            &admin[..],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(json_of(&run)["role"], "manager", "{run}");
 
     // Alice logs in; later commands use her stored login.
     let run = flinger(
