@@ -265,11 +265,57 @@ pub fn load(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Setti
     })
 }
 
+/// The section of Testflinger's CLI configuration (`testflinger-cli.conf`, an INI file).
+const TESTFLINGER_SECTION: &str = "testflinger-cli";
+
+/// Whether `text` is Testflinger's INI configuration rather than ours (TOML).
+fn is_testflinger_ini(text: &str) -> bool {
+    text.lines().any(|l| l.trim() == "[testflinger-cli]")
+}
+
 fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    if is_testflinger_ini(text) {
+        return parse_testflinger_ini(path, text);
+    }
     toml::from_str(text).map_err(|e| ConfigError::Invalid {
         path: path.to_owned(),
         message: e.to_string(),
     })
+}
+
+/// Testflinger's `testflinger-cli.conf`: the keys we share from its `[testflinger-cli]`
+/// section; the others (Testflinger's own) are left alone.
+fn parse_testflinger_ini(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    let ini = load_ini(path, text)?;
+    let section = ini.section(Some(TESTFLINGER_SECTION));
+    let get = |key: &str| section.and_then(|s| s.get(key)).map(str::to_owned);
+    Ok(FileConfig {
+        server: get("server"),
+        client_id: get("client_id"),
+        secret_key: get("secret_key"),
+        data_dir: get("data_dir").map(PathBuf::from),
+    })
+}
+
+fn load_ini(path: &Path, text: &str) -> Result<ini::Ini, ConfigError> {
+    ini::Ini::load_from_str(text).map_err(|e| ConfigError::Invalid {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// `text` (Testflinger's INI configuration) with `key` set to `value`, or removed when empty.
+fn set_in_testflinger_ini(path: &Path, text: &str, key: &str, value: &str) -> Result<String, ConfigError> {
+    let mut ini = load_ini(path, text)?;
+    if value.is_empty() {
+        ini.delete_from(Some(TESTFLINGER_SECTION), key);
+    } else {
+        ini.with_section(Some(TESTFLINGER_SECTION)).set(key, value);
+    }
+    let mut out = Vec::new();
+    ini.write_to(&mut out)
+        .map_err(|e| ConfigError::Other(e.to_string()))?;
+    String::from_utf8(out).map_err(|e| ConfigError::Other(e.to_string()))
 }
 
 /// `$XDG_CONFIG_HOME/flinger/config.toml`, else `$HOME/.config/flinger/config.toml`.
@@ -305,15 +351,12 @@ pub fn write_setting(path: &Path, key: &str, value: &str) -> Result<(), ConfigEr
             message,
         })?;
     }
-    let mut table = match std::fs::read_to_string(path) {
+    let existing = match std::fs::read_to_string(path) {
         Ok(text) => {
             parse_file(path, &text)?;
-            text.parse::<toml::Table>().map_err(|e| ConfigError::Invalid {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })?
+            text
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(source) => {
             return Err(ConfigError::Read {
                 path: path.to_owned(),
@@ -321,12 +364,23 @@ pub fn write_setting(path: &Path, key: &str, value: &str) -> Result<(), ConfigEr
             });
         }
     };
-    if value.is_empty() {
-        table.remove(key);
+    // Testflinger's file stays an INI file that its own CLI can still read.
+    let text = if is_testflinger_ini(&existing) {
+        set_in_testflinger_ini(path, &existing, key, value)?
     } else {
-        table.insert(key.to_owned(), toml::Value::String(value.to_owned()));
-    }
-    let text = toml::to_string(&table).map_err(|e| ConfigError::Other(e.to_string()))?;
+        let mut table = existing
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Invalid {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        if value.is_empty() {
+            table.remove(key);
+        } else {
+            table.insert(key.to_owned(), toml::Value::String(value.to_owned()));
+        }
+        toml::to_string(&table).map_err(|e| ConfigError::Other(e.to_string()))?
+    };
     let write = || -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -513,5 +567,32 @@ mod tests {
         assert!(load(&Flags::default(), &env).unwrap().client_id.is_none());
         assert!(write_setting(&path, "sever", "x").is_err());
         assert!(write_setting(&path, "server", "ftp://x").is_err());
+    }
+
+    #[test]
+    fn testflingers_ini_configuration_is_read_and_written_as_ini() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("testflinger-cli.conf");
+        std::fs::write(
+            &path,
+            "[testflinger-cli]\nserver = https://tf.example.com\nclient_id = ci-bot\nsecret_key = s3cret\nlog_level = debug\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            config: Some(path.clone()),
+            ..Flags::default()
+        };
+        let s = load(&flags, &env_of(&[])).unwrap();
+        assert_eq!(s.server.value.as_str(), "https://tf.example.com");
+        assert_eq!(s.client_id.map(|c| c.value).as_deref(), Some("ci-bot"));
+        assert_eq!(s.secret_key.map(|c| c.value).as_deref(), Some("s3cret"));
+        write_setting(&path, "client_id", "other-bot").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("[testflinger-cli]") && text.contains("log_level"),
+            "{text}"
+        );
+        let s = load(&flags, &env_of(&[])).unwrap();
+        assert_eq!(s.client_id.map(|c| c.value).as_deref(), Some("other-bot"));
     }
 }

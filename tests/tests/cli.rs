@@ -486,6 +486,46 @@ async fn the_testflinger_server_variable_is_honoured() {
 
 const ADMIN_SECRET: &str = "admin-secret-of-the-lab";
 
+#[tokio::test(flavor = "multi_thread")]
+async fn testflingers_ini_configuration_file_is_read_with_c() {
+    let lab = lab_with_admin("cli-ini").await;
+    // Testflinger's CLI configuration, as `testflinger-cli config` writes it (plus a key of its
+    // own that Flinger leaves alone).
+    let conf = lab.path("testflinger-cli.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[testflinger-cli]\nserver = {}\nclient_id = admin\nsecret_key = {ADMIN_SECRET}\nlog_level = debug\n",
+            lab.url("")
+        ),
+    )
+    .unwrap();
+    // Nothing but the file says where the server is or who is asking.
+    let mut cmd = cli(&lab);
+    cmd.env_remove("FLINGER_SERVER");
+    let run = run_with(
+        cmd,
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "--json",
+            "admin",
+            "get",
+            "client-permissions",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        json_of(&run)
+            .as_array()
+            .is_some_and(|clients| clients.iter().any(|c| c["client_id"] == "admin")),
+        "{run}"
+    );
+    lab.stop().await;
+}
+
 /// A lab whose gateway has an admin client (`admin`), with one fake agent on queue `fake`.
 async fn lab_with_admin(name: &str) -> Lab {
     let lab = Lab::builder()
