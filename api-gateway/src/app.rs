@@ -161,8 +161,16 @@ impl App {
         // Outside the router: the path must be normalized before a route is chosen.
         let app = NormalizePathLayer::trim_trailing_slash().layer(router);
         info!(%addr, namespace = state.names().namespace(), "gateway listening");
+        // Stopping: no new connections, requests in flight finish, and long polls answer now.
+        let stopping = {
+            let (shutdown, polls) = (shutdown.clone(), state.stopping().clone());
+            async move {
+                shutdown.cancelled().await;
+                polls.cancel();
+            }
+        };
         let served = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .with_graceful_shutdown(stopping)
             .await;
         info!("HTTP server stopped; closing the broker link");
         shutdown.cancel();

@@ -8,6 +8,7 @@ use flinger_store::DynStore;
 use flinger_store::sealing::SecretsKey;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -31,6 +32,8 @@ struct Inner {
     webhooks: Webhooks,
     /// Seals clients' secrets before they are stored; `None`: stored as given.
     secrets_key: Option<Arc<SecretsKey>>,
+    /// Cancelled when the gateway starts stopping: long polls answer at once.
+    stopping: CancellationToken,
 }
 
 /// Size limits of what the gateway accepts.
@@ -74,8 +77,14 @@ impl AppState {
                 limits,
                 webhooks,
                 secrets_key,
+                stopping: CancellationToken::new(),
             }),
         }
+    }
+
+    /// Cancelled when the gateway starts stopping (by [`crate::app::App::run`]).
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.inner.stopping
     }
 
     pub fn store(&self) -> &DynStore {

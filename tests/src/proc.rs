@@ -44,11 +44,12 @@ impl Proc {
             .expect("log file");
         let child = Command::new(&self.program)
             .args(&self.args)
-            .envs(self.envs.iter().cloned())
+            // The lab's log level, unless the test gave this process one of its own.
             .env(
                 "FLINGER_LOG",
                 std::env::var("FLINGER_TEST_LOG").unwrap_or_else(|_| "info,flinger=debug".into()),
             )
+            .envs(self.envs.iter().cloned())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)

@@ -1224,6 +1224,79 @@ async fn an_agent_of_the_same_name_in_another_lab_leaves_our_running_phase_alone
     ours.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopping_gateway_answers_its_long_polls_at_once_and_exits() {
+    let mut lab = Lab::builder()
+        .name("pollstop")
+        .gateways(2)
+        // The gateways log each request as it starts: the test sees its long poll under way.
+        .gateway_env("FLINGER_LOG", "info,tower_http=debug")
+        .agent(AgentSpec::fake_with(
+            "ps-1",
+            &["pollstop"],
+            "phases:\n  test:\n    duration: 20s\n    output: [started]\n",
+        ))
+        .start()
+        .await;
+    let id = lab
+        .submit(&json!({"job_queue": "pollstop", "test_data": {"test_cmds": "true"}}))
+        .await;
+    lab.wait_state(id, &["test"], DONE).await;
+    // A long poll for output that will never come (fragment 1000), for up to 60 s, through the
+    // first gateway.
+    let poll = tokio::spawn({
+        let (http, url) = (
+            lab.http.clone(),
+            lab.url(&format!("/v1/result/{id}/log/output?start_fragment=1000&wait=60")),
+        );
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.to_string())
+        }
+    });
+    eventually(DONE, "the gateway to take the long poll", || async {
+        let log = lab.gateway.as_ref().unwrap().log_text();
+        log.lines()
+            .any(|l| l.contains("wait=60") && l.contains("started processing request"))
+            .then_some(())
+    })
+    .await;
+    lab.gateway
+        .as_ref()
+        .unwrap()
+        .signal(nix::sys::signal::Signal::SIGTERM);
+    let answered = poll.await.unwrap();
+    let answered_at = broker_schema::Millis::now();
+    assert_eq!(answered, Ok(200), "the long poll is answered, not cut off");
+    assert_eq!(lab.gateway.as_mut().unwrap().wait_exit(DONE), Some(0));
+    // Ordering, not a stopwatch: the poll was answered before the 20 s test phase ended (it
+    // would have waited 60 s), as the other gateway shows.
+    let other = &lab.more_bases[0];
+    let info = eventually(DONE, "the job to end", || async {
+        let info: Value = lab
+            .http
+            .get(format!("{other}/v1/job/{id}/info"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        info["ended_at"].is_string().then_some(info)
+    })
+    .await;
+    assert_eq!(info["state"], "complete", "{info}");
+    let ended = broker_schema::Millis::parse_rfc3339(info["ended_at"].as_str().unwrap()).unwrap();
+    assert!(
+        answered_at < ended,
+        "the poll was answered at {answered_at:?}, after the job ended at {ended:?}"
+    );
+    lab.stop().await;
+}
+
 /// The pid a test command wrote to `path`.
 fn read_pid(path: &std::path::Path) -> u32 {
     std::fs::read_to_string(path)

@@ -193,9 +193,12 @@ async fn get_log(
             .read_output(&filter.query(id, job.attempt, stream))
             .await?;
         logs::hold_back_after_gap(&mut fragments, &filter, job.state.is_active());
-        // A long poll answers as soon as there is something, the job is over, or time is up.
+        // A long poll answers as soon as there is something, the job is over, time is up, or
+        // the gateway is stopping (a stop waits for requests in flight: it must not wait for
+        // a minute-long poll; the client asks again, of another gateway).
         let keep_waiting = fragments.is_empty()
             && !job.state.is_terminal()
+            && !state.stopping().is_cancelled()
             && deadline.is_some_and(|d| Instant::now() + pause < d);
         if !keep_waiting {
             return Ok(Json(logs::log_answer(
@@ -205,7 +208,10 @@ async fn get_log(
                 &fragments,
             )));
         }
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = state.stopping().cancelled() => {}
+        }
         pause = (pause * 2).min(POLL_EVERY);
     }
 }
