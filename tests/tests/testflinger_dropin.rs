@@ -83,31 +83,8 @@ async fn attachments_artifacts_and_secrets_end_to_end_on_mongodb() {
 }
 
 async fn scenario(store: StoreKind) {
-    let mut lab = Lab::builder()
-        .name("dropin")
-        .store(store)
-        .gateway_env("FLINGER_ADMIN_CLIENT_ID", ADMIN)
-        .gateway_env("FLINGER_ADMIN_SECRET", ADMIN_SECRET)
-        .gateway_env("FLINGER_JWT_SIGNING_KEY", "dropin-test-signing-key")
-        .gateway_env("FLINGER_SECRETS_KEY", SECRETS_KEY)
-        .scheduler_arg("--secrets-key", SECRETS_KEY)
-        .start()
-        .await;
-    let admin = login(&lab, ADMIN, ADMIN_SECRET).await;
-    create_client(&lab, &admin, "agent-dropin", "agent", "agent-secret-0123456789").await;
-    create_client(&lab, &admin, "alice", "contributor", "alice-secret-0123456789").await;
-    let alice = login(&lab, "alice", "alice-secret-0123456789").await;
-
     // Alice's secret, written once, never readable.
-    let r = lab
-        .http
-        .put(lab.url("/v1/secrets/alice/ci/token"))
-        .bearer_auth(&alice)
-        .json(&json!({"value": SECRET_VALUE}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (mut lab, admin, alice) = lab_with_a_secret_on("dropin", store).await;
     // Sealed at rest: the store holds no trace of the value.
     let stored = flinger_tests::invariants::open(&lab.store)
         .await
@@ -513,8 +490,15 @@ async fn webhook_relays_carry_the_labs_bearer_token_as_testflingers_webhook_auth
 /// A lab whose gateway and scheduler share a secrets key, with an `agent` client for the
 /// agents and alice, who holds the secret `ci/token`. Returns alice's token.
 async fn lab_with_a_secret(name: &str) -> (Lab, String) {
+    let (lab, _admin, alice) = lab_with_a_secret_on(name, StoreKind::Sqlite).await;
+    (lab, alice)
+}
+
+/// [`lab_with_a_secret`] on the given store; also returns the admin's token.
+async fn lab_with_a_secret_on(name: &str, store: StoreKind) -> (Lab, String, String) {
     let lab = Lab::builder()
         .name(name)
+        .store(store)
         .gateway_env("FLINGER_ADMIN_CLIENT_ID", ADMIN)
         .gateway_env("FLINGER_ADMIN_SECRET", ADMIN_SECRET)
         .gateway_env("FLINGER_JWT_SIGNING_KEY", "dropin-test-signing-key")
@@ -535,7 +519,7 @@ async fn lab_with_a_secret(name: &str) -> (Lab, String) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    (lab, alice)
+    (lab, admin, alice)
 }
 
 /// An agent whose phases run `tests/fixtures/tf-device-connector.py`, which reads secrets from

@@ -2362,53 +2362,37 @@ async fn with_everything(db: &Fresh, job: &JobRecord) {
     }
 }
 
-async fn kept_whole(db: &Fresh, job: &JobRecord) -> bool {
-    let id = job.job_id;
-    db.store.get_job(id).await.unwrap().as_ref() == Some(job)
-        && db.store.count_output(id, 1, LogStream::Output).await.unwrap() == 1
-        && db.store.count_output(id, 1, LogStream::Serial).await.unwrap() == 1
-        && db
-            .store
+/// What is left of a job's records besides the job itself: output and serial fragments of
+/// attempt 1, and whether its posted result, attachments and artifacts exist.
+async fn records_left(db: &Fresh, id: Uuid) -> (u64, u64, bool, bool, bool) {
+    (
+        db.store.count_output(id, 1, LogStream::Output).await.unwrap(),
+        db.store.count_output(id, 1, LogStream::Serial).await.unwrap(),
+        db.store
             .get_posted_result(&id.to_string())
             .await
             .unwrap()
-            .is_some()
-        && db
-            .store
+            .is_some(),
+        db.store
             .blob_info(&BlobName::attachments(id))
             .await
             .unwrap()
-            .is_some()
-        && db
-            .store
+            .is_some(),
+        db.store
             .blob_info(&BlobName::artifact(id))
             .await
             .unwrap()
-            .is_some()
+            .is_some(),
+    )
+}
+
+async fn kept_whole(db: &Fresh, job: &JobRecord) -> bool {
+    db.store.get_job(job.job_id).await.unwrap().as_ref() == Some(job)
+        && records_left(db, job.job_id).await == (1, 1, true, true, true)
 }
 
 async fn gone_whole(db: &Fresh, id: Uuid) -> bool {
-    db.store.get_job(id).await.unwrap().is_none()
-        && db.store.count_output(id, 1, LogStream::Output).await.unwrap() == 0
-        && db.store.count_output(id, 1, LogStream::Serial).await.unwrap() == 0
-        && db
-            .store
-            .get_posted_result(&id.to_string())
-            .await
-            .unwrap()
-            .is_none()
-        && db
-            .store
-            .blob_info(&BlobName::attachments(id))
-            .await
-            .unwrap()
-            .is_none()
-        && db
-            .store
-            .blob_info(&BlobName::artifact(id))
-            .await
-            .unwrap()
-            .is_none()
+    db.store.get_job(id).await.unwrap().is_none() && records_left(db, id).await == (0, 0, false, false, false)
 }
 
 pub async fn purge_removes_only_old_ended_jobs_and_everything_kept_for_them(db: &Fresh) {
