@@ -484,9 +484,14 @@ impl Lab {
 
     /// Our extension: the whole job record. `None` while unknown.
     pub async fn info(&self, id: Uuid) -> Option<Value> {
+        self.info_at(&self.base, id).await
+    }
+
+    /// [`Lab::info`] asked of the gateway at `base` (one of [`Lab::more_bases`]).
+    pub async fn info_at(&self, base: &str, id: Uuid) -> Option<Value> {
         let r = self
             .http
-            .get(self.url(&format!("/v1/job/{id}/info")))
+            .get(format!("{base}/v1/job/{id}/info"))
             .send()
             .await
             .ok()?;

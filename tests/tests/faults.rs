@@ -1276,15 +1276,7 @@ async fn a_stopping_gateway_answers_its_long_polls_at_once_and_exits() {
     // would have waited 60 s), as the other gateway shows.
     let other = &lab.more_bases[0];
     let info = eventually(DONE, "the job to end", || async {
-        let info: Value = lab
-            .http
-            .get(format!("{other}/v1/job/{id}/info"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let info = lab.info_at(other, id).await?;
         info["ended_at"].is_string().then_some(info)
     })
     .await;
