@@ -44,6 +44,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("metrics: {0}")]
+    Metrics(String),
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -85,6 +87,7 @@ impl App {
             webhook_auth.as_deref(),
         )
         .map_err(StartError::Webhooks)?;
+        crate::metrics::install(config.metrics_listen).map_err(StartError::Metrics)?;
         let store = config.store.open().await?;
         info!(backend = store.backend(), "store opened");
         bootstrap::ensure_admin(
@@ -153,6 +156,7 @@ impl App {
         let relay = events::spawn(state.clone(), shutdown.clone());
         let router = routes::router(state.clone())
             .layer(DefaultBodyLimit::max(max_body_bytes))
+            .layer(axum::middleware::from_fn(crate::metrics::track))
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(DefaultMakeSpan::new().level(Level::INFO))

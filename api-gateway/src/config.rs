@@ -32,6 +32,11 @@ pub struct Config {
     #[arg(long, env = "FLINGER_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
 
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, apart from the API: a bare
+    /// port binds localhost only (`9090`), `0.0.0.0:9090` every address. None by default.
+    #[arg(long, env = "FLINGER_METRICS_LISTEN", value_parser = broker_schema::service::parse_metrics_listen)]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// How long a submission waits for the broker's confirm before the gateway answers anyway
     /// (the job is stored; the scheduler's sweeper publishes it later).
     #[arg(long, env = "FLINGER_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
@@ -153,6 +158,7 @@ impl Config {
             store,
             broker,
             log_format: LogFormat::Text,
+            metrics_listen: None,
             publish_timeout: Duration::from_secs(5),
             scheduler_timeout: Duration::from_secs(5),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -192,6 +198,7 @@ mod tests {
         assert_eq!(c.max_body_bytes, 16 * 1024 * 1024);
         assert!(c.auth.allow_anonymous);
         assert!(!c.auth.allow_anonymous_agents);
+        assert_eq!(c.metrics_listen, None);
         assert_eq!(c.auth.access_token_ttl, Duration::from_secs(600));
         let d = AuthArgs::default();
         assert_eq!(

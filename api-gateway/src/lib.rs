@@ -9,6 +9,7 @@
 //! - [`auth`]: who is calling (tokens, roles, anonymous use), client secrets, the first admin.
 //! - [`scheduler`]: commands to the scheduler by request/reply.
 //! - [`webhooks`], `events`: relaying job events to jobs' webhooks (and recording provisioning).
+//! - [`metrics`]: Prometheus metrics (requests, submissions, live streams) on a port of their own.
 //! - [`estimate`]: the queue ETA; [`openapi`]: the OpenAPI document of the whole API.
 //!
 //! Architecture invariant: the gateway never changes a job's state. It inserts new jobs,
@@ -26,6 +27,7 @@ pub mod estimate;
 mod events;
 mod extract;
 pub mod logs;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod scheduler;

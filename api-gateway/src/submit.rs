@@ -107,10 +107,12 @@ pub async fn submit(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Uu
         return Ok(job_id);
     }
     let queue = definition.job_queue().clone();
+    let counted = (queue.to_string(), definition.reserve_data().is_some());
     if record.awaiting_attachments {
         // Stored, not published: `POST /v1/job/<id>/attachments` stores them and asks the
         // scheduler to release the job.
         info!(%job_id, %queue, "job accepted; waiting for its attachments");
+        crate::metrics::job_submitted(&counted.0, counted.1);
         return Ok(job_id);
     }
 
@@ -122,7 +124,7 @@ pub async fn submit(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Uu
         submitted_by,
     };
     follow_webhook(state, &submission).await;
-    match publish(state, &submission).await {
+    let accepted = match publish(state, &submission).await {
         Ok(()) => {
             info!(%job_id, %queue, priority, "job accepted");
             Ok(job_id)
@@ -148,7 +150,11 @@ pub async fn submit(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Uu
             warn!(%job_id, %queue, error = %e, "job stored but not confirmed by the broker; the sweeper will publish it");
             Ok(job_id)
         }
+    };
+    if accepted.is_ok() {
+        crate::metrics::job_submitted(&counted.0, counted.1);
     }
+    accepted
 }
 
 /// A webhook the gateways would not relay to (outside `--webhook-allow`) is refused now, naming

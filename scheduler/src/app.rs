@@ -145,6 +145,14 @@ impl Scheduler {
                 }
             }));
         }
+        if let Some(period) = self.core.config.metrics_refresh {
+            let (core, bus) = (self.core.clone(), self.bus.clone());
+            let gauges = Arc::new(crate::metrics::Gauges::default());
+            tasks.spawn(every(period, shutdown.clone(), "metrics", move || {
+                let (core, gauges, connections) = (core.clone(), gauges.clone(), bus.connections_made());
+                async move { crate::metrics::refresh_once(&core, &gauges, connections).await }
+            }));
+        }
         info!(
             store = self.core.store.backend(),
             namespace = names.namespace(),
@@ -220,15 +228,33 @@ impl DeliveryHandler for ProjectStatus {
             .unwrap_or_default();
         if kind == Heartbeat::KIND || d.routing_key.as_str().starts_with("agent.") {
             return match decode::<Heartbeat>(&d.data) {
-                Ok(hb) => projector::project_heartbeat(core, &hb).await,
+                Ok(hb) => projected("heartbeat", hb.at, projector::project_heartbeat(core, &hb).await),
                 Err(e) => Ok(Disposition::Dead(e.to_string())),
             };
         }
         match decode::<JobEvent>(&d.data) {
+            // Our own announcements come back too; only agents' events are projected.
+            Ok(ev) if ev.agent.is_some() => projected(
+                "status",
+                ev.at,
+                projector::project_event(core, &ev, &self.waits).await,
+            ),
             Ok(ev) => projector::project_event(core, &ev, &self.waits).await,
             Err(e) => Ok(Disposition::Dead(e.to_string())),
         }
     }
+}
+
+/// Records the lag of an event published at `at` once its projection is done (acknowledged).
+fn projected(
+    kind: &'static str,
+    at: broker_schema::Millis,
+    r: Result<Disposition, StoreError>,
+) -> Result<Disposition, StoreError> {
+    if matches!(r, Ok(Disposition::Ack)) {
+        crate::metrics::event_projected(kind, at);
+    }
+    r
 }
 
 /// Starts a consumer of `queue` on `ch`, under a tag of its own, until shutdown.
@@ -359,6 +385,11 @@ async fn consume_output(core: &Core, bus: &Bus) -> Result<(), BusError> {
                     .map(|_| Disposition::Ack),
             );
             core.output_stored.notify_waiters();
+            if disposition == Disposition::Ack {
+                for c in &chunks {
+                    crate::metrics::event_projected("output", c.at);
+                }
+            }
             if disposition == Disposition::Retry {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }

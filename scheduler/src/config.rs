@@ -34,6 +34,9 @@ pub struct SchedulerConfig {
     pub files: Option<crate::files::FilesAccess>,
     /// How long ended jobs are kept (see [`crate::retention`]).
     pub retention: crate::retention::RetentionConfig,
+    /// How often the metrics' gauges are computed from the store; `None`: never (no metrics
+    /// are served).
+    pub metrics_refresh: Option<Duration>,
 }
 
 impl Default for SchedulerConfig {
@@ -51,6 +54,7 @@ impl Default for SchedulerConfig {
             secrets_key: None,
             files: None,
             retention: crate::retention::RetentionConfig::default(),
+            metrics_refresh: None,
         }
     }
 }

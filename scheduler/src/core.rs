@@ -76,6 +76,7 @@ impl Core {
                 return Ok(Modified::Unchanged(Box::new(job)));
             };
             if let Some(after) = self.store.update_job(job_id, &pre, &update).await? {
+                crate::metrics::job_moved(&job, &after);
                 return Ok(Modified::Changed(Box::new(after)));
             }
             debug!(%job_id, "lost a race on the job; reading it again");
@@ -98,6 +99,7 @@ impl Core {
             return Ok(Modified::Unchanged(Box::new(job)));
         };
         if let Some(after) = self.store.update_job(job_id, &pre, &update).await? {
+            crate::metrics::job_moved(&job, &after);
             return Ok(Modified::Changed(Box::new(after)));
         }
         debug!(%job_id, "lost a race on the job; reading it again");
@@ -117,7 +119,9 @@ impl Core {
         let outcome = self
             .modify(job_id, deciding(&rules, cause, now, &mut decision))
             .await?;
-        Ok(Self::applied(outcome, decision))
+        let applied = Self::applied(outcome, decision);
+        crate::metrics::cause_applied(cause, &applied);
+        Ok(applied)
     }
 
     /// [`Core::apply`] starting from a record just read (saving a read).
@@ -127,7 +131,9 @@ impl Core {
         let outcome = self
             .modify_from(job, deciding(&rules, cause, now, &mut decision))
             .await?;
-        Ok(Self::applied(outcome, decision))
+        let applied = Self::applied(outcome, decision);
+        crate::metrics::cause_applied(cause, &applied);
+        Ok(applied)
     }
 
     fn applied(outcome: Modified, decision: Option<lifecycle::Decision>) -> Applied {

@@ -11,7 +11,7 @@
 //! files ([`files`]), projects agents' events into the store ([`projector`]),
 //! reclaims expired leases and ends jobs whose agents overran a deadline ([`reaper`]),
 //! republishes jobs that never reached the broker ([`outbox`]), and tells agents which of their
-//! queues are restricted ([`restricted`]).
+//! queues are restricted ([`restricted`]). [`metrics`] observes it all for Prometheus.
 //!
 //! Several schedulers may run at once: every write is a single-document atomic update whose
 //! precondition carries the state it expects ([`core::Core::apply`]).
@@ -30,6 +30,7 @@ pub mod health;
 pub mod lease;
 pub mod lifecycle;
 pub mod lost_messages;
+pub mod metrics;
 pub mod outbox;
 pub mod projector;
 pub mod provenance;

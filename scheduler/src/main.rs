@@ -98,6 +98,14 @@ struct Args {
     /// e.g. `127.0.0.1:8081`. None by default.
     #[arg(long, env = "FLINGER_HEALTH_LISTEN")]
     health_listen: Option<std::net::SocketAddr>,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address: a bare port binds localhost
+    /// only (`9091`), `0.0.0.0:9091` every address. None by default.
+    #[arg(long, env = "FLINGER_METRICS_LISTEN", value_parser = broker_schema::service::parse_metrics_listen)]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// How often the metrics' gauges (jobs by state and queue, agents by state) are computed
+    /// from the store, in seconds.
+    #[arg(long, env = "FLINGER_METRICS_REFRESH_SECS", default_value_t = flinger_scheduler::metrics::DEFAULT_REFRESH_SECS)]
+    metrics_refresh_secs: f64,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -181,8 +189,14 @@ async fn main() -> anyhow::Result<()> {
         cleanup_allowance: secs(args.cleanup_allowance_secs),
         trusted_publishers: args.trusted_publishers,
         retention,
+        metrics_refresh: args.metrics_listen.map(|_| secs(args.metrics_refresh_secs)),
         ..SchedulerConfig::default()
     };
+    if let Some(addr) = args.metrics_listen {
+        flinger_scheduler::metrics::install(addr)
+            .map_err(anyhow::Error::msg)
+            .context("--metrics-listen")?;
+    }
     let shutdown = shutdown_on_signals();
     let health = Health::default();
     if let Some(addr) = args.health_listen {
@@ -199,9 +213,12 @@ async fn main() -> anyhow::Result<()> {
     let store_config = StoreConfig::parse(&args.store)
         .map_err(anyhow::Error::msg)
         .context("--store")?;
-    let Some(store) = open_store(&store_config, &shutdown).await else {
+    let Some(mut store) = open_store(&store_config, &shutdown).await else {
         return Ok(());
     };
+    if args.metrics_listen.is_some() {
+        store = flinger_scheduler::metrics::Metered::wrap(store);
+    }
     health.store_opened(store.clone());
     let name = format!("flinger-scheduler {}", std::process::id());
     let scheduler = Scheduler::new(args.broker.bus_config(name), store, config, shutdown);

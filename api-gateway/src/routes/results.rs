@@ -186,6 +186,8 @@ async fn get_log(
     })?;
     let deadline = filter.wait.map(|w| Instant::now() + w);
     let mut pause = POLL_FIRST;
+    // Open from its first wait until it answers (or the client goes away).
+    let mut open_stream = None;
     loop {
         let job = state.store().get_job(id).await?.ok_or(ApiError::NoContent)?;
         let mut fragments = state
@@ -208,6 +210,7 @@ async fn get_log(
                 &fragments,
             )));
         }
+        open_stream.get_or_insert_with(|| crate::metrics::stream_opened("log_poll"));
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             () = state.stopping().cancelled() => {}

@@ -32,7 +32,7 @@ pub use backup::{BackupError, BackupSummary};
 pub use blobs::{BLOB_CHUNK, BlobError, BlobInfo, BlobKind, BlobName, ByteStream};
 pub use docs::{Doc, DocKind};
 pub use model::{AgentRecord, AttemptRecord, JobRecord, Lease, OutputFragment, Reservation};
-pub use query::{JobOrder, JobQuery, OutputQuery};
+pub use query::{JobCount, JobOrder, JobQuery, OutputQuery};
 pub use records::Records;
 pub use records::{
     ClientRecord, PostedResultRecord, ProvisionEntry, ProvisionLogRecord, QueueRecord, RefreshTokenRecord,
@@ -96,6 +96,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many jobs `find_jobs` would return for `query` (its `limit` caps the count).
     async fn count_jobs(&self, query: &JobQuery) -> StoreResult<u64>;
+
+    /// How many jobs are in each live state (every state but `complete`, `cancelled` and
+    /// `failed`), by queue; pairs with none are left out. One query, whose cost grows with the
+    /// live jobs only, not the ended ones a large store keeps (for metrics' gauges).
+    async fn count_live_jobs(&self) -> StoreResult<Vec<JobCount>>;
 
     // ----- output
 

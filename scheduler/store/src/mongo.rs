@@ -233,6 +233,46 @@ impl Store for MongoStore {
         timed("count jobs", count).await
     }
 
+    /// One aggregation; its `$match` on `state` uses the `state_updated` index, so only live
+    /// jobs are read.
+    async fn count_live_jobs(&self) -> StoreResult<Vec<JobCount>> {
+        let live: Vec<&str> = JobState::ALL
+            .iter()
+            .filter(|s| !s.is_terminal())
+            .map(|s| s.as_str())
+            .collect();
+        let pipeline = vec![
+            doc! { "$match": { "state": { "$in": live } } },
+            doc! { "$group": { "_id": { "queue": "$queue", "state": "$state" }, "count": { "$sum": 1 } } },
+        ];
+        let aggregate = self.jobs.aggregate(pipeline);
+        let groups: Vec<Document> = timed(
+            "count live jobs",
+            async move { aggregate.await?.try_collect().await },
+        )
+        .await?;
+        groups
+            .into_iter()
+            .map(|g| {
+                let corrupt = |what: &str| StoreError::Corrupt(format!("live job count: {what}: {g}"));
+                let id = g.get_document("_id").map_err(|_| corrupt("_id"))?;
+                let queue = id.get_str("queue").map_err(|_| corrupt("queue"))?.to_owned();
+                let state = id
+                    .get_str("state")
+                    .ok()
+                    .and_then(JobState::parse)
+                    .ok_or_else(|| corrupt("state"))?;
+                let count = match g.get("count") {
+                    Some(Bson::Int32(n)) => *n as u64,
+                    Some(Bson::Int64(n)) => *n as u64,
+                    Some(Bson::Double(n)) => *n as u64,
+                    _ => return Err(corrupt("count")),
+                };
+                Ok(JobCount { queue, state, count })
+            })
+            .collect()
+    }
+
     async fn append_output(&self, fragments: &[OutputFragment]) -> StoreResult<()> {
         if fragments.is_empty() {
             return Ok(());

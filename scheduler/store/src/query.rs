@@ -16,6 +16,14 @@ pub enum JobOrder {
     QueueOrder,
 }
 
+/// How many jobs of one queue are in one state ([`crate::Store::count_live_jobs`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobCount {
+    pub queue: String,
+    pub state: JobState,
+    pub count: u64,
+}
+
 /// Which jobs. Every `Some`/non-empty field must match.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct JobQuery {

@@ -17,13 +17,13 @@
 //! cannot drift from it.
 
 use super::{
-    AgentRecord, BLOB_CHUNK, BlobError, BlobInfo, BlobName, ByteStream, Doc, DocKind, Inserted, JobOrder,
-    JobQuery, JobRecord, JobUpdate, OutputFragment, OutputQuery, Precondition, Purge, SchedulerStore, Store,
-    StoreError, StoreResult,
+    AgentRecord, BLOB_CHUNK, BlobError, BlobInfo, BlobName, ByteStream, Doc, DocKind, Inserted, JobCount,
+    JobOrder, JobQuery, JobRecord, JobUpdate, OutputFragment, OutputQuery, Precondition, Purge,
+    SchedulerStore, Store, StoreError, StoreResult,
 };
 use async_trait::async_trait;
 use broker_schema::messages::{AdminState, Heartbeat, LogStream};
-use broker_schema::{AgentName, Millis, Phase};
+use broker_schema::{AgentName, JobState, Millis, Phase};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::collections::BTreeSet;
@@ -118,8 +118,15 @@ CREATE TABLE blob_chunks (
 -- Retention: ended jobs by when they last changed.
 CREATE INDEX jobs_ended ON jobs (updated_at) WHERE state IN ('complete', 'cancelled', 'failed');
 "#,
+    r#"
+-- Metrics: live jobs by state and queue, counted without reading the ended ones.
+CREATE INDEX jobs_live ON jobs (state, queue) WHERE state NOT IN ('complete', 'cancelled', 'failed');
+"#,
 ];
 
+/// The WHERE clause is the partial index `jobs_live`'s, word for word, so that SQLite uses it.
+const COUNT_LIVE_JOBS: &str = "SELECT queue, state, COUNT(*) FROM jobs \
+     WHERE state NOT IN ('complete', 'cancelled', 'failed') GROUP BY state, queue";
 const SELECT_JOB: &str = "SELECT doc FROM jobs WHERE job_id = ?1";
 const INSERT_JOB: &str = "INSERT INTO jobs (job_id, queue, state, priority, created_at, updated_at, enqueued_at, \
      lease_until, tags, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (job_id) DO NOTHING";
@@ -527,6 +534,31 @@ impl Store for SqliteStore {
                 .prepare_cached(&sql)?
                 .query_row(params_from_iter(args), |r| r.get(0))?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn count_live_jobs(&self) -> StoreResult<Vec<JobCount>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(COUNT_LIVE_JOBS)?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            rows.map(|row| {
+                let (queue, state, count) = row?;
+                let state = JobState::parse(&state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("job state {state:?}")))?;
+                Ok(JobCount {
+                    queue,
+                    state,
+                    count: count as u64,
+                })
+            })
+            .collect()
         })
         .await
     }
@@ -1011,5 +1043,34 @@ impl SchedulerStore for SqliteStore {
             .await?;
         }
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The live-jobs count reads the partial index of live jobs, never the table (which keeps
+    /// every ended job).
+    #[tokio::test]
+    async fn counting_live_jobs_reads_only_the_live_jobs_index() {
+        let path = std::env::temp_dir().join(format!("flinger-live-{}.db", uuid::Uuid::new_v4()));
+        drop(SqliteStore::open(&path).await.unwrap());
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let plan: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {COUNT_LIVE_JOBS}"))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        drop(c);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        assert!(
+            plan.iter().any(|step| step.contains("COVERING INDEX jobs_live")),
+            "{plan:?}"
+        );
     }
 }

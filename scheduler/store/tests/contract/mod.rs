@@ -110,6 +110,7 @@ macro_rules! store_contract_tests {
             unknown_blobs_are_none_and_deleting_removes_them,
             purge_removes_only_old_ended_jobs_and_everything_kept_for_them,
             purge_takes_batches_of_at_most_its_limit,
+            count_live_jobs_counts_each_live_state_by_queue_and_no_ended_job,
         );
     };
     (@cases $fresh:expr; $($case:ident),* $(,)?) => {
@@ -2466,4 +2467,42 @@ pub async fn purge_takes_batches_of_at_most_its_limit(db: &Fresh) {
     assert_eq!(db.store.purge_ended_jobs(&batch).await.unwrap(), 1);
     assert_eq!(db.store.purge_ended_jobs(&batch).await.unwrap(), 0);
     assert_eq!(db.store.count_jobs(&JobQuery::default()).await.unwrap(), 0);
+}
+
+// ----- metrics
+
+pub async fn count_live_jobs_counts_each_live_state_by_queue_and_no_ended_job(db: &Fresh) {
+    assert_eq!(db.store.count_live_jobs().await.unwrap(), vec![]);
+    let mut test = leased("a1", t(100));
+    test.state = JobState::Test;
+    for job in [
+        waiting("rpi4b", 0, &[], t(1)),
+        waiting("rpi4b", 5, &[], t(2)),
+        waiting("maas", 0, &[], t(3)),
+        leased("a1", t(100)), // rpi4b
+        test,                 // rpi4b
+        ended("rpi4b", JobState::Complete, t(4)),
+        ended("maas", JobState::Failed, t(5)),
+        ended("maas", JobState::Cancelled, t(6)),
+    ] {
+        insert(db, &job).await;
+    }
+    let mut counts: Vec<(String, &str, u64)> = db
+        .other
+        .count_live_jobs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.queue, c.state.as_str(), c.count))
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        vec![
+            ("maas".to_owned(), "waiting", 1),
+            ("rpi4b".to_owned(), "leased", 1),
+            ("rpi4b".to_owned(), "test", 1),
+            ("rpi4b".to_owned(), "waiting", 2),
+        ]
+    );
 }
