@@ -212,6 +212,20 @@ mod tests {
     }
 
     #[test]
+    fn a_bare_metrics_port_binds_localhost_only() {
+        let listen = |v: &str| Config::try_parse_from(["flinger-gateway", "--metrics-listen", v]);
+        assert_eq!(
+            listen("9180").unwrap().metrics_listen,
+            Some("127.0.0.1:9180".parse().unwrap())
+        );
+        assert_eq!(
+            listen("0.0.0.0:9180").unwrap().metrics_listen,
+            Some("0.0.0.0:9180".parse().unwrap())
+        );
+        assert!(listen("everywhere").is_err());
+    }
+
+    #[test]
     fn anonymous_use_can_be_switched_off() {
         let c = Config::try_parse_from(["flinger-gateway", "--allow-anonymous", "false"]).unwrap();
         assert!(!c.auth.allow_anonymous);

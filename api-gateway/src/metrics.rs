@@ -46,6 +46,8 @@ pub fn install(listen: Option<SocketAddr>) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .install()
         .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    // Shown as 0, not as no data, before the first stream opens.
+    gauge!("flinger_gateway_live_streams", "kind" => "log_poll").increment(0.0);
     tracing::info!(%addr, "metrics listening");
     Ok(())
 }

@@ -93,23 +93,12 @@ pub fn shutdown_on_signals() -> CancellationToken {
 
 /// Parses a metrics listener's address (`--metrics-listen`): `HOST:PORT`, or a bare `PORT`,
 /// which binds localhost only — exposing metrics beyond the host is said outright
-/// (`0.0.0.0:9090`).
+/// (`0.0.0.0:9180`).
 pub fn parse_metrics_listen(s: &str) -> Result<std::net::SocketAddr, String> {
     if let Ok(port) = s.trim().parse::<u16>() {
         return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     }
     s.trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not a port or an address such as 127.0.0.1:9090"))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_bare_metrics_port_binds_localhost_only() {
-        use super::parse_metrics_listen as p;
-        assert_eq!(p("9090").unwrap(), "127.0.0.1:9090".parse().unwrap());
-        assert_eq!(p("0.0.0.0:9091").unwrap(), "0.0.0.0:9091".parse().unwrap());
-        assert!(p("everywhere").is_err());
-    }
+        .map_err(|_| format!("{s:?} is not a port or an address such as 127.0.0.1:9180"))
 }

@@ -67,9 +67,27 @@ pub fn install(listen: SocketAddr) -> Result<(), String> {
     builder
         .install()
         .map_err(|e| format!("cannot serve metrics on {listen}: {e}"))?;
+    // Series whose labels are known in advance start at 0, so that a dashboard shows 0 rather
+    // than no data before the first refusal or renewal.
+    for reason in ALL_DENY_REASONS {
+        counter!("flinger_scheduler_lease_refusals_total", "reason" => deny_reason(reason)).increment(0);
+    }
+    for result in ["renewed", "lost"] {
+        counter!("flinger_scheduler_lease_renewals_total", "result" => result).increment(0);
+    }
     tracing::info!(addr = %listen, "metrics listening");
     Ok(())
 }
+
+const ALL_DENY_REASONS: [DenyReason; 7] = [
+    DenyReason::Cancelled,
+    DenyReason::AlreadyLeased,
+    DenyReason::Finished,
+    DenyReason::Excluded,
+    DenyReason::AgentUnavailable,
+    DenyReason::Rejected,
+    DenyReason::NotReady,
+];
 
 fn seconds_between(from: Millis, to: Millis) -> f64 {
     (to.0 - from.0).max(0) as f64 / 1000.0
