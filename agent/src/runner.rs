@@ -18,7 +18,7 @@ use bytes::Bytes;
 use flinger_connectors::{Connector, OutputSink, PhaseContext, PhaseOutcome};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -139,7 +139,10 @@ impl Runner {
             deadline_tx.clone(),
             files_tx,
         );
-        let mut watchdogs = self.start_watchdogs(&job, &stop);
+        // A multi-device child holding its device for its parent: its own global timeout does
+        // not end the hold (the parent's lifetime does).
+        let holding = Arc::new(AtomicBool::new(false));
+        let mut watchdogs = self.start_watchdogs(&job, &stop, &holding);
         {
             // Shutting down stops the run at once; its lease lapses (or is given back below).
             let (shutdown, stop) = (self.shutdown.clone(), stop.clone());
@@ -243,6 +246,9 @@ impl Runner {
                 plan.record(phase, code);
                 if matches!(phase, Phase::Provision | Phase::Allocate) {
                     self.read_device_info(&mut run).await;
+                }
+                if phase == Phase::Allocate && code == 0 && job.is_allocated_child() && !stop.is_stopped() {
+                    self.hold_for_parent(&mut run, &holding).await;
                 }
                 if phase == Phase::Provision && code == 0 {
                     self.ask_release(&mut run);
@@ -399,15 +405,23 @@ impl Runner {
 
     /// The global timeout (capped by the agent's own limit). It does not cut a reservation or a
     /// cleanup short: those have their own limits.
-    fn start_watchdogs(&self, job: &JobDefinition, stop: &Stop) -> Vec<JoinHandle<()>> {
+    fn start_watchdogs(
+        &self,
+        job: &JobDefinition,
+        stop: &Stop,
+        holding: &Arc<AtomicBool>,
+    ) -> Vec<JoinHandle<()>> {
         let limit = cap(job.global_timeout(), self.config.global_timeout_cap);
         let stop = stop.clone();
+        let holding = holding.clone();
         let mut status = self.status.subscribe();
         vec![tokio::spawn(async move {
             tokio::time::sleep(limit).await;
             loop {
                 let state = status.borrow_and_update().state;
-                if !matches!(state, AgentState::Running(Phase::Reserve | Phase::Cleanup)) {
+                let exempt = matches!(state, AgentState::Running(Phase::Reserve | Phase::Cleanup))
+                    || (state == AgentState::Running(Phase::Allocate) && holding.load(Ordering::SeqCst));
+                if !exempt {
                     stop.request(StopReason::GlobalTimeout(limit));
                     return;
                 }
@@ -653,6 +667,50 @@ impl Runner {
             })
             .await;
         exit_code
+    }
+
+    /// A multi-device child after its allocate phase: tells the scheduler it holds the device
+    /// (with the device's info for the parent's test phase), then holds it — the lease kept
+    /// alive — until the job is stopped: released when its parent ends (the scheduler sends a
+    /// cancel), cancelled, or its lease lost. The phases after allocate and cleanup follow.
+    async fn hold_for_parent(&self, run: &mut Run, holding: &AtomicBool) {
+        let parent = run.job.parent_job_id().map(|p| p.to_string()).unwrap_or_default();
+        let device_info = run.device_info.clone().or_else(|| {
+            let ip = self
+                .connector
+                .device_ip()
+                .or_else(|| run.env.get("DEVICE_IP").cloned())?;
+            Some(serde_json::json!({"device_ip": ip, "agent_name": self.config.name.as_str()}))
+        });
+        holding.store(true, Ordering::SeqCst);
+        info!(job_id = %run.job_id, %parent, "allocated: holding the device for the parent job");
+        run.output
+            .send(
+                Phase::Allocate,
+                Bytes::from(format!(
+                    "flinger-agent: allocated for parent job {parent}; the device is held until the parent ends or this job is cancelled\n"
+                )),
+            )
+            .await;
+        run.output.flush().await;
+        run.reporter.event(JobEventKind::Allocated { device_info }).await;
+        run.stop.token.cancelled().await;
+        holding.store(false, Ordering::SeqCst);
+        let why = match run.stop.reason() {
+            Some(StopReason::Cancelled(r)) => r,
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        };
+        info!(job_id = %run.job_id, %why, "allocation over");
+        if !run.stop.hard.is_cancelled() {
+            run.output
+                .send(
+                    Phase::Allocate,
+                    Bytes::from(format!("flinger-agent: the device is no longer held: {why}\n")),
+                )
+                .await;
+            run.output.flush().await;
+        }
     }
 
     /// Resolves and writes the job's ssh keys for the connector to install, sets the

@@ -9,6 +9,7 @@ use flinger_api::{Agent, Attempt, JobInfo, Lease, ReservationInfo, Results};
 use flinger_store::{AgentRecord, JobRecord, OutputFragment};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use uuid::Uuid;
 
 pub fn time(t: Millis) -> String {
     t.to_rfc3339()
@@ -61,6 +62,8 @@ pub fn job_info(job: &JobRecord, position: Option<u64>) -> JobInfo {
         }),
         device_info: job.device_info.clone(),
         position,
+        parent_job_id: job.definition.parent_job_id(),
+        children: job.children.clone(),
     }
 }
 
@@ -94,6 +97,8 @@ pub fn results(job: &JobRecord, output: &[OutputFragment], serial: &[OutputFragm
         failure: job.failure.as_ref().map(failure),
         attempt: Some(job.attempt),
         device_info: job.device_info.clone(),
+        parent_job_id: job.definition.parent_job_id().map(|p| p.to_string()),
+        children: job.children.iter().map(Uuid::to_string).collect(),
         phases,
     }
 }

@@ -171,6 +171,11 @@ impl JobDefinition {
         };
         optional_string(&raw, "name", &mut errs);
         optional_string(&raw, "parent_job_id", &mut errs);
+        if let Some(Value::String(s)) = raw.get("parent_job_id")
+            && uuid::Uuid::parse_str(s).is_err()
+        {
+            errs.add("parent_job_id", "Not a valid job id.");
+        }
         let tags = string_list(&raw, "tags", "tags", &mut errs);
         let exclude_agents = string_list(&raw, "exclude_agents", "exclude_agents", &mut errs);
         let global_timeout = positive_seconds(raw.get("global_timeout"), "global_timeout", &mut errs);
@@ -325,6 +330,25 @@ impl JobDefinition {
 
     pub fn allocation_timeout(&self) -> Duration {
         self.allocation_timeout.unwrap_or(DEFAULT_ALLOCATION_TIMEOUT)
+    }
+
+    /// The multi-device job that submitted this one (`parent_job_id`), if any.
+    pub fn parent_job_id(&self) -> Option<uuid::Uuid> {
+        self.raw
+            .get("parent_job_id")
+            .and_then(Value::as_str)
+            .and_then(|s| uuid::Uuid::parse_str(s).ok())
+    }
+
+    /// A multi-device child: `allocate_data.allocate` is true and it names its parent. After its
+    /// allocate phase it reports `allocated` and holds its device while the parent lives.
+    pub fn is_allocated_child(&self) -> bool {
+        self.parent_job_id().is_some()
+            && self
+                .phase_data("allocate_data")
+                .and_then(|a| a.get("allocate"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
     }
 
     /// How long a reservation holds the device, when the job asks for one.

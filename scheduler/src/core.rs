@@ -204,9 +204,30 @@ impl Core {
                         warn!(job_id = %job.job_id, %agent, error = %e, "cannot tell the agent now; its next renewal will");
                     }
                 }
+                Effect::ReleaseChildren { why } => self.release_children(job, why).await?,
             }
         }
         Ok(())
+    }
+
+    /// Releases every child listed on `parent` ([`Cause::ParentEnded`]). Lost on a crash, this
+    /// is done again by the reaper, which releases running children whose parent no longer
+    /// runs. (Boxed: a released child may be a parent too.)
+    fn release_children<'a>(
+        &'a self,
+        parent: &'a JobRecord,
+        why: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = StoreResult<()>> + Send + 'a>> {
+        Box::pin(async move {
+            for child in &parent.children {
+                let cause = Cause::ParentEnded { why: why.clone() };
+                let applied = self.settle(*child, &cause, Millis::now()).await?;
+                if applied.changed {
+                    tracing::info!(parent = %parent.job_id, %child, %why, "child released");
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Publishes a waiting job to its class queue; if no queue takes it any more, the job fails

@@ -45,6 +45,16 @@ pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<(LeaseReply, 
             }
         }
     }
+    // A child whose parent no longer runs never starts: it is released (cancelled) first.
+    if req.submission.job.is_allocated_child() {
+        let job = match known {
+            Some(job) => Some(job),
+            None => core.store.get_job(req.job_id).await?,
+        };
+        if let Some(job) = job.filter(|j| j.state == JobState::Waiting) {
+            crate::projector::release_if_orphan(core, &job, Millis::now()).await?;
+        }
+    }
     let agent_record = core.store.get_agent(&req.agent).await?;
     let cause = Cause::LeaseAsked {
         agent: req.agent.clone(),

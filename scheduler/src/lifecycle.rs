@@ -13,8 +13,13 @@
 //! the job moves from.
 //!
 //! This module never reads a clock, the store or the broker: its tests drive it through every
-//! (state, cause) pair in milliseconds. Multi-device jobs add their causes (a child allocated, its
-//! parent ended) here, and the shells that receive them stay as thin as these.
+//! (state, cause) pair in milliseconds.
+//!
+//! Multi-device jobs: a child (`allocate_data.allocate` and a `parent_job_id`) is listed on its
+//! parent when the scheduler records it ([`Cause::ChildSubmitted`]), reaches `allocated` when its
+//! agent says it holds the device ([`Cause::ChildAllocated`]), and is released — cancelled, its
+//! cleanup run — when its parent ends or is requeued ([`Effect::ReleaseChildren`], then
+//! [`Cause::ParentEnded`] on each child). A child holds its device only while its parent lives.
 
 use crate::config::SchedulerConfig;
 use crate::store::{AttemptRecord, JobRecord, JobUpdate, Lease, Precondition, Reservation};
@@ -139,6 +144,19 @@ pub enum Cause {
     /// A submission of this id was refused. A known job is never overwritten by it (a producer
     /// reusing an id cannot end someone's job); an unknown one is recorded by [`rejected`].
     Rejected,
+    /// (On a parent.) A multi-device child naming this job its parent was recorded.
+    ChildSubmitted {
+        child: Uuid,
+    },
+    /// (On a child.) Its agent ran the allocate phase and now holds the device for the parent.
+    ChildAllocated {
+        attempt: u32,
+        device_info: Option<serde_json::Value>,
+    },
+    /// (On a child.) Its parent ended, was requeued or does not exist: the device is released.
+    ParentEnded {
+        why: String,
+    },
 }
 
 /// What to do about a cause.
@@ -165,6 +183,9 @@ pub enum Effect {
         agent: AgentName,
         command: ControlCommand,
     },
+    /// Release every child listed on the job as it is after the change ([`Cause::ParentEnded`]
+    /// on each): the parent ended or was requeued.
+    ReleaseChildren { why: String },
 }
 
 /// The answer to a request.
@@ -221,6 +242,29 @@ pub fn active_states() -> Vec<JobState> {
 
 /// The one decision function: what `cause` does to `job` at `now`.
 pub fn decide(rules: &Rules, job: &JobRecord, cause: &Cause, now: Millis) -> Decision {
+    let mut decision = decide_one(rules, job, cause, now);
+    // Whatever ends a parent, sends it back to wait or cancels it releases its children first
+    // (a parent being cancelled needs them no more, and a Testflinger `multi` connector still
+    // waiting for them then stops waiting).
+    if let Some((_, update)) = &decision.change
+        && !job.children.is_empty()
+    {
+        let why = match update.state.map(|c| c.to()) {
+            Some(JobState::Waiting) => Some(format!("parent job {} was requeued", job.job_id)),
+            Some(to) if to.is_terminal() => Some(format!("parent job {} ended ({to})", job.job_id)),
+            _ if matches!(update.cancel_requested, Some(Some(_))) => {
+                Some(format!("parent job {} is being cancelled", job.job_id))
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
+            decision.effects.insert(0, Effect::ReleaseChildren { why });
+        }
+    }
+    decision
+}
+
+fn decide_one(rules: &Rules, job: &JobRecord, cause: &Cause, now: Millis) -> Decision {
     match cause {
         Cause::SubmissionSeen => submission_seen(job, now),
         Cause::RepublishDue => republish_due(job, now),
@@ -268,6 +312,9 @@ pub fn decide(rules: &Rules, job: &JobRecord, cause: &Cause, now: Millis) -> Dec
         Cause::DeadlinesChecked { attempt } => deadlines_checked(rules, job, *attempt, now),
         Cause::Unroutable { reason } => unroutable(job, reason, now),
         Cause::Rejected => Decision::nothing(),
+        Cause::ChildSubmitted { child } => child_submitted(job, *child, now),
+        Cause::ChildAllocated { attempt, device_info } => child_allocated(job, *attempt, device_info, now),
+        Cause::ParentEnded { why } => parent_ended(job, why, now),
     }
 }
 
@@ -867,13 +914,70 @@ fn overrun(rules: &Rules, job: &JobRecord, now: Millis) -> Option<Failure> {
 fn global_deadline(rules: &Rules, job: &JobRecord, started: Millis) -> Option<Millis> {
     let global = started.plus(job.definition.global_timeout());
     match job.state {
-        JobState::Reserve => None,
+        // An allocated child lives as long as its parent, whose own deadlines bound it.
+        JobState::Reserve | JobState::Allocated => None,
+        // Nor the cleanup after it, which may start long past the child's global timeout: the
+        // agent's cleanup limit bounds it.
+        JobState::Cleanup if job.definition.is_allocated_child() => None,
         JobState::Cleanup => {
             let reserved_until = job.reservation.as_ref().map(|r| r.until);
             let base = reserved_until.map_or(global, |until| until.max(global));
             Some(base.plus(rules.cleanup_allowance))
         }
         _ => Some(global),
+    }
+}
+
+/// Lists a child on its parent (once). A parent that no longer runs (ended, or waiting again)
+/// releases it at once: a child holds a device only for a live parent.
+fn child_submitted(job: &JobRecord, child: Uuid, now: Millis) -> Decision {
+    if job.children.contains(&child) {
+        return Decision::nothing();
+    }
+    let mut u = JobUpdate::at(now);
+    u.add_child = Some(child);
+    // Any state: the link is recorded even on an ended parent, for the API.
+    let decision = Decision::change(Precondition::default(), u);
+    if job.state.is_active() {
+        return decision;
+    }
+    let why = match job.state {
+        JobState::Waiting => format!("parent job {} is not running", job.job_id),
+        s => format!("parent job {} ended ({s})", job.job_id),
+    };
+    decision.then(Effect::ReleaseChildren { why })
+}
+
+/// The child's agent holds the device for the parent: `allocated`, with the device's info for
+/// the parent's test phase. Only from a state before `allocated` (phases move forward).
+fn child_allocated(
+    job: &JobRecord,
+    attempt: u32,
+    device_info: &Option<serde_json::Value>,
+    now: Millis,
+) -> Decision {
+    if job.attempt != attempt || !job.state.is_active() {
+        return Decision::nothing();
+    }
+    let Ok(mut u) = JobUpdate::at(now).moving(job.state, JobState::Allocated) else {
+        return Decision::nothing();
+    };
+    if let Some(info) = device_info {
+        u.device_info = Some(Some(info.clone()));
+    }
+    Decision::change(Precondition::observed(job), u)
+}
+
+/// A child whose parent is gone is released as a cancel is carried out (a waiting child ends
+/// at once; a running one's agent stops holding, runs cleanup and ends `cancelled`), with the
+/// parent's fate as the reason. No one waits for an answer.
+fn parent_ended(job: &JobRecord, why: &str, now: Millis) -> Decision {
+    if job.state.is_terminal() || job.cancel_requested.is_some() {
+        return Decision::nothing();
+    }
+    Decision {
+        reply: None,
+        ..cancel_asked(job, &format!("released: {why}"), now)
     }
 }
 
@@ -1029,12 +1133,21 @@ mod tests {
                 running(To(Waiting))),
             ("run abandoned", Cause::RunAbandoned { attempt: 1, agent: agent("dut-1"), reason: "shutting down".into() }, at(1),
                 running(To(Waiting))),
+            // An allocated child has no deadline of its own: its parent's bound it.
             ("deadlines checked (10 days on)", Cause::DeadlinesChecked { attempt: 1 }, at(10 * 86_400),
-                running(To(Failed))),
+                [No, To(Failed), To(Failed), To(Failed), To(Failed), To(Failed), To(Failed), No, To(Failed), To(Failed), No, No, No]),
             ("unroutable", Cause::Unroutable { reason: "no agent serves queue 'rpi4b'".into() }, at(1),
                 [To(Failed), No, No, No, No, No, No, No, No, No, No, No, No]),
             ("rejected", Cause::Rejected, at(1),
                 [No, No, No, No, No, No, No, No, No, No, No, No, No]),
+            // The link is recorded whatever the parent's state (a parent that no longer runs
+            // releases the child at once, see below).
+            ("child submitted", Cause::ChildSubmitted { child: Uuid::from_u128(8) }, at(1),
+                [Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd]),
+            ("child allocated", Cause::ChildAllocated { attempt: 1, device_info: Some(json!({"device_ip": "10.0.0.2"})) }, at(1),
+                [No, To(Allocated), To(Allocated), To(Allocated), To(Allocated), To(Allocated), To(Allocated), No, No, No, No, No, No]),
+            ("parent ended", Cause::ParentEnded { why: "parent job x ended (complete)".into() }, at(1),
+                [To(Cancelled), Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, No, No, No]),
         ]
     }
 
@@ -1139,6 +1252,10 @@ mod tests {
                 reason: "gone".into(),
             },
             Cause::DeadlinesChecked { attempt: 0 },
+            Cause::ChildAllocated {
+                attempt: 0,
+                device_info: None,
+            },
         ];
         for state in STATES.into_iter().filter(|s| s.is_active()) {
             for cause in &stale {
@@ -1713,5 +1830,155 @@ mod tests {
                 Decision::default()
             );
         }
+    }
+
+    fn child_of(parent: Uuid, state: JobState) -> JobRecord {
+        let mut job = job_in(state);
+        job.definition = definition(json!({
+            "parent_job_id": parent.to_string(),
+            "allocate_data": {"allocate": true},
+        }));
+        job
+    }
+
+    #[test]
+    fn a_parent_that_ends_or_is_requeued_releases_its_children_first() {
+        let child = Uuid::from_u128(8);
+        let with_children = |state| {
+            let mut job = job_in(state);
+            job.children.push(child);
+            job
+        };
+        let parent = with_children(Cleanup);
+        let (_, d) = finished(&parent, Outcome::Complete);
+        assert_eq!(
+            d.effects[0],
+            Effect::ReleaseChildren {
+                why: format!("parent job {} ended (complete)", parent.job_id)
+            }
+        );
+        let d = decide(
+            &rules(),
+            &with_children(Test),
+            &Cause::LeaseExpired { attempt: 1 },
+            at(31),
+        );
+        assert_eq!(
+            d.effects,
+            [
+                Effect::ReleaseChildren {
+                    why: format!("parent job {} was requeued", parent.job_id)
+                },
+                Effect::Announce {
+                    detail: Some("requeued: lease expired: agent dut-1 stopped renewing".into())
+                },
+                Effect::PublishAgain,
+            ],
+            "released before the job is published again"
+        );
+        let cancel = Cause::CancelAsked {
+            reason: "cancelled by alice".into(),
+        };
+        let d = decide(&rules(), &with_children(Waiting), &cancel, at(1));
+        assert!(matches!(d.effects[0], Effect::ReleaseChildren { .. }));
+        // A cancel releases them before the parent's cleanup; other changes keep them.
+        let d = decide(&rules(), &with_children(Test), &cancel, at(1));
+        assert_eq!(
+            d.effects[0],
+            Effect::ReleaseChildren {
+                why: format!("parent job {} is being cancelled", parent.job_id)
+            }
+        );
+        let start = Cause::PhaseStarted {
+            attempt: 1,
+            phase: Phase::Cleanup,
+        };
+        assert!(
+            decide(&rules(), &with_children(Test), &start, at(1))
+                .effects
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_child_is_listed_once_and_a_parent_that_no_longer_runs_releases_it_at_once() {
+        let child = Uuid::from_u128(8);
+        let submitted = Cause::ChildSubmitted { child };
+        let running = job_in(Provision);
+        let d = decide(&rules(), &running, &submitted, at(1));
+        let after = applied(&running, &d);
+        assert_eq!(after.children, [child]);
+        assert!(d.effects.is_empty());
+        assert_eq!(decide(&rules(), &after, &submitted, at(2)), Decision::default());
+
+        let ended = job_in(Cancelled);
+        let d = decide(&rules(), &ended, &submitted, at(1));
+        assert_eq!(applied(&ended, &d).children, [child], "linked, for the API");
+        assert_eq!(
+            d.effects,
+            [Effect::ReleaseChildren {
+                why: format!("parent job {} ended (cancelled)", ended.job_id)
+            }]
+        );
+        let d = decide(&rules(), &job_in(Waiting), &submitted, at(1));
+        assert!(matches!(d.effects[..], [Effect::ReleaseChildren { .. }]));
+    }
+
+    #[test]
+    fn an_allocated_child_holds_its_device_info_and_no_global_deadline() {
+        let parent = Uuid::from_u128(9);
+        let info = json!({"device_ip": "10.0.0.2"});
+        let job = child_of(parent, Allocate);
+        let d = decide(
+            &rules(),
+            &job,
+            &Cause::ChildAllocated {
+                attempt: 1,
+                device_info: Some(info.clone()),
+            },
+            at(3),
+        );
+        let after = applied(&job, &d);
+        assert_eq!((after.state, after.device_info), (Allocated, Some(info)));
+        // The parent's lifetime bounds it, not its own global timeout (4 h)…
+        assert_eq!(overrun_by(&child_of(parent, Allocated), at(10 * 86_400)), None);
+        assert_eq!(overrun_by(&child_of(parent, Cleanup), at(10 * 86_400)), None);
+        // …which still bounds the phases before.
+        assert_eq!(
+            overrun_by(&child_of(parent, Allocate), at(10 * 86_400)),
+            Some(FailureKind::GlobalTimeout)
+        );
+    }
+
+    #[test]
+    fn a_child_whose_parent_is_gone_is_released_as_a_cancel_with_the_reason() {
+        let parent = Uuid::from_u128(9);
+        let gone = Cause::ParentEnded {
+            why: format!("parent job {parent} ended (failed)"),
+        };
+        let reason = format!("released: parent job {parent} ended (failed)");
+        let held = child_of(parent, Allocated);
+        let d = decide(&rules(), &held, &gone, at(1));
+        assert_eq!(d.reply, None, "no one asked");
+        assert_eq!(applied(&held, &d).cancel_requested, Some(reason.clone()));
+        assert_eq!(
+            d.effects,
+            [Effect::Control {
+                agent: agent("dut-1"),
+                command: ControlCommand::Cancel {
+                    job_id: held.job_id,
+                    attempt: 1,
+                    reason: reason.clone()
+                }
+            }]
+        );
+        let waiting = child_of(parent, Waiting);
+        let d = decide(&rules(), &waiting, &gone, at(1));
+        assert_eq!(applied(&waiting, &d).state, Cancelled);
+        assert_eq!(d.effects, [Effect::Announce { detail: Some(reason) }]);
+
+        let mut releasing = child_of(parent, Cleanup);
+        releasing.cancel_requested = Some("cancelled by alice".into());
+        assert_eq!(decide(&rules(), &releasing, &gone, at(1)), Decision::default());
     }
 }

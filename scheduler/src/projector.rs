@@ -125,6 +125,18 @@ pub async fn project_event(core: &Core, ev: &JobEvent, waits: &FinishWaits) -> S
             agent: agent.clone(),
             reason: reason.clone(),
         },
+        JobEventKind::Allocated { device_info } => {
+            let cause = Cause::ChildAllocated {
+                attempt,
+                device_info: device_info.clone(),
+            };
+            let applied = core.settle_from(job, &cause, now).await?;
+            if let Some(child) = applied.job.filter(|_| applied.changed) {
+                info!(job_id = %child.job_id, %agent, "child allocated");
+                release_if_orphan(core, &child, now).await?;
+            }
+            return Ok(Disposition::Ack);
+        }
         JobEventKind::StateChanged { .. } => return Ok(Disposition::Ack),
     };
     let applied = core.settle_from(job, &cause, now).await?;
@@ -134,6 +146,35 @@ pub async fn project_event(core: &Core, ev: &JobEvent, waits: &FinishWaits) -> S
         info!(job_id = %job.job_id, %agent, %reason, state = %job.state, "the agent gave the run up");
     }
     Ok(Disposition::Ack)
+}
+
+/// Releases a child whose parent does not run (any more): it ended, waits again, or does not
+/// exist. The parent releases its children when it ends; this catches a child that reached a
+/// state the parent's release did not see, and the reaper calls it for every running child.
+pub async fn release_if_orphan(core: &Core, child: &JobRecord, now: Millis) -> StoreResult<()> {
+    let Some(parent_id) = child
+        .definition
+        .is_allocated_child()
+        .then(|| child.definition.parent_job_id())
+        .flatten()
+    else {
+        return Ok(());
+    };
+    let why = match core.store.get_job(parent_id).await? {
+        None => format!("parent job {parent_id} does not exist"),
+        Some(p) if p.state.is_active() => return Ok(()),
+        Some(p) if p.state == broker_schema::JobState::Waiting => {
+            format!("parent job {parent_id} was requeued")
+        }
+        Some(p) => format!("parent job {parent_id} ended ({})", p.state),
+    };
+    let applied = core
+        .settle(child.job_id, &Cause::ParentEnded { why: why.clone() }, now)
+        .await?;
+    if applied.changed {
+        info!(job_id = %child.job_id, parent = %parent_id, %why, "orphaned child released");
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

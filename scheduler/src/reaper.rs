@@ -4,6 +4,8 @@
 //! every action is an atomic update whose precondition re-checks what the reaper saw (same
 //! attempt, lease still expired), so several schedulers may reap at once and a renewal racing
 //! the reaper either wins (the lease is valid again) or loses (the agent is told it lost it).
+//! It also releases running multi-device children whose parent no longer runs
+//! ([`crate::projector::release_if_orphan`]): no device is held for a dead parent.
 
 use crate::core::{Applied, Core};
 use crate::lifecycle::{Cause, active_states};
@@ -67,6 +69,11 @@ pub async fn reap_once(core: &Core) -> StoreResult<ReapReport> {
         })
         .await?;
     for job in running {
+        // A running child whose parent no longer runs (its release was lost in a crash, or
+        // raced the child's own progress) is released here, within a pass.
+        if job.cancel_requested.is_none() {
+            crate::projector::release_if_orphan(core, &job, now).await?;
+        }
         let cause = Cause::DeadlinesChecked { attempt: job.attempt };
         report.count(&core.settle_from(job, &cause, now).await?);
     }

@@ -65,9 +65,29 @@ pub async fn record(core: &Core, msg: &Received<'_>) -> StoreResult<Disposition>
             }
         },
     };
+    let parent = stored
+        .definition
+        .is_allocated_child()
+        .then(|| stored.definition.parent_job_id())
+        .flatten();
     core.apply_from(stored, &Cause::SubmissionSeen, Millis::now())
         .await?;
+    if let Some(parent) = parent {
+        link_child(core, parent, job_id).await?;
+    }
     Ok(Disposition::Ack)
+}
+
+/// Lists a multi-device child on its parent, which releases it when it ends (at once if it no
+/// longer runs); a child of an unknown job is released at once.
+async fn link_child(core: &Core, parent: Uuid, child: Uuid) -> StoreResult<()> {
+    let now = Millis::now();
+    let applied = core.settle(parent, &Cause::ChildSubmitted { child }, now).await?;
+    if applied.job.is_none() {
+        let why = format!("parent job {parent} does not exist");
+        core.settle(child, &Cause::ParentEnded { why }, now).await?;
+    }
+    Ok(())
 }
 
 /// Records a submission as a waiting job of `submitter` (unless its id is taken), routes its

@@ -93,6 +93,12 @@ pub struct JobInfo {
     /// 0-based place among the waiting jobs of its queue; only while waiting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<u64>,
+    /// A multi-device child's parent job (its `parent_job_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_job_id: Option<Uuid>,
+    /// A multi-device parent's children, in the order they were submitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Uuid>,
 }
 
 impl JobInfo {

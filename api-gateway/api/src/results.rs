@@ -24,6 +24,12 @@ pub struct Results {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub device_info: Option<Value>,
+    /// **[ext]** A multi-device child's parent job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_job_id: Option<String>,
+    /// **[ext]** A multi-device parent's children, in the order they were submitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
     /// `<phase>_status` (exit codes), `<phase>_output` and `<phase>_serial` (text).
     #[serde(flatten)]
     pub phases: BTreeMap<String, Value>,

@@ -70,6 +70,13 @@ pub enum JobEventKind {
     DeviceInfo {
         info: serde_json::Value,
     },
+    /// A multi-device child finished its allocate phase and now holds its device for its parent
+    /// (`parent_job_id`) until it is cancelled or its parent ends; `device_info` is what the
+    /// parent's test phase needs to reach the device.
+    Allocated {
+        #[serde(default)]
+        device_info: Option<serde_json::Value>,
+    },
     /// The device is held for a person until `until`.
     ReservationStarted {
         until: Millis,

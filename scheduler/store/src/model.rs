@@ -56,6 +56,10 @@ pub struct JobRecord {
     pub reservation: Option<Reservation>,
     #[serde(default)]
     pub last_output_at: Option<Millis>,
+    /// Multi-device children that named this job their parent, in the order the scheduler saw
+    /// them: they are released when this job ends or is requeued.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Uuid>,
 }
 
 impl JobRecord {
@@ -89,6 +93,7 @@ impl JobRecord {
             cancel_requested: None,
             reservation: None,
             last_output_at: None,
+            children: Vec::new(),
         }
     }
 }

@@ -666,6 +666,9 @@ struct JobDoc {
     reservation: Option<Reservation>,
     #[serde(default)]
     last_output_at: Option<Millis>,
+    /// Multi-device children, as job ids.
+    #[serde(default)]
+    children: Vec<String>,
 }
 
 fn job_to_doc(job: &JobRecord) -> StoreResult<Document> {
@@ -695,6 +698,7 @@ fn job_to_doc(job: &JobRecord) -> StoreResult<Document> {
         cancel_requested: job.cancel_requested.clone(),
         reservation: job.reservation.clone(),
         last_output_at: job.last_output_at,
+        children: job.children.iter().map(Uuid::to_string).collect(),
     };
     bson::to_document(&shaped).map_err(|e| StoreError::Other(format!("job {}: encode: {e}", job.job_id)))
 }
@@ -735,6 +739,12 @@ fn job_from_doc(doc: Document) -> StoreResult<JobRecord> {
         cancel_requested: d.cancel_requested,
         reservation: d.reservation,
         last_output_at: d.last_output_at,
+        children: d
+            .children
+            .iter()
+            .map(|c| Uuid::parse_str(c))
+            .collect::<Result<_, _>>()
+            .map_err(|e| corrupt("children", &e))?,
     })
 }
 
@@ -911,6 +921,18 @@ fn job_update(u: &JobUpdate) -> StoreResult<Modification> {
                 "attempts",
                 doc! { "$concatArrays": [ { "$ifNull": ["$attempts", []] }, [ { "$literal": pushed } ] ] },
             );
+            if let Some(child) = u.add_child {
+                let child = child.to_string();
+                let children = doc! { "$ifNull": ["$children", []] };
+                first.insert(
+                    "children",
+                    doc! { "$cond": [
+                        { "$in": [ { "$literal": &child }, children.clone() ] },
+                        children.clone(),
+                        { "$concatArrays": [ children, [ { "$literal": &child } ] ] },
+                    ] },
+                );
+            }
             let close = doc! {
                 "$map": {
                     "input": "$attempts",
@@ -940,6 +962,9 @@ fn job_update(u: &JobUpdate) -> StoreResult<Modification> {
             let mut update = doc! { "$set": set };
             if let Some(pushed) = pushed {
                 update.insert("$push", doc! { "attempts": pushed });
+            }
+            if let Some(child) = u.add_child {
+                update.insert("$addToSet", doc! { "children": child.to_string() });
             }
             Ok(Modification::Operators {
                 update,

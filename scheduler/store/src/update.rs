@@ -7,6 +7,7 @@
 
 use super::model::{AttemptRecord, JobRecord, Lease, Reservation};
 use broker_schema::{AgentName, Failure, IllegalTransition, JobState, Millis, Phase};
+use uuid::Uuid;
 
 /// What must be true of the job for an update to apply. Every `Some` field must hold.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -134,6 +135,8 @@ pub struct JobUpdate {
     pub push_attempt: Option<AttemptRecord>,
     /// Closes attempt `n` (1-based): sets its `ended_at` and `outcome`.
     pub close_attempt: Option<(u32, Millis, String)>,
+    /// Adds a multi-device child to `children`, unless it is there already.
+    pub add_child: Option<Uuid>,
 }
 
 impl JobUpdate {
@@ -156,6 +159,7 @@ impl JobUpdate {
             last_output_at: None,
             push_attempt: None,
             close_attempt: None,
+            add_child: None,
         }
     }
 
@@ -217,6 +221,11 @@ impl JobUpdate {
         {
             a.ended_at = Some(*ended);
             a.outcome = Some(outcome.clone());
+        }
+        if let Some(child) = self.add_child
+            && !job.children.contains(&child)
+        {
+            job.children.push(child);
         }
     }
 }

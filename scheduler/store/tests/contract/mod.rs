@@ -64,6 +64,7 @@ macro_rules! store_contract_tests {
             update_of_an_unknown_job_is_none_and_creates_nothing,
             update_agrees_with_the_reference_semantics,
             update_sets_every_field_and_returns_the_stored_record,
+            a_child_is_listed_once_in_the_order_added,
             update_clears_optional_fields_with_some_none,
             update_leaves_unnamed_fields_alone,
             clear_phase_status_then_set_in_one_update,
@@ -681,6 +682,26 @@ pub async fn update_agrees_with_the_reference_semantics(db: &Fresh) {
     }
 }
 
+pub async fn a_child_is_listed_once_in_the_order_added(db: &Fresh) {
+    let job = waiting("rpi4b", 0, &[], t(0));
+    insert(db, &job).await;
+    let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    for (n, child) in [a, b, a].into_iter().enumerate() {
+        let update = JobUpdate {
+            add_child: Some(child),
+            ..JobUpdate::at(t(10 + n as i64))
+        };
+        let returned = db
+            .store
+            .update_job(job.job_id, &Precondition::default(), &update)
+            .await
+            .expect("update")
+            .expect("applied");
+        assert_eq!(returned, stored(db, job.job_id).await);
+    }
+    assert_eq!(stored(db, job.job_id).await.children, [a, b]);
+}
+
 pub async fn update_sets_every_field_and_returns_the_stored_record(db: &Fresh) {
     let mut job = waiting("rpi4b", 0, &[], t(0));
     job.awaiting_attachments = true;
@@ -715,6 +736,7 @@ pub async fn update_sets_every_field_and_returns_the_stored_record(db: &Fresh) {
         last_output_at: Some(t(95)),
         push_attempt: Some(attempt(3, "dut-3", t(10))),
         close_attempt: Some((3, t(90), "complete".into())),
+        add_child: Some(Uuid::from_u128(42)),
     };
     let mut expected = job.clone();
     update.apply(&mut expected);
