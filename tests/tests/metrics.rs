@@ -707,3 +707,42 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
         .map(|dir| std::path::Path::new(dir).join(program))
         .find(|p| p.is_file())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_jobs_gauge_is_computed_from_a_mongodb_store_too() {
+    let q = "mmongo";
+    let port = free_port();
+    let lab = Lab::builder()
+        .name(q)
+        .store(flinger_tests::StoreKind::Mongo)
+        .scheduler_arg("--metrics-listen", &port.to_string())
+        .scheduler_arg("--metrics-refresh-secs", "0.2")
+        .agent(AgentSpec::fake("mmongo-1", &[q]))
+        .start()
+        .await;
+    let http = lab.http.clone();
+    // One job holds the only agent; the next one waits behind it.
+    let busy = lab
+        .submit(&json!({"job_queue": q, "test_data": {"test_cmds": "x", "fake": {"hang": true}}}))
+        .await;
+    lab.wait_state(busy, &["test"], DONE).await;
+    let waiting = lab.submit(&json!({"job_queue": q})).await;
+    scrape_until(&http, port, "one job running and one waiting", |s| {
+        s.sum("flinger_scheduler_jobs", &[("queue", q), ("state", "test")]) == 1.0
+            && s.sum("flinger_scheduler_jobs", &[("queue", q), ("state", "waiting")]) == 1.0
+    })
+    .await;
+    assert_eq!(lab.cancel(busy).await, 200);
+    lab.wait_done(waiting, DONE).await;
+    let s = scrape_until(&http, port, "no job left in the gauge", |s| {
+        s.sum("flinger_scheduler_jobs", &[("queue", q)]) == 0.0
+    })
+    .await;
+    assert_eq!(
+        s.sum("flinger_scheduler_agents", &[("state", "waiting")]),
+        1.0,
+        "{}",
+        s.text
+    );
+    lab.stop().await;
+}
