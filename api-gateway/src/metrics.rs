@@ -85,7 +85,8 @@ pub fn job_submitted(queue: &str, reservation: bool) {
 }
 
 /// Counts one open live stream of `kind` (a long poll, an output follower, a page's event
-/// stream) until the returned guard is dropped.
+/// stream) until the returned guard is dropped. A streamed body (SSE) outlives its handler:
+/// move the guard into the stream, so that it drops when the client goes away.
 pub fn stream_opened(kind: &'static str) -> StreamGuard {
     gauge!("flinger_gateway_live_streams", "kind" => kind).increment(1.0);
     StreamGuard { kind }
