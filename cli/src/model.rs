@@ -162,10 +162,6 @@ impl LogBatch {
             .max()
             .map_or(asked, |n| n.max(asked))
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.pieces.iter().all(|p| p.text.is_empty())
-    }
 }
 
 #[cfg(test)]
@@ -208,7 +204,7 @@ mod tests {
     fn an_empty_batch_keeps_the_fragment_asked_for() {
         let answer = json!({"output": {"test": {"last_fragment_number": -1, "log_data": ""}}});
         let batch = LogBatch::parse(&log_answer(answer), LogStream::Output).unwrap();
-        assert!(batch.is_empty());
+        assert!(batch.pieces.is_empty());
         assert_eq!(batch.next_fragment(4), 4);
     }
 

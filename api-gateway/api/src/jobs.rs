@@ -157,10 +157,14 @@ pub struct Estimate {
     /// Finished jobs of the queue the median is taken over.
     pub recent_runs: u64,
     pub median_run_seconds: Option<u64>,
-    /// `None` when nothing is known to estimate from (no agent, no finished run).
+    /// `None` when there is no honest figure; `unknown` says why.
     pub eta_seconds: Option<u64>,
     pub eta: Option<String>,
-    /// How the estimate was made, in words.
+    /// Why there is no ETA: `no_agent`, `no_history` or `overrun` (the running jobs have run
+    /// longer than any recent job of their queue). See [`crate::eta`].
+    #[serde(default)]
+    pub unknown: Option<String>,
+    /// How the estimate was made, or why there is none, in words.
     pub basis: String,
 }
 

@@ -9,11 +9,13 @@
 //! for states and kinds (a state this version does not know is still shown), defaults for
 //! fields an older server did not send.
 //!
-//! This crate knows nothing about HTTP servers, AMQP or the store: it is plain data.
+//! This crate knows nothing about HTTP servers, AMQP or the store: it is plain data, plus
+//! [`eta`], the queue estimator every ETA comes from (a pure function over plain inputs).
 
 pub mod agents;
 pub mod auth;
 pub mod errors;
+pub mod eta;
 pub mod jobs;
 pub mod results;
 

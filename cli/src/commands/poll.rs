@@ -5,6 +5,12 @@
 //! job ended; that last log read comes after the end was seen, so no output is left behind (the
 //! scheduler stores a run's output before it records the run's end).
 //!
+//! A phase's output is shown before the next phase's state line: the log is read before a new
+//! state is announced (without waiting, as the line is due), and the lines and the output are
+//! then printed in phase order — "Job in cleanup" after the test phase's last line. Output of a
+//! phase the record has not reached yet (the scheduler stores output and states from two
+//! queues) is announced by its phase's line first, which the record then does not repeat.
+//!
 //! The log read is a long poll (`wait`): the server answers as soon as there is new output, so
 //! output shows up live, or after a couple of seconds of silence, which paces the loop. A server
 //! without long polls answers at once; ticks are then spaced 0.5 s while something happens,
@@ -22,10 +28,11 @@ use crate::args::PollArgs;
 use crate::client::{Client, ClientError, LogQuery};
 use crate::commands::Ctx;
 use crate::exit::{CliError, Exit, Outcome};
-use crate::model::{JobId, JobInfo, LogBatch, LogStream};
+use crate::model::{JobId, JobInfo, LogBatch, LogStream, PhaseText};
 use crate::output::{Ui, human_duration};
+use broker_schema::JobState;
 use broker_schema::Phase;
-use flinger_api::{LogAnswer, Reservation};
+use flinger_api::{Estimate, LogAnswer, Reservation};
 use serde_json::json;
 use std::io::{BufRead, IsTerminal};
 use std::time::{Duration, Instant};
@@ -220,8 +227,10 @@ struct Follower {
     last: Option<JobInfo>,
     /// Whether the server takes `wait` (long polls); unknown servers are assumed to.
     long_poll: bool,
-    /// The last ETA asked for, and when.
-    eta: Option<(Instant, Option<u64>)>,
+    /// The last ETA asked for, and when (`None`: the server gives none).
+    eta: Option<(Instant, Option<Estimate>)>,
+    /// The state whose line was printed last (from the record, or from a later phase's output).
+    shown: Option<String>,
     /// While the server is unreachable: since when.
     outage: Option<Instant>,
 }
@@ -236,6 +245,7 @@ impl Follower {
             last: None,
             long_poll: true,
             eta: None,
+            shown: None,
             outage: None,
         }
     }
@@ -288,14 +298,20 @@ impl Follower {
     async fn tick(&mut self, ctx: &Ctx<'_>) -> Result<Tick, CliError> {
         let info = ctx.client.info(self.id).await?;
         ctx.remember(&info);
-        let mut moved = self.report_changes(ctx, &info).await?;
-        // A job that was never leased has no output yet.
-        if info.attempt > 0 {
-            let batch = self.read_log(&ctx.client, !info.is_terminal()).await?;
-            print_batch(ctx.ui, &batch, self.follow.stream)?;
+        let mut moved = self.new_attempt(ctx.ui, &info)?;
+        // A job that was never leased has no output yet. The output is read before a new
+        // state's line is printed; without a long poll then, as the line is due now.
+        let batch = if info.attempt > 0 {
+            let wait = !info.is_terminal() && !self.state_due(&info);
+            let batch = self.read_log(&ctx.client, wait).await?;
             self.next_fragment = batch.next_fragment(self.next_fragment);
-            moved |= !batch.is_empty();
-        }
+            batch
+        } else {
+            LogBatch::default()
+        };
+        moved |= self.show(ctx.ui, &info, &batch)?;
+        moved |= self.report_position(ctx, &info).await?;
+        self.update_bar(ctx.ui, &info);
         let outcome = Outcome::of(&info);
         let reserved = match (self.until, &outcome) {
             (Until::Reserved, None) if info.state == "reserve" => ctx.client.reservation(self.id).await?,
@@ -370,67 +386,102 @@ impl Follower {
         parse_batch(&answer, self.follow.stream)
     }
 
-    /// Status lines (or JSON events) for what changed since the last record, and the live
-    /// status line; whether anything changed.
-    async fn report_changes(&mut self, ctx: &Ctx<'_>, info: &JobInfo) -> Result<bool, CliError> {
+    /// A new attempt (the previous agent was lost and the job requeued): output is numbered
+    /// per attempt, so it starts again from fragment 0. Whether there was one.
+    fn new_attempt(&mut self, ui: &Ui, info: &JobInfo) -> Result<bool, CliError> {
+        let Some(p) = self.last.as_ref() else {
+            return Ok(false);
+        };
+        if p.attempt == 0 || info.attempt == p.attempt {
+            return Ok(false);
+        }
+        self.next_fragment = 0;
+        self.shown = None;
+        let agent = info.agent.as_deref().unwrap_or("an agent");
+        if ui.is_json() {
+            ui.event(&json!({"event": "attempt", "attempt": info.attempt, "agent": info.agent}))?;
+        } else {
+            ui.status(&format!(
+                "Attempt {} of the job (on {agent}); its output follows from the start.",
+                info.attempt
+            ));
+        }
+        Ok(true)
+    }
+
+    fn state_due(&self, info: &JobInfo) -> bool {
+        due(self.shown.as_deref(), &info.state, info.is_terminal())
+    }
+
+    /// The new output and the state lines, in the order things happened. Whether anything was
+    /// shown.
+    fn show(&mut self, ui: &Ui, info: &JobInfo, batch: &LogBatch) -> Result<bool, CliError> {
+        let steps = order(
+            self.shown.as_deref(),
+            &info.state,
+            info.is_terminal(),
+            &batch.pieces,
+        );
+        let moved = !steps.is_empty();
+        for step in steps {
+            match step {
+                Step::Announce(state) => self.announce(ui, &state, info)?,
+                Step::Output(i) => print_piece(ui, &batch.pieces[i], self.follow.stream)?,
+            }
+        }
+        Ok(moved)
+    }
+
+    /// The line (or JSON event) of a non-final state the job is in.
+    fn announce(&mut self, ui: &Ui, state: &str, info: &JobInfo) -> Result<(), CliError> {
+        self.shown = Some(state.to_owned());
+        ui.restart_bar_clock();
+        if ui.is_json() {
+            let job_state = JobState::parse(state).map_or(state, |s| s.testflinger_name());
+            let event =
+                json!({"event": "state", "state": state, "job_state": job_state, "agent": info.agent});
+            ui.event(&event)?;
+        } else {
+            ui.status(&describe(state, info.agent.as_deref(), &info.queue));
+        }
+        Ok(())
+    }
+
+    /// A waiting job's place and ETA, when its place changed; whether it did.
+    async fn report_position(&mut self, ctx: &Ctx<'_>, info: &JobInfo) -> Result<bool, CliError> {
         let ui = ctx.ui;
         let prev = self.last.as_ref();
-        let mut moved = false;
-        // Output is numbered per attempt: a new attempt (the previous agent was lost and the job
-        // requeued) starts again from fragment 0.
-        if let Some(p) = prev
-            && p.attempt > 0
-            && info.attempt != p.attempt
-        {
-            self.next_fragment = 0;
-            moved = true;
-            let agent = info.agent.as_deref().unwrap_or("an agent");
-            if ui.is_json() {
-                ui.event(&json!({"event": "attempt", "attempt": info.attempt, "agent": info.agent}))?;
-            } else {
-                ui.status(&format!(
-                    "Attempt {} of the job (on {agent}); its output follows from the start.",
-                    info.attempt
-                ));
-            }
-        }
-        let state_changed = prev.is_none_or(|p| p.state != info.state);
-        if state_changed && !info.is_terminal() {
-            moved = true;
-            ui.restart_bar_clock();
-            if ui.is_json() {
-                let event = json!({"event": "state", "state": info.state, "job_state": info.job_state, "agent": info.agent});
-                ui.event(&event)?;
-            } else {
-                ui.status(&describe_state(info));
-            }
-        }
-        let position_changed = info.position.is_some() && prev.is_none_or(|p| p.position != info.position);
-        if let Some(position) = info.position {
-            // The ETA, when the position changes and now and then while it does not.
-            let stale = self.eta.is_none_or(|(at, _)| at.elapsed() >= ETA_EVERY);
-            if position_changed || (stale && ui.is_interactive()) {
-                let eta = ctx.client.estimate(self.id).await.and_then(|e| e.eta_seconds);
-                self.eta = Some((Instant::now(), eta));
-            }
-            if position_changed {
-                moved = true;
-                let eta = self.eta.and_then(|(_, e)| e);
-                if ui.is_json() {
-                    ui.event(&json!({"event": "position", "position": position, "queue": info.queue, "eta_seconds": eta}))?;
-                } else {
-                    let mut line = describe_position(&info.queue, position);
-                    if let Some(secs) = eta {
-                        line = format!("{} Estimated start in {}.", line, human_duration(secs));
-                    }
-                    ui.status(&line);
-                }
-            }
-        } else {
+        let Some(position) = info.position else {
             self.eta = None;
+            return Ok(false);
+        };
+        let position_changed = prev.is_none_or(|p| p.position != info.position);
+        // The ETA, when the position changes and now and then while it does not.
+        let stale = self.eta.as_ref().is_none_or(|(at, _)| at.elapsed() >= ETA_EVERY);
+        if position_changed || (stale && ui.is_interactive()) {
+            let estimate = ctx.client.estimate(self.id).await;
+            self.eta = Some((Instant::now(), estimate));
         }
-        self.update_bar(ui, info);
-        Ok(moved)
+        if !position_changed {
+            return Ok(false);
+        }
+        let estimate = self.eta.as_ref().and_then(|(_, e)| e.as_ref());
+        if ui.is_json() {
+            ui.event(&json!({
+                "event": "position",
+                "position": position,
+                "queue": info.queue,
+                "eta_seconds": estimate.and_then(|e| e.eta_seconds),
+                "eta_unknown": estimate.and_then(|e| e.unknown.clone()),
+            }))?;
+        } else {
+            let mut line = describe_position(&info.queue, position);
+            if let Some(e) = estimate {
+                line = format!("{line} {}", describe_eta(e));
+            }
+            ui.status(&line);
+        }
+        Ok(true)
     }
 
     fn update_bar(&self, ui: &Ui, info: &JobInfo) {
@@ -448,8 +499,13 @@ impl Follower {
                 0 => "next in line".to_owned(),
                 n => format!("{n} ahead"),
             });
-            if let Some((_, Some(eta))) = self.eta {
-                parts.push(format!("ETA {}", human_duration(eta)));
+            match self.eta.as_ref().and_then(|(_, e)| e.as_ref()) {
+                Some(Estimate {
+                    eta_seconds: Some(eta),
+                    ..
+                }) => parts.push(format!("ETA {}", human_duration(*eta))),
+                Some(_) => parts.push("ETA unknown".to_owned()),
+                None => {}
             }
         }
         if info.attempt > 1 {
@@ -470,25 +526,93 @@ fn parse_batch(answer: &LogAnswer, stream: LogStream) -> Result<LogBatch, CliErr
 
 fn print_batch(ui: &Ui, batch: &LogBatch, stream: LogStream) -> Result<(), CliError> {
     for piece in batch.pieces.iter().filter(|p| !p.text.is_empty()) {
-        if ui.is_json() {
-            ui.event(&json!({
-                "event": "output",
-                "stream": stream.as_str(),
-                "phase": piece.phase,
-                "last_fragment_number": piece.last_fragment_number,
-                "data": piece.text,
-            }))?;
-        } else {
-            ui.raw(&piece.text)?;
-        }
+        print_piece(ui, piece, stream)?;
     }
     Ok(())
 }
 
+fn print_piece(ui: &Ui, piece: &PhaseText, stream: LogStream) -> Result<(), CliError> {
+    if ui.is_json() {
+        ui.event(&json!({
+            "event": "output",
+            "stream": stream.as_str(),
+            "phase": piece.phase,
+            "last_fragment_number": piece.last_fragment_number,
+            "data": piece.text,
+        }))?;
+    } else {
+        ui.raw(&piece.text)?;
+    }
+    Ok(())
+}
+
+/// One thing to show, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Step {
+    /// A state's line.
+    Announce(String),
+    /// The piece of output at this index of the batch.
+    Output(usize),
+}
+
+/// Whether the record's `state` still has to be announced after `shown`. Phases only move
+/// forward; the one move back is a requeue, to `waiting`. A record behind the output already
+/// shown is not news.
+fn due(shown: Option<&str>, state: &str, terminal: bool) -> bool {
+    if terminal {
+        return false;
+    }
+    let Some(shown) = shown else {
+        return true;
+    };
+    match (rank(state), rank(shown)) {
+        _ if state == shown => false,
+        (Some(new), Some(old)) => new > old || state == JobState::Waiting.as_str(),
+        _ => true,
+    }
+}
+
+/// The state lines and the new output (`pieces`, in phase order) in the order things happened:
+/// each phase's output after its own state line and before the next phase's — the record's
+/// `state` comes before its own phase's output, after the earlier phases' — and a phase the
+/// record has not reached yet is announced by its output.
+fn order(shown: Option<&str>, state: &str, terminal: bool, pieces: &[PhaseText]) -> Vec<Step> {
+    let mut shown = shown.map(str::to_owned);
+    let mut steps = vec![];
+    for (i, piece) in pieces.iter().enumerate().filter(|(_, p)| !p.text.is_empty()) {
+        let phase = rank(&piece.phase);
+        if phase.is_some() && phase >= rank(state) && due(shown.as_deref(), state, terminal) {
+            steps.push(Step::Announce(state.to_owned()));
+            shown = Some(state.to_owned());
+        }
+        let later = match (phase, shown.as_deref().map(rank)) {
+            (Some(p), Some(Some(s))) => p > s,
+            (Some(_), _) => true,
+            (None, _) => false,
+        };
+        if later {
+            steps.push(Step::Announce(piece.phase.clone()));
+            shown = Some(piece.phase.clone());
+        }
+        steps.push(Step::Output(i));
+    }
+    if due(shown.as_deref(), state, terminal) {
+        steps.push(Step::Announce(state.to_owned()));
+    }
+    steps
+}
+
+/// Where a state comes in a job's life (phases only move forward); `None` for a state this
+/// version does not know.
+fn rank(state: &str) -> Option<usize> {
+    let s = JobState::parse(state)?;
+    JobState::ALL.iter().position(|a| *a == s)
+}
+
 /// A status line for a job's (non-final) state.
-pub fn describe_state(info: &JobInfo) -> String {
-    match (info.state.as_str(), info.agent.as_deref()) {
-        ("waiting", _) => format!("Job waiting for an agent on queue {}.", info.queue),
+fn describe(state: &str, agent: Option<&str>, queue: &str) -> String {
+    match (state, agent) {
+        ("waiting", _) => format!("Job waiting for an agent on queue {queue}."),
         ("leased", Some(agent)) => format!("Job taken by agent {agent}."),
         (state, Some(agent)) => format!("Job in {state} on agent {agent}."),
         (state, None) => format!("Job in {state}."),
@@ -504,6 +628,14 @@ pub fn describe_position(queue: &str, position: u64) -> String {
     }
 }
 
+/// A waiting job's ETA in words: a figure, or why there is none.
+pub fn describe_eta(e: &Estimate) -> String {
+    match e.eta_seconds {
+        Some(secs) => format!("Estimated start in {}.", human_duration(secs)),
+        None => format!("Estimated start unknown: {}.", e.basis.trim_end_matches('.')),
+    }
+}
+
 /// A followed job's result, for commands that follow after doing something else.
 pub async fn follow_to_end(ctx: &Ctx<'_>, id: JobId, follow: &Follow) -> Result<Exit, CliError> {
     Ok(self::follow(ctx, id, follow, Until::Ended).await?.exit())
@@ -513,20 +645,68 @@ pub async fn follow_to_end(ctx: &Ctx<'_>, id: JobId, follow: &Follow) -> Result<
 mod tests {
     use super::*;
 
-    fn info(mut v: serde_json::Value) -> JobInfo {
-        v["job_id"] = serde_json::json!("3f2504e0-4f89-41d3-9a0c-0305e82c3301");
-        JobInfo::parse(v).unwrap()
+    fn pieces(phases: &[&str]) -> Vec<PhaseText> {
+        phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PhaseText {
+                phase: (*p).to_owned(),
+                last_fragment_number: i as i64,
+                text: format!("{p} output\n"),
+            })
+            .collect()
+    }
+
+    fn line(s: &str) -> Step {
+        Step::Announce(s.to_owned())
+    }
+
+    #[test]
+    fn a_phase_output_comes_before_the_next_phase_line() {
+        // The test phase's last line and the move to cleanup are seen in the same tick.
+        let steps = order(Some("test"), "cleanup", false, &pieces(&["test"]));
+        assert_eq!(steps, vec![Step::Output(0), line("cleanup")]);
+        let steps = order(Some("test"), "cleanup", false, &pieces(&["test", "cleanup"]));
+        assert_eq!(steps, vec![Step::Output(0), line("cleanup"), Step::Output(1)]);
+    }
+
+    #[test]
+    fn a_new_state_comes_before_its_own_output() {
+        let steps = order(Some("waiting"), "setup", false, &pieces(&["setup"]));
+        assert_eq!(steps, vec![line("setup"), Step::Output(0)]);
+        assert_eq!(order(None, "leased", false, &[]), vec![line("leased")]);
+    }
+
+    #[test]
+    fn output_ahead_of_the_record_announces_its_phase_once() {
+        // Output and states are stored from two queues: provision output may be stored before
+        // the record says provision.
+        let steps = order(Some("setup"), "setup", false, &pieces(&["setup", "provision"]));
+        assert_eq!(steps, vec![Step::Output(0), line("provision"), Step::Output(1)]);
+        assert!(
+            !due(Some("provision"), "setup", false),
+            "the record catching up is not news"
+        );
+        assert!(!due(Some("provision"), "provision", false));
+    }
+
+    #[test]
+    fn a_requeue_is_announced_and_an_end_is_left_to_the_outcome() {
+        assert!(due(Some("test"), "waiting", false));
+        let steps = order(Some("test"), "complete", true, &pieces(&["test", "cleanup"]));
+        assert_eq!(steps, vec![Step::Output(0), line("cleanup"), Step::Output(1)]);
     }
 
     #[test]
     fn states_are_described_with_their_agent() {
         assert_eq!(
-            describe_state(&info(json!({"state": "waiting", "queue": "rpi4b"}))),
+            describe("waiting", None, "rpi4b"),
             "Job waiting for an agent on queue rpi4b."
         );
-        let running =
-            info(json!({"state": "provision", "queue": "q", "lease": {"agent": "dev-3", "until": "x"}}));
-        assert_eq!(describe_state(&running), "Job in provision on agent dev-3.");
+        assert_eq!(
+            describe("provision", Some("dev-3"), "q"),
+            "Job in provision on agent dev-3."
+        );
     }
 
     #[test]
