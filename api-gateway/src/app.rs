@@ -69,7 +69,11 @@ impl App {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let secrets_key = match config.auth.secrets_key.as_deref() {
             Some(p) => Some(Arc::new(
-                SecretsKey::from_passphrase(p).map_err(StartError::SecretsKey)?,
+                SecretsKey::from_passphrase(p)
+                    .and_then(|k| {
+                        k.with_previous(config.auth.previous_secrets_keys.iter().map(String::as_str))
+                    })
+                    .map_err(StartError::SecretsKey)?,
             )),
             None => {
                 warn!("no secrets key (FLINGER_SECRETS_KEY): clients' secrets are stored unsealed");
@@ -127,6 +131,7 @@ impl App {
                 Limits {
                     max_attachment_bytes: config.max_attachment_bytes,
                     max_artifact_bytes: config.max_artifact_bytes,
+                    secret_lifetime: config.auth.secret_lifetime.0,
                 },
                 webhooks,
                 secrets_key,

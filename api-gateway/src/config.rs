@@ -118,6 +118,32 @@ pub struct AuthArgs {
     /// on every gateway and scheduler of the lab). Without it, secrets are stored as given.
     #[arg(long, env = "FLINGER_SECRETS_KEY", hide_env_values = true)]
     pub secrets_key: Option<String>,
+
+    /// Keys being rotated out: secrets sealed under them still open (comma-separated). See
+    /// `flinger-scheduler rotate-secrets-key`.
+    #[arg(
+        long = "previous-secrets-key",
+        env = "FLINGER_PREVIOUS_SECRETS_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub previous_secrets_keys: Vec<String>,
+
+    /// How long a secret lives when its writer gives no `expire_after` (Testflinger keeps
+    /// secrets a year); `never` keeps them until deleted.
+    #[arg(long, env = "FLINGER_SECRET_LIFETIME", default_value = "365d", value_parser = parse_lifetime)]
+    pub secret_lifetime: Lifetime,
+}
+
+/// How long something lives: a duration, or `never` ending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lifetime(pub Option<Duration>);
+
+fn parse_lifetime(s: &str) -> Result<Lifetime, String> {
+    match s {
+        "never" => Ok(Lifetime(None)),
+        _ => parse_duration(s).map(|d| Lifetime(Some(d))),
+    }
 }
 
 impl Default for AuthArgs {
@@ -131,6 +157,8 @@ impl Default for AuthArgs {
             admin_client_id: None,
             admin_secret: None,
             secrets_key: None,
+            previous_secrets_keys: vec![],
+            secret_lifetime: Lifetime(Some(Duration::from_secs(365 * 86_400))),
         }
     }
 }

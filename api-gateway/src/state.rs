@@ -36,11 +36,13 @@ struct Inner {
     stopping: CancellationToken,
 }
 
-/// Size limits of what the gateway accepts.
+/// Limits on what the gateway accepts and keeps.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub max_attachment_bytes: u64,
     pub max_artifact_bytes: u64,
+    /// How long a secret written without `expire_after` lives; `None`: until deleted.
+    pub secret_lifetime: Option<Duration>,
 }
 
 /// How long the gateway waits for its dependencies before answering without them.

@@ -435,6 +435,13 @@ pub enum SecretCommand {
         path: String,
         /// The value
         value: String,
+        /// Seconds until the secret expires; -1: never (default: the lab's, a year unless set)
+        #[arg(long, alias = "expire_after", value_name = "SECONDS", allow_negative_numbers = true,
+              value_parser = clap::value_parser!(i64).range(-1..), conflicts_with = "single_use")]
+        expire_after: Option<i64>,
+        /// Deleted as the first job that names it is given it
+        #[arg(long, alias = "single_use")]
+        single_use: bool,
     },
     /// Delete a secret
     Delete {

@@ -518,13 +518,10 @@ impl Client {
         &self,
         client_id: &str,
         path: &str,
-        value: &str,
+        secret: &SecretIn,
     ) -> Result<Option<SecretWritten>, ClientError> {
         let url = format!("/v1/secrets/{}/{}", path_segment(client_id), secret_path(path));
-        let body = body_of(&SecretIn {
-            value: value.to_owned(),
-            ..SecretIn::default()
-        });
+        let body = body_of(secret);
         let answer = self.send(Method::PUT, &url, &[], Payload::Json(&body)).await?;
         // Testflinger answers plain text; Flinger says when the secret expires.
         Ok(answer.parse("the secret write").ok())

@@ -6,7 +6,8 @@ use broker_schema::service::{BrokerArgs, LogFormat, init_tracing, shutdown_on_si
 use clap::Parser;
 use flinger_scheduler::health::Health;
 use flinger_scheduler::retention::RetentionConfig;
-use flinger_scheduler::store::{DynSchedulerStore, StoreConfig};
+use flinger_scheduler::store::sealing::{self, SecretsKey};
+use flinger_scheduler::store::{DynSchedulerStore, Records, StoreConfig};
 use flinger_scheduler::{Scheduler, SchedulerConfig};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -67,8 +68,18 @@ struct Args {
     log_format: LogFormat,
     /// The passphrase clients' secrets are sealed with (at least 16 characters; the same on
     /// every gateway and scheduler of the lab). Without it, secrets are stored as given.
-    #[arg(long, env = "FLINGER_SECRETS_KEY", hide_env_values = true)]
+    #[arg(long, env = "FLINGER_SECRETS_KEY", hide_env_values = true, global = true)]
     secrets_key: Option<String>,
+    /// Keys being rotated out: secrets sealed under them still open (comma-separated; see
+    /// `rotate-secrets-key`).
+    #[arg(
+        long = "previous-secrets-key",
+        env = "FLINGER_PREVIOUS_SECRETS_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        global = true
+    )]
+    previous_secrets_keys: Vec<String>,
     /// The gateway's URL as agents reach it (e.g. `http://gateway:8080`, or the proxy in front
     /// of several gateways): with `--jwt-signing-key`, every lease grant carries it and a token
     /// for that job's attachments and artifacts, so agents need no API client of their own.
@@ -116,6 +127,11 @@ enum Command {
         /// Where to write the copy (must not exist).
         path: std::path::PathBuf,
     },
+    /// Seals every stored secret again under `--secrets-key`, opening each with it or one of
+    /// the `--previous-secrets-key`s; then the previous keys can be dropped. Safe while the lab
+    /// runs (each secret is replaced with a compare-and-set) once every gateway and scheduler
+    /// has the new key and the previous ones (docs/operations.md).
+    RotateSecretsKey,
 }
 
 fn secs(s: f64) -> Duration {
@@ -126,8 +142,14 @@ fn secs(s: f64) -> Duration {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_tracing(args.log_format);
-    if let Some(Command::Backup { path }) = &args.command {
-        return backup(&args.store, path).await;
+    let secrets_key = secrets_key(&args)?;
+    match &args.command {
+        Some(Command::Backup { path }) => return backup(&args.store, path).await,
+        Some(Command::RotateSecretsKey) => {
+            let key = secrets_key.context("rotate-secrets-key needs the new key in --secrets-key")?;
+            return rotate_secrets_key(&args.store, &key).await;
+        }
+        None => {}
     }
     if args.renew_secs * 2.0 > args.lease_secs {
         warn!(
@@ -136,17 +158,6 @@ async fn main() -> anyhow::Result<()> {
             "renewal interval should be well under half the lease"
         );
     }
-    let secrets_key = match args.secrets_key.as_deref() {
-        Some(p) => Some(std::sync::Arc::new(
-            flinger_scheduler::store::sealing::SecretsKey::from_passphrase(p)
-                .map_err(anyhow::Error::msg)
-                .context("--secrets-key")?,
-        )),
-        None => {
-            warn!("no secrets key (FLINGER_SECRETS_KEY): only secrets stored unsealed can be read");
-            None
-        }
-    };
     let files = match (args.gateway_url.as_deref(), args.jwt_signing_key.as_deref()) {
         (Some(url), Some(key)) if !url.trim().is_empty() && !key.is_empty() => {
             info!(
@@ -224,6 +235,60 @@ async fn main() -> anyhow::Result<()> {
     let scheduler = Scheduler::new(args.broker.bus_config(name), store, config, shutdown);
     health.bus_created(scheduler.bus().clone());
     scheduler.run().await;
+    Ok(())
+}
+
+/// The secrets key with the keys it replaces; `None` (and a warning) without one.
+fn secrets_key(args: &Args) -> anyhow::Result<Option<std::sync::Arc<SecretsKey>>> {
+    let Some(passphrase) = args.secrets_key.as_deref() else {
+        warn!("no secrets key (FLINGER_SECRETS_KEY): only secrets stored unsealed can be read");
+        return Ok(None);
+    };
+    let key = SecretsKey::from_passphrase(passphrase)
+        .map_err(anyhow::Error::msg)
+        .context("--secrets-key")?
+        .with_previous(args.previous_secrets_keys.iter().map(String::as_str))
+        .map_err(anyhow::Error::msg)
+        .context("--previous-secrets-key")?;
+    Ok(Some(std::sync::Arc::new(key)))
+}
+
+/// `flinger-scheduler rotate-secrets-key`: every secret sealed under the current key, then exit
+/// (non-zero when a secret opens with none of the keys given: it is left as it was, and named).
+async fn rotate_secrets_key(store: &str, key: &SecretsKey) -> anyhow::Result<()> {
+    let config = StoreConfig::parse(store)
+        .map_err(anyhow::Error::msg)
+        .context("--store")?;
+    let store = config.open_for_scheduler().await.context("opening the store")?;
+    let (mut resealed, mut current, mut unopened) = (0, 0, vec![]);
+    for (id, secret) in store.list_secrets().await? {
+        match sealing::reseal(key, &id, &secret.value) {
+            Ok(None) => current += 1,
+            Ok(Some(value)) => {
+                // Rewritten since it was listed: it was sealed by a gateway with the new key.
+                if store.replace_secret_value(&id, &secret.value, &value).await? {
+                    resealed += 1;
+                } else {
+                    current += 1;
+                }
+            }
+            Err(e) => {
+                warn!(secret = %id, error = %e, "cannot open this secret with the keys given; left as it was");
+                unopened.push(id);
+            }
+        }
+    }
+    println!(
+        "secrets sealed under the new key: {resealed} resealed, {current} already were, {} left as they were",
+        unopened.len()
+    );
+    if !unopened.is_empty() {
+        anyhow::bail!(
+            "{} secret(s) open with none of the keys given: {}",
+            unopened.len(),
+            unopened.join(", ")
+        );
+    }
     Ok(())
 }
 

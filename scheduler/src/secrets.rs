@@ -4,7 +4,9 @@
 //! ([`flinger_store::sealing`]). A secret that cannot be read (unknown, expired, deleted since
 //! the submission, sealed under another key, or a job with no known submitter) resolves to the
 //! empty string, as in Testflinger: the job runs, and its commands see an empty variable. Values
-//! are never logged; they travel only in the lease grant, to the agent.
+//! are never logged; they travel only in the lease grant, to the agent. A single-use secret is
+//! deleted as it is taken for a lease: a later attempt of the same job (after its agent was
+//! lost) sees it empty, as a later job does.
 
 use crate::core::Core;
 use crate::store::sealing::reveal;
@@ -22,7 +24,7 @@ pub async fn resolve(core: &Core, job: &JobRecord) -> StoreResult<BTreeMap<Strin
     let now = Millis::now();
     for (var, path) in wanted {
         let value = match &job.submitted_by {
-            Some(client) => match core.store.get_secret(client, &path, now).await? {
+            Some(client) => match core.store.take_secret(client, &path, now).await? {
                 Some(stored) => match reveal(
                     core.config.secrets_key.as_deref(),
                     &secret_id(client, &path),

@@ -84,10 +84,25 @@ pub struct ClientIn {
 pub struct SecretIn {
     #[schema(min_length = 1)]
     pub value: String,
-    /// Seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
-    pub expire_after: Option<u64>,
+    /// Seconds the secret lives. Absent: the lab's default lifetime (a year unless the gateway
+    /// says otherwise); `null`: until deleted.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<u64>, minimum = 1)]
+    pub expire_after: Option<Option<u64>>,
+    /// Single use: deleted as the first job naming it is given it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ephemeral: Option<bool>,
+}
+
+/// A field that may be absent (`None`) or sent, possibly as `null` (`Some(None)`).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }

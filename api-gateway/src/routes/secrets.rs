@@ -18,9 +18,6 @@ use flinger_store::sealing as secrets;
 use flinger_store::{Records, SecretRecord, secret_id};
 use std::time::Duration;
 
-/// How long an `ephemeral` secret lives.
-pub const EPHEMERAL: Duration = Duration::from_secs(3600);
-
 pub fn routes() -> Router<AppState> {
     Router::new().route(
         "/v1/secrets/{client_id}/{*path}",
@@ -46,7 +43,9 @@ fn check_owner(caller: &Caller, client_id: &str, path: &str) -> Result<(), ApiEr
 }
 
 /// `PUT /v1/secrets/<client_id>/<path>` `{value, expire_after?, ephemeral?}` →
-/// `{"expires_at": datetime or null}`.
+/// `{"expires_at": datetime or null}`. Without `expire_after` the secret lives the lab's default
+/// lifetime; `expire_after: null` keeps it until deleted; an `ephemeral` (single-use) secret is
+/// deleted as the first job naming it is given it, and otherwise lives the default lifetime.
 #[utoipa::path(
     put,
     path = "/v1/secrets/{client_id}/{path}",
@@ -70,28 +69,28 @@ async fn put_secret(
         expire_after,
         ephemeral,
     } = validate::body(&body)?;
-    let ephemeral = ephemeral.unwrap_or(false);
-    let expire_after = expire_after.map(Duration::from_secs);
+    let single_use = ephemeral.unwrap_or(false);
     // What one field's schema cannot say: the two ways to expire exclude each other.
-    if ephemeral && expire_after.is_some() {
+    if single_use && expire_after.flatten().is_some() {
         return Err(ApiError::invalid_field(
             "_schema",
             "Provide either 'ephemeral' or 'expire_after', not both.",
         ));
     }
-    let now = Millis::now();
-    let expires_at = match (ephemeral, expire_after) {
-        (true, _) => Some(now.plus(EPHEMERAL)),
-        (false, Some(d)) => Some(now.plus(d)),
-        (false, None) => None,
+    let lifetime = match expire_after {
+        None => state.limits().secret_lifetime,
+        Some(seconds) => seconds.map(Duration::from_secs),
     };
+    let now = Millis::now();
+    let expires_at = lifetime.map(|d| now.plus(d));
     let record = SecretRecord {
         value: secrets::seal(state.secrets_key(), &secret_id(&client_id, &path), &value),
         written_at: now,
         expires_at,
+        single_use,
     };
     state.store().put_secret(&client_id, &path, &record).await?;
-    tracing::info!(client_id, path, "secret written");
+    tracing::info!(client_id, path, single_use, expires_at = ?expires_at, "secret written");
     Ok(Json(SecretWritten {
         expires_at: expires_at.map(views::time),
     }))

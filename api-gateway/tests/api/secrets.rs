@@ -15,6 +15,21 @@ async fn secrets_are_write_only_and_belong_to_their_client() {
         .put_json_as(&alice, "/v1/secrets/alice/lab/token", &json!({"value": VALUE}))
         .await;
     assert_eq!(r.status(), 200);
+    // Without `expire_after`: the default lifetime, a year (as Testflinger).
+    let expires = r.json::<Value>().await.unwrap()["expires_at"]
+        .as_str()
+        .and_then(broker_schema::Millis::parse_rfc3339)
+        .expect("expires_at");
+    let days = expires.since(broker_schema::Millis::now()).as_secs_f64() / 86_400.0;
+    assert!((364.9..=365.0).contains(&days), "{days}");
+    // `null`: until deleted.
+    let r = app
+        .put_json_as(
+            &alice,
+            "/v1/secrets/alice/forever",
+            &json!({"value": VALUE, "expire_after": null}),
+        )
+        .await;
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"expires_at": null}));
     let r = app
         .put_json_as(

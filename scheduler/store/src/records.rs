@@ -130,6 +130,9 @@ pub struct SecretRecord {
     pub written_at: Millis,
     #[serde(default)]
     pub expires_at: Option<Millis>,
+    /// Deleted as the first job naming it takes it (Testflinger's `ephemeral`).
+    #[serde(default)]
+    pub single_use: bool,
 }
 
 // ----- agents' provisioning
@@ -320,7 +323,15 @@ pub trait Records {
     async fn put_secret(&self, client_id: &str, path: &str, secret: &SecretRecord) -> StoreResult<()>;
     /// The secret's value, unless it is unknown or expired at `now`.
     async fn get_secret(&self, client_id: &str, path: &str, now: Millis) -> StoreResult<Option<String>>;
+    /// As [`Records::get_secret`], for a job that uses it: a single-use secret is deleted as it
+    /// is taken, atomically, so only one taker ever gets it.
+    async fn take_secret(&self, client_id: &str, path: &str, now: Millis) -> StoreResult<Option<String>>;
     async fn delete_secret(&self, client_id: &str, path: &str) -> StoreResult<bool>;
+    /// Every secret, by id ([`secret_id`]), expired ones included.
+    async fn list_secrets(&self) -> StoreResult<Vec<(String, SecretRecord)>>;
+    /// Replaces a secret's stored value if it still is `expected` (what it was read as);
+    /// whether it did. Sealing under a rotated key uses it.
+    async fn replace_secret_value(&self, id: &str, expected: &str, value: &str) -> StoreResult<bool>;
 
     /// Records queue descriptions, keeping each queue's images.
     async fn advertise_queues(&self, queues: &BTreeMap<String, String>, now: Millis) -> StoreResult<()>;
@@ -491,9 +502,51 @@ impl<S: Store + ?Sized> Records for S {
             .map(|s| s.value))
     }
 
+    async fn take_secret(&self, client_id: &str, path: &str, now: Millis) -> StoreResult<Option<String>> {
+        let mut taken = None;
+        modify(
+            self,
+            DocKind::Secret,
+            &secret_id(client_id, path),
+            |s: Option<SecretRecord>| {
+                taken = s
+                    .as_ref()
+                    .filter(|s| s.expires_at.is_none_or(|t| t > now))
+                    .map(|s| s.value.clone());
+                match s {
+                    Some(s) if s.single_use && taken.is_some() => Change::Delete,
+                    _ => Change::Keep,
+                }
+            },
+        )
+        .await?;
+        Ok(taken)
+    }
+
     async fn delete_secret(&self, client_id: &str, path: &str) -> StoreResult<bool> {
         self.delete_doc(DocKind::Secret, &secret_id(client_id, path), None)
             .await
+    }
+
+    async fn list_secrets(&self) -> StoreResult<Vec<(String, SecretRecord)>> {
+        list(self, DocKind::Secret, "").await
+    }
+
+    async fn replace_secret_value(&self, id: &str, expected: &str, value: &str) -> StoreResult<bool> {
+        let mut replaced = false;
+        modify(self, DocKind::Secret, id, |s: Option<SecretRecord>| {
+            replaced = false;
+            match s {
+                Some(mut s) if s.value == expected => {
+                    replaced = true;
+                    s.value = value.to_owned();
+                    Change::Write(s)
+                }
+                _ => Change::Keep,
+            }
+        })
+        .await?;
+        Ok(replaced)
     }
 
     async fn advertise_queues(&self, queues: &BTreeMap<String, String>, now: Millis) -> StoreResult<()> {

@@ -8,6 +8,11 @@
 //! values are stored as given (and the services say so at start). Values stored before a key was
 //! set still read. The scheduler unseals them when it resolves a job's secrets for its lease.
 //!
+//! Rotating the key loses no secret: the services are given the new key and, as *previous*
+//! keys, the old ones ([`SecretsKey::with_previous`]); they seal with the new key and open with
+//! any. `flinger-scheduler rotate-secrets-key` then seals every stored secret again under the
+//! new key ([`reseal`]), after which the previous keys can be dropped (docs/operations.md).
+//!
 //! [`secret_id`]: crate::secret_id
 
 use base64::Engine;
@@ -20,8 +25,11 @@ const SEALED: &str = "enc:v1:";
 /// The shortest passphrase taken.
 pub const MIN_KEY_CHARS: usize = 16;
 
-/// The key secrets are sealed with.
-pub struct SecretsKey(LessSafeKey);
+/// The key secrets are sealed with, and the keys it replaced (tried in turn when opening).
+pub struct SecretsKey {
+    current: LessSafeKey,
+    previous: Vec<LessSafeKey>,
+}
 
 impl std::fmt::Debug for SecretsKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -40,14 +48,22 @@ pub enum SealError {
 impl SecretsKey {
     /// Derives the key from a passphrase of at least [`MIN_KEY_CHARS`] characters.
     pub fn from_passphrase(passphrase: &str) -> Result<SecretsKey, String> {
-        if passphrase.chars().count() < MIN_KEY_CHARS {
-            return Err(format!("a secrets key needs at least {MIN_KEY_CHARS} characters"));
+        Ok(SecretsKey {
+            current: derive(passphrase)?,
+            previous: vec![],
+        })
+    }
+
+    /// This key, also opening what was sealed under the keys derived from `previous` (a key
+    /// being rotated out).
+    pub fn with_previous<'a>(
+        mut self,
+        previous: impl IntoIterator<Item = &'a str>,
+    ) -> Result<SecretsKey, String> {
+        for p in previous {
+            self.previous.push(derive(p)?);
         }
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"flinger secrets").extract(passphrase.as_bytes());
-        let okm = prk
-            .expand(&[b"chacha20-poly1305 v1"], &CHACHA20_POLY1305)
-            .map_err(|_| "cannot derive the secrets key".to_owned())?;
-        Ok(SecretsKey(LessSafeKey::new(UnboundKey::from(okm))))
+        Ok(self)
     }
 
     /// Seals `value` for the secret `id` (see [`secret_id`]).
@@ -56,7 +72,7 @@ impl SecretsKey {
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
             .expect("the operating system's random numbers");
         let mut sealed = value.as_bytes().to_vec();
-        self.0
+        self.current
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(id.as_bytes()),
@@ -68,20 +84,34 @@ impl SecretsKey {
         format!("{SEALED}{}", URL_SAFE_NO_PAD.encode(out))
     }
 
-    fn open(&self, id: &str, body: &str) -> Result<String, SealError> {
+    /// The value, and whether it was sealed under the current key.
+    fn open(&self, id: &str, body: &str) -> Result<(String, bool), SealError> {
         let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| SealError::Unsealable)?;
         if bytes.len() < NONCE_LEN {
             return Err(SealError::Unsealable);
         }
         let (nonce, rest) = bytes.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Unsealable)?;
-        let mut rest = rest.to_vec();
-        let plain = self
-            .0
-            .open_in_place(nonce, Aad::from(id.as_bytes()), &mut rest)
-            .map_err(|_| SealError::Unsealable)?;
-        String::from_utf8(plain.to_vec()).map_err(|_| SealError::Unsealable)
+        for (i, key) in std::iter::once(&self.current).chain(&self.previous).enumerate() {
+            let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Unsealable)?;
+            let mut rest = rest.to_vec();
+            if let Ok(plain) = key.open_in_place(nonce, Aad::from(id.as_bytes()), &mut rest) {
+                let value = String::from_utf8(plain.to_vec()).map_err(|_| SealError::Unsealable)?;
+                return Ok((value, i == 0));
+            }
+        }
+        Err(SealError::Unsealable)
     }
+}
+
+fn derive(passphrase: &str) -> Result<LessSafeKey, String> {
+    if passphrase.chars().count() < MIN_KEY_CHARS {
+        return Err(format!("a secrets key needs at least {MIN_KEY_CHARS} characters"));
+    }
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"flinger secrets").extract(passphrase.as_bytes());
+    let okm = prk
+        .expand(&[b"chacha20-poly1305 v1"], &CHACHA20_POLY1305)
+        .map_err(|_| "cannot derive the secrets key".to_owned())?;
+    Ok(LessSafeKey::new(UnboundKey::from(okm)))
 }
 
 /// What a client wrote: the stored value, sealed when there is a key.
@@ -97,7 +127,19 @@ pub fn reveal(key: Option<&SecretsKey>, id: &str, stored: &str) -> Result<String
     match (stored.strip_prefix(SEALED), key) {
         (None, _) => Ok(stored.to_owned()),
         (Some(_), None) => Err(SealError::NoKey),
-        (Some(body), Some(k)) => k.open(id, body),
+        (Some(body), Some(k)) => k.open(id, body).map(|(value, _)| value),
+    }
+}
+
+/// What rotation stores instead of `stored`: the value sealed under the current key, or `None`
+/// when it already is. A value stored unsealed is sealed too.
+pub fn reseal(key: &SecretsKey, id: &str, stored: &str) -> Result<Option<String>, SealError> {
+    match stored.strip_prefix(SEALED) {
+        None => Ok(Some(key.seal(id, stored))),
+        Some(body) => match key.open(id, body)? {
+            (_, true) => Ok(None),
+            (value, false) => Ok(Some(key.seal(id, &value))),
+        },
     }
 }
 
@@ -142,6 +184,27 @@ mod tests {
         assert_eq!(reveal(Some(&k), "alice/x", "plain").unwrap(), "plain");
         assert_eq!(reveal(None, "alice/x", "plain").unwrap(), "plain");
         assert_eq!(seal(None, "alice/x", "plain"), "plain");
+    }
+
+    #[test]
+    fn a_rotated_key_opens_what_its_previous_keys_sealed_and_reseals_it() {
+        let old = key("the old passphrase of the lab");
+        let id = secret_id("alice", "ci/token");
+        let stored = seal(Some(&old), &id, "v");
+        let new = key("the new passphrase of the lab")
+            .with_previous(["the old passphrase of the lab"])
+            .unwrap();
+        assert_eq!(reveal(Some(&new), &id, &stored).unwrap(), "v");
+        let resealed = reseal(&new, &id, &stored).unwrap().expect("sealed again");
+        assert_eq!(reseal(&new, &id, &resealed).unwrap(), None, "already current");
+        // Without the previous key, only the resealed value opens.
+        let only_new = key("the new passphrase of the lab");
+        assert_eq!(reveal(Some(&only_new), &id, &resealed).unwrap(), "v");
+        assert_eq!(reveal(Some(&only_new), &id, &stored), Err(SealError::Unsealable));
+        // Unsealed values are sealed; values no key opens are reported, not replaced.
+        assert!(reseal(&new, &id, "plain").unwrap().unwrap().starts_with(SEALED));
+        let stranger = seal(Some(&key("nobody's passphrase here")), &id, "v");
+        assert_eq!(reseal(&new, &id, &stranger), Err(SealError::Unsealable));
     }
 
     #[test]

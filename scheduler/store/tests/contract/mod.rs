@@ -101,6 +101,7 @@ macro_rules! store_contract_tests {
             a_refresh_token_is_revoked_once,
             the_last_owner_leaving_lifts_a_queue_restriction,
             secrets_belong_to_one_client_and_expire,
+            a_single_use_secret_is_taken_once_and_values_are_replaced_only_as_read,
             queue_descriptions_and_images_are_kept_apart,
             provision_logs_count_streaks_and_ignore_duplicates,
             posted_results_merge_status_and_device_info,
@@ -2080,6 +2081,7 @@ pub async fn secrets_belong_to_one_client_and_expire(db: &Fresh) {
         value: v.into(),
         written_at: t(0),
         expires_at: expires,
+        single_use: false,
     };
     s.put_secret("alice", "lab/token", &secret("s3cr3t", None))
         .await
@@ -2119,6 +2121,81 @@ pub async fn secrets_belong_to_one_client_and_expire(db: &Fresh) {
     assert!(s.delete_secret("alice", "lab/token").await.unwrap());
     assert!(!s.delete_secret("alice", "lab/token").await.unwrap());
     assert_eq!(s.get_secret("alice", "lab/token", t(5)).await.unwrap(), None);
+}
+
+pub async fn a_single_use_secret_is_taken_once_and_values_are_replaced_only_as_read(db: &Fresh) {
+    let s = &db.store;
+    let secret = |v: &str, expires: Option<Millis>, single_use: bool| SecretRecord {
+        value: v.into(),
+        written_at: t(0),
+        expires_at: expires,
+        single_use,
+    };
+    s.put_secret("alice", "once", &secret("only-once", None, true))
+        .await
+        .unwrap();
+    s.put_secret("alice", "kept", &secret("many-times", None, false))
+        .await
+        .unwrap();
+    s.put_secret("alice", "gone", &secret("expired", Some(t(10)), true))
+        .await
+        .unwrap();
+    // Reading is not taking.
+    assert_eq!(
+        s.get_secret("alice", "once", t(5)).await.unwrap().as_deref(),
+        Some("only-once")
+    );
+    // Two takers at once, through two handles: exactly one gets it.
+    let (a, b) = tokio::join!(
+        s.take_secret("alice", "once", t(5)),
+        db.other.take_secret("alice", "once", t(5))
+    );
+    let got: Vec<String> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(got, ["only-once"]);
+    assert_eq!(
+        s.get_secret("alice", "once", t(5)).await.unwrap(),
+        None,
+        "deleted"
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            s.take_secret("alice", "kept", t(5)).await.unwrap().as_deref(),
+            Some("many-times")
+        );
+    }
+    // An expired single-use secret gives nothing (and is left to expire).
+    assert_eq!(s.take_secret("alice", "gone", t(10)).await.unwrap(), None);
+
+    let mut ids: Vec<String> = s
+        .list_secrets()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["alice/gone", "alice/kept"]);
+    // Replaced only while it holds what was read.
+    assert!(
+        !s.replace_secret_value("alice/kept", "stale", "new")
+            .await
+            .unwrap()
+    );
+    assert!(
+        db.other
+            .replace_secret_value("alice/kept", "many-times", "new")
+            .await
+            .unwrap()
+    );
+    let (_, kept) = s
+        .list_secrets()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(id, _)| id == "alice/kept")
+        .unwrap();
+    assert_eq!((kept.value.as_str(), kept.written_at), ("new", t(0)));
+    assert!(!s.replace_secret_value("alice/none", "x", "y").await.unwrap());
 }
 
 pub async fn queue_descriptions_and_images_are_kept_apart(db: &Fresh) {
