@@ -10,6 +10,8 @@
 //! - [`fake`]: a simulated device for demos, tests and load, with failure injection.
 //! - [`ssh`]: a pre-installed device reached with the system `ssh` client (Testflinger's
 //!   `noprovision`).
+//! - [`multi`]: the parent of a multi-device job (Testflinger's `multi`): submits the children
+//!   through the gateway's v1 API, waits until they are allocated, writes `job_list.json`.
 //!
 //! `process` holds the process-group handling the `command` connector (and any future
 //! connector that runs local programs) relies on; `duration` the duration syntax of the
@@ -29,11 +31,13 @@ use uuid::Uuid;
 pub mod command;
 mod duration;
 pub mod fake;
+pub mod multi;
 mod process;
 pub mod ssh;
 
 pub use command::{CommandConfig, CommandConnector};
 pub use fake::{FakeBehaviour, FakeConfig, FakeConnector};
+pub use multi::{MultiConfig, MultiConnector};
 pub use ssh::{SshConfig, SshConnector};
 
 /// Exit code by which a connector says "device recovery failed": the agent takes itself
@@ -149,6 +153,7 @@ pub enum ConnectorConfig {
     Command(command::CommandConfig),
     Fake(fake::FakeConfig),
     Ssh(ssh::SshConfig),
+    Multi(multi::MultiConfig),
 }
 
 impl ConnectorConfig {
@@ -157,6 +162,7 @@ impl ConnectorConfig {
             ConnectorConfig::Command(c) => Ok(Arc::new(command::CommandConnector::new(c.clone())?)),
             ConnectorConfig::Fake(c) => Ok(Arc::new(fake::FakeConnector::new(c.clone())?)),
             ConnectorConfig::Ssh(c) => Ok(Arc::new(ssh::SshConnector::new(c.clone())?)),
+            ConnectorConfig::Multi(c) => Ok(Arc::new(multi::MultiConnector::new(c.clone())?)),
         }
     }
 }

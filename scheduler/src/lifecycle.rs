@@ -799,9 +799,12 @@ fn reclaim(rules: &Rules, job: &JobRecord, attempt: u32, how: Reclaim<'_>, now: 
             format!("agent {holder} gave the run up: {reason}")
         }
     };
+    // An allocated child is not run again: its parent already works with that device.
+    let allocated_child = job.definition.is_allocated_child()
+        && (job.state == JobState::Allocated || job.phase_status.get("allocate") == Some(&0));
     let (to, announced) = if job.cancel_requested.is_some() {
         (JobState::Cancelled, Some(why.clone()))
-    } else if job.attempt >= rules.max_attempts {
+    } else if job.attempt >= rules.max_attempts || allocated_child {
         (JobState::Failed, None)
     } else {
         (JobState::Waiting, Some(format!("requeued: {why}")))
@@ -818,9 +821,14 @@ fn reclaim(rules: &Rules, job: &JobRecord, attempt: u32, how: Reclaim<'_>, now: 
         }
         JobState::Failed => {
             u.ended_at = Some(Some(now));
+            let reason = if allocated_child {
+                format!("{why} (an allocated child is not run again: its parent holds its device's info)")
+            } else {
+                format!("{why} (attempt {attempt} of {})", rules.max_attempts)
+            };
             u.failure = Some(Some(Failure {
                 kind: FailureKind::AgentLost,
-                reason: format!("{why} (attempt {attempt} of {})", rules.max_attempts),
+                reason,
             }));
         }
         _ => u.ended_at = Some(Some(now)),
@@ -1948,6 +1956,20 @@ mod tests {
             overrun_by(&child_of(parent, Allocate), at(10 * 86_400)),
             Some(FailureKind::GlobalTimeout)
         );
+    }
+
+    #[test]
+    fn an_allocated_child_whose_agent_is_lost_fails_instead_of_running_again() {
+        let parent = Uuid::from_u128(9);
+        let expired = Cause::LeaseExpired { attempt: 1 };
+        let held = child_of(parent, Allocated);
+        let after = applied(&held, &decide(&rules(), &held, &expired, at(31)));
+        let failure = after.failure.expect("a failure");
+        assert_eq!((after.state, failure.kind), (Failed, FailureKind::AgentLost));
+        assert!(failure.reason.contains("not run again"), "{}", failure.reason);
+        // Before its allocation, a child is requeued like any job (the parent still waits).
+        let early = child_of(parent, Provision);
+        assert_eq!(does(&decide(&rules(), &early, &expired, at(31))), To(Waiting));
     }
 
     #[test]

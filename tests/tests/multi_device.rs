@@ -19,6 +19,89 @@ fn child_of(parent: Uuid, queue: &str) -> Value {
     })
 }
 
+/// A `multi` agent: the native connector, talking to the lab's gateway.
+async fn add_multi_agent(lab: &mut Lab, name: &str) {
+    add_multi_agent_as(lab, name, "").await;
+}
+
+/// A `multi` agent whose connector logs in with `credentials` (YAML lines, indented).
+async fn add_multi_agent_as(lab: &mut Lab, name: &str, credentials: &str) {
+    let spec = AgentSpec {
+        name: name.into(),
+        queues: vec!["multi".into()],
+        yaml: format!(
+            "connector:\n  type: multi\n  server: {}\n  poll_interval: 0.2\n{credentials}",
+            lab.base
+        ),
+    };
+    lab.add_agent(spec).await;
+}
+
+const ADMIN_SECRET: &str = "admin-secret-of-the-multi-lab";
+
+/// A parent for the `multi` connector: one child job file per queue, then `test_cmds`.
+fn multi_parent(child_queues: &[&str], test_cmds: &str) -> Value {
+    let jobs: Vec<Value> = child_queues
+        .iter()
+        .map(|q| json!({"job_queue": q, "provision_data": {"distro": "noble"}}))
+        .collect();
+    json!({
+        "job_queue": "multi",
+        "provision_data": {"jobs": jobs},
+        "test_data": {"test_cmds": test_cmds},
+    })
+}
+
+fn children_of(info: &Value) -> Vec<Uuid> {
+    info["children"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c.as_str()?.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Waits until the parent listed `n` children, and returns them.
+async fn wait_children(lab: &Lab, parent: Uuid, n: usize) -> Vec<Uuid> {
+    let deadline = tokio::time::Instant::now() + JOB_TIMEOUT;
+    loop {
+        let info = lab.info(parent).await.expect("parent");
+        let children = children_of(&info);
+        if children.len() == n {
+            return children;
+        }
+        if tokio::time::Instant::now() >= deadline || info["state"] == "complete" {
+            panic!(
+                "parent {parent} never listed {n} children: {info}\n{}",
+                lab.output(parent).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `children` in the order of their queues.
+async fn by_queue(lab: &Lab, children: Vec<Uuid>, queues: &[&str]) -> Vec<Uuid> {
+    let mut with_queue = vec![];
+    for c in children {
+        let info = lab.info(c).await.expect("child");
+        with_queue.push((info["queue"].as_str().unwrap_or("").to_owned(), c));
+    }
+    queues
+        .iter()
+        .map(|q| {
+            with_queue
+                .iter()
+                .find(|(cq, _)| cq == q)
+                .map(|(_, c)| *c)
+                .unwrap_or_else(|| panic!("no child on {q}"))
+        })
+        .collect()
+}
+
+/// Whether a child reached `allocated` during its run (its allocate phase passed).
+fn was_allocated(info: &Value) -> bool {
+    info["phase_status"]["allocate"] == 0
+}
+
 /// A parent that runs (its test phase hangs) until it is cancelled.
 fn hanging_parent() -> Value {
     json!({"job_queue": "host", "test_data": {"test_cmds": "run", "fake": {"hang": true}}})
@@ -89,5 +172,326 @@ async fn a_child_of_an_ended_or_unknown_parent_is_released_at_once() {
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("parent_job_id"), "{body}");
     lab.wait_agent_state("dut-1", "waiting").await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parent_with_two_children_completes_with_both_devices_in_its_job_list() {
+    let mut lab = Lab::builder()
+        .name("multi-ok")
+        .agent(AgentSpec::fake_with("dut-1", &["dut"], "device_ip: 10.9.0.1"))
+        .agent(AgentSpec::fake_with("dut-2", &["dut"], "device_ip: 10.9.0.2"))
+        .start()
+        .await;
+    add_multi_agent(&mut lab, "host-1").await;
+    let parent = lab
+        .submit(&multi_parent(
+            &["dut", "dut"],
+            "cat job_list.json; echo; echo DEVICES=$DEVICE_IP_1,$DEVICE_IP_2",
+        ))
+        .await;
+    let info = lab.wait_done(parent, JOB_TIMEOUT).await;
+    assert_eq!(info["state"], "complete", "{info}\n{}", lab.output(parent).await);
+    assert_eq!(info["failure"], Value::Null, "{info}");
+    let output = lab.output(parent).await;
+    let list_line = output
+        .lines()
+        .find(|l| l.starts_with("[{"))
+        .unwrap_or_else(|| panic!("no job_list.json in the output: {output}"));
+    let list: Vec<Value> = serde_json::from_str(list_line).expect("job_list.json");
+    let children = children_of(&info);
+    assert_eq!(children.len(), 2, "{info}");
+    let mut listed: Vec<Uuid> = list
+        .iter()
+        .map(|e| e["job_id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let mut sorted = children.clone();
+    listed.sort();
+    sorted.sort();
+    assert_eq!(listed, sorted, "job_list.json lists the children");
+    let mut ips: Vec<&str> = list
+        .iter()
+        .map(|e| e["device_info"]["device_ip"].as_str().unwrap_or("?"))
+        .collect();
+    ips.sort();
+    assert_eq!(ips, ["10.9.0.1", "10.9.0.2"], "{list_line}");
+    let devices = output.lines().find(|l| l.starts_with("DEVICES=")).unwrap_or("");
+    assert!(
+        devices.contains("10.9.0.1") && devices.contains("10.9.0.2"),
+        "DEVICE_IP_n in the test phase: {output}"
+    );
+    for child in &children {
+        let c = lab.wait_done(*child, JOB_TIMEOUT).await;
+        assert!(was_allocated(&c), "{c}");
+        assert_eq!(c["parent_job_id"], parent.to_string(), "{c}");
+        assert_eq!(c["state"], "cancelled", "{c}");
+        assert_eq!(
+            c["cancel_requested"],
+            format!("released: parent job {parent} ended (complete)"),
+            "{c}"
+        );
+    }
+    for agent in ["dut-1", "dut-2", "host-1"] {
+        lab.wait_agent_state(agent, "waiting").await;
+    }
+    let mut all = children.clone();
+    all.push(parent);
+    invariants::check(&lab.store, &all).await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_the_parent_while_its_children_are_allocated_releases_every_device() {
+    let mut lab = Lab::builder()
+        .name("multi-cancel")
+        .agent(AgentSpec::fake("dut-1", &["dut"]))
+        .agent(AgentSpec::fake("dut-2", &["dut"]))
+        .start()
+        .await;
+    add_multi_agent(&mut lab, "host-1").await;
+    let parent = lab
+        .submit(&multi_parent(&["dut", "dut"], "echo testing; sleep 600"))
+        .await;
+    lab.wait_state(parent, &["test"], JOB_TIMEOUT).await;
+    let children = wait_children(&lab, parent, 2).await;
+    for child in &children {
+        assert_eq!(lab.info(*child).await.expect("child")["state"], "allocated");
+    }
+    assert_eq!(lab.cancel(parent).await, 200);
+    assert_eq!(lab.wait_done(parent, JOB_TIMEOUT).await["state"], "cancelled");
+    for child in &children {
+        let c = lab.wait_done(*child, JOB_TIMEOUT).await;
+        assert_eq!(c["state"], "cancelled", "{c}");
+        assert_eq!(
+            c["cancel_requested"],
+            format!("released: parent job {parent} is being cancelled"),
+            "{c}"
+        );
+        assert_eq!(lab.results(*child).await["cleanup_status"], 0, "{c}");
+    }
+    for agent in ["dut-1", "dut-2", "host-1"] {
+        lab.wait_agent_state(agent, "waiting").await;
+    }
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_childs_agent_fails_that_child_and_the_parent_still_releases_the_other() {
+    let mut lab = Lab::builder()
+        .name("multi-killchild")
+        .agent(AgentSpec::fake("dut-1", &["dut"]))
+        .agent(AgentSpec::fake("dut-2", &["dut"]))
+        .start()
+        .await;
+    add_multi_agent(&mut lab, "host-1").await;
+    let parent = lab.submit(&multi_parent(&["dut", "dut"], "sleep 600")).await;
+    lab.wait_state(parent, &["test"], JOB_TIMEOUT).await;
+    let children = wait_children(&lab, parent, 2).await;
+    let on_dut1 = {
+        let mut found = None;
+        for child in &children {
+            let c = lab.info(*child).await.expect("child");
+            if c["lease"]["agent"] == "dut-1" {
+                found = Some(*child);
+            }
+        }
+        found.expect("a child on dut-1")
+    };
+    let other = *children.iter().find(|c| **c != on_dut1).unwrap();
+    lab.agent("dut-1").crash();
+    let lost = lab.wait_done(on_dut1, JOB_TIMEOUT).await;
+    assert_eq!(lost["state"], "failed", "{lost}");
+    assert_eq!(lost["failure"]["kind"], "agent_lost", "{lost}");
+    assert_eq!(lost["attempt"], 1, "an allocated child is not run again: {lost}");
+    // The parent lives on, and so does the other child's allocation, until the parent ends.
+    assert_eq!(lab.info(other).await.expect("child")["state"], "allocated");
+    assert_eq!(lab.info(parent).await.expect("parent")["state"], "test");
+    assert_eq!(lab.cancel(parent).await, 200);
+    assert_eq!(lab.wait_done(other, JOB_TIMEOUT).await["state"], "cancelled");
+    lab.agent("dut-1").restart();
+    for agent in ["dut-1", "dut-2", "host-1"] {
+        lab.wait_agent_state(agent, "waiting").await;
+    }
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_parents_agent_releases_every_child_and_the_parent_runs_again() {
+    let mut lab = Lab::builder()
+        .name("multi-killparent")
+        .agent(AgentSpec::fake("dut-1", &["dut"]))
+        .agent(AgentSpec::fake("dut-2", &["dut"]))
+        .start()
+        .await;
+    add_multi_agent(&mut lab, "host-1").await;
+    let parent = lab
+        .submit(&multi_parent(
+            &["dut", "dut"],
+            "test -e job_list.json && sleep 600",
+        ))
+        .await;
+    lab.wait_state(parent, &["test"], JOB_TIMEOUT).await;
+    let first = wait_children(&lab, parent, 2).await;
+    lab.agent("host-1").crash();
+    for child in &first {
+        let c = lab.wait_done(*child, JOB_TIMEOUT).await;
+        assert_eq!(c["state"], "cancelled", "{c}");
+        assert_eq!(
+            c["cancel_requested"],
+            format!("released: parent job {parent} was requeued"),
+            "{c}"
+        );
+    }
+    for agent in ["dut-1", "dut-2"] {
+        lab.wait_agent_state(agent, "waiting").await;
+    }
+    // The parent's next attempt gets devices of its own.
+    lab.agent("host-1").restart();
+    let second = wait_children(&lab, parent, 4).await;
+    lab.wait_state(parent, &["test"], JOB_TIMEOUT).await;
+    assert_eq!(lab.info(parent).await.expect("parent")["attempt"], 2);
+    for child in &second[2..] {
+        assert_eq!(lab.info(*child).await.expect("child")["state"], "allocated");
+    }
+    assert_eq!(lab.cancel(parent).await, 200);
+    for child in &second {
+        assert_eq!(lab.wait_done(*child, JOB_TIMEOUT).await["state"], "cancelled");
+    }
+    for agent in ["dut-1", "dut-2", "host-1"] {
+        lab.wait_agent_state(agent, "waiting").await;
+    }
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parent_that_cannot_get_every_device_in_time_cancels_its_children_and_says_why() {
+    let mut lab = Lab::builder()
+        .name("multi-timeout")
+        .agent(AgentSpec::fake("dut-1", &["dut"]))
+        .start()
+        .await;
+    add_multi_agent(&mut lab, "host-1").await;
+    let mut job = multi_parent(&["dut", "dut"], "echo never");
+    job["allocation_timeout"] = json!(3);
+    let parent = lab.submit(&job).await;
+    let info = lab.wait_done(parent, JOB_TIMEOUT).await;
+    assert_eq!(info["state"], "complete", "{info}");
+    assert_eq!(info["failure"]["kind"], "device_failed", "{info}");
+    let output = lab.output(parent).await;
+    assert!(
+        output.contains("allocation_timeout: 3 s passed before every child was allocated"),
+        "{output}"
+    );
+    assert!(!output.contains("never"), "the test phase ran: {output}");
+    let children = children_of(&info);
+    assert_eq!(children.len(), 2, "{info}");
+    let mut allocated = 0;
+    for child in &children {
+        let c = lab.wait_done(*child, JOB_TIMEOUT).await;
+        assert_eq!(c["state"], "cancelled", "{c}");
+        if was_allocated(&c) {
+            allocated += 1;
+        } else {
+            assert_eq!(c["attempt"], 0, "the second child never got a device: {c}");
+        }
+    }
+    assert_eq!(allocated, 1, "one device was held, then released");
+    for agent in ["dut-1", "host-1"] {
+        lab.wait_agent_state(agent, "waiting").await;
+    }
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_parents_holding_half_each_do_not_deadlock_the_first_to_time_out_gives_way() {
+    let mut lab = Lab::builder()
+        .name("multi-compete")
+        .gateway_env("FLINGER_ADMIN_CLIENT_ID", "admin")
+        .gateway_env("FLINGER_ADMIN_SECRET", ADMIN_SECRET)
+        .agent(AgentSpec::fake_with("devx-1", &["devx"], "device_ip: 10.9.1.1"))
+        .agent(AgentSpec::fake_with("devy-1", &["devy"], "device_ip: 10.9.2.1"))
+        .start()
+        .await;
+    // The connectors log in as a client allowed to give a child a priority.
+    let out = lab
+        .cli()
+        .args([
+            "admin",
+            "set",
+            "client-permissions",
+            "--testflinger-client-id",
+            "lab-host",
+            "--testflinger-client-secret",
+            "lab-host-secret-0123456",
+            "--role",
+            "contributor",
+            "--max-priority",
+            "devy=10",
+            "--client-id",
+            "admin",
+            "--secret-key",
+            ADMIN_SECRET,
+        ])
+        .output()
+        .expect("flinger");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let client = "  client_id: lab-host\n  secret_key: lab-host-secret-0123456\n";
+    add_multi_agent_as(&mut lab, "host-1", client).await;
+    add_multi_agent_as(&mut lab, "host-2", client).await;
+    // Both devices busy, so that the four children queue up behind them.
+    let blockers = [
+        lab.submit(&json!({"job_queue": "devx", "test_data": {"test_cmds": "run", "fake": {"hang": true}}}))
+            .await,
+        lab.submit(&json!({"job_queue": "devy", "test_data": {"test_cmds": "run", "fake": {"hang": true}}}))
+            .await,
+    ];
+    for b in blockers {
+        lab.wait_state(b, &["test"], JOB_TIMEOUT).await;
+    }
+    // A asks for X then Y and gives up after 30 s; B asks for Y (first in its queue, by
+    // priority) then X, and would wait two hours.
+    let mut a = multi_parent(&["devx", "devy"], "echo A ran");
+    a["allocation_timeout"] = json!(30);
+    let a = lab.submit(&a).await;
+    let a_children = by_queue(&lab, wait_children(&lab, a, 2).await, &["devx", "devy"]).await;
+    let b = lab
+        .submit(&json!({
+            "job_queue": "multi",
+            "provision_data": {"jobs": [
+                {"job_queue": "devy", "job_priority": 10},
+                {"job_queue": "devx"},
+            ]},
+            "test_data": {"test_cmds": "echo B ran on $DEVICE_IP_1 and $DEVICE_IP_2"},
+        }))
+        .await;
+    let b_children = wait_children(&lab, b, 2).await;
+    for b in blockers {
+        assert_eq!(lab.cancel(b).await, 200);
+    }
+    // X goes to A's first child and Y to B's: each parent holds half. A gives way at its
+    // timeout, which frees X for B.
+    let a_info = lab.wait_done(a, Duration::from_secs(180)).await;
+    assert_eq!(a_info["failure"]["kind"], "device_failed", "{a_info}");
+    let a_output = lab.output(a).await;
+    assert!(
+        a_output.contains(&format!(
+            "allocation_timeout: 30 s passed before every child was allocated (not allocated: {})",
+            a_children[1]
+        )),
+        "{a_output}"
+    );
+    let a_x = lab.wait_done(a_children[0], JOB_TIMEOUT).await;
+    assert!(was_allocated(&a_x), "A held X: {a_x}");
+    let b_info = lab.wait_done(b, JOB_TIMEOUT).await;
+    assert_eq!(b_info["state"], "complete", "{b_info}");
+    assert_eq!(b_info["failure"], Value::Null, "{b_info}");
+    let b_output = lab.output(b).await;
+    assert!(b_output.contains("B ran on 10.9.2.1 and 10.9.1.1"), "{b_output}");
+    for child in a_children.iter().chain(&b_children) {
+        assert_eq!(lab.wait_done(*child, JOB_TIMEOUT).await["state"], "cancelled");
+    }
+    for agent in ["devx-1", "devy-1", "host-1", "host-2"] {
+        lab.wait_agent_state(agent, "waiting").await;
+    }
     lab.stop().await;
 }
