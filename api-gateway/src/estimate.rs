@@ -156,6 +156,9 @@ impl QueueNow {
                         mean
                     );
                 }
+                if let Some((early, late)) = f.likely {
+                    basis += &format!("; likely in {early:.0}–{late:.0} s");
+                }
                 if f.overrun > 0 {
                     basis += &format!(
                         "; {} running job(s) have run longer than any recent one and may end sooner",

@@ -15,6 +15,7 @@ mod tracker;
 
 use clap::{Parser, Subcommand};
 use report::Report;
+use scenarios::estimate::EstimateArgs;
 use scenarios::footprint::FootprintArgs;
 use scenarios::gateway::GatewayArgs;
 use scenarios::output::OutputArgs;
@@ -28,7 +29,7 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(
     name = "flinger-bench",
-    about = "Flinger's benchmarks: pickup, throughput, output, gateway, scale, footprint"
+    about = "Flinger's benchmarks: pickup, throughput, output, gateway, scale, footprint, estimate"
 )]
 struct Cli {
     /// The store every component uses.
@@ -55,6 +56,8 @@ enum Scenario {
     Scale(ScaleArgs),
     /// Resident memory and start-up time of each binary.
     Footprint(FootprintArgs),
+    /// The queue estimator's ETAs against the truth, replaying a recorded mix of jobs.
+    Estimate(EstimateArgs),
     /// Every scenario on SQLite, then pickup, throughput and output on MongoDB.
     All {
         /// Skip the MongoDB runs.
@@ -116,6 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Gateway(a) => emit(scenarios::gateway::run(store, &a).await),
         Scenario::Scale(a) => emit(scenarios::scale::run(store, &a).await),
         Scenario::Footprint(a) => emit(scenarios::footprint::run(store, &a).await),
+        Scenario::Estimate(a) => emit(scenarios::estimate::run(&a).await),
         Scenario::All { no_mongo, quick } => {
             let d = Defaults::new(quick);
             emit(scenarios::footprint::run(Store::Sqlite, &d.footprint).await);
@@ -124,6 +128,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             emit(scenarios::output::run(Store::Sqlite, &d.output).await);
             emit(scenarios::gateway::run(Store::Sqlite, &d.gateway).await);
             emit(scenarios::scale::run(Store::Sqlite, &d.scale).await);
+            emit(scenarios::estimate::run(&d.estimate).await);
             if !no_mongo {
                 emit(scenarios::pickup::run(Store::Mongo, &d.pickup).await);
                 emit(scenarios::throughput::run(Store::Mongo, &d.mongo_throughput).await);
@@ -158,6 +163,7 @@ struct Defaults {
     gateway: GatewayArgs,
     scale: ScaleArgs,
     footprint: FootprintArgs,
+    estimate: EstimateArgs,
 }
 
 impl Defaults {
@@ -200,6 +206,7 @@ impl Defaults {
                     "5",
                 ]),
                 footprint: parse(&["--idle", "1", "--jobs", "5"]),
+                estimate: parse(&[]),
             }
         } else {
             Defaults {
@@ -211,6 +218,7 @@ impl Defaults {
                 gateway: parse(&[]),
                 scale: parse(&[]),
                 footprint: parse(&[]),
+                estimate: parse(&[]),
             }
         }
     }

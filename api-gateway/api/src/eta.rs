@@ -11,19 +11,27 @@
 //! 1. Only agents that will take the queue's next jobs count: an agent offline, in maintenance
 //!    or going there after its current job ([`Agent::Away`]) does not. None left: unknown.
 //! 2. An idle agent is free now.
-//! 3. A busy agent whose job has run `t` seconds frees in E\[D − t | D > t\] over the recent
-//!    durations D of that job's queue: how much longer the recent runs that lasted at least
-//!    `t` went on — not the median minus nothing. When no recent run lasted longer than `t`,
-//!    that agent's time is unknown (the job overran everything seen lately).
+//! 3. A busy agent whose job has run `t` seconds frees in D − t, for D one of the recent
+//!    durations of that job's queue that are longer than `t`: the distribution of D − t given
+//!    D > t, whose mean is E\[D − t | D > t\] — how much longer the recent runs that lasted at
+//!    least `t` went on, not the median minus nothing. When no recent run lasted longer than
+//!    `t`, that agent's time is unknown (the job overran everything seen lately).
 //! 4. A busy agent whose end is known (a reservation's deadline) frees then.
-//! 5. A busy agent whose job is not known (no lease in the store yet) frees in the mean
-//!    residual time of the queue's runs, E\[D²\] / 2E\[D\] (a run met at a random moment).
-//! 6. The jobs ahead go one by one to whichever agent frees first and each runs the queue's
-//!    mean recent duration; the job starts when the next agent frees after them.
-//! 7. An agent whose time is unknown never frees in this reckoning. When the answer depends on
+//! 5. A busy agent whose job is not known (no lease in the store yet) is met at a random moment
+//!    of a recent run: a run drawn in proportion to its length, at a uniform point of it (mean
+//!    E\[D²\] / 2E\[D\]).
+//! 6. The jobs ahead go one by one to whichever agent frees first, each running one of the
+//!    queue's recent durations; the job starts when the next agent frees after them.
+//! 7. The answer is the median start over [`DRAWS`] such futures, each drawing its durations
+//!    from the recent runs (seeded: the same inputs give the same answer), with the 10th and
+//!    90th percentiles as its likely range. The median, not the mean of each agent's time:
+//!    the first of four agents to free is usually much sooner than the soonest of their
+//!    expected ends when runs are short and long mixed, and the median is the figure that
+//!    lands closest to the truth most of the time (`flinger-bench estimate`).
+//! 8. An agent whose time is unknown never frees in this reckoning. When the answer depends on
 //!    it, the answer is unknown, with why; when it does not, the answer stands and says that
 //!    the job may start sooner.
-//! 8. No recent run and the answer needs one: unknown. A job next in line with an idle agent
+//! 9. No recent run and the answer needs one: unknown. A job next in line with an idle agent
 //!    needs none: it starts now.
 //!
 //! What it does not see (said in `docs/api.md`): jobs submitted later with a higher priority
@@ -144,119 +152,207 @@ impl fmt::Display for Unknown {
     }
 }
 
+/// How many futures are drawn (odd, so the median is one of them).
+pub const DRAWS: usize = 201;
+
 /// The estimate for one place in the queue.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Forecast {
-    /// Seconds from now until the job starts, or why that is unknown.
+    /// Seconds from now until the job starts (the median of the draws), or why that is unknown.
     pub start: Result<f64, Unknown>,
+    /// The likely range of the start: the 10th and 90th percentiles of the draws.
+    pub likely: Option<(f64, f64)>,
     /// Agents that will take the queue's jobs, and how many of them are busy now.
     pub agents: usize,
     pub busy: usize,
-    /// Busy agents whose end is unknown (rule 7): the job may start sooner than said.
+    /// Busy agents whose end is unknown (rule 8): the job may start sooner than said.
     pub overrun: usize,
 }
 
 /// When the job at 0-based `position` starts.
 pub fn forecast(inputs: &Inputs<'_>, position: u64) -> Forecast {
-    let mut schedule = Schedule::new(inputs);
-    let mut start = schedule.next();
-    for _ in 0..position {
-        if start.is_err() {
-            break;
-        }
-        start = schedule.next();
-    }
-    schedule.forecast(start)
+    let count = usize::try_from(position).unwrap_or(usize::MAX - 1) + 1;
+    forecasts_from(inputs, count, true)
+        .pop()
+        .expect("one place at least")
 }
 
-/// The starts of the first `count` places at once (a queue's page), in one pass.
+/// The starts of the first `count` places at once (a queue's page), in one pass; it keeps
+/// `count` × [`DRAWS`] numbers while it runs.
 pub fn forecasts(inputs: &Inputs<'_>, count: usize) -> Vec<Forecast> {
-    let mut schedule = Schedule::new(inputs);
-    (0..count)
-        .map(|_| {
-            let start = schedule.next();
-            schedule.forecast(start)
+    forecasts_from(inputs, count, false)
+}
+
+/// Draws [`DRAWS`] futures of the queue; with `last_only`, keeps only the last place's starts.
+fn forecasts_from(inputs: &Inputs<'_>, count: usize, last_only: bool) -> Vec<Forecast> {
+    let agents: Vec<Free> = inputs
+        .agents
+        .iter()
+        .filter_map(|a| Free::of(a, inputs.durations))
+        .collect();
+    let busy = inputs
+        .agents
+        .iter()
+        .filter(|a| !matches!(a, Agent::Away | Agent::Idle))
+        .count();
+    let overrun = agents
+        .iter()
+        .filter(|a| matches!(a, Free::Never(Unknown::Overrun)))
+        .count();
+    let kept = if last_only { 1 } else { count };
+    // starts[place][draw]; a place is unknown in every draw or in none (only agents whose time
+    // is known are ever picked, and a known agent stays known while durations exist).
+    let mut starts: Vec<Vec<f64>> = vec![Vec::with_capacity(DRAWS); kept];
+    let mut why: Vec<Option<Unknown>> = vec![None; kept];
+    let mut free: Vec<Result<f64, Unknown>> = Vec::with_capacity(agents.len());
+    for draw in 0..DRAWS {
+        // One stream per draw: a place's draws do not depend on how many places are asked for.
+        let mut rng = SplitMix(0x5EED_F11A_6E25 ^ (draw as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+        free.clear();
+        free.extend(agents.iter().map(|a| a.draw(inputs.durations, &mut rng)));
+        for place in 0..count {
+            let slot = if last_only { 0 } else { place };
+            let next = free
+                .iter()
+                .enumerate()
+                .filter_map(|(i, f)| f.as_ref().ok().map(|at| (i, *at)))
+                .min_by(|a, b| a.1.total_cmp(&b.1));
+            let Some((i, at)) = next else {
+                why[slot] = Some(why_unknown(&free));
+                if last_only {
+                    break;
+                }
+                continue;
+            };
+            if !last_only || place + 1 == count {
+                starts[slot].push(at);
+            }
+            free[i] = inputs
+                .durations
+                .pick(&mut rng)
+                .map(|d| at + d)
+                .ok_or(Unknown::NoHistory);
+        }
+    }
+    starts
+        .into_iter()
+        .zip(why)
+        .map(|(mut s, why)| {
+            s.sort_by(f64::total_cmp);
+            let at = |q: f64| s[((q * (s.len() - 1) as f64).round() as usize).min(s.len() - 1)];
+            let (start, likely) = match why {
+                Some(w) => (Err(w), None),
+                None if s.is_empty() => (Err(why_unknown(&[])), None),
+                None => (Ok(at(0.5)), Some((at(0.1), at(0.9)))),
+            };
+            Forecast {
+                start,
+                likely,
+                agents: agents.len(),
+                busy,
+                overrun,
+            }
         })
         .collect()
 }
 
-/// When each agent frees, handed jobs one by one (rule 6).
-struct Schedule<'a> {
-    inputs: &'a Inputs<'a>,
-    free: Vec<Result<f64, Unknown>>,
-    busy: usize,
-    overrun: usize,
+/// When no agent's time is known: the first reason that applies (no agent, then no history,
+/// then overrun).
+fn why_unknown(free: &[Result<f64, Unknown>]) -> Unknown {
+    if free.is_empty() {
+        Unknown::NoAgent
+    } else if free.contains(&Err(Unknown::NoHistory)) {
+        Unknown::NoHistory
+    } else {
+        Unknown::Overrun
+    }
 }
 
-impl<'a> Schedule<'a> {
-    fn new(inputs: &'a Inputs<'a>) -> Schedule<'a> {
-        let free: Vec<_> = inputs
-            .agents
-            .iter()
-            .filter_map(|a| match a {
-                Agent::Away => None,
-                Agent::Idle => Some(Ok(0.0)),
-                Agent::Running { of, .. } if of.is_empty() => Some(Err(Unknown::NoHistory)),
-                Agent::Running { elapsed, of } => {
-                    Some(of.expected_remaining(*elapsed).ok_or(Unknown::Overrun))
-                }
-                Agent::Until { in_seconds } => Some(Ok(in_seconds.max(0.0))),
-                Agent::Busy => Some(inputs.durations.mean_residual().ok_or(Unknown::NoHistory)),
-            })
-            .collect();
-        let busy = inputs
-            .agents
-            .iter()
-            .filter(|a| !matches!(a, Agent::Away | Agent::Idle))
-            .count();
-        let overrun = free.iter().filter(|f| **f == Err(Unknown::Overrun)).count();
-        Schedule {
-            inputs,
-            free,
-            busy,
-            overrun,
-        }
+/// An agent that will take the queue's jobs: how its first free moment is drawn.
+enum Free<'a> {
+    Now,
+    /// After `D − elapsed` for a `D` of `of` longer than `elapsed`.
+    After {
+        elapsed: f64,
+        of: &'a Durations,
+    },
+    At(f64),
+    /// At a random moment of one of the queue's runs.
+    Residual,
+    Never(Unknown),
+}
+
+impl<'a> Free<'a> {
+    fn of(agent: &Agent<'a>, durations: &Durations) -> Option<Free<'a>> {
+        Some(match *agent {
+            Agent::Away => return None,
+            Agent::Idle => Free::Now,
+            Agent::Running { of, .. } if of.is_empty() => Free::Never(Unknown::NoHistory),
+            Agent::Running { elapsed, of } if of.expected_remaining(elapsed).is_none() => {
+                Free::Never(Unknown::Overrun)
+            }
+            Agent::Running { elapsed, of } => Free::After { elapsed, of },
+            Agent::Until { in_seconds } => Free::At(in_seconds.max(0.0)),
+            Agent::Busy if durations.is_empty() => Free::Never(Unknown::NoHistory),
+            Agent::Busy => Free::Residual,
+        })
     }
 
-    /// The start of the next job in line, which then holds the agent it got.
-    fn next(&mut self) -> Result<f64, Unknown> {
-        let Some((i, at)) = self
-            .free
-            .iter()
-            .enumerate()
-            .filter_map(|(i, f)| f.as_ref().ok().map(|at| (i, *at)))
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-        else {
-            return Err(self.why_unknown());
-        };
-        self.free[i] = self
-            .inputs
-            .durations
-            .mean()
-            .map(|d| at + d)
-            .ok_or(Unknown::NoHistory);
-        Ok(at)
-    }
-
-    /// Every agent left is unknown: the first reason that applies (no agent, then no
-    /// history, then overrun).
-    fn why_unknown(&self) -> Unknown {
-        if self.free.is_empty() {
-            Unknown::NoAgent
-        } else if self.free.contains(&Err(Unknown::NoHistory)) {
-            Unknown::NoHistory
-        } else {
-            Unknown::Overrun
+    fn draw(&self, durations: &Durations, rng: &mut SplitMix) -> Result<f64, Unknown> {
+        match self {
+            Free::Now => Ok(0.0),
+            Free::After { elapsed, of } => {
+                let longer = &of.sorted[of.sorted.partition_point(|d| d <= elapsed)..];
+                Ok(longer[rng.below(longer.len())] - elapsed)
+            }
+            Free::At(t) => Ok(*t),
+            Free::Residual => {
+                // A run drawn in proportion to its length, met at a uniform point of it.
+                let total: f64 = durations.sorted.iter().sum();
+                let mut left = rng.unit() * total;
+                let run = durations
+                    .sorted
+                    .iter()
+                    .find(|d| {
+                        left -= **d;
+                        left < 0.0
+                    })
+                    .or(durations.sorted.last())
+                    .copied()
+                    .unwrap_or(0.0);
+                Ok(run * rng.unit())
+            }
+            Free::Never(why) => Err(*why),
         }
     }
+}
 
-    fn forecast(&self, start: Result<f64, Unknown>) -> Forecast {
-        Forecast {
-            start,
-            agents: self.free.len(),
-            busy: self.busy,
-            overrun: self.overrun,
-        }
+impl Durations {
+    fn pick(&self, rng: &mut SplitMix) -> Option<f64> {
+        (!self.is_empty()).then(|| self.sorted[rng.below(self.len())])
+    }
+}
+
+/// A small seeded generator (SplitMix64): the same inputs always give the same forecast.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in 0..n (n > 0).
+    fn below(&mut self, n: usize) -> usize {
+        ((self.unit() * n as f64) as usize).min(n - 1)
     }
 }
 
@@ -329,7 +425,7 @@ mod tests {
 
     #[test]
     fn an_answer_that_does_not_depend_on_an_overrunning_agent_stands() {
-        let d = runs(&[10.0, 20.0]);
+        let d = runs(&[10.0, 20.0, 20.0]);
         let agents = [
             Agent::Running {
                 elapsed: 30.0,
@@ -344,10 +440,32 @@ mod tests {
             },
             0,
         );
-        assert!(close(f.start, 10.0)); // (5 + 15) / 2
+        // The other agent frees in 5 s (a third of the runs) or 15 s (two thirds): 15 s mostly.
+        assert!(close(f.start, 15.0), "{f:?}");
+        assert_eq!(f.likely, Some((5.0, 15.0)));
         assert_eq!(f.overrun, 1, "the answer says the job may start sooner");
-        // The next job in line needs the overrunning agent or a second round of the other.
+        // The next job in line waits for a second round of the other agent.
         assert!(close(start(&d, &agents, 1), 25.0));
+    }
+
+    #[test]
+    fn the_first_of_several_agents_to_free_is_sooner_than_the_soonest_expected_end() {
+        // Three runs of 100 s for one of 1000 s: each agent's expected rest is 325 s, but the
+        // first of four to free is a 100 s run unless all four run long (1 in 256).
+        let d = runs(&[100.0, 100.0, 100.0, 1000.0]);
+        assert_eq!(d.expected_remaining(0.0), Some(325.0));
+        let agents = [Agent::Running { elapsed: 0.0, of: &d }; 4];
+        assert!(close(start(&d, &agents, 0), 100.0));
+        // Alone, an agent frees after a 100 s run most of the time, too, but not always.
+        let f = forecast(
+            &Inputs {
+                durations: &d,
+                agents: &agents[..1],
+            },
+            0,
+        );
+        assert!(close(f.start, 100.0));
+        assert_eq!(f.likely, Some((100.0, 1000.0)));
     }
 
     #[test]
@@ -398,23 +516,40 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_agent_whose_job_is_not_known_frees_in_the_mean_residual_time() {
+    fn a_busy_agent_whose_job_is_not_known_is_met_at_a_random_moment_of_a_run() {
         let d = runs(&[10.0, 30.0]);
         // E[D²] / 2E[D] = (100 + 900) / 2 / 40
         assert_eq!(d.mean_residual(), Some(12.5));
-        assert!(close(start(&d, &[Agent::Busy], 0), 12.5));
+        // Runs of 10 s: somewhere in one, 5 s left in the middle.
+        let ten = runs(&[10.0]);
+        let f = forecast(
+            &Inputs {
+                durations: &ten,
+                agents: &[Agent::Busy],
+            },
+            0,
+        );
+        let (start, (early, late)) = (f.start.unwrap(), f.likely.unwrap());
+        assert!(
+            (start - 5.0).abs() < 1.0 && early < start && start < late && late <= 10.0,
+            "{f:?}"
+        );
         assert_eq!(
-            start(&Durations::default(), &[Agent::Busy], 0),
+            start_of(&Durations::default(), &[Agent::Busy]),
             Err(Unknown::NoHistory)
         );
     }
 
+    fn start_of(durations: &Durations, agents: &[Agent<'_>]) -> Result<f64, Unknown> {
+        start(durations, agents, 0)
+    }
+
     #[test]
-    fn jobs_ahead_take_the_mean_duration_on_whichever_agent_frees_first() {
-        let d = runs(&[10.0, 20.0, 30.0]);
+    fn jobs_ahead_run_the_queue_s_runs_on_whichever_agent_frees_first() {
+        let d = runs(&[20.0, 20.0]);
         let agents = [Agent::Idle, Agent::Running { elapsed: 5.0, of: &d }];
-        // Agent 0 frees at 0, agent 1 at E[D - 5 | D > 5] = 15. Places: 0 → 0 (agent 0, then
-        // busy until 20), 1 → 15 (agent 1, until 35), 2 → 20, 3 → 35.
+        // Agent 0 frees at 0, agent 1 at 15. Places: 0 → 0 (agent 0, then busy until 20),
+        // 1 → 15 (agent 1, until 35), 2 → 20, 3 → 35.
         let all: Vec<_> = forecasts(
             &Inputs {
                 durations: &d,
@@ -426,11 +561,22 @@ mod tests {
         .map(|f| f.start.unwrap())
         .collect();
         assert_eq!(all, vec![0.0, 15.0, 20.0, 35.0]);
-        for (p, s) in all.iter().enumerate() {
-            assert!(
-                close(start(&d, &agents, p as u64), *s),
-                "one at a time agrees with the pass"
-            );
+    }
+
+    #[test]
+    fn one_place_at_a_time_agrees_with_the_whole_queue_at_once() {
+        let d = runs(&[10.0, 20.0, 30.0, 300.0]);
+        let agents = [
+            Agent::Idle,
+            Agent::Running { elapsed: 5.0, of: &d },
+            Agent::Until { in_seconds: 50.0 },
+        ];
+        let inputs = Inputs {
+            durations: &d,
+            agents: &agents,
+        };
+        for (p, f) in forecasts(&inputs, 6).into_iter().enumerate() {
+            assert_eq!(f, forecast(&inputs, p as u64), "place {p}");
         }
     }
 

@@ -1,5 +1,6 @@
 //! One module per scenario of the issue; each returns a [`crate::report::Report`].
 
+pub mod estimate;
 pub mod footprint;
 pub mod gateway;
 pub mod output;
