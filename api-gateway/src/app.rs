@@ -159,6 +159,7 @@ impl App {
         } = self;
         let keeper = bus_keeper::spawn(state.bus().clone(), shutdown.clone());
         let relay = events::spawn(state.clone(), shutdown.clone());
+        let live = crate::ui::live::spawn(state.clone(), shutdown.clone());
         let router = routes::router(state.clone())
             .layer(DefaultBodyLimit::max(max_body_bytes))
             .layer(axum::middleware::from_fn(crate::metrics::track))
@@ -186,6 +187,7 @@ impl App {
         bus_shutdown.cancel();
         let _ = keeper.await;
         let _ = relay.await;
+        let _ = live.await;
         state.close().await;
         served.map_err(StartError::Serve)
     }

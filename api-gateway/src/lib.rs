@@ -11,6 +11,7 @@
 //! - [`webhooks`], `events`: relaying job events to jobs' webhooks (and recording provisioning).
 //! - [`metrics`]: Prometheus metrics (requests, submissions, live streams) on a port of their own.
 //! - [`estimate`]: the queue ETA; [`openapi`]: the OpenAPI document of the whole API.
+//! - [`ui`]: the web UI (server-rendered pages at Testflinger's paths, live over SSE).
 //!
 //! Architecture invariant: the gateway never changes a job's state. It inserts new jobs,
 //! discards a job it never accepted (the broker returned its submission), and reads; every
@@ -33,6 +34,7 @@ pub mod routes;
 pub mod scheduler;
 pub mod state;
 pub mod submit;
+pub mod ui;
 pub mod validate;
 pub mod views;
 pub mod webhooks;

@@ -34,6 +34,8 @@ struct Inner {
     secrets_key: Option<Arc<SecretsKey>>,
     /// Cancelled when the gateway starts stopping: long polls answer at once.
     stopping: CancellationToken,
+    /// The web UI's live events, fed from the broker (see [`crate::ui::live`]).
+    live: crate::ui::live::Hub,
 }
 
 /// Limits on what the gateway accepts and keeps.
@@ -80,6 +82,7 @@ impl AppState {
                 webhooks,
                 secrets_key,
                 stopping: CancellationToken::new(),
+                live: crate::ui::live::Hub::new(),
             }),
         }
     }
@@ -87,6 +90,10 @@ impl AppState {
     /// Cancelled when the gateway starts stopping (by [`crate::app::App::run`]).
     pub fn stopping(&self) -> &CancellationToken {
         &self.inner.stopping
+    }
+
+    pub fn live(&self) -> &crate::ui::live::Hub {
+        &self.inner.live
     }
 
     pub fn store(&self) -> &DynStore {

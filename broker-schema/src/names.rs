@@ -114,6 +114,12 @@ impl Names {
         format!("{}.gateway.events", self.ns)
     }
 
+    /// One gateway's own queue of the events its web UI shows live (status events, heartbeats,
+    /// and the output of the jobs whose pages are open there); `id` tells the gateways apart.
+    pub fn gateway_ui_queue(&self, id: &str) -> String {
+        format!("{}.gateway.ui.{id}", self.ns)
+    }
+
     /// Per-agent control queue.
     pub fn agent_control_queue(&self, agent: &AgentName) -> String {
         format!("{}.agent.{}.control", self.ns, agent.as_str())

@@ -256,3 +256,64 @@ pub async fn unfollow_job_events(ch: &Channel, names: &Names, job_id: &uuid::Uui
     )
     .await
 }
+
+/// Most events a gateway's web UI queue holds: a page that falls this far behind reads the
+/// store again (the UI's events are hints; the store is the truth).
+const GATEWAY_UI_MAX: i32 = 10_000;
+
+/// Declares one gateway's web UI queue ([`Names::gateway_ui_queue`]): exclusive to the
+/// declaring connection and deleted with it (nothing in it matters once the gateway is gone),
+/// bound to every job status event and heartbeat. Output is bound per job while a page shows
+/// it ([`follow_job_output`]). Returns the queue's name.
+pub async fn declare_gateway_ui(ch: &Channel, names: &Names, id: &str) -> lapin::Result<String> {
+    let name = names.gateway_ui_queue(id);
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(GATEWAY_UI_MAX));
+    ch.queue_declare(
+        name.clone().into(),
+        QueueDeclareOptions {
+            durable: false,
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await?;
+    for key in [Names::ALL_JOB_STATUS, Names::ALL_HEARTBEATS] {
+        bind(ch, name.clone(), names.events_exchange(), key).await?;
+    }
+    Ok(name)
+}
+
+/// Routes one job's output chunks to a gateway's web UI queue (`queue`), from now on.
+pub async fn follow_job_output(
+    ch: &Channel,
+    names: &Names,
+    queue: &str,
+    job_id: &uuid::Uuid,
+) -> lapin::Result<()> {
+    bind(
+        ch,
+        queue.to_owned(),
+        names.events_exchange(),
+        &Names::job_output_key(job_id),
+    )
+    .await
+}
+
+/// Stops routing one job's output to a gateway's web UI queue.
+pub async fn unfollow_job_output(
+    ch: &Channel,
+    names: &Names,
+    queue: &str,
+    job_id: &uuid::Uuid,
+) -> lapin::Result<()> {
+    unbind(
+        ch,
+        queue.to_owned(),
+        names.events_exchange(),
+        &Names::job_output_key(job_id),
+    )
+    .await
+}

@@ -6,6 +6,7 @@
 //! `scripts/test` builds them first (`cargo build --bins`).
 
 pub mod broker;
+pub mod browser;
 pub mod invariants;
 pub mod keyserver;
 pub mod lab;

@@ -58,6 +58,8 @@ pub struct Auth {
     pub allow_anonymous_agents: bool,
     /// The bootstrap admin from configuration: the API may not change or delete it.
     pub bootstrap_admin: Option<String>,
+    /// Encrypts the web UI's session cookies (derived from the same key as the tokens).
+    pub session_key: crate::ui::SessionKey,
 }
 
 impl Auth {
@@ -74,6 +76,7 @@ impl Auth {
         Auth {
             tokens: Tokens::new(&key, args.access_token_ttl, args.refresh_token_ttl),
             files: JobFilesKey::new(&key),
+            session_key: crate::ui::SessionKey::derive(&key),
             allow_anonymous: args.allow_anonymous,
             allow_anonymous_agents: args.allow_anonymous_agents,
             bootstrap_admin: args.admin_client_id.clone(),

@@ -13,7 +13,6 @@ pub mod reservation;
 pub mod results;
 pub mod secrets;
 
-use crate::error::ApiError;
 use crate::state::AppState;
 use axum::Router;
 
@@ -32,10 +31,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(admin::routes())
         .merge(secrets::routes())
-        .fallback(not_found)
+        .merge(crate::ui::routes())
+        .fallback(crate::ui::fallback)
         .with_state(state)
-}
-
-async fn not_found() -> ApiError {
-    ApiError::NotFound("Not found".into())
 }

@@ -153,7 +153,7 @@ async fn extend(
 
 /// The longest reservation `caller` may have on `queue`, in seconds: the unprivileged 6 h, or
 /// the client's `max_reservation_time` when higher; no limit for managers and admins.
-fn reservation_limit(caller: &Caller, queue: &str) -> Option<u64> {
+pub(crate) fn reservation_limit(caller: &Caller, queue: &str) -> Option<u64> {
     if caller.is_manager() {
         return None;
     }

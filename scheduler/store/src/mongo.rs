@@ -215,6 +215,9 @@ impl Store for MongoStore {
             JobOrder::QueueOrder => doc! { "priority": -1, "created_at": 1, "_id": 1 },
         };
         let mut find = self.jobs.find(query_filter(query)).sort(sort);
+        if let Some(offset) = query.offset {
+            find = find.skip(u64::from(offset));
+        }
         if let Some(limit) = query.limit {
             find = find.limit(i64::from(limit));
         }
@@ -225,6 +228,9 @@ impl Store for MongoStore {
     /// Counts what `find_jobs` would return, `limit` included.
     async fn count_jobs(&self, query: &JobQuery) -> StoreResult<u64> {
         let mut count = self.jobs.count_documents(query_filter(query));
+        if let Some(offset) = query.offset {
+            count = count.skip(u64::from(offset));
+        }
         match query.limit {
             Some(0) => return Ok(0),
             Some(limit) => count = count.limit(u64::from(limit)),
@@ -813,6 +819,9 @@ fn query_filter(q: &JobQuery) -> Document {
     }
     if let Some(t) = q.created_after {
         clauses.push(doc! { "created_at": { "$gt": t.0 } });
+    }
+    if let Some(who) = &q.submitted_by {
+        clauses.push(doc! { "submitted_by": who.as_str() });
     }
     and(clauses)
 }

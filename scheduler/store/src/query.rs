@@ -40,7 +40,11 @@ pub struct JobQuery {
     /// (the queue-position question).
     pub ahead_of: Option<(u32, Millis)>,
     pub created_after: Option<Millis>,
+    /// Jobs submitted by this client (the web UI's submitter filter).
+    pub submitted_by: Option<String>,
     pub order: JobOrder,
+    /// Skips this many jobs, in `order`, before the limit applies (the web UI's pages).
+    pub offset: Option<u32>,
     pub limit: Option<u32>,
 }
 
@@ -84,6 +88,11 @@ impl JobQuery {
         }
         if let Some(t) = self.created_after
             && j.created_at <= t
+        {
+            return false;
+        }
+        if let Some(who) = &self.submitted_by
+            && j.submitted_by.as_ref() != Some(who)
         {
             return false;
         }

@@ -441,6 +441,10 @@ fn job_filter(q: &JobQuery) -> (String, Vec<Value>) {
         sql.push_str(" AND created_at > ?");
         args.push(Value::Integer(t.0));
     }
+    if let Some(who) = &q.submitted_by {
+        sql.push_str(" AND json_extract(doc, '$.submitted_by') = ?");
+        args.push(Value::Text(who.clone()));
+    }
     (sql, args)
 }
 
@@ -515,8 +519,9 @@ impl Store for SqliteStore {
 
     async fn find_jobs(&self, query: &JobQuery) -> StoreResult<Vec<JobRecord>> {
         let (filter, mut args) = job_filter(query);
-        let sql = format!("SELECT doc{filter}{} LIMIT ?", job_order(query.order));
+        let sql = format!("SELECT doc{filter}{} LIMIT ? OFFSET ?", job_order(query.order));
         args.push(sql_limit(query.limit));
+        args.push(Value::Integer(i64::from(query.offset.unwrap_or(0))));
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&sql)?;
             let docs = stmt.query_map(params_from_iter(args), |r| r.get::<_, String>(0))?;
@@ -527,8 +532,9 @@ impl Store for SqliteStore {
 
     async fn count_jobs(&self, query: &JobQuery) -> StoreResult<u64> {
         let (filter, mut args) = job_filter(query);
-        let sql = format!("SELECT COUNT(*) FROM (SELECT 1{filter} LIMIT ?)");
+        let sql = format!("SELECT COUNT(*) FROM (SELECT 1{filter} LIMIT ? OFFSET ?)");
         args.push(sql_limit(query.limit));
+        args.push(Value::Integer(i64::from(query.offset.unwrap_or(0))));
         self.read(move |c| {
             let n: i64 = c
                 .prepare_cached(&sql)?

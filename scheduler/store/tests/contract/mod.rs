@@ -78,6 +78,7 @@ macro_rules! store_contract_tests {
             count_jobs_answers_the_queue_position_question,
             find_jobs_orders_oldest_newest_or_in_queue_order,
             limit_caps_find_jobs_and_count_jobs,
+            find_jobs_filters_by_submitter_and_pages_with_offset,
             find_jobs_agrees_with_the_reference_semantics,
             appending_output_twice_and_out_of_order_stores_each_fragment_once,
             output_of_different_attempts_and_streams_is_separate,
@@ -1263,6 +1264,55 @@ pub async fn limit_caps_find_jobs_and_count_jobs(db: &Fresh) {
         ..q(JobOrder::CreatedDesc, 2)
     };
     assert_eq!(ids(&db.store.find_jobs(&filtered).await.unwrap()), c.ids("fb"));
+}
+
+/// The web UI's job list: one submitter's jobs, a page at a time.
+pub async fn find_jobs_filters_by_submitter_and_pages_with_offset(db: &Fresh) {
+    let mut jobs = vec![];
+    for (n, who) in [
+        (1, Some("alice")),
+        (2, None),
+        (3, Some("bob")),
+        (4, Some("alice")),
+        (5, Some("alice")),
+    ] {
+        let mut j = waiting("rpi4b", 0, &[], t(n));
+        j.submitted_by = who.map(str::to_owned);
+        insert(db, &j).await;
+        jobs.push(j.job_id);
+    }
+    let alice = |offset, limit| JobQuery {
+        submitted_by: Some("alice".into()),
+        order: JobOrder::CreatedDesc,
+        offset,
+        limit,
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&db.store.find_jobs(&alice(None, None)).await.unwrap()),
+        vec![jobs[4], jobs[3], jobs[0]]
+    );
+    assert_eq!(db.store.count_jobs(&alice(None, None)).await.unwrap(), 3);
+    // Pages: the offset applies after filtering and ordering, before the limit.
+    assert_eq!(
+        ids(&db.store.find_jobs(&alice(Some(1), Some(1))).await.unwrap()),
+        vec![jobs[3]]
+    );
+    assert_eq!(
+        ids(&db.store.find_jobs(&alice(Some(2), Some(5))).await.unwrap()),
+        vec![jobs[0]]
+    );
+    assert_eq!(db.store.count_jobs(&alice(Some(2), Some(5))).await.unwrap(), 1);
+    assert_eq!(db.store.find_jobs(&alice(Some(3), None)).await.unwrap(), vec![]);
+    let everyone = JobQuery {
+        order: JobOrder::CreatedAsc,
+        offset: Some(3),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&db.store.find_jobs(&everyone).await.unwrap()),
+        vec![jobs[3], jobs[4]]
+    );
 }
 
 pub async fn find_jobs_agrees_with_the_reference_semantics(db: &Fresh) {
