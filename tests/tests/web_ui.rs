@@ -78,13 +78,30 @@ async fn unknown_jobs_agents_and_queues_are_html_not_found_pages() {
     let r = lab.http.get(lab.url("/v1/no-such-thing")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["message"], "Not found");
-    if std::env::var("FLINGER_UI_SCREENSHOTS").is_ok() {
-        let b = Browser::start(1100, 700).await;
-        b.goto(&lab.url("/jobs/00000000-0000-4000-8000-000000000000"))
+    let b = Browser::start(1100, 700).await;
+    b.goto(&lab.url("/jobs/00000000-0000-4000-8000-000000000000"))
+        .await;
+    b.wait_text("#message-heading", "the not-found page", |t| t == "Not found")
+        .await;
+    b.screenshot("not-found").await;
+    b.close().await;
+    // At phone width no page is wider than the screen (wide tables scroll inside themselves).
+    let phone = Browser::start(390, 844).await;
+    for (path, shot) in [
+        ("/", "phone-home"),
+        ("/jobs", "phone-jobs"),
+        ("/agents", "phone-agents"),
+        ("/queues/ui", "phone-queue"),
+    ] {
+        phone.goto(&lab.url(path)).await;
+        phone.wait_text("h1", "the page", |t| !t.is_empty()).await;
+        let fits = phone
+            .js("return document.documentElement.scrollWidth <= window.innerWidth;")
             .await;
-        b.screenshot("not-found").await;
-        b.close().await;
+        assert_eq!(fits, Value::Bool(true), "{path} is wider than a phone");
+        phone.screenshot(shot).await;
     }
+    phone.close().await;
     lab.stop().await;
 }
 
@@ -195,6 +212,280 @@ async fn a_running_jobs_output_and_completion_appear_without_reload() {
         );
     }
     b.screenshot("job-complete").await;
+    b.close().await;
+    lab.stop().await;
+}
+
+/// `pairs` as an HTML form's body.
+fn form(req: reqwest::RequestBuilder, pairs: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    req.header("content-type", "application/x-www-form-urlencoded")
+        .body(s.finish())
+}
+
+/// Signs `b` in as the lab's admin through the sign-in form.
+async fn sign_in(b: &Browser, lab: &Lab) {
+    b.goto(&lab.url("/login")).await;
+    b.type_into("#client-id", ADMIN).await;
+    b.type_into("#secret", ADMIN_SECRET).await;
+    b.click("#sign-in-button").await;
+    b.wait_text("#signed-in", "the signed-in client", |t| t.contains(ADMIN))
+        .await;
+}
+
+/// The value of `name=` in the `set-cookie` headers of `r`.
+fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.strip_prefix(&format!("{name}="))?
+                .split(';')
+                .next()
+                .map(str::to_owned)
+        })
+        .filter(|v| !v.is_empty())
+}
+
+/// The `value` of the first hidden `csrf` input of a page.
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a CSRF field") + "name=\"csrf\" value=\"".len();
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+/// Signs in over plain HTTP (as a script would): the session cookie and its CSRF token.
+async fn http_session(lab: &Lab) -> (String, String) {
+    let page = lab.http.get(lab.url("/login")).send().await.unwrap();
+    let login = set_cookie(&page, "flinger_login").expect("the sign-in form's cookie");
+    let csrf = csrf_of(&page.text().await.unwrap());
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = form(
+        no_redirect
+            .post(lab.url("/login"))
+            .header("cookie", format!("flinger_login={login}")),
+        &[
+            ("client_id", ADMIN),
+            ("secret", ADMIN_SECRET),
+            ("csrf", csrf.as_str()),
+        ],
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 303, "sign-in over HTTP");
+    let session = set_cookie(&r, "flinger_session").expect("a session cookie");
+    let cookies: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let session_cookie = cookies
+        .iter()
+        .find(|c| c.starts_with("flinger_session="))
+        .unwrap();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(session_cookie.contains(attr), "{session_cookie}");
+    }
+    let home = lab
+        .http
+        .get(lab.url("/"))
+        .header("cookie", format!("flinger_session={session}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!home.contains(ADMIN_SECRET), "a page shows the secret");
+    (session, csrf_of(&home))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_in_admin_cancels_a_running_job_and_forged_posts_are_refused() {
+    let lab = lab("uicancel").await;
+    let id = lab.submit(&job("to-cancel", &["started"], 600)).await;
+    lab.wait_state(id, &["test"], Duration::from_secs(60)).await;
+    let job_url = lab.url(&format!("/jobs/{id}"));
+
+    // Signed out: the page shows the job, without a Cancel button.
+    let b = Browser::start(1100, 900).await;
+    b.goto(&job_url).await;
+    b.wait_text("#job-state", "the job page", |s| s == "test").await;
+    assert!(!b.has("#cancel").await, "a signed-out visitor sees Cancel");
+
+    // A forged cancel: no session, then a real session without its CSRF token, or a wrong one.
+    let cancel_url = format!("{job_url}/cancel");
+    let r = form(lab.http.post(&cancel_url), &[("csrf", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let (session, csrf) = http_session(&lab).await;
+    let wrong: &[(&str, &str)] = &[("csrf", "not-the-token")];
+    for fields in [&[][..], wrong] {
+        let r = form(
+            lab.http
+                .post(&cancel_url)
+                .header("cookie", format!("flinger_session={session}")),
+            fields,
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "{fields:?}");
+    }
+    assert!(!csrf.is_empty());
+    // None of those reached the scheduler: the job still runs.
+    assert_eq!(lab.info(id).await.unwrap()["state"], "test");
+
+    // Signed in: Cancel is there and works.
+    sign_in(&b, &lab).await;
+    b.screenshot("home").await;
+    b.goto(&job_url).await;
+    b.wait_text("#job-state", "the job page", |s| s == "test").await;
+    b.screenshot("job-signed-in").await;
+    b.click("#cancel").await;
+    b.wait_text("#job-state", "the job to be cancelled", |s| s == "cancelled")
+        .await;
+    let info = lab.wait_done(id, Duration::from_secs(60)).await;
+    assert_eq!(info["state"], "cancelled", "{info}");
+    assert!(!b.has("#cancel").await, "an ended job offers Cancel");
+
+    // Signing out ends the session: the button is gone, the sign-in link is back.
+    b.click("#sign-out").await;
+    b.wait_text("#sign-in", "the sign-in link", |t| t == "Sign in")
+        .await;
+    b.close().await;
+    lab.stop().await;
+}
+
+async fn admin_token(lab: &Lab) -> String {
+    let r: Value = lab
+        .http
+        .post(lab.url("/v1/oauth2/token"))
+        .basic_auth(ADMIN, Some(ADMIN_SECRET))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["access_token"].as_str().expect("a token").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_put_in_maintenance_through_the_api_changes_on_agents_without_reload() {
+    let lab = lab("uimaint").await;
+    lab.wait_agent_state("ui-dev-1", "waiting").await;
+    let b = Browser::start(1100, 700).await;
+    b.goto(&lab.url("/agents")).await;
+    let cell = "tr[data-agent='ui-dev-1'] .agent-state";
+    b.wait_text(cell, "the agent waiting", |s| s == "waiting").await;
+    b.mark_page().await;
+    b.screenshot("agents").await;
+    let r = lab
+        .http
+        .post(lab.url("/v1/agents/data/ui-dev-1"))
+        .bearer_auth(admin_token(&lab).await)
+        .json(&json!({"state": "maintenance", "comment": "cable swap"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    b.wait_text(cell, "the agent in maintenance", |s| s == "maintenance")
+        .await;
+    assert!(b.page_marked().await, "/agents was reloaded");
+    b.screenshot("agents-maintenance").await;
+    b.goto(&lab.url("/agents/ui-dev-1")).await;
+    b.wait_text("#agent-state", "the agent page", |s| s == "maintenance")
+        .await;
+    b.screenshot("agent").await;
+    b.goto(&lab.url("/queues/ui")).await;
+    b.screenshot("queue").await;
+    b.close().await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reservation_counts_down_and_extend_moves_its_deadline() {
+    let lab = lab("uireserve").await;
+    let id = lab
+        .submit(&json!({"job_queue": "ui", "name": "reserved", "reserve_data": {"timeout": 600}}))
+        .await;
+    lab.wait_state(id, &["reserve"], Duration::from_secs(60)).await;
+    let b = Browser::start(1100, 900).await;
+    sign_in(&b, &lab).await;
+    b.goto(&lab.url(&format!("/jobs/{id}"))).await;
+    let left = b
+        .wait_text("#reservation-left", "the countdown", |t| t.contains(':'))
+        .await;
+    // It counts down by itself: a later reading is smaller.
+    let secs = |t: &str| -> u64 {
+        t.split(':')
+            .fold(0, |acc, p| acc * 60 + p.trim().parse::<u64>().unwrap_or(0))
+    };
+    let first = secs(&left);
+    assert!((500..=600).contains(&first), "{left}");
+    b.wait_text("#reservation-left", "the countdown to move", |t| secs(t) < first)
+        .await;
+    let until = b.text("#reservation-until").await.unwrap();
+    b.screenshot("job-reserved").await;
+    b.click("#extend").await;
+    let later = b
+        .wait_text("#reservation-until", "the new deadline", |t| t != until)
+        .await;
+    assert!(later > until, "{until} → {later}");
+    b.wait_text("#reservation-left", "the longer countdown", |t| secs(t) > 3600)
+        .await;
+    b.click("#cancel").await;
+    let info = lab.wait_done(id, Duration::from_secs(60)).await;
+    assert_eq!(info["state"], "cancelled", "{info}");
+    b.close().await;
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_page_reconnects_across_a_gateway_restart_without_gaps_or_repeats() {
+    let mut lab = lab("uirestart").await;
+    let lines: Vec<String> = (1..=20).map(|i| format!("restart line {i:02} of 20")).collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let id = lab.submit(&job("restart", &refs, 16)).await;
+    lab.wait_state(id, &["test"], Duration::from_secs(60)).await;
+    let b = Browser::start(1100, 900).await;
+    b.goto(&lab.url(&format!("/jobs/{id}"))).await;
+    b.wait_text("#out-output", "some output", |t| t.contains("restart line 02"))
+        .await;
+    b.mark_page().await;
+    let gateway = lab.gateway.as_mut().expect("a gateway");
+    assert_eq!(
+        gateway.stop(Duration::from_secs(20)),
+        Some(0),
+        "the gateway did not stop cleanly"
+    );
+    gateway.restart();
+    let out = b
+        .wait_text("#out-output", "the output after the restart", |t| {
+            t.contains("restart line 20 of 20")
+        })
+        .await;
+    b.wait_text("#job-state", "the job to complete", |s| s == "complete")
+        .await;
+    assert!(b.page_marked().await, "the page was reloaded");
+    for l in &lines {
+        assert_eq!(
+            out.matches(l.as_str()).count(),
+            1,
+            "{l} not exactly once in {out}"
+        );
+    }
     b.close().await;
     lab.stop().await;
 }
