@@ -489,3 +489,57 @@ async fn a_job_page_reconnects_across_a_gateway_restart_without_gaps_or_repeats(
     b.close().await;
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_anonymous_use_pages_ask_to_sign_in_and_a_session_opens_them() {
+    let lab = Lab::builder()
+        .name("uinoanon")
+        .gateway_env("FLINGER_ADMIN_CLIENT_ID", ADMIN)
+        .gateway_env("FLINGER_ADMIN_SECRET", ADMIN_SECRET)
+        .gateway_env("FLINGER_ALLOW_ANONYMOUS", "false")
+        .start()
+        .await;
+    let id = "00000000-0000-4000-8000-000000000000";
+    for path in ["/", "/jobs", &format!("/jobs/{id}"), "/agents", "/queues"] {
+        let (status, body) = get_html(&lab, path).await;
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(body.contains("Sign in required"), "{path}: {body}");
+        // Nor does its event stream answer.
+        let live = lab
+            .http
+            .get(lab.url(&if path.starts_with("/jobs/") {
+                format!("{path}/live")
+            } else {
+                format!("/live?page={path}")
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(live.status().as_u16(), 401, "{path}'s stream");
+    }
+    let (session, _) = http_session(&lab).await;
+    let r = lab
+        .http
+        .get(lab.url("/jobs"))
+        .header("cookie", format!("flinger_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.text().await.unwrap().contains("0 job(s)"));
+    // A cookie that was tampered with is no session.
+    let mut forged = session.clone();
+    forged.replace_range(5..6, if &session[5..6] == "A" { "B" } else { "A" });
+    let (status, _) = {
+        let r = lab
+            .http
+            .get(lab.url("/jobs"))
+            .header("cookie", format!("flinger_session={forged}"))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), ())
+    };
+    assert_eq!(status, 401);
+    lab.stop().await;
+}

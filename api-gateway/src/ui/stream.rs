@@ -399,3 +399,22 @@ async fn job_feed(state: AppState, viewer: Viewer, job_id: Uuid, cursor: Cursor,
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cursor;
+
+    #[test]
+    fn a_cursor_reads_back_what_it_writes_and_refuses_the_rest() {
+        let c = Cursor {
+            attempt: 2,
+            output: 17,
+            serial: 0,
+        };
+        assert_eq!(c.id(), "2.17.0");
+        assert_eq!(Cursor::parse(&c.id()), Some(c));
+        for bad in ["", "1.2", "a.b.c", "1.2.x", "-1.0.0"] {
+            assert_eq!(Cursor::parse(bad), None, "{bad}");
+        }
+    }
+}
