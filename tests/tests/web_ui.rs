@@ -66,8 +66,12 @@ async fn unknown_jobs_agents_and_queues_are_html_not_found_pages() {
     for path in [
         "/",
         "/jobs",
+        "/jobs?sort=queue",
+        "/jobs?sort=state&state=ended&page=2",
+        "/jobs?sort=submitted&submitter=nobody&tag=x",
         "/agents",
         "/agents/ui-dev-1",
+        "/agents/ui-dev-1?days=30",
         "/queues",
         "/queues/ui",
     ] {

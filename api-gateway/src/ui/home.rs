@@ -21,6 +21,8 @@ struct HomeRegion {
     rows: Vec<JobRow>,
     sort_link: Option<String>,
     sort_arrow: &'static str,
+    queue_sort: Option<String>,
+    state_sort: Option<String>,
 }
 
 pub async fn region(state: &AppState, viewer: &Viewer) -> Result<String, UiError> {
@@ -38,6 +40,8 @@ pub async fn region(state: &AppState, viewer: &Viewer) -> Result<String, UiError
         rows: latest.iter().map(JobRow::of).collect(),
         sort_link: None,
         sort_arrow: "",
+        queue_sort: None,
+        state_sort: None,
     }
     .render()?)
 }

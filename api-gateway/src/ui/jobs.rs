@@ -78,7 +78,8 @@ pub struct ListParams {
     q: String,
     #[serde(default)]
     page: Option<u32>,
-    /// `submitted` (oldest first) or `-submitted` (newest first, the default).
+    /// `submitted` (oldest first), `-submitted` (newest first, the default), `queue` or `state`
+    /// (by name, newest first within each).
     #[serde(default)]
     sort: String,
 }
@@ -145,10 +146,11 @@ impl ListParams {
             all_tags: true,
             tags,
             submitted_by: (!self.submitter.is_empty()).then(|| self.submitter.clone()),
-            order: if self.sort == "submitted" {
-                JobOrder::CreatedAsc
-            } else {
-                JobOrder::CreatedDesc
+            order: match self.sort.as_str() {
+                "submitted" => JobOrder::CreatedAsc,
+                "queue" => JobOrder::QueueNewest,
+                "state" => JobOrder::StateNewest,
+                _ => JobOrder::CreatedDesc,
             },
             ..Default::default()
         }
@@ -196,6 +198,8 @@ struct JobsRegion {
     next: Option<String>,
     sort_link: Option<String>,
     sort_arrow: &'static str,
+    queue_sort: Option<String>,
+    state_sort: Option<String>,
 }
 
 pub async fn list_region(state: &AppState, viewer: &Viewer, query: &str) -> Result<String, UiError> {
@@ -234,7 +238,13 @@ pub async fn list_region(state: &AppState, viewer: &Viewer, query: &str) -> Resu
                 ("page", String::new()),
             ]),
         ),
-        sort_arrow: if p.sort == "submitted" { "▲" } else { "▼" },
+        sort_arrow: match p.sort.as_str() {
+            "submitted" => "▲",
+            "" | "-submitted" => "▼",
+            _ => "",
+        },
+        queue_sort: Some(p.link(&[("sort", "queue".to_owned()), ("page", String::new())])),
+        state_sort: Some(p.link(&[("sort", "state".to_owned()), ("page", String::new())])),
     };
     Ok(region.render()?)
 }

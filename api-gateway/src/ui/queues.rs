@@ -188,6 +188,8 @@ struct QueueRegion {
     rows: Vec<JobRow>,
     sort_link: Option<String>,
     sort_arrow: &'static str,
+    queue_sort: Option<String>,
+    state_sort: Option<String>,
     percentiles: Vec<(u32, String)>,
 }
 
@@ -258,6 +260,8 @@ pub async fn queue_region(state: &AppState, viewer: &Viewer, name: &str) -> Resu
         rows: running.iter().map(JobRow::of).collect(),
         sort_link: None,
         sort_arrow: "",
+        queue_sort: None,
+        state_sort: None,
         percentiles,
     }
     .render()?)

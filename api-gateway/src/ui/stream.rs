@@ -43,6 +43,9 @@ const SETTLE: Duration = Duration::from_millis(60);
 const FOLLOW_UP: Duration = Duration::from_secs(1);
 /// How often a page with a gap in its output, or without live events, reads the store.
 const STORE_TICK: Duration = Duration::from_millis(500);
+/// A list page is rendered again this often even without events: an agent that falls silent
+/// sends none, yet turns offline; heartbeat ages move on.
+const REFRESH: Duration = Duration::from_secs(15);
 /// What the browser waits before reconnecting.
 const RETRY: Duration = Duration::from_millis(1000);
 
@@ -133,10 +136,13 @@ async fn region_feed(state: AppState, viewer: Viewer, path: String, query: Strin
     let stopping = state.stopping().clone();
     let mut pacing = Pacing::default();
     pacing.event();
+    let mut refresh = tokio::time::interval_at(Instant::now() + REFRESH, REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stopping.cancelled() => return,
             () = tx.closed() => return,
+            _ = refresh.tick() => pacing.event(),
             e = events.recv() => match e {
                 Ok(Live::Output(_)) => {}
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => pacing.event(),

@@ -213,6 +213,8 @@ impl Store for MongoStore {
             JobOrder::CreatedAsc => doc! { "created_at": 1, "_id": 1 },
             JobOrder::CreatedDesc => doc! { "created_at": -1, "_id": -1 },
             JobOrder::QueueOrder => doc! { "priority": -1, "created_at": 1, "_id": 1 },
+            JobOrder::QueueNewest => doc! { "queue": 1, "created_at": -1, "_id": -1 },
+            JobOrder::StateNewest => doc! { "state": 1, "created_at": -1, "_id": -1 },
         };
         let mut find = self.jobs.find(query_filter(query)).sort(sort);
         if let Some(offset) = query.offset {

@@ -14,6 +14,10 @@ pub enum JobOrder {
     CreatedDesc,
     /// The order agents take waiting jobs in: priority descending, then oldest first.
     QueueOrder,
+    /// By queue name, newest first within a queue (the web UI's sortable column).
+    QueueNewest,
+    /// By state name, newest first within a state (the web UI's sortable column).
+    StateNewest,
 }
 
 /// How many jobs of one queue are in one state ([`crate::Store::count_live_jobs`]).

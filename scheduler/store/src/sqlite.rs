@@ -454,6 +454,8 @@ fn job_order(order: JobOrder) -> &'static str {
         JobOrder::CreatedAsc => " ORDER BY created_at, job_id",
         JobOrder::CreatedDesc => " ORDER BY created_at DESC, job_id DESC",
         JobOrder::QueueOrder => " ORDER BY priority DESC, created_at, job_id",
+        JobOrder::QueueNewest => " ORDER BY queue, created_at DESC, job_id DESC",
+        JobOrder::StateNewest => " ORDER BY state, created_at DESC, job_id DESC",
     }
 }
 

@@ -517,6 +517,10 @@ fn reference_find(jobs: &[JobRecord], q: &JobQuery) -> Vec<JobRecord> {
         JobOrder::CreatedAsc => found.sort_by_key(|j| j.created_at),
         JobOrder::CreatedDesc => found.sort_by_key(|j| std::cmp::Reverse(j.created_at)),
         JobOrder::QueueOrder => found.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.created_at)),
+        JobOrder::QueueNewest => {
+            found.sort_by_key(|j| (j.queue.to_string(), std::cmp::Reverse(j.created_at)))
+        }
+        JobOrder::StateNewest => found.sort_by_key(|j| (j.state.as_str(), std::cmp::Reverse(j.created_at))),
     }
     if let Some(limit) = q.limit {
         found.truncate(limit as usize);

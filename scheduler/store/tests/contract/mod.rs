@@ -1044,6 +1044,12 @@ impl Corpus {
             JobOrder::CreatedAsc => hits.sort_by_key(|j| j.created_at),
             JobOrder::CreatedDesc => hits.sort_by_key(|j| std::cmp::Reverse(j.created_at)),
             JobOrder::QueueOrder => hits.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.created_at)),
+            JobOrder::QueueNewest => {
+                hits.sort_by_key(|j| (j.queue.to_string(), std::cmp::Reverse(j.created_at)))
+            }
+            JobOrder::StateNewest => {
+                hits.sort_by_key(|j| (j.state.as_str(), std::cmp::Reverse(j.created_at)))
+            }
         }
         hits.truncate(q.limit.map_or(usize::MAX, |l| l as usize));
         hits.iter().map(|j| j.job_id).collect()
@@ -1361,7 +1367,13 @@ pub async fn find_jobs_agrees_with_the_reference_semantics(db: &Fresh) {
         },
     ];
     for q in base {
-        for order in [JobOrder::CreatedAsc, JobOrder::CreatedDesc, JobOrder::QueueOrder] {
+        for order in [
+            JobOrder::CreatedAsc,
+            JobOrder::CreatedDesc,
+            JobOrder::QueueOrder,
+            JobOrder::QueueNewest,
+            JobOrder::StateNewest,
+        ] {
             for limit in [None, Some(1), Some(3)] {
                 let q = JobQuery {
                     order,
