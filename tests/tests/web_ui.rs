@@ -138,6 +138,21 @@ async fn output_that_looks_like_html_is_shown_as_text_and_never_runs() {
     assert!(body.contains("&#60;b&#62;bold&#60;/b&#62; name"), "{body}");
     assert!(!body.contains("<b>bold</b>"), "{body}");
     assert!(!body.contains("<script>window"), "{body}");
+    // The search box finds it by part of its name in any case, or by its tag.
+    for (q, found) in [
+        ("BOLD</b> NA", true),
+        ("web-ui", true),
+        ("web-u", false),
+        ("nothing like it", false),
+    ] {
+        let path = format!(
+            "/jobs?q={}",
+            url::form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>()
+        );
+        let (status, list) = get_html(&lab, &path).await;
+        assert_eq!(status, 200);
+        assert_eq!(list.contains(&id.to_string()), found, "{q}: {list}");
+    }
 
     // In a browser: the text is there, nothing ran.
     let b = Browser::start(1100, 900).await;

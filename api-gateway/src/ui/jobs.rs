@@ -134,10 +134,6 @@ impl ListParams {
         if !self.tag.is_empty() {
             tags.push(self.tag.clone());
         }
-        // The search box: a job id opens the job (see `list_page`); other words are tags.
-        if !self.q.is_empty() && Uuid::parse_str(&self.q).is_err() {
-            tags.push(self.q.clone());
-        }
         JobQuery {
             queue: (!self.queue.is_empty())
                 .then(|| DeviceClass::parse(self.queue.clone()).ok())
@@ -145,6 +141,9 @@ impl ListParams {
             states: states_for(&self.state),
             all_tags: true,
             tags,
+            // The search box: a job id opens the job (see `list_page`); other text is looked
+            // for in names and tags.
+            text: (!self.q.is_empty() && Uuid::parse_str(&self.q).is_err()).then(|| self.q.clone()),
             submitted_by: (!self.submitter.is_empty()).then(|| self.submitter.clone()),
             order: match self.sort.as_str() {
                 "submitted" => JobOrder::CreatedAsc,

@@ -646,6 +646,10 @@ struct JobDoc {
     tags: Vec<String>,
     #[serde(default)]
     submitted_by: Option<String>,
+    /// The job file's `name`, copied out of `definition` for searches (jobs stored before it
+    /// was copied have none, and are found by tag only).
+    #[serde(default)]
+    name: Option<String>,
     created_at: Millis,
     updated_at: Millis,
     #[serde(default)]
@@ -687,6 +691,7 @@ fn job_to_doc(job: &JobRecord) -> StoreResult<Document> {
         id: job.job_id.to_string(),
         queue: job.queue.clone(),
         definition,
+        name: job.definition.name().map(str::to_owned),
         state: job.state,
         priority: job.priority,
         tags: job.tags.clone(),
@@ -822,10 +827,28 @@ fn query_filter(q: &JobQuery) -> Document {
     if let Some(t) = q.created_after {
         clauses.push(doc! { "created_at": { "$gt": t.0 } });
     }
+    if let Some(text) = &q.text {
+        clauses.push(doc! { "$or": [
+            { "name": { "$regex": regex_escape(text), "$options": "i" } },
+            { "tags": text.as_str() },
+        ] });
+    }
     if let Some(who) = &q.submitted_by {
         clauses.push(doc! { "submitted_by": who.as_str() });
     }
     and(clauses)
+}
+
+/// `s` as a regular expression that matches it literally.
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\^$.|?*+()[]{}/-".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn and(mut clauses: Vec<Document>) -> Document {

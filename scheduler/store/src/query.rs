@@ -44,6 +44,9 @@ pub struct JobQuery {
     /// (the queue-position question).
     pub ahead_of: Option<(u32, Millis)>,
     pub created_after: Option<Millis>,
+    /// Jobs whose name contains this text (ASCII letters in either case), or that carry it as a
+    /// tag (the web UI's search box).
+    pub text: Option<String>,
     /// Jobs submitted by this client (the web UI's submitter filter).
     pub submitted_by: Option<String>,
     pub order: JobOrder,
@@ -94,6 +97,16 @@ impl JobQuery {
             && j.created_at <= t
         {
             return false;
+        }
+        if let Some(text) = &self.text {
+            let needle = text.to_ascii_lowercase();
+            let named = j
+                .definition
+                .name()
+                .is_some_and(|n| n.to_ascii_lowercase().contains(&needle));
+            if !named && !j.tags.contains(text) {
+                return false;
+            }
         }
         if let Some(who) = &self.submitted_by
             && j.submitted_by.as_ref() != Some(who)

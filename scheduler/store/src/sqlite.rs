@@ -441,6 +441,14 @@ fn job_filter(q: &JobQuery) -> (String, Vec<Value>) {
         sql.push_str(" AND created_at > ?");
         args.push(Value::Integer(t.0));
     }
+    if let Some(text) = &q.text {
+        sql.push_str(
+            " AND (instr(lower(json_extract(doc, '$.definition.name')), lower(?)) > 0 \
+             OR EXISTS (SELECT 1 FROM json_each(jobs.tags) WHERE value = ?))",
+        );
+        args.push(Value::Text(text.clone()));
+        args.push(Value::Text(text.clone()));
+    }
     if let Some(who) = &q.submitted_by {
         sql.push_str(" AND json_extract(doc, '$.submitted_by') = ?");
         args.push(Value::Text(who.clone()));

@@ -1319,6 +1319,29 @@ pub async fn find_jobs_filters_by_submitter_and_pages_with_offset(db: &Fresh) {
         ids(&db.store.find_jobs(&everyone).await.unwrap()),
         vec![jobs[3], jobs[4]]
     );
+    // The search box: part of a name in any case, or a whole tag; literally (no pattern).
+    let mut named = waiting("rpi4b", 0, &["nightly"], t(10));
+    named.definition = broker_schema::JobDefinition::parse(
+        serde_json::json!({"job_queue": "rpi4b", "name": "Kernel (6.8) smoke test", "tags": ["nightly"]}),
+    )
+    .unwrap();
+    insert(db, &named).await;
+    let search = |text: &str| JobQuery {
+        text: Some(text.into()),
+        ..Default::default()
+    };
+    for (text, found) in [
+        ("kernel", true),
+        ("(6.8) SMOKE", true),
+        ("nightly", true),
+        ("night", false),
+        ("6.8.", false),
+        ("k.rnel", false),
+    ] {
+        let ids = ids(&db.store.find_jobs(&search(text)).await.unwrap());
+        assert_eq!(ids == vec![named.job_id], found, "{text:?}: {ids:?}");
+        assert_eq!(search(text).matches(&named), found, "reference, {text:?}");
+    }
 }
 
 pub async fn find_jobs_agrees_with_the_reference_semantics(db: &Fresh) {
