@@ -362,6 +362,38 @@ async fn a_signed_in_admin_cancels_a_running_job_and_forged_posts_are_refused() 
         assert_eq!(r.status().as_u16(), 403, "{fields:?}");
     }
     assert!(!csrf.is_empty());
+    // Signing out (over HTTP) ends that session: its cookie, kept, opens nothing any more.
+    let signed_in = |html: &str| html.contains("id=\"signed-in\"");
+    let page_with = |cookie: String| {
+        let req = lab
+            .http
+            .get(&job_url)
+            .header("accept", "text/html")
+            .header("cookie", cookie);
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    assert!(signed_in(&page_with(format!("flinger_session={session}")).await));
+    let r = form(
+        lab.http
+            .post(lab.url("/logout"))
+            .header("cookie", format!("flinger_session={session}")),
+        &[("csrf", csrf.as_str())],
+    )
+    .send()
+    .await
+    .unwrap();
+    assert!(r.status().is_success(), "sign-out: {}", r.status());
+    assert!(!signed_in(&page_with(format!("flinger_session={session}")).await));
+    let r = form(
+        lab.http
+            .post(&cancel_url)
+            .header("cookie", format!("flinger_session={session}")),
+        &[("csrf", csrf.as_str())],
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 403, "a signed-out session cancelled");
     // None of those reached the scheduler: the job still runs.
     assert_eq!(lab.info(id).await.unwrap()["state"], "test");
 

@@ -7,12 +7,17 @@
 //! reads it and nobody can forge or read it. The cookie is `HttpOnly`, `SameSite=Strict`, and
 //! `Secure` when the request came over TLS (a proxy's `X-Forwarded-Proto: https`).
 //!
+//! Each session is also a refresh-token record in the store (the cookie holds its hash): signing
+//! out revokes it, so a copy of the cookie kept elsewhere is no session either, and an admin
+//! can end a session as any refresh token (`POST /v1/oauth2/revoke` needs the token itself,
+//! which nobody sees: sessions end by signing out or expiring).
+//!
 //! Every form that changes something carries the CSRF token (the session's, or before sign-in
-//! a short-lived cookie's: double submit), and its handler refuses it without. Signing out
-//! removes the cookie. A signed-out visitor is the API's anonymous caller.
+//! a short-lived cookie's: double submit), and its handler refuses it without. A signed-out
+//! visitor is the API's anonymous caller.
 
 use super::page::{Page, SignedIn, UiError};
-use crate::auth::{Caller, Permissions, password};
+use crate::auth::{Caller, Permissions, password, token};
 use crate::error::ApiError;
 use crate::routes::auth::permissions_of;
 use crate::state::AppState;
@@ -25,7 +30,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
 use broker_schema::Millis;
 use cookie::{Cookie, CookieJar, Key, SameSite};
-use flinger_store::Records;
+use flinger_store::{Records, RefreshTokenRecord, Revoked};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
 use std::time::Duration;
@@ -64,6 +69,8 @@ pub struct Session {
     pub csrf: String,
     /// Milliseconds since the epoch.
     pub expires: i64,
+    /// The session's refresh-token record (the SHA-256 of a token nobody holds).
+    pub record: String,
 }
 
 /// Who is looking: the API's caller (anonymous or a signed-in client) and the session, if any.
@@ -126,7 +133,17 @@ impl FromRequestParts<AppState> for Viewer {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let auth = state.auth();
         let mut caller = Caller::anonymous(auth);
-        let session = read_session(&parts.headers, &auth.session_key);
+        let mut session = read_session(&parts.headers, &auth.session_key);
+        // Signed out (revoked) or unknown here: no session, whatever the cookie says.
+        if let Some(s) = &session {
+            let live = match state.store().get_refresh_token(&s.record).await {
+                Ok(Some(r)) => !r.revoked && r.expires_at.is_none_or(|t| t > Millis::now()),
+                _ => false,
+            };
+            if !live {
+                session = None;
+            }
+        }
         if let Some(s) = &session {
             caller.permissions = Some(s.permissions.clone());
         }
@@ -244,10 +261,28 @@ pub async fn sign_in(
         Err(e) => return UiError::Api(e).page(Some(&viewer)).into_response(),
     };
     info!(client_id = %client.client_id, role = %client.role, "web UI sign-in");
+    let now = Millis::now();
+    let record = token::refresh_token_hash(&token::new_refresh_token());
+    let stored = state
+        .store()
+        .insert_refresh_token(
+            &record,
+            &RefreshTokenRecord {
+                client_id: client.client_id.clone(),
+                issued_at: now,
+                expires_at: Some(now.plus(SESSION_TTL)),
+                revoked: false,
+            },
+        )
+        .await;
+    if let Err(e) = stored {
+        return UiError::from(e).page(Some(&viewer)).into_response();
+    }
     let session = Session {
         permissions,
         csrf: random_token(),
-        expires: Millis::now().plus(SESSION_TTL).0,
+        expires: now.plus(SESSION_TTL).0,
+        record,
     };
     let mut jar = CookieJar::new();
     let mut c = base_cookie(
@@ -277,10 +312,20 @@ pub struct CsrfField {
     pub csrf: String,
 }
 
-/// `POST /logout`: ends the session (the cookie is removed).
-pub async fn sign_out(viewer: Viewer, headers: HeaderMap, Form(form): Form<CsrfField>) -> Response {
-    if let Err(e) = viewer.check_csrf(Some(&form.csrf)) {
-        return e.page(Some(&viewer)).into_response();
+/// `POST /logout`: ends the session (its record is revoked, the cookie removed).
+pub async fn sign_out(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Form(form): Form<CsrfField>,
+) -> Response {
+    let session = match viewer.check_csrf(Some(&form.csrf)) {
+        Ok(s) => s,
+        Err(e) => return e.page(Some(&viewer)).into_response(),
+    };
+    match state.store().revoke_refresh_token(&session.record).await {
+        Ok(Revoked::Now | Revoked::Already | Revoked::Unknown) => {}
+        Err(e) => return UiError::from(e).page(Some(&viewer)).into_response(),
     }
     let mut gone = base_cookie(SESSION_COOKIE, String::new(), over_tls(&headers));
     gone.make_removal();
