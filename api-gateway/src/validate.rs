@@ -39,9 +39,18 @@ pub fn body_checked<T: ToSchema + DeserializeOwned + 'static>(
 ) -> Result<T, ApiError> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("Malformed JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(ApiError::invalid_field("_schema", "Invalid input type."));
+    match value {
+        Value::Object(m) => object_checked(m, more),
+        _ => Err(ApiError::invalid_field("_schema", "Invalid input type.")),
     }
+}
+
+/// [`body_checked`], for a body already read as a JSON object.
+pub fn object_checked<T: ToSchema + DeserializeOwned + 'static>(
+    m: Map<String, Value>,
+    more: impl FnOnce(&Value, &mut ValidationErrors),
+) -> Result<T, ApiError> {
+    let value = Value::Object(m);
     let mut errors = check::<T>(&value);
     more(&value, &mut errors);
     if !errors.is_empty() {
@@ -240,6 +249,32 @@ mod tests {
         assert_eq!(f["action"], ["Must be one of: cancel."]);
         let f = fields(body::<Action>(b"{}").unwrap_err());
         assert_eq!(f["action"], ["Missing data for required field."]);
+    }
+
+    #[test]
+    fn agents_posts_are_checked_against_their_declared_shapes() {
+        use flinger_api::{ImagesIn, QueuesIn, ResultPost, StatusUpdate};
+        let f = fields(
+            body::<StatusUpdate>(br#"{"events": [{"event_name": "x"}, 3], "agent_id": 1}"#).unwrap_err(),
+        );
+        assert_eq!(f["job_status_webhook"], ["Missing data for required field."]);
+        assert_eq!(f["events.0.timestamp"], ["Missing data for required field."]);
+        assert_eq!(f["events.1"], ["Not a valid mapping type."]);
+        assert_eq!(f["agent_id"], ["Not a valid string."]);
+        let f = fields(
+            body::<ResultPost>(br#"{"status": {"test": "0"}, "device_info": [], "extra": 1}"#).unwrap_err(),
+        );
+        assert_eq!(f["status.test"], ["Not a valid integer."]);
+        assert_eq!(f["device_info"], ["Not a valid mapping type."]);
+        assert_eq!(f["extra"], ["Unknown field."]);
+        let ok =
+            body::<ResultPost>(br#"{"status": {"test": 0}, "device_info": {"ip": "10.0.0.2"}}"#).unwrap();
+        assert_eq!(ok.status["test"], 0);
+        let f = fields(body::<QueuesIn>(br#"{"rpi4": "Raspberry Pi", "bad": 1}"#).unwrap_err());
+        assert_eq!(f["bad"], ["Not a valid string."]);
+        let f = fields(body::<ImagesIn>(br#"{"rpi4": {"noble": 1}, "x86": "no"}"#).unwrap_err());
+        assert_eq!(f["rpi4.noble"], ["Not a valid string."]);
+        assert_eq!(f["x86"], ["Not a valid mapping type."]);
     }
 
     #[test]

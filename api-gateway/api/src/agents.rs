@@ -102,3 +102,13 @@ pub struct ProvisionLogIn {
     #[serde(default)]
     pub detail: Option<String>,
 }
+
+/// `POST /v1/agents/queues`: queue name → description, as agents advertise their queues.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+pub struct QueuesIn(pub BTreeMap<String, String>);
+
+/// `POST /v1/agents/images`: queue name → image name → provision data (YAML text).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+pub struct ImagesIn(pub BTreeMap<String, BTreeMap<String, String>>);

@@ -65,6 +65,7 @@ pub struct SecretWritten {
 
 /// `PUT /v1/client-permissions/<id>`: a client to create, or the fields of one to change.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ClientIn {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 15)]

@@ -285,9 +285,7 @@ pub struct StatusUpdate {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StatusEvent {
-    #[serde(default)]
     pub event_name: String,
-    #[serde(default)]
     pub timestamp: String,
     #[serde(default)]
     pub detail: String,

@@ -19,7 +19,9 @@ pub mod eta;
 pub mod jobs;
 pub mod results;
 
-pub use agents::{Agent, AgentIn, ProvisionLog, ProvisionLogEntry, ProvisionLogIn, Status};
+pub use agents::{
+    Agent, AgentIn, ImagesIn, ProvisionLog, ProvisionLogEntry, ProvisionLogIn, QueuesIn, Status,
+};
 pub use auth::{Client, ClientIn, Owner, RefreshToken, RestrictedQueue, SecretIn, SecretWritten, Token};
 pub use errors::{Error, ValidationError};
 pub use jobs::{

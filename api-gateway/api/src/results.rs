@@ -55,6 +55,7 @@ pub struct Readiness {
 
 /// `POST /v1/result/<id>`: what a Testflinger agent posts about a run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ResultPost {
     /// Exit code of each phase, by phase name.
     #[serde(default)]

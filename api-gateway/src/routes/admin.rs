@@ -10,8 +10,8 @@ use crate::validate;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use broker_schema::{DeviceClass, Millis, ValidationErrors};
-use flinger_api::{Client, Owner, RestrictedQueue};
+use broker_schema::{DeviceClass, Millis};
+use flinger_api::{Client, ClientIn, Owner, RestrictedQueue};
 use flinger_store::{ClientRecord, Records, Role};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -130,28 +130,6 @@ async fn get_client(
     Ok(Json(client_view(&client, &owned_by(&owners, &client_id))))
 }
 
-/// A `{queue or "*": non-negative integer}` map.
-fn limits<T: TryFrom<u64>>(
-    v: &Value,
-    field: &str,
-    errors: &mut ValidationErrors,
-) -> Option<BTreeMap<String, T>> {
-    let Some(m) = v.as_object() else {
-        errors.add(field, "Not a valid mapping type.");
-        return None;
-    };
-    let mut out = BTreeMap::new();
-    for (k, n) in m {
-        match n.as_u64().and_then(|n| T::try_from(n).ok()) {
-            Some(n) => {
-                out.insert(k.clone(), n);
-            }
-            None => errors.add(format!("{field}.{k}"), "Not a valid integer."),
-        }
-    }
-    Some(out)
-}
-
 /// `PUT /v1/client-permissions/<id>` `{client_secret, role, max_priority, max_reservation_time,
 /// email}`: creates the client (a secret is then required) or updates the fields given. A caller
 /// may only manage clients [`may_manage`] allows, and give roles up to its own.
@@ -185,41 +163,25 @@ async fn put_client(
             "Invalid client id {client_id:?}: use letters, digits, _ . @ -"
         )));
     }
-    let m = parse_object(&body)?;
-    let mut errors = ValidationErrors::default();
-    let mut secret = None;
-    let mut role = None;
-    let mut max_priority = None;
-    let mut max_reservation = None;
-    let mut email = None;
-    for (k, v) in &m {
-        match k.as_str() {
-            "client_secret" => match v.as_str() {
-                Some(s) if s.chars().count() >= password::MIN_SECRET_LEN => secret = Some(s.to_owned()),
-                Some(_) => errors.add(
-                    k.clone(),
-                    format!("Shorter than minimum length {}.", password::MIN_SECRET_LEN),
-                ),
-                None => errors.add(k.clone(), "Not a valid string."),
-            },
-            "role" => match v.as_str().and_then(Role::parse) {
-                Some(r) => role = Some(r),
-                None => errors.add(k.clone(), "Must be one of: admin, manager, contributor, agent."),
-            },
-            "max_priority" => max_priority = limits::<u32>(v, k, &mut errors),
-            "max_reservation_time" => max_reservation = limits::<u64>(v, k, &mut errors),
-            "email" => match v.as_str() {
-                Some(s) if s.contains('@') && !s.starts_with('@') && !s.ends_with('@') => {
-                    email = Some(s.to_owned())
-                }
-                _ => errors.add(k.clone(), "Not a valid email address."),
-            },
-            other => errors.add(other.to_owned(), "Unknown field."),
+    // The shape is ClientIn's; what its schema cannot say: a role's name, an e-mail address.
+    let ClientIn {
+        client_secret: secret,
+        role,
+        max_priority,
+        max_reservation_time: max_reservation,
+        email,
+    } = validate::object_checked(parse_object(&body)?, |v, errors| {
+        if v["role"].as_str().is_some_and(|r| Role::parse(r).is_none()) {
+            errors.add("role", "Must be one of: admin, manager, contributor, agent.");
         }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::invalid_fields(errors));
-    }
+        if v["email"]
+            .as_str()
+            .is_some_and(|s| !s.contains('@') || s.starts_with('@') || s.ends_with('@'))
+        {
+            errors.add("email", "Not a valid email address.");
+        }
+    })?;
+    let role = role.as_deref().and_then(Role::parse);
     let existing = state.store().get_client(&client_id).await?;
     let mine = caller.role();
     if let Some(c) = &existing

@@ -13,9 +13,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker_schema::messages::{AdminState, AgentState, Heartbeat, SchedulerRequest, SetAgentStateRequest};
 use broker_schema::{AgentName, DeviceClass, Millis, ValidationErrors};
-use flinger_api::{Agent, ProvisionLog, ProvisionLogEntry, ProvisionLogIn, Status};
+use flinger_api::{Agent, AgentIn, ProvisionLog, ProvisionLogEntry, ProvisionLogIn, Status};
 use flinger_store::{AgentRecord, ProvisionEntry, Records};
-use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 /// Heartbeat interval assumed for an agent that reports over HTTP: Testflinger agents post
@@ -115,17 +114,6 @@ async fn get_agent(
     Ok(Json(v.remove(0)))
 }
 
-fn string_field(m: &Map<String, Value>, key: &str, errors: &mut ValidationErrors) -> Option<String> {
-    match m.get(key) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => {
-            errors.add(key, "Not a valid string.");
-            None
-        }
-    }
-}
-
 /// `POST /v1/agents/data/<name>`. From an admin or manager: `{state, comment}` sets the agent's
 /// admin state through the scheduler (`waiting`/`online` returns it to service, `restart`
 /// restarts it; the change takes effect after the agent's current job). From an agent: what it reports about itself
@@ -151,10 +139,29 @@ async fn post_agent(
     Body(body): Body,
 ) -> Result<Json<Status>, ApiError> {
     caller.require(access::AGENT_DATA)?;
-    let m = json_object(&body)?;
+    // The shape is AgentIn's; what its schema cannot say: a job id is a UUID (or empty), a
+    // queue is a valid queue name.
+    let AgentIn {
+        state: wanted,
+        comment,
+        queues,
+        location,
+        provision_type,
+        job_id,
+    } = validate::body_checked(&body, |v, errors| {
+        if let Some(id) = v["job_id"].as_str()
+            && !id.is_empty()
+            && id.parse::<uuid::Uuid>().is_err()
+        {
+            errors.add("job_id", "Not a valid UUID.");
+        }
+        for (i, q) in v["queues"].as_array().into_iter().flatten().enumerate() {
+            if q.as_str().is_some_and(|q| DeviceClass::parse(q).is_err()) {
+                errors.add(format!("queues.{i}"), "Not a valid queue name.");
+            }
+        }
+    })?;
     let mut errors = ValidationErrors::default();
-    let wanted = string_field(&m, "state", &mut errors);
-    let comment = string_field(&m, "comment", &mut errors);
     if caller.is_manager() {
         let admin_state = match wanted.as_deref() {
             Some("waiting" | "online") => None,
@@ -191,49 +198,20 @@ async fn post_agent(
         AgentName::parse(name.clone()).map_err(|e| ApiError::BadRequest(format!("agent name: {e}")))?;
     let reported_state = match wanted.as_deref() {
         None => None,
-        Some(s) => match AgentState::parse(s) {
-            Some(st) => Some(st),
-            None => {
-                errors.add("state", format!("Unknown agent state {s:?}."));
-                None
-            }
-        },
-    };
-    let location = string_field(&m, "location", &mut errors);
-    let provision_type = string_field(&m, "provision_type", &mut errors);
-    let job_id = match string_field(&m, "job_id", &mut errors).filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => match s.parse::<uuid::Uuid>() {
-            Ok(id) => Some(id),
-            Err(_) => {
-                errors.add("job_id", "Not a valid UUID.");
-                None
-            }
-        },
-    };
-    let queues = match m.get("queues") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => Some(
-            items
-                .iter()
-                .enumerate()
-                .filter_map(|(i, q)| match q.as_str().map(DeviceClass::parse) {
-                    Some(Ok(c)) => Some(c),
-                    _ => {
-                        errors.add(format!("queues.{i}"), "Not a valid queue name.");
-                        None
-                    }
-                })
-                .collect::<Vec<_>>(),
+        Some(s) => Some(
+            AgentState::parse(s)
+                .ok_or_else(|| ApiError::invalid_field("state", format!("Unknown agent state {s:?}.")))?,
         ),
-        Some(_) => {
-            errors.add("queues", "Not a valid list.");
-            None
-        }
     };
-    if !errors.is_empty() {
-        return Err(ApiError::invalid_fields(errors));
-    }
+    // Checked above.
+    let job_id = job_id.filter(|s| !s.is_empty()).and_then(|s| s.parse().ok());
+    let queues: Option<Vec<DeviceClass>> = queues.map(|qs| {
+        qs.iter()
+            .filter_map(|q| DeviceClass::parse(q.as_str()).ok())
+            .collect()
+    });
+    // `job_id` sent (even empty or null) says what the agent runs now; absent, it is unchanged.
+    let sent_job_id = json_object(&body)?.contains_key("job_id");
     // Testflinger sets only the fields given: start from what is known.
     let known = state.store().get_agent(&agent).await?;
     let base = known.unwrap_or_else(|| AgentRecord::placeholder(agent.clone()));
@@ -244,11 +222,7 @@ async fn post_agent(
         } else {
             base.state
         }),
-        job_id: if m.contains_key("job_id") {
-            job_id
-        } else {
-            base.job_id
-        },
+        job_id: if sent_job_id { job_id } else { base.job_id },
         queues: queues.unwrap_or(base.queues),
         location: location.or(base.location),
         provision_type: provision_type.or(base.provision_type),

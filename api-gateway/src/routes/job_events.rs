@@ -7,10 +7,11 @@ use crate::auth::{Caller, access};
 use crate::error::ApiError;
 use crate::extract::{Body, JobId, json_object};
 use crate::state::AppState;
+use crate::validate;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
-use broker_schema::ValidationErrors;
+use flinger_api::StatusUpdate;
 use serde_json::Value;
 
 pub fn routes() -> Router<AppState> {
@@ -36,37 +37,18 @@ async fn post_events(
     Body(body): Body,
 ) -> Result<&'static str, ApiError> {
     caller.require(access::AGENT)?;
+    // The shape is StatusUpdate's; what its schema cannot say is that the URL is http(s).
+    let update: StatusUpdate = validate::body_checked(&body, |v, errors| {
+        if let Some(s) = v["job_status_webhook"].as_str()
+            && webhook_url(s).is_none()
+        {
+            errors.add("job_status_webhook", "Not a valid URL.");
+        }
+    })?;
+    let url = webhook_url(&update.job_status_webhook).expect("checked above");
+    // The update is relayed as the agent sent it (agents may add fields of their own).
     let mut doc = json_object(&body)?;
-    let mut errors = ValidationErrors::default();
-    let url = match doc.remove("job_status_webhook") {
-        Some(Value::String(s)) => match url::Url::parse(&s) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
-            _ => {
-                errors.add("job_status_webhook", "Not a valid URL.");
-                None
-            }
-        },
-        _ => {
-            errors.add("job_status_webhook", "Missing data for required field.");
-            None
-        }
-    };
-    match doc.get("events") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(events)) => {
-            for (i, e) in events.iter().enumerate() {
-                let ok = e.get("event_name").is_some_and(Value::is_string)
-                    && e.get("timestamp").is_some_and(Value::is_string);
-                if !ok {
-                    errors.add(format!("events.{i}"), "Needs event_name and timestamp strings.");
-                }
-            }
-        }
-        Some(_) => errors.add("events", "Not a valid list."),
-    }
-    let Some(url) = url.filter(|_| errors.is_empty()) else {
-        return Err(ApiError::invalid_fields(errors));
-    };
+    doc.remove("job_status_webhook");
     if state.store().get_job(id).await?.is_none() {
         return Err(ApiError::NotFound("Job not found".into()));
     }
@@ -77,4 +59,10 @@ async fn post_events(
     }
     state.webhooks().relay(id, url, Value::Object(doc));
     Ok("OK")
+}
+
+fn webhook_url(s: &str) -> Option<url::Url> {
+    url::Url::parse(s)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
 }

@@ -3,18 +3,19 @@
 
 use crate::auth::{Caller, access};
 use crate::error::ApiError;
-use crate::extract::{Body, json_object};
+use crate::extract::Body;
 use crate::routes::agents;
 use crate::routes::jobs::query_values;
 use crate::state::AppState;
+use crate::validate;
 use crate::views;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use broker_schema::{DeviceClass, Millis, ValidationErrors};
-use flinger_api::{Agent, QueueJob};
+use broker_schema::{DeviceClass, Millis};
+use flinger_api::{Agent, ImagesIn, QueueJob, QueuesIn};
 use flinger_store::{JobOrder, JobQuery, Records};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -77,7 +78,7 @@ async fn list_queues(
     tag = "queues",
     summary = "Advertise queue descriptions",
     security(("bearer" = ["admin", "manager", "agent"])),
-    request_body = BTreeMap<String, String>,
+    request_body = flinger_api::QueuesIn,
     responses(
         (status = 200, body = String, content_type = "text/plain"),
     )
@@ -88,21 +89,14 @@ async fn advertise_queues(
     Body(body): Body,
 ) -> Result<&'static str, ApiError> {
     caller.require(access::AGENT_DATA)?;
-    let m = json_object(&body)?;
-    let mut errors = ValidationErrors::default();
-    let mut queues = BTreeMap::new();
-    for (name, d) in &m {
-        match (DeviceClass::parse(name.as_str()), d.as_str()) {
-            (Ok(_), Some(d)) => {
-                queues.insert(name.clone(), d.to_owned());
+    // The shape is QueuesIn's; what its schema cannot say is what a queue name may be.
+    let QueuesIn(queues) = validate::body_checked(&body, |v, errors| {
+        for name in v.as_object().into_iter().flat_map(|m| m.keys()) {
+            if let Err(e) = DeviceClass::parse(name.as_str()) {
+                errors.add(name.clone(), format!("Invalid queue name: {e}."));
             }
-            (Err(e), _) => errors.add(name.clone(), format!("Invalid queue name: {e}.")),
-            (_, None) => errors.add(name.clone(), "Not a valid string."),
         }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::invalid_fields(errors));
-    }
+    })?;
     state.store().advertise_queues(&queues, Millis::now()).await?;
     Ok("OK")
 }
@@ -140,7 +134,7 @@ async fn queue_images(
     tag = "queues",
     summary = "Set queues' images",
     security(("bearer" = ["admin", "manager", "agent"])),
-    request_body = BTreeMap<String, BTreeMap<String, String>>,
+    request_body = flinger_api::ImagesIn,
     responses(
         (status = 200, body = String, content_type = "text/plain"),
     )
@@ -151,32 +145,17 @@ async fn set_images(
     Body(body): Body,
 ) -> Result<&'static str, ApiError> {
     caller.require(access::AGENT_DATA)?;
-    let m = json_object(&body)?;
-    let mut errors = ValidationErrors::default();
-    let mut all = vec![];
-    for (queue, images) in &m {
-        if DeviceClass::parse(queue.as_str()).is_err() {
-            errors.add(queue.clone(), "Invalid queue name.");
-            continue;
-        }
-        let Some(images) = images.as_object() else {
-            errors.add(queue.clone(), "Not a valid mapping type.");
-            continue;
-        };
-        let mut map = BTreeMap::new();
-        for (name, data) in images {
-            match data.as_str() {
-                Some(d) if !name.is_empty() => {
-                    map.insert(name.clone(), d.to_owned());
-                }
-                _ => errors.add(format!("{queue}.{name}"), "Provision data must be a string."),
+    // The shape is ImagesIn's; what its schema cannot say is what queue and image names may be.
+    let ImagesIn(all) = validate::body_checked(&body, |v, errors| {
+        for (queue, images) in v.as_object().into_iter().flatten() {
+            if DeviceClass::parse(queue.as_str()).is_err() {
+                errors.add(queue.clone(), "Invalid queue name.");
+            }
+            if images.as_object().is_some_and(|m| m.contains_key("")) {
+                errors.add(format!("{queue}."), "Image names must be non-empty strings.");
             }
         }
-        all.push((queue.clone(), map));
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::invalid_fields(errors));
-    }
+    })?;
     let now = Millis::now();
     for (queue, images) in all {
         state.store().set_queue_images(&queue, &images, now).await?;

@@ -8,12 +8,13 @@ use crate::error::ApiError;
 use crate::extract::{Body, JobId};
 use crate::scheduler;
 use crate::state::AppState;
+use crate::validate;
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker_schema::messages::{ExtendRequest, SchedulerRequest};
 use broker_schema::{JobState, Millis};
-use flinger_api::{Extended, Reservation};
+use flinger_api::{Extend, ExtendBy, Extended, Reservation};
 use serde_json::Value;
 
 pub fn routes() -> Router<AppState> {
@@ -92,39 +93,33 @@ async fn extend(
     Body(body): Body,
 ) -> Result<Json<Extended>, ApiError> {
     caller.require(access::SUBMITTER)?;
-    let doc: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("Malformed JSON: {e}")))?;
-    let by_secs = match doc.get("by") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(
-            n.as_u64()
-                .filter(|s| *s > 0)
-                .ok_or_else(|| ApiError::invalid_field("by", "Must be a positive number of seconds."))?,
-        ),
-        Some(Value::String(s)) => Some(
-            broker_schema::job::parse_human_duration(s)
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    ApiError::invalid_field("by", "Not a valid duration: use seconds or a form like 2h30m.")
-                })?
-                .as_secs(),
-        ),
-        Some(_) => return Err(ApiError::invalid_field("by", "Not a valid duration.")),
-    };
-    let until = match doc.get("until") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(
-            Millis::parse_rfc3339(s)
-                .ok_or_else(|| ApiError::invalid_field("until", "Not a valid ISO-8601 datetime."))?,
-        ),
-        Some(_) => return Err(ApiError::invalid_field("until", "Not a valid ISO-8601 datetime.")),
-    };
-    if by_secs.is_none() && until.is_none() {
-        return Err(ApiError::invalid_field(
-            "by",
-            "Give `by` (a duration) or `until` (a datetime).",
-        ));
-    }
+    // The shape is Extend's; what its schema cannot say: a duration's text, a datetime written
+    // Testflinger's way, and that one of the two is given.
+    let Extend { by, until } = validate::body_checked(&body, |v, errors| {
+        match &v["by"] {
+            Value::Number(n) if n.as_u64().is_some_and(|s| s == 0) => {
+                errors.add("by", "Must be a positive number of seconds.")
+            }
+            Value::String(s) if by_text(s).is_none() => {
+                errors.add("by", "Not a valid duration: use seconds or a form like 2h30m.")
+            }
+            _ => {}
+        }
+        if v["until"]
+            .as_str()
+            .is_some_and(|s| Millis::parse_rfc3339(s).is_none())
+        {
+            errors.add("until", "Not a valid ISO-8601 datetime.");
+        }
+        if v["by"].is_null() && v["until"].is_null() {
+            errors.add("by", "Give `by` (a duration) or `until` (a datetime).");
+        }
+    })?;
+    let by_secs = by.map(|by| match by {
+        ExtendBy::Seconds(s) => s,
+        ExtendBy::Text(s) => by_text(&s).expect("checked above"),
+    });
+    let until = until.map(|s| Millis::parse_rfc3339(&s).expect("checked above"));
     let Some(job) = state.store().get_job(id).await? else {
         return Err(ApiError::NotFound(format!("no job {id}")));
     };
@@ -164,4 +159,11 @@ pub(crate) fn reservation_limit(caller: &Caller, queue: &str) -> Option<u64> {
             .as_ref()
             .map_or(base, |p| p.max_reservation_for(queue).max(base)),
     )
+}
+
+/// Seconds of a positive duration written as text (`2h30m`, `90`).
+fn by_text(s: &str) -> Option<u64> {
+    broker_schema::job::parse_human_duration(s)
+        .filter(|d| !d.is_zero())
+        .map(|d| d.as_secs())
 }

@@ -18,8 +18,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use broker_schema::mask::Masker;
 use broker_schema::messages::LogStream;
-use broker_schema::{Millis, Phase, ValidationErrors};
-use flinger_api::{LogAnswer, LogFragment, Results};
+use broker_schema::{Millis, Phase};
+use flinger_api::{LogAnswer, LogFragment, ResultPost, Results};
 use flinger_store::sealing as secrets;
 use flinger_store::{JobRecord, OutputFragment, OutputQuery, Records, secret_id};
 use serde_json::{Map, Value};
@@ -109,30 +109,16 @@ async fn post_results(
     if body.len() >= MAX_RESULT_BYTES {
         return Err(ApiError::PayloadTooLarge);
     }
-    let fields = json_object(&body)?;
-    let mut errors = ValidationErrors::default();
-    for (k, v) in &fields {
-        match (k.as_str(), v) {
-            ("status", Value::Object(m)) => {
-                for (phase, code) in m {
-                    if Phase::parse(phase).is_none() {
-                        errors.add(format!("status.{phase}"), "Not a phase.");
-                    } else if !code.is_i64() {
-                        errors.add(format!("status.{phase}"), "Not a valid integer.");
-                    }
-                }
+    // The shape is ResultPost's; what its schema cannot say is that status is keyed by phase.
+    let _: ResultPost = validate::body_checked(&body, |v, errors| {
+        for phase in v["status"].as_object().into_iter().flat_map(|m| m.keys()) {
+            if Phase::parse(phase).is_none() {
+                errors.add(format!("status.{phase}"), "Not a phase.");
             }
-            ("status" | "device_info", _) if !v.is_object() => {
-                errors.add(k.clone(), "Not a valid mapping type.")
-            }
-            ("job_state", v) if !v.is_string() => errors.add("job_state", "Not a valid string."),
-            ("status" | "device_info" | "job_state", _) => {}
-            (other, _) => errors.add(other.to_owned(), "Unknown field."),
         }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::invalid_fields(errors));
-    }
+    })?;
+    // Merged as posted: device_info is the agent's own.
+    let fields = json_object(&body)?;
     let job = job_for_agent(&state, id).await?;
     let masker = job_masker(&state, &job).await?;
     let fields: Map<String, Value> = fields
