@@ -106,6 +106,10 @@ pub struct AgentFile {
     /// Seconds the cleanup phase may take after a cancel or timeout (default 600).
     #[serde(default)]
     pub cleanup_timeout: Option<u64>,
+    /// The most output a job ships per stream (output, serial), in MiB (default 256), unless
+    /// the lab's scheduler sets one in the lease grant.
+    #[serde(default)]
+    pub output_cap_mib: Option<f64>,
     /// Where `lp:` and `gh:` ssh key ids are fetched from: URL templates with `{user}`.
     #[serde(default)]
     pub key_servers: BTreeMap<String, String>,
@@ -159,6 +163,8 @@ pub struct AgentConfig {
     pub global_timeout_cap: Option<Duration>,
     pub output_timeout_cap: Option<Duration>,
     pub cleanup_timeout: Duration,
+    /// Bytes per stream a job ships when the lease grant sets no cap.
+    pub output_cap: u64,
     /// The config's string values, exported to phase commands (Testflinger does this).
     pub env: BTreeMap<String, String>,
     pub advertised_queues: BTreeMap<String, String>,
@@ -264,6 +270,11 @@ impl AgentConfig {
             global_timeout_cap: file.global_timeout.map(Duration::from_secs),
             output_timeout_cap: file.output_timeout.map(Duration::from_secs),
             cleanup_timeout: Duration::from_secs(file.cleanup_timeout.unwrap_or(600)),
+            output_cap: match file.output_cap_mib {
+                None => crate::output::DEFAULT_CAP,
+                Some(m) if m.is_finite() && m > 0.0 => ((m * 1024.0 * 1024.0).round() as u64).max(1),
+                Some(m) => return Err(format!("output_cap_mib: a positive number of MiB, not {m}")),
+            },
             env,
             advertised_queues: file.advertised_queues.clone(),
             advertised_images: file.advertised_images.clone(),

@@ -11,6 +11,11 @@
 //! the next bytes of the phase, or its end, decide. The agent config's `sensitive_patterns`
 //! (regular expressions) are applied line by line ([`LineMasker`]): with patterns configured, a
 //! line is sent once it is complete, or after [`PARTIAL_LINE_AFTER`] without its end.
+//!
+//! A stream ships at most its cap ([`DEFAULT_CAP`], the agent's `output_cap_mib`, or the lab's
+//! in the lease grant): past it, one last line says the output was truncated, the rest is
+//! counted and dropped, and the phase goes on. [`OutputPipe::finish`] reports what was dropped,
+//! for the run's results.
 
 use crate::reporter::Reporter;
 use broker_schema::mask::{MASK, Masker, StreamMasker};
@@ -29,6 +34,8 @@ use tokio::time::Instant;
 pub const FLUSH_AFTER: Duration = Duration::from_millis(10);
 /// Largest chunk.
 pub const MAX_CHUNK: usize = 64 * 1024;
+/// The most bytes of a stream one run ships when neither the lab nor the agent's config says.
+pub const DEFAULT_CAP: u64 = 256 * 1024 * 1024;
 /// With `sensitive_patterns`, how long the start of a line waits for its end before it is
 /// masked and sent as it is.
 pub const PARTIAL_LINE_AFTER: Duration = Duration::from_millis(500);
@@ -95,28 +102,46 @@ enum Item {
 /// One stream (`output` or `serial`) of one run.
 pub struct OutputPipe {
     tx: mpsc::Sender<Item>,
-    task: JoinHandle<u64>,
+    task: JoinHandle<PipeEnd>,
     /// When output last arrived (ms since epoch), for the output timeout.
     pub last_activity: Arc<AtomicI64>,
 }
 
+/// What a finished pipe published.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipeEnd {
+    /// Chunks published (sequence numbers `0..chunks`).
+    pub chunks: u64,
+    /// Bytes not shipped because the stream passed its cap; 0 when it did not.
+    pub dropped: u64,
+}
+
 impl OutputPipe {
     pub fn start(reporter: Reporter, stream: LogStream) -> OutputPipe {
-        Self::start_masked(reporter, stream, &Masker::default(), &[])
+        Self::start_masked(reporter, stream, &Masker::default(), &[], DEFAULT_CAP)
     }
 
-    /// A pipe that masks `secrets` and the matches of `patterns` out of everything it sends.
+    /// A pipe that masks `secrets` and the matches of `patterns` out of everything it sends,
+    /// and ships at most `cap` bytes.
     pub fn start_masked(
         reporter: Reporter,
         stream: LogStream,
         secrets: &Masker,
         patterns: &[Regex],
+        cap: u64,
     ) -> OutputPipe {
         let (tx, rx) = mpsc::channel(64);
         let last_activity = Arc::new(AtomicI64::new(Millis::now().0));
-        let task = tokio::spawn(pump(
+        let sink = Sink {
             reporter,
             stream,
+            seq: 0,
+            cap,
+            shipped: 0,
+            dropped: 0,
+        };
+        let task = tokio::spawn(pump(
+            sink,
             rx,
             last_activity.clone(),
             secrets.stream(),
@@ -142,22 +167,86 @@ impl OutputPipe {
         }
     }
 
-    /// Publishes what is left and returns how many chunks the run published.
-    pub async fn finish(self) -> u64 {
+    /// Publishes what is left and says how many chunks the run published and what it dropped.
+    pub async fn finish(self) -> PipeEnd {
         drop(self.tx);
-        self.task.await.unwrap_or(0)
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// Where a pipe's bytes go: numbered chunks, up to the stream's cap.
+struct Sink {
+    reporter: Reporter,
+    stream: LogStream,
+    seq: u64,
+    cap: u64,
+    /// Bytes shipped so far (the truncation line not counted).
+    shipped: u64,
+    /// Bytes dropped past the cap.
+    dropped: u64,
+}
+
+impl Sink {
+    fn truncated(&self) -> bool {
+        self.dropped > 0
+    }
+
+    /// Ships `buf` (emptying it), or what of it fits under the cap and then the truncation line.
+    async fn send(&mut self, phase: Phase, buf: &mut BytesMut) {
+        if buf.is_empty() {
+            return;
+        }
+        if self.truncated() {
+            self.dropped += buf.len() as u64;
+            buf.clear();
+            return;
+        }
+        let room = self.cap.saturating_sub(self.shipped);
+        if (buf.len() as u64) <= room {
+            self.shipped += buf.len() as u64;
+            self.publish(phase, buf.split().freeze()).await;
+            return;
+        }
+        let fits = buf.split_to(room as usize);
+        self.dropped = buf.len() as u64;
+        buf.clear();
+        self.shipped += fits.len() as u64;
+        if !fits.is_empty() {
+            self.publish(phase, fits.freeze()).await;
+        }
+        let note = format!(
+            "\nflinger-agent: output truncated: the {} stream passed this job's cap of {} bytes; \
+             the rest is not shipped (the job goes on)\n",
+            self.stream.as_str(),
+            self.cap
+        );
+        self.publish(phase, Bytes::from(note)).await;
+    }
+
+    async fn publish(&mut self, phase: Phase, data: Bytes) {
+        let chunk = OutputChunk {
+            job_id: self.reporter.job_id,
+            attempt: self.reporter.attempt,
+            stream: self.stream,
+            seq: self.seq,
+            phase,
+            at: Millis::now(),
+            data,
+        };
+        // Numbered even when it could not be confirmed (the run lost its lease): the numbers
+        // are the run's, and a lost run's output is never read.
+        self.reporter.chunk(&chunk).await;
+        self.seq += 1;
     }
 }
 
 async fn pump(
-    reporter: Reporter,
-    stream: LogStream,
+    mut sink: Sink,
     mut rx: mpsc::Receiver<Item>,
     last: Arc<AtomicI64>,
     mut masker: StreamMasker,
     mut lines: LineMasker,
-) -> u64 {
-    let mut seq = 0u64;
+) -> PipeEnd {
     let mut buf = BytesMut::new();
     let mut buf_phase = Phase::Setup;
     let mut deadline: Option<Instant> = None;
@@ -178,13 +267,13 @@ async fn pump(
         let item = tokio::select! {
             i = rx.recv() => i,
             _ = sleep_opt(deadline) => {
-                send(&reporter, stream, &mut seq, buf_phase, &mut buf).await;
+                sink.send(buf_phase, &mut buf).await;
                 deadline = None;
                 continue;
             }
             _ = sleep_opt(partial_deadline) => {
                 buf.extend_from_slice(&lines.finish());
-                send(&reporter, stream, &mut seq, buf_phase, &mut buf).await;
+                sink.send(buf_phase, &mut buf).await;
                 deadline = None;
                 continue;
             }
@@ -192,17 +281,22 @@ async fn pump(
         match item {
             Some(Item::Data(phase, data)) => {
                 last.store(Millis::now().0, Ordering::Relaxed);
+                if sink.truncated() {
+                    // Past the cap: counted, not masked nor shipped.
+                    sink.dropped += data.len() as u64;
+                    continue;
+                }
                 if phase != buf_phase {
                     buf.extend_from_slice(&finish(&mut masker, &mut lines));
                     if !buf.is_empty() {
-                        send(&reporter, stream, &mut seq, buf_phase, &mut buf).await;
+                        sink.send(buf_phase, &mut buf).await;
                     }
                 }
                 buf_phase = phase;
                 buf.extend_from_slice(&lines.push(&masker.push(&data)));
                 while buf.len() >= MAX_CHUNK {
                     let rest = buf.split_off(MAX_CHUNK);
-                    send(&reporter, stream, &mut seq, buf_phase, &mut buf).await;
+                    sink.send(buf_phase, &mut buf).await;
                     buf = rest;
                 }
                 if buf.is_empty() {
@@ -213,14 +307,17 @@ async fn pump(
             }
             Some(Item::Flush(ack)) => {
                 buf.extend_from_slice(&finish(&mut masker, &mut lines));
-                send(&reporter, stream, &mut seq, buf_phase, &mut buf).await;
+                sink.send(buf_phase, &mut buf).await;
                 deadline = None;
                 let _ = ack.send(());
             }
             None => {
                 buf.extend_from_slice(&finish(&mut masker, &mut lines));
-                send(&reporter, stream, &mut seq, buf_phase, &mut buf).await;
-                return seq;
+                sink.send(buf_phase, &mut buf).await;
+                return PipeEnd {
+                    chunks: sink.seq,
+                    dropped: sink.dropped,
+                };
             }
         }
     }
@@ -231,25 +328,6 @@ async fn sleep_opt(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-async fn send(reporter: &Reporter, stream: LogStream, seq: &mut u64, phase: Phase, buf: &mut BytesMut) {
-    if buf.is_empty() {
-        return;
-    }
-    let chunk = OutputChunk {
-        job_id: reporter.job_id,
-        attempt: reporter.attempt,
-        stream,
-        seq: *seq,
-        phase,
-        at: Millis::now(),
-        data: buf.split().freeze(),
-    };
-    // Numbered even when it could not be confirmed (the run lost its lease): the numbers
-    // are the run's, and a lost run's output is never read.
-    reporter.chunk(&chunk).await;
-    *seq += 1;
 }
 
 #[cfg(test)]

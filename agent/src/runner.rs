@@ -170,6 +170,8 @@ impl Runner {
             self.config.state_dir.to_string_lossy().into_owned(),
         );
         env.insert("FLINGER_JOB_ID".into(), job_id.to_string());
+        // issue 14: the lab's cap (the grant's) wins over the agent's own.
+        let output_cap = taken.grant.output_cap.unwrap_or(self.config.output_cap);
         let mut run = Run {
             job_id,
             run_dir: self.config.execution_basedir.join(job_id.to_string()),
@@ -182,12 +184,14 @@ impl Runner {
                 LogStream::Output,
                 &secrets,
                 &self.config.sensitive_patterns,
+                output_cap,
             ),
             serial: OutputPipe::start_masked(
                 reporter.clone(),
                 LogStream::Serial,
                 &secrets,
                 &self.config.sensitive_patterns,
+                output_cap,
             ),
             reporter,
             env,
@@ -297,10 +301,21 @@ impl Runner {
             artifacts_lost = Some(format!("the job's artifacts were not saved: {e}"));
         }
 
+        let (output_end, serial_end) = (run.output.finish().await, run.serial.finish().await);
         let counts = OutputCounts {
-            output: run.output.finish().await,
-            serial: run.serial.finish().await,
+            output: output_end.chunks,
+            serial: serial_end.chunks,
         };
+        let output_truncated: BTreeMap<LogStream, u64> = [
+            (LogStream::Output, output_end.dropped),
+            (LogStream::Serial, serial_end.dropped),
+        ]
+        .into_iter()
+        .filter(|(_, dropped)| *dropped > 0)
+        .collect();
+        if !output_truncated.is_empty() {
+            warn!(%job_id, ?output_truncated, output_cap, "output truncated at the cap");
+        }
         let reason = stop.reason();
         let recovery_failed = phase_status
             .iter()
@@ -358,6 +373,7 @@ impl Runner {
                     output: counts,
                     phase_status: phases,
                     device_info: run.device_info.clone(),
+                    output_truncated,
                 })
                 .await;
             if !confirmed {

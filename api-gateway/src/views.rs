@@ -99,6 +99,7 @@ pub fn results(job: &JobRecord, output: &[OutputFragment], serial: &[OutputFragm
         device_info: job.device_info.clone(),
         parent_job_id: job.definition.parent_job_id().map(|p| p.to_string()),
         children: job.children.iter().map(Uuid::to_string).collect(),
+        output_truncated: job.output_truncated.clone(),
         phases,
     }
 }

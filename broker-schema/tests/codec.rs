@@ -94,6 +94,7 @@ fn every_message_round_trips() {
                 token: "a.b.c".into(),
                 until: Millis(5),
             }),
+            output_cap: Some(64 * 1024),
         })),
         SchedulerReply::Lease(LeaseReply::Denied(LeaseDenial {
             job_id: id,
@@ -150,6 +151,7 @@ fn every_message_round_trips() {
             },
             phase_status: BTreeMap::from([(Phase::Setup, 0), (Phase::Test, 1)]),
             device_info: Some(json!({"device_ip": "10.0.0.2"})),
+            output_truncated: BTreeMap::from([(LogStream::Output, 1234)]),
         },
         JobEventKind::StateChanged {
             state: JobState::Cancelled,
@@ -296,6 +298,7 @@ fn a_lease_grant_never_prints_its_secrets() {
         renew_every_ms: 1,
         secrets: BTreeMap::from([("TOKEN".into(), "hunter2-very-secret".into())]),
         reserve_until: None,
+        output_cap: None,
         files: Some(broker_schema::job_files::JobFiles {
             url: "http://gw:8080".into(),
             token: "hunter2-very-secret".into(),

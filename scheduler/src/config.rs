@@ -34,6 +34,8 @@ pub struct SchedulerConfig {
     pub files: Option<crate::files::FilesAccess>,
     /// How long ended jobs are kept (see [`crate::retention`]).
     pub retention: crate::retention::RetentionConfig,
+    /// The lab's cap on each job's output (see [`crate::output_cap`]).
+    pub output_cap: crate::output_cap::OutputCap,
     /// How often the metrics' gauges are computed from the store; `None`: never (no metrics
     /// are served).
     pub metrics_refresh: Option<Duration>,
@@ -54,6 +56,7 @@ impl Default for SchedulerConfig {
             secrets_key: None,
             files: None,
             retention: crate::retention::RetentionConfig::default(),
+            output_cap: crate::output_cap::OutputCap::default(),
             metrics_refresh: None,
         }
     }

@@ -97,6 +97,7 @@ async fn grant(core: &Core, job: &JobRecord) -> StoreResult<LeaseReply> {
         renew_every_ms: core.config.renew_every.as_millis() as u64,
         secrets: crate::secrets::resolve(core, job).await?,
         reserve_until: job.reservation.as_ref().map(|r| r.until),
+        output_cap: core.config.output_cap.for_queue(job.queue.as_str()),
     }))
 }
 

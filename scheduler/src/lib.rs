@@ -32,6 +32,7 @@ pub mod lifecycle;
 pub mod lost_messages;
 pub mod metrics;
 pub mod outbox;
+pub mod output_cap;
 pub mod projector;
 pub mod provenance;
 pub mod reaper;

@@ -113,6 +113,8 @@ pub enum Cause {
         device_info: Option<serde_json::Value>,
         /// Said with the announcement (output incomplete, …).
         note: Option<String>,
+        /// The streams that passed the output cap: stream → bytes not shipped.
+        output_truncated: BTreeMap<String, u64>,
     },
     CancelAsked {
         reason: String,
@@ -296,7 +298,8 @@ fn decide_one(rules: &Rules, job: &JobRecord, cause: &Cause, now: Millis) -> Dec
             outcome,
             device_info,
             note,
-        } => run_finished(job, *attempt, outcome, device_info, note, now),
+            output_truncated,
+        } => run_finished(job, *attempt, outcome, device_info, note, output_truncated, now),
         Cause::CancelAsked { reason } => cancel_asked(job, reason, now),
         Cause::ReservationExtended {
             until,
@@ -588,6 +591,7 @@ fn run_finished(
     outcome: &Outcome,
     device_info: &Option<serde_json::Value>,
     note: &Option<String>,
+    output_truncated: &BTreeMap<String, u64>,
     now: Millis,
 ) -> Decision {
     if job.attempt != attempt || !job.state.is_active() {
@@ -608,6 +612,9 @@ fn run_finished(
         u.device_info = Some(device_info.clone());
     }
     u.close_attempt = Some((attempt, now, text));
+    if *output_truncated != job.output_truncated {
+        u.output_truncated = Some(output_truncated.clone());
+    }
     let mut decision = Decision::change(Precondition::observed(job), u);
     if let Some(lease) = &job.lease {
         // Its lease keeper has kept the lease until now, in case we were slow: it may stop.
@@ -1131,7 +1138,7 @@ mod tests {
                 [No, Upd, Upd, Upd, Upd, Upd, Upd, Upd, No, Upd, No, No, No]),
             ("output seen", Cause::OutputSeen { attempt: 1, latest: at(3) }, at(4),
                 running(Upd)),
-            ("run finished", Cause::RunFinished { attempt: 1, outcome: Outcome::Complete, device_info: None, note: None }, at(9),
+            ("run finished", Cause::RunFinished { attempt: 1, outcome: Outcome::Complete, device_info: None, note: None, output_truncated: BTreeMap::new() }, at(9),
                 running(To(Complete))),
             ("cancel asked", Cause::CancelAsked { reason: "cancelled by alice".into() }, at(1),
                 [To(Cancelled), Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Ans, Ans, Ans]),
@@ -1252,6 +1259,7 @@ mod tests {
                 outcome: Outcome::Complete,
                 device_info: None,
                 note: None,
+                output_truncated: BTreeMap::new(),
             },
             Cause::LeaseExpired { attempt: 0 },
             Cause::RunAbandoned {
@@ -1504,6 +1512,7 @@ mod tests {
             outcome,
             device_info: Some(json!({"ip": "10.0.0.9"})),
             note: Some("output incomplete".into()),
+            output_truncated: BTreeMap::from([("output".to_owned(), 7)]),
         };
         let d = decide(&rules(), job, &cause, at(9));
         (applied(job, &d), d)
@@ -1514,6 +1523,7 @@ mod tests {
         let (after, d) = finished(&job_in(Cleanup), Outcome::Complete);
         assert_eq!((after.state, after.failure), (Complete, None));
         assert_eq!(after.device_info, Some(json!({"ip": "10.0.0.9"})));
+        assert_eq!(after.output_truncated, BTreeMap::from([("output".to_owned(), 7)]));
         assert_eq!(after.attempts[0].outcome.as_deref(), Some("complete"));
         assert_eq!(after.attempts[0].ended_at, Some(at(9)));
         let recorded = ControlCommand::RunRecorded {

@@ -5,6 +5,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use broker_schema::service::{BrokerArgs, LogFormat, init_tracing, shutdown_on_signals};
 use clap::Parser;
 use flinger_scheduler::health::Health;
+use flinger_scheduler::output_cap::OutputCap;
 use flinger_scheduler::retention::RetentionConfig;
 use flinger_scheduler::store::sealing::{self, SecretsKey};
 use flinger_scheduler::store::{DynSchedulerStore, Records, StoreConfig};
@@ -105,6 +106,18 @@ struct Args {
     /// How often ended jobs past their retention are removed, in seconds.
     #[arg(long, env = "FLINGER_RETENTION_EVERY_SECS", default_value_t = 60.0)]
     retention_every_secs: f64,
+    /// The most output a job may ship per stream (output, serial), in MiB, for every queue;
+    /// past it the agent drops the rest and says so. Unset: each agent's own cap (256 MiB).
+    #[arg(long, env = "FLINGER_OUTPUT_CAP_MIB")]
+    output_cap_mib: Option<f64>,
+    /// A queue's own output cap, `QUEUE=MIB`. Repeat it, or give a comma-separated list.
+    #[arg(
+        long = "output-cap",
+        env = "FLINGER_OUTPUT_CAP_QUEUES",
+        value_delimiter = ',',
+        value_name = "QUEUE=MIB"
+    )]
+    output_cap_queues: Vec<String>,
     /// Serve `/healthz` (alive) and `/readyz` (store and broker reachable) on this address,
     /// e.g. `127.0.0.1:8081`. None by default.
     #[arg(long, env = "FLINGER_HEALTH_LISTEN")]
@@ -188,6 +201,21 @@ async fn main() -> anyhow::Result<()> {
         every: secs(args.retention_every_secs),
     };
     info!(?retention, "retention");
+    let output_cap = OutputCap {
+        lab: args
+            .output_cap_mib
+            .map(OutputCap::mib)
+            .transpose()
+            .map_err(anyhow::Error::msg)
+            .context("--output-cap-mib")?,
+        per_queue: args
+            .output_cap_queues
+            .iter()
+            .map(|s| OutputCap::queue_override(s))
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)
+            .context("--output-cap")?,
+    };
     let config = SchedulerConfig {
         secrets_key,
         files,
@@ -200,6 +228,7 @@ async fn main() -> anyhow::Result<()> {
         cleanup_allowance: secs(args.cleanup_allowance_secs),
         trusted_publishers: args.trusted_publishers,
         retention,
+        output_cap,
         metrics_refresh: args.metrics_listen.map(|_| secs(args.metrics_refresh_secs)),
         ..SchedulerConfig::default()
     };

@@ -107,6 +107,7 @@ pub async fn project_event(core: &Core, ev: &JobEvent, waits: &FinishWaits) -> S
             output,
             phase_status,
             device_info,
+            output_truncated,
         } => {
             return finish(
                 core,
@@ -116,6 +117,7 @@ pub async fn project_event(core: &Core, ev: &JobEvent, waits: &FinishWaits) -> S
                 *output,
                 phase_status,
                 device_info.clone(),
+                output_truncated,
                 waits,
             )
             .await;
@@ -186,6 +188,7 @@ async fn finish(
     expected: OutputCounts,
     phase_status: &BTreeMap<Phase, i32>,
     device_info: Option<serde_json::Value>,
+    output_truncated: &BTreeMap<LogStream, u64>,
     waits: &FinishWaits,
 ) -> StoreResult<Disposition> {
     if !job.state.is_active() {
@@ -223,6 +226,10 @@ async fn finish(
         outcome: outcome.clone(),
         device_info,
         note,
+        output_truncated: output_truncated
+            .iter()
+            .map(|(s, n)| (s.as_str().to_owned(), *n))
+            .collect(),
     };
     let applied = core.settle(ev.job_id, &cause, now).await?;
     if let Some(job) = applied.job.filter(|_| applied.changed) {

@@ -1125,6 +1125,7 @@ async fn a_stale_attempts_late_events_and_output_are_ignored() {
         output: OutputCounts { output: 1, serial: 0 },
         phase_status: [(Phase::Test, code)].into(),
         device_info: None,
+        output_truncated: Default::default(),
     };
     // The first attempt was only cut off; it comes back and reports its run as complete.
     rogue.output(&first, 0, Phase::Test, "stale output\n").await;

@@ -30,6 +30,10 @@ pub struct Results {
     /// **[ext]** A multi-device parent's children, in the order they were submitted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<String>,
+    /// **[ext]** The streams (`output`, `serial`) that passed the job's output cap, and how
+    /// many bytes of each were not shipped; absent when nothing was truncated.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub output_truncated: BTreeMap<String, u64>,
     /// `<phase>_status` (exit codes), `<phase>_output` and `<phase>_serial` (text).
     #[serde(flatten)]
     pub phases: BTreeMap<String, Value>,

@@ -96,6 +96,10 @@ pub enum JobEventKind {
         phase_status: BTreeMap<Phase, i32>,
         #[serde(default)]
         device_info: Option<serde_json::Value>,
+        /// The streams that passed the job's output cap, and how many bytes of each were not
+        /// shipped.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        output_truncated: BTreeMap<LogStream, u64>,
     },
     /// The agent gave the run up without finishing it (its lease could not be renewed, or the
     /// agent is shutting down): nothing of the run is its result. If the attempt still holds the

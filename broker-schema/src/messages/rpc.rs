@@ -51,6 +51,10 @@ pub struct LeaseGrant {
     /// scheduler knows the gateway (`--gateway-url` and its token key).
     #[serde(default)]
     pub files: Option<JobFiles>,
+    /// The most bytes of each stream (output, serial) the run may ship, when the lab sets it
+    /// (the scheduler's `--output-cap-mib` or the job's queue's); otherwise the agent's own.
+    #[serde(default)]
+    pub output_cap: Option<u64>,
 }
 
 /// Secrets stay out of logs: only their names are shown.
@@ -72,6 +76,7 @@ impl std::fmt::Debug for LeaseGrant {
             )
             .field("reserve_until", &self.reserve_until)
             .field("files", &self.files)
+            .field("output_cap", &self.output_cap)
             .finish()
     }
 }

@@ -60,6 +60,10 @@ pub struct JobRecord {
     /// them: they are released when this job ends or is requeued.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<Uuid>,
+    /// The streams (`output`, `serial`) of the last run that passed the job's output cap, and
+    /// how many bytes of each the agent did not ship.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub output_truncated: BTreeMap<String, u64>,
 }
 
 impl JobRecord {
@@ -94,6 +98,7 @@ impl JobRecord {
             reservation: None,
             last_output_at: None,
             children: Vec::new(),
+            output_truncated: BTreeMap::new(),
         }
     }
 }

@@ -681,6 +681,8 @@ struct JobDoc {
     /// Multi-device children, as job ids.
     #[serde(default)]
     children: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    output_truncated: BTreeMap<String, u64>,
 }
 
 fn job_to_doc(job: &JobRecord) -> StoreResult<Document> {
@@ -712,6 +714,7 @@ fn job_to_doc(job: &JobRecord) -> StoreResult<Document> {
         reservation: job.reservation.clone(),
         last_output_at: job.last_output_at,
         children: job.children.iter().map(Uuid::to_string).collect(),
+        output_truncated: job.output_truncated.clone(),
     };
     bson::to_document(&shaped).map_err(|e| StoreError::Other(format!("job {}: encode: {e}", job.job_id)))
 }
@@ -758,6 +761,7 @@ fn job_from_doc(doc: Document) -> StoreResult<JobRecord> {
             .map(|c| Uuid::parse_str(c))
             .collect::<Result<_, _>>()
             .map_err(|e| corrupt("children", &e))?,
+        output_truncated: d.output_truncated,
     })
 }
 
@@ -936,6 +940,9 @@ fn job_update(u: &JobUpdate) -> StoreResult<Modification> {
     }
     if let Some(t) = u.last_output_at {
         set.insert("last_output_at", t.0);
+    }
+    if let Some(t) = &u.output_truncated {
+        set.insert("output_truncated", to_bson("output_truncated", t)?);
     }
     let pushed = u
         .push_attempt

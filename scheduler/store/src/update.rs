@@ -7,6 +7,7 @@
 
 use super::model::{AttemptRecord, JobRecord, Lease, Reservation};
 use broker_schema::{AgentName, Failure, IllegalTransition, JobState, Millis, Phase};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// What must be true of the job for an update to apply. Every `Some` field must hold.
@@ -137,6 +138,8 @@ pub struct JobUpdate {
     pub close_attempt: Option<(u32, Millis, String)>,
     /// Adds a multi-device child to `children`, unless it is there already.
     pub add_child: Option<Uuid>,
+    /// Replaces `output_truncated` (stream → bytes not shipped).
+    pub output_truncated: Option<BTreeMap<String, u64>>,
 }
 
 impl JobUpdate {
@@ -160,6 +163,7 @@ impl JobUpdate {
             push_attempt: None,
             close_attempt: None,
             add_child: None,
+            output_truncated: None,
         }
     }
 
@@ -226,6 +230,9 @@ impl JobUpdate {
             && !job.children.contains(&child)
         {
             job.children.push(child);
+        }
+        if let Some(t) = &self.output_truncated {
+            job.output_truncated = t.clone();
         }
     }
 }

@@ -739,6 +739,7 @@ pub async fn update_sets_every_field_and_returns_the_stored_record(db: &Fresh) {
         push_attempt: Some(attempt(3, "dut-3", t(10))),
         close_attempt: Some((3, t(90), "complete".into())),
         add_child: Some(Uuid::from_u128(42)),
+        output_truncated: Some([("serial".to_owned(), 1234)].into()),
     };
     let mut expected = job.clone();
     update.apply(&mut expected);
@@ -759,6 +760,7 @@ pub async fn update_sets_every_field_and_returns_the_stored_record(db: &Fresh) {
         Some(("dut-3", t(50_000)))
     );
     assert_eq!(got.enqueued_at, Some(t(1)));
+    assert_eq!(got.output_truncated, [("serial".to_owned(), 1234)].into());
     assert!(!got.awaiting_attachments);
     assert_eq!((got.started_at, got.ended_at), (Some(t(10)), Some(t(90))));
     assert_eq!(
