@@ -22,6 +22,7 @@ use scenarios::output::OutputArgs;
 use scenarios::pickup::PickupArgs;
 use scenarios::scale::ScaleArgs;
 use scenarios::throughput::ThroughputArgs;
+use scenarios::ui::UiArgs;
 use setup::Store;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,7 +30,7 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(
     name = "flinger-bench",
-    about = "Flinger's benchmarks: pickup, throughput, output, gateway, scale, footprint, estimate"
+    about = "Flinger's benchmarks: pickup, throughput, output, gateway, scale, footprint, estimate, ui"
 )]
 struct Cli {
     /// The store every component uses.
@@ -58,6 +59,8 @@ enum Scenario {
     Footprint(FootprintArgs),
     /// The queue estimator's ETAs against the truth, replaying a recorded mix of jobs.
     Estimate(EstimateArgs),
+    /// The web UI with 100,000 jobs: page latencies, a line's delay to an open page, idle streams' CPU.
+    Ui(UiArgs),
     /// Every scenario on SQLite, then pickup, throughput and output on MongoDB.
     All {
         /// Skip the MongoDB runs.
@@ -120,6 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Scale(a) => emit(scenarios::scale::run(store, &a).await),
         Scenario::Footprint(a) => emit(scenarios::footprint::run(store, &a).await),
         Scenario::Estimate(a) => emit(scenarios::estimate::run(&a).await),
+        Scenario::Ui(a) => emit(scenarios::ui::run(store, &a).await),
         Scenario::All { no_mongo, quick } => {
             let d = Defaults::new(quick);
             emit(scenarios::footprint::run(Store::Sqlite, &d.footprint).await);
@@ -129,6 +133,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             emit(scenarios::gateway::run(Store::Sqlite, &d.gateway).await);
             emit(scenarios::scale::run(Store::Sqlite, &d.scale).await);
             emit(scenarios::estimate::run(&d.estimate).await);
+            emit(scenarios::ui::run(Store::Sqlite, &d.ui).await);
             if !no_mongo {
                 emit(scenarios::pickup::run(Store::Mongo, &d.pickup).await);
                 emit(scenarios::throughput::run(Store::Mongo, &d.mongo_throughput).await);
@@ -164,6 +169,7 @@ struct Defaults {
     scale: ScaleArgs,
     footprint: FootprintArgs,
     estimate: EstimateArgs,
+    ui: UiArgs,
 }
 
 impl Defaults {
@@ -207,6 +213,18 @@ impl Defaults {
                 ]),
                 footprint: parse(&["--idle", "1", "--jobs", "5"]),
                 estimate: parse(&[]),
+                ui: parse(&[
+                    "--jobs",
+                    "5000",
+                    "--requests",
+                    "50",
+                    "--lines",
+                    "50",
+                    "--streams",
+                    "50",
+                    "--window",
+                    "5",
+                ]),
             }
         } else {
             Defaults {
@@ -219,6 +237,7 @@ impl Defaults {
                 scale: parse(&[]),
                 footprint: parse(&[]),
                 estimate: parse(&[]),
+                ui: parse(&[]),
             }
         }
     }

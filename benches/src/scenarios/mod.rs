@@ -7,3 +7,4 @@ pub mod output;
 pub mod pickup;
 pub mod scale;
 pub mod throughput;
+pub mod ui;
