@@ -64,6 +64,7 @@ pub fn job_info(job: &JobRecord, position: Option<u64>) -> JobInfo {
         position,
         parent_job_id: job.definition.parent_job_id(),
         children: job.children.clone(),
+        released: job.released.clone(),
     }
 }
 

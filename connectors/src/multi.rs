@@ -195,9 +195,14 @@ impl MultiConnector {
                 Ok(id) => {
                     children.push(id);
                     save_children(&ctx.run_dir, &children).await;
+                    // Testflinger's words: CI (its `poll-multi` action) finds the children's ids
+                    // in the provision output by them.
                     let queue = file.get("job_queue").and_then(Value::as_str).unwrap_or("?");
-                    sink.out(format!("multi: submitted child job {id} to queue {queue}\n"))
-                        .await;
+                    sink.out(format!(
+                        "multi: child {} on queue {queue}\nCreated job {id}\n",
+                        i + 1
+                    ))
+                    .await;
                 }
                 Err(e) => {
                     self.cancel_all(&children, &token, sink).await;

@@ -204,7 +204,9 @@ impl Core {
                         warn!(job_id = %job.job_id, %agent, error = %e, "cannot tell the agent now; its next renewal will");
                     }
                 }
-                Effect::ReleaseChildren { why } => self.release_children(job, why).await?,
+                Effect::ReleaseChildren { why, completed } => {
+                    self.release_children(job, why, completed).await?
+                }
             }
         }
         Ok(())
@@ -217,10 +219,14 @@ impl Core {
         &'a self,
         parent: &'a JobRecord,
         why: String,
+        completed: bool,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = StoreResult<()>> + Send + 'a>> {
         Box::pin(async move {
             for child in &parent.children {
-                let cause = Cause::ParentEnded { why: why.clone() };
+                let cause = Cause::ParentEnded {
+                    why: why.clone(),
+                    completed,
+                };
                 let applied = self.settle(*child, &cause, Millis::now()).await?;
                 if applied.changed {
                     tracing::info!(parent = %parent.job_id, %child, %why, "child released");

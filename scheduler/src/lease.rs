@@ -115,7 +115,8 @@ pub async fn renew(core: &Core, req: &RenewRequest) -> StoreResult<RenewReply> {
             let until = job.lease.as_ref().map(|l| l.until).unwrap_or_default();
             return Ok(RenewReply::Renewed {
                 lease_until: until,
-                cancel: job.cancel_requested.clone(),
+                // A released child stops holding as a cancelled one does (it ends `complete`).
+                cancel: job.cancel_requested.clone().or_else(|| job.released.clone()),
                 reserve_until: job.reservation.as_ref().map(|r| r.until),
                 files: crate::files::grant(core, req.job_id, req.attempt, until),
             });

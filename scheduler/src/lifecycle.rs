@@ -156,8 +156,11 @@ pub enum Cause {
         device_info: Option<serde_json::Value>,
     },
     /// (On a child.) Its parent ended, was requeued or does not exist: the device is released.
+    /// When the parent `completed`, the child served its purpose and ends `complete` after its
+    /// cleanup; otherwise it is cancelled.
     ParentEnded {
         why: String,
+        completed: bool,
     },
 }
 
@@ -187,7 +190,7 @@ pub enum Effect {
     },
     /// Release every child listed on the job as it is after the change ([`Cause::ParentEnded`]
     /// on each): the parent ended or was requeued.
-    ReleaseChildren { why: String },
+    ReleaseChildren { why: String, completed: bool },
 }
 
 /// The answer to a request.
@@ -260,7 +263,10 @@ pub fn decide(rules: &Rules, job: &JobRecord, cause: &Cause, now: Millis) -> Dec
             _ => None,
         };
         if let Some(why) = why {
-            decision.effects.insert(0, Effect::ReleaseChildren { why });
+            let completed = update.state.is_some_and(|c| c.to() == JobState::Complete);
+            decision
+                .effects
+                .insert(0, Effect::ReleaseChildren { why, completed });
         }
     }
     decision
@@ -317,7 +323,7 @@ fn decide_one(rules: &Rules, job: &JobRecord, cause: &Cause, now: Millis) -> Dec
         Cause::Rejected => Decision::nothing(),
         Cause::ChildSubmitted { child } => child_submitted(job, *child, now),
         Cause::ChildAllocated { attempt, device_info } => child_allocated(job, *attempt, device_info, now),
-        Cause::ParentEnded { why } => parent_ended(job, why, now),
+        Cause::ParentEnded { why, completed } => parent_ended(job, why, *completed, now),
     }
 }
 
@@ -636,9 +642,10 @@ fn final_state(job: &JobRecord, outcome: &Outcome) -> (JobState, Option<Failure>
         return (JobState::Cancelled, None);
     }
     match outcome {
-        Outcome::Cancelled { .. } => (JobState::Cancelled, None),
+        // A released child's agent stopped holding as if cancelled: it served its parent.
+        Outcome::Cancelled { .. } if job.released.is_none() => (JobState::Cancelled, None),
         Outcome::Failed { failure } => (JobState::Failed, Some(failure.clone())),
-        Outcome::Complete => {
+        Outcome::Complete | Outcome::Cancelled { .. } => {
             let failure = first_failure(&job.phase_status).map(|(phase, code)| {
                 let kind = match (phase, code) {
                     (_, RECOVERY_FAILED_EXIT) => FailureKind::RecoveryFailed,
@@ -960,7 +967,10 @@ fn child_submitted(job: &JobRecord, child: Uuid, now: Millis) -> Decision {
         JobState::Waiting => format!("parent job {} is not running", job.job_id),
         s => format!("parent job {} ended ({s})", job.job_id),
     };
-    decision.then(Effect::ReleaseChildren { why })
+    decision.then(Effect::ReleaseChildren {
+        why,
+        completed: false,
+    })
 }
 
 /// The child's agent holds the device for the parent: `allocated`, with the device's info for
@@ -983,17 +993,35 @@ fn child_allocated(
     Decision::change(Precondition::observed(job), u)
 }
 
-/// A child whose parent is gone is released as a cancel is carried out (a waiting child ends
-/// at once; a running one's agent stops holding, runs cleanup and ends `cancelled`), with the
-/// parent's fate as the reason. No one waits for an answer.
-fn parent_ended(job: &JobRecord, why: &str, now: Millis) -> Decision {
-    if job.state.is_terminal() || job.cancel_requested.is_some() {
+/// A child whose parent is gone is released: its agent is told to stop holding (as a cancel
+/// is told, and every renewal repeats it), runs cleanup and ends — `complete` when the parent
+/// completed (the child served its purpose), `cancelled` otherwise (a waiting child at once).
+/// The parent's fate is the reason. No one waits for an answer.
+fn parent_ended(job: &JobRecord, why: &str, completed: bool, now: Millis) -> Decision {
+    if job.state.is_terminal() || job.cancel_requested.is_some() || job.released.is_some() {
         return Decision::nothing();
     }
-    Decision {
-        reply: None,
-        ..cancel_asked(job, &format!("released: {why}"), now)
+    let reason = format!("released: {why}");
+    if !completed || !job.state.is_active() {
+        return Decision {
+            reply: None,
+            ..cancel_asked(job, &reason, now)
+        };
     }
+    let mut u = JobUpdate::at(now);
+    u.released = Some(Some(reason.clone()));
+    let mut decision = Decision::change(Precondition::observed(job), u);
+    if let Some(lease) = &job.lease {
+        decision = decision.then(Effect::Control {
+            agent: lease.agent.clone(),
+            command: ControlCommand::Cancel {
+                job_id: job.job_id,
+                attempt: job.attempt,
+                reason,
+            },
+        });
+    }
+    decision
 }
 
 /// Fails a waiting job that can never be dispatched.
@@ -1161,7 +1189,9 @@ mod tests {
                 [Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd]),
             ("child allocated", Cause::ChildAllocated { attempt: 1, device_info: Some(json!({"device_ip": "10.0.0.2"})) }, at(1),
                 [No, To(Allocated), To(Allocated), To(Allocated), To(Allocated), To(Allocated), To(Allocated), No, No, No, No, No, No]),
-            ("parent ended", Cause::ParentEnded { why: "parent job x ended (complete)".into() }, at(1),
+            ("parent ended", Cause::ParentEnded { why: "parent job x ended (failed)".into(), completed: false }, at(1),
+                [To(Cancelled), Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, No, No, No]),
+            ("parent completed", Cause::ParentEnded { why: "parent job x ended (complete)".into(), completed: true }, at(1),
                 [To(Cancelled), Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, No, No, No]),
         ]
     }
@@ -1872,7 +1902,8 @@ mod tests {
         assert_eq!(
             d.effects[0],
             Effect::ReleaseChildren {
-                why: format!("parent job {} ended (complete)", parent.job_id)
+                why: format!("parent job {} ended (complete)", parent.job_id),
+                completed: true,
             }
         );
         let d = decide(
@@ -1885,7 +1916,8 @@ mod tests {
             d.effects,
             [
                 Effect::ReleaseChildren {
-                    why: format!("parent job {} was requeued", parent.job_id)
+                    why: format!("parent job {} was requeued", parent.job_id),
+                    completed: false,
                 },
                 Effect::Announce {
                     detail: Some("requeued: lease expired: agent dut-1 stopped renewing".into())
@@ -1904,7 +1936,8 @@ mod tests {
         assert_eq!(
             d.effects[0],
             Effect::ReleaseChildren {
-                why: format!("parent job {} is being cancelled", parent.job_id)
+                why: format!("parent job {} is being cancelled", parent.job_id),
+                completed: false,
             }
         );
         let start = Cause::PhaseStarted {
@@ -1935,7 +1968,8 @@ mod tests {
         assert_eq!(
             d.effects,
             [Effect::ReleaseChildren {
-                why: format!("parent job {} ended (cancelled)", ended.job_id)
+                why: format!("parent job {} ended (cancelled)", ended.job_id),
+                completed: false,
             }]
         );
         let d = decide(&rules(), &job_in(Waiting), &submitted, at(1));
@@ -1987,6 +2021,7 @@ mod tests {
         let parent = Uuid::from_u128(9);
         let gone = Cause::ParentEnded {
             why: format!("parent job {parent} ended (failed)"),
+            completed: false,
         };
         let reason = format!("released: parent job {parent} ended (failed)");
         let held = child_of(parent, Allocated);
@@ -2012,5 +2047,51 @@ mod tests {
         let mut releasing = child_of(parent, Cleanup);
         releasing.cancel_requested = Some("cancelled by alice".into());
         assert_eq!(decide(&rules(), &releasing, &gone, at(1)), Decision::default());
+    }
+
+    #[test]
+    fn a_child_whose_parent_completed_is_released_and_ends_complete() {
+        let parent = Uuid::from_u128(9);
+        let done = Cause::ParentEnded {
+            why: format!("parent job {parent} ended (complete)"),
+            completed: true,
+        };
+        let reason = format!("released: parent job {parent} ended (complete)");
+        let held = child_of(parent, Allocated);
+        let d = decide(&rules(), &held, &done, at(1));
+        let after = applied(&held, &d);
+        assert_eq!(
+            (after.released.as_deref(), after.cancel_requested.as_deref()),
+            (Some(reason.as_str()), None)
+        );
+        assert_eq!(
+            d.effects,
+            [Effect::Control {
+                agent: agent("dut-1"),
+                command: ControlCommand::Cancel {
+                    job_id: held.job_id,
+                    attempt: 1,
+                    reason: reason.clone()
+                }
+            }],
+            "its agent stops holding as for a cancel"
+        );
+        assert_eq!(
+            decide(&rules(), &after, &done, at(2)),
+            Decision::default(),
+            "once"
+        );
+        // Its agent ends the run as stopped: the child served its parent.
+        let mut cleaned = after.clone();
+        cleaned.state = Cleanup;
+        cleaned.phase_status.insert("allocate".into(), 0);
+        let (ended, _) = finished(&cleaned, Outcome::Cancelled { reason });
+        assert_eq!((ended.state, ended.failure), (Complete, None));
+        // A child still waiting never served: cancelled.
+        let waiting = child_of(parent, Waiting);
+        assert_eq!(
+            applied(&waiting, &decide(&rules(), &waiting, &done, at(1))).state,
+            Cancelled
+        );
     }
 }

@@ -162,17 +162,22 @@ pub async fn release_if_orphan(core: &Core, child: &JobRecord, now: Millis) -> S
     else {
         return Ok(());
     };
-    let why = match core.store.get_job(parent_id).await? {
-        None => format!("parent job {parent_id} does not exist"),
+    let (why, completed) = match core.store.get_job(parent_id).await? {
+        None => (format!("parent job {parent_id} does not exist"), false),
         Some(p) if p.state.is_active() => return Ok(()),
         Some(p) if p.state == broker_schema::JobState::Waiting => {
-            format!("parent job {parent_id} was requeued")
+            (format!("parent job {parent_id} was requeued"), false)
         }
-        Some(p) => format!("parent job {parent_id} ended ({})", p.state),
+        Some(p) => (
+            format!("parent job {parent_id} ended ({})", p.state),
+            p.state == broker_schema::JobState::Complete,
+        ),
     };
-    let applied = core
-        .settle(child.job_id, &Cause::ParentEnded { why: why.clone() }, now)
-        .await?;
+    let cause = Cause::ParentEnded {
+        why: why.clone(),
+        completed,
+    };
+    let applied = core.settle(child.job_id, &cause, now).await?;
     if applied.changed {
         info!(job_id = %child.job_id, parent = %parent_id, %why, "orphaned child released");
     }

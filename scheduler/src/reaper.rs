@@ -71,7 +71,7 @@ pub async fn reap_once(core: &Core) -> StoreResult<ReapReport> {
     for job in running {
         // A running child whose parent no longer runs (its release was lost in a crash, or
         // raced the child's own progress) is released here, within a pass.
-        if job.cancel_requested.is_none() {
+        if job.cancel_requested.is_none() && job.released.is_none() {
             crate::projector::release_if_orphan(core, &job, now).await?;
         }
         let cause = Cause::DeadlinesChecked { attempt: job.attempt };

@@ -85,7 +85,11 @@ async fn link_child(core: &Core, parent: Uuid, child: Uuid) -> StoreResult<()> {
     let applied = core.settle(parent, &Cause::ChildSubmitted { child }, now).await?;
     if applied.job.is_none() {
         let why = format!("parent job {parent} does not exist");
-        core.settle(child, &Cause::ParentEnded { why }, now).await?;
+        let cause = Cause::ParentEnded {
+            why,
+            completed: false,
+        };
+        core.settle(child, &cause, now).await?;
     }
     Ok(())
 }

@@ -221,15 +221,21 @@ async fn a_parent_with_two_children_completes_with_both_devices_in_its_job_list(
         "DEVICE_IP_n in the test phase: {output}"
     );
     for child in &children {
+        // Released when the parent completed: it served its purpose, cleaned up, complete.
         let c = lab.wait_done(*child, JOB_TIMEOUT).await;
         assert!(was_allocated(&c), "{c}");
         assert_eq!(c["parent_job_id"], parent.to_string(), "{c}");
-        assert_eq!(c["state"], "cancelled", "{c}");
         assert_eq!(
-            c["cancel_requested"],
+            (&c["state"], &c["failure"]),
+            (&json!("complete"), &Value::Null),
+            "{c}"
+        );
+        assert_eq!(
+            c["released"],
             format!("released: parent job {parent} ended (complete)"),
             "{c}"
         );
+        assert_eq!(lab.results(*child).await["cleanup_status"], 0, "{c}");
     }
     for agent in ["dut-1", "dut-2", "host-1"] {
         lab.wait_agent_state(agent, "waiting").await;
@@ -487,11 +493,116 @@ async fn two_parents_holding_half_each_do_not_deadlock_the_first_to_time_out_giv
     assert_eq!(b_info["failure"], Value::Null, "{b_info}");
     let b_output = lab.output(b).await;
     assert!(b_output.contains("B ran on 10.9.2.1 and 10.9.1.1"), "{b_output}");
-    for child in a_children.iter().chain(&b_children) {
+    for child in &a_children {
         assert_eq!(lab.wait_done(*child, JOB_TIMEOUT).await["state"], "cancelled");
+    }
+    for child in &b_children {
+        assert_eq!(lab.wait_done(*child, JOB_TIMEOUT).await["state"], "complete");
     }
     for agent in ["devx-1", "devy-1", "host-1", "host-2"] {
         lab.wait_agent_state(agent, "waiting").await;
     }
+    lab.stop().await;
+}
+
+/// What Testflinger's `poll-multi` GitHub action does, with our CLI in place of theirs: wait
+/// for the parent to complete, find its children in its provision output (`Created job <id>`),
+/// read each child's device address from its results, and follow each child until it completes.
+const POLL_MULTI: &str = r#"
+set -eu
+parent="$1"
+wait_complete() {
+  for _ in $(seq 240); do
+    [ "$(flinger status "$1")" = complete ] && return 0
+    sleep 0.5
+  done
+  echo "job $1 never completed" >&2; return 1
+}
+wait_complete "$parent"
+results=$(flinger results "$parent")
+jq -e '.provision_status == 0' >/dev/null <<<"$results"
+children=$(jq -r .provision_output <<<"$results" | sed -n 's/^.*Created job \(.*\)$/\1/p')
+for child in $children; do
+  address=$(flinger results "$child" | jq -r .device_info.device_ip)
+  wait_complete "$child"
+  echo "$child $address"
+done
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_poll_multi_flow_follows_every_child_with_our_cli() {
+    let mut lab = Lab::builder()
+        .name("multi-poll")
+        .agent(AgentSpec::fake_with("dut-1", &["dut"], "device_ip: 10.9.0.1"))
+        .agent(AgentSpec::fake_with("dut-2", &["dut"], "device_ip: 10.9.0.2"))
+        .start()
+        .await;
+    add_multi_agent(&mut lab, "host-1").await;
+    let file = lab.path("parent.json");
+    std::fs::write(&file, multi_parent(&["dut", "dut"], "echo testing").to_string()).unwrap();
+    let out = lab
+        .cli()
+        .args(["submit", "--quiet"])
+        .arg(&file)
+        .output()
+        .expect("flinger submit");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let parent: Uuid = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("job id");
+    let mut poll = lab.cli();
+    poll.args(["-c", POLL_MULTI, "poll-multi"])
+        .arg(parent.to_string());
+    let poll = tokio::task::spawn_blocking(move || {
+        let mut c = std::process::Command::new("bash");
+        c.args(poll.get_args());
+        let path = format!(
+            "{}:{}",
+            flinger_tests::bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        c.env("PATH", path);
+        for (k, v) in poll.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c.output().expect("bash")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&poll.stdout).into_owned();
+    assert!(
+        poll.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&poll.stderr)
+    );
+    let mut addresses: Vec<&str> = text.lines().filter_map(|l| l.split(' ').nth(1)).collect();
+    addresses.sort();
+    assert_eq!(addresses, ["10.9.0.1", "10.9.0.2"], "{text}");
+    let listed: Vec<Uuid> = text
+        .lines()
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
+    let info = lab.info(parent).await.expect("parent");
+    assert_eq!(listed, children_of(&info), "in submission order: {info}");
+
+    // `flinger show` names a parent's children and a child's parent.
+    let show = lab
+        .cli()
+        .args(["show", "--json"])
+        .arg(parent.to_string())
+        .output()
+        .unwrap();
+    let shown: Value = serde_json::from_slice(&show.stdout).expect("show --json");
+    assert_eq!(shown["children"], info["children"], "{shown}");
+    let show = lab.cli().arg("show").arg(listed[0].to_string()).output().unwrap();
+    let notes = String::from_utf8_lossy(&show.stderr);
+    assert!(notes.contains(&format!("parent job: {parent}")), "{notes}");
+    let results = lab.cli().arg("results").arg(parent.to_string()).output().unwrap();
+    let results: Value = serde_json::from_slice(&results.stdout).expect("results");
+    assert_eq!(results["children"], info["children"], "{results}");
     lab.stop().await;
 }

@@ -99,6 +99,10 @@ pub struct JobInfo {
     /// A multi-device parent's children, in the order they were submitted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<Uuid>,
+    /// A multi-device child released because its parent completed: why (it then ends
+    /// `complete`; a child released for any other reason shows it in `cancel_requested`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released: Option<String>,
 }
 
 impl JobInfo {

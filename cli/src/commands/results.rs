@@ -1,4 +1,5 @@
-//! `flinger results JOB`: the job's flat results (`<phase>_status`, `<phase>_output`, …) as JSON.
+//! `flinger results JOB`: the job's flat results (`<phase>_status`, `<phase>_output`, …) as JSON,
+//! with a multi-device child's `parent_job_id` and a parent's `children` (the server's).
 
 use super::Ctx;
 use crate::exit::{CliError, Exit};

@@ -1,10 +1,12 @@
 //! `flinger show JOB [--yaml]`: the job file as submitted (with its `job_id`), and what the job
-//! file cannot say: its attempts (agent, start, end, outcome) and how it failed.
+//! file cannot say: its attempts (agent, start, end, outcome), how it failed, and a
+//! multi-device job's children (a child's parent is in its job file, `parent_job_id`).
 //!
 //! The job file stays clean on stdout, so that it can be saved and submitted again:
 //! - plain: the job file as JSON on stdout; attempts and failure on stderr;
 //! - `--yaml`: the job file as YAML, then the attempts and failure as YAML comment lines;
-//! - `--json`: `{"job": <job file>, "attempts": [...], "failure": {kind, reason} | null}`.
+//! - `--json`: `{"job": <job file>, "attempts": [...], "failure": {kind, reason} | null,
+//!   "children": [job ids]}`.
 
 use super::Ctx;
 use crate::args::ShowArgs;
@@ -21,17 +23,19 @@ pub async fn run(ctx: &Ctx<'_>, args: ShowArgs) -> Result<Exit, CliError> {
     }
     let job = ctx.client.job(args.job_id).await?;
     // A server without Flinger's record (Testflinger's) still shows the job file.
-    let (attempts, failure) = match ctx.client.info(args.job_id).await {
+    let (attempts, failure, children) = match ctx.client.info(args.job_id).await {
         Ok(info) => (
             info.raw.get("attempts").cloned().unwrap_or(json!([])),
             info.raw.get("failure").cloned().unwrap_or(Value::Null),
+            info.raw.get("children").cloned().unwrap_or(json!([])),
         ),
-        Err(ClientError::Refused { status: 404, .. }) => (json!([]), Value::Null),
+        Err(ClientError::Refused { status: 404, .. }) => (json!([]), Value::Null, json!([])),
         Err(e) => return Err(e.into()),
     };
-    let lines = history_lines(&attempts, &failure);
+    let mut lines = history_lines(&attempts, &failure);
+    lines.extend(family_lines(&job, &children));
     if ui.is_json() {
-        ui.document(&json!({"job": job, "attempts": attempts, "failure": failure}))?;
+        ui.document(&json!({"job": job, "attempts": attempts, "failure": failure, "children": children}))?;
     } else if args.yaml {
         let mut text = serde_yaml_ng::to_string(&job).map_err(std::io::Error::other)?;
         for l in &lines {
@@ -78,9 +82,36 @@ pub fn history_lines(attempts: &Value, failure: &Value) -> Vec<String> {
     lines
 }
 
+/// A multi-device child's parent and a parent's children, as lines for people.
+pub fn family_lines(job: &Value, children: &Value) -> Vec<String> {
+    let mut lines = vec![];
+    if let Some(parent) = job.get("parent_job_id").and_then(Value::as_str) {
+        lines.push(format!("parent job: {parent}"));
+    }
+    let list = children.as_array().map(Vec::as_slice).unwrap_or_default();
+    if !list.is_empty() {
+        lines.push("children:".to_owned());
+        for c in list {
+            lines.push(format!("  {}", c.as_str().unwrap_or("?")));
+        }
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parent_lists_its_children_and_a_child_names_its_parent() {
+        let child = json!({"job_queue": "dut", "parent_job_id": "p-1"});
+        assert_eq!(family_lines(&child, &json!([])), ["parent job: p-1"]);
+        assert_eq!(
+            family_lines(&json!({}), &json!(["c-1", "c-2"])),
+            ["children:", "  c-1", "  c-2"]
+        );
+        assert!(family_lines(&json!({}), &Value::Null).is_empty());
+    }
 
     #[test]
     fn attempts_and_failure_read_as_lines() {

@@ -64,6 +64,10 @@ pub struct JobRecord {
     /// how many bytes of each the agent did not ship.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub output_truncated: BTreeMap<String, u64>,
+    /// A multi-device child whose parent completed is released (why): its agent stops holding
+    /// the device and the child ends `complete`, not `cancelled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released: Option<String>,
 }
 
 impl JobRecord {
@@ -99,6 +103,7 @@ impl JobRecord {
             last_output_at: None,
             children: Vec::new(),
             output_truncated: BTreeMap::new(),
+            released: None,
         }
     }
 }

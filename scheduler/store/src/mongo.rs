@@ -675,6 +675,8 @@ struct JobDoc {
     #[serde(default)]
     cancel_requested: Option<String>,
     #[serde(default)]
+    released: Option<String>,
+    #[serde(default)]
     reservation: Option<Reservation>,
     #[serde(default)]
     last_output_at: Option<Millis>,
@@ -711,6 +713,7 @@ fn job_to_doc(job: &JobRecord) -> StoreResult<Document> {
         device_info,
         failure: job.failure.clone(),
         cancel_requested: job.cancel_requested.clone(),
+        released: job.released.clone(),
         reservation: job.reservation.clone(),
         last_output_at: job.last_output_at,
         children: job.children.iter().map(Uuid::to_string).collect(),
@@ -753,6 +756,7 @@ fn job_from_doc(doc: Document) -> StoreResult<JobRecord> {
         device_info,
         failure: d.failure,
         cancel_requested: d.cancel_requested,
+        released: d.released,
         reservation: d.reservation,
         last_output_at: d.last_output_at,
         children: d
@@ -918,6 +922,9 @@ fn job_update(u: &JobUpdate) -> StoreResult<Modification> {
     }
     if let Some(c) = &u.cancel_requested {
         set.insert("cancel_requested", c.as_deref());
+    }
+    if let Some(r) = &u.released {
+        set.insert("released", r.as_deref());
     }
     match (u.clear_phase_status, u.phase_status_set) {
         (true, Some((phase, code))) => {

@@ -125,6 +125,7 @@ pub struct JobUpdate {
     pub ended_at: Option<Option<Millis>>,
     pub failure: Option<Option<Failure>>,
     pub cancel_requested: Option<Option<String>>,
+    pub released: Option<Option<String>>,
     /// Empties `phase_status` (a new attempt starts with no results) before `phase_status_set`.
     pub clear_phase_status: bool,
     /// Sets one phase's exit code.
@@ -155,6 +156,7 @@ impl JobUpdate {
             ended_at: None,
             failure: None,
             cancel_requested: None,
+            released: None,
             clear_phase_status: false,
             phase_status_set: None,
             device_info: None,
@@ -201,6 +203,9 @@ impl JobUpdate {
         }
         if let Some(c) = &self.cancel_requested {
             job.cancel_requested = c.clone();
+        }
+        if let Some(r) = &self.released {
+            job.released = r.clone();
         }
         if self.clear_phase_status {
             job.phase_status.clear();

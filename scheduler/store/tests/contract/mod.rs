@@ -726,6 +726,7 @@ pub async fn update_sets_every_field_and_returns_the_stored_record(db: &Fresh) {
             reason: "provision exited 1".into(),
         })),
         cancel_requested: Some(Some("by bob".into())),
+        released: Some(Some("released: parent job x ended (complete)".into())),
         clear_phase_status: false,
         phase_status_set: Some((Phase::Provision, 1)),
         device_info: Some(Some(serde_json::json!({"device_ip": "10.1.1.1"}))),
