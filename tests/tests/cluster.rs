@@ -61,14 +61,17 @@ async fn a_three_node_cluster_loses_and_repeats_no_job_when_its_nodes_stop_one_a
     let names = lab.names.clone();
     let class_queue = names.class_queue(&broker_schema::DeviceClass::parse(CLASS).expect("class"));
 
-    // The queues that need no priority are quorum queues; the class queue stays classic.
+    // The queues that need no priority are quorum queues; the class queue stays classic, and so
+    // do each gateway's web UI queue (exclusive to its connection, which quorum queues cannot be).
     let types = queue_types(&cluster.nodes[0], names.namespace());
+    let ui_queue = names.gateway_ui_queue("");
     for (name, kind) in &types {
-        let expected = if *name == class_queue || *name == names.gateway_events_queue() {
-            "classic"
-        } else {
-            "quorum"
-        };
+        let expected =
+            if *name == class_queue || *name == names.gateway_events_queue() || name.starts_with(&ui_queue) {
+                "classic"
+            } else {
+                "quorum"
+            };
         assert_eq!(kind, expected, "{name}: {types:?}");
     }
     assert!(

@@ -606,3 +606,61 @@ async fn the_poll_multi_flow_follows_every_child_with_our_cli() {
     assert_eq!(results["children"], info["children"], "{results}");
     lab.stop().await;
 }
+
+/// Testflinger's own `multi` connector, run through the `command` connector with its REST client
+/// pointed at our gateway: a stand-in (tests/fixtures/tf-multi-connector.py) that makes exactly
+/// the v1 calls Testflinger's `tfclient.py` makes, and nothing of ours.
+#[tokio::test(flavor = "multi_thread")]
+async fn testflingers_own_multi_connector_works_through_the_command_connector() {
+    let mut lab = Lab::builder()
+        .name("multi-tf")
+        .agent(AgentSpec::fake_with("dut-1", &["dut"], "device_ip: 10.9.0.1"))
+        .agent(AgentSpec::fake_with("dut-2", &["dut"], "device_ip: 10.9.0.2"))
+        .start()
+        .await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tf-multi-connector.py");
+    let stage = |s: &str| format!("python3 {script} {} {s} testflinger.json", lab.base);
+    lab.add_agent(AgentSpec::commands(
+        "tf-host",
+        &["tf-multi"],
+        &[
+            ("provision", &stage("provision")),
+            ("test", "cat job_list.json; echo"),
+        ],
+    ))
+    .await;
+    let mut parent = multi_parent(&["dut", "dut"], "unused");
+    parent["job_queue"] = json!("tf-multi");
+    let parent = lab.submit(&parent).await;
+    let info = lab.wait_done(parent, JOB_TIMEOUT).await;
+    let output = lab.output(parent).await;
+    assert_eq!(info["state"], "complete", "{info}\n{output}");
+    // The stand-in did the parent's part (not our native connector).
+    assert_eq!(output.matches("Created job ").count(), 2, "{output}");
+    assert!(
+        output.contains("every child allocated; job_list.json written"),
+        "{output}"
+    );
+    let list_line = output
+        .lines()
+        .find(|l| l.starts_with("[{"))
+        .unwrap_or_else(|| panic!("no job_list.json in the output: {output}"));
+    let list: Vec<Value> = serde_json::from_str(list_line).expect("job_list.json");
+    let mut ips: Vec<&str> = list
+        .iter()
+        .map(|e| e["device_info"]["device_ip"].as_str().unwrap_or("?"))
+        .collect();
+    ips.sort();
+    assert_eq!(ips, ["10.9.0.1", "10.9.0.2"], "{list_line}");
+    let children = children_of(&info);
+    assert_eq!(children.len(), 2, "{info}");
+    for child in &children {
+        let c = lab.wait_done(*child, JOB_TIMEOUT).await;
+        assert!(was_allocated(&c), "{c}");
+        assert_eq!(c["parent_job_id"], parent.to_string(), "{c}");
+    }
+    for agent in ["dut-1", "dut-2", "tf-host"] {
+        lab.wait_agent_state(agent, "waiting").await;
+    }
+    lab.stop().await;
+}
