@@ -600,6 +600,27 @@ impl Lab {
             .as_u16()
     }
 
+    /// `POST /v1/oauth2/token` as client `id`: the whole answer (access and refresh token).
+    pub async fn login(&self, id: &str, secret: &str) -> Value {
+        let r = self
+            .http
+            .post(self.url("/v1/oauth2/token"))
+            .basic_auth(id, Some(secret))
+            .send()
+            .await
+            .expect("the token endpoint answers");
+        assert_eq!(r.status(), 200, "login {id}");
+        r.json().await.expect("a token answer")
+    }
+
+    /// [`Lab::login`]'s access token.
+    pub async fn access_token(&self, id: &str, secret: &str) -> String {
+        self.login(id, secret).await["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
     /// The `flinger` CLI, pointed at this lab.
     pub fn cli(&self) -> std::process::Command {
         let mut c = std::process::Command::new(bin("flinger"));

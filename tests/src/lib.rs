@@ -7,6 +7,7 @@
 
 pub mod broker;
 pub mod browser;
+pub mod cli;
 pub mod invariants;
 pub mod keyserver;
 pub mod lab;

@@ -26,21 +26,8 @@ async fn lab_with_admin(name: &str) -> Lab {
         .await
 }
 
-/// `POST /v1/oauth2/token` as `id`: the whole answer (access and refresh token).
-async fn login(lab: &Lab, id: &str, secret: &str) -> Value {
-    let r = lab
-        .http
-        .post(lab.url("/v1/oauth2/token"))
-        .basic_auth(id, Some(secret))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "login {id}");
-    r.json().await.unwrap()
-}
-
 async fn admin_token(lab: &Lab) -> String {
-    login(lab, ADMIN, ADMIN_SECRET).await["access_token"]
+    lab.login(ADMIN, ADMIN_SECRET).await["access_token"]
         .as_str()
         .unwrap()
         .to_owned()
@@ -233,7 +220,7 @@ async fn the_testflinger_agent_command_line_token_file_and_metrics_work() {
     let mut lab = lab_with_admin("tfcli").await;
     create_client(&lab, "agent-host", "agent", "agent-host-secret-0123").await;
     // As Testflinger's agent host charm writes it.
-    let refresh = login(&lab, "agent-host", "agent-host-secret-0123").await["refresh_token"]
+    let refresh = lab.login("agent-host", "agent-host-secret-0123").await["refresh_token"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -390,7 +377,7 @@ async fn an_agent_serving_a_restricted_queue_takes_jobs_only_from_its_restricted
         .submit(&json!({"job_queue": "openq", "test_data": {"test_cmds": "x"}}))
         .await;
     // …while a team job submitted after it runs.
-    let team = login(&lab, "team-a", "team-a-secret-0123456").await["access_token"]
+    let team = lab.login("team-a", "team-a-secret-0123456").await["access_token"]
         .as_str()
         .unwrap()
         .to_owned();

@@ -1,6 +1,7 @@
 //! The `flinger` CLI, run as a user runs it, against a real lab: what it prints on stdout and
 //! stderr, and the exit codes scripts rely on (docs/cli.md).
 
+use flinger_tests::cli::{Run, run as run_with};
 use flinger_tests::{AgentSpec, Lab, bin};
 use serde_json::{Value, json};
 use std::process::Stdio;
@@ -8,52 +9,6 @@ use std::time::Duration;
 use uuid::Uuid;
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// What a finished CLI run left behind.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs the CLI with `args` (and `stdin`, if given) and waits for it, bounded.
-async fn run_with(mut cmd: std::process::Command, args: &[&str], stdin: Option<&str>) -> Run {
-    use tokio::io::AsyncWriteExt;
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    let mut child = tokio::process::Command::from(cmd)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("flinger runs");
-    if let Some(text) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin");
-        pipe.write_all(text.as_bytes()).await.expect("write stdin");
-        drop(pipe);
-    }
-    let out = tokio::time::timeout(JOB_TIMEOUT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("flinger {args:?} did not finish in {JOB_TIMEOUT:?}"))
-        .expect("flinger output");
-    Run {
-        code: out.status.code().expect("exited, not killed"),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 /// The CLI pointed at `lab`, with a home of its own (its config file, login and job history
 /// live in the lab's directory, never in the user's).

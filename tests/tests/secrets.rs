@@ -3,9 +3,9 @@
 
 use broker_schema::Millis;
 use flinger_store::Records;
+use flinger_tests::cli::{Run, run};
 use flinger_tests::{AgentSpec, Lab, bin};
 use serde_json::{Value, json};
-use std::process::Stdio;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -37,7 +37,7 @@ async fn lab(name: &str) -> (Lab, String) {
         .scheduler_arg("--secrets-key", KEY)
         .start()
         .await;
-    let admin = login(&lab, ADMIN, ADMIN_SECRET).await;
+    let admin = lab.access_token(ADMIN, ADMIN_SECRET).await;
     let r = lab
         .http
         .put(lab.url("/v1/client-permissions/alice"))
@@ -53,64 +53,12 @@ async fn lab(name: &str) -> (Lab, String) {
         &[("test", "flinger-agent run-test-cmds")],
     ))
     .await;
-    let alice = login(&lab, "alice", ALICE_SECRET).await;
+    let alice = lab.access_token("alice", ALICE_SECRET).await;
     (lab, alice)
 }
 
-async fn login(lab: &Lab, id: &str, secret: &str) -> String {
-    let r = lab
-        .http
-        .post(lab.url("/v1/oauth2/token"))
-        .basic_auth(id, Some(secret))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "login {id}");
-    r.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-/// What a CLI run left behind.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-async fn run(mut cmd: std::process::Command, args: &[&str]) -> Run {
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = tokio::process::Command::from(cmd)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the command runs");
-    let out = tokio::time::timeout(JOB_TIMEOUT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{args:?} did not finish"))
-        .expect("output");
-    Run {
-        code: out.status.code().expect("exited, not killed"),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 async fn flinger(lab: &Lab, args: &[&str]) -> Run {
-    run(lab.cli(), args).await
+    run(lab.cli(), args, None).await
 }
 
 /// `expires_at` of a `flinger --json secret write` run, as seconds from now (`None`: never).
@@ -272,12 +220,12 @@ async fn rotating_the_secrets_key_keeps_every_secret() {
         cmd
     };
     // Without the key the secrets were sealed with, nothing is replaced and the command says so.
-    let run_ = run(rotate("a passphrase that never sealed anything"), &[]).await;
+    let run_ = run(rotate("a passphrase that never sealed anything"), &[], None).await;
     assert_ne!(run_.code, 0, "{run_}");
     assert!(run_.stderr.contains("alice/ci/token"), "{run_}");
     assert_eq!(sealed(store.list_secrets().await.unwrap()), before);
 
-    let run_ = run(rotate(KEY), &[]).await;
+    let run_ = run(rotate(KEY), &[], None).await;
     assert_eq!(run_.code, 0, "{run_}");
     assert!(run_.stdout.contains("2 resealed"), "{run_}");
     let after = sealed(store.list_secrets().await.unwrap());
@@ -286,7 +234,7 @@ async fn rotating_the_secrets_key_keeps_every_secret() {
         assert!(new.starts_with("enc:v1:") && new != old, "{id}: {new}");
     }
     // Again: nothing left to do.
-    let run_ = run(rotate(KEY), &[]).await;
+    let run_ = run(rotate(KEY), &[], None).await;
     assert!(run_.stdout.contains("0 resealed, 2 already were"), "{run_}");
 
     lab.start_scheduler("scheduler-new-key", &scheduler_args(&["--secrets-key", NEW_KEY]));

@@ -15,19 +15,6 @@ const ADMIN_SECRET: &str = "admin-secret-0123456789";
 const SECRET_VALUE: &str = "s3cr3t-Value-9f8e7d";
 const SECRETS_KEY: &str = "the lab's secrets passphrase";
 
-async fn login(lab: &Lab, id: &str, secret: &str) -> String {
-    let r = lab
-        .http
-        .post(lab.url("/v1/oauth2/token"))
-        .basic_auth(id, Some(secret))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "login {id}");
-    let v: Value = r.json().await.unwrap();
-    v["access_token"].as_str().unwrap().to_owned()
-}
-
 async fn create_client(lab: &Lab, admin: &str, id: &str, role: &str, secret: &str) {
     let r = lab
         .http
@@ -506,10 +493,10 @@ async fn lab_with_a_secret_on(name: &str, store: StoreKind) -> (Lab, String, Str
         .scheduler_arg("--secrets-key", SECRETS_KEY)
         .start()
         .await;
-    let admin = login(&lab, ADMIN, ADMIN_SECRET).await;
+    let admin = lab.access_token(ADMIN, ADMIN_SECRET).await;
     create_client(&lab, &admin, "agent-dropin", "agent", "agent-secret-0123456789").await;
     create_client(&lab, &admin, "alice", "contributor", "alice-secret-0123456789").await;
-    let alice = login(&lab, "alice", "alice-secret-0123456789").await;
+    let alice = lab.access_token("alice", "alice-secret-0123456789").await;
     let r = lab
         .http
         .put(lab.url("/v1/secrets/alice/ci/token"))
