@@ -19,6 +19,23 @@ fn child_of(parent: Uuid, queue: &str) -> Value {
     })
 }
 
+/// A lab with two fake devices on queue `dut` (at 10.9.0.1 and 10.9.0.2 with `device_ips`) and
+/// a `multi` agent `host-1`.
+async fn two_devices_and_a_host(name: &str, device_ips: bool) -> Lab {
+    let device = |n: u8| match device_ips {
+        true => AgentSpec::fake_with(&format!("dut-{n}"), &["dut"], &format!("device_ip: 10.9.0.{n}")),
+        false => AgentSpec::fake(&format!("dut-{n}"), &["dut"]),
+    };
+    let mut lab = Lab::builder()
+        .name(name)
+        .agent(device(1))
+        .agent(device(2))
+        .start()
+        .await;
+    add_multi_agent(&mut lab, "host-1").await;
+    lab
+}
+
 /// A `multi` agent: the native connector, talking to the lab's gateway.
 async fn add_multi_agent(lab: &mut Lab, name: &str) {
     add_multi_agent_as(lab, name, "").await;
@@ -177,13 +194,7 @@ async fn a_child_of_an_ended_or_unknown_parent_is_released_at_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_parent_with_two_children_completes_with_both_devices_in_its_job_list() {
-    let mut lab = Lab::builder()
-        .name("multi-ok")
-        .agent(AgentSpec::fake_with("dut-1", &["dut"], "device_ip: 10.9.0.1"))
-        .agent(AgentSpec::fake_with("dut-2", &["dut"], "device_ip: 10.9.0.2"))
-        .start()
-        .await;
-    add_multi_agent(&mut lab, "host-1").await;
+    let lab = two_devices_and_a_host("multi-ok", true).await;
     let parent = lab
         .submit(&multi_parent(
             &["dut", "dut"],
@@ -248,13 +259,7 @@ async fn a_parent_with_two_children_completes_with_both_devices_in_its_job_list(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelling_the_parent_while_its_children_are_allocated_releases_every_device() {
-    let mut lab = Lab::builder()
-        .name("multi-cancel")
-        .agent(AgentSpec::fake("dut-1", &["dut"]))
-        .agent(AgentSpec::fake("dut-2", &["dut"]))
-        .start()
-        .await;
-    add_multi_agent(&mut lab, "host-1").await;
+    let lab = two_devices_and_a_host("multi-cancel", false).await;
     let parent = lab
         .submit(&multi_parent(&["dut", "dut"], "echo testing; sleep 600"))
         .await;
@@ -283,13 +288,7 @@ async fn cancelling_the_parent_while_its_children_are_allocated_releases_every_d
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_childs_agent_fails_that_child_and_the_parent_still_releases_the_other() {
-    let mut lab = Lab::builder()
-        .name("multi-killchild")
-        .agent(AgentSpec::fake("dut-1", &["dut"]))
-        .agent(AgentSpec::fake("dut-2", &["dut"]))
-        .start()
-        .await;
-    add_multi_agent(&mut lab, "host-1").await;
+    let mut lab = two_devices_and_a_host("multi-killchild", false).await;
     let parent = lab.submit(&multi_parent(&["dut", "dut"], "sleep 600")).await;
     lab.wait_state(parent, &["test"], JOB_TIMEOUT).await;
     let children = wait_children(&lab, parent, 2).await;
@@ -323,13 +322,7 @@ async fn a_killed_childs_agent_fails_that_child_and_the_parent_still_releases_th
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_parents_agent_releases_every_child_and_the_parent_runs_again() {
-    let mut lab = Lab::builder()
-        .name("multi-killparent")
-        .agent(AgentSpec::fake("dut-1", &["dut"]))
-        .agent(AgentSpec::fake("dut-2", &["dut"]))
-        .start()
-        .await;
-    add_multi_agent(&mut lab, "host-1").await;
+    let mut lab = two_devices_and_a_host("multi-killparent", false).await;
     let parent = lab
         .submit(&multi_parent(
             &["dut", "dut"],
@@ -531,13 +524,7 @@ done
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_poll_multi_flow_follows_every_child_with_our_cli() {
-    let mut lab = Lab::builder()
-        .name("multi-poll")
-        .agent(AgentSpec::fake_with("dut-1", &["dut"], "device_ip: 10.9.0.1"))
-        .agent(AgentSpec::fake_with("dut-2", &["dut"], "device_ip: 10.9.0.2"))
-        .start()
-        .await;
-    add_multi_agent(&mut lab, "host-1").await;
+    let lab = two_devices_and_a_host("multi-poll", true).await;
     let file = lab.path("parent.json");
     std::fs::write(&file, multi_parent(&["dut", "dut"], "echo testing").to_string()).unwrap();
     let out = lab
