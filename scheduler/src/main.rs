@@ -155,15 +155,16 @@ fn secs(s: f64) -> Duration {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_tracing(args.log_format);
-    let secrets_key = secrets_key(&args)?;
     match &args.command {
+        // A backup copies sealed values as they are: it needs no key.
         Some(Command::Backup { path }) => return backup(&args.store, path).await,
         Some(Command::RotateSecretsKey) => {
-            let key = secrets_key.context("rotate-secrets-key needs the new key in --secrets-key")?;
+            let key = secrets_key(&args)?.context("rotate-secrets-key needs the new key in --secrets-key")?;
             return rotate_secrets_key(&args.store, &key).await;
         }
         None => {}
     }
+    let secrets_key = secrets_key(&args)?;
     if args.renew_secs * 2.0 > args.lease_secs {
         warn!(
             lease = args.lease_secs,
