@@ -11,6 +11,7 @@ pub mod cli;
 pub mod invariants;
 pub mod keyserver;
 pub mod lab;
+pub mod oidc;
 pub mod private_broker;
 pub mod private_mongo;
 pub mod proc;
