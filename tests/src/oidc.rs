@@ -28,8 +28,12 @@ pub struct OidcOptions {
     /// `expires_in` of device codes (the provider's default: 600 s).
     pub device_code_ttl: Option<u64>,
     /// `interval` of device codes (the provider's default: 1 s). A poll sooner than half of it
-    /// after the previous one is answered `slow_down`, and the interval grows by 5 s.
+    /// after the previous one is answered `slow_down`, and the interval grows by
+    /// `slow_down_step`.
     pub device_interval: Option<u64>,
+    /// What each `slow_down` adds to a device code's interval (the provider's default: RFC 8628's
+    /// 5 s).
+    pub slow_down_step: Option<u64>,
 }
 
 impl OidcOptions {
@@ -56,6 +60,11 @@ impl OidcOptions {
         self
     }
 
+    pub fn slow_down_step(mut self, secs: u64) -> Self {
+        self.slow_down_step = Some(secs);
+        self
+    }
+
     fn args(&self) -> Vec<String> {
         let mut args = vec!["--port".to_string(), "0".to_string()];
         for (id, secret, uri) in &self.clients {
@@ -69,6 +78,9 @@ impl OidcOptions {
         }
         if let Some(interval) = self.device_interval {
             args.extend(["--device-interval".into(), interval.to_string()]);
+        }
+        if let Some(step) = self.slow_down_step {
+            args.extend(["--slow-down-step".into(), step.to_string()]);
         }
         args
     }
