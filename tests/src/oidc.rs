@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// How long the provider may take to start serving (a cold venv imports Flask and Authlib).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -124,6 +124,8 @@ pub struct OidcProvider {
     /// The provider's stderr (Werkzeug's request log and any traceback).
     pub log: PathBuf,
     _child: Child,
+    /// Held open: the provider exits when it closes, so a test killed outright leaves none behind.
+    _stdin: ChildStdin,
     /// Held open: the provider's stdout must not become a broken pipe.
     _stdout: BufReader<ChildStdout>,
     _dir: tempfile::TempDir,
@@ -143,12 +145,14 @@ impl OidcProvider {
         let mut child = Command::new(&python)
             .arg(&script)
             .args(opts.args())
-            .stdin(Stdio::null())
+            .arg("--exit-with-stdin")
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {} {}: {e}", python.display(), script.display()));
+        let stdin = child.stdin.take().expect("piped stdin");
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
         let read = tokio::time::timeout(START_TIMEOUT, stdout.read_line(&mut line)).await;
@@ -174,6 +178,7 @@ impl OidcProvider {
             http,
             log,
             _child: child,
+            _stdin: stdin,
             _stdout: stdout,
             _dir: dir,
         }
