@@ -203,9 +203,9 @@ async fn recent_durations(
             ..Default::default()
         })
         .await?;
-    Ok(Durations::new(finished.iter().filter_map(|j| {
-        Some(j.ended_at?.since(j.started_at?).as_secs_f64())
-    })))
+    Ok(Durations::new(
+        finished.iter().filter_map(|j| Some(j.run_time()?.as_secs_f64())),
+    ))
 }
 
 /// `GET /v1/job/<id>/estimate`'s answer for a waiting job at `position`.

@@ -109,6 +109,82 @@ async fn unknown_jobs_agents_and_queues_are_html_not_found_pages() {
     lab.stop().await;
 }
 
+/// The names in the rows of `/jobs` (as served with `query`), top to bottom.
+async fn listed_names(lab: &Lab, query: &str) -> Vec<String> {
+    let (status, body) = get_html(lab, &format!("/jobs?tag=web-ui{query}")).await;
+    assert_eq!(status, 200, "{body}");
+    let rows = body.split("<tr data-job=").skip(1);
+    rows.map(|row| {
+        row.split("<td>")
+            .nth(1)
+            .and_then(|c| c.split("</td>").next())
+            .unwrap_or_default()
+            .to_owned()
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_sort_by_each_column_from_its_header() {
+    let lab = lab("uisort").await;
+    // One agent runs them in turn: "a long" first and for longer, "z short" after it.
+    let long = lab.submit(&job("a long", &["slow"], 2)).await;
+    let short = lab.submit(&job("z short", &["quick"], 0)).await;
+    for id in [long, short] {
+        assert_eq!(
+            lab.wait_done(id, Duration::from_secs(60)).await["state"],
+            "complete"
+        );
+    }
+    let (newest, oldest) = (vec!["z short", "a long"], vec!["a long", "z short"]);
+    assert_eq!(listed_names(&lab, "").await, newest, "newest first by default");
+    assert_eq!(listed_names(&lab, "&sort=submitted").await, oldest);
+    assert_eq!(listed_names(&lab, "&sort=name").await, oldest);
+    assert_eq!(
+        listed_names(&lab, "&sort=duration").await,
+        oldest,
+        "longest first"
+    );
+    assert_eq!(
+        listed_names(&lab, "&sort=started").await,
+        newest,
+        "last started first"
+    );
+
+    // In the browser: each header sorts, and the sorted column carries the arrow.
+    let b = Browser::start(1100, 700).await;
+    b.goto(&lab.url("/jobs?tag=web-ui")).await;
+    b.wait_text("#sort-submitted", "the default order's arrow", |t| {
+        t == "Submitted ▼"
+    })
+    .await;
+    b.click("#sort-duration").await;
+    b.wait_text("#sort-duration", "the duration order's arrow", |t| {
+        t == "Duration ▼"
+    })
+    .await;
+    b.wait_text(
+        "#jobs-table tbody tr:first-child td:nth-child(2)",
+        "the longest job first",
+        |t| t == "a long",
+    )
+    .await;
+    b.click("#sort-submitted").await;
+    b.wait_text("#sort-submitted", "oldest first", |t| t == "Submitted ▲")
+        .await;
+    b.click("#sort-submitted").await;
+    b.wait_text("#sort-submitted", "newest first again", |t| t == "Submitted ▼")
+        .await;
+    b.wait_text(
+        "#jobs-table tbody tr:first-child td:nth-child(2)",
+        "the newest job first",
+        |t| t == "z short",
+    )
+    .await;
+    b.close().await;
+    lab.stop().await;
+}
+
 const HOSTILE: [&str; 3] = [
     "<script>window.__pwned = 'script'</script>",
     "<img src=x onerror=\"window.__pwned = 'img'\">",

@@ -1,7 +1,7 @@
 //! `/`: the lab at a glance — every queue with its agents by state, jobs waiting and running,
 //! wait-time p50/p90 of the last 7 days — and the latest jobs.
 
-use super::jobs::JobRow;
+use super::jobs::{Header, JobRow};
 use super::page::{Page, UiError, answer};
 use super::queues::{QueueCard, cards};
 use super::session::Viewer;
@@ -19,10 +19,7 @@ const LATEST: u32 = 15;
 struct HomeRegion {
     cards: Vec<QueueCard>,
     rows: Vec<JobRow>,
-    sort_link: Option<String>,
-    sort_arrow: &'static str,
-    queue_sort: Option<String>,
-    state_sort: Option<String>,
+    headers: Vec<Header>,
 }
 
 pub async fn region(state: &AppState, viewer: &Viewer) -> Result<String, UiError> {
@@ -38,10 +35,7 @@ pub async fn region(state: &AppState, viewer: &Viewer) -> Result<String, UiError
     Ok(HomeRegion {
         cards: cards(state).await?,
         rows: latest.iter().map(JobRow::of).collect(),
-        sort_link: None,
-        sort_arrow: "",
-        queue_sort: None,
-        state_sort: None,
+        headers: Header::plain(),
     }
     .render()?)
 }

@@ -63,6 +63,61 @@ impl JobRow {
     }
 }
 
+/// A column header of a job table; on `/jobs`, a link that sorts the table by the column.
+pub struct Header {
+    pub label: &'static str,
+    /// The element id of the sorting link is `sort-<id>`.
+    pub id: &'static str,
+    pub link: Option<String>,
+    /// ▲ or ▼ on the column the table is sorted by.
+    pub arrow: &'static str,
+    /// Hidden on phone-width screens.
+    pub hide_narrow: bool,
+}
+
+/// The columns of a job table: label, id, the `sort` value that sorts by it (the first click's,
+/// for `Submitted` the other direction's when it is already sorted so), hidden when narrow.
+const COLUMNS: [(&str, &str, Option<&str>, bool); 7] = [
+    ("Job", "job", None, false),
+    ("Name", "name", Some("name"), false),
+    ("Queue", "queue", Some("queue"), false),
+    ("State", "state", Some("state"), false),
+    ("Submitted", "submitted", Some("submitted"), false),
+    ("Started", "started", Some("started"), true),
+    ("Duration", "duration", Some("duration"), true),
+];
+
+impl Header {
+    /// The headers of a table that does not sort (the latest jobs on `/`, a queue's jobs).
+    pub fn plain() -> Vec<Header> {
+        COLUMNS
+            .iter()
+            .map(|&(label, id, _, hide_narrow)| Header {
+                label,
+                id,
+                link: None,
+                arrow: "",
+                hide_narrow,
+            })
+            .collect()
+    }
+}
+
+/// The order a `sort` value asks for: `submitted` oldest first, `-submitted` (the default)
+/// newest first, `name` and `queue` and `state` by name (newest first within each), `started`
+/// most recently started first, `duration` longest first.
+fn order_of(sort: &str) -> JobOrder {
+    match sort {
+        "submitted" => JobOrder::CreatedAsc,
+        "name" => JobOrder::NameNewest,
+        "queue" => JobOrder::QueueNewest,
+        "state" => JobOrder::StateNewest,
+        "started" => JobOrder::StartedNewest,
+        "duration" => JobOrder::LongestFirst,
+        _ => JobOrder::CreatedDesc,
+    }
+}
+
 /// The query string of `/jobs`.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct ListParams {
@@ -78,8 +133,7 @@ pub struct ListParams {
     q: String,
     #[serde(default)]
     page: Option<u32>,
-    /// `submitted` (oldest first), `-submitted` (newest first, the default), `queue` or `state`
-    /// (by name, newest first within each).
+    /// See [`order_of`].
     #[serde(default)]
     sort: String,
 }
@@ -145,14 +199,42 @@ impl ListParams {
             // for in names and tags.
             text: (!self.q.is_empty() && Uuid::parse_str(&self.q).is_err()).then(|| self.q.clone()),
             submitted_by: (!self.submitter.is_empty()).then(|| self.submitter.clone()),
-            order: match self.sort.as_str() {
-                "submitted" => JobOrder::CreatedAsc,
-                "queue" => JobOrder::QueueNewest,
-                "state" => JobOrder::StateNewest,
-                _ => JobOrder::CreatedDesc,
-            },
+            order: order_of(&self.sort),
             ..Default::default()
         }
+    }
+
+    /// The table's headers, each a link sorting by its column (from the first page).
+    fn headers(&self) -> Vec<Header> {
+        let order = order_of(&self.sort);
+        COLUMNS
+            .iter()
+            .map(|&(label, id, sort, hide_narrow)| {
+                let sorted = sort.is_some_and(|sort| order_of(sort) == order)
+                    || (id == "submitted" && order == JobOrder::CreatedDesc);
+                let sort = match sort {
+                    Some("submitted") if order == JobOrder::CreatedAsc => Some("-submitted"),
+                    other => other,
+                };
+                Header {
+                    label,
+                    id,
+                    link: sort.map(|sort| self.link(&[("sort", sort.to_owned()), ("page", String::new())])),
+                    arrow: match (sorted, order) {
+                        (false, _) => "",
+                        (
+                            true,
+                            JobOrder::CreatedAsc
+                            | JobOrder::NameNewest
+                            | JobOrder::QueueNewest
+                            | JobOrder::StateNewest,
+                        ) => "▲",
+                        (true, _) => "▼",
+                    },
+                    hide_narrow,
+                }
+            })
+            .collect()
     }
 
     /// This page's query string with `changes` applied.
@@ -195,10 +277,7 @@ struct JobsRegion {
     pages: u64,
     prev: Option<String>,
     next: Option<String>,
-    sort_link: Option<String>,
-    sort_arrow: &'static str,
-    queue_sort: Option<String>,
-    state_sort: Option<String>,
+    headers: Vec<Header>,
 }
 
 pub async fn list_region(state: &AppState, viewer: &Viewer, query: &str) -> Result<String, UiError> {
@@ -223,27 +302,7 @@ pub async fn list_region(state: &AppState, viewer: &Viewer, query: &str) -> Resu
         pages,
         prev: (page > 1).then(|| p.link(&[("page", (page - 1).to_string())])),
         next: (u64::from(page) < pages).then(|| p.link(&[("page", (page + 1).to_string())])),
-        sort_link: Some(
-            p.link(&[
-                (
-                    "sort",
-                    if p.sort == "submitted" {
-                        "-submitted"
-                    } else {
-                        "submitted"
-                    }
-                    .to_owned(),
-                ),
-                ("page", String::new()),
-            ]),
-        ),
-        sort_arrow: match p.sort.as_str() {
-            "submitted" => "▲",
-            "" | "-submitted" => "▼",
-            _ => "",
-        },
-        queue_sort: Some(p.link(&[("sort", "queue".to_owned()), ("page", String::new())])),
-        state_sort: Some(p.link(&[("sort", "state".to_owned()), ("page", String::new())])),
+        headers: p.headers(),
     };
     Ok(region.render()?)
 }

@@ -1,12 +1,12 @@
 //! `/queues` and `/queues/<name>`: each queue's agents by state, its waiting jobs in order with
 //! their ETA, its running jobs and how long jobs waited. Also the queue cards of `/`.
 
-use super::jobs::JobRow;
+use super::jobs::{Header, JobRow};
 use super::page::{Page, UiError, answer};
 use super::session::Viewer;
 use super::text;
 use crate::auth::access;
-use crate::estimate;
+use crate::estimate::QueueNow;
 use crate::routes::queues::percentile;
 use crate::state::AppState;
 use askama::Template;
@@ -186,10 +186,7 @@ struct QueueRegion {
     waiting: Vec<WaitingJob>,
     more_waiting: u64,
     rows: Vec<JobRow>,
-    sort_link: Option<String>,
-    sort_arrow: &'static str,
-    queue_sort: Option<String>,
-    state_sort: Option<String>,
+    headers: Vec<Header>,
     percentiles: Vec<(u32, String)>,
 }
 
@@ -221,18 +218,23 @@ pub async fn queue_region(state: &AppState, viewer: &Viewer, name: &str) -> Resu
             ..Default::default()
         })
         .await?;
-    let mut waiting = vec![];
-    for (i, j) in waiting_jobs.iter().enumerate() {
-        let e = estimate::estimate(state, j, i as u64).await?;
-        waiting.push(WaitingJob {
-            position: i,
+    // One reading of the queue, one pass of the estimator for all the places shown.
+    let forecasts = QueueNow::read(state.store().as_ref(), &class, now)
+        .await?
+        .forecasts(waiting_jobs.len());
+    let waiting: Vec<WaitingJob> = waiting_jobs
+        .iter()
+        .zip(forecasts)
+        .enumerate()
+        .map(|(position, (j, f))| WaitingJob {
+            position,
             row: JobRow::of(j),
-            eta: e
-                .eta_seconds
-                .map(|s| format!("in about {}", text::duration_secs(s)))
-                .unwrap_or_else(|| "unknown".to_owned()),
-        });
-    }
+            eta: f
+                .start
+                .map(|s| format!("in about {}", text::duration_secs(s.round() as u64)))
+                .unwrap_or_else(|_| "unknown".to_owned()),
+        })
+        .collect();
     let running = state
         .store()
         .find_jobs(&JobQuery {
@@ -258,10 +260,7 @@ pub async fn queue_region(state: &AppState, viewer: &Viewer, name: &str) -> Resu
         agents,
         waiting,
         rows: running.iter().map(JobRow::of).collect(),
-        sort_link: None,
-        sort_arrow: "",
-        queue_sort: None,
-        state_sort: None,
+        headers: Header::plain(),
         percentiles,
     }
     .render()?)

@@ -4,6 +4,7 @@ use broker_schema::messages::{AdminState, AgentState, Heartbeat, LogStream};
 use broker_schema::{AgentName, DeviceClass, Failure, JobDefinition, JobState, Millis, Phase};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// A job and everything the system knows about it. One document: every change to it is a
@@ -71,6 +72,11 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// How long the current (or last) attempt ran, once it has ended.
+    pub fn run_time(&self) -> Option<Duration> {
+        Some(self.ended_at?.since(self.started_at?))
+    }
+
     /// A freshly accepted job, waiting.
     pub fn new_waiting(
         job_id: Uuid,

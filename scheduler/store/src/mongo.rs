@@ -108,7 +108,48 @@ impl MongoStore {
         };
         store.ping().await?;
         store.create_indexes().await?;
+        store.backfill().await?;
         Ok(store)
+    }
+
+    /// Gives jobs stored by earlier versions the fields later ones copy out of the record:
+    /// `name` (searches, the name order) and `run_time_ms` (the longest-first order). Both
+    /// derive from fields that never change, or from the document itself in one update, so
+    /// several stores opening at once, and schedulers updating jobs meanwhile, agree.
+    async fn backfill(&self) -> StoreResult<()> {
+        let stale = doc! { "run_time_ms": { "$exists": false } };
+        let stages = vec![doc! { "$set": { "run_time_ms": run_time_expr() } }];
+        timed("backfill run times", self.jobs.update_many(stale, stages)).await?;
+        loop {
+            let unnamed = doc! { "name": { "$exists": false } };
+            let find = self
+                .jobs
+                .find(unnamed.clone())
+                .projection(doc! { "definition": 1 })
+                .limit(500);
+            let batch: Vec<Document> = timed(
+                "find unnamed jobs",
+                async move { find.await?.try_collect().await },
+            )
+            .await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for d in batch {
+                let name = d
+                    .get_str("definition")
+                    .ok()
+                    .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+                    .and_then(|v| v.get("name")?.as_str().map(str::to_owned));
+                let mut one = unnamed.clone();
+                one.insert("_id", d.get("_id").cloned().unwrap_or(Bson::Null));
+                timed(
+                    "backfill name",
+                    self.jobs.update_one(one, doc! { "$set": { "name": name } }),
+                )
+                .await?;
+            }
+        }
     }
 
     /// The database this store lives in (tests drop it when done).
@@ -143,6 +184,22 @@ impl MongoStore {
             index("tags", doc! { "tags": 1 }, false),
             // Retention: ended jobs by when they last changed.
             index("state_updated", doc! { "state": 1, "updated_at": 1 }, false),
+            // The web UI's sortable columns.
+            index(
+                "name_newest",
+                doc! { "name": 1, "created_at": -1, "_id": -1 },
+                false,
+            ),
+            index(
+                "started_newest",
+                doc! { "started_at": -1, "created_at": -1, "_id": -1 },
+                false,
+            ),
+            index(
+                "longest_first",
+                doc! { "run_time_ms": -1, "created_at": -1, "_id": -1 },
+                false,
+            ),
         ];
         timed("create job indexes", self.jobs.create_indexes(jobs)).await?;
         let output = vec![index(
@@ -215,6 +272,9 @@ impl Store for MongoStore {
             JobOrder::QueueOrder => doc! { "priority": -1, "created_at": 1, "_id": 1 },
             JobOrder::QueueNewest => doc! { "queue": 1, "created_at": -1, "_id": -1 },
             JobOrder::StateNewest => doc! { "state": 1, "created_at": -1, "_id": -1 },
+            JobOrder::NameNewest => doc! { "name": 1, "created_at": -1, "_id": -1 },
+            JobOrder::StartedNewest => doc! { "started_at": -1, "created_at": -1, "_id": -1 },
+            JobOrder::LongestFirst => doc! { "run_time_ms": -1, "created_at": -1, "_id": -1 },
         };
         let mut find = self.jobs.find(query_filter(query)).sort(sort);
         if let Some(offset) = query.offset {
@@ -646,10 +706,13 @@ struct JobDoc {
     tags: Vec<String>,
     #[serde(default)]
     submitted_by: Option<String>,
-    /// The job file's `name`, copied out of `definition` for searches (jobs stored before it
-    /// was copied have none, and are found by tag only).
+    /// The job file's `name`, copied out of `definition` for searches and the name order (jobs
+    /// stored before it was copied get it when a store opens: [`MongoStore::backfill`]).
     #[serde(default)]
     name: Option<String>,
+    /// `ended_at - started_at`, for the `LongestFirst` order (see [`run_time_expr`]).
+    #[serde(default)]
+    run_time_ms: Option<i64>,
     created_at: Millis,
     updated_at: Millis,
     #[serde(default)]
@@ -696,6 +759,7 @@ fn job_to_doc(job: &JobRecord) -> StoreResult<Document> {
         queue: job.queue.clone(),
         definition,
         name: job.definition.name().map(str::to_owned),
+        run_time_ms: job.ended_at.zip(job.started_at).map(|(e, s)| e.0 - s.0),
         state: job.state,
         priority: job.priority,
         tags: job.tags.clone(),
@@ -883,6 +947,12 @@ enum Modification {
 /// The array-filter identifier naming the attempt being closed.
 const CLOSING: &str = "closing";
 
+/// `run_time_ms` from a job document's own fields: null unless both instants are set (the
+/// `LongestFirst` order's key; `job_to_doc` computes the same).
+fn run_time_expr() -> Document {
+    doc! { "$subtract": ["$ended_at", "$started_at"] }
+}
+
 /// [`JobUpdate::apply`] as one update.
 ///
 /// - optional fields: `$set` to the value, or to null for `Some(None)`;
@@ -890,10 +960,12 @@ const CLOSING: &str = "closing";
 ///   (MongoDB refuses `$set` of `phase_status` and `phase_status.<p>` together, and clearing then
 ///   inserting one entry is exactly that map); clear alone: `$set` to `{}`; set alone:
 ///   `$set` of `phase_status.<p>`;
-/// - `push_attempt`: `$push`;
 /// - `close_attempt(n, …)`: `$set` of `attempts.$[closing].*` with array filter
 ///   `closing.attempt == n`, so a missing attempt changes nothing, as in the reference (a
-///   positional `attempts.<n-1>` path would pad the array with nulls instead).
+///   positional `attempts.<n-1>` path would pad the array with nulls instead);
+/// - `push_attempt`, or a change of `started_at` or `ended_at`: a pipeline instead (the `$set`s
+///   as literals, the attempt appended, the attempt closed with `$map`, and `run_time_ms`
+///   recomputed from the document as updated).
 fn job_update(u: &JobUpdate) -> StoreResult<Modification> {
     let mut set = doc! { "updated_at": u.updated_at.0 };
     if let Some(s) = u.state {
@@ -957,69 +1029,71 @@ fn job_update(u: &JobUpdate) -> StoreResult<Modification> {
         .map(|a| to_bson("attempt", a))
         .transpose()?;
 
-    match (pushed, &u.close_attempt) {
-        (Some(pushed), Some((n, ended, outcome))) => {
-            // Same order as the reference: append, then close attempt `n` (possibly the new one).
-            let mut first = Document::new();
-            for (path, value) in set {
-                // In a pipeline, strings starting with `$` would be field paths.
-                first.insert(path, doc! { "$literal": value });
-            }
-            first.insert(
-                "attempts",
-                doc! { "$concatArrays": [ { "$ifNull": ["$attempts", []] }, [ { "$literal": pushed } ] ] },
-            );
-            if let Some(child) = u.add_child {
-                let child = child.to_string();
-                let children = doc! { "$ifNull": ["$children", []] };
-                first.insert(
-                    "children",
-                    doc! { "$cond": [
-                        { "$in": [ { "$literal": &child }, children.clone() ] },
-                        children.clone(),
-                        { "$concatArrays": [ children, [ { "$literal": &child } ] ] },
-                    ] },
-                );
-            }
-            let close = doc! {
-                "$map": {
-                    "input": "$attempts",
-                    "as": "a",
-                    "in": { "$cond": [
-                        { "$eq": ["$$a.attempt", i64::from(*n)] },
-                        { "$mergeObjects": ["$$a", {
-                            "ended_at": { "$literal": ended.0 },
-                            "outcome": { "$literal": outcome.as_str() },
-                        }] },
-                        "$$a",
-                    ] },
-                }
-            };
-            Ok(Modification::Pipeline(vec![
-                doc! { "$set": first },
-                doc! { "$set": { "attempts": close } },
-            ]))
+    // `run_time_ms` derives from the stored `started_at` and `ended_at`, so an update touching
+    // either computes it from the document as updated: only a pipeline can.
+    let touches_run_time = u.started_at.is_some() || u.ended_at.is_some();
+    if pushed.is_none() && !touches_run_time {
+        let mut array_filters = None;
+        if let Some((n, ended, outcome)) = &u.close_attempt {
+            set.insert(format!("attempts.$[{CLOSING}].ended_at"), ended.0);
+            set.insert(format!("attempts.$[{CLOSING}].outcome"), outcome.as_str());
+            array_filters = Some(vec![doc! { format!("{CLOSING}.attempt"): i64::from(*n) }]);
         }
-        (pushed, close) => {
-            let mut array_filters = None;
-            if let Some((n, ended, outcome)) = close {
-                set.insert(format!("attempts.$[{CLOSING}].ended_at"), ended.0);
-                set.insert(format!("attempts.$[{CLOSING}].outcome"), outcome.as_str());
-                array_filters = Some(vec![doc! { format!("{CLOSING}.attempt"): i64::from(*n) }]);
-            }
-            let mut update = doc! { "$set": set };
-            if let Some(pushed) = pushed {
-                update.insert("$push", doc! { "attempts": pushed });
-            }
-            if let Some(child) = u.add_child {
-                update.insert("$addToSet", doc! { "children": child.to_string() });
-            }
-            Ok(Modification::Operators {
-                update,
-                array_filters,
-            })
+        let mut update = doc! { "$set": set };
+        if let Some(child) = u.add_child {
+            update.insert("$addToSet", doc! { "children": child.to_string() });
         }
+        return Ok(Modification::Operators {
+            update,
+            array_filters,
+        });
     }
+    // Same order as the reference: set, append, then close attempt `n` (possibly the new one).
+    let mut first = Document::new();
+    for (path, value) in set {
+        // In a pipeline, strings starting with `$` would be field paths.
+        first.insert(path, doc! { "$literal": value });
+    }
+    if let Some(pushed) = pushed {
+        first.insert(
+            "attempts",
+            doc! { "$concatArrays": [ { "$ifNull": ["$attempts", []] }, [ { "$literal": pushed } ] ] },
+        );
+    }
+    if let Some(child) = u.add_child {
+        let child = child.to_string();
+        let children = doc! { "$ifNull": ["$children", []] };
+        first.insert(
+            "children",
+            doc! { "$cond": [
+                { "$in": [ { "$literal": &child }, children.clone() ] },
+                children.clone(),
+                { "$concatArrays": [ children, [ { "$literal": &child } ] ] },
+            ] },
+        );
+    }
+    let mut stages = vec![doc! { "$set": first }];
+    if let Some((n, ended, outcome)) = &u.close_attempt {
+        let close = doc! {
+            "$map": {
+                "input": { "$ifNull": ["$attempts", []] },
+                "as": "a",
+                "in": { "$cond": [
+                    { "$eq": ["$$a.attempt", i64::from(*n)] },
+                    { "$mergeObjects": ["$$a", {
+                        "ended_at": { "$literal": ended.0 },
+                        "outcome": { "$literal": outcome.as_str() },
+                    }] },
+                    "$$a",
+                ] },
+            }
+        };
+        stages.push(doc! { "$set": { "attempts": close } });
+    }
+    if touches_run_time {
+        stages.push(doc! { "$set": { "run_time_ms": run_time_expr() } });
+    }
+    Ok(Modification::Pipeline(stages))
 }
 
 // ----- output

@@ -3,6 +3,7 @@
 use super::model::{JobRecord, OutputFragment};
 use broker_schema::messages::LogStream;
 use broker_schema::{DeviceClass, JobState, Millis, Phase};
+use std::cmp::Ordering;
 use uuid::Uuid;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -18,6 +19,39 @@ pub enum JobOrder {
     QueueNewest,
     /// By state name, newest first within a state (the web UI's sortable column).
     StateNewest,
+    /// By the job file's `name` (byte order; nameless jobs first), newest first within a name.
+    NameNewest,
+    /// Most recently started first; jobs never started last.
+    StartedNewest,
+    /// Longest run first (started to ended); jobs that have not ended last.
+    LongestFirst,
+}
+
+impl JobOrder {
+    /// The reference semantics of the order: how two jobs compare in it. Ties between jobs
+    /// created at the same instant are broken by job id, as the backends do, so that pages
+    /// are stable.
+    pub fn compare(self, a: &JobRecord, b: &JobRecord) -> Ordering {
+        let oldest = || (a.created_at, a.job_id).cmp(&(b.created_at, b.job_id));
+        let newest = || oldest().reverse();
+        // `None` after every `Some`, the larger `Some` first.
+        fn desc_none_last<T: Ord>(x: Option<T>, y: Option<T>) -> Ordering {
+            match (x, y) {
+                (Some(x), Some(y)) => y.cmp(&x),
+                (x, y) => y.is_some().cmp(&x.is_some()),
+            }
+        }
+        match self {
+            JobOrder::CreatedAsc => oldest(),
+            JobOrder::CreatedDesc => newest(),
+            JobOrder::QueueOrder => b.priority.cmp(&a.priority).then_with(oldest),
+            JobOrder::QueueNewest => a.queue.as_str().cmp(b.queue.as_str()).then_with(newest),
+            JobOrder::StateNewest => a.state.as_str().cmp(b.state.as_str()).then_with(newest),
+            JobOrder::NameNewest => a.definition.name().cmp(&b.definition.name()).then_with(newest),
+            JobOrder::StartedNewest => desc_none_last(a.started_at, b.started_at).then_with(newest),
+            JobOrder::LongestFirst => desc_none_last(a.run_time(), b.run_time()).then_with(newest),
+        }
+    }
 }
 
 /// How many jobs of one queue are in one state ([`crate::Store::count_live_jobs`]).

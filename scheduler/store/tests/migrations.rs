@@ -5,7 +5,7 @@
 
 use broker_schema::messages::LogStream;
 use broker_schema::{JobState, Millis, Phase};
-use flinger_store::{OutputQuery, StoreConfig};
+use flinger_store::{JobOrder, JobQuery, OutputQuery, StoreConfig};
 use uuid::Uuid;
 
 #[tokio::test]
@@ -80,6 +80,17 @@ async fn a_previous_release_store_migrates_and_reads_back_whole() {
     // What the new migration added works on the old rows: live jobs counted by its index.
     let live = store.count_live_jobs().await.unwrap();
     assert_eq!(live.iter().map(|c| c.count).sum::<u64>(), 1, "{live:?}");
+    // And the web UI's orders over their expression indexes (migration 5): the job that ran
+    // longest first, the one that never ran last.
+    let longest = store
+        .find_jobs(&JobQuery {
+            order: JobOrder::LongestFirst,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(longest.last().map(|j| j.job_id), Some(waiting.job_id));
+    assert!(longest[0].run_time() >= longest[1].run_time(), "{longest:?}");
     drop(store);
-    assert_eq!(version(&path), 4, "migrated to the current schema");
+    assert_eq!(version(&path), 5, "migrated to the current schema");
 }

@@ -227,6 +227,62 @@ async fn opening_twice_keeps_the_indexes_and_the_data() {
     drop_db(first).await;
 }
 
+/// Jobs stored by versions that did not copy `name` and `run_time_ms` out of the record get
+/// them when a store opens: the search finds them by name, and the orders place them.
+#[tokio::test]
+async fn opening_gives_older_jobs_their_search_and_order_fields() {
+    let name = fresh_db_name();
+    let uri = mongo_uri().await;
+    let first = MongoStore::open(&uri, &name).await.unwrap();
+    let mut old = waiting_job("rpi4b", 0, &[], 1_000);
+    let mut raw = serde_json::to_value(&old.definition).unwrap();
+    raw["name"] = "nightly kernel smoke".into();
+    old.definition = JobDefinition::parse(raw).unwrap();
+    (old.state, old.started_at, old.ended_at) =
+        (JobState::Complete, Some(Millis(2_000)), Some(Millis(9_000)));
+    let short = JobRecord {
+        job_id: Uuid::new_v4(),
+        started_at: Some(Millis(2_000)),
+        ended_at: Some(Millis(3_000)),
+        ..old.clone()
+    };
+    let never_ran = waiting_job("rpi4b", 0, &[], 2_000);
+    for job in [&old, &short, &never_ran] {
+        first.insert_job(job).await.unwrap();
+    }
+    // As an older version stored them.
+    let jobs = first.database().collection::<Document>("jobs");
+    jobs.update_many(doc! {}, doc! { "$unset": { "name": "", "run_time_ms": "" } })
+        .await
+        .unwrap();
+    let by_name = JobQuery {
+        text: Some("KERNEL".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        first.find_jobs(&by_name).await.unwrap(),
+        vec![],
+        "positive control: not found before"
+    );
+
+    let second = MongoStore::open(&uri, &name).await.unwrap();
+    let ids = |js: Vec<JobRecord>| js.into_iter().map(|j| j.job_id).collect::<Vec<_>>();
+    let mut found = ids(second.find_jobs(&by_name).await.unwrap());
+    found.sort();
+    let mut named = vec![old.job_id, short.job_id];
+    named.sort();
+    assert_eq!(found, named, "both named jobs, and not the nameless one");
+    let longest = JobQuery {
+        order: JobOrder::LongestFirst,
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(second.find_jobs(&longest).await.unwrap()),
+        vec![old.job_id, short.job_id, never_ran.job_id]
+    );
+    drop_db(first).await;
+}
+
 #[tokio::test]
 async fn jobs_are_stored_with_queryable_top_level_fields_and_the_job_file_as_text() {
     let store = fresh_mongo().await;
@@ -513,15 +569,7 @@ async fn random_updates_agree_with_the_reference_semantics() {
 
 fn reference_find(jobs: &[JobRecord], q: &JobQuery) -> Vec<JobRecord> {
     let mut found: Vec<JobRecord> = jobs.iter().filter(|j| q.matches(j)).cloned().collect();
-    match q.order {
-        JobOrder::CreatedAsc => found.sort_by_key(|j| j.created_at),
-        JobOrder::CreatedDesc => found.sort_by_key(|j| std::cmp::Reverse(j.created_at)),
-        JobOrder::QueueOrder => found.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.created_at)),
-        JobOrder::QueueNewest => {
-            found.sort_by_key(|j| (j.queue.to_string(), std::cmp::Reverse(j.created_at)))
-        }
-        JobOrder::StateNewest => found.sort_by_key(|j| (j.state.as_str(), std::cmp::Reverse(j.created_at))),
-    }
+    found.sort_by(|a, b| q.order.compare(a, b));
     if let Some(limit) = q.limit {
         found.truncate(limit as usize);
     }
@@ -581,7 +629,16 @@ async fn random_queries_agree_with_the_reference_semantics() {
         if rng.chance(20) {
             q.created_after = Some(Millis(1_000 + 5 * rng.below(80) as i64));
         }
-        q.order = rng.pick(&[JobOrder::CreatedAsc, JobOrder::CreatedDesc, JobOrder::QueueOrder]);
+        q.order = rng.pick(&[
+            JobOrder::CreatedAsc,
+            JobOrder::CreatedDesc,
+            JobOrder::QueueOrder,
+            JobOrder::QueueNewest,
+            JobOrder::StateNewest,
+            JobOrder::NameNewest,
+            JobOrder::StartedNewest,
+            JobOrder::LongestFirst,
+        ]);
         let expected_count = reference_find(&jobs, &q).len() as u64;
         if rng.chance(30) {
             q.limit = Some(rng.below(8) as u32);

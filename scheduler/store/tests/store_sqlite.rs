@@ -101,7 +101,7 @@ async fn opening_sets_wal_and_the_schema_version() {
     let (_dir, path) = temp_db();
     let _store = SqliteStore::open(&path).await.unwrap();
     assert_eq!(pragma(&path, "journal_mode"), "wal");
-    assert_eq!(pragma(&path, "user_version"), "4");
+    assert_eq!(pragma(&path, "user_version"), "5");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -116,7 +116,7 @@ async fn many_processes_opening_a_new_file_at_once_all_succeed() {
     for open in opens {
         open.await.unwrap().expect("concurrent open");
     }
-    assert_eq!(pragma(&path, "user_version"), "4");
+    assert_eq!(pragma(&path, "user_version"), "5");
 }
 
 #[tokio::test(flavor = "multi_thread")]

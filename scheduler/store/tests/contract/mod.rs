@@ -982,14 +982,14 @@ pub async fn discard_deletes_only_a_waiting_never_enqueued_job(db: &Fresh) {
 
 /// Six jobs with distinct creation instants:
 ///
-/// | | queue | prio | tags | created | state | lease until | enqueued |
-/// |-|-|-|-|-|-|-|-|
-/// | a | rpi4b | 0 | x | 1 | waiting | – | never (updated 1) |
-/// | b | rpi4b | 5 | x y | 2 | waiting | – | 2 |
-/// | c | rpi4b | 5 | y | 3 | leased | 100 | 3 |
-/// | d | maas | 0 | – | 4 | test | 50 | 4 |
-/// | e | maas | 9 | x y z | 5 | complete | – | 5 |
-/// | f | rpi4b | 0 | z | 6 | waiting | – | 6 |
+/// | | queue | prio | tags | created | state | lease until | enqueued | name | started | ended |
+/// |-|-|-|-|-|-|-|-|-|-|-|
+/// | a | rpi4b | 0 | x | 1 | waiting | – | never (updated 1) | beta | – | – |
+/// | b | rpi4b | 5 | x y | 2 | waiting | – | 2 | – | – | – |
+/// | c | rpi4b | 5 | y | 3 | leased | 100 | 3 | alpha | 7 | – |
+/// | d | maas | 0 | – | 4 | test | 50 | 4 | Beta | 9 | – |
+/// | e | maas | 9 | x y z | 5 | complete | – | 5 | alpha | 6 | 10 |
+/// | f | rpi4b | 0 | z | 6 | waiting | – | 6 | – | – | – |
 struct Corpus {
     all: Vec<JobRecord>,
 }
@@ -1016,13 +1016,44 @@ impl Corpus {
             j.enqueued_at = enqueued.then_some(t(created));
             j
         };
+        // The columns the web UI sorts by and no filter reads.
+        let shown = |mut j: JobRecord, name: Option<&str>, started: Option<i64>, ended: Option<i64>| {
+            if let Some(name) = name {
+                let mut raw = serde_json::to_value(&j.definition).unwrap();
+                raw["name"] = name.into();
+                j.definition = JobDefinition::parse(raw).unwrap();
+            }
+            j.started_at = started.map(t);
+            j.ended_at = ended.map(t);
+            j
+        };
         use JobState::*;
         let all = vec![
-            row("rpi4b", 0, &["x"], 1, Waiting, None, false),
+            shown(
+                row("rpi4b", 0, &["x"], 1, Waiting, None, false),
+                Some("beta"),
+                None,
+                None,
+            ),
             row("rpi4b", 5, &["x", "y"], 2, Waiting, None, true),
-            row("rpi4b", 5, &["y"], 3, Leased, Some(100), true),
-            row("maas", 0, &[], 4, Test, Some(50), true),
-            row("maas", 9, &["x", "y", "z"], 5, Complete, None, true),
+            shown(
+                row("rpi4b", 5, &["y"], 3, Leased, Some(100), true),
+                Some("alpha"),
+                Some(7),
+                None,
+            ),
+            shown(
+                row("maas", 0, &[], 4, Test, Some(50), true),
+                Some("Beta"),
+                Some(9),
+                None,
+            ),
+            shown(
+                row("maas", 9, &["x", "y", "z"], 5, Complete, None, true),
+                Some("alpha"),
+                Some(6),
+                Some(10),
+            ),
             row("rpi4b", 0, &["z"], 6, Waiting, None, true),
         ];
         // Insert out of creation order, so that no backend returns them in order by accident.
@@ -1043,17 +1074,7 @@ impl Corpus {
     /// The reference answer: [`JobQuery::matches`], the query's order, its limit.
     fn expected(&self, q: &JobQuery) -> Vec<Uuid> {
         let mut hits: Vec<&JobRecord> = self.all.iter().filter(|j| q.matches(j)).collect();
-        match q.order {
-            JobOrder::CreatedAsc => hits.sort_by_key(|j| j.created_at),
-            JobOrder::CreatedDesc => hits.sort_by_key(|j| std::cmp::Reverse(j.created_at)),
-            JobOrder::QueueOrder => hits.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.created_at)),
-            JobOrder::QueueNewest => {
-                hits.sort_by_key(|j| (j.queue.to_string(), std::cmp::Reverse(j.created_at)))
-            }
-            JobOrder::StateNewest => {
-                hits.sort_by_key(|j| (j.state.as_str(), std::cmp::Reverse(j.created_at)))
-            }
-        }
+        hits.sort_by(|a, b| q.order.compare(a, b));
         hits.truncate(q.limit.map_or(usize::MAX, |l| l as usize));
         hits.iter().map(|j| j.job_id).collect()
     }
@@ -1399,6 +1420,9 @@ pub async fn find_jobs_agrees_with_the_reference_semantics(db: &Fresh) {
             JobOrder::QueueOrder,
             JobOrder::QueueNewest,
             JobOrder::StateNewest,
+            JobOrder::NameNewest,
+            JobOrder::StartedNewest,
+            JobOrder::LongestFirst,
         ] {
             for limit in [None, Some(1), Some(3)] {
                 let q = JobQuery {
