@@ -132,6 +132,7 @@ impl App {
                     max_attachment_bytes: config.max_attachment_bytes,
                     max_artifact_bytes: config.max_artifact_bytes,
                     secret_lifetime: config.auth.secret_lifetime.0,
+                    clients: config.client_limits(),
                 },
                 webhooks,
                 secrets_key,
@@ -162,6 +163,10 @@ impl App {
         let live = crate::ui::live::spawn(state.clone(), shutdown.clone());
         let router = routes::router(state.clone())
             .layer(DefaultBodyLimit::max(max_body_bytes))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                crate::limits::enforce,
+            ))
             .layer(axum::middleware::from_fn(crate::metrics::track))
             .layer(
                 TraceLayer::new_for_http()
@@ -179,9 +184,13 @@ impl App {
                 polls.cancel();
             }
         };
-        let served = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
-            .with_graceful_shutdown(stopping)
-            .await;
+        // With the peer's address: anonymous callers are limited by it (crate::limits).
+        let served = axum::serve(
+            listener,
+            ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
+        )
+        .with_graceful_shutdown(stopping)
+        .await;
         info!("HTTP server stopped; closing the broker link");
         shutdown.cancel();
         bus_shutdown.cancel();

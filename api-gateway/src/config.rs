@@ -8,6 +8,12 @@ use std::time::Duration;
 /// Testflinger refuses result bodies of 16 MiB and more; we apply the same limit to every body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
+/// Per-client defaults (see `crate::limits`): far above what an agent, a CLI or a page does,
+/// low enough that one runaway client cannot take the gateway's every core.
+pub const DEFAULT_RATE_LIMIT: u32 = 200;
+pub const DEFAULT_RATE_BURST: u32 = 1000;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+
 /// Default size limit of an attachments archive and of an artifacts archive.
 pub const DEFAULT_MAX_BLOB_BYTES: u64 = 1024 * 1024 * 1024;
 
@@ -57,6 +63,20 @@ pub struct Config {
     /// Largest artifacts archive accepted (413 beyond it).
     #[arg(long, env = "FLINGER_MAX_ARTIFACT_BYTES", default_value_t = DEFAULT_MAX_BLOB_BYTES)]
     pub max_artifact_bytes: u64,
+
+    /// Requests per second each client may keep up (a client: a token's client id, else the
+    /// caller's IP address); past it and its burst, 429 with `Retry-After`. 0: no limit.
+    #[arg(long, env = "FLINGER_RATE_LIMIT", default_value_t = DEFAULT_RATE_LIMIT)]
+    pub rate_limit: u32,
+
+    /// Requests a client may send at once above its rate.
+    #[arg(long, env = "FLINGER_RATE_BURST", default_value_t = DEFAULT_RATE_BURST)]
+    pub rate_burst: u32,
+
+    /// Requests each client may have in flight (a streamed answer counts until it is sent);
+    /// more are answered 429. 0: no limit.
+    #[arg(long, env = "FLINGER_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
 
     #[command(flatten)]
     pub auth: AuthArgs,
@@ -192,11 +212,26 @@ impl Config {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_attachment_bytes: DEFAULT_MAX_BLOB_BYTES,
             max_artifact_bytes: DEFAULT_MAX_BLOB_BYTES,
+            rate_limit: DEFAULT_RATE_LIMIT,
+            rate_burst: DEFAULT_RATE_BURST,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             auth: AuthArgs::default(),
             webhook_allow: vec![],
             webhook_auth: None,
             webhook_timeout: Duration::from_secs(3),
             command: None,
+        }
+    }
+}
+
+impl Config {
+    /// The per-client limits, with 0 meaning none.
+    pub fn client_limits(&self) -> crate::limits::Settings {
+        use std::num::NonZeroU32;
+        crate::limits::Settings {
+            rate: NonZeroU32::new(self.rate_limit)
+                .map(|r| (r, NonZeroU32::new(self.rate_burst).unwrap_or(r))),
+            in_flight: (self.max_in_flight > 0).then_some(self.max_in_flight),
         }
     }
 }

@@ -67,6 +67,10 @@ pub enum ApiError {
     /// 413: the body is larger than the configured limit.
     #[error("request body too large")]
     PayloadTooLarge,
+    /// 429: the client is over one of its limits (see [`crate::limits`]); `Retry-After` says
+    /// in how many seconds to try again.
+    #[error("{reason}")]
+    TooManyRequests { retry_after: u64, reason: String },
     /// 503: a dependency (store, broker, scheduler) did not answer; retrying may help.
     #[error("{0}")]
     Unavailable(String),
@@ -102,6 +106,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -116,6 +121,10 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(msg) => warn!(error = %msg, "dependency unavailable"),
             _ => {}
         }
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
         let body: Value = match self {
             ApiError::NoContent => return status.into_response(),
             ApiError::Validation { location, errors } => json!({
@@ -124,7 +133,13 @@ impl IntoResponse for ApiError {
             }),
             other => json!({ "message": other.to_string() }),
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

@@ -3,12 +3,14 @@
 //! - [`app`]: builds the service (store, broker link, router) and runs it until shutdown.
 //! - [`routes`]: one module per area of the API; handlers are thin and call the modules below.
 //! - [`submit`], [`cancel`]: the two writes, each an explicit flow with its own error type.
-//! - [`views`], [`logs`]: how store records are shown (Testflinger's shapes plus our fields).
+//! - [`views`], [`logs`]: how store records are shown (Testflinger's shapes plus our fields);
+//!   [`streaming`]: the large ones (results with all output) written as they are read.
 //! - [`error`]: the one place where errors become HTTP statuses and bodies.
 //! - [`validate`]: request bodies checked against their types' schemas (`flinger_api`).
 //! - [`auth`]: who is calling (tokens, roles, anonymous use), client secrets, the first admin.
 //! - [`scheduler`]: commands to the scheduler by request/reply.
 //! - [`webhooks`], `events`: relaying job events to jobs' webhooks (and recording provisioning).
+//! - [`limits`]: per-client request rate and requests in flight (429 with `Retry-After`).
 //! - [`metrics`]: Prometheus metrics (requests, submissions, live streams) on a port of their own.
 //! - [`estimate`]: the queue ETA; [`openapi`]: the OpenAPI document of the whole API.
 //! - [`ui`]: the web UI (server-rendered pages at Testflinger's paths, live over SSE).
@@ -27,12 +29,14 @@ pub mod error;
 pub mod estimate;
 mod events;
 mod extract;
+pub mod limits;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod scheduler;
 pub mod state;
+pub mod streaming;
 pub mod submit;
 pub mod ui;
 pub mod validate;

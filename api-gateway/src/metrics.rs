@@ -7,6 +7,7 @@
 //! | `flinger_gateway_http_requests_total` | counter | `route` (the route's template, e.g. `/v1/job/{job_id}`; `unmatched` for unknown paths), `method`, `status` |
 //! | `flinger_gateway_http_request_duration_seconds` | histogram | `route`, `method`, `status` |
 //! | `flinger_gateway_jobs_submitted_total` | counter | `queue` — a new job accepted |
+//! | `flinger_gateway_requests_limited_total` | counter | `limit` (`rate`, `in_flight`) — a request answered 429 (`crate::limits`) |
 //! | `flinger_gateway_live_streams` | gauge | `kind` (`log_poll`: a log read waiting for output; pages add theirs) — open now |
 //!
 //! And Testflinger's server counters under its names and labels (its `prometheus_client`
@@ -48,6 +49,9 @@ pub fn install(listen: Option<SocketAddr>) -> Result<(), String> {
         .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
     // Shown as 0, not as no data, before the first stream opens.
     gauge!("flinger_gateway_live_streams", "kind" => "log_poll").increment(0.0);
+    for limit in ["rate", "in_flight"] {
+        counter!("flinger_gateway_requests_limited_total", "limit" => limit).increment(0);
+    }
     tracing::info!(%addr, "metrics listening");
     Ok(())
 }
@@ -82,6 +86,11 @@ pub fn job_submitted(queue: &str, reservation: bool) {
     if reservation {
         counter!("testflinger_reservations_total", "queue" => queue.to_owned()).increment(1);
     }
+}
+
+/// A request refused by a client's `limit` (`rate` or `in_flight`).
+pub fn request_limited(limit: &'static str) {
+    counter!("flinger_gateway_requests_limited_total", "limit" => limit).increment(1);
 }
 
 /// Counts one open live stream of `kind` (a long poll, an output follower, a page's event

@@ -3,7 +3,7 @@
 //! the `ToSchema` derives of the bodies in `flinger_api`.
 //!
 //! What every operation has in common is added here, once ([`Common`]): 401 and 403 where a
-//! token is needed, 400 for a `{job_id}` that is not a UUID, 400/413/422 for a JSON body, 500
+//! token is needed, 429 where a client's limits apply (all but the health probes), 400 for a `{job_id}` that is not a UUID, 400/413/422 for a JSON body, 500
 //! and 503 everywhere, the path parameters, and who may call it (the `bearer` requirement's
 //! roles, as OpenAPI 3.1 allows for non-OAuth schemes).
 //!
@@ -16,6 +16,7 @@ use crate::routes::{
     admin, agents, auth, blobs, health, job_events, jobs, queues, reservation, results, secrets,
 };
 use std::sync::OnceLock;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -160,6 +161,7 @@ pub struct Upload {
         admin::get_restricted,
         admin::add_owner,
         admin::remove_owner,
+        admin::retention,
         secrets::put_secret,
         secrets::delete_secret,
     ),
@@ -259,12 +261,24 @@ fn complete(method: &str, path: &str, op: &mut Operation) {
     if has_body {
         add(413, "Error");
     }
+    if !crate::limits::unlimited_operation(path) {
+        add(429, "Error");
+    }
     if json_body {
         add(400, "Error");
         add(422, "ValidationError");
     }
     add(500, "Error");
     add(503, "Error");
+    if let Some(RefOr::T(r)) = op.responses.responses.get_mut("429") {
+        r.headers.insert(
+            "Retry-After".into(),
+            HeaderBuilder::new()
+                .schema(u64::schema())
+                .description(Some("Seconds to wait before trying again"))
+                .build(),
+        );
+    }
     for (code, response) in op.responses.responses.iter_mut() {
         if let RefOr::T(r) = response
             && r.description.is_empty()
@@ -286,6 +300,7 @@ fn status_text(code: u16) -> &'static str {
         410 => "Gone: the job is no longer waiting",
         413 => "Too large",
         422 => "Validation error: detail names every bad field",
+        429 => "Too many requests from this client: retry after the Retry-After header's seconds",
         500 => "Internal error",
         503 => "A dependency (store, broker, scheduler) did not answer; retry",
         _ => "",

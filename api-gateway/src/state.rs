@@ -1,6 +1,7 @@
 //! What every handler can reach. Cheap to clone (one `Arc`).
 
 use crate::auth::Auth;
+use crate::limits::ClientLimits;
 use crate::webhooks::Webhooks;
 use broker_schema::Names;
 use broker_schema::bus::{Bus, Publisher, RpcClient};
@@ -36,6 +37,8 @@ struct Inner {
     stopping: CancellationToken,
     /// The web UI's live events, fed from the broker (see [`crate::ui::live`]).
     live: crate::ui::live::Hub,
+    /// Each client's rate and requests in flight.
+    client_limits: ClientLimits,
 }
 
 /// Limits on what the gateway accepts and keeps.
@@ -45,6 +48,8 @@ pub struct Limits {
     pub max_artifact_bytes: u64,
     /// How long a secret written without `expire_after` lives; `None`: until deleted.
     pub secret_lifetime: Option<Duration>,
+    /// Each client's request rate and requests in flight.
+    pub clients: crate::limits::Settings,
 }
 
 /// How long the gateway waits for its dependencies before answering without them.
@@ -83,6 +88,7 @@ impl AppState {
                 secrets_key,
                 stopping: CancellationToken::new(),
                 live: crate::ui::live::Hub::new(),
+                client_limits: ClientLimits::new(limits.clients),
             }),
         }
     }
@@ -94,6 +100,10 @@ impl AppState {
 
     pub fn live(&self) -> &crate::ui::live::Hub {
         &self.inner.live
+    }
+
+    pub fn client_limits(&self) -> &ClientLimits {
+        &self.inner.client_limits
     }
 
     pub fn store(&self) -> &DynStore {

@@ -37,6 +37,10 @@ pub fn lab(store: Store, name: &str) -> LabBuilder {
         .scheduler_arg("--reap-secs", "2")
         .scheduler_arg("--republish-secs", "15")
         .scheduler_arg("--backstop-grace-secs", "60")
+        // The load comes from one client (this process): per-client limits would measure
+        // themselves, not the gateway.
+        .gateway_env("FLINGER_RATE_LIMIT", "0")
+        .gateway_env("FLINGER_MAX_IN_FLIGHT", "0")
 }
 
 /// A job for fake devices: setup, test and cleanup, each instant.

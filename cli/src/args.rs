@@ -547,6 +547,8 @@ pub struct SetClientArgs {
 pub enum AdminGet {
     /// One client's permissions, or every client's
     ClientPermissions(ClientIdArg),
+    /// How long ended jobs are kept, per queue, as the scheduler applies it
+    Retention,
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,7 +17,7 @@ use backon::{ExponentialBuilder, Retryable};
 use base64::Engine;
 use flinger_api::{
     Action, ActionKind, AgentIn, Estimate, Extend, Extended, LogAnswer, QueueJob, RefreshToken, Reservation,
-    SecretIn, SecretWritten, Submitted,
+    RetentionSettings, SecretIn, SecretWritten, Submitted,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -69,11 +69,14 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Worth trying again later: the server could not be reached or was briefly unavailable.
+    /// Worth trying again later: the server could not be reached, was briefly unavailable, or
+    /// asked this client to slow down.
     pub fn is_transient(&self) -> bool {
         match self {
             ClientError::Unreachable { .. } => true,
             ClientError::Server { status, .. } => matches!(status, 502..=504),
+            // Over this client's request limits: the gateway says to wait (Retry-After).
+            ClientError::Refused { status: 429, .. } => true,
             _ => false,
         }
     }
@@ -494,6 +497,13 @@ impl Client {
             None => "/v1/client-permissions".to_owned(),
         };
         self.read(&path, &[]).await?.json("the client permissions")
+    }
+
+    /// `GET /v1/retention` [ext]: how long ended jobs are kept.
+    pub async fn retention(&self) -> Result<RetentionSettings, ClientError> {
+        self.read("/v1/retention", &[])
+            .await?
+            .parse("the retention settings")
     }
 
     /// `PUT /v1/client-permissions/<id>`: creates or updates the client; the server's message.

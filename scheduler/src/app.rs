@@ -120,9 +120,18 @@ impl Scheduler {
         {
             let core = self.core.clone();
             let period = self.core.config.retention.every;
+            // Recorded on the first pass (at start), or the next one if the store was down.
+            let recorded = Arc::new(std::sync::atomic::AtomicBool::new(false));
             tasks.spawn(every(period, shutdown.clone(), "retention", move || {
-                let core = core.clone();
-                async move { crate::retention::purge_once(&core).await.map(|_| ()) }
+                let (core, recorded) = (core.clone(), recorded.clone());
+                async move {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    if !recorded.load(Relaxed) {
+                        crate::retention::record_settings(&core).await?;
+                        recorded.store(true, Relaxed);
+                    }
+                    crate::retention::purge_once(&core).await.map(|_| ())
+                }
             }));
         }
         {

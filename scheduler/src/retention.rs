@@ -9,14 +9,17 @@
 //! deletion is counted once. Waiting and running jobs, and reservations (a running job), are
 //! never touched: only `complete`, `cancelled` and `failed` ones are. Agents' provision history
 //! forgets entries older than the lab's retention.
+//!
+//! Each scheduler records its settings in the store when it starts ([`record_settings`]): the
+//! gateway, which cannot see the scheduler's configuration, shows them from there.
 
 use crate::core::Core;
 use crate::store::records::{self, Change};
-use crate::store::{DocKind, ProvisionLogRecord, Purge, Records, StoreResult};
+use crate::store::{DocKind, ProvisionLogRecord, Purge, Records, RetentionSettingsRecord, StoreResult};
 use broker_schema::Millis;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Jobs removed per store call.
 const BATCH: u32 = 100;
@@ -71,6 +74,36 @@ impl RetentionConfig {
         }
         Ok((queue.trim().to_owned(), Self::days(days)?))
     }
+}
+
+/// Records this scheduler's settings in the store, where the gateway shows them (`GET
+/// /v1/admin/retention`). The last scheduler to start wins; one that replaces different
+/// settings says so, since each scheduler purges by its own.
+pub async fn record_settings(core: &Core) -> StoreResult<()> {
+    let config = &core.config.retention;
+    let days = |d: &Option<Duration>| d.map(|d| d.as_secs_f64() / 86_400.0);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let mine = RetentionSettingsRecord {
+        keep_days: days(&config.keep),
+        per_queue: config
+            .per_queue
+            .iter()
+            .map(|(q, d)| (q.clone(), days(d)))
+            .collect(),
+        purge_every_secs: config.every.as_secs_f64(),
+        recorded_by: format!("flinger-scheduler pid {} on {}", std::process::id(), host.trim()),
+        recorded_at: Millis::now(),
+    };
+    if let Some(before) = core.store.put_retention_settings(&mine).await?
+        && !before.same_settings(&mine)
+    {
+        warn!(
+            replaced = ?before,
+            "retention: another scheduler ({}) recorded other settings; each scheduler purges by its own",
+            before.recorded_by
+        );
+    }
+    Ok(())
 }
 
 /// One pass: every scope, a few batches each. Returns how many jobs were removed.

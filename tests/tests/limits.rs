@@ -1,8 +1,9 @@
 //! Limits that protect the lab (issue 14), through a real lab: a job's output past its cap is
-//! dropped with a note while the job goes on, and (below) per-client request limits.
+//! dropped with a note while the job goes on; a large output is streamed back whole.
+//! (Per-client request limits are tested on the gateway alone: api-gateway/tests/api/limits.rs.)
 
-use flinger_tests::{AgentSpec, Lab};
-use serde_json::json;
+use flinger_tests::{AgentSpec, Lab, cli};
+use serde_json::{Value, json};
 use std::time::Duration;
 
 const DONE: Duration = Duration::from_secs(90);
@@ -90,5 +91,47 @@ async fn output_past_the_cap_is_dropped_with_a_note_and_the_job_goes_on() {
     assert!(!out.contains("output truncated"), "…{}", tail(&out));
     let results = lab.results(id).await;
     assert!(results.get("output_truncated").is_none(), "{results}");
+    lab.stop().await;
+}
+
+/// The gateway streams `GET /v1/result/<id>` as it reads the store: a job whose output is tens
+/// of MB reads back whole, byte for byte, through the API and through `flinger results`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_output_reads_back_whole_through_the_api_and_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let printed = dir.path().join("printed");
+    // About 24 MB of base64 lines, with a copy of what was printed to compare.
+    let cmd = format!(
+        "head -c 18000000 /dev/urandom | base64 | tee {}",
+        printed.display()
+    );
+    let lab = Lab::builder()
+        .name("bigout")
+        .agent(AgentSpec::commands("big-1", &["bigq"], &[("test", &cmd)]))
+        .start()
+        .await;
+    let id = lab
+        .submit(&json!({"job_queue": "bigq", "test_data": {"test_cmds": "x"}}))
+        .await;
+    let info = lab.wait_done(id, DONE).await;
+    assert_eq!(info["job_state"], "complete", "{info}\n{}", lab.log_tails(30));
+    let expected = std::fs::read_to_string(&printed).unwrap();
+    assert!(expected.len() > 20_000_000, "{} bytes printed", expected.len());
+
+    let results = lab.results(id).await;
+    let output = results["test_output"].as_str().expect("test_output");
+    assert!(
+        output.ends_with(&expected) && output.len() < expected.len() + 1000,
+        "the API gives back what was printed: {} bytes for {}",
+        output.len(),
+        expected.len()
+    );
+    let run = cli::run(lab.cli(), &["results", &id.to_string()], None).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let printed_by_cli: Value = serde_json::from_str(&run.stdout).expect("flinger results prints JSON");
+    assert!(
+        printed_by_cli == results,
+        "flinger results prints the same results"
+    );
     lab.stop().await;
 }

@@ -2,7 +2,7 @@
 //! removed (the API answers for it and its results as for a job it never knew), while a job waiting since before it
 //! ended, a running one, a recent one and a queue with a retention of its own are kept.
 
-use flinger_tests::{AgentSpec, Lab, StoreKind};
+use flinger_tests::{AgentSpec, Lab, StoreKind, cli};
 use serde_json::json;
 use std::time::Duration;
 
@@ -141,4 +141,54 @@ async fn retention_removes_old_ended_jobs_and_keeps_the_rest_on_sqlite() {
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_removes_old_ended_jobs_and_keeps_the_rest_on_mongodb() {
     old_ended_jobs_go_and_the_rest_stay(StoreKind::Mongo).await;
+}
+
+/// `flinger admin get retention` shows the settings the scheduler runs with (it records them in
+/// the store at start; the gateway reads them there), per queue too, to admins only.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_cli_shows_the_schedulers_retention_settings() {
+    const SECRET: &str = "retention-admin-secret-0123";
+    let lab = Lab::builder()
+        .name("retention-show")
+        .gateway_env("FLINGER_ADMIN_CLIENT_ID", "admin")
+        .gateway_env("FLINGER_ADMIN_SECRET", SECRET)
+        .scheduler_arg("--retention-days", "7")
+        .scheduler_arg("--retention", "rt-keep=0,rt-short=0.5")
+        .scheduler_arg("--retention-every-secs", "90")
+        .start()
+        .await;
+    let flinger = |args: &'static [&'static str]| cli::run(lab.cli(), args, None);
+    // Without a login: refused before anything is sent.
+    assert_eq!(flinger(&["admin", "get", "retention"]).await.code, 6);
+    let login = flinger(&["login", "--client-id", "admin", "--secret-key", SECRET]).await;
+    assert_eq!(login.code, 0, "{login}");
+
+    let shown = flinger_tests::eventually(JOB_TIMEOUT, "the scheduler's settings", || async {
+        let run = flinger(&["admin", "get", "retention"]).await;
+        (run.code == 0).then_some(run)
+    })
+    .await;
+    let lines: Vec<&str> = shown.stdout.lines().collect();
+    assert_eq!(
+        lines[0], "Ended jobs are kept 7 days (removed every 90 s)",
+        "{shown}"
+    );
+    assert_eq!(lines[1], "  queue rt-keep: kept forever", "{shown}");
+    assert_eq!(lines[2], "  queue rt-short: kept 0.5 days", "{shown}");
+    assert!(
+        lines[3].starts_with("Recorded by flinger-scheduler pid "),
+        "{shown}"
+    );
+
+    let run = flinger(&["--json", "admin", "get", "retention"]).await;
+    assert_eq!(run.code, 0, "{run}");
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(v["keep_days"], 7.0, "{v}");
+    assert_eq!(v["per_queue"], json!({"rt-keep": null, "rt-short": 0.5}), "{v}");
+    assert_eq!(v["purge_every_secs"], 90.0, "{v}");
+
+    // A contributor may not read them.
+    let anonymous = lab.http.get(lab.url("/v1/retention")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    lab.stop().await;
 }

@@ -107,3 +107,20 @@ where
 {
     T::deserialize(d).map(Some)
 }
+
+/// **[ext]** `GET /v1/retention`: how long ended jobs are kept, as the scheduler that started
+/// last recorded it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RetentionSettings {
+    /// Days ended jobs are kept in queues without a setting of their own; `null`: forever.
+    pub keep_days: Option<f64>,
+    /// Queues with a setting of their own, in days (`null`: forever).
+    #[serde(default)]
+    pub per_queue: BTreeMap<String, Option<f64>>,
+    /// Seconds between two purges.
+    pub purge_every_secs: f64,
+    /// The scheduler that recorded these settings.
+    pub recorded_by: String,
+    #[schema(format = DateTime)]
+    pub recorded_at: String,
+}

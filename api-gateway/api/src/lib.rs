@@ -22,7 +22,9 @@ pub mod results;
 pub use agents::{
     Agent, AgentIn, ImagesIn, ProvisionLog, ProvisionLogEntry, ProvisionLogIn, QueuesIn, Status,
 };
-pub use auth::{Client, ClientIn, Owner, RefreshToken, RestrictedQueue, SecretIn, SecretWritten, Token};
+pub use auth::{
+    Client, ClientIn, Owner, RefreshToken, RestrictedQueue, RetentionSettings, SecretIn, SecretWritten, Token,
+};
 pub use errors::{Error, ValidationError};
 pub use jobs::{
     Action, ActionKind, Attempt, Estimate, Extend, ExtendBy, Extended, Failure, JobFile, JobInfo, JobSummary,

@@ -169,14 +169,24 @@ fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
     };
     let value = value
         .to_str()
-        .map_err(|_| ApiError::Forbidden("Invalid Token".into()))?
-        .trim();
+        .map_err(|_| ApiError::Forbidden("Invalid Token".into()))?;
+    Ok(token_in(value))
+}
+
+/// The token a request carries, if its `Authorization` header is readable (unverified).
+pub(crate) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    token_in(headers.get(AUTHORIZATION)?.to_str().ok()?)
+}
+
+/// `Bearer <token>`, or the bare token as Testflinger's CLI sends it.
+fn token_in(value: &str) -> Option<&str> {
+    let value = value.trim();
     let token = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .unwrap_or(value)
         .trim();
-    Ok((!token.is_empty()).then_some(token))
+    (!token.is_empty()).then_some(token)
 }
 
 impl FromRequestParts<AppState> for Caller {

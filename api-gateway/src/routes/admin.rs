@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use broker_schema::{DeviceClass, Millis};
-use flinger_api::{Client, ClientIn, Owner, RestrictedQueue};
+use flinger_api::{Client, ClientIn, Owner, RestrictedQueue, RetentionSettings};
 use flinger_store::{ClientRecord, Records, Role};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
             "/v1/client-permissions/{client_id}",
             get(get_client).put(put_client).delete(delete_client),
         )
+        .route("/v1/retention", get(retention))
         .route("/v1/restricted-queues", get(list_restricted))
         .route(
             "/v1/restricted-queues/{queue}",
@@ -418,4 +419,35 @@ async fn remove_owner(
     state.store().remove_restricted_owner(&queue, &client_id).await?;
     info!(by = caller.client_id().unwrap_or("?"), %queue, owner = %client_id, "restricted queue owner removed");
     Ok("OK")
+}
+
+/// **[ext]** How long ended jobs are kept: the settings the scheduler recorded when it started
+/// (the gateway does not see the scheduler's configuration).
+#[utoipa::path(
+    get,
+    path = "/v1/retention",
+    tag = "auth",
+    summary = "[ext] Retention of ended jobs, as the scheduler recorded it",
+    security(("bearer" = ["admin", "manager"])),
+    responses(
+        (status = 200, body = flinger_api::RetentionSettings),
+        (status = 404, body = flinger_api::Error),
+    )
+)]
+async fn retention(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<RetentionSettings>, ApiError> {
+    caller.require(access::MANAGER)?;
+    let r =
+        state.store().get_retention_settings().await?.ok_or_else(|| {
+            ApiError::NotFound("No scheduler has recorded its retention settings yet".into())
+        })?;
+    Ok(Json(RetentionSettings {
+        keep_days: r.keep_days,
+        per_queue: r.per_queue,
+        purge_every_secs: r.purge_every_secs,
+        recorded_by: r.recorded_by,
+        recorded_at: crate::views::time(r.recorded_at),
+    }))
 }

@@ -10,16 +10,18 @@ use crate::error::{ApiError, Location};
 use crate::extract::{Body, JobId, json_object};
 use crate::logs::{self, LogFilter, LogParams};
 use crate::state::AppState;
+use crate::streaming;
 use crate::validate;
-use crate::views;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use broker_schema::mask::Masker;
 use broker_schema::messages::LogStream;
 use broker_schema::{Millis, Phase};
-use flinger_api::{LogAnswer, LogFragment, ResultPost, Results};
+use flinger_api::{LogFragment, ResultPost};
 use flinger_store::sealing as secrets;
 use flinger_store::{JobRecord, OutputFragment, OutputQuery, Records, secret_id};
 use serde_json::{Map, Value};
@@ -57,21 +59,23 @@ async fn get_results(
     State(state): State<AppState>,
     caller: Caller,
     JobId(id): JobId,
-) -> Result<Json<Results>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(access::ANYONE)?;
-    let job = state.store().get_job(id).await?.ok_or(ApiError::NoContent)?;
     let store = state.store();
-    let output = store
-        .read_output(&OutputQuery::all(id, job.attempt, LogStream::Output))
-        .await?;
-    let serial = store
-        .read_output(&OutputQuery::all(id, job.attempt, LogStream::Serial))
-        .await?;
-    let mut results = views::results(&job, &output, &serial);
-    if let Some(posted) = store.get_posted_result(&id.to_string()).await? {
-        views::add_posted_results(&mut results, &posted.fields);
-    }
-    Ok(Json(results))
+    let job = store.get_job(id).await?.ok_or(ApiError::NoContent)?;
+    let posted = store.get_posted_result(&id.to_string()).await?;
+    // Streamed: a job's output may be hundreds of MiB (crate::streaming).
+    let body = streaming::results(store.clone(), &job, posted.as_ref().map(|p| &p.fields)).await?;
+    Ok(json_stream(body))
+}
+
+/// A JSON body written as it is read.
+fn json_stream(body: streaming::JsonStream) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
 }
 
 /// The job an agent writes about; 404 when unknown (an agent must not create results for a job
@@ -162,7 +166,7 @@ async fn get_log(
     JobId(id): JobId,
     Path((_, log_type)): Path<(String, String)>,
     params: Result<Query<LogParams>, QueryRejection>,
-) -> Result<Json<LogAnswer>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(access::SUBMITTER)?;
     let stream = log_stream(&log_type)?;
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
@@ -176,11 +180,20 @@ async fn get_log(
     let mut open_stream = None;
     loop {
         let job = state.store().get_job(id).await?.ok_or(ApiError::NoContent)?;
+        // A page first: a longer answer is streamed as it is read (crate::streaming).
         let mut fragments = state
             .store()
-            .read_output(&filter.query(id, job.attempt, stream))
+            .read_output(&OutputQuery {
+                limit: Some(streaming::PAGE),
+                ..filter.query(id, job.attempt, stream)
+            })
             .await?;
+        let full = fragments.len() as u32 >= streaming::PAGE;
         logs::hold_back_after_gap(&mut fragments, &filter, job.state.is_active());
+        if full && fragments.len() as u32 >= streaming::PAGE {
+            let body = streaming::log(state.store().clone(), &job, stream, &filter, fragments).await?;
+            return Ok(json_stream(body));
+        }
         // A long poll answers as soon as there is something, the job is over, time is up, or
         // the gateway is stopping (a stop waits for requests in flight: it must not wait for
         // a minute-long poll; the client asks again, of another gateway).
@@ -194,7 +207,8 @@ async fn get_log(
                 &filter,
                 &logs::phases_started(&job),
                 &fragments,
-            )));
+            ))
+            .into_response());
         }
         open_stream.get_or_insert_with(|| crate::metrics::stream_opened("log_poll"));
         tokio::select! {

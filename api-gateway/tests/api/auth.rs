@@ -95,6 +95,7 @@ const WHO_MAY: &[(&str, &str, May)] = &[
     ("get", "/v1/restricted-queues/{queue}", MANAGER),
     ("post", "/v1/restricted-queues/{queue}", MANAGER),
     ("delete", "/v1/restricted-queues/{queue}", MANAGER),
+    ("get", "/v1/retention", MANAGER), // [ext]
     ("put", "/v1/secrets/{client_id}/{path}", May::Owner),
     ("delete", "/v1/secrets/{client_id}/{path}", May::Owner),
 ];

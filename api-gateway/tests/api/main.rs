@@ -8,6 +8,7 @@ mod auth;
 mod compat;
 mod health;
 mod jobs;
+mod limits;
 mod results;
 mod secrets;
 mod support;

@@ -225,3 +225,151 @@ async fn log_requests_are_checked() {
     assert_eq!(log(&app, &waiting, "output").await, json!({"output": {}}));
     app.stop().await;
 }
+
+/// `GET /v1/result` is streamed page by page (flinger_gateway::streaming): its bytes are those
+/// serde_json writes for the results built whole, across many pages, both streams, characters
+/// split between fragments, invalid bytes and what an agent posted.
+#[tokio::test]
+async fn streamed_results_are_the_bytes_of_the_whole() {
+    use flinger_store::{OutputQuery, Records};
+    let app = TestApp::spawn().await;
+    let job = app
+        .insert_job(json!({"job_queue": "q1"}), |j| {
+            j.state = JobState::Complete;
+            j.attempt = 1;
+            j.phase_status.insert("setup".into(), 0);
+            j.phase_status.insert("test".into(), 3);
+        })
+        .await;
+    let now = Millis::now();
+    let text = "line \"quoted\" \\ tab\t é 漢字 🦀\n".repeat(40).into_bytes();
+    let mut frags: Vec<(u64, Phase, Millis, Vec<u8>)> = vec![];
+    for (i, piece) in text.chunks(7).enumerate() {
+        let phase = if i < 30 { Phase::Setup } else { Phase::Test };
+        frags.push((i as u64, phase, now, piece.to_vec()));
+    }
+    frags.push((frags.len() as u64, Phase::Test, now, b"\xff\xe6\xbc".to_vec()));
+    let borrowed: Vec<_> = frags
+        .iter()
+        .map(|(s, p, t, d)| (*s, *p, *t, d.as_slice()))
+        .collect();
+    app.write_output(&job, 1, LogStream::Output, &borrowed).await;
+    app.write_output(
+        &job,
+        1,
+        LogStream::Serial,
+        &[(0, Phase::Cleanup, now, b"serial\n")],
+    )
+    .await;
+    app.store
+        .merge_posted_result(
+            &job.job_id.to_string(),
+            json!({"status": {"provision": 0}, "device_info": {"ip": "10.1.2.3"}})
+                .as_object()
+                .unwrap(),
+            now,
+        )
+        .await
+        .unwrap();
+
+    let r = app.get(&format!("/v1/result/{}", job.job_id)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let streamed = r.bytes().await.unwrap();
+
+    let output = app
+        .store
+        .read_output(&OutputQuery::all(job.job_id, 1, LogStream::Output))
+        .await
+        .unwrap();
+    let serial = app
+        .store
+        .read_output(&OutputQuery::all(job.job_id, 1, LogStream::Serial))
+        .await
+        .unwrap();
+    assert!(
+        output.len() as u32 > 4 * flinger_gateway::streaming::PAGE,
+        "several pages"
+    );
+    let mut whole = flinger_gateway::views::results(&job, &output, &serial);
+    let posted = app
+        .store
+        .get_posted_result(&job.job_id.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    flinger_gateway::views::add_posted_results(&mut whole, &posted.fields);
+    assert_eq!(
+        String::from_utf8_lossy(&streamed),
+        serde_json::to_string(&whole).unwrap()
+    );
+
+    // Long log answers are streamed too, with the same bytes.
+    use flinger_gateway::logs::{self, LogFilter};
+    for (query, filter) in [
+        ("", LogFilter::default()),
+        (
+            "?start_fragment=5",
+            LogFilter {
+                start_fragment: 5,
+                ..Default::default()
+            },
+        ),
+        (
+            "?phase=test",
+            LogFilter {
+                phase: Some(Phase::Test),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let r = app
+            .get(&format!("/v1/result/{}/log/output{query}", job.job_id))
+            .await;
+        assert_eq!(r.status(), 200);
+        let streamed = r.bytes().await.unwrap();
+        let fragments: Vec<_> = output
+            .iter()
+            .filter(|f| filter.query(job.job_id, 1, LogStream::Output).matches(f))
+            .cloned()
+            .collect();
+        let whole = logs::log_answer(
+            LogStream::Output,
+            &filter,
+            &logs::phases_started(&job),
+            &fragments,
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&streamed),
+            serde_json::to_string(&whole).unwrap(),
+            "{query}"
+        );
+    }
+    app.stop().await;
+}
+
+/// A long log answer of a live job ends at its first missing fragment, as a short one does.
+#[tokio::test]
+async fn a_long_live_log_ends_at_its_first_missing_fragment() {
+    let app = TestApp::spawn().await;
+    let job = app
+        .insert_job(json!({"job_queue": "q1"}), |j| {
+            j.state = JobState::Test;
+            j.attempt = 1;
+        })
+        .await;
+    let page = flinger_gateway::streaming::PAGE as u64;
+    let now = Millis::now();
+    let frags: Vec<(u64, Phase, Millis, &[u8])> = (0..4 * page)
+        .filter(|seq| *seq != 2 * page + 1)
+        .map(|seq| (seq, Phase::Test, now, &b"x\n"[..]))
+        .collect();
+    app.write_output(&job, 1, LogStream::Output, &frags).await;
+    let body = log(&app, &job, "output").await;
+    assert_eq!(body["output"]["test"]["last_fragment_number"], 2 * page);
+    assert_eq!(
+        body["output"]["test"]["log_data"],
+        "x\n".repeat(2 * page as usize + 1)
+    );
+    app.stop().await;
+}

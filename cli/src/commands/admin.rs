@@ -1,10 +1,11 @@
 //! `flinger admin …`: taking agents out of service and back (`set agent-status`), and managing
-//! clients (`set|get|delete client-permissions`). Needs a login with the admin or manager role;
+//! clients (`set|get|delete client-permissions`), and the lab's retention (`get retention`). Needs a login with the admin or manager role;
 //! the server decides what the role allows (403 exits 6).
 
 use super::Ctx;
 use crate::args::{AdminCommand, AdminDelete, AdminGet, AdminSet, SetAgentStatusArgs, SetClientArgs};
 use crate::exit::{CliError, Exit};
+use flinger_api::RetentionSettings;
 use serde_json::{Map, Value, json};
 
 pub async fn run(ctx: &Ctx<'_>, command: AdminCommand) -> Result<Exit, CliError> {
@@ -20,6 +21,17 @@ pub async fn run(ctx: &Ctx<'_>, command: AdminCommand) -> Result<Exit, CliError>
             ctx.ui.document(&v)?;
             Ok(Exit::Success)
         }
+        AdminCommand::Get(AdminGet::Retention) => {
+            let r = ctx.client.retention().await?;
+            if ctx.ui.is_json() {
+                ctx.ui.document(&r)?;
+            } else {
+                for line in retention_lines(&r) {
+                    ctx.ui.line(&line)?;
+                }
+            }
+            Ok(Exit::Success)
+        }
         AdminCommand::Delete(AdminDelete::ClientPermissions(args)) => {
             let id = &args.testflinger_client_id;
             ctx.client.delete_client_permissions(id).await?;
@@ -31,6 +43,24 @@ pub async fn run(ctx: &Ctx<'_>, command: AdminCommand) -> Result<Exit, CliError>
             Ok(Exit::Success)
         }
     }
+}
+
+/// The retention settings in words.
+fn retention_lines(r: &RetentionSettings) -> Vec<String> {
+    let kept = |days: Option<f64>| match days {
+        Some(d) => format!("{d} days"),
+        None => "forever".to_owned(),
+    };
+    let mut lines = vec![format!(
+        "Ended jobs are kept {} (removed every {} s)",
+        kept(r.keep_days),
+        r.purge_every_secs
+    )];
+    for (queue, days) in &r.per_queue {
+        lines.push(format!("  queue {queue}: kept {}", kept(*days)));
+    }
+    lines.push(format!("Recorded by {} at {}", r.recorded_by, r.recorded_at));
+    lines
 }
 
 /// Phases: an agent in one of them is running a job, and a new state waits for its end.

@@ -1,5 +1,5 @@
 //! Small documents that are not jobs: API clients, refresh tokens, restricted queues, secrets,
-//! advertised queues, provision logs, results posted over HTTP.
+//! advertised queues, provision logs, results posted over HTTP, the scheduler's settings.
 //!
 //! Each is a JSON body stored under a (kind, id) key with a version number. A backend only has
 //! to get, compare-and-set, delete and list them; what each kind means, and how it changes, is
@@ -25,10 +25,13 @@ pub enum DocKind {
     ProvisionLog,
     /// Results a Testflinger-style agent posted with `POST /v1/result/<id>` (id: job id).
     PostedResult,
+    /// A setting the scheduler applies, recorded for the gateway to show (id: its name, e.g.
+    /// `retention`).
+    Setting,
 }
 
 impl DocKind {
-    pub const ALL: [DocKind; 7] = [
+    pub const ALL: [DocKind; 8] = [
         DocKind::Client,
         DocKind::RefreshToken,
         DocKind::RestrictedQueue,
@@ -36,6 +39,7 @@ impl DocKind {
         DocKind::Queue,
         DocKind::ProvisionLog,
         DocKind::PostedResult,
+        DocKind::Setting,
     ];
 
     /// The name backends store (never change one: it is in existing databases).
@@ -48,6 +52,7 @@ impl DocKind {
             DocKind::Queue => "queue",
             DocKind::ProvisionLog => "provision_log",
             DocKind::PostedResult => "posted_result",
+            DocKind::Setting => "setting",
         }
     }
 }

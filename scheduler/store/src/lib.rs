@@ -36,7 +36,7 @@ pub use query::{JobCount, JobOrder, JobQuery, OutputQuery};
 pub use records::Records;
 pub use records::{
     ClientRecord, PostedResultRecord, ProvisionEntry, ProvisionLogRecord, QueueRecord, RefreshTokenRecord,
-    RestrictedQueueRecord, Revoked, Role, SecretRecord, secret_id,
+    RestrictedQueueRecord, RetentionSettingsRecord, Revoked, Role, SecretRecord, secret_id,
 };
 pub use update::{JobUpdate, Precondition, StateChange};
 

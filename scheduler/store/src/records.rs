@@ -211,6 +211,35 @@ impl PostedResultRecord {
     }
 }
 
+/// The retention a scheduler applies (see `flinger_scheduler::retention`), recorded by each
+/// scheduler when it starts so that the gateway can show it (`flinger admin show retention`).
+/// Several schedulers: the last one to start wrote it; each logs a warning when it replaces
+/// settings that differ from its own.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetentionSettingsRecord {
+    /// Days ended jobs are kept in queues without a setting of their own; `None`: forever.
+    pub keep_days: Option<f64>,
+    /// Queues with a setting of their own, in days (`None`: forever).
+    #[serde(default)]
+    pub per_queue: BTreeMap<String, Option<f64>>,
+    /// Seconds between two purges.
+    pub purge_every_secs: f64,
+    /// The scheduler that recorded them (its instance name) and when.
+    pub recorded_by: String,
+    pub recorded_at: Millis,
+}
+
+impl RetentionSettingsRecord {
+    /// The same settings, whoever recorded them when.
+    pub fn same_settings(&self, other: &RetentionSettingsRecord) -> bool {
+        (self.keep_days, &self.per_queue, self.purge_every_secs)
+            == (other.keep_days, &other.per_queue, other.purge_every_secs)
+    }
+}
+
+/// The id of the retention settings' document.
+const RETENTION_SETTINGS: &str = "retention";
+
 // ----- the operations
 
 fn decode<T: DeserializeOwned>(kind: DocKind, id: &str, body: Value) -> StoreResult<T> {
@@ -359,6 +388,13 @@ pub trait Records {
         now: Millis,
     ) -> StoreResult<PostedResultRecord>;
     async fn get_posted_result(&self, job_id: &str) -> StoreResult<Option<PostedResultRecord>>;
+
+    /// Records the retention settings; returns what was recorded before.
+    async fn put_retention_settings(
+        &self,
+        settings: &RetentionSettingsRecord,
+    ) -> StoreResult<Option<RetentionSettingsRecord>>;
+    async fn get_retention_settings(&self) -> StoreResult<Option<RetentionSettingsRecord>>;
 }
 
 #[async_trait]
@@ -638,6 +674,28 @@ impl<S: Store + ?Sized> Records for S {
 
     async fn get_posted_result(&self, job_id: &str) -> StoreResult<Option<PostedResultRecord>> {
         read(self, DocKind::PostedResult, job_id).await
+    }
+
+    async fn put_retention_settings(
+        &self,
+        settings: &RetentionSettingsRecord,
+    ) -> StoreResult<Option<RetentionSettingsRecord>> {
+        let mut before = None;
+        modify(
+            self,
+            DocKind::Setting,
+            RETENTION_SETTINGS,
+            |old: Option<RetentionSettingsRecord>| {
+                before = old;
+                Change::Write(settings.clone())
+            },
+        )
+        .await?;
+        Ok(before)
+    }
+
+    async fn get_retention_settings(&self) -> StoreResult<Option<RetentionSettingsRecord>> {
+        read(self, DocKind::Setting, RETENTION_SETTINGS).await
     }
 }
 
