@@ -1,5 +1,6 @@
 //! Small documents that are not jobs: API clients, refresh tokens, restricted queues, secrets,
-//! advertised queues, provision logs, results posted over HTTP, the scheduler's settings.
+//! advertised queues, provision logs, results posted over HTTP, the scheduler's settings,
+//! pending single sign-ons.
 //!
 //! Each is a JSON body stored under a (kind, id) key with a version number. A backend only has
 //! to get, compare-and-set, delete and list them; what each kind means, and how it changes, is
@@ -28,10 +29,13 @@ pub enum DocKind {
     /// A setting the scheduler applies, recorded for the gateway to show (id: its name, e.g.
     /// `retention`).
     Setting,
+    /// A single sign-on under way: a device login's request or a browser's state (id: the
+    /// SHA-256 of the request id or state, never the value itself).
+    PendingSignOn,
 }
 
 impl DocKind {
-    pub const ALL: [DocKind; 8] = [
+    pub const ALL: [DocKind; 9] = [
         DocKind::Client,
         DocKind::RefreshToken,
         DocKind::RestrictedQueue,
@@ -40,6 +44,7 @@ impl DocKind {
         DocKind::ProvisionLog,
         DocKind::PostedResult,
         DocKind::Setting,
+        DocKind::PendingSignOn,
     ];
 
     /// The name backends store (never change one: it is in existing databases).
@@ -53,6 +58,7 @@ impl DocKind {
             DocKind::ProvisionLog => "provision_log",
             DocKind::PostedResult => "posted_result",
             DocKind::Setting => "setting",
+            DocKind::PendingSignOn => "pending_sign_on",
         }
     }
 }

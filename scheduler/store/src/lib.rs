@@ -35,8 +35,9 @@ pub use model::{AgentRecord, AttemptRecord, JobRecord, Lease, OutputFragment, Re
 pub use query::{JobCount, JobOrder, JobQuery, OutputQuery};
 pub use records::Records;
 pub use records::{
-    ClientRecord, PostedResultRecord, ProvisionEntry, ProvisionLogRecord, QueueRecord, RefreshTokenRecord,
-    RestrictedQueueRecord, RetentionSettingsRecord, Revoked, Role, SecretRecord, secret_id,
+    ClientRecord, DevicePoll, PendingSignOnRecord, PostedResultRecord, ProvisionEntry, ProvisionLogRecord,
+    QueueRecord, RefreshTokenRecord, RestrictedQueueRecord, RetentionSettingsRecord, Revoked, Role, SecretRecord,
+    SignOnFlow, secret_id,
 };
 pub use update::{JobUpdate, Precondition, StateChange};
 

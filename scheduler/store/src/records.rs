@@ -1,6 +1,7 @@
 //! The lab's records besides jobs, agents and output — clients and their permissions, refresh
 //! tokens, restricted queues, secrets, advertised queues and images, provision logs, results
-//! posted over HTTP — with their semantics, written once for every backend.
+//! posted over HTTP, single sign-ons under way — with their semantics, written once for every
+//! backend.
 //!
 //! Each record is a [`Doc`](super::Doc) of one [`DocKind`]; every change is a read, a change in
 //! Rust, and a compare-and-set on the version that was read, retried when another writer got
@@ -91,6 +92,10 @@ pub struct RefreshTokenRecord {
     pub expires_at: Option<Millis>,
     #[serde(default)]
     pub revoked: bool,
+    /// The role a single sign-on's claim gave this login (`--oidc-role-claim`): its tokens
+    /// carry at least this role while the login lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_role: Option<Role>,
 }
 
 /// The outcome of revoking a refresh token.
@@ -99,6 +104,49 @@ pub enum Revoked {
     Now,
     Already,
     Unknown,
+}
+
+// ----- single sign-on
+
+/// A single sign-on under way, kept from the request that starts it to the one that ends it
+/// (which may reach another gateway). It is taken once: whoever takes it finishes the sign-on,
+/// so a replayed request id or state finds nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingSignOnRecord {
+    #[serde(flatten)]
+    pub flow: SignOnFlow,
+    /// After this the sign-on is over, taken or not.
+    pub expires_at: Millis,
+}
+
+/// Which flow a pending sign-on is, with what its end must know.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "flow", rename_all = "snake_case")]
+pub enum SignOnFlow {
+    /// A CLI polling while a person approves at the provider (RFC 8628). The device code never
+    /// leaves the gateways.
+    Device {
+        device_code: String,
+        /// The provider's polling interval.
+        interval_secs: u64,
+        /// Polls before this are answered `slow_down` without asking the provider.
+        next_poll_at: Millis,
+    },
+    /// A browser sent to the provider: what its callback must match.
+    Browser { nonce: String, pkce_verifier: String },
+}
+
+/// What a device login's poll may do now ([`Records::claim_device_poll`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DevicePoll {
+    /// No such request (never made, already taken, or expired and forgotten).
+    Unknown,
+    /// It expired now (and is forgotten).
+    Expired,
+    /// Polled again before the interval: retry after that many seconds.
+    TooSoon { retry_after_secs: u64 },
+    /// Ask the provider with this device code.
+    Ask { device_code: String },
 }
 
 // ----- queues
@@ -341,6 +389,23 @@ pub trait Records {
     async fn get_refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshTokenRecord>>;
     async fn revoke_refresh_token(&self, token_hash: &str) -> StoreResult<Revoked>;
 
+    /// Revokes every live refresh token of a client (an admin ending its sessions); how many.
+    async fn revoke_client_refresh_tokens(&self, client_id: &str) -> StoreResult<usize>;
+
+    /// Records a sign-on under way under the hash of its request id or state; an error if one
+    /// is already recorded there.
+    async fn insert_pending_sign_on(&self, id_hash: &str, pending: &PendingSignOnRecord) -> StoreResult<()>;
+    /// Takes a pending sign-on: atomically removes it and returns it unless it expired before
+    /// `now` (an expired one is removed too). Of two takers, one gets it.
+    async fn take_pending_sign_on(
+        &self,
+        id_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Option<PendingSignOnRecord>>;
+    /// A device login's poll at `now`: moves its next allowed poll half an interval on and says
+    /// to ask the provider, or says why not (unknown, expired — then forgotten —, too soon).
+    async fn claim_device_poll(&self, id_hash: &str, now: Millis) -> StoreResult<DevicePoll>;
+
     /// Restricts the queue (if it was not) and adds an owner.
     async fn add_restricted_owner(&self, queue: &str, client_id: &str) -> StoreResult<RestrictedQueueRecord>;
     /// Removes an owner; the last one leaving lifts the restriction. Whether it was an owner.
@@ -469,6 +534,88 @@ impl<S: Store + ?Sized> Records for S {
         )
         .await?;
         Ok(outcome)
+    }
+
+    async fn revoke_client_refresh_tokens(&self, client_id: &str) -> StoreResult<usize> {
+        let mut revoked = 0;
+        for (hash, token) in list::<_, RefreshTokenRecord>(self, DocKind::RefreshToken, "").await? {
+            if token.client_id == client_id
+                && !token.revoked
+                && self.revoke_refresh_token(&hash).await? == Revoked::Now
+            {
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
+    }
+
+    async fn insert_pending_sign_on(&self, id_hash: &str, pending: &PendingSignOnRecord) -> StoreResult<()> {
+        let body = encode(DocKind::PendingSignOn, pending)?;
+        match self.put_doc(DocKind::PendingSignOn, id_hash, None, &body).await? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::Other("a pending sign-on with this id exists".into())),
+        }
+    }
+
+    async fn take_pending_sign_on(
+        &self,
+        id_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Option<PendingSignOnRecord>> {
+        let mut taken = None;
+        modify(
+            self,
+            DocKind::PendingSignOn,
+            id_hash,
+            |p: Option<PendingSignOnRecord>| {
+                taken = p.filter(|p| p.expires_at > now);
+                Change::Delete
+            },
+        )
+        .await?;
+        Ok(taken)
+    }
+
+    async fn claim_device_poll(&self, id_hash: &str, now: Millis) -> StoreResult<DevicePoll> {
+        let mut poll = DevicePoll::Unknown;
+        modify(
+            self,
+            DocKind::PendingSignOn,
+            id_hash,
+            |p: Option<PendingSignOnRecord>| {
+                let Some(mut p) = p else {
+                    poll = DevicePoll::Unknown;
+                    return Change::Keep;
+                };
+                if p.expires_at <= now {
+                    poll = DevicePoll::Expired;
+                    return Change::Delete;
+                }
+                let SignOnFlow::Device {
+                    device_code,
+                    interval_secs,
+                    next_poll_at,
+                } = &mut p.flow
+                else {
+                    poll = DevicePoll::Unknown;
+                    return Change::Keep;
+                };
+                if now < *next_poll_at {
+                    poll = DevicePoll::TooSoon {
+                        retry_after_secs: (*interval_secs).max(1),
+                    };
+                    return Change::Keep;
+                }
+                poll = DevicePoll::Ask {
+                    device_code: device_code.clone(),
+                };
+                // Half the interval: a client that waits the interval is never told to slow down.
+                *next_poll_at = now.plus(std::time::Duration::from_millis(*interval_secs * 500));
+                Change::Write(p)
+            },
+        )
+        .await?;
+        Ok(poll)
     }
 
     async fn add_restricted_owner(&self, queue: &str, client_id: &str) -> StoreResult<RestrictedQueueRecord> {

@@ -21,10 +21,10 @@ use broker_schema::{AgentName, DeviceClass, Failure, FailureKind, JobDefinition,
 use bytes::Bytes;
 use flinger_store::records::{self, Change};
 use flinger_store::{
-    AgentRecord, AttemptRecord, BlobError, BlobName, ByteStream, ClientRecord, DocKind, DynSchedulerStore,
-    Inserted, JobOrder, JobQuery, JobRecord, JobUpdate, Lease, OutputFragment, OutputQuery, Precondition,
-    ProvisionEntry, Purge, Records, RefreshTokenRecord, Reservation, Revoked, Role, SecretRecord,
-    StateChange,
+    AgentRecord, AttemptRecord, BlobError, BlobName, ByteStream, ClientRecord, DevicePoll, DocKind,
+    DynSchedulerStore, Inserted, JobOrder, JobQuery, JobRecord, JobUpdate, Lease, OutputFragment,
+    OutputQuery, PendingSignOnRecord, Precondition, ProvisionEntry, Purge, Records, RefreshTokenRecord,
+    Reservation, Revoked, Role, SecretRecord, SignOnFlow, StateChange,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -100,6 +100,9 @@ macro_rules! store_contract_tests {
             concurrent_modifications_of_a_doc_are_never_lost,
             clients_are_stored_listed_replaced_and_deleted,
             a_refresh_token_is_revoked_once,
+            an_admin_revokes_every_refresh_token_of_one_client,
+            a_pending_sign_on_is_taken_once_and_expires,
+            a_device_poll_is_spaced_by_half_the_interval,
             the_last_owner_leaving_lifts_a_queue_restriction,
             secrets_belong_to_one_client_and_expire,
             a_single_use_secret_is_taken_once_and_values_are_replaced_only_as_read,
@@ -2132,6 +2135,7 @@ pub async fn a_refresh_token_is_revoked_once(db: &Fresh) {
         issued_at: t(0),
         expires_at: Some(t(1_000)),
         revoked: false,
+        claimed_role: Some(Role::Manager),
     };
     s.insert_refresh_token("hash-1", &token).await.unwrap();
     assert!(
@@ -2149,6 +2153,105 @@ pub async fn a_refresh_token_is_revoked_once(db: &Fresh) {
     );
     assert_eq!(s.revoke_refresh_token("nope").await.unwrap(), Revoked::Unknown);
     assert!(s.get_refresh_token("hash-1").await.unwrap().unwrap().revoked);
+}
+
+pub async fn an_admin_revokes_every_refresh_token_of_one_client(db: &Fresh) {
+    let s = &db.store;
+    let token = |client: &str| RefreshTokenRecord {
+        client_id: client.into(),
+        issued_at: t(0),
+        expires_at: None,
+        revoked: false,
+        claimed_role: None,
+    };
+    for (hash, client) in [
+        ("h1", "alice@example.com"),
+        ("h2", "alice@example.com"),
+        ("h3", "bob"),
+    ] {
+        s.insert_refresh_token(hash, &token(client)).await.unwrap();
+    }
+    s.revoke_refresh_token("h2").await.unwrap();
+    assert_eq!(
+        db.other
+            .revoke_client_refresh_tokens("alice@example.com")
+            .await
+            .unwrap(),
+        1,
+        "h2 was revoked already"
+    );
+    assert!(s.get_refresh_token("h1").await.unwrap().unwrap().revoked);
+    assert!(!s.get_refresh_token("h3").await.unwrap().unwrap().revoked);
+    assert_eq!(s.revoke_client_refresh_tokens("nobody").await.unwrap(), 0);
+}
+
+pub async fn a_pending_sign_on_is_taken_once_and_expires(db: &Fresh) {
+    let s = &db.store;
+    let browser = PendingSignOnRecord {
+        flow: SignOnFlow::Browser {
+            nonce: "n".into(),
+            pkce_verifier: "v".into(),
+        },
+        expires_at: t(1_000),
+    };
+    s.insert_pending_sign_on("state-1", &browser).await.unwrap();
+    assert!(
+        s.insert_pending_sign_on("state-1", &browser).await.is_err(),
+        "ids are unique"
+    );
+    // Two takers at once (two gateways): exactly one gets it.
+    let (a, b) = tokio::join!(
+        s.take_pending_sign_on("state-1", t(10)),
+        db.other.take_pending_sign_on("state-1", t(10))
+    );
+    let taken: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(taken, vec![browser.clone()]);
+    assert_eq!(s.take_pending_sign_on("state-1", t(10)).await.unwrap(), None);
+    // An expired one is nobody's, and is forgotten.
+    s.insert_pending_sign_on("state-2", &browser).await.unwrap();
+    assert_eq!(s.take_pending_sign_on("state-2", t(1_000)).await.unwrap(), None);
+    assert_eq!(s.get_doc(DocKind::PendingSignOn, "state-2").await.unwrap(), None);
+}
+
+pub async fn a_device_poll_is_spaced_by_half_the_interval(db: &Fresh) {
+    let s = &db.store;
+    let device = PendingSignOnRecord {
+        flow: SignOnFlow::Device {
+            device_code: "dc".into(),
+            interval_secs: 4,
+            next_poll_at: t(0),
+        },
+        expires_at: t(60_000),
+    };
+    s.insert_pending_sign_on("req", &device).await.unwrap();
+    let ask = DevicePoll::Ask {
+        device_code: "dc".into(),
+    };
+    assert_eq!(s.claim_device_poll("req", t(0)).await.unwrap(), ask);
+    assert_eq!(
+        db.other.claim_device_poll("req", t(1_999)).await.unwrap(),
+        DevicePoll::TooSoon { retry_after_secs: 4 }
+    );
+    assert_eq!(s.claim_device_poll("req", t(2_000)).await.unwrap(), ask);
+    assert_eq!(
+        s.claim_device_poll("nope", t(0)).await.unwrap(),
+        DevicePoll::Unknown
+    );
+    assert_eq!(
+        s.claim_device_poll("req", t(60_000)).await.unwrap(),
+        DevicePoll::Expired
+    );
+    assert_eq!(
+        s.claim_device_poll("req", t(60_000)).await.unwrap(),
+        DevicePoll::Unknown
+    );
+    // The flow that took it is over: a taken device login polls as unknown.
+    s.insert_pending_sign_on("req2", &device).await.unwrap();
+    assert!(s.take_pending_sign_on("req2", t(1)).await.unwrap().is_some());
+    assert_eq!(
+        s.claim_device_poll("req2", t(2)).await.unwrap(),
+        DevicePoll::Unknown
+    );
 }
 
 pub async fn the_last_owner_leaving_lifts_a_queue_restriction(db: &Fresh) {
