@@ -37,6 +37,8 @@ pub enum StartError {
     Admin(#[from] BootstrapError),
     #[error("--secrets-key: {0}")]
     SecretsKey(String),
+    #[error("single sign-on: {0}")]
+    Oidc(String),
     #[error("{0}")]
     Webhooks(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -91,6 +93,7 @@ impl App {
             webhook_auth.as_deref(),
         )
         .map_err(StartError::Webhooks)?;
+        let auth = Auth::new(&config.auth).map_err(StartError::Oidc)?;
         crate::metrics::install(config.metrics_listen).map_err(StartError::Metrics)?;
         let store = config.store.open().await?;
         info!(backend = store.backend(), "store opened");
@@ -127,7 +130,7 @@ impl App {
                 store,
                 bus,
                 timeouts,
-                Auth::new(&config.auth),
+                auth,
                 Limits {
                     max_attachment_bytes: config.max_attachment_bytes,
                     max_artifact_bytes: config.max_artifact_bytes,
@@ -136,6 +139,7 @@ impl App {
                 },
                 webhooks,
                 secrets_key,
+                config.public_url.clone(),
             ),
             shutdown,
             bus_shutdown,
@@ -184,7 +188,8 @@ impl App {
                 polls.cancel();
             }
         };
-        // With the peer's address: anonymous callers are limited by it (crate::limits).
+        // With the peer's address: anonymous callers are limited by it (crate::limits), and the
+        // security log says where each sign-in came from.
         let served = axum::serve(
             listener,
             ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),

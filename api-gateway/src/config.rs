@@ -3,6 +3,7 @@
 use broker_schema::service::{BrokerArgs, LogFormat};
 use flinger_store::StoreConfig;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Testflinger refuses result bodies of 16 MiB and more; we apply the same limit to every body.
@@ -81,6 +82,12 @@ pub struct Config {
     #[command(flatten)]
     pub auth: AuthArgs,
 
+    /// The gateway's URL as browsers reach it (e.g. `https://lab.example.com`): the single
+    /// sign-on redirect URI is `<URL>/auth/callback`. Without it, the request's `Host` (and a
+    /// proxy's `X-Forwarded-Proto`) make the URL; the provider refuses one it was not given.
+    #[arg(long, env = "FLINGER_PUBLIC_URL")]
+    pub public_url: Option<url::Url>,
+
     /// Where jobs' `job_status_webhook` may point: URL prefixes, comma-separated (e.g.
     /// `https://ci.example.com/hooks/`). Empty: any http(s) URL.
     #[arg(long, env = "FLINGER_WEBHOOK_ALLOW", value_delimiter = ',')]
@@ -153,6 +160,68 @@ pub struct AuthArgs {
     /// secrets a year); `never` keeps them until deleted.
     #[arg(long, env = "FLINGER_SECRET_LIFETIME", default_value = "365d", value_parser = parse_lifetime)]
     pub secret_lifetime: Lifetime,
+
+    #[command(flatten)]
+    pub oidc: OidcArgs,
+}
+
+/// Single sign-on with an OpenID Connect provider (`docs/operations.md`). Off unless
+/// `--oidc-issuer` is set; when on, anonymous use is off.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct OidcArgs {
+    /// The provider's issuer URL (discovery reads `<issuer>/.well-known/openid-configuration`).
+    #[arg(long, env = "FLINGER_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+
+    /// The client id the lab is registered with at the provider.
+    #[arg(long, env = "FLINGER_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+
+    /// The client's secret; none for a public client. Prefer the environment or
+    /// `--oidc-client-secret-file` to the command line. Never logged.
+    #[arg(long, env = "FLINGER_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    pub oidc_client_secret: Option<Hidden>,
+
+    /// A file whose first line is the client's secret.
+    #[arg(long, env = "FLINGER_OIDC_CLIENT_SECRET_FILE")]
+    pub oidc_client_secret_file: Option<PathBuf>,
+
+    /// An ID token claim whose values give a role (e.g. `groups`), with `--oidc-role-map`.
+    #[arg(long, env = "FLINGER_OIDC_ROLE_CLAIM")]
+    pub oidc_role_claim: Option<String>,
+
+    /// `VALUE=ROLE` pairs, comma-separated (e.g. `lab-admins=admin,lab-ops=manager`): a person
+    /// whose role claim holds VALUE acts with at least ROLE.
+    #[arg(long, env = "FLINGER_OIDC_ROLE_MAP", value_delimiter = ',')]
+    pub oidc_role_map: Vec<String>,
+
+    /// Scopes asked besides `openid email profile` (comma-separated, e.g. `groups`).
+    #[arg(long = "oidc-scope", env = "FLINGER_OIDC_SCOPES", value_delimiter = ',')]
+    pub oidc_scopes: Vec<String>,
+}
+
+/// A secret given on the command line or in the environment: shown as `…` by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Hidden(pub String);
+
+impl std::fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("…")
+    }
+}
+
+impl std::str::FromStr for Hidden {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Hidden(s.to_owned()))
+    }
+}
+
+impl std::ops::Deref for Hidden {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
 }
 
 /// How long something lives: a duration, or `never` ending.
@@ -179,6 +248,7 @@ impl Default for AuthArgs {
             secrets_key: None,
             previous_secrets_keys: vec![],
             secret_lifetime: Lifetime(Some(Duration::from_secs(365 * 86_400))),
+            oidc: OidcArgs::default(),
         }
     }
 }
@@ -216,6 +286,7 @@ impl Config {
             rate_burst: DEFAULT_RATE_BURST,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             auth: AuthArgs::default(),
+            public_url: None,
             webhook_allow: vec![],
             webhook_auth: None,
             webhook_timeout: Duration::from_secs(3),

@@ -143,6 +143,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The identity provider's failures: it did not answer (503: retrying may help), it lacks the
+/// device flow (503: nothing a retry changes, but nothing the caller did wrong either), or what
+/// it said is refused (401).
+impl From<crate::auth::oidc::OidcError> for ApiError {
+    fn from(e: crate::auth::oidc::OidcError) -> Self {
+        use crate::auth::oidc::OidcError;
+        match e {
+            OidcError::Provider(_) | OidcError::Unsupported(_) => ApiError::Unavailable(e.to_string()),
+            OidcError::Refused(reason) => ApiError::Unauthorized(format!("Sign-in refused: {reason}")),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -13,7 +13,7 @@
 //! table of Testflinger's role sets: so the document stays true as the API changes.
 
 use crate::routes::{
-    admin, agents, auth, blobs, health, job_events, jobs, queues, reservation, results, secrets,
+    admin, agents, auth, blobs, health, job_events, jobs, oidc, queues, reservation, results, secrets,
 };
 use std::sync::OnceLock;
 use utoipa::openapi::header::HeaderBuilder;
@@ -117,7 +117,6 @@ pub struct Upload {
         health::banner,
         health::healthz,
         health::readyz,
-        health::oidc,
         health::openapi,
         jobs::submit_job,
         jobs::pull_job,
@@ -153,10 +152,13 @@ pub struct Upload {
         auth::issue,
         auth::refresh,
         auth::revoke,
+        oidc::auth_init,
+        oidc::auth_poll,
         admin::list_clients,
         admin::get_client,
         admin::put_client,
         admin::delete_client,
+        admin::revoke_tokens,
         admin::list_restricted,
         admin::get_restricted,
         admin::add_owner,

@@ -39,6 +39,8 @@ struct Inner {
     live: crate::ui::live::Hub,
     /// Each client's rate and requests in flight.
     client_limits: ClientLimits,
+    /// The gateway's URL as browsers reach it (`--public-url`), for redirect URIs.
+    public_url: Option<url::Url>,
 }
 
 /// Limits on what the gateway accepts and keeps.
@@ -72,6 +74,7 @@ impl AppState {
         limits: Limits,
         webhooks: Webhooks,
         secrets_key: Option<Arc<SecretsKey>>,
+        public_url: Option<url::Url>,
     ) -> AppState {
         let publisher = Publisher::new(bus.clone(), "flinger-gateway");
         let rpc = RpcClient::new(bus.clone());
@@ -89,6 +92,7 @@ impl AppState {
                 stopping: CancellationToken::new(),
                 live: crate::ui::live::Hub::new(),
                 client_limits: ClientLimits::new(limits.clients),
+                public_url,
             }),
         }
     }
@@ -132,6 +136,15 @@ impl AppState {
 
     pub fn auth(&self) -> &Auth {
         &self.inner.auth
+    }
+
+    /// Single sign-on, when the lab has it.
+    pub fn oidc(&self) -> Option<&crate::auth::oidc::Oidc> {
+        self.inner.auth.oidc.as_ref()
+    }
+
+    pub fn public_url(&self) -> Option<&url::Url> {
+        self.inner.public_url.as_ref()
     }
 
     pub fn limits(&self) -> Limits {

@@ -87,7 +87,9 @@ pub enum Command {
     AgentStatus(AgentStatusArgs),
     /// Show a queue's agents, jobs and wait times
     QueueStatus(QueueStatusArgs),
-    /// Log in with a client id and secret key; later commands send the access token
+    /// Log in with a client id and secret key, or without them through the server's single
+    /// sign-on (a device login: open the address shown, enter the code); later commands send the
+    /// access token
     Login,
     /// Forget the stored login for the server
     Logout,

@@ -10,14 +10,14 @@
 //! because the token expired or is no longer valid is sent again once with a fresh one.
 //! Errors say what went wrong in terms a user can act on; exit codes are decided in `exit.rs`.
 
-use crate::auth::{Credentials, Session, SessionStore};
+use crate::auth::{Credentials, Session, SessionStore, TokenPayload};
 use crate::config::ServerUrl;
 use crate::model::{Agent, JobId, JobInfo, LogStream};
 use backon::{ExponentialBuilder, Retryable};
 use base64::Engine;
 use flinger_api::{
-    Action, ActionKind, AgentIn, Estimate, Extend, Extended, LogAnswer, QueueJob, RefreshToken, Reservation,
-    RetentionSettings, SecretIn, SecretWritten, Submitted,
+    Action, ActionKind, AgentIn, DeviceLogin, DeviceLoginError, Estimate, Extend, Extended, LogAnswer,
+    QueueJob, RefreshToken, Reservation, RetentionSettings, SecretIn, SecretWritten, Submitted,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -577,6 +577,74 @@ impl Client {
         Ok(session)
     }
 
+    /// `POST /oidc/auth-init`: a device login through the server's single sign-on; `None` when
+    /// the server has none (404, as Testflinger's CLI reads it).
+    pub async fn start_device_login(&self) -> Result<Option<DeviceLogin>, ClientError> {
+        let url = self.server.endpoint("/oidc/auth-init");
+        match self.finish(&Method::POST, &url, &[], self.http.post(&url)).await {
+            Ok(response) => Ok(Some(self.buffer(response).await?.parse("the sign-on")?)),
+            Err(ClientError::Refused { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /oidc/auth-poll/<request_id>`: the login once the person approved (then stored),
+    /// or what the server said instead (`authorization_pending`, `slow_down`…).
+    pub async fn poll_device_login(&self, request_id: &str) -> Result<DevicePoll, ClientError> {
+        let url = self
+            .server
+            .endpoint(&format!("/oidc/auth-poll/{}", path_segment(request_id)));
+        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
+            server: self.server.to_string(),
+            detail: error_chain(&e),
+        };
+        let response = self.http.post(&url).send().await.map_err(unreachable)?;
+        let status = response.status();
+        if self.debug {
+            eprintln!("flinger: POST {url} → {status}");
+        }
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        let body = response.bytes().await.map_err(unreachable)?;
+        if status.is_success() {
+            let answer: Value = serde_json::from_slice(&body)
+                .map_err(|e| ClientError::bad_answer("the sign-on", format!("not JSON ({e})")))?;
+            let access = answer.get("access_token").and_then(Value::as_str).unwrap_or("");
+            let client_id = TokenPayload::decode(access)
+                .and_then(|p| p.client_id)
+                .ok_or_else(|| ClientError::bad_answer("the sign-on", "no client id in the access token"))?;
+            let session = Session::from_answer(&client_id, &answer, None)
+                .ok_or_else(|| ClientError::bad_answer("the sign-on", "no access_token"))?;
+            self.keep(session.clone());
+            return Ok(DevicePoll::Done(session));
+        }
+        if status == StatusCode::BAD_REQUEST
+            && let Ok(e) = serde_json::from_slice::<DeviceLoginError>(&body)
+        {
+            return Ok(DevicePoll::NotYet {
+                error: e.error,
+                message: e.message,
+                retry_after,
+            });
+        }
+        let (message, detail) = error_body(status, &body);
+        Err(if status.is_server_error() {
+            ClientError::Server {
+                status: status.as_u16(),
+                message,
+            }
+        } else {
+            ClientError::Refused {
+                status: status.as_u16(),
+                message,
+                detail,
+            }
+        })
+    }
+
     /// `POST /v1/oauth2/refresh`: a new access token for the login's refresh token.
     async fn refresh(&self, session: &Session, refresh_token: &str) -> Result<Session, ClientError> {
         let url = self.server.endpoint("/v1/oauth2/refresh");
@@ -854,6 +922,19 @@ impl Client {
             })
         }
     }
+}
+
+/// One poll of a device login.
+#[derive(Debug)]
+pub enum DevicePoll {
+    /// Approved: the login, stored.
+    Done(Session),
+    /// Not (yet): RFC 8628's error code, the server's words, and how long to wait if it said.
+    NotYet {
+        error: String,
+        message: Option<String>,
+        retry_after: Option<u64>,
+    },
 }
 
 /// What part of a log to read.

@@ -24,6 +24,39 @@ pub struct RefreshToken {
     pub refresh_token: String,
 }
 
+/// `POST /oidc/auth-init`: a device login started at the lab's identity provider (RFC 8628),
+/// without its device code, which stays on the gateways: the person opens `verification_uri`
+/// and enters `user_code`; the CLI polls `POST /oidc/auth-poll/<request_id>` every `interval`
+/// seconds until `expires_in` runs out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceLogin {
+    pub request_id: String,
+    pub user_code: String,
+    pub verification_uri: String,
+    /// The verification URI with the code in it, when the provider gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_uri_complete: Option<String>,
+    pub expires_in: u64,
+    pub interval: u64,
+}
+
+/// `POST /oidc/auth-poll/<request_id>` while the login is not done (400), with RFC 8628's codes:
+/// `authorization_pending`, `slow_down` (with `Retry-After`), `access_denied`,
+/// `expired_token`, or `invalid_grant` (an unknown, used or refused request).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceLoginError {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `POST /v1/client-permissions/<id>/revoke-tokens` [ext]: how many of the client's refresh
+/// tokens (CLI logins and web UI sessions) were revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokensRevoked {
+    pub revoked: u64,
+}
+
 /// A client as `GET /v1/client-permissions` shows it: never its secret or hash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Client {

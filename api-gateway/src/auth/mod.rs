@@ -7,14 +7,18 @@
 //! role sets of [`access`], which are Testflinger's.
 //!
 //! - [`token`]: access and refresh tokens; [`password`]: client secrets (Argon2id);
-//! - [`bootstrap`]: the first admin, from configuration or the `create-client` command.
+//! - [`bootstrap`]: the first admin, from configuration or the `create-client` command;
+//! - [`oidc`]: single sign-on with the lab's OpenID Connect provider (people), which turns
+//!   anonymous use off; [`security`]: the security events log (sign-ins, refusals, role changes).
 //!
 //! A request may instead carry a job-files token, which a scheduler hands an agent with the
 //! lease (`broker_schema::job_files`): such a caller is nobody — [`Caller::require`] refuses
 //! it everywhere — except to the two handlers that ask [`Caller::files_for`].
 
 pub mod bootstrap;
+pub mod oidc;
 pub mod password;
+pub mod security;
 pub mod token;
 
 pub use token::{Claims, Permissions, TokenError, Tokens};
@@ -29,7 +33,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use flinger_store::Role;
-use tracing::warn;
+use tracing::{info, warn};
 
 /// The roles each endpoint serves, as Testflinger has them.
 pub mod access {
@@ -60,10 +64,18 @@ pub struct Auth {
     pub bootstrap_admin: Option<String>,
     /// Encrypts the web UI's session cookies (derived from the same key as the tokens).
     pub session_key: crate::ui::SessionKey,
+    /// Single sign-on, when the lab has an identity provider.
+    pub oidc: Option<oidc::Oidc>,
 }
 
 impl Auth {
-    pub fn new(args: &AuthArgs) -> Auth {
+    pub fn new(args: &AuthArgs) -> Result<Auth, String> {
+        let oidc = oidc::OidcConfig::from_args(&args.oidc)?
+            .map(oidc::Oidc::new)
+            .transpose()?;
+        if oidc.is_some() && (args.allow_anonymous || args.allow_anonymous_agents) {
+            info!("single sign-on is on: anonymous use is off");
+        }
         let key = match &args.jwt_signing_key {
             Some(k) if !k.is_empty() => k.as_bytes().to_vec(),
             _ => {
@@ -73,14 +85,15 @@ impl Auth {
                 token::random_key()
             }
         };
-        Auth {
+        Ok(Auth {
             tokens: Tokens::new(&key, args.access_token_ttl, args.refresh_token_ttl),
             files: JobFilesKey::new(&key),
             session_key: crate::ui::SessionKey::derive(&key),
-            allow_anonymous: args.allow_anonymous,
-            allow_anonymous_agents: args.allow_anonymous_agents,
+            allow_anonymous: args.allow_anonymous && oidc.is_none(),
+            allow_anonymous_agents: args.allow_anonymous_agents && oidc.is_none(),
             bootstrap_admin: args.admin_client_id.clone(),
-        }
+            oidc,
+        })
     }
 }
 

@@ -2,16 +2,17 @@
 //! reservation limits, and which queues only their owners may use.
 
 use crate::auth::bootstrap::valid_client_id;
+use crate::auth::security::{self, Peer};
 use crate::auth::{Caller, access, password};
 use crate::error::ApiError;
 use crate::extract::Body;
 use crate::state::AppState;
 use crate::validate;
 use axum::extract::{Path, State};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker_schema::{DeviceClass, Millis};
-use flinger_api::{Client, ClientIn, Owner, RestrictedQueue, RetentionSettings};
+use flinger_api::{Client, ClientIn, Owner, RestrictedQueue, RetentionSettings, TokensRevoked};
 use flinger_store::{ClientRecord, Records, Role};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -25,6 +26,10 @@ pub fn routes() -> Router<AppState> {
             get(get_client).put(put_client).delete(delete_client),
         )
         .route("/v1/retention", get(retention))
+        .route(
+            "/v1/client-permissions/{client_id}/revoke-tokens",
+            post(revoke_tokens),
+        )
         .route("/v1/restricted-queues", get(list_restricted))
         .route(
             "/v1/restricted-queues/{queue}",
@@ -149,6 +154,7 @@ async fn get_client(
 async fn put_client(
     State(state): State<AppState>,
     caller: Caller,
+    peer: Peer,
     Path(client_id): Path<String>,
     Body(body): Body,
 ) -> Result<String, ApiError> {
@@ -198,13 +204,16 @@ async fn put_client(
             caller.client_id().unwrap_or("?")
         )));
     }
-    if existing.is_none() && secret.is_none() {
+    // With single sign-on, an admin may give a person a role before their first sign-on: a
+    // client without a secret, which only single sign-on opens.
+    if existing.is_none() && secret.is_none() && state.oidc().is_none() {
         return Err(ApiError::BadRequest(
             "Error: Missing client_secret in request body for new client".into(),
         ));
     }
     let now = Millis::now();
     let created = existing.is_none();
+    let previous_role = existing.as_ref().map(|c| c.role);
     let mut client = existing.unwrap_or_else(|| ClientRecord {
         client_id: client_id.clone(),
         secret_hash: None,
@@ -233,11 +242,57 @@ async fn put_client(
     client.updated_at = now;
     state.store().put_client(&client).await?;
     info!(by = caller.client_id().unwrap_or("?"), client_id, role = %client.role, created, "client permissions set");
+    if previous_role != Some(client.role) {
+        let what = match previous_role {
+            Some(r) => format!("role {r} -> {}", client.role),
+            None => format!("created with role {}", client.role),
+        };
+        security::changed(
+            &peer,
+            "role_change",
+            caller.client_id().unwrap_or("?"),
+            &client_id,
+            &what,
+        );
+    }
     Ok(if created {
         format!("Created permissions for client '{client_id}'")
     } else {
         format!("Updated permissions for client '{client_id}'")
     })
+}
+
+/// `POST /v1/client-permissions/<id>/revoke-tokens` [ext] (admins): revokes every refresh token
+/// of the client — its CLI logins and web UI sessions end; access tokens already issued live
+/// out their short lifetime.
+#[utoipa::path(
+    post,
+    path = "/v1/client-permissions/{client_id}/revoke-tokens",
+    tag = "auth",
+    summary = "[ext] Revoke every refresh token (logins, web UI sessions) of a client",
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, body = flinger_api::TokensRevoked),
+    )
+)]
+async fn revoke_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+    peer: Peer,
+    Path(client_id): Path<String>,
+) -> Result<Json<TokensRevoked>, ApiError> {
+    caller.require(access::ADMIN)?;
+    let revoked = state.store().revoke_client_refresh_tokens(&client_id).await?;
+    security::changed(
+        &peer,
+        "refresh_tokens_revoked",
+        caller.client_id().unwrap_or("?"),
+        &client_id,
+        &format!("{revoked} refresh tokens"),
+    );
+    Ok(Json(TokensRevoked {
+        revoked: revoked as u64,
+    }))
 }
 
 /// `DELETE /v1/client-permissions/<id>`: admins delete any client, managers those ranked below

@@ -1,6 +1,7 @@
 //! OAuth2 client credentials, Testflinger style: HTTP Basic `client_id:secret` for an access
 //! token and a refresh token; refresh (the refresh token is not rotated); revoke (admins).
 
+use crate::auth::security::{self, How, Peer};
 use crate::auth::{Caller, Permissions, access, password, token};
 use crate::error::ApiError;
 use crate::extract::Body;
@@ -14,8 +15,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use broker_schema::Millis;
 use flinger_api::{RefreshToken, Status, Token};
-use flinger_store::{ClientRecord, Records, RefreshTokenRecord, Revoked};
-use tracing::info;
+use flinger_store::{ClientRecord, Records, RefreshTokenRecord, Revoked, Role};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -76,18 +76,39 @@ fn now_secs() -> i64 {
         (status = 401, body = flinger_api::Error),
     )
 )]
-async fn issue(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Token>, ApiError> {
+async fn issue(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Result<Json<Token>, ApiError> {
     let (client_id, secret) = basic_credentials(&headers)?;
     let client = state.store().get_client(&client_id).await?;
     let stored_hash = client.as_ref().and_then(|c| c.secret_hash.clone());
     if !password::verify(secret, stored_hash).await {
-        info!(client_id, "authentication failed");
+        security::refused(
+            &peer,
+            How::ClientCredentials,
+            Some(&client_id),
+            "unknown client or wrong secret",
+        );
         return Err(ApiError::Unauthorized("Invalid client id or client key".into()));
     }
     let client = client.expect("verified against a stored hash");
     let permissions = permissions_of(&state, &client).await?;
+    security::signed_in(&peer, How::ClientCredentials, &client.client_id, permissions.role);
+    Ok(Json(issue_tokens(&state, &permissions, None).await?))
+}
+
+/// A login's tokens for `permissions`: a short-lived access token, and a refresh token kept in
+/// the store (as its hash) until it expires or is revoked. `claimed_role`: the role a single
+/// sign-on's claim gave, kept with the refresh token.
+pub async fn issue_tokens(
+    state: &AppState,
+    permissions: &Permissions,
+    claimed_role: Option<Role>,
+) -> Result<Token, ApiError> {
     let tokens = &state.auth().tokens;
-    let access_token = tokens.issue(&permissions, now_secs());
+    let access_token = tokens.issue(permissions, now_secs());
     let refresh_token = token::new_refresh_token();
     let now = Millis::now();
     state
@@ -95,20 +116,20 @@ async fn issue(State(state): State<AppState>, headers: HeaderMap) -> Result<Json
         .insert_refresh_token(
             &token::refresh_token_hash(&refresh_token),
             &RefreshTokenRecord {
-                client_id: client.client_id.clone(),
+                client_id: permissions.client_id.clone(),
                 issued_at: now,
                 expires_at: Some(now.plus(tokens.refresh_ttl)),
                 revoked: false,
+                claimed_role,
             },
         )
         .await?;
-    info!(client_id = %client.client_id, role = %client.role, "client authenticated");
-    Ok(Json(Token {
+    Ok(Token {
         access_token,
         token_type: "Bearer".into(),
         expires_in: tokens.access_ttl.as_secs(),
         refresh_token: Some(refresh_token),
-    }))
+    })
 }
 
 /// The `refresh_token` of a body (422 naming it when missing, empty or not a string).
@@ -147,7 +168,10 @@ async fn refresh(State(state): State<AppState>, Body(body): Body) -> Result<Json
         .get_client(&record.client_id)
         .await?
         .ok_or_else(|| ApiError::BadRequest("Invalid refresh token.".into()))?;
-    let permissions = permissions_of(&state, &client).await?;
+    let mut permissions = permissions_of(&state, &client).await?;
+    if let Some(claimed) = record.claimed_role {
+        permissions.role = permissions.role.max(claimed);
+    }
     let tokens = &state.auth().tokens;
     Ok(Json(Token {
         access_token: tokens.issue(&permissions, now_secs()),
@@ -173,6 +197,7 @@ async fn refresh(State(state): State<AppState>, Body(body): Body) -> Result<Json
 async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
+    peer: Peer,
     Body(body): Body,
 ) -> Result<Json<Status>, ApiError> {
     caller.require(access::ADMIN)?;
@@ -183,7 +208,8 @@ async fn revoke(
         .await?
     {
         Revoked::Now => {
-            info!(by = caller.client_id().unwrap_or("?"), "refresh token revoked");
+            let by = caller.client_id().unwrap_or("?");
+            security::changed(&peer, "refresh_token_revoked", by, "", "one refresh token");
             Ok(Json(Status::ok()))
         }
         Revoked::Already => Err(ApiError::BadRequest(

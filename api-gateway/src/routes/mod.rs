@@ -8,6 +8,7 @@ pub mod blobs;
 pub mod health;
 pub mod job_events;
 pub mod jobs;
+pub mod oidc;
 pub mod queues;
 pub mod reservation;
 pub mod results;
@@ -19,8 +20,13 @@ use axum::Router;
 /// Every route of the API. Paths are written without a trailing slash; the app strips one
 /// from requests before routing.
 pub fn router(state: AppState) -> Router {
+    let sso = match state.oidc() {
+        Some(_) => oidc::routes(),
+        None => health::oidc_off_routes(),
+    };
     Router::new()
         .merge(health::routes())
+        .merge(sso)
         .merge(jobs::routes())
         .merge(reservation::routes())
         .merge(results::routes())

@@ -4,6 +4,7 @@
 //!
 //! - [`page`]: the layout every page shares, and errors as HTML pages (404, 401, 403, 503);
 //! - [`session`]: signing in with a client id and secret, the encrypted session cookie, CSRF;
+//!   [`sso`]: signing in through the lab's identity provider (authorization code, PKCE);
 //! - [`home`], [`jobs`], [`agents`], [`queues`]: one module per page family. Each page is a
 //!   fixed part (title, filters) around a *live region* that the page's event stream renders
 //!   again when something it shows changes;
@@ -21,6 +22,7 @@ pub mod assets;
 pub mod live;
 mod page;
 mod session;
+mod sso;
 mod stream;
 pub mod text;
 
@@ -54,6 +56,9 @@ pub fn routes() -> Router<AppState> {
         .route("/live", get(stream::region))
         .route("/login", get(session::sign_in_page).post(session::sign_in))
         .route("/logout", post(session::sign_out))
+        .route("/auth/login", get(sso::login))
+        .route("/auth/callback", get(sso::callback))
+        .route("/auth/logout", get(sso::logout_page).post(session::sign_out))
         .route("/static/{file}", get(assets::serve))
 }
 

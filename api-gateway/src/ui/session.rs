@@ -17,6 +17,7 @@
 //! visitor is the API's anonymous caller.
 
 use super::page::{Page, SignedIn, UiError};
+use crate::auth::security::{self, How, Peer};
 use crate::auth::{Caller, Permissions, password, token};
 use crate::error::ApiError;
 use crate::routes::auth::permissions_of;
@@ -34,7 +35,6 @@ use flinger_store::{Records, RefreshTokenRecord, Revoked};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
 use std::time::Duration;
-use tracing::info;
 
 const SESSION_COOKIE: &str = "flinger_session";
 const LOGIN_CSRF_COOKIE: &str = "flinger_login";
@@ -105,11 +105,11 @@ impl Viewer {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn jar(headers: &HeaderMap) -> CookieJar {
+pub(super) fn jar(headers: &HeaderMap) -> CookieJar {
     let mut jar = CookieJar::new();
     for value in headers.get_all(header::COOKIE) {
         let Ok(value) = value.to_str() else { continue };
@@ -158,18 +158,18 @@ fn random_token() -> String {
 }
 
 /// `Secure` only when the browser reached us over TLS (through a proxy that says so).
-fn over_tls(headers: &HeaderMap) -> bool {
+pub(super) fn over_tls(headers: &HeaderMap) -> bool {
     headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
-fn cookie_header(c: Cookie<'_>) -> HeaderValue {
+pub(super) fn cookie_header(c: Cookie<'_>) -> HeaderValue {
     HeaderValue::from_str(&c.encoded().to_string()).expect("a cookie is a valid header value")
 }
 
-fn base_cookie(name: &'static str, value: String, tls: bool) -> Cookie<'static> {
+pub(super) fn base_cookie(name: &'static str, value: String, tls: bool) -> Cookie<'static> {
     Cookie::build((name, value))
         .path("/")
         .http_only(true)
@@ -182,11 +182,19 @@ fn base_cookie(name: &'static str, value: String, tls: bool) -> Cookie<'static> 
 #[template(path = "ui/signin.html")]
 struct SignInForm<'a> {
     csrf: &'a str,
+    /// Offer single sign-on.
+    sso: bool,
     error: Option<&'a str>,
     client_id: &'a str,
 }
 
-fn sign_in_form(viewer: &Viewer, headers: &HeaderMap, error: Option<&str>, client_id: &str) -> Response {
+fn sign_in_form(
+    state: &AppState,
+    viewer: &Viewer,
+    headers: &HeaderMap,
+    error: Option<&str>,
+    client_id: &str,
+) -> Response {
     let csrf = random_token();
     let mut page = Page::new(viewer, "Sign in");
     if error.is_some() {
@@ -194,6 +202,7 @@ fn sign_in_form(viewer: &Viewer, headers: &HeaderMap, error: Option<&str>, clien
     }
     page.before = match (SignInForm {
         csrf: &csrf,
+        sso: state.oidc().is_some(),
         error,
         client_id,
     })
@@ -212,8 +221,8 @@ fn sign_in_form(viewer: &Viewer, headers: &HeaderMap, error: Option<&str>, clien
 }
 
 /// `GET /login`: the form.
-pub async fn sign_in_page(viewer: Viewer, headers: HeaderMap) -> Response {
-    sign_in_form(&viewer, &headers, None, "")
+pub async fn sign_in_page(State(state): State<AppState>, viewer: Viewer, headers: HeaderMap) -> Response {
+    sign_in_form(&state, &viewer, &headers, None, "")
 }
 
 #[derive(Deserialize)]
@@ -228,6 +237,7 @@ pub struct SignInFields {
 pub async fn sign_in(
     State(state): State<AppState>,
     viewer: Viewer,
+    peer: Peer,
     headers: HeaderMap,
     Form(form): Form<SignInFields>,
 ) -> Response {
@@ -247,8 +257,14 @@ pub async fn sign_in(
     };
     let stored_hash = client.as_ref().and_then(|c| c.secret_hash.clone());
     if !password::verify(form.secret, stored_hash).await {
-        info!(client_id = form.client_id, "web UI sign-in failed");
+        security::refused(
+            &peer,
+            How::UiCredentials,
+            Some(&form.client_id),
+            "unknown client or wrong secret",
+        );
         return sign_in_form(
+            &state,
             &viewer,
             &headers,
             Some("Unknown client id or wrong secret."),
@@ -260,24 +276,42 @@ pub async fn sign_in(
         Ok(p) => p,
         Err(e) => return UiError::Api(e).page(Some(&viewer)).into_response(),
     };
-    info!(client_id = %client.client_id, role = %client.role, "web UI sign-in");
+    security::signed_in(&peer, How::UiCredentials, &client.client_id, permissions.role);
+    match open_session(&state, permissions, &headers).await {
+        Ok(mut response) => {
+            let mut gone = base_cookie(LOGIN_CSRF_COOKIE, String::new(), over_tls(&headers));
+            gone.make_removal();
+            response
+                .headers_mut()
+                .append(header::SET_COOKIE, cookie_header(gone));
+            response
+        }
+        Err(e) => e.page(Some(&viewer)).into_response(),
+    }
+}
+
+/// Opens a session for `permissions` (whoever checked who it is: the sign-in form or single
+/// sign-on): its refresh-token record, and the cookie, on a redirect to the home page.
+pub async fn open_session(
+    state: &AppState,
+    permissions: Permissions,
+    headers: &HeaderMap,
+) -> Result<Response, UiError> {
     let now = Millis::now();
     let record = token::refresh_token_hash(&token::new_refresh_token());
-    let stored = state
+    state
         .store()
         .insert_refresh_token(
             &record,
             &RefreshTokenRecord {
-                client_id: client.client_id.clone(),
+                client_id: permissions.client_id.clone(),
                 issued_at: now,
                 expires_at: Some(now.plus(SESSION_TTL)),
                 revoked: false,
+                claimed_role: None,
             },
         )
-        .await;
-    if let Err(e) = stored {
-        return UiError::from(e).page(Some(&viewer)).into_response();
-    }
+        .await?;
     let session = Session {
         permissions,
         csrf: random_token(),
@@ -288,7 +322,7 @@ pub async fn sign_in(
     let mut c = base_cookie(
         SESSION_COOKIE,
         serde_json::to_string(&session).expect("a session serializes"),
-        over_tls(&headers),
+        over_tls(headers),
     );
     c.set_max_age(cookie::time::Duration::seconds(SESSION_TTL.as_secs() as i64));
     jar.private_mut(&state.auth().session_key.0).add(c);
@@ -298,12 +332,7 @@ pub async fn sign_in(
             .headers_mut()
             .append(header::SET_COOKIE, cookie_header(c.clone()));
     }
-    let mut gone = base_cookie(LOGIN_CSRF_COOKIE, String::new(), over_tls(&headers));
-    gone.make_removal();
-    response
-        .headers_mut()
-        .append(header::SET_COOKIE, cookie_header(gone));
-    response
+    Ok(response)
 }
 
 #[derive(Deserialize)]
@@ -316,6 +345,7 @@ pub struct CsrfField {
 pub async fn sign_out(
     State(state): State<AppState>,
     viewer: Viewer,
+    peer: Peer,
     headers: HeaderMap,
     Form(form): Form<CsrfField>,
 ) -> Response {
@@ -327,6 +357,8 @@ pub async fn sign_out(
         Ok(Revoked::Now | Revoked::Already | Revoked::Unknown) => {}
         Err(e) => return UiError::from(e).page(Some(&viewer)).into_response(),
     }
+    let who = &session.permissions.client_id;
+    security::changed(&peer, "sign_out", who, who, "web UI session ended");
     let mut gone = base_cookie(SESSION_COOKIE, String::new(), over_tls(&headers));
     gone.make_removal();
     let mut response = Redirect::to("/").into_response();
