@@ -50,6 +50,7 @@ const WHO_MAY: &[(&str, &str, May)] = &[
     ("get", "/readyz", May::Public),
     ("get", "/openapi.json", May::Public),
     ("post", "/oidc/auth-init", May::Public),
+    ("post", "/oidc/auth-poll/{request_id}", May::Public),
     ("post", "/v1/job", SUBMITTER),
     ("get", "/v1/job", AGENT),
     ("get", "/v1/job/search", SUBMITTER),
@@ -91,6 +92,7 @@ const WHO_MAY: &[(&str, &str, May)] = &[
     ("get", "/v1/client-permissions/{client_id}", MANAGER),
     ("put", "/v1/client-permissions/{client_id}", MANAGER),
     ("delete", "/v1/client-permissions/{client_id}", MANAGER),
+    ("post", "/v1/client-permissions/{client_id}/revoke-tokens", ADMIN), // [ext]
     ("get", "/v1/restricted-queues", MANAGER),
     ("get", "/v1/restricted-queues/{queue}", MANAGER),
     ("post", "/v1/restricted-queues/{queue}", MANAGER),
