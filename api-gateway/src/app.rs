@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
 use tower_http::normalize_path::NormalizePathLayer;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::{Level, info, warn};
 
 #[derive(Debug, thiserror::Error)]
@@ -174,7 +174,7 @@ impl App {
             .layer(axum::middleware::from_fn(crate::metrics::track))
             .layer(
                 TraceLayer::new_for_http()
-                    .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                    .make_span_with(request_span)
                     .on_response(DefaultOnResponse::new().level(Level::INFO)),
             );
         // Outside the router: the path must be normalized before a route is chosen.
@@ -205,6 +205,21 @@ impl App {
         state.close().await;
         served.map_err(StartError::Serve)
     }
+}
+
+/// Each request's span: its method and URI, except what must never be logged — a device
+/// login's request id (whoever has it may take the login) and a sign-on callback's code and
+/// state.
+fn request_span(request: &Request) -> tracing::Span {
+    let path = request.uri().path();
+    let uri = if path.starts_with("/oidc/auth-poll/") {
+        "/oidc/auth-poll/…".to_owned()
+    } else if path.starts_with("/auth/") {
+        path.to_owned()
+    } else {
+        request.uri().to_string()
+    };
+    tracing::info_span!("request", method = %request.method(), uri, version = ?request.version())
 }
 
 /// Builds and runs the gateway until `shutdown` is cancelled.

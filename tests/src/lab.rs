@@ -210,6 +210,15 @@ impl LabBuilder {
             quorum_queues: self.quorum_queues,
             gateway_listen: String::new(),
             files_env: vec![],
+            admin: {
+                let env = |k: &str| {
+                    self.gateway_env
+                        .iter()
+                        .find(|(key, _)| key == k)
+                        .map(|(_, v)| v.clone())
+                };
+                env("FLINGER_ADMIN_CLIENT_ID").zip(env("FLINGER_ADMIN_SECRET"))
+            },
         };
         // As scripts/lab: the gateway's address and token key are known to the schedulers, whose
         // lease grants then carry a files credential (agents need no client of their own).
@@ -294,6 +303,9 @@ pub struct Lab {
     /// The token key (for the gateway and the schedulers) and, unless disabled, the gateway's
     /// URL (for the schedulers).
     files_env: Vec<(String, String)>,
+    /// The bootstrap admin's id and secret when the gateway has one: the lab's own reads (an
+    /// agent's state) log in with it, so they work where anonymous use is off.
+    admin: Option<(String, String)>,
 }
 
 impl Lab {
@@ -443,10 +455,18 @@ impl Lab {
     pub async fn wait_agent_state(&self, name: &str, state: &str) -> Value {
         let url = format!("{}/v1/agents/data/{name}", self.base);
         let what = format!("agent {name} to be {state}");
+        let token = match &self.admin {
+            Some((id, secret)) => Some(self.access_token(id, secret).await),
+            None => None,
+        };
         eventually(Duration::from_secs(30), &what, || {
-            let (http, url) = (self.http.clone(), url.clone());
+            let (http, url, token) = (self.http.clone(), url.clone(), token.clone());
             async move {
-                let v: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+                let mut request = http.get(&url);
+                if let Some(t) = token {
+                    request = request.bearer_auth(t);
+                }
+                let v: Value = request.send().await.ok()?.json().await.ok()?;
                 (v["state"] == state).then_some(v)
             }
         })

@@ -324,11 +324,12 @@ async fn people_sign_in_with_the_device_flow_and_anonymous_callers_are_refused()
 
     // The security log: sign-ins, refusals and role changes, and never a token.
     let logs = lab.logs();
+    // (The lab's services log JSON lines.)
     for event in [
-        "event=\"sign_in\"",
-        "event=\"sign_in_refused\"",
-        "event=\"role_change\"",
-        "event=\"refresh_tokens_revoked\"",
+        "\"event\":\"sign_in\"",
+        "\"event\":\"sign_in_refused\"",
+        "\"event\":\"role_change\"",
+        "\"event\":\"refresh_tokens_revoked\"",
     ] {
         assert!(logs.contains(event), "no {event} in the logs");
     }
@@ -341,6 +342,10 @@ async fn people_sign_in_with_the_device_flow_and_anonymous_callers_are_refused()
         }
     }
     assert!(!logs.contains(CLIENT_SECRET), "the client secret was logged");
+    assert!(
+        !logs.contains(&request_id),
+        "a device login's request id was logged"
+    );
     lab.stop().await;
 }
 
