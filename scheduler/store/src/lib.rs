@@ -36,8 +36,8 @@ pub use query::{JobCount, JobOrder, JobQuery, OutputQuery};
 pub use records::Records;
 pub use records::{
     ClientRecord, DevicePoll, PendingSignOnRecord, PostedResultRecord, ProvisionEntry, ProvisionLogRecord,
-    QueueRecord, RefreshTokenRecord, RestrictedQueueRecord, RetentionSettingsRecord, Revoked, Role, SecretRecord,
-    SignOnFlow, secret_id,
+    QueueRecord, RefreshTokenRecord, RestrictedQueueRecord, RetentionSettingsRecord, Revoked, Role,
+    SecretRecord, SignOnFlow, secret_id,
 };
 pub use update::{JobUpdate, Precondition, StateChange};
 
