@@ -93,7 +93,8 @@ impl App {
             webhook_auth.as_deref(),
         )
         .map_err(StartError::Webhooks)?;
-        let auth = Auth::new(&config.auth).map_err(StartError::Oidc)?;
+        let mut auth = Auth::new(&config.auth).map_err(StartError::Oidc)?;
+        auth.public_url = config.public_url.clone();
         crate::metrics::install(config.metrics_listen).map_err(StartError::Metrics)?;
         let store = config.store.open().await?;
         info!(backend = store.backend(), "store opened");
@@ -139,7 +140,6 @@ impl App {
                 },
                 webhooks,
                 secrets_key,
-                config.public_url.clone(),
             ),
             shutdown,
             bus_shutdown,

@@ -39,8 +39,6 @@ struct Inner {
     live: crate::ui::live::Hub,
     /// Each client's rate and requests in flight.
     client_limits: ClientLimits,
-    /// The gateway's URL as browsers reach it (`--public-url`), for redirect URIs.
-    public_url: Option<url::Url>,
 }
 
 /// Limits on what the gateway accepts and keeps.
@@ -74,7 +72,6 @@ impl AppState {
         limits: Limits,
         webhooks: Webhooks,
         secrets_key: Option<Arc<SecretsKey>>,
-        public_url: Option<url::Url>,
     ) -> AppState {
         let publisher = Publisher::new(bus.clone(), "flinger-gateway");
         let rpc = RpcClient::new(bus.clone());
@@ -92,7 +89,6 @@ impl AppState {
                 stopping: CancellationToken::new(),
                 live: crate::ui::live::Hub::new(),
                 client_limits: ClientLimits::new(limits.clients),
-                public_url,
             }),
         }
     }
@@ -144,7 +140,7 @@ impl AppState {
     }
 
     pub fn public_url(&self) -> Option<&url::Url> {
-        self.inner.public_url.as_ref()
+        self.inner.auth.public_url.as_ref()
     }
 
     pub fn limits(&self) -> Limits {

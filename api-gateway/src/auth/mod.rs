@@ -66,6 +66,8 @@ pub struct Auth {
     pub session_key: crate::ui::SessionKey,
     /// Single sign-on, when the lab has an identity provider.
     pub oidc: Option<oidc::Oidc>,
+    /// The gateway's URL as browsers reach it (`--public-url`), for redirect URIs.
+    pub public_url: Option<url::Url>,
 }
 
 impl Auth {
@@ -93,6 +95,7 @@ impl Auth {
             allow_anonymous_agents: args.allow_anonymous_agents && oidc.is_none(),
             bootstrap_admin: args.admin_client_id.clone(),
             oidc,
+            public_url: None,
         })
     }
 }
