@@ -266,6 +266,9 @@ impl std::fmt::Debug for Oidc {
 
 impl Oidc {
     pub fn new(config: OidcConfig) -> Result<Oidc, String> {
+        // reqwest is built without a default TLS provider (the app installs ring's; so does this,
+        // for whoever builds an `Oidc` first).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             // The crate's advice: following redirects opens the client to SSRF.
             .redirect(reqwest::redirect::Policy::none())
