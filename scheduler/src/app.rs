@@ -46,13 +46,7 @@ impl Scheduler {
         let bus = Bus::new(bus_config, shutdown);
         let publisher = Arc::new(Publisher::new(bus.clone(), "flinger-scheduler"));
         Scheduler {
-            core: Arc::new(Core {
-                store,
-                publisher,
-                names,
-                config,
-                output_stored: tokio::sync::Notify::new(),
-            }),
+            core: Arc::new(Core::new(store, publisher, names, config)),
             bus,
         }
     }
@@ -163,7 +157,7 @@ impl Scheduler {
             }));
         }
         info!(
-            store = self.core.store.backend(),
+            store = self.core.store().backend(),
             namespace = names.namespace(),
             "scheduler running"
         );

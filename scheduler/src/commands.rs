@@ -84,7 +84,7 @@ pub async fn set_agent_state(core: &Core, req: &SetAgentStateRequest) -> StoreRe
         return Ok(restart_agent(core, req).await);
     }
     let record = core
-        .store
+        .store()
         .set_agent_admin(&req.agent, req.state, &req.comment, Millis::now())
         .await?;
     let cmd = ControlCommand::SetAdminState {

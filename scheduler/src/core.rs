@@ -4,7 +4,7 @@
 
 use crate::config::SchedulerConfig;
 use crate::lifecycle::{self, Cause, Effect, Reply, Rules};
-use crate::store::{DynSchedulerStore, JobRecord, JobUpdate, Precondition, StoreResult};
+use crate::store::{DynSchedulerStore, DynStore, JobRecord, JobUpdate, Precondition, Purge, StoreResult};
 use broker_schema::bus::{PublishError, PublishOptions, Publisher};
 use broker_schema::messages::{Control, ControlCommand, JobEvent, JobEventKind, Submission};
 use broker_schema::{AgentName, Failure, JobState, Millis, Names, topology};
@@ -17,7 +17,13 @@ use uuid::Uuid;
 const EVENT_PUBLISH_LIMIT: Duration = Duration::from_secs(10);
 
 pub struct Core {
-    pub store: DynSchedulerStore,
+    /// The handle that can change a job: private, so that every change goes through
+    /// [`Core::apply`] (the lifecycle's decision under a compare-and-set) and nothing else in
+    /// the scheduler can write job state around it.
+    writer: DynSchedulerStore,
+    /// The same store as a [`Store`](crate::store::Store) (no `update_job`), for everything
+    /// else: reads, recording submissions, output, heartbeats, documents.
+    store: DynStore,
     pub publisher: Arc<Publisher>,
     pub names: Names,
     pub config: SchedulerConfig,
@@ -61,6 +67,32 @@ enum Modified {
 }
 
 impl Core {
+    pub fn new(
+        store: DynSchedulerStore,
+        publisher: Arc<Publisher>,
+        names: Names,
+        config: SchedulerConfig,
+    ) -> Core {
+        Core {
+            store: store.clone(),
+            writer: store,
+            publisher,
+            names,
+            config,
+            output_stored: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The store for reads and for what is not a job's state; it cannot update a job.
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    /// Removes one batch of ended jobs past their retention ([`crate::retention`]).
+    pub async fn purge_ended_jobs(&self, purge: &Purge) -> StoreResult<u64> {
+        self.writer.purge_ended_jobs(purge).await
+    }
+
     /// Reads the job, lets `decide` compute a change from what it sees, and applies it with a
     /// precondition; if another writer changed the job in between, reads again and retries.
     async fn modify<F>(&self, job_id: Uuid, mut decide: F) -> StoreResult<Modified>
@@ -75,7 +107,7 @@ impl Core {
             let Some((pre, update)) = decide(&job) else {
                 return Ok(Modified::Unchanged(Box::new(job)));
             };
-            if let Some(after) = self.store.update_job(job_id, &pre, &update).await? {
+            if let Some(after) = self.writer.update_job(job_id, &pre, &update).await? {
                 crate::metrics::job_moved(&job, &after);
                 return Ok(Modified::Changed(Box::new(after)));
             }
@@ -98,7 +130,7 @@ impl Core {
         let Some((pre, update)) = decide(&job) else {
             return Ok(Modified::Unchanged(Box::new(job)));
         };
-        if let Some(after) = self.store.update_job(job_id, &pre, &update).await? {
+        if let Some(after) = self.writer.update_job(job_id, &pre, &update).await? {
             crate::metrics::job_moved(&job, &after);
             return Ok(Modified::Changed(Box::new(after)));
         }

@@ -26,7 +26,7 @@ fn deny(req: &LeaseRequest, reason: DenyReason, detail: impl Into<String>) -> Le
 pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<(LeaseReply, Option<Deferred>)> {
     // The agent may have the job before our own copy of the submission arrived.
     // It is judged as our own copy would be, by the user that published it.
-    let known = core.store.get_job(req.job_id).await?;
+    let known = core.store().get_job(req.job_id).await?;
     if let Some(job) = &known
         && job.state == JobState::Waiting
     {
@@ -49,13 +49,13 @@ pub async fn lease(core: &Core, req: &LeaseRequest) -> StoreResult<(LeaseReply, 
     if req.submission.job.is_allocated_child() {
         let job = match known {
             Some(job) => Some(job),
-            None => core.store.get_job(req.job_id).await?,
+            None => core.store().get_job(req.job_id).await?,
         };
         if let Some(job) = job.filter(|j| j.state == JobState::Waiting) {
             crate::projector::release_if_orphan(core, &job, Millis::now()).await?;
         }
     }
-    let agent_record = core.store.get_agent(&req.agent).await?;
+    let agent_record = core.store().get_agent(&req.agent).await?;
     let cause = Cause::LeaseAsked {
         agent: req.agent.clone(),
         agent_unavailable: agent_record.as_ref().and_then(|a| a.admin_state),

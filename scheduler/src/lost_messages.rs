@@ -40,7 +40,7 @@ pub async fn check_once(core: &Core, suspects: &mut Suspects) -> StoreResult<usi
     let now = Millis::now();
     let settled = now.minus(core.config.republish_after);
     let waiting = core
-        .store
+        .store()
         .find_jobs(&JobQuery {
             states: Some(vec![JobState::Waiting]),
             limit: Some(LIMIT),

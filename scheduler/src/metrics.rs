@@ -242,7 +242,7 @@ impl Gauges {
 /// Refreshes the gauges of `core`'s store (and the broker connection count) once.
 pub async fn refresh_once(core: &Core, gauges: &Gauges, connections: u64) -> StoreResult<()> {
     broker_connections(connections);
-    let store: DynStore = core.store.clone();
+    let store: DynStore = core.store().clone();
     gauges.refresh(&store).await
 }
 

@@ -15,7 +15,7 @@ use tracing::info;
 pub async fn sweep_once(core: &Core) -> StoreResult<usize> {
     let now = Millis::now();
     let stale = core
-        .store
+        .store()
         .find_jobs(&JobQuery {
             states: Some(vec![JobState::Waiting]),
             not_enqueued_since: Some(now.minus(core.config.republish_after)),

@@ -63,9 +63,9 @@ pub async fn project_event(core: &Core, ev: &JobEvent, waits: &FinishWaits) -> S
             detail: detail.clone().unwrap_or_default(),
             at: ev.at,
         };
-        core.store.record_provision(agent.as_str(), &entry).await?;
+        core.store().record_provision(agent.as_str(), &entry).await?;
     }
-    let Some(job) = core.store.get_job(ev.job_id).await? else {
+    let Some(job) = core.store().get_job(ev.job_id).await? else {
         warn!(job_id = %ev.job_id, "event for an unknown job ignored");
         return Ok(Disposition::Ack);
     };
@@ -162,7 +162,7 @@ pub async fn release_if_orphan(core: &Core, child: &JobRecord, now: Millis) -> S
     else {
         return Ok(());
     };
-    let (why, completed) = match core.store.get_job(parent_id).await? {
+    let (why, completed) = match core.store().get_job(parent_id).await? {
         None => (format!("parent job {parent_id} does not exist"), false),
         Some(p) if p.state.is_active() => return Ok(()),
         Some(p) if p.state == broker_schema::JobState::Waiting => {
@@ -261,11 +261,11 @@ async fn settle_output(core: &Core, ev: &JobEvent, expected: OutputCounts) -> St
         tokio::pin!(stored);
         stored.as_mut().enable();
         let output = core
-            .store
+            .store()
             .count_output(ev.job_id, ev.attempt, LogStream::Output)
             .await?;
         let serial = core
-            .store
+            .store()
             .count_output(ev.job_id, ev.attempt, LogStream::Serial)
             .await?;
         let complete = output >= expected.output && serial >= expected.serial;
@@ -283,7 +283,7 @@ async fn settle_output(core: &Core, ev: &JobEvent, expected: OutputCounts) -> St
 /// restarts); if an idle agent reports otherwise — it restarted, or missed the message — it is
 /// told again.
 pub async fn project_heartbeat(core: &Core, hb: &Heartbeat) -> StoreResult<Disposition> {
-    let record = core.store.record_heartbeat(hb).await?;
+    let record = core.store().record_heartbeat(hb).await?;
     let reported = match hb.state {
         AgentState::Maintenance => Some(AdminState::Maintenance),
         AgentState::Offline => Some(AdminState::Offline),
@@ -314,7 +314,7 @@ pub async fn project_output(core: &Core, chunks: &[OutputChunk]) -> StoreResult<
     let mut fragments = Vec::with_capacity(chunks.len());
     let mut touch = Vec::new();
     for (job_id, chunks) in by_job {
-        let Some(job) = core.store.get_job(job_id).await? else {
+        let Some(job) = core.store().get_job(job_id).await? else {
             debug!(%job_id, "output for an unknown job ignored");
             continue;
         };
@@ -344,7 +344,7 @@ pub async fn project_output(core: &Core, chunks: &[OutputChunk]) -> StoreResult<
         }));
         touch.push((job, latest));
     }
-    core.store.append_output(&fragments).await?;
+    core.store().append_output(&fragments).await?;
     // Keeps last_output_at roughly current ([`Cause::OutputSeen`]).
     for (job, latest) in touch {
         let cause = Cause::OutputSeen {

@@ -49,7 +49,7 @@ pub async fn reap_once(core: &Core) -> StoreResult<ReapReport> {
     let mut report = ReapReport::default();
     let now = Millis::now();
     let expired = core
-        .store
+        .store()
         .find_jobs(&JobQuery {
             states: Some(active_states()),
             lease_expired_before: Some(now),
@@ -62,7 +62,7 @@ pub async fn reap_once(core: &Core) -> StoreResult<ReapReport> {
         report.count(&core.settle_from(job, &cause, now).await?);
     }
     let running = core
-        .store
+        .store()
         .find_jobs(&JobQuery {
             states: Some(active_states()),
             ..Default::default()

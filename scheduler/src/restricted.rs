@@ -15,7 +15,7 @@ use broker_schema::messages::RestrictedQueuesRequest;
 pub async fn restricted_queues(core: &Core, req: &RestrictedQueuesRequest) -> StoreResult<Vec<DeviceClass>> {
     let mut restricted = vec![];
     for queue in &req.queues {
-        if let Some(r) = core.store.get_restricted_queue(queue.as_str()).await?
+        if let Some(r) = core.store().get_restricted_queue(queue.as_str()).await?
             && !r.owners.is_empty()
         {
             restricted.push(queue.clone());

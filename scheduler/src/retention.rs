@@ -94,7 +94,7 @@ pub async fn record_settings(core: &Core) -> StoreResult<()> {
         recorded_by: format!("flinger-scheduler pid {} on {}", std::process::id(), host.trim()),
         recorded_at: Millis::now(),
     };
-    if let Some(before) = core.store.put_retention_settings(&mine).await?
+    if let Some(before) = core.store().put_retention_settings(&mine).await?
         && !before.same_settings(&mine)
     {
         warn!(
@@ -132,7 +132,7 @@ pub async fn purge_once(core: &Core) -> StoreResult<u64> {
     let mut removed = 0;
     for scope in &scopes {
         for _ in 0..BATCHES_PER_PASS {
-            let n = core.store.purge_ended_jobs(scope).await?;
+            let n = core.purge_ended_jobs(scope).await?;
             removed += n;
             if n < u64::from(scope.limit) {
                 break;
@@ -152,13 +152,13 @@ pub async fn purge_once(core: &Core) -> StoreResult<u64> {
 /// Agents' provision history: entries older than the lab's retention are forgotten (one
 /// compare-and-set per agent that has any).
 async fn forget_old_provisions(core: &Core, before: Millis) -> StoreResult<()> {
-    let logs = core.store.list_provision_logs().await?;
+    let logs = core.store().list_provision_logs().await?;
     for (agent, log) in logs {
         if !log.entries.iter().any(|e| e.at < before) {
             continue;
         }
         records::modify(
-            core.store.as_ref(),
+            core.store().as_ref(),
             DocKind::ProvisionLog,
             &agent,
             |log: Option<ProvisionLogRecord>| {

@@ -24,7 +24,7 @@ pub async fn resolve(core: &Core, job: &JobRecord) -> StoreResult<BTreeMap<Strin
     let now = Millis::now();
     for (var, path) in wanted {
         let value = match &job.submitted_by {
-            Some(client) => match core.store.take_secret(client, &path, now).await? {
+            Some(client) => match core.store().take_secret(client, &path, now).await? {
                 Some(stored) => match reveal(
                     core.config.secrets_key.as_deref(),
                     &secret_id(client, &path),

@@ -55,7 +55,7 @@ pub async fn record(core: &Core, msg: &Received<'_>) -> StoreResult<Disposition>
             }
             job
         }
-        Err(reason) => match core.store.get_job(job_id).await? {
+        Err(reason) => match core.store().get_job(job_id).await? {
             // A copy of a job we already know (an agent passing on a job it may not run
             // republishes it as itself) proves nothing new about its submitter.
             Some(job) => job,
@@ -110,7 +110,7 @@ pub async fn insert(
         submitter,
         submission.submitted_at.unwrap_or_else(Millis::now),
     );
-    let inserted = core.store.insert_job(&record).await?;
+    let inserted = core.store().insert_job(&record).await?;
     if !matches!(&inserted, Inserted::Existing(job) if job.state.is_terminal()) {
         core.follow_webhook(&record, true).await;
     }
@@ -141,14 +141,14 @@ pub async fn reject(
 ) -> StoreResult<()> {
     warn!(%job_id, %reason, "submission rejected");
     let Some(definition) = definition else {
-        if core.store.get_job(job_id).await?.is_none() {
+        if core.store().get_job(job_id).await?.is_none() {
             core.announce_rejection(job_id, lifecycle::rejection(reason))
                 .await;
         }
         return Ok(());
     };
     let record = lifecycle::rejected(job_id, definition, reason, Millis::now());
-    if core.store.insert_job(&record).await? == Inserted::New {
+    if core.store().insert_job(&record).await? == Inserted::New {
         core.announce(&record, Some("rejected".into())).await;
     }
     Ok(())
