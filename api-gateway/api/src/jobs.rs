@@ -197,50 +197,9 @@ pub struct Extended {
     pub detail: String,
 }
 
-/// `POST /v1/job`: Testflinger's job file (see docs/api.md). Unknown top-level keys are refused;
-/// the phases' `*_data` are the device connectors' and kept as given.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct JobFile {
-    /// Given by a client that wants an idempotent submission: a known id is a resubmission.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_id: Option<Uuid>,
-    pub job_queue: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tags: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_priority: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub global_timeout: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_timeout: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allocation_timeout: Option<u64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude_agents: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_status_webhook: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub provision_data: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub firmware_update_data: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub test_data: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub allocate_data: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub reserve_data: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent_job_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub debug: Option<bool>,
-}
+/// `POST /v1/job`: Testflinger's job file (see docs/api.md and docs/job-schema.md), declared once
+/// in `broker_schema::job`, where the gateway, the scheduler and the agent read it.
+pub use broker_schema::job::JobFile;
 
 /// `POST /v1/job/<id>/action`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -1,9 +1,18 @@
 //! The job file: Testflinger's schema, parsed once at the edge into a type that is always valid.
 //!
-//! `JobDefinition::parse` checks every field and reports *all* problems at once, keyed by field
-//! path, in the nested shape Testflinger's clients read from `detail.json`. The original document
-//! is kept verbatim (it is what the agent writes to `testflinger.json` and what
-//! `GET /v1/job/<id>` returns).
+//! The shape is declared once, as types ([`file::JobFile`]); [`JobDefinition::parse`] reads a
+//! document through it and reports *all* problems at once ([`checked`]), keyed by field path, in
+//! the nested shape Testflinger's clients read from `detail.json`. The original document is kept
+//! verbatim (it is what the agent writes to `testflinger.json` and what `GET /v1/job/<id>`
+//! returns): keys inside the phases' mappings are the device connectors'.
+
+pub mod checked;
+pub mod file;
+
+pub use file::{
+    AllocateData, Attachment, FirmwareUpdateData, JobFile, PhaseData, ReserveData, ReserveTimeout, TestCmds,
+    TestData,
+};
 
 use crate::ids::DeviceClass;
 use serde::{Deserialize, Serialize};
@@ -17,35 +26,6 @@ pub const DEFAULT_ALLOCATION_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 pub const DEFAULT_RESERVE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Reservations longer than this need the client's `max_reservation_time`.
 pub const UNPRIVILEGED_MAX_RESERVE: Duration = Duration::from_secs(6 * 3600);
-
-/// Top-level keys a job file may have. Anything else is refused by name.
-pub const KNOWN_KEYS: &[&str] = &[
-    "job_id",
-    "parent_job_id",
-    "name",
-    "tags",
-    "job_queue",
-    "global_timeout",
-    "output_timeout",
-    "allocation_timeout",
-    "job_priority",
-    "exclude_agents",
-    "job_status_webhook",
-    "provision_data",
-    "firmware_update_data",
-    "test_data",
-    "allocate_data",
-    "reserve_data",
-    "debug",
-];
-
-const MISSING: &str = "Missing data for required field.";
-const UNKNOWN: &str = "Unknown field.";
-const NOT_STRING: &str = "Not a valid string.";
-const NOT_INTEGER: &str = "Not a valid integer.";
-const NOT_LIST: &str = "Not a valid list.";
-const NOT_MAPPING: &str = "Not a valid mapping type.";
-const NOT_BOOL: &str = "Not a valid boolean.";
 
 /// Every problem found in a job file, keyed by dotted field path (`test_data.test_cmds`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,21 +82,13 @@ impl std::fmt::Display for ValidationErrors {
 
 impl std::error::Error for ValidationErrors {}
 
-/// A validated job file.
+/// A validated job file: the document as submitted, and what it says, typed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "Value", into = "Value")]
 pub struct JobDefinition {
     /// The document as submitted, without `job_id`.
     raw: Map<String, Value>,
-    job_queue: DeviceClass,
-    priority: u32,
-    global_timeout: Option<Duration>,
-    output_timeout: Option<Duration>,
-    allocation_timeout: Option<Duration>,
-    reserve_timeout: Option<Duration>,
-    tags: Vec<String>,
-    exclude_agents: Vec<String>,
-    webhook: Option<url::Url>,
+    file: JobFile,
 }
 
 impl TryFrom<Value> for JobDefinition {
@@ -135,158 +107,31 @@ impl From<JobDefinition> for Value {
 impl JobDefinition {
     /// Parses and validates a job file, reporting every bad field.
     pub fn parse(doc: Value) -> Result<JobDefinition, ValidationErrors> {
-        let mut errs = ValidationErrors::default();
         let Value::Object(mut raw) = doc else {
+            let mut errs = ValidationErrors::default();
             errs.add("_schema", "Invalid input type: a job must be a mapping.");
             return Err(errs);
         };
-        for key in raw.keys() {
-            if !KNOWN_KEYS.contains(&key.as_str()) {
-                errs.add(key.clone(), UNKNOWN);
-            }
-        }
-        if let Some(id) = raw.get("job_id")
-            && !id.is_string()
-        {
-            errs.add("job_id", NOT_STRING);
-        }
+        let mut file: JobFile = checked::deserialize(Value::Object(raw.clone()))?;
         raw.remove("job_id");
-
-        let job_queue = match raw.get("job_queue") {
-            None | Some(Value::Null) => {
-                errs.add("job_queue", MISSING);
-                None
-            }
-            Some(Value::String(s)) => match DeviceClass::parse(s.clone()) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    errs.add("job_queue", format!("Invalid queue name: {e}."));
-                    None
-                }
-            },
-            Some(_) => {
-                errs.add("job_queue", NOT_STRING);
-                None
-            }
-        };
-        optional_string(&raw, "name", &mut errs);
-        optional_string(&raw, "parent_job_id", &mut errs);
-        if let Some(Value::String(s)) = raw.get("parent_job_id")
-            && uuid::Uuid::parse_str(s).is_err()
-        {
-            errs.add("parent_job_id", "Not a valid job id.");
-        }
-        let tags = string_list(&raw, "tags", "tags", &mut errs);
-        let exclude_agents = string_list(&raw, "exclude_agents", "exclude_agents", &mut errs);
-        let global_timeout = positive_seconds(raw.get("global_timeout"), "global_timeout", &mut errs);
-        let output_timeout = positive_seconds(raw.get("output_timeout"), "output_timeout", &mut errs);
-        let allocation_timeout =
-            positive_seconds(raw.get("allocation_timeout"), "allocation_timeout", &mut errs);
-        let priority = match raw.get("job_priority") {
-            None | Some(Value::Null) => 0,
-            Some(v) => match as_integer(v) {
-                Some(p) if (0..=i64::from(u32::MAX)).contains(&p) => p as u32,
-                Some(_) => {
-                    errs.add("job_priority", "Must be greater than or equal to 0.");
-                    0
-                }
-                None => {
-                    errs.add("job_priority", NOT_INTEGER);
-                    0
-                }
-            },
-        };
-        let webhook = match raw.get("job_status_webhook") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => match url::Url::parse(s) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
-                _ => {
-                    errs.add("job_status_webhook", "Not a valid URL.");
-                    None
-                }
-            },
-            Some(_) => {
-                errs.add("job_status_webhook", NOT_STRING);
-                None
-            }
-        };
-        for key in ["provision_data", "firmware_update_data", "allocate_data"] {
-            mapping(&raw, key, &mut errs);
-        }
-        if let Some(fw) = mapping(&raw, "firmware_update_data", &mut ValidationErrors::default()) {
-            if let Some(v) = fw.get("version")
-                && !v.is_string()
-            {
-                errs.add("firmware_update_data.version", NOT_STRING);
-            }
-            if let Some(v) = fw.get("ignore_failure")
-                && !v.is_boolean()
-            {
-                errs.add("firmware_update_data.ignore_failure", NOT_BOOL);
-            }
-        }
-        if let Some(a) = mapping(&raw, "allocate_data", &mut ValidationErrors::default())
-            && let Some(v) = a.get("allocate")
-            && !v.is_boolean()
-        {
-            errs.add("allocate_data.allocate", NOT_BOOL);
-        }
-        for key in ["provision_data", "firmware_update_data"] {
-            if let Some(data) = mapping(&raw, key, &mut ValidationErrors::default()) {
-                attachments(data, key, &mut errs);
-            }
-        }
+        file.job_id = None;
         // Testflinger's `debug` flag, read by device connectors (maas2) from testflinger.json.
         // Kept as a JSON boolean whichever of marshmallow's spellings was sent (`"yes"`, `1`…):
         // a connector testing the string "false" in Python would take it for true.
-        match raw.get("debug") {
-            None => {}
-            Some(v) => match bool_like(v) {
-                Some(b) => {
-                    raw.insert("debug".into(), Value::Bool(b));
-                }
-                None => errs.add("debug", NOT_BOOL),
-            },
+        if let Some(debug) = file.debug {
+            raw.insert("debug".into(), Value::Bool(debug.0));
         }
-        if let Some(test) = mapping(&raw, "test_data", &mut errs) {
-            validate_test_data(test, &mut errs);
-        }
-        let mut reserve_timeout = None;
-        if let Some(res) = mapping(&raw, "reserve_data", &mut errs) {
-            string_list(res, "ssh_keys", "reserve_data.ssh_keys", &mut errs);
-            match res.get("timeout") {
-                None | Some(Value::Null) => {}
-                Some(Value::String(s)) => match parse_human_duration(s) {
-                    Some(d) if !d.is_zero() => reserve_timeout = Some(d),
-                    _ => errs.add(
-                        "reserve_data.timeout",
-                        "Not a valid duration: use seconds or a form like 2h30m or 4d.",
-                    ),
-                },
-                Some(v) => reserve_timeout = positive_seconds(Some(v), "reserve_data.timeout", &mut errs),
-            }
-        }
-
-        match job_queue {
-            Some(job_queue) if errs.is_empty() => Ok(JobDefinition {
-                raw,
-                job_queue,
-                priority,
-                global_timeout,
-                output_timeout,
-                allocation_timeout,
-                reserve_timeout,
-                tags,
-                exclude_agents,
-                webhook,
-            }),
-            _ => Err(errs),
-        }
+        Ok(JobDefinition { raw, file })
     }
 
     /// The document as submitted (without `job_id`).
     pub fn raw(&self) -> &Map<String, Value> {
         &self.raw
+    }
+
+    /// What the document says, typed.
+    pub fn file(&self) -> &JobFile {
+        &self.file
     }
 
     /// The document with `job_id` added, as Testflinger returns and agents write it.
@@ -297,47 +142,50 @@ impl JobDefinition {
     }
 
     pub fn job_queue(&self) -> &DeviceClass {
-        &self.job_queue
+        &self.file.job_queue
     }
 
     pub fn priority(&self) -> u32 {
-        self.priority
+        self.file.job_priority.map_or(0, |p| p.0)
     }
 
     pub fn name(&self) -> Option<&str> {
-        self.raw.get("name").and_then(Value::as_str)
+        self.file.name.as_deref()
     }
 
     pub fn tags(&self) -> &[String] {
-        &self.tags
+        self.file.tags.as_deref().unwrap_or_default()
     }
 
     pub fn exclude_agents(&self) -> &[String] {
-        &self.exclude_agents
+        self.file.exclude_agents.as_deref().unwrap_or_default()
     }
 
     pub fn webhook(&self) -> Option<&url::Url> {
-        self.webhook.as_ref()
+        self.file.job_status_webhook.as_ref().map(|w| &w.0)
     }
 
     pub fn global_timeout(&self) -> Duration {
-        self.global_timeout.unwrap_or(DEFAULT_GLOBAL_TIMEOUT)
+        self.file
+            .global_timeout
+            .map_or(DEFAULT_GLOBAL_TIMEOUT, file::Seconds::duration)
     }
 
     pub fn output_timeout(&self) -> Duration {
-        self.output_timeout.unwrap_or(DEFAULT_OUTPUT_TIMEOUT)
+        self.file
+            .output_timeout
+            .map_or(DEFAULT_OUTPUT_TIMEOUT, file::Seconds::duration)
     }
 
     pub fn allocation_timeout(&self) -> Duration {
-        self.allocation_timeout.unwrap_or(DEFAULT_ALLOCATION_TIMEOUT)
+        self.file
+            .allocation_timeout
+            .map_or(DEFAULT_ALLOCATION_TIMEOUT, file::Seconds::duration)
     }
 
     /// The multi-device job that submitted this one (`parent_job_id`), if any.
     pub fn parent_job_id(&self) -> Option<uuid::Uuid> {
-        self.raw
-            .get("parent_job_id")
-            .and_then(Value::as_str)
-            .and_then(|s| uuid::Uuid::parse_str(s).ok())
+        self.file.parent_job_id.map(|p| p.0)
     }
 
     /// A multi-device child: `allocate_data.allocate` is true and it names its parent. After its
@@ -345,85 +193,86 @@ impl JobDefinition {
     pub fn is_allocated_child(&self) -> bool {
         self.parent_job_id().is_some()
             && self
-                .phase_data("allocate_data")
-                .and_then(|a| a.get("allocate"))
-                .and_then(Value::as_bool)
+                .file
+                .allocate_data
+                .as_ref()
+                .and_then(|a| a.allocate)
                 .unwrap_or(false)
     }
 
     /// How long a reservation holds the device, when the job asks for one.
     pub fn reserve_timeout(&self) -> Option<Duration> {
-        self.phase_data("reserve_data")
-            .map(|_| self.reserve_timeout.unwrap_or(DEFAULT_RESERVE_TIMEOUT))
+        self.file
+            .reserve_data
+            .as_ref()
+            .map(|r| r.timeout.as_ref().map_or(DEFAULT_RESERVE_TIMEOUT, |t| t.duration))
     }
 
     fn phase_data(&self, key: &str) -> Option<&Map<String, Value>> {
         self.raw.get(key).and_then(Value::as_object)
     }
 
+    /// `provision_data` as submitted (the device connector's keys).
     pub fn provision_data(&self) -> Option<&Map<String, Value>> {
         self.phase_data("provision_data")
     }
 
+    /// `test_data` as submitted (the device connector's keys).
     pub fn test_data(&self) -> Option<&Map<String, Value>> {
         self.phase_data("test_data")
     }
 
+    /// `reserve_data` as submitted.
     pub fn reserve_data(&self) -> Option<&Map<String, Value>> {
         self.phase_data("reserve_data")
     }
 
     /// `test_data.test_cmds` as one shell script (a list is joined by newlines).
     pub fn test_cmds(&self) -> Option<String> {
-        match self.test_data()?.get("test_cmds")? {
-            Value::String(s) => Some(s.clone()),
-            Value::Array(items) => Some(
-                items
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            ),
-            _ => None,
-        }
+        self.file
+            .test_data
+            .as_ref()?
+            .test_cmds
+            .as_ref()
+            .map(TestCmds::script)
     }
 
     pub fn ssh_keys(&self) -> Vec<String> {
-        self.reserve_data()
-            .and_then(|r| r.get("ssh_keys"))
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        self.file
+            .reserve_data
+            .as_ref()
+            .and_then(|r| r.ssh_keys.clone())
             .unwrap_or_default()
     }
 
     /// `test_data.secrets`: environment variable → secret path.
     pub fn secrets(&self) -> BTreeMap<String, String> {
-        self.test_data()
-            .and_then(|t| t.get("secrets"))
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| v.as_str().map(|p| (k.clone(), p.to_owned())))
-                    .collect()
-            })
+        self.file
+            .test_data
+            .as_ref()
+            .and_then(|t| t.secrets.as_ref())
+            .map(|m| m.iter().map(|(k, v)| (k.0.clone(), v.0.clone())).collect())
             .unwrap_or_default()
     }
 
     /// Testflinger's `debug` flag: connectors may say more (maas2 keeps the machine's logs).
     pub fn debug(&self) -> bool {
-        self.raw.get("debug").and_then(Value::as_bool).unwrap_or(false)
+        self.file.debug.is_some_and(|d| d.0)
     }
 
     /// Whether any phase data lists attachments (the job then waits for their upload).
     pub fn has_attachments(&self) -> bool {
-        ["provision_data", "firmware_update_data", "test_data"]
-            .iter()
-            .filter_map(|k| self.phase_data(k))
-            .any(|m| {
-                m.get("attachments")
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| !a.is_empty())
-            })
+        let f = &self.file;
+        [
+            f.provision_data.as_ref().and_then(|d| d.attachments.as_ref()),
+            f.firmware_update_data
+                .as_ref()
+                .and_then(|d| d.attachments.as_ref()),
+            f.test_data.as_ref().and_then(|d| d.attachments.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|a| !a.is_empty())
     }
 }
 
@@ -453,147 +302,6 @@ fn bool_like(v: &Value) -> Option<bool> {
             }
         }
         _ => None,
-    }
-}
-
-fn as_integer(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n.as_i64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
-                .map(|f| f as i64)
-        }),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn positive_seconds(v: Option<&Value>, path: &str, errs: &mut ValidationErrors) -> Option<Duration> {
-    match v {
-        None | Some(Value::Null) => None,
-        Some(v) => match as_integer(v) {
-            Some(n) if n >= 1 => Some(Duration::from_secs(n as u64)),
-            Some(_) => {
-                errs.add(path, "Must be greater than or equal to 1.");
-                None
-            }
-            None => {
-                errs.add(path, NOT_INTEGER);
-                None
-            }
-        },
-    }
-}
-
-fn optional_string(m: &Map<String, Value>, key: &str, errs: &mut ValidationErrors) {
-    if let Some(v) = m.get(key)
-        && !v.is_string()
-        && !v.is_null()
-    {
-        errs.add(key, NOT_STRING);
-    }
-}
-
-fn string_list(m: &Map<String, Value>, key: &str, path: &str, errs: &mut ValidationErrors) -> Vec<String> {
-    match m.get(key) {
-        None | Some(Value::Null) => vec![],
-        Some(Value::Array(items)) => {
-            let mut out = vec![];
-            for (i, item) in items.iter().enumerate() {
-                match item.as_str() {
-                    Some(s) => out.push(s.to_owned()),
-                    None => errs.add(format!("{path}.{i}"), NOT_STRING),
-                }
-            }
-            out
-        }
-        Some(_) => {
-            errs.add(path, NOT_LIST);
-            vec![]
-        }
-    }
-}
-
-fn mapping<'a>(
-    m: &'a Map<String, Value>,
-    key: &str,
-    errs: &mut ValidationErrors,
-) -> Option<&'a Map<String, Value>> {
-    match m.get(key) {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(o)) => Some(o),
-        Some(_) => {
-            errs.add(key, NOT_MAPPING);
-            None
-        }
-    }
-}
-
-fn validate_test_data(t: &Map<String, Value>, errs: &mut ValidationErrors) {
-    match t.get("test_cmds") {
-        None | Some(Value::Null) | Some(Value::String(_)) => {}
-        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {}
-        Some(_) => errs.add("test_data.test_cmds", "Must be a string or a list of strings."),
-    }
-    for key in ["test_username", "test_password"] {
-        if let Some(v) = t.get(key)
-            && !v.is_string()
-            && !v.is_null()
-        {
-            errs.add(format!("test_data.{key}"), NOT_STRING);
-        }
-    }
-    match t.get("secrets") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(m)) => {
-            for (k, v) in m {
-                if !is_env_name(k) {
-                    errs.add(
-                        format!("test_data.secrets.{k}"),
-                        "Not a valid environment variable name (letters, digits, _; not starting with a digit).",
-                    );
-                }
-                match v.as_str() {
-                    Some(p) if is_secret_path(p) => {}
-                    Some(_) => errs.add(
-                        format!("test_data.secrets.{k}"),
-                        "Not a valid secret path (letters, digits, _, -, /).",
-                    ),
-                    None => errs.add(format!("test_data.secrets.{k}"), NOT_STRING),
-                }
-            }
-        }
-        Some(_) => errs.add("test_data.secrets", NOT_MAPPING),
-    }
-    attachments(t, "test_data", errs);
-}
-
-/// `<phase>_data.attachments`: a list of `{local, agent, device}` paths. Testflinger's CLI packs
-/// the `local` files and replaces `local` by `agent` (the path inside the archive) before it
-/// submits, so each entry needs one of `local` or `agent`.
-fn attachments(data: &Map<String, Value>, phase_key: &str, errs: &mut ValidationErrors) {
-    match data.get("attachments") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(items)) => {
-            for (i, item) in items.iter().enumerate() {
-                let path = format!("{phase_key}.attachments.{i}");
-                let Some(a) = item.as_object() else {
-                    errs.add(path, NOT_MAPPING);
-                    continue;
-                };
-                for key in ["local", "agent", "device"] {
-                    if let Some(v) = a.get(key)
-                        && !v.is_string()
-                    {
-                        errs.add(format!("{path}.{key}"), NOT_STRING);
-                    }
-                }
-                if !a.contains_key("local") && !a.contains_key("agent") {
-                    errs.add(format!("{path}.agent"), MISSING);
-                }
-            }
-        }
-        Some(_) => errs.add(format!("{phase_key}.attachments"), NOT_LIST),
     }
 }
 
@@ -766,6 +474,111 @@ mod tests {
                 .to_detail_json();
             assert_eq!(e["debug"], json!(["Not a valid boolean."]), "{bad}");
         }
+    }
+
+    #[test]
+    fn numbers_are_read_as_marshmallow_reads_them_and_kept_as_written() {
+        let j = JobDefinition::parse(json!({"job_queue": "q", "global_timeout": "60",
+            "output_timeout": 30.0, "job_priority": " 7 "}))
+        .unwrap();
+        assert_eq!(j.global_timeout(), Duration::from_secs(60));
+        assert_eq!(j.output_timeout(), Duration::from_secs(30));
+        assert_eq!(j.priority(), 7);
+        assert_eq!(j.raw()["global_timeout"], json!("60"));
+        let d = JobDefinition::parse(json!({"job_queue": "q", "global_timeout": 0,
+            "output_timeout": 1.5, "job_priority": -1, "allocation_timeout": null}))
+        .unwrap_err()
+        .to_detail_json();
+        assert_eq!(
+            d["global_timeout"],
+            json!(["Must be greater than or equal to 1."])
+        );
+        assert_eq!(d["output_timeout"], json!(["Not a valid integer."]));
+        assert_eq!(d["job_priority"], json!(["Must be greater than or equal to 0."]));
+        assert!(d.get("allocation_timeout").is_none(), "{d}");
+    }
+
+    #[test]
+    fn null_is_missing_for_the_queue_and_refused_where_a_value_is_needed() {
+        let d = JobDefinition::parse(
+            json!({"job_queue": null, "job_id": null, "name": null, "tags": null,
+            "firmware_update_data": {"version": null, "ignore_failure": "no"},
+            "allocate_data": {"allocate": null},
+            "test_data": {"attachments": [{"agent": "a", "device": null}], "test_cmds": null}}),
+        )
+        .unwrap_err()
+        .to_detail_json();
+        assert_eq!(d["job_queue"], json!(["Missing data for required field."]));
+        assert_eq!(d["job_id"], json!(["Not a valid string."]));
+        assert_eq!(
+            d["firmware_update_data"]["version"],
+            json!(["Not a valid string."])
+        );
+        assert_eq!(
+            d["firmware_update_data"]["ignore_failure"],
+            json!(["Not a valid boolean."])
+        );
+        assert_eq!(d["allocate_data"]["allocate"], json!(["Not a valid boolean."]));
+        assert_eq!(
+            d["test_data"]["attachments"]["0"]["device"],
+            json!(["Not a valid string."])
+        );
+        assert_eq!(d.as_object().unwrap().len(), 5, "{d}");
+    }
+
+    #[test]
+    fn each_bad_item_of_a_list_is_named_by_its_index() {
+        let d = JobDefinition::parse(json!({"job_queue": "q", "tags": [1, "a", 2],
+            "exclude_agents": "x", "reserve_data": {"ssh_keys": ["lp:a", 3]}}))
+        .unwrap_err()
+        .to_detail_json();
+        assert_eq!(d["tags"]["0"], json!(["Not a valid string."]));
+        assert_eq!(d["tags"]["2"], json!(["Not a valid string."]));
+        assert!(d["tags"].get("1").is_none(), "{d}");
+        assert_eq!(d["exclude_agents"], json!(["Not a valid list."]));
+        assert_eq!(d["reserve_data"]["ssh_keys"]["1"], json!(["Not a valid string."]));
+    }
+
+    #[test]
+    fn queue_webhook_parent_and_mappings_are_checked() {
+        let d = JobDefinition::parse(json!({"job_queue": "a queue", "job_status_webhook": "ftp://x",
+            "parent_job_id": "p", "provision_data": [], "test_data": "x",
+            "reserve_data": {"timeout": "0"}}))
+        .unwrap_err()
+        .to_detail_json();
+        assert!(
+            d["job_queue"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("Invalid queue name: "),
+            "{d}"
+        );
+        assert_eq!(d["job_status_webhook"], json!(["Not a valid URL."]));
+        assert_eq!(d["parent_job_id"], json!(["Not a valid job id."]));
+        assert_eq!(d["provision_data"], json!(["Not a valid mapping type."]));
+        assert_eq!(d["test_data"], json!(["Not a valid mapping type."]));
+        assert_eq!(
+            d["reserve_data"]["timeout"],
+            json!(["Not a valid duration: use seconds or a form like 2h30m or 4d."])
+        );
+    }
+
+    #[test]
+    fn the_connectors_keys_in_the_phases_mappings_are_kept() {
+        let doc = json!({"job_queue": "q", "provision_data": {"url": "http://x/img", "skip": false},
+            "test_data": {"test_cmds": "x", "fake": {"duration": "1s"}}, "reserve_data": {"extra": 1}});
+        let j = JobDefinition::parse(doc.clone()).unwrap();
+        assert_eq!(Value::from(j.clone()), doc);
+        let file = j.file();
+        assert_eq!(
+            file.provision_data.as_ref().unwrap().connector["url"],
+            json!("http://x/img")
+        );
+        assert_eq!(
+            file.test_data.as_ref().unwrap().connector["fake"],
+            json!({"duration": "1s"})
+        );
+        assert_eq!(serde_json::to_value(file).unwrap(), doc);
     }
 
     #[test]
