@@ -12,7 +12,7 @@
 
 use crate::auth::{Credentials, Session, SessionStore, TokenPayload};
 use crate::config::ServerUrl;
-use crate::model::{Agent, JobId, JobInfo, LogStream};
+use crate::model::{Agent, Answered, JobId, JobInfo, LogStream};
 use backon::{ExponentialBuilder, Retryable};
 use base64::Engine;
 use flinger_api::{
@@ -100,6 +100,15 @@ impl ClientError {
             detail: detail.to_string(),
         }
     }
+}
+
+/// A JSON list of the API's `T`s, each also kept as it came.
+fn answered_list<T: DeserializeOwned>(v: Value, what: &str) -> Result<Vec<Answered<T>>, ClientError> {
+    let items: Vec<Value> = serde_json::from_value(v).map_err(|e| ClientError::bad_answer(what, e))?;
+    items
+        .into_iter()
+        .map(|i| Answered::parse(i).map_err(|e| ClientError::bad_answer(what, e)))
+        .collect()
 }
 
 /// A request body of the API (`flinger_api`) as JSON.
@@ -396,14 +405,15 @@ impl Client {
         }
     }
 
-    /// The same, raw: every field of each agent, for `queue-status`.
-    pub async fn queue_agents_raw(&self, queue: &str) -> Result<Option<Vec<Value>>, ClientError> {
+    /// The same, each agent also as it came (every field), for `queue-status`.
+    pub async fn queue_agents_answered(
+        &self,
+        queue: &str,
+    ) -> Result<Option<Vec<Answered<Agent>>>, ClientError> {
         let path = format!("/v1/queues/{}/agents", path_segment(queue));
         match self.read(&path, &[]).await {
             Ok(answer) if answer.status == StatusCode::NO_CONTENT => Ok(Some(vec![])),
-            Ok(answer) => serde_json::from_value(answer.json("the queue's agents")?)
-                .map(Some)
-                .map_err(|e| ClientError::bad_answer("the queue's agents", e)),
+            Ok(answer) => answered_list(answer.json("the queue's agents")?, "the queue's agents").map(Some),
             Err(ClientError::Refused { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -456,20 +466,21 @@ impl Client {
     }
 
     /// `GET /v1/agents/data`: every agent.
-    pub async fn agents(&self) -> Result<Vec<Value>, ClientError> {
+    pub async fn agents(&self) -> Result<Vec<Answered<Agent>>, ClientError> {
         let answer = self.read("/v1/agents/data", &[]).await?;
         if answer.status == StatusCode::NO_CONTENT {
             return Ok(vec![]);
         }
-        serde_json::from_value(answer.json("the agent list")?)
-            .map_err(|e| ClientError::bad_answer("the agent list", e))
+        answered_list(answer.json("the agent list")?, "the agent list")
     }
 
     /// `GET /v1/agents/data/<name>`; `None` for an unknown agent (404).
-    pub async fn agent(&self, name: &str) -> Result<Option<Value>, ClientError> {
+    pub async fn agent(&self, name: &str) -> Result<Option<Answered<Agent>>, ClientError> {
         let path = format!("/v1/agents/data/{}", path_segment(name));
         match self.read(&path, &[]).await {
-            Ok(a) => a.json("the agent").map(Some),
+            Ok(a) => Answered::parse(a.json("the agent")?)
+                .map(Some)
+                .map_err(|e| ClientError::bad_answer("the agent", e)),
             Err(ClientError::Refused { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }

@@ -6,7 +6,7 @@
 
 use broker_schema::{FailureKind, JobState, Phase};
 pub use flinger_api::Agent;
-use flinger_api::{Failure, LogAnswer};
+use flinger_api::{Attempt, Failure, LogAnswer};
 use serde_json::Value;
 use std::fmt;
 use std::str::FromStr;
@@ -50,6 +50,23 @@ pub fn known_kind(failure: &Failure) -> Option<FailureKind> {
     serde_json::from_value(Value::String(failure.kind.clone())).ok()
 }
 
+/// An answer the CLI decides on through its `flinger_api` type (`typed`) and prints, with
+/// `--json`, as it came (`raw`: fields this version does not know are passed through).
+#[derive(Clone, Debug)]
+pub struct Answered<T> {
+    pub raw: Value,
+    pub typed: T,
+}
+
+impl<T: serde::de::DeserializeOwned> Answered<T> {
+    pub fn parse(raw: Value) -> Result<Answered<T>, serde_json::Error> {
+        Ok(Answered {
+            typed: serde_json::from_value(raw.clone())?,
+            raw,
+        })
+    }
+}
+
 /// The fields of the job record (`flinger_api::JobInfo`) the CLI decides on; `raw` is the whole
 /// answer, printed as it came with `--json` (with fields this version does not know).
 #[derive(Clone, Debug)]
@@ -68,6 +85,10 @@ pub struct JobInfo {
     pub position: Option<u64>,
     /// The agent that holds (or last held) the job.
     pub agent: Option<String>,
+    /// Every attempt at running it, oldest first.
+    pub attempts: Vec<Attempt>,
+    /// A multi-device parent's children.
+    pub children: Vec<Uuid>,
 }
 
 impl JobInfo {
@@ -91,6 +112,8 @@ impl JobInfo {
                 .map(|(p, c)| (p, i64::from(c)))
                 .collect(),
             position: f.position,
+            attempts: f.attempts,
+            children: f.children,
         })
     }
 

@@ -84,11 +84,7 @@ async fn set_agent_status(ctx: &Ctx<'_>, args: SetAgentStatusArgs) -> Result<Exi
             let Some(agent) = ctx.client.agent(name).await? else {
                 return Err(CliError::Usage(format!("Agent {name} does not exist.")));
             };
-            let before = agent
-                .get("state")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned();
+            let before = agent.typed.state;
             ctx.client.set_agent_state(name, state, &comment).await?;
             Ok(before)
         }

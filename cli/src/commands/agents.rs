@@ -4,20 +4,10 @@
 use super::Ctx;
 use crate::args::{AgentStatusArgs, ListAgentsArgs, OFFLINE_STATES, ONLINE_STATES, Pattern, QueueStatusArgs};
 use crate::exit::{CliError, Exit};
+use crate::model::{Agent, Answered};
 use crate::output::{human_duration, table};
 use flinger_api::QueueJob;
 use serde_json::{Map, Value, json};
-
-fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
-fn queues_of(v: &Value) -> Vec<&str> {
-    v.get("queues")
-        .and_then(Value::as_array)
-        .map(|q| q.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default()
-}
 
 pub async fn list_queues(ctx: &Ctx<'_>) -> Result<Exit, CliError> {
     let queues = ctx.client.queues().await?;
@@ -39,29 +29,26 @@ pub async fn list_queues(ctx: &Ctx<'_>) -> Result<Exit, CliError> {
 
 /// Whether an agent passes `list-agents`' filters (ours, exact; Testflinger's `--filter-*`,
 /// regular expressions searched anywhere in the value).
-pub fn matches(agent: &Value, args: &ListAgentsArgs) -> bool {
-    let regex = |p: &Option<Pattern>, key: &str| p.as_ref().is_none_or(|p| p.is_match(str_of(agent, key)));
+pub fn matches(agent: &Agent, args: &ListAgentsArgs) -> bool {
+    let regex = |p: &Option<Pattern>, value: &str| p.as_ref().is_none_or(|p| p.is_match(value));
     args.queue
         .as_deref()
-        .is_none_or(|q| queues_of(agent).contains(&q))
-        && (args.state.is_empty() || args.state.iter().any(|s| s == str_of(agent, "state")))
-        && args
-            .location
-            .as_deref()
-            .is_none_or(|l| l == str_of(agent, "location"))
+        .is_none_or(|q| agent.queues.iter().any(|a| a == q))
+        && (args.state.is_empty() || args.state.contains(&agent.state))
+        && args.location.as_deref().is_none_or(|l| l == agent.location)
         && args
             .provision_type
             .as_deref()
-            .is_none_or(|t| t == str_of(agent, "provision_type"))
-        && status_allowed(&args.filter_status, str_of(agent, "state"))
-        && regex(&args.filter_name, "name")
+            .is_none_or(|t| t == agent.provision_type)
+        && status_allowed(&args.filter_status, &agent.state)
+        && regex(&args.filter_name, &agent.name)
         && args
             .filter_queues
             .as_ref()
-            .is_none_or(|p| queues_of(agent).iter().any(|q| p.is_match(q)))
-        && regex(&args.filter_location, "location")
-        && regex(&args.filter_provision_type, "provision_type")
-        && regex(&args.filter_comment, "comment")
+            .is_none_or(|p| agent.queues.iter().any(|q| p.is_match(q)))
+        && regex(&args.filter_location, &agent.location)
+        && regex(&args.filter_provision_type, &agent.provision_type)
+        && regex(&args.filter_comment, &agent.comment)
 }
 
 /// `--filter-status`, as Testflinger reads it: the states named (`online` and `offline` stand
@@ -91,21 +78,24 @@ fn status_allowed(filter: &[String], state: &str) -> bool {
     allowed.contains(&state) && !excluded.contains(&state)
 }
 
-/// One column of `list-agents --fields`.
-fn field(agent: &Value, name: &str) -> String {
-    match name {
-        "status" => str_of(agent, "state").to_owned(),
-        "queues" => queues_of(agent).join(", "),
-        other => match str_of(agent, other) {
-            "" => "-".to_owned(),
-            v => v.to_owned(),
-        },
+/// One column of `list-agents --fields`: a field of the agent as the server sent it (`status`
+/// is its `state`).
+fn field(agent: &Answered<Agent>, name: &str) -> String {
+    let text = match name {
+        "status" | "state" => agent.typed.state.clone(),
+        "queues" => agent.typed.queues.join(", "),
+        other => agent.raw[other].as_str().unwrap_or_default().to_owned(),
+    };
+    if text.is_empty() && name != "status" && name != "queues" {
+        "-".to_owned()
+    } else {
+        text
     }
 }
 
 /// `list-agents --summary`: how many agents are online and offline, per state.
-fn summary(agents: &[Value]) -> String {
-    let count = |state: &str| agents.iter().filter(|a| str_of(a, "state") == state).count();
+fn summary(agents: &[Answered<Agent>]) -> String {
+    let count = |state: &str| agents.iter().filter(|a| a.typed.state == state).count();
     let mut lines = vec![];
     for (title, states) in [("Online", &ONLINE_STATES[..]), ("Offline", &OFFLINE_STATES[..])] {
         let counts: Vec<(&str, usize)> = states.iter().map(|s| (*s, count(s))).collect();
@@ -125,17 +115,17 @@ fn summary(agents: &[Value]) -> String {
 }
 
 pub async fn list_agents(ctx: &Ctx<'_>, args: ListAgentsArgs) -> Result<Exit, CliError> {
-    let mut agents: Vec<Value> = ctx
+    let mut agents: Vec<Answered<Agent>> = ctx
         .client
         .agents()
         .await?
         .into_iter()
-        .filter(|a| matches(a, &args))
+        .filter(|a| matches(&a.typed, &args))
         .collect();
-    agents.sort_by(|a, b| str_of(a, "name").cmp(str_of(b, "name")));
+    agents.sort_by(|a, b| a.typed.name.cmp(&b.typed.name));
     let ui = ctx.ui;
     if ui.is_json() {
-        ui.document(&Value::Array(agents))?;
+        ui.document(&Value::Array(agents.into_iter().map(|a| a.raw).collect()))?;
         return Ok(Exit::Success);
     }
     if args.summary {
@@ -144,7 +134,7 @@ pub async fn list_agents(ctx: &Ctx<'_>, args: ListAgentsArgs) -> Result<Exit, Cl
     }
     if args.single_column {
         for a in &agents {
-            ui.line(str_of(a, "name"))?;
+            ui.line(&a.typed.name)?;
         }
         return Ok(Exit::Success);
     }
@@ -179,7 +169,7 @@ pub async fn agent_status(ctx: &Ctx<'_>, args: AgentStatusArgs) -> Result<Exit, 
     let ui = ctx.ui;
     if ui.is_json() {
         // Testflinger's CLI renames `name` and `state` here; scripts written for it read these.
-        let mut m: Map<String, Value> = agent.as_object().cloned().unwrap_or_default();
+        let mut m: Map<String, Value> = agent.raw.as_object().cloned().unwrap_or_default();
         if let Some(n) = m.remove("name") {
             m.insert("agent".into(), n);
         }
@@ -189,15 +179,15 @@ pub async fn agent_status(ctx: &Ctx<'_>, args: AgentStatusArgs) -> Result<Exit, 
         ui.document(&Value::Object(m))?;
         return Ok(Exit::Success);
     }
-    ui.line(str_of(&agent, "state"))?;
-    let mut details = vec![format!("queues: {}", queues_of(&agent).join(", "))];
-    for (key, label) in [
-        ("job_id", "job"),
-        ("location", "location"),
-        ("comment", "comment"),
-        ("updated_at", "last seen"),
+    let agent = agent.typed;
+    ui.line(&agent.state)?;
+    let mut details = vec![format!("queues: {}", agent.queues.join(", "))];
+    for (v, label) in [
+        (&agent.job_id, "job"),
+        (&agent.location, "location"),
+        (&agent.comment, "comment"),
+        (&agent.updated_at, "last seen"),
     ] {
-        let v = str_of(&agent, key);
         if !v.is_empty() {
             details.push(format!("{label}: {v}"));
         }
@@ -210,23 +200,29 @@ pub async fn agent_status(ctx: &Ctx<'_>, args: AgentStatusArgs) -> Result<Exit, 
 
 /// A queue's jobs by what they are doing: waiting, running, completed (cancelled ones are left
 /// out, as Testflinger does).
-fn sort_jobs(jobs: &[QueueJob]) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+fn sort_jobs(jobs: &[QueueJob]) -> (Vec<&QueueJob>, Vec<&QueueJob>, Vec<&QueueJob>) {
     let (mut waiting, mut running, mut completed) = (vec![], vec![], vec![]);
     for j in jobs {
-        let entry = json!({"job_id": j.job_id, "created_at": j.created_at});
         match j.job_state.as_str() {
-            "waiting" => waiting.push(entry),
-            "complete" | "completed" => completed.push(entry),
+            "waiting" => waiting.push(j),
+            "complete" | "completed" => completed.push(j),
             "cancelled" => {}
-            _ => running.push(entry),
+            _ => running.push(j),
         }
     }
     (waiting, running, completed)
 }
 
+/// A job of `queue-status --json`, as Testflinger's CLI lists it.
+fn listed(jobs: &[&QueueJob]) -> Value {
+    jobs.iter()
+        .map(|j| json!({"job_id": j.job_id, "created_at": j.created_at}))
+        .collect()
+}
+
 pub async fn queue_status(ctx: &Ctx<'_>, args: QueueStatusArgs) -> Result<Exit, CliError> {
     let queue = &args.queue_name;
-    let Some(agents) = ctx.client.queue_agents_raw(queue).await? else {
+    let Some(agents) = ctx.client.queue_agents_answered(queue).await? else {
         // 404 (the queue is unknown, or no agent serves it) or 204: Testflinger's words.
         return Err(CliError::Usage(format!(
             "No agent is listening on queue '{queue}'."
@@ -241,16 +237,17 @@ pub async fn queue_status(ctx: &Ctx<'_>, args: QueueStatusArgs) -> Result<Exit, 
     let (waiting, running, completed) = sort_jobs(&jobs);
     let ui = ctx.ui;
     if ui.is_json() {
-        let mut doc =
-            json!({"queue": queue, "agents": agents, "jobs_waiting": waiting, "wait_times": wait_times});
+        let agents: Vec<&Value> = agents.iter().map(|a| &a.raw).collect();
+        let mut doc = json!({"queue": queue, "agents": agents, "jobs_waiting": listed(&waiting),
+            "wait_times": wait_times});
         if args.verbose {
-            doc["jobs_running"] = json!(running);
-            doc["jobs_completed"] = json!(completed);
+            doc["jobs_running"] = listed(&running);
+            doc["jobs_completed"] = listed(&completed);
         }
         ui.document(&doc)?;
         return Ok(Exit::Success);
     }
-    let count = |f: &dyn Fn(&str) -> bool| agents.iter().filter(|a| f(str_of(a, "state"))).count();
+    let count = |f: &dyn Fn(&str) -> bool| agents.iter().filter(|a| f(&a.typed.state)).count();
     let mut lines = vec![
         format!("Agents in queue: {}", agents.len()),
         format!("Available:       {}", count(&|s| s == "waiting")),
@@ -269,10 +266,7 @@ pub async fn queue_status(ctx: &Ctx<'_>, args: QueueStatusArgs) -> Result<Exit, 
         ] {
             if !list.is_empty() {
                 lines.push(format!("\n{title}:"));
-                lines.extend(
-                    list.iter()
-                        .map(|j| format!("  {} - {}", str_of(j, "job_id"), str_of(j, "created_at"))),
-                );
+                lines.extend(list.iter().map(|j| format!("  {} - {}", j.job_id, j.created_at)));
             }
         }
     } else {
@@ -300,9 +294,15 @@ pub async fn queue_status(ctx: &Ctx<'_>, args: QueueStatusArgs) -> Result<Exit, 
 mod tests {
     use super::*;
 
+    fn agent(v: Value) -> Agent {
+        serde_json::from_value(v).unwrap()
+    }
+
     #[test]
     fn list_agents_filters_combine() {
-        let a = json!({"name": "a", "state": "waiting", "queues": ["q1", "q2"], "location": "lab1", "provision_type": "maas"});
+        let a = agent(
+            json!({"name": "a", "state": "waiting", "queues": ["q1", "q2"], "location": "lab1", "provision_type": "maas"}),
+        );
         let mut args = ListAgentsArgs {
             queue: Some("q2".into()),
             state: vec!["maintenance".into(), "waiting".into()],
@@ -333,7 +333,9 @@ mod tests {
 
     #[test]
     fn regex_filters_search_anywhere_and_queues_match_any() {
-        let a = json!({"name": "petilil", "state": "waiting", "queues": ["rpi4b", "arm"], "location": "TXR3-DH1", "comment": ""});
+        let a = agent(
+            json!({"name": "petilil", "state": "waiting", "queues": ["rpi4b", "arm"], "location": "TXR3-DH1", "comment": ""}),
+        );
         let args = |f: &dyn Fn(&mut ListAgentsArgs)| {
             let mut a = ListAgentsArgs::default();
             f(&mut a);
@@ -350,12 +352,8 @@ mod tests {
 
     #[test]
     fn the_summary_counts_agents_per_state() {
-        let agents = [
-            json!({"state": "waiting"}),
-            json!({"state": "waiting"}),
-            json!({"state": "test"}),
-            json!({"state": "maintenance"}),
-        ];
+        let agents = ["waiting", "waiting", "test", "maintenance"]
+            .map(|state| Answered::parse(json!({"name": "a", "state": state})).unwrap());
         assert_eq!(
             summary(&agents),
             "Online:           3\n  waiting         2\n  test            1\nOffline:          1\n  maintenance     1"
@@ -373,5 +371,9 @@ mod tests {
         let jobs = [job("waiting"), job("test"), job("complete"), job("cancelled")];
         let (w, r, c) = sort_jobs(&jobs);
         assert_eq!((w.len(), r.len(), c.len()), (1, 1, 1));
+        assert_eq!(
+            listed(&w),
+            json!([{"job_id": jobs[0].job_id, "created_at": "2026-12-04T10:00:00Z"}])
+        );
     }
 }

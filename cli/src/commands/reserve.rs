@@ -9,12 +9,11 @@ use crate::args::{ExtendArgs, ReserveArgs, ReserveCommand};
 use crate::exit::{CliError, Exit};
 use crate::model::{JobId, LogStream};
 use crate::output::{Ui, human_duration};
+use broker_schema::DeviceClass;
+use broker_schema::job::{JobFile, PhaseData, ReserveData, ReserveTimeout};
 use flinger_api::{Extend, ExtendBy, Reservation};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::io::{BufRead, IsTerminal, Write};
-
-/// Testflinger's default reservation: one hour.
-const DEFAULT_TIMEOUT_SECS: u64 = 3600;
 
 pub async fn run(ctx: &Ctx<'_>, args: ReserveArgs) -> Result<Exit, CliError> {
     match args.action {
@@ -49,17 +48,9 @@ fn extend_by(text: &str) -> Option<ExtendBy> {
 }
 
 /// A reservation timeout as the job file takes it: seconds as a number, else a form like 2h30m.
-pub fn parse_timeout(text: &str) -> Result<Value, CliError> {
-    let t = text.trim();
-    if let Ok(secs) = t.parse::<u64>() {
-        return Ok(json!(secs));
-    }
-    match broker_schema::job::parse_human_duration(t) {
-        Some(d) if !d.is_zero() => Ok(json!(t)),
-        _ => Err(CliError::Usage(format!(
-            "--timeout {text:?}: use seconds or a form like 2h30m"
-        ))),
-    }
+pub fn parse_timeout(text: &str) -> Result<ReserveTimeout, CliError> {
+    ReserveTimeout::parse(text)
+        .ok_or_else(|| CliError::Usage(format!("--timeout {text:?}: use seconds or a form like 2h30m")))
 }
 
 /// An ssh key id the agent can install: `lp:USER`, `gh:USER`, or a public key itself.
@@ -85,9 +76,13 @@ pub fn check_key(key: &str) -> Result<(), CliError> {
 fn image_provision(
     image: &str,
     images: &std::collections::BTreeMap<String, Value>,
-) -> Result<Value, CliError> {
+) -> Result<PhaseData, CliError> {
+    let url = |url: &str| PhaseData {
+        connector: [("url".to_owned(), json!(url))].into(),
+        ..PhaseData::default()
+    };
     if image.starts_with("http://") || image.starts_with("https://") {
-        return Ok(json!({"url": image}));
+        return Ok(url(image));
     }
     let Some(data) = images.get(image) else {
         let known: Vec<&str> = images.keys().map(String::as_str).collect();
@@ -105,14 +100,15 @@ fn image_provision(
         other => other.clone(),
     };
     match parsed {
-        Value::Object(_) => Ok(parsed),
+        Value::Object(_) => serde_json::from_value(parsed)
+            .map_err(|e| CliError::Usage(format!("image {image:?}: its provision data: {e}"))),
         // An image whose data is not a mapping is taken as a URL to flash.
-        _ => Ok(json!({"url": data.as_str().unwrap_or(image)})),
+        _ => Ok(url(data.as_str().unwrap_or(image))),
     }
 }
 
 /// The reserve job the arguments (and answers) describe.
-async fn build_job(ctx: &Ctx<'_>, args: &ReserveArgs) -> Result<Map<String, Value>, CliError> {
+async fn build_job(ctx: &Ctx<'_>, args: &ReserveArgs) -> Result<JobFile, CliError> {
     let interactive = can_ask() && !ctx.ui.is_json();
     let queue = match &args.queue {
         Some(q) => q.clone(),
@@ -137,11 +133,21 @@ async fn build_job(ctx: &Ctx<'_>, args: &ReserveArgs) -> Result<Map<String, Valu
         }
         None => return Err(CliError::Usage("give the queue: --queue QUEUE".into())),
     };
-    let mut job = Map::new();
-    job.insert("job_queue".into(), json!(queue));
+    let job_queue =
+        DeviceClass::parse(queue.clone()).map_err(|e| CliError::Usage(format!("queue {queue:?}: {e}")))?;
+    let mut job = JobFile::for_queue(job_queue);
+    let distro = |d: &str| {
+        let mut connector = std::collections::BTreeMap::from([("distro".to_owned(), json!(d))]);
+        if args.ephemeral {
+            connector.insert("ephemeral".into(), json!(true));
+        }
+        PhaseData {
+            connector,
+            ..PhaseData::default()
+        }
+    };
     let provision = match (&args.distro, &args.image) {
-        (Some(d), _) if args.ephemeral => Some(json!({"distro": d, "ephemeral": true})),
-        (Some(d), _) => Some(json!({"distro": d})),
+        (Some(d), _) => Some(distro(d)),
         (None, Some(image)) => {
             let images = if image.starts_with("http") {
                 Default::default()
@@ -167,9 +173,7 @@ async fn build_job(ctx: &Ctx<'_>, args: &ReserveArgs) -> Result<Map<String, Valu
         }
         (None, None) => None,
     };
-    if let Some(p) = provision {
-        job.insert("provision_data".into(), p);
-    }
+    job.provision_data = provision;
     let keys = if !args.keys.is_empty() {
         args.keys.clone()
     } else if interactive {
@@ -191,18 +195,24 @@ async fn build_job(ctx: &Ctx<'_>, args: &ReserveArgs) -> Result<Map<String, Valu
     }
     let timeout = match &args.timeout {
         Some(t) => parse_timeout(t)?,
-        None => json!(DEFAULT_TIMEOUT_SECS),
+        // Written out, as Testflinger's CLI does.
+        None => broker_schema::job::DEFAULT_RESERVE_TIMEOUT.into(),
     };
-    job.insert(
-        "reserve_data".into(),
-        json!({"ssh_keys": keys, "timeout": timeout}),
-    );
+    job.reserve_data = Some(ReserveData {
+        ssh_keys: Some(keys),
+        timeout: Some(timeout),
+        ..ReserveData::default()
+    });
     Ok(job)
 }
 
 async fn reserve(ctx: &Ctx<'_>, args: ReserveArgs) -> Result<Exit, CliError> {
     let ui = ctx.ui;
-    let mut job = build_job(ctx, &args).await?;
+    let file = build_job(ctx, &args).await?;
+    let queue = file.job_queue.to_string();
+    let Value::Object(mut job) = serde_json::to_value(&file).map_err(std::io::Error::other)? else {
+        unreachable!("a job file is a mapping")
+    };
     let text = serde_json::to_string_pretty(&job).map_err(std::io::Error::other)?;
     if args.dry_run {
         if ui.is_json() {
@@ -223,11 +233,6 @@ async fn reserve(ctx: &Ctx<'_>, args: ReserveArgs) -> Result<Exit, CliError> {
             return Ok(Exit::Success);
         }
     }
-    let queue = job
-        .get("job_queue")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
     super::submit::check_queue(ctx, &queue, &[], false).await?;
     let id = super::submit::submit_doc(ctx, &mut job, "the reserve job").await?;
     if ui.is_json() {
@@ -367,9 +372,11 @@ mod tests {
 
     #[test]
     fn timeouts_are_seconds_or_durations() {
-        assert_eq!(parse_timeout("3600").unwrap(), json!(3600));
-        assert_eq!(parse_timeout("2h30m").unwrap(), json!("2h30m"));
+        let written = |t: &str| serde_json::to_value(parse_timeout(t).unwrap()).unwrap();
+        assert_eq!(written("3600"), json!(3600));
+        assert_eq!(written("2h30m"), json!("2h30m"));
         assert!(parse_timeout("soon").is_err());
+        assert!(parse_timeout("0").is_err());
     }
 
     #[test]
@@ -387,18 +394,10 @@ mod tests {
             ("noble".to_owned(), json!("distro: noble")),
             ("custom".to_owned(), json!("http://images/custom.img")),
         ]);
-        assert_eq!(
-            image_provision("noble", &images).unwrap(),
-            json!({"distro": "noble"})
-        );
-        assert_eq!(
-            image_provision("custom", &images).unwrap(),
-            json!({"url": "http://images/custom.img"})
-        );
-        assert_eq!(
-            image_provision("https://x/y.img", &images).unwrap(),
-            json!({"url": "https://x/y.img"})
-        );
+        let provision = |image: &str| serde_json::to_value(image_provision(image, &images).unwrap()).unwrap();
+        assert_eq!(provision("noble"), json!({"distro": "noble"}));
+        assert_eq!(provision("custom"), json!({"url": "http://images/custom.img"}));
+        assert_eq!(provision("https://x/y.img"), json!({"url": "https://x/y.img"}));
         assert!(image_provision("nope", &images).is_err());
     }
 }

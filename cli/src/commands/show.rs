@@ -12,7 +12,9 @@ use super::Ctx;
 use crate::args::ShowArgs;
 use crate::client::ClientError;
 use crate::exit::{CliError, Exit};
+use flinger_api::{Attempt, Failure};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 pub async fn run(ctx: &Ctx<'_>, args: ShowArgs) -> Result<Exit, CliError> {
     let ui = ctx.ui;
@@ -23,17 +25,26 @@ pub async fn run(ctx: &Ctx<'_>, args: ShowArgs) -> Result<Exit, CliError> {
     }
     let job = ctx.client.job(args.job_id).await?;
     // A server without Flinger's record (Testflinger's) still shows the job file.
-    let (attempts, failure, children) = match ctx.client.info(args.job_id).await {
-        Ok(info) => (
+    let info = match ctx.client.info(args.job_id).await {
+        Ok(info) => Some(info),
+        Err(ClientError::Refused { status: 404, .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let (attempts, failure, children) = match &info {
+        Some(info) => (
             info.raw.get("attempts").cloned().unwrap_or(json!([])),
             info.raw.get("failure").cloned().unwrap_or(Value::Null),
             info.raw.get("children").cloned().unwrap_or(json!([])),
         ),
-        Err(ClientError::Refused { status: 404, .. }) => (json!([]), Value::Null, json!([])),
-        Err(e) => return Err(e.into()),
+        None => (json!([]), Value::Null, json!([])),
     };
-    let mut lines = history_lines(&attempts, &failure);
-    lines.extend(family_lines(&job, &children));
+    let mut lines = info
+        .as_ref()
+        .map_or_else(Vec::new, |i| history_lines(&i.attempts, i.failure.as_ref()));
+    lines.extend(family_lines(
+        &job,
+        info.as_ref().map_or(&[][..], |i| i.children.as_slice()),
+    ));
     if ui.is_json() {
         ui.document(&json!({"job": job, "attempts": attempts, "failure": failure, "children": children}))?;
     } else if args.yaml {
@@ -52,47 +63,38 @@ pub async fn run(ctx: &Ctx<'_>, args: ShowArgs) -> Result<Exit, CliError> {
 }
 
 /// `attempts:` and `failure:` as lines for people.
-pub fn history_lines(attempts: &Value, failure: &Value) -> Vec<String> {
+pub fn history_lines(attempts: &[Attempt], failure: Option<&Failure>) -> Vec<String> {
     let mut lines = vec![];
-    let list = attempts.as_array().map(Vec::as_slice).unwrap_or_default();
-    if !list.is_empty() {
+    if !attempts.is_empty() {
         lines.push("attempts:".to_owned());
     }
-    for a in list {
-        let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("");
-        let n = a.get("attempt").and_then(Value::as_u64).unwrap_or(0);
-        let end = match s("ended_at") {
-            "" => "running".to_owned(),
-            t => t.to_owned(),
-        };
-        let outcome = match s("outcome") {
-            "" => String::new(),
-            o => format!(": {o}"),
+    for a in attempts {
+        let end = a.ended_at.as_deref().unwrap_or("running");
+        let outcome = match a.outcome.as_deref() {
+            None | Some("") => String::new(),
+            Some(o) => format!(": {o}"),
         };
         lines.push(format!(
-            "  {n}. agent {}, {} → {end}{outcome}",
-            s("agent"),
-            s("started_at")
+            "  {}. agent {}, {} → {end}{outcome}",
+            a.attempt, a.agent, a.started_at
         ));
     }
-    if let Some(kind) = failure.get("kind").and_then(Value::as_str) {
-        let reason = failure.get("reason").and_then(Value::as_str).unwrap_or("");
-        lines.push(format!("failure: {kind}: {reason}"));
+    if let Some(f) = failure {
+        lines.push(format!("failure: {}: {}", f.kind, f.reason));
     }
     lines
 }
 
-/// A multi-device child's parent and a parent's children, as lines for people.
-pub fn family_lines(job: &Value, children: &Value) -> Vec<String> {
+/// A multi-device child's parent (in its job file) and a parent's children, as lines for people.
+pub fn family_lines(job: &Value, children: &[Uuid]) -> Vec<String> {
     let mut lines = vec![];
     if let Some(parent) = job.get("parent_job_id").and_then(Value::as_str) {
         lines.push(format!("parent job: {parent}"));
     }
-    let list = children.as_array().map(Vec::as_slice).unwrap_or_default();
-    if !list.is_empty() {
+    if !children.is_empty() {
         lines.push("children:".to_owned());
-        for c in list {
-            lines.push(format!("  {}", c.as_str().unwrap_or("?")));
+        for c in children {
+            lines.push(format!("  {c}"));
         }
     }
     lines
@@ -105,21 +107,27 @@ mod tests {
     #[test]
     fn a_parent_lists_its_children_and_a_child_names_its_parent() {
         let child = json!({"job_queue": "dut", "parent_job_id": "p-1"});
-        assert_eq!(family_lines(&child, &json!([])), ["parent job: p-1"]);
+        assert_eq!(family_lines(&child, &[]), ["parent job: p-1"]);
+        let (c1, c2) = (Uuid::new_v4(), Uuid::new_v4());
         assert_eq!(
-            family_lines(&json!({}), &json!(["c-1", "c-2"])),
-            ["children:", "  c-1", "  c-2"]
+            family_lines(&json!({}), &[c1, c2]),
+            ["children:".to_owned(), format!("  {c1}"), format!("  {c2}")]
         );
-        assert!(family_lines(&json!({}), &Value::Null).is_empty());
+        assert!(family_lines(&json!({}), &[]).is_empty());
     }
 
     #[test]
     fn attempts_and_failure_read_as_lines() {
-        let attempts = json!([
+        let attempts: Vec<Attempt> = serde_json::from_value(json!([
             {"attempt": 1, "agent": "a1", "started_at": "t1", "ended_at": "t2", "outcome": "lease expired"},
             {"attempt": 2, "agent": "a2", "started_at": "t3", "ended_at": null, "outcome": null},
-        ]);
-        let lines = history_lines(&attempts, &json!({"kind": "agent_lost", "reason": "gone"}));
+        ]))
+        .unwrap();
+        let failure = Failure {
+            kind: "agent_lost".into(),
+            reason: "gone".into(),
+        };
+        let lines = history_lines(&attempts, Some(&failure));
         assert_eq!(
             lines,
             [
@@ -129,6 +137,6 @@ mod tests {
                 "failure: agent_lost: gone"
             ]
         );
-        assert!(history_lines(&json!([]), &Value::Null).is_empty());
+        assert!(history_lines(&[], None).is_empty());
     }
 }
