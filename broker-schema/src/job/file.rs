@@ -438,13 +438,12 @@ pub struct EnvName(pub String);
 
 impl<'de> Deserialize<'de> for EnvName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<EnvName, D::Error> {
-        let s = String::deserialize(d)?;
-        if !is_env_name(&s) {
-            return Err(D::Error::custom(
-                "Not a valid environment variable name (letters, digits, _; not starting with a digit).",
-            ));
-        }
-        Ok(EnvName(s))
+        checked(
+            d,
+            is_env_name,
+            "Not a valid environment variable name (letters, digits, _; not starting with a digit).",
+        )
+        .map(EnvName)
     }
 }
 
@@ -455,13 +454,26 @@ pub struct SecretPath(pub String);
 
 impl<'de> Deserialize<'de> for SecretPath {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<SecretPath, D::Error> {
-        let s = String::deserialize(d)?;
-        if !is_secret_path(&s) {
-            return Err(D::Error::custom(
-                "Not a valid secret path (letters, digits, _, -, /).",
-            ));
-        }
-        Ok(SecretPath(s))
+        checked(
+            d,
+            is_secret_path,
+            "Not a valid secret path (letters, digits, _, -, /).",
+        )
+        .map(SecretPath)
+    }
+}
+
+/// A string that `valid` accepts; else `message` is the error.
+fn checked<'de, D: Deserializer<'de>>(
+    d: D,
+    valid: fn(&str) -> bool,
+    message: &'static str,
+) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if valid(&s) {
+        Ok(s)
+    } else {
+        Err(D::Error::custom(message))
     }
 }
 

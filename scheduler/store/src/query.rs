@@ -28,6 +28,17 @@ pub enum JobOrder {
 }
 
 impl JobOrder {
+    pub const ALL: [JobOrder; 8] = [
+        JobOrder::CreatedAsc,
+        JobOrder::CreatedDesc,
+        JobOrder::QueueOrder,
+        JobOrder::QueueNewest,
+        JobOrder::StateNewest,
+        JobOrder::NameNewest,
+        JobOrder::StartedNewest,
+        JobOrder::LongestFirst,
+    ];
+
     /// The reference semantics of the order: how two jobs compare in it. Ties between jobs
     /// created at the same instant are broken by job id, as the backends do, so that pages
     /// are stable.

@@ -1417,16 +1417,7 @@ pub async fn find_jobs_agrees_with_the_reference_semantics(db: &Fresh) {
         },
     ];
     for q in base {
-        for order in [
-            JobOrder::CreatedAsc,
-            JobOrder::CreatedDesc,
-            JobOrder::QueueOrder,
-            JobOrder::QueueNewest,
-            JobOrder::StateNewest,
-            JobOrder::NameNewest,
-            JobOrder::StartedNewest,
-            JobOrder::LongestFirst,
-        ] {
+        for order in JobOrder::ALL {
             for limit in [None, Some(1), Some(3)] {
                 let q = JobQuery {
                     order,
