@@ -143,6 +143,13 @@ pub async fn purge_once(core: &Core) -> StoreResult<u64> {
     if removed > 0 {
         info!(removed, "retention: removed ended jobs past their retention");
     }
+    let sign_ons = core.store().purge_expired_sign_ons(now).await?;
+    if sign_ons > 0 {
+        info!(
+            sign_ons,
+            "retention: forgot sign-ons nobody finished before they expired"
+        );
+    }
     if let Some(keep) = config.keep {
         forget_old_provisions(core, now.minus(keep)).await?;
     }

@@ -402,6 +402,9 @@ pub trait Records {
         id_hash: &str,
         now: Millis,
     ) -> StoreResult<Option<PendingSignOnRecord>>;
+    /// Forgets the pending sign-ons that expired by `now` (people who never finished signing
+    /// in); how many. Retention calls it on every pass.
+    async fn purge_expired_sign_ons(&self, now: Millis) -> StoreResult<u64>;
     /// A device login's poll at `now`: moves its next allowed poll half an interval on and says
     /// to ask the provider, or says why not (unknown, expired — then forgotten —, too soon).
     async fn claim_device_poll(&self, id_hash: &str, now: Millis) -> StoreResult<DevicePoll>;
@@ -555,6 +558,17 @@ impl<S: Store + ?Sized> Records for S {
             Some(_) => Ok(()),
             None => Err(StoreError::Other("a pending sign-on with this id exists".into())),
         }
+    }
+
+    async fn purge_expired_sign_ons(&self, now: Millis) -> StoreResult<u64> {
+        let mut removed = 0;
+        for (id, pending) in list::<_, PendingSignOnRecord>(self, DocKind::PendingSignOn, "").await? {
+            // Taking an expired one removes it; one taken meanwhile is gone anyway.
+            if pending.expires_at <= now && self.take_pending_sign_on(&id, now).await?.is_none() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     async fn take_pending_sign_on(

@@ -2202,6 +2202,22 @@ pub async fn a_pending_sign_on_is_taken_once_and_expires(db: &Fresh) {
     s.insert_pending_sign_on("state-2", &browser).await.unwrap();
     assert_eq!(s.take_pending_sign_on("state-2", t(1_000)).await.unwrap(), None);
     assert_eq!(s.get_doc(DocKind::PendingSignOn, "state-2").await.unwrap(), None);
+    // Retention forgets the ones nobody finished once they expired, and only those.
+    let later = PendingSignOnRecord {
+        expires_at: t(5_000),
+        ..browser.clone()
+    };
+    s.insert_pending_sign_on("abandoned", &browser).await.unwrap();
+    s.insert_pending_sign_on("under-way", &later).await.unwrap();
+    assert_eq!(s.purge_expired_sign_ons(t(1_000)).await.unwrap(), 1);
+    assert_eq!(
+        s.get_doc(DocKind::PendingSignOn, "abandoned").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.take_pending_sign_on("under-way", t(1_000)).await.unwrap(),
+        Some(later)
+    );
 }
 
 pub async fn a_device_poll_is_spaced_by_half_the_interval(db: &Fresh) {
