@@ -16,8 +16,9 @@ use crate::model::{Agent, Answered, JobId, JobInfo, LogStream};
 use backon::{ExponentialBuilder, Retryable};
 use base64::Engine;
 use flinger_api::{
-    Action, ActionKind, AgentIn, DeviceLogin, DeviceLoginError, Estimate, Extend, Extended, LogAnswer,
-    QueueJob, RefreshToken, Reservation, RetentionSettings, SecretIn, SecretWritten, Submitted,
+    Action, ActionKind, AgentIn, ClientIn, DeviceLogin, DeviceLoginError, Estimate, Extend, Extended,
+    LogAnswer, QueueJob, RefreshToken, Reservation, RetentionSettings, SecretIn, SecretWritten, Submitted,
+    WaitTimes,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -431,13 +432,13 @@ impl Client {
 
     /// `GET /v1/queues/wait_times?queue=q`: `{queue: {"5": s, …}}`; `None` when the server has
     /// no such endpoint.
-    pub async fn wait_times(&self, queue: &str) -> Result<Option<Value>, ClientError> {
+    pub async fn wait_times(&self, queue: &str) -> Result<Option<WaitTimes>, ClientError> {
         match self
             .read("/v1/queues/wait_times", &[("queue", queue.to_owned())])
             .await
         {
             Ok(a) if a.status == StatusCode::NO_CONTENT => Ok(None),
-            Ok(a) => a.json("the wait times").map(Some),
+            Ok(a) => a.parse("the wait times").map(Some),
             Err(ClientError::Refused {
                 status: 404 | 405, ..
             }) => Ok(None),
@@ -518,10 +519,10 @@ impl Client {
     }
 
     /// `PUT /v1/client-permissions/<id>`: creates or updates the client; the server's message.
-    pub async fn put_client_permissions(&self, id: &str, body: &Value) -> Result<String, ClientError> {
+    pub async fn put_client_permissions(&self, id: &str, body: &ClientIn) -> Result<String, ClientError> {
         let path = format!("/v1/client-permissions/{}", path_segment(id));
         Ok(self
-            .send(Method::PUT, &path, &[], Payload::Json(body))
+            .send(Method::PUT, &path, &[], Payload::Json(&body_of(body)))
             .await?
             .text())
     }

@@ -22,6 +22,10 @@ pub struct JobSummary {
     pub job_state: String,
 }
 
+/// `GET /v1/queues/wait_times`: per queue, seconds from submission to the first lease at the
+/// percentiles `"5"`, `"10"`, `"50"`, `"90"` and `"95"`.
+pub type WaitTimes = BTreeMap<String, BTreeMap<String, f64>>;
+
 /// One job of `GET /v1/queues/<queue>/jobs`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct QueueJob {

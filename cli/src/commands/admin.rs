@@ -5,8 +5,10 @@
 use super::Ctx;
 use crate::args::{AdminCommand, AdminDelete, AdminGet, AdminSet, SetAgentStatusArgs, SetClientArgs};
 use crate::exit::{CliError, Exit};
-use flinger_api::RetentionSettings;
-use serde_json::{Map, Value, json};
+use flinger_api::{ClientIn, RetentionSettings};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 pub async fn run(ctx: &Ctx<'_>, command: AdminCommand) -> Result<Exit, CliError> {
     ctx.require_login("an admin command").await?;
@@ -120,74 +122,81 @@ async fn set_agent_status(ctx: &Ctx<'_>, args: SetAgentStatusArgs) -> Result<Exi
     Ok(worst)
 }
 
-/// `{"q": 10}` (JSON) or `q=10,*=5`, into a JSON map of integers.
-pub fn parse_limits(flag: &str, text: &str) -> Result<Value, CliError> {
+/// `{"q": 10}` (JSON) or `q=10,*=5`, into a map of whole numbers of the API's width (`N`).
+pub fn parse_limits<N>(flag: &str, text: &str) -> Result<BTreeMap<String, N>, CliError>
+where
+    N: std::str::FromStr + DeserializeOwned,
+{
     let bad = |why: String| {
         CliError::Usage(format!(
             "{flag} {text:?}: {why} (use JSON like {{\"queue\": 10}} or queue=10,*=5)"
         ))
     };
     if text.trim_start().starts_with('{') {
-        let v: Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
-        return Ok(v);
+        return serde_json::from_str(text).map_err(|e| bad(e.to_string()));
     }
-    let mut m = Map::new();
+    let mut limits = BTreeMap::new();
     for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = pair
             .split_once('=')
             .ok_or_else(|| bad(format!("{pair:?} has no `=`")))?;
-        let n: u64 = v
+        let n = v
             .trim()
             .parse()
-            .map_err(|_| bad(format!("{v:?} is not a whole number")))?;
-        m.insert(k.trim().to_owned(), json!(n));
+            .map_err(|_| bad(format!("{v:?} is not a whole number in range")))?;
+        limits.insert(k.trim().to_owned(), n);
     }
-    Ok(Value::Object(m))
+    Ok(limits)
+}
+
+/// `--data`: Testflinger's whole body (which may also name the client, and spells the
+/// reservation limits `max_reservation`), read as the API's [`ClientIn`]; a field it does not
+/// have is named in the error. Also the client it names, if any.
+fn client_data(text: &str) -> Result<(ClientIn, Option<String>), CliError> {
+    let mut body = match serde_json::from_str(text) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err(CliError::Usage("--data must be a JSON object".into())),
+        Err(e) => return Err(CliError::Usage(format!("--data is not JSON: {e}"))),
+    };
+    let id = match body.remove("client_id") {
+        None => None,
+        Some(Value::String(id)) => Some(id),
+        Some(_) => return Err(CliError::Usage("--data: client_id must be a string".into())),
+    };
+    if let Some(v) = body.remove("max_reservation") {
+        body.insert("max_reservation_time".into(), v);
+    }
+    let client =
+        serde_json::from_value(Value::Object(body)).map_err(|e| CliError::Usage(format!("--data: {e}")))?;
+    Ok((client, id))
 }
 
 async fn set_client(ctx: &Ctx<'_>, args: SetClientArgs) -> Result<Exit, CliError> {
-    let mut body = match &args.data {
-        Some(text) => match serde_json::from_str(text) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => return Err(CliError::Usage("--data must be a JSON object".into())),
-            Err(e) => return Err(CliError::Usage(format!("--data is not JSON: {e}"))),
-        },
-        None => Map::new(),
+    let (mut body, from_data) = match &args.data {
+        Some(text) => client_data(text)?,
+        None => (ClientIn::default(), None),
     };
-    let from_data = body
-        .remove("client_id")
-        .and_then(|v| v.as_str().map(str::to_owned));
     let Some(id) = args.testflinger_client_id.clone().or(from_data) else {
         return Err(CliError::Usage(
             "give the client: --testflinger-client-id ID".into(),
         ));
     };
-    // Testflinger's CLI names it `max_reservation`; the API's field is `max_reservation_time`.
-    if let Some(v) = body.remove("max_reservation") {
-        body.insert("max_reservation_time".into(), v);
-    }
     if let Some(s) = args.testflinger_client_secret {
-        body.insert("client_secret".into(), json!(s));
+        body.client_secret = Some(s);
     }
     if let Some(r) = args.role {
-        body.insert("role".into(), json!(r));
+        body.role = Some(r);
     }
     if let Some(e) = args.email {
-        body.insert("email".into(), json!(e));
+        body.email = Some(e);
     }
     if let Some(p) = &args.max_priority {
-        body.insert("max_priority".into(), parse_limits("--max-priority", p)?);
+        body.max_priority = Some(parse_limits("--max-priority", p)?);
     }
     if let Some(r) = &args.max_reservation {
-        body.insert(
-            "max_reservation_time".into(),
-            parse_limits("--max-reservation", r)?,
-        );
+        body.max_reservation_time = Some(parse_limits("--max-reservation", r)?);
     }
-    let message = ctx
-        .client
-        .put_client_permissions(&id, &Value::Object(body))
-        .await?;
+    let message = ctx.client.put_client_permissions(&id, &body).await?;
     if ctx.ui.is_json() {
         ctx.ui.document(&json!({"client_id": id, "message": message}))?;
     } else {
@@ -202,15 +211,30 @@ mod tests {
 
     #[test]
     fn limits_are_json_or_pairs() {
-        assert_eq!(
-            parse_limits("--max-priority", r#"{"q": 10}"#).unwrap(),
-            json!({"q": 10})
-        );
-        assert_eq!(
-            parse_limits("--max-priority", "q=10, *=5").unwrap(),
-            json!({"q": 10, "*": 5})
-        );
-        assert!(parse_limits("--max-priority", "q=ten").is_err());
-        assert!(parse_limits("--max-priority", "q").is_err());
+        let limits = |text| parse_limits::<u32>("--max-priority", text);
+        let map = |pairs: &[(&str, u32)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert_eq!(limits(r#"{"q": 10}"#).unwrap(), map(&[("q", 10)]));
+        assert_eq!(limits("q=10, *=5").unwrap(), map(&[("q", 10), ("*", 5)]));
+        assert!(limits("q=ten").is_err());
+        assert!(limits("q").is_err());
+        assert!(limits("q=99999999999").is_err(), "wider than a priority");
+    }
+
+    #[test]
+    fn testflingers_body_is_the_apis_client_with_its_spellings() {
+        let (client, id) =
+            client_data(r#"{"client_id": "bob", "role": "manager", "max_reservation": {"q": 3600}}"#)
+                .unwrap();
+        assert_eq!(id.as_deref(), Some("bob"));
+        assert_eq!(client.role.as_deref(), Some("manager"));
+        assert_eq!(client.max_reservation_time.unwrap()["q"], 3600);
+        let err = client_data(r#"{"rolez": "admin"}"#).unwrap_err().to_string();
+        assert!(err.contains("rolez"), "{err}");
+        assert!(client_data("[1]").is_err());
     }
 }

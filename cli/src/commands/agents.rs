@@ -275,11 +275,7 @@ pub async fn queue_status(ctx: &Ctx<'_>, args: QueueStatusArgs) -> Result<Exit, 
         lines.push(format!("Jobs completed:  {}", completed.len()));
     }
     if let Some(w) = &wait_times {
-        let p = |k: &str| {
-            w.get(k)
-                .and_then(Value::as_f64)
-                .map_or("?".into(), |s| human_duration(s.round() as u64))
-        };
+        let p = |k: &str| w.get(k).map_or("?".into(), |s| human_duration(s.round() as u64));
         lines.push(format!(
             "Wait before start (last 7 days): median {}, 90% under {}",
             p("50"),
