@@ -8,7 +8,9 @@
 //! schedulers may run it at once: the store deletes a job only if it still matches, and each
 //! deletion is counted once. Waiting and running jobs, and reservations (a running job), are
 //! never touched: only `complete`, `cancelled` and `failed` ones are. Agents' provision history
-//! forgets entries older than the lab's retention.
+//! forgets entries older than the lab's retention. Records that carry their own expiry are
+//! forgotten once it passed, whatever the retention: sign-ons nobody finished, refresh tokens
+//! (and the web UI's sessions, which are refresh-token records) and secrets.
 //!
 //! Each scheduler records its settings in the store when it starts ([`record_settings`]): the
 //! gateway, which cannot see the scheduler's configuration, shows them from there.
@@ -149,6 +151,17 @@ pub async fn purge_once(core: &Core) -> StoreResult<u64> {
             sign_ons,
             "retention: forgot sign-ons nobody finished before they expired"
         );
+    }
+    let refresh_tokens = core.store().purge_expired_refresh_tokens(now).await?;
+    if refresh_tokens > 0 {
+        info!(
+            refresh_tokens,
+            "retention: forgot refresh tokens and web UI sessions that expired"
+        );
+    }
+    let secrets = core.store().purge_expired_secrets(now).await?;
+    if secrets > 0 {
+        info!(secrets, "retention: forgot secrets that expired");
     }
     if let Some(keep) = config.keep {
         forget_old_provisions(core, now.minus(keep)).await?;

@@ -2,7 +2,9 @@
 //! removed (the API answers for it and its results as for a job it never knew), while a job waiting since before it
 //! ended, a running one, a recent one and a queue with a retention of its own are kept.
 
-use flinger_tests::{AgentSpec, Lab, StoreKind, cli};
+use broker_schema::Millis;
+use flinger_store::{Records, RefreshTokenRecord, SecretRecord};
+use flinger_tests::{AgentSpec, Lab, StoreKind, cli, invariants};
 use serde_json::json;
 use std::time::Duration;
 
@@ -53,6 +55,43 @@ async fn old_ended_jobs_go_and_the_rest_stay(store: StoreKind) {
         .agent(AgentSpec::fake("rt-idle", &["rt-wait"]))
         .start()
         .await;
+    // Records with an expiry of their own: an expired and a live refresh token and secret.
+    let store = invariants::open(&lab.store).await;
+    let now = Millis::now();
+    let token = |expires_at| RefreshTokenRecord {
+        client_id: "rt-person@example.com".into(),
+        issued_at: now,
+        expires_at: Some(expires_at),
+        revoked: false,
+        claimed_role: None,
+    };
+    let secret = |expires_at| SecretRecord {
+        value: "v".into(),
+        written_at: now,
+        expires_at: Some(expires_at),
+        single_use: false,
+    };
+    let (past, future) = (
+        now.minus(Duration::from_secs(1)),
+        now.plus(Duration::from_secs(3600)),
+    );
+    store
+        .insert_refresh_token("rt-expired", &token(past))
+        .await
+        .unwrap();
+    store
+        .insert_refresh_token("rt-live", &token(future))
+        .await
+        .unwrap();
+    store
+        .put_secret("rt-person", "expired", &secret(past))
+        .await
+        .unwrap();
+    store
+        .put_secret("rt-person", "live", &secret(future))
+        .await
+        .unwrap();
+
     // Waiting since before anything ended: its queue's only agent is stopped.
     lab.agent("rt-idle").stop(Duration::from_secs(10));
     let waiting = lab.submit(&json!({"job_queue": "rt-wait"})).await;
@@ -123,6 +162,26 @@ async fn old_ended_jobs_go_and_the_rest_stay(store: StoreKind) {
         provisions(&lab, "rt-1").await,
         lab.log_tails(15)
     );
+
+    // The expired token and secret went (by now, many passes ran); the live ones stay.
+    let expired_gone = tokio::time::timeout(JOB_TIMEOUT, async {
+        while store.get_refresh_token("rt-expired").await.unwrap().is_some()
+            || store.list_secrets().await.unwrap().len() != 1
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(expired_gone.is_ok(), "{}", lab.log_tails(15));
+    assert!(store.get_refresh_token("rt-live").await.unwrap().is_some());
+    let secrets: Vec<String> = store
+        .list_secrets()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(secrets, ["rt-person/live"]);
 
     assert_eq!(lab.info(waiting).await.expect("waiting job")["state"], "waiting");
     assert_eq!(lab.info(running).await.expect("running job")["state"], "test");

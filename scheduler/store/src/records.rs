@@ -370,6 +370,31 @@ where
         .collect()
 }
 
+/// Deletes every document of `kind` that `expired` says is over, each with a compare-and-set on
+/// the version that was judged (one rewritten meanwhile is judged again); how many. Of several
+/// purgers at once, each deletion is counted by one.
+async fn purge_expired<S, T, F>(store: &S, kind: DocKind, expired: F) -> StoreResult<u64>
+where
+    S: Store + ?Sized,
+    T: Serialize + DeserializeOwned + Clone + Send,
+    F: Fn(&T) -> bool + Send + Sync,
+{
+    let mut removed = 0;
+    for (id, doc) in list::<_, T>(store, kind, "").await? {
+        if !expired(&doc) {
+            continue;
+        }
+        let mut deleted = false;
+        modify(store, kind, &id, |doc: Option<T>| {
+            deleted = doc.as_ref().is_some_and(&expired);
+            if deleted { Change::Delete } else { Change::Keep }
+        })
+        .await?;
+        removed += u64::from(deleted);
+    }
+    Ok(removed)
+}
+
 /// The id of a client's secret.
 pub fn secret_id(client_id: &str, path: &str) -> String {
     format!("{client_id}/{path}")
@@ -391,6 +416,10 @@ pub trait Records {
 
     /// Revokes every live refresh token of a client (an admin ending its sessions); how many.
     async fn revoke_client_refresh_tokens(&self, client_id: &str) -> StoreResult<usize>;
+    /// Forgets the refresh tokens (web UI sessions included) that expired by `now`, revoked or
+    /// not: an expired token opens nothing, so its record has nothing left to refuse. Tokens
+    /// that never expire stay. How many; retention calls it on every pass.
+    async fn purge_expired_refresh_tokens(&self, now: Millis) -> StoreResult<u64>;
 
     /// Records a sign-on under way under the hash of its request id or state; an error if one
     /// is already recorded there.
@@ -426,6 +455,9 @@ pub trait Records {
     async fn delete_secret(&self, client_id: &str, path: &str) -> StoreResult<bool>;
     /// Every secret, by id ([`secret_id`]), expired ones included.
     async fn list_secrets(&self) -> StoreResult<Vec<(String, SecretRecord)>>;
+    /// Forgets the secrets that expired by `now`: none is given out after its expiry, so
+    /// keeping one only keeps a credential at rest. How many; retention calls it on every pass.
+    async fn purge_expired_secrets(&self, now: Millis) -> StoreResult<u64>;
     /// Replaces a secret's stored value if it still is `expected` (what it was read as);
     /// whether it did. Sealing under a rotated key uses it.
     async fn replace_secret_value(&self, id: &str, expected: &str, value: &str) -> StoreResult<bool>;
@@ -550,6 +582,13 @@ impl<S: Store + ?Sized> Records for S {
             }
         }
         Ok(revoked)
+    }
+
+    async fn purge_expired_refresh_tokens(&self, now: Millis) -> StoreResult<u64> {
+        purge_expired(self, DocKind::RefreshToken, |t: &RefreshTokenRecord| {
+            t.expires_at.is_some_and(|at| at <= now)
+        })
+        .await
     }
 
     async fn insert_pending_sign_on(&self, id_hash: &str, pending: &PendingSignOnRecord) -> StoreResult<()> {
@@ -727,6 +766,13 @@ impl<S: Store + ?Sized> Records for S {
 
     async fn list_secrets(&self) -> StoreResult<Vec<(String, SecretRecord)>> {
         list(self, DocKind::Secret, "").await
+    }
+
+    async fn purge_expired_secrets(&self, now: Millis) -> StoreResult<u64> {
+        purge_expired(self, DocKind::Secret, |s: &SecretRecord| {
+            s.expires_at.is_some_and(|at| at <= now)
+        })
+        .await
     }
 
     async fn replace_secret_value(&self, id: &str, expected: &str, value: &str) -> StoreResult<bool> {

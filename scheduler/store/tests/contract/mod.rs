@@ -102,6 +102,7 @@ macro_rules! store_contract_tests {
             a_refresh_token_is_revoked_once,
             an_admin_revokes_every_refresh_token_of_one_client,
             a_pending_sign_on_is_taken_once_and_expires,
+            retention_forgets_expired_refresh_tokens_and_secrets_and_keeps_live_ones,
             a_device_poll_is_spaced_by_half_the_interval,
             the_last_owner_leaving_lifts_a_queue_restriction,
             secrets_belong_to_one_client_and_expire,
@@ -2218,6 +2219,75 @@ pub async fn a_pending_sign_on_is_taken_once_and_expires(db: &Fresh) {
         s.take_pending_sign_on("under-way", t(1_000)).await.unwrap(),
         Some(later)
     );
+}
+
+pub async fn retention_forgets_expired_refresh_tokens_and_secrets_and_keeps_live_ones(db: &Fresh) {
+    let s = &db.store;
+    let token = |expires_at: Option<Millis>, revoked: bool| RefreshTokenRecord {
+        client_id: "alice@example.com".into(),
+        issued_at: t(0),
+        expires_at,
+        revoked,
+        claimed_role: None,
+    };
+    let tokens = [
+        ("expired", token(Some(t(1_000)), false)),
+        ("expired-revoked", token(Some(t(500)), true)),
+        ("live", token(Some(t(1_001)), false)),
+        ("live-revoked", token(Some(t(2_000)), true)),
+        ("forever", token(None, false)),
+    ];
+    for (hash, record) in &tokens {
+        s.insert_refresh_token(hash, record).await.unwrap();
+    }
+    let secret = |expires_at: Option<Millis>| SecretRecord {
+        value: "v".into(),
+        written_at: t(0),
+        expires_at,
+        single_use: false,
+    };
+    s.put_secret("alice", "expired", &secret(Some(t(1_000))))
+        .await
+        .unwrap();
+    s.put_secret("alice", "live", &secret(Some(t(1_001))))
+        .await
+        .unwrap();
+    s.put_secret("alice", "forever", &secret(None)).await.unwrap();
+
+    // Two schedulers' retention passes at once: each expired record is removed, and counted,
+    // once.
+    let (a, b) = tokio::join!(
+        s.purge_expired_refresh_tokens(t(1_000)),
+        db.other.purge_expired_refresh_tokens(t(1_000))
+    );
+    assert_eq!(a.unwrap() + b.unwrap(), 2, "expiring at t is expired by t");
+    let (a, b) = tokio::join!(
+        s.purge_expired_secrets(t(1_000)),
+        db.other.purge_expired_secrets(t(1_000))
+    );
+    assert_eq!(a.unwrap() + b.unwrap(), 1);
+
+    for (hash, record) in &tokens {
+        let kept = s.get_refresh_token(hash).await.unwrap();
+        if hash.starts_with("expired") {
+            assert_eq!(kept, None, "{hash}");
+        } else {
+            assert_eq!(kept.as_ref(), Some(record), "{hash} is kept as it was");
+        }
+    }
+    let secrets: Vec<String> = s
+        .list_secrets()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(secrets, vec!["alice/forever", "alice/live"]);
+    // Nothing more to do until the next one expires.
+    assert_eq!(s.purge_expired_refresh_tokens(t(1_000)).await.unwrap(), 0);
+    assert_eq!(s.purge_expired_secrets(t(1_000)).await.unwrap(), 0);
+    assert_eq!(s.purge_expired_refresh_tokens(t(1_001)).await.unwrap(), 1);
+    assert_eq!(s.purge_expired_secrets(t(1_001)).await.unwrap(), 1);
 }
 
 pub async fn a_device_poll_is_spaced_by_half_the_interval(db: &Fresh) {
