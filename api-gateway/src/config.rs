@@ -167,7 +167,7 @@ pub struct AuthArgs {
 
 /// Single sign-on with an OpenID Connect provider (`docs/operations.md`). Off unless
 /// `--oidc-issuer` is set; when on, anonymous use is off.
-#[derive(Clone, Debug, Default, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct OidcArgs {
     /// The provider's issuer URL (discovery reads `<issuer>/.well-known/openid-configuration`).
     #[arg(long, env = "FLINGER_OIDC_ISSUER")]
@@ -198,6 +198,33 @@ pub struct OidcArgs {
     /// Scopes asked besides `openid email profile` (comma-separated, e.g. `groups`).
     #[arg(long = "oidc-scope", env = "FLINGER_OIDC_SCOPES", value_delimiter = ',')]
     pub oidc_scopes: Vec<String>,
+
+    /// The least time between two fetches of the provider's signing keys (JWKS) caused by an ID
+    /// token naming a key the gateway does not hold. A rotation is picked up at once when the
+    /// last such fetch is older; a flood of forged tokens costs the provider one fetch per
+    /// interval.
+    #[arg(
+        long,
+        env = "FLINGER_OIDC_JWKS_REFETCH_INTERVAL",
+        default_value = "30s",
+        value_parser = parse_duration
+    )]
+    pub oidc_jwks_refetch_interval: Duration,
+}
+
+impl Default for OidcArgs {
+    fn default() -> Self {
+        OidcArgs {
+            oidc_issuer: None,
+            oidc_client_id: None,
+            oidc_client_secret: None,
+            oidc_client_secret_file: None,
+            oidc_role_claim: None,
+            oidc_role_map: vec![],
+            oidc_scopes: vec![],
+            oidc_jwks_refetch_interval: Duration::from_secs(30),
+        }
+    }
 }
 
 /// A secret given on the command line or in the environment: shown as `…` by `Debug`.
@@ -342,6 +369,11 @@ mod tests {
                 c.auth.access_token_ttl,
                 c.auth.refresh_token_ttl
             )
+        );
+        assert_eq!(c.auth.oidc.oidc_jwks_refetch_interval, Duration::from_secs(30));
+        assert_eq!(
+            d.oidc.oidc_jwks_refetch_interval,
+            c.auth.oidc.oidc_jwks_refetch_interval
         );
     }
 

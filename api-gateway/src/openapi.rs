@@ -60,11 +60,15 @@ impl Who {
         match self {
             Who::Public => "Anyone; no token.",
             Who::Submitter => {
-                "Roles: admin, manager, contributor (anonymous callers act as contributors when the lab allows anonymous use)."
+                "Roles: admin, manager, contributor (anonymous callers act as contributors when the lab allows anonymous use, which single sign-on turns off)."
             }
-            Who::Agent => "Role: agent (anonymous callers too when the lab allows anonymous agents).",
+            Who::Agent => {
+                "Role: agent (anonymous callers too when the lab allows anonymous agents, which single sign-on turns off)."
+            }
             Who::AgentData => "Roles: admin, manager, agent.",
-            Who::Anyone => "Roles: admin, manager, contributor, agent (and anonymous callers when allowed).",
+            Who::Anyone => {
+                "Roles: admin, manager, contributor, agent (and anonymous callers when allowed: never with single sign-on)."
+            }
             Who::Manager => "Roles: admin, manager.",
             Who::Admin => "Role: admin.",
         }
@@ -295,7 +299,9 @@ fn status_text(code: u16) -> &'static str {
         200 => "OK",
         204 => "No content (unknown job, nothing stored, or nothing to give)",
         400 => "Bad request (malformed JSON, a job id that is not a UUID, a refused command)",
-        401 => "Authentication required, or the token expired",
+        401 => {
+            "Authentication required (an anonymous caller, refused whenever the lab has single sign-on or does not allow anonymous use), or the token expired"
+        }
         403 => "Not allowed for this caller (role, ownership, permissions), or an invalid token",
         404 => "Not found",
         409 => "Conflict with the job's state",

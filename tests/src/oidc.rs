@@ -2,7 +2,7 @@
 //! `tests/fixtures/oidc-provider/provider.py` (Authlib: authorization code + PKCE + nonce,
 //! device authorization, refresh tokens), run as a process of the test's own and driven through
 //! its HTTP interface, test controls included (users, device approval, defective ID tokens, key
-//! rotation, the token requests it saw).
+//! rotation, the token requests it saw, how often its keys were fetched).
 //!
 //! The provider runs in a venv made by `scripts/oidc-provider install` (scripts/test does it);
 //! `FLINGER_OIDC_PYTHON` names another python that has its requirements.
@@ -86,8 +86,8 @@ impl OidcOptions {
     }
 }
 
-/// How the next ID token the provider issues (from any grant) is defective; the one after is
-/// sound again.
+/// How the next ID token the provider issues (from any grant) is defective (or the next N, with
+/// [`OidcProvider::misbehave_times`]); the one after is sound again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Misbehave {
@@ -221,8 +221,30 @@ impl OidcProvider {
 
     /// Makes the next ID token defective in the given way.
     pub async fn misbehave(&self, kind: Misbehave) {
-        self.control("/test/misbehave", json!({"next_id_token": kind}))
+        self.misbehave_times(kind, 1).await;
+    }
+
+    /// Makes the next `times` ID tokens defective in the given way.
+    pub async fn misbehave_times(&self, kind: Misbehave, times: u32) {
+        self.control("/test/misbehave", json!({"next_id_token": kind, "times": times}))
             .await;
+    }
+
+    /// How many times its JWKS (`/jwks`) was fetched so far, discovery's fetch included.
+    pub async fn jwks_fetches(&self) -> u64 {
+        let resp = self
+            .http
+            .get(self.url("/test/jwks-fetches"))
+            .send()
+            .await
+            .expect("GET /test/jwks-fetches");
+        assert!(
+            resp.status().is_success(),
+            "GET /test/jwks-fetches: {}",
+            resp.status()
+        );
+        let body: Value = resp.json().await.expect("a JSON count");
+        body["count"].as_u64().expect("count")
     }
 
     /// Signs with a new key under a new `kid`; the JWKS then lists only the new key. Returns the

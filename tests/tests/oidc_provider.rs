@@ -547,3 +547,24 @@ async fn rotating_keys_replaces_the_kid_in_jwks_and_tokens() {
         Some(Refused::NoSuchKid)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_defect_may_spoil_several_tokens_in_a_row_and_key_fetches_are_counted() {
+    let p = OidcProvider::start(options().device_interval(0)).await;
+    assert_eq!(p.jwks_fetches().await, 0, "nobody asked yet");
+    p.misbehave_times(Misbehave::UnknownKid, 2).await;
+    for n in 1..=2 {
+        let bad = device_tokens(&p, "lee@example.com").await;
+        assert_eq!(
+            verify(&p, id_token(&bad), CLI).await.err(),
+            Some(Refused::NoSuchKid),
+            "token {n}"
+        );
+    }
+    let good = device_tokens(&p, "lee@example.com").await;
+    verify(&p, id_token(&good), CLI)
+        .await
+        .expect("the third token is sound");
+    // Each `verify` fetched the JWKS once.
+    assert_eq!(p.jwks_fetches().await, 3);
+}

@@ -45,9 +45,65 @@ pub struct DeviceLogin {
 /// `expired_token`, or `invalid_grant` (an unknown, used or refused request).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DeviceLoginError {
+    /// One of [`DeviceLoginCode`]'s (a reader takes any string: a newer server may say more).
+    #[schema(value_type = DeviceLoginCode)]
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// What [`DeviceLoginError::error`] may say: RFC 8628 §3.5's codes and the RFC 6749 §5.2 codes a
+/// provider may give a device login's token request, as the gateway passes them on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceLoginCode {
+    /// The person has not decided yet: poll again after `interval`.
+    AuthorizationPending,
+    /// Polled too soon: wait `Retry-After` seconds.
+    SlowDown,
+    /// The person refused at the provider, or the gateway refused the provider's ID token
+    /// (`message` says why).
+    AccessDenied,
+    /// The login expired: start again.
+    ExpiredToken,
+    /// The request id is unknown or was used, or the provider refused the device code.
+    InvalidGrant,
+    InvalidRequest,
+    InvalidClient,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    InvalidScope,
+}
+
+impl DeviceLoginCode {
+    pub const ALL: [DeviceLoginCode; 10] = [
+        DeviceLoginCode::AuthorizationPending,
+        DeviceLoginCode::SlowDown,
+        DeviceLoginCode::AccessDenied,
+        DeviceLoginCode::ExpiredToken,
+        DeviceLoginCode::InvalidGrant,
+        DeviceLoginCode::InvalidRequest,
+        DeviceLoginCode::InvalidClient,
+        DeviceLoginCode::UnauthorizedClient,
+        DeviceLoginCode::UnsupportedGrantType,
+        DeviceLoginCode::InvalidScope,
+    ];
+
+    /// The code as it is written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceLoginCode::AuthorizationPending => "authorization_pending",
+            DeviceLoginCode::SlowDown => "slow_down",
+            DeviceLoginCode::AccessDenied => "access_denied",
+            DeviceLoginCode::ExpiredToken => "expired_token",
+            DeviceLoginCode::InvalidGrant => "invalid_grant",
+            DeviceLoginCode::InvalidRequest => "invalid_request",
+            DeviceLoginCode::InvalidClient => "invalid_client",
+            DeviceLoginCode::UnauthorizedClient => "unauthorized_client",
+            DeviceLoginCode::UnsupportedGrantType => "unsupported_grant_type",
+            DeviceLoginCode::InvalidScope => "invalid_scope",
+        }
+    }
 }
 
 /// `POST /v1/client-permissions/<id>/revoke-tokens` [ext]: how many of the client's refresh
@@ -156,4 +212,16 @@ pub struct RetentionSettings {
     pub recorded_by: String,
     #[schema(format = DateTime)]
     pub recorded_at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_login_codes_are_spelled_as_serde_writes_them() {
+        for code in DeviceLoginCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+    }
 }

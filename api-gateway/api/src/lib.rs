@@ -23,8 +23,8 @@ pub use agents::{
     Agent, AgentIn, ImagesIn, ProvisionLog, ProvisionLogEntry, ProvisionLogIn, QueuesIn, Status,
 };
 pub use auth::{
-    Client, ClientIn, DeviceLogin, DeviceLoginError, Owner, RefreshToken, RestrictedQueue, RetentionSettings,
-    SecretIn, SecretWritten, Token, TokensRevoked,
+    Client, ClientIn, DeviceLogin, DeviceLoginCode, DeviceLoginError, Owner, RefreshToken, RestrictedQueue,
+    RetentionSettings, SecretIn, SecretWritten, Token, TokensRevoked,
 };
 pub use errors::{Error, ValidationError};
 pub use jobs::{

@@ -4,7 +4,8 @@
 //! first use and kept); its ID tokens are verified against its JWKS — signature, issuer,
 //! audience (our client id), expiry and, in the browser flow, the nonce — with the `openidconnect`
 //! crate, and the key set is fetched again when a token names a key it does not hold (the
-//! provider rotated its keys). What a verified ID token says is an [`Identity`]: the person's
+//! provider rotated its keys) — at most once per `--oidc-jwks-refetch-interval`, so that forged
+//! tokens naming made-up keys cannot make the gateway hammer the provider. What a verified ID token says is an [`Identity`]: the person's
 //! e-mail (their client id here) and, with `--oidc-role-claim`, the role a claim maps to.
 //!
 //! Two flows use it: the CLI's device login (`routes/oidc.rs`: Testflinger's `/oidc/auth-init`
@@ -39,9 +40,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, RwLock};
-use tracing::info;
+use tracing::{debug, info};
 
 /// How long one request to the provider may take.
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -122,6 +123,8 @@ pub struct OidcConfig {
     pub role_map: Vec<(String, Role)>,
     /// Asked besides `openid email profile`.
     pub extra_scopes: Vec<String>,
+    /// The least time between two fetches of the keys for an unknown key id.
+    pub jwks_refetch_interval: Duration,
 }
 
 impl std::fmt::Debug for OidcConfig {
@@ -132,6 +135,7 @@ impl std::fmt::Debug for OidcConfig {
             .field("client_secret", &self.client_secret.as_ref().map(|_| "…"))
             .field("role_claim", &self.role_claim)
             .field("role_map", &self.role_map)
+            .field("jwks_refetch_interval", &self.jwks_refetch_interval)
             .finish()
     }
 }
@@ -177,6 +181,7 @@ impl OidcConfig {
             role_claim: args.oidc_role_claim.clone(),
             role_map,
             extra_scopes: args.oidc_scopes.clone(),
+            jwks_refetch_interval: args.oidc_jwks_refetch_interval,
         }))
     }
 }
@@ -256,6 +261,9 @@ struct Inner {
     provider: Mutex<Option<Arc<Provider>>>,
     /// The provider's signing keys; fetched again on an unknown key id.
     keys: RwLock<CoreJsonWebKeySet>,
+    /// When the keys were last fetched again for an unknown key id (`None`: never since
+    /// discovery). Held during that fetch, so tokens that arrive together wait for one fetch.
+    refetched: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Oidc {
@@ -286,6 +294,7 @@ impl Oidc {
                 http: ProviderHttp(http),
                 provider: Mutex::new(None),
                 keys: RwLock::new(JsonWebKeySet::default()),
+                refetched: Mutex::new(None),
             }),
         })
     }
@@ -472,8 +481,8 @@ impl Oidc {
         self.identity(&tokens, &nonce).await
     }
 
-    /// Verifies the answer's ID token (fetching the keys again once if it names one we do not
-    /// hold) and reads who it is.
+    /// Verifies the answer's ID token (with the keys fetched again if it names one we do not
+    /// hold, see [`Oidc::keys_for_unknown_kid`]) and reads who it is.
     async fn identity<N>(&self, tokens: &TokenAnswer, nonce: N) -> Result<Identity, OidcError>
     where
         N: openidconnect::NonceVerifier + Clone,
@@ -486,14 +495,11 @@ impl Oidc {
             token.claims(&self.verifier(keys), nonce.clone()).cloned()
         };
         let claims = match verified {
-            Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
-                // Perhaps the provider rotated its keys: fetch them again, once.
-                let p = self.provider().await?;
-                let keys = CoreJsonWebKeySet::fetch_async(&p.jwks_url, &self.inner.http)
-                    .await
-                    .map_err(|e| OidcError::Provider(format!("keys: {}", chain(&e))))?;
-                *self.inner.keys.write().await = keys.clone();
-                info!(target: "security", event = "oidc_keys_refetched", "the provider's signing keys were fetched again (unknown key id)");
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) => {
+                // Perhaps the provider rotated its keys (or the token is forged).
+                let keys = self.keys_for_unknown_kid().await?;
                 token.claims(&self.verifier(keys), nonce).cloned()
             }
             other => other,
@@ -513,6 +519,33 @@ impl Oidc {
             email,
             claimed_role: self.claimed_role(claims.additional_claims()),
         })
+    }
+
+    /// The keys to verify a token naming a key we do not hold: fetched again from the provider,
+    /// unless the last such fetch is more recent than `--oidc-jwks-refetch-interval` — then the
+    /// keys held, which that fetch brought. One fetch at a time: tokens that arrive together
+    /// (a rotation seen by many people at once, or a flood) wait for it and use its keys. A
+    /// fetch that fails counts too: a provider in trouble is not asked more often.
+    async fn keys_for_unknown_kid(&self) -> Result<CoreJsonWebKeySet, OidcError> {
+        let mut last = self.inner.refetched.lock().await;
+        let interval = self.inner.config.jwks_refetch_interval;
+        if let Some(at) = *last
+            && at.elapsed() < interval
+        {
+            debug!(
+                fetched_ago_ms = at.elapsed().as_millis() as u64,
+                "unknown key id: the provider's keys were fetched again lately; not again before --oidc-jwks-refetch-interval"
+            );
+            return Ok(self.inner.keys.read().await.clone());
+        }
+        *last = Some(Instant::now());
+        let p = self.provider().await?;
+        let keys = CoreJsonWebKeySet::fetch_async(&p.jwks_url, &self.inner.http)
+            .await
+            .map_err(|e| OidcError::Provider(format!("keys: {}", chain(&e))))?;
+        *self.inner.keys.write().await = keys.clone();
+        info!(target: "security", event = "oidc_keys_refetched", "the provider's signing keys were fetched again (unknown key id)");
+        Ok(keys)
     }
 
     fn verifier(&self, keys: CoreJsonWebKeySet) -> IdTokenVerifier<'static, CoreJsonWebKey> {

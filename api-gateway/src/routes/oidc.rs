@@ -27,9 +27,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use axum::{Json, Router};
 use broker_schema::Millis;
-use flinger_api::{DeviceLogin, DeviceLoginError};
+use flinger_api::{DeviceLogin, DeviceLoginCode as Say, DeviceLoginError};
 use flinger_store::{ClientRecord, DevicePoll, PendingSignOnRecord, Records, SignOnFlow};
 use openidconnect::DeviceCodeErrorResponseType as Code;
+use openidconnect::core::CoreErrorResponseType as Basic;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -50,7 +51,10 @@ const SLOW_DOWN_SECS: u64 = 5;
     summary = "Single sign-on for the CLI: start a device login at the lab's identity provider (404 when the lab has none)",
     responses(
         (status = 200, body = flinger_api::DeviceLogin),
-        (status = 404, body = flinger_api::Error),
+        (status = 404, body = flinger_api::Error,
+            description = "The lab has no single sign-on: Testflinger's CLI then goes on without it"),
+        (status = 503, body = flinger_api::Error,
+            description = "The identity provider did not answer, or offers no device login"),
     )
 )]
 pub(crate) async fn auth_init(State(state): State<AppState>) -> Result<Json<DeviceLogin>, ApiError> {
@@ -86,11 +90,11 @@ pub(crate) async fn auth_init(State(state): State<AppState>) -> Result<Json<Devi
 }
 
 /// A poll's 400, in RFC 8628's words.
-fn not_yet(error: &str, message: Option<String>, retry_after: Option<u64>) -> Response {
+fn not_yet(error: Say, message: Option<String>, retry_after: Option<u64>) -> Response {
     let mut response = (
         StatusCode::BAD_REQUEST,
         Json(DeviceLoginError {
-            error: error.to_owned(),
+            error: error.as_str().to_owned(),
             message,
         }),
     )
@@ -110,9 +114,15 @@ fn not_yet(error: &str, message: Option<String>, retry_after: Option<u64>) -> Re
     tag = "auth",
     summary = "Single sign-on for the CLI: poll a device login; the lab's tokens once the person approved",
     responses(
-        (status = 200, body = flinger_api::Token),
-        (status = 400, body = flinger_api::DeviceLoginError),
-        (status = 404, body = flinger_api::Error),
+        (status = 200, body = flinger_api::Token,
+            description = "The person approved: the lab's tokens for the client named by their e-mail"),
+        (status = 400, body = flinger_api::DeviceLoginError,
+            description = "Not signed in (yet): `error` says why, RFC 8628's way",
+            headers(("Retry-After" = u64, description = "With `slow_down`: seconds to wait before polling again"))),
+        (status = 404, body = flinger_api::Error,
+            description = "The lab has no single sign-on"),
+        (status = 503, body = flinger_api::Error,
+            description = "The identity provider did not answer"),
     )
 )]
 pub(crate) async fn auth_poll(
@@ -127,12 +137,12 @@ pub(crate) async fn auth_poll(
     let device_code = match state.store().claim_device_poll(&id, Millis::now()).await? {
         DevicePoll::Ask { device_code } => device_code,
         DevicePoll::TooSoon { retry_after_secs } => {
-            return Ok(not_yet("slow_down", None, Some(retry_after_secs)));
+            return Ok(not_yet(Say::SlowDown, None, Some(retry_after_secs)));
         }
         DevicePoll::Expired => {
             security::refused(&peer, How::OidcDevice, None, "device login expired");
             return Ok(not_yet(
-                "expired_token",
+                Say::ExpiredToken,
                 Some("The login expired: start again.".into()),
                 None,
             ));
@@ -145,7 +155,7 @@ pub(crate) async fn auth_poll(
                 "unknown, used or expired request_id (replay?)",
             );
             return Ok(not_yet(
-                "invalid_grant",
+                Say::InvalidGrant,
                 Some("Invalid or expired request_id".into()),
                 None,
             ));
@@ -154,22 +164,29 @@ pub(crate) async fn auth_poll(
     let identity = match oidc.poll_device(&device_code).await {
         Ok(DeviceOutcome::Approved(identity)) => identity,
         Ok(DeviceOutcome::NotYet(Code::AuthorizationPending)) => {
-            return Ok(not_yet("authorization_pending", None, None));
+            return Ok(not_yet(Say::AuthorizationPending, None, None));
         }
         Ok(DeviceOutcome::NotYet(Code::SlowDown)) => {
-            return Ok(not_yet("slow_down", None, Some(SLOW_DOWN_SECS)));
+            return Ok(not_yet(Say::SlowDown, None, Some(SLOW_DOWN_SECS)));
         }
         Ok(DeviceOutcome::NotYet(code)) => {
             // Denied, expired or refused for good: this login is over.
             state.store().take_pending_sign_on(&id, Millis::now()).await?;
             security::refused(&peer, How::OidcDevice, None, &format!("the provider said {code}"));
-            return Ok(not_yet(code.as_ref(), None, None));
+            let (say, message) = match provider_code(&code) {
+                Some(say) => (say, None),
+                None => (
+                    Say::AccessDenied,
+                    Some(format!("The identity provider said {code}")),
+                ),
+            };
+            return Ok(not_yet(say, message, None));
         }
         Err(crate::auth::oidc::OidcError::Refused(reason)) => {
             state.store().take_pending_sign_on(&id, Millis::now()).await?;
             security::refused(&peer, How::OidcDevice, None, &reason);
             return Ok(not_yet(
-                "access_denied",
+                Say::AccessDenied,
                 Some(format!("Sign-in refused: {reason}")),
                 None,
             ));
@@ -190,7 +207,7 @@ pub(crate) async fn auth_poll(
             "request_id already used",
         );
         return Ok(not_yet(
-            "invalid_grant",
+            Say::InvalidGrant,
             Some("Invalid or expired request_id".into()),
             None,
         ));
@@ -199,6 +216,25 @@ pub(crate) async fn auth_poll(
     security::signed_in(&peer, How::OidcDevice, &identity.email, permissions.role);
     let tokens = issue_tokens(&state, &permissions, identity.claimed_role).await?;
     Ok(Json(tokens).into_response())
+}
+
+/// The provider's answer to a device login's poll, in the words the API documents
+/// ([`Say`]); `None` for a code of an extension the API does not know (the poll then says
+/// `access_denied`).
+fn provider_code(code: &Code) -> Option<Say> {
+    Some(match code {
+        Code::AuthorizationPending => Say::AuthorizationPending,
+        Code::SlowDown => Say::SlowDown,
+        Code::AccessDenied => Say::AccessDenied,
+        Code::ExpiredToken => Say::ExpiredToken,
+        Code::Basic(Basic::InvalidGrant) => Say::InvalidGrant,
+        Code::Basic(Basic::InvalidRequest) => Say::InvalidRequest,
+        Code::Basic(Basic::InvalidClient) => Say::InvalidClient,
+        Code::Basic(Basic::UnauthorizedClient) => Say::UnauthorizedClient,
+        Code::Basic(Basic::UnsupportedGrantType) => Say::UnsupportedGrantType,
+        Code::Basic(Basic::InvalidScope) => Say::InvalidScope,
+        Code::Basic(Basic::Extension(_)) => return None,
+    })
 }
 
 /// The permissions of a person who signed on: their client (created as a `contributor` the

@@ -122,7 +122,7 @@ fn concrete(path: &str, me: &str) -> String {
         .replace("{log_type}", "output")
 }
 
-async fn call_every_operation(
+pub(crate) async fn call_every_operation(
     app: &TestApp,
     who_am_i: &str,
     token: Option<&str>,

@@ -9,6 +9,7 @@ mod compat;
 mod health;
 mod jobs;
 mod limits;
+mod oidc;
 mod results;
 mod secrets;
 mod support;
