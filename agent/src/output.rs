@@ -24,7 +24,7 @@ use broker_schema::{Millis, Phase};
 use bytes::{Bytes, BytesMut};
 use regex::bytes::Regex;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -105,6 +105,8 @@ pub struct OutputPipe {
     task: JoinHandle<PipeEnd>,
     /// When output last arrived (ms since epoch), for the output timeout.
     pub last_activity: Arc<AtomicI64>,
+    /// Chunks published so far (sequence numbers `0..n`), for the phase moves' `shipped`.
+    published: Arc<AtomicU64>,
 }
 
 /// What a finished pipe published.
@@ -132,10 +134,12 @@ impl OutputPipe {
     ) -> OutputPipe {
         let (tx, rx) = mpsc::channel(64);
         let last_activity = Arc::new(AtomicI64::new(Millis::now().0));
+        let published = Arc::new(AtomicU64::new(0));
         let sink = Sink {
             reporter,
             stream,
             seq: 0,
+            published: published.clone(),
             cap,
             shipped: 0,
             dropped: 0,
@@ -151,7 +155,14 @@ impl OutputPipe {
             tx,
             task,
             last_activity,
+            published,
         }
+    }
+
+    /// How many chunks the pipe has published so far; after [`OutputPipe::flush`], every byte
+    /// sent before it is in them.
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::SeqCst)
     }
 
     /// A sender that tags bytes with `phase`.
@@ -179,6 +190,8 @@ struct Sink {
     reporter: Reporter,
     stream: LogStream,
     seq: u64,
+    /// `seq`, for [`OutputPipe::published`].
+    published: Arc<AtomicU64>,
     cap: u64,
     /// Bytes shipped so far (the truncation line not counted).
     shipped: u64,
@@ -237,6 +250,7 @@ impl Sink {
         // are the run's, and a lost run's output is never read.
         self.reporter.chunk(&chunk).await;
         self.seq += 1;
+        self.published.store(self.seq, Ordering::SeqCst);
     }
 }
 

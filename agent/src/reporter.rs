@@ -2,7 +2,7 @@
 //! only while the run may still report: once its lease is lost, they would be stale anyway.
 
 use broker_schema::bus::{PublishOptions, Publisher};
-use broker_schema::messages::{JobEvent, JobEventKind, OutputChunk};
+use broker_schema::messages::{JobEvent, JobEventKind, OutputChunk, OutputCounts};
 use broker_schema::{AgentName, Millis, Names};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -23,11 +23,18 @@ pub struct Reporter {
 impl Reporter {
     /// Publishes an event; returns whether the broker confirmed it.
     pub async fn event(&self, kind: JobEventKind) -> bool {
+        self.event_after(kind, None).await
+    }
+
+    /// Publishes an event that comes after `shipped` output chunks (a phase move: readers show
+    /// those chunks before it); returns whether the broker confirmed it.
+    pub async fn event_after(&self, kind: JobEventKind, shipped: Option<OutputCounts>) -> bool {
         let ev = JobEvent {
             job_id: self.job_id,
             attempt: self.attempt,
             agent: Some(self.agent.clone()),
             at: Millis::now(),
+            shipped,
             kind,
         };
         let key = Names::job_status_key(&self.job_id);

@@ -103,6 +103,16 @@ struct Run {
     release: crate::release::Release,
 }
 
+impl Run {
+    /// The output published so far, sent with each phase move.
+    fn shipped(&self) -> OutputCounts {
+        OutputCounts {
+            output: self.output.published(),
+            serial: self.serial.published(),
+        }
+    }
+}
+
 impl Runner {
     pub async fn run(&self, taken: TakenJob) -> RunSummary {
         let job_id = taken.submission.job_id;
@@ -451,7 +461,12 @@ impl Runner {
     async fn run_phase(&self, run: &mut Run, phase: Phase, token: CancellationToken) -> i32 {
         self.status.set(AgentState::Running(phase), Some(run.job_id));
         let started = Instant::now();
-        run.reporter.event(JobEventKind::PhaseStarted { phase }).await;
+        // What the earlier phases printed is published before the move, and counted in it.
+        run.output.flush().await;
+        run.serial.flush().await;
+        run.reporter
+            .event_after(JobEventKind::PhaseStarted { phase }, Some(run.shipped()))
+            .await;
         let mut ctx = PhaseContext {
             phase,
             job_id: run.job_id,
@@ -499,11 +514,14 @@ impl Runner {
                         .await;
                     run.output.flush().await;
                     run.reporter
-                        .event(JobEventKind::PhaseFinished {
-                            phase,
-                            exit_code: 1,
-                            detail: Some(e),
-                        })
+                        .event_after(
+                            JobEventKind::PhaseFinished {
+                                phase,
+                                exit_code: 1,
+                                detail: Some(e),
+                            },
+                            Some(run.shipped()),
+                        )
                         .await;
                     return 1;
                 }
@@ -676,11 +694,14 @@ impl Runner {
                 .phase_finished(phase.as_str(), exit_code, took, &release);
         }
         run.reporter
-            .event(JobEventKind::PhaseFinished {
-                phase,
-                exit_code,
-                detail,
-            })
+            .event_after(
+                JobEventKind::PhaseFinished {
+                    phase,
+                    exit_code,
+                    detail,
+                },
+                Some(run.shipped()),
+            )
             .await;
         exit_code
     }
@@ -839,6 +860,7 @@ impl Runner {
             attempt: reporter.attempt,
             agent: Some(reporter.agent.clone()),
             at: Millis::now(),
+            shipped: None,
             kind: JobEventKind::RunAbandoned { reason },
         };
         let key = Names::job_status_key(&reporter.job_id);

@@ -5,7 +5,7 @@
 use crate::logs;
 use broker_schema::messages::{AgentState, LogStream};
 use broker_schema::{Failure, Millis};
-use flinger_api::{Agent, Attempt, JobInfo, Lease, ReservationInfo, Results};
+use flinger_api::{Agent, Attempt, JobInfo, Lease, ReservationInfo, Results, Shipped};
 use flinger_store::{AgentRecord, JobRecord, OutputFragment};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -65,6 +65,13 @@ pub fn job_info(job: &JobRecord, position: Option<u64>) -> JobInfo {
         parent_job_id: job.definition.parent_job_id(),
         children: job.children.clone(),
         released: job.released.clone(),
+        shipped: job
+            .output_shipped
+            .filter(|s| s.attempt == job.attempt)
+            .map(|s| Shipped {
+                output: s.output,
+                serial: s.serial,
+            }),
     }
 }
 

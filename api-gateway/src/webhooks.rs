@@ -257,6 +257,7 @@ mod tests {
             attempt: 1,
             agent: None,
             at: Millis(0),
+            shipped: None,
             kind,
         }
     }

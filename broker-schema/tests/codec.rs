@@ -167,6 +167,7 @@ fn every_message_round_trips() {
             attempt: 3,
             agent: Some(agent.clone()),
             at: Millis::now(),
+            shipped: None,
             kind,
         });
     }

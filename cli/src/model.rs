@@ -89,6 +89,9 @@ pub struct JobInfo {
     pub attempts: Vec<Attempt>,
     /// A multi-device parent's children.
     pub children: Vec<Uuid>,
+    /// Fragments of each log the current attempt had shipped by its latest recorded phase move
+    /// (the record's `shipped`; zero from servers and agents that do not say).
+    pub shipped: flinger_api::Shipped,
 }
 
 impl JobInfo {
@@ -114,7 +117,17 @@ impl JobInfo {
             position: f.position,
             attempts: f.attempts,
             children: f.children,
+            shipped: f.shipped.unwrap_or_default(),
         })
+    }
+
+    /// Fragments of `stream` shipped by the latest recorded phase move: a follower shows them
+    /// before the record's state.
+    pub fn shipped(&self, stream: LogStream) -> u64 {
+        match stream {
+            LogStream::Output => self.shipped.output,
+            LogStream::Serial => self.shipped.serial,
+        }
     }
 
     pub fn known_state(&self) -> Option<JobState> {

@@ -329,6 +329,7 @@ impl Core {
             attempt,
             agent: None,
             at: Millis::now(),
+            shipped: None,
             kind: JobEventKind::StateChanged {
                 state,
                 failure,

@@ -22,8 +22,10 @@
 //! [`Cause::ParentEnded`] on each child). A child holds its device only while its parent lives.
 
 use crate::config::SchedulerConfig;
-use crate::store::{AttemptRecord, JobRecord, JobUpdate, Lease, Precondition, Reservation};
-use broker_schema::messages::{AdminState, CommandReply, ControlCommand, DenyReason, Outcome, RefusalCode};
+use crate::store::{AttemptRecord, JobRecord, JobUpdate, Lease, Precondition, Reservation, ShippedOutput};
+use broker_schema::messages::{
+    AdminState, CommandReply, ControlCommand, DenyReason, Outcome, OutputCounts, RefusalCode,
+};
 use broker_schema::phase::RECOVERY_FAILED_EXIT;
 use broker_schema::{AgentName, Failure, FailureKind, JobDefinition, JobState, Millis, Phase};
 use std::collections::BTreeMap;
@@ -86,11 +88,14 @@ pub enum Cause {
     PhaseStarted {
         attempt: u32,
         phase: Phase,
+        /// The output the run had shipped before the move (newer agents say).
+        shipped: Option<OutputCounts>,
     },
     PhaseFinished {
         attempt: u32,
         phase: Phase,
         exit_code: i32,
+        shipped: Option<OutputCounts>,
     },
     DeviceInfo {
         attempt: u32,
@@ -284,13 +289,19 @@ fn decide_one(rules: &Rules, job: &JobRecord, cause: &Cause, now: Millis) -> Dec
             fetches_files,
         } => lease_asked(rules, job, agent, *agent_unavailable, *fetches_files, now),
         Cause::LeaseRenewed { agent, attempt } => lease_renewed(rules, job, agent, *attempt, now),
-        Cause::PhaseStarted { attempt, phase } => phase_started(job, *attempt, *phase, now),
+        Cause::PhaseStarted {
+            attempt,
+            phase,
+            shipped,
+        } => phase_started(job, *attempt, *phase, *shipped, now),
         Cause::PhaseFinished {
             attempt,
             phase,
             exit_code,
+            shipped,
         } => while_running(job, *attempt, now, |u| {
-            u.phase_status_set = Some((*phase, *exit_code))
+            u.phase_status_set = Some((*phase, *exit_code));
+            u.output_shipped = more_shipped(job, *attempt, *shipped);
         }),
         Cause::DeviceInfo { attempt, info } => {
             while_running(job, *attempt, now, |u| u.device_info = Some(Some(info.clone())))
@@ -542,18 +553,41 @@ fn lease_renewed(rules: &Rules, job: &JobRecord, agent: &AgentName, attempt: u32
 }
 
 /// Phases only move forward, so a late or reordered event cannot move a job back.
-fn phase_started(job: &JobRecord, attempt: u32, phase: Phase, now: Millis) -> Decision {
+fn phase_started(
+    job: &JobRecord,
+    attempt: u32,
+    phase: Phase,
+    shipped: Option<OutputCounts>,
+    now: Millis,
+) -> Decision {
     if job.attempt != attempt {
         return Decision::nothing();
     }
     let Ok(mut u) = JobUpdate::at(now).moving(job.state, JobState::from_phase(phase)) else {
         return Decision::nothing();
     };
+    u.output_shipped = more_shipped(job, attempt, shipped);
     if phase == Phase::Test {
         // Silence in the test phase is measured from its start.
         u.last_output_at = Some(now);
     }
     Decision::change(Precondition::observed(job), u)
+}
+
+/// The record's `output_shipped` after a phase move of `attempt` that came after `shipped`
+/// chunks: it only grows within an attempt (events may be processed out of order), and is left
+/// alone when the agent did not say.
+fn more_shipped(job: &JobRecord, attempt: u32, shipped: Option<OutputCounts>) -> Option<ShippedOutput> {
+    let shipped = shipped?;
+    let before = job
+        .output_shipped
+        .filter(|s| s.attempt == attempt)
+        .unwrap_or_default();
+    Some(ShippedOutput {
+        attempt,
+        output: before.output.max(shipped.output),
+        serial: before.serial.max(shipped.serial),
+    })
 }
 
 /// A fact about the run that only makes sense while the attempt holds the lease (whatever
@@ -1156,9 +1190,9 @@ mod tests {
                 [To(Leased), Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans, Ans]),
             ("lease renewed", Cause::LeaseRenewed { agent: agent("dut-1"), attempt: 1 }, at(10),
                 [Ans, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Upd, Ans, Ans, Ans]),
-            ("phase started (test)", Cause::PhaseStarted { attempt: 1, phase: Phase::Test }, at(1),
+            ("phase started (test)", Cause::PhaseStarted { attempt: 1, phase: Phase::Test, shipped: None }, at(1),
                 [No, To(Test), To(Test), To(Test), To(Test), No, No, No, No, No, No, No, No]),
-            ("phase finished", Cause::PhaseFinished { attempt: 1, phase: Phase::Test, exit_code: 1 }, at(1),
+            ("phase finished", Cause::PhaseFinished { attempt: 1, phase: Phase::Test, exit_code: 1, shipped: None }, at(1),
                 running(Upd)),
             ("device info", Cause::DeviceInfo { attempt: 1, info: json!({"ip": "10.0.0.1"}) }, at(1),
                 running(Upd)),
@@ -1270,11 +1304,13 @@ mod tests {
             Cause::PhaseStarted {
                 attempt: 0,
                 phase: Phase::Test,
+                shipped: None,
             },
             Cause::PhaseFinished {
                 attempt: 0,
                 phase: Phase::Test,
                 exit_code: 1,
+                shipped: None,
             },
             Cause::DeviceInfo {
                 attempt: 0,
@@ -1486,7 +1522,11 @@ mod tests {
 
     #[test]
     fn phases_only_move_forward() {
-        let start = |phase| Cause::PhaseStarted { attempt: 1, phase };
+        let start = |phase| Cause::PhaseStarted {
+            attempt: 1,
+            phase,
+            shipped: None,
+        };
         assert_eq!(
             does(&decide(&rules(), &job_in(Leased), &start(Phase::Setup), at(1))),
             To(Setup)
@@ -1943,6 +1983,7 @@ mod tests {
         let start = Cause::PhaseStarted {
             attempt: 1,
             phase: Phase::Cleanup,
+            shipped: None,
         };
         assert!(
             decide(&rules(), &with_children(Test), &start, at(1))

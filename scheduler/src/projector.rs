@@ -79,11 +79,13 @@ pub async fn project_event(core: &Core, ev: &JobEvent, waits: &FinishWaits) -> S
         JobEventKind::PhaseStarted { phase } => Cause::PhaseStarted {
             attempt,
             phase: *phase,
+            shipped: ev.shipped,
         },
         JobEventKind::PhaseFinished { phase, exit_code, .. } => Cause::PhaseFinished {
             attempt,
             phase: *phase,
             exit_code: *exit_code,
+            shipped: ev.shipped,
         },
         JobEventKind::DeviceInfo { info } => Cause::DeviceInfo {
             attempt,
@@ -222,6 +224,7 @@ async fn finish(
                 attempt: ev.attempt,
                 phase: *phase,
                 exit_code: *code,
+                shipped: None,
             };
             core.apply_from(job.clone(), &cause, now).await?;
         }

@@ -5,6 +5,7 @@
 //! The binaries are taken from the target directory next to the test executable;
 //! `scripts/test` builds them first (`cargo build --bins`).
 
+pub mod agent_double;
 pub mod broker;
 pub mod browser;
 pub mod cli;

@@ -5,6 +5,9 @@
 //! from how fast the machine is.
 
 use broker_schema::Millis;
+use broker_schema::Phase;
+use broker_schema::messages::{JobEventKind, Outcome, OutputCounts};
+use flinger_tests::agent_double::AgentDouble;
 use flinger_tests::{AgentSpec, Lab, eventually};
 use serde_json::{Value, json};
 use std::process::Stdio;
@@ -13,9 +16,9 @@ use uuid::Uuid;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Runs the CLI with stdout and stderr into one file, as a terminal shows them, so that the
-/// order of output lines and status lines can be checked.
-async fn merged(lab: &Lab, args: &[&str]) -> (i32, String) {
+/// Starts the CLI with stdout and stderr into one file, as a terminal shows them, so that the
+/// order of output lines and status lines can be checked. The file's path comes with it.
+fn spawn_merged(lab: &Lab, args: &[&str]) -> (tokio::process::Child, std::path::PathBuf) {
     let path = lab.path(&format!("merged-{}.txt", Uuid::new_v4().simple()));
     let file = std::fs::File::create(&path).expect("output file");
     let mut cmd = lab.cli();
@@ -23,16 +26,30 @@ async fn merged(lab: &Lab, args: &[&str]) -> (i32, String) {
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("file"))
         .stderr(file);
-    let mut child = tokio::process::Command::from(cmd)
+    let child = tokio::process::Command::from(cmd)
         .kill_on_drop(true)
         .spawn()
         .expect("flinger runs");
+    (child, path)
+}
+
+/// Waits for a CLI started by [`spawn_merged`] to end: its exit code and what it printed.
+async fn ended(args: &[&str], mut child: tokio::process::Child, path: &std::path::Path) -> (i32, String) {
     let status = tokio::time::timeout(TIMEOUT, child.wait())
         .await
-        .unwrap_or_else(|_| panic!("flinger {args:?} did not finish in {TIMEOUT:?}"))
+        .unwrap_or_else(|_| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            panic!("flinger {args:?} did not finish in {TIMEOUT:?}:\n{text}")
+        })
         .expect("flinger exits");
-    let text = std::fs::read_to_string(&path).expect("output");
+    let text = std::fs::read_to_string(path).expect("output");
     (status.code().expect("exited"), text)
+}
+
+/// Runs the CLI to its end with stdout and stderr into one file ([`spawn_merged`]).
+async fn merged(lab: &Lab, args: &[&str]) -> (i32, String) {
+    let (child, path) = spawn_merged(lab, args);
+    ended(args, child, &path).await
 }
 
 /// Submits `job` once its queue is routable (an agent declared it).
@@ -258,5 +275,96 @@ async fn poll_shows_a_phase_output_before_the_next_phase_line() {
         find("Job in cleanup on agent order-1.") < find("cleaning up"),
         "{text}"
     );
+    lab.stop().await;
+}
+
+/// The scheduler stores output and states from two queues, so the record can reach the next
+/// phase before the previous phase's last line is stored. Here an agent double sends the move
+/// to cleanup before the test phase's last line, and holds that line back until `flinger poll`
+/// has read the record at cleanup (its `--debug` lines show each read): the line still comes
+/// before "Job in cleanup", since the move says how much output came before it.
+#[tokio::test(flavor = "multi_thread")]
+async fn poll_waits_for_the_output_shipped_before_a_phase_move() {
+    // The double does not renew its lease: a lease that outlasts the test.
+    let lab = Lab::builder()
+        .name("poll-late")
+        .scheduler_arg("--lease-secs", "300")
+        .start()
+        .await;
+    let agent = AgentDouble::start(&lab.broker_url, &lab.names, "poll-late").await;
+    let id = lab
+        .submit(&json!({"job_queue": "poll-late", "test_data": {"test_cmds": "x"}}))
+        .await;
+    let grant = agent.lease_next().await;
+    let shipped = |output| Some(OutputCounts { output, serial: 0 });
+    agent
+        .report_after(
+            &grant,
+            JobEventKind::PhaseStarted { phase: Phase::Test },
+            shipped(0),
+        )
+        .await;
+    agent.output(&grant, 0, Phase::Test, "test line 1\n").await;
+    let args = ["--debug", "poll", &id.to_string()].map(str::to_owned);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (child, path) = spawn_merged(&lab, &args);
+    let printed = || std::fs::read_to_string(&path).unwrap_or_default();
+    eventually(TIMEOUT, "the first test line printed", || async {
+        printed().contains("test line 1").then_some(())
+    })
+    .await;
+    // The move to cleanup, two chunks in, before the second chunk.
+    agent
+        .report_after(
+            &grant,
+            JobEventKind::PhaseStarted {
+                phase: Phase::Cleanup,
+            },
+            shipped(2),
+        )
+        .await;
+    lab.wait_state(id, &["cleanup"], TIMEOUT).await;
+    // Three more reads of the record: the last two began after it said cleanup, and the CLI
+    // decided what to print of the first of them before it asked again.
+    let reads = |text: &str| text.matches("/info →").count();
+    let before = reads(&printed());
+    eventually(TIMEOUT, "the CLI to read the record at cleanup", || async {
+        (reads(&printed()) >= before + 3).then_some(())
+    })
+    .await;
+    agent.output(&grant, 1, Phase::Test, "the last test line\n").await;
+    agent.output(&grant, 2, Phase::Cleanup, "cleaning up\n").await;
+    agent
+        .report_after(
+            &grant,
+            JobEventKind::PhaseFinished {
+                phase: Phase::Cleanup,
+                exit_code: 0,
+                detail: None,
+            },
+            shipped(3),
+        )
+        .await;
+    agent
+        .report(
+            &grant,
+            JobEventKind::Finished {
+                outcome: Outcome::Complete,
+                output: OutputCounts { output: 3, serial: 0 },
+                phase_status: [(Phase::Test, 0), (Phase::Cleanup, 0)].into(),
+                device_info: None,
+                output_truncated: Default::default(),
+            },
+        )
+        .await;
+    let (code, text) = ended(&args, child, &path).await;
+    assert_eq!(code, 0, "{text}");
+    let find = |s: &str| text.find(s).unwrap_or_else(|| panic!("no {s:?} in\n{text}"));
+    let agent_name = agent.name.to_string();
+    let cleanup = format!("Job in cleanup on agent {agent_name}.");
+    assert!(find("test line 1") < find("the last test line"), "{text}");
+    assert!(find("the last test line") < find(&cleanup), "{text}");
+    assert!(find(&cleanup) < find("cleaning up"), "{text}");
+    agent.stop().await;
     lab.stop().await;
 }

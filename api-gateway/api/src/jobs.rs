@@ -107,6 +107,19 @@ pub struct JobInfo {
     /// `complete`; a child released for any other reason shows it in `cancel_requested`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released: Option<String>,
+    /// How many fragments of each log the current attempt had shipped by its latest recorded
+    /// phase move. Output and states are stored apart, so the record may reach a phase before
+    /// the previous phase's last fragments are stored: a follower shows these fragments before
+    /// `state`'s line. Absent before the first move and for agents that do not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipped: Option<Shipped>,
+}
+
+/// Fragments shipped per log (numbers `0..output`, `0..serial`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Shipped {
+    pub output: u64,
+    pub serial: u64,
 }
 
 impl JobInfo {

@@ -29,6 +29,6 @@ pub use auth::{
 pub use errors::{Error, ValidationError};
 pub use jobs::{
     Action, ActionKind, Attempt, Estimate, Extend, ExtendBy, Extended, Failure, JobFile, JobInfo, JobSummary,
-    Lease, QueueJob, Reservation, ReservationInfo, StatusEvent, StatusUpdate, Submitted, WaitTimes,
+    Lease, QueueJob, Reservation, ReservationInfo, Shipped, StatusEvent, StatusUpdate, Submitted, WaitTimes,
 };
 pub use results::{LogAnswer, LogFragment, PhaseLog, Readiness, ResultPost, Results};

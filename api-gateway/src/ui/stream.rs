@@ -10,7 +10,9 @@
 //! `<attempt>.<output next>.<serial next>`: a browser reconnecting (after a gateway restart, say)
 //! sends it back as `Last-Event-ID`, and the stream goes on from there — no gap, no line twice.
 //! A chunk that arrives ahead of one not seen yet waits while the missing ones are read from the
-//! store. A new attempt starts the output again (`event: reset`).
+//! store. A new attempt starts the output again (`event: reset`). The summary waits while the
+//! record is past a phase move whose earlier output the page has not shown yet
+//! (`output_shipped`), so a phase's last line comes before the next phase's state.
 //!
 //! Streams end when the gateway stops (the browser reconnects to another or the restarted one).
 
@@ -33,6 +35,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
+use tracing::debug;
 use uuid::Uuid;
 
 /// Least time between two renderings of one page's region.
@@ -48,6 +51,9 @@ const STORE_TICK: Duration = Duration::from_millis(500);
 const REFRESH: Duration = Duration::from_secs(15);
 /// What the browser waits before reconnecting.
 const RETRY: Duration = Duration::from_millis(1000);
+/// The longest a job page's summary waits for the output its run shipped before the record's
+/// latest phase move (normally milliseconds; output lost on the way must not freeze the page).
+const HOLD_LIMIT: Duration = Duration::from_secs(5);
 
 type Events = mpsc::Sender<Event>;
 
@@ -250,7 +256,16 @@ struct JobFeed {
     cursor: Cursor,
     /// Chunks that came ahead of a missing one, by stream and number.
     ahead: BTreeMap<(LogStream, u64), Arc<OutputChunk>>,
+    /// The summary waits for output shipped before the record's latest phase move.
+    held: Option<Held>,
     tx: Events,
+}
+
+/// A summary held back: since when, and the cursor it waits for.
+struct Held {
+    since: Instant,
+    output: u64,
+    serial: u64,
 }
 
 use std::sync::Arc;
@@ -346,11 +361,60 @@ impl JobFeed {
         self.catch_up().await
     }
 
+    /// Sends the summary, unless it waits for output ([`JobFeed::holds_back`]).
     async fn summary(&mut self) -> Result<(), Gone> {
+        if self.holds_back().await {
+            return Ok(());
+        }
+        self.held = None;
         match jobs::summary_region(&self.state, &self.viewer, self.job_id).await {
             Ok(html) => self.send(json_event("region", &html)).await,
             Err(_) => Ok(()),
         }
+    }
+}
+
+impl JobFeed {
+    /// Whether the summary waits: output and states are stored from two queues, so the record
+    /// may be past a phase move whose earlier output this page has not shown yet (the run said
+    /// how much it had shipped, `output_shipped`). A page shows a phase's output before the
+    /// next phase's state, as `flinger poll` does — for at most [`HOLD_LIMIT`].
+    async fn holds_back(&mut self) -> bool {
+        let Ok(Some(job)) = self.state.store().get_job(self.job_id).await else {
+            return false;
+        };
+        let Some(s) = job.output_shipped.filter(|s| {
+            s.attempt == job.attempt && s.attempt == self.cursor.attempt && !job.state.is_terminal()
+        }) else {
+            return false;
+        };
+        if s.output <= self.cursor.output && s.serial <= self.cursor.serial {
+            return false;
+        }
+        let since = match &self.held {
+            Some(h) => h.since,
+            None => {
+                debug!(job_id = %self.job_id, shipped = s.output, shown = self.cursor.output,
+                    "a job page's summary waits for the output shipped before the phase move");
+                Instant::now()
+            }
+        };
+        if since.elapsed() >= HOLD_LIMIT {
+            return false;
+        }
+        self.held = Some(Held {
+            since,
+            output: s.output,
+            serial: s.serial,
+        });
+        true
+    }
+
+    /// A held summary's output has all been sent.
+    fn caught_up(&self) -> bool {
+        self.held
+            .as_ref()
+            .is_some_and(|h| self.cursor.output >= h.output && self.cursor.serial >= h.serial)
     }
 }
 
@@ -365,6 +429,7 @@ async fn job_feed(state: AppState, viewer: Viewer, job_id: Uuid, cursor: Cursor,
         job_id,
         cursor,
         ahead: BTreeMap::new(),
+        held: None,
         tx,
     };
     let mut pacing = Pacing::default();
@@ -398,9 +463,18 @@ async fn job_feed(state: AppState, viewer: Viewer, job_id: Uuid, cursor: Cursor,
                     Err(g) => Err(g),
                 }
             }
-            _ = tick.tick(), if !feed.ahead.is_empty() || !state.live().connected() => feed.catch_up().await,
+            _ = tick.tick(), if !feed.ahead.is_empty() || !state.live().connected() || feed.held.is_some() => {
+                match feed.catch_up().await {
+                    // A held summary goes once its output came, or its wait is over.
+                    Ok(()) if feed.held.is_some() => feed.summary().await,
+                    other => other,
+                }
+            }
         };
         if step.is_err() {
+            return;
+        }
+        if feed.caught_up() && feed.summary().await.is_err() {
             return;
         }
     }

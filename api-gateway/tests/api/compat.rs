@@ -851,6 +851,7 @@ async fn job_events_are_relayed_to_the_jobs_webhook() {
         attempt: 1,
         agent: Some(AgentName::parse("dut-1").unwrap()),
         at: Millis::now(),
+        shipped: None,
         kind: JobEventKind::PhaseFinished {
             phase: Phase::Provision,
             exit_code: 1,

@@ -128,6 +128,11 @@ pub struct JobEvent {
     #[serde(default)]
     pub agent: Option<AgentName>,
     pub at: Millis,
+    /// How many output chunks of each stream the run had published when it sent the event
+    /// (an agent sends it with every phase move): a reader shows that output before the move.
+    /// `None` from the scheduler and from agents that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipped: Option<OutputCounts>,
     #[serde(flatten)]
     pub kind: JobEventKind,
 }

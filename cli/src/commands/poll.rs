@@ -46,6 +46,8 @@ const LONG_POLL: Duration = Duration::from_secs(2);
 const OUTAGE_LIMIT: Duration = Duration::from_secs(300);
 /// How often a waiting job's ETA is asked for again.
 const ETA_EVERY: Duration = Duration::from_secs(15);
+/// The longest a state line waits for the output shipped before it (normally milliseconds).
+const HOLD_LIMIT: Duration = Duration::from_secs(10);
 
 /// What to follow.
 #[derive(Clone, Debug)]
@@ -233,6 +235,8 @@ struct Follower {
     shown: Option<String>,
     /// While the server is unreachable: since when.
     outage: Option<Instant>,
+    /// Since when the record's state line waits for output shipped before it.
+    held_since: Option<Instant>,
 }
 
 impl Follower {
@@ -247,6 +251,7 @@ impl Follower {
             eta: None,
             shown: None,
             outage: None,
+            held_since: None,
         }
     }
 
@@ -302,14 +307,15 @@ impl Follower {
         // A job that was never leased has no output yet. The output is read before a new
         // state's line is printed; without a long poll then, as the line is due now.
         let batch = if info.attempt > 0 {
-            let wait = !info.is_terminal() && !self.state_due(&info);
+            let wait = !info.is_terminal() && (!self.state_due(&info) || self.behind(&info));
             let batch = self.read_log(&ctx.client, wait).await?;
             self.next_fragment = batch.next_fragment(self.next_fragment);
             batch
         } else {
             LogBatch::default()
         };
-        moved |= self.show(ctx.ui, &info, &batch)?;
+        let hold = self.hold_state(&info);
+        moved |= self.show(ctx.ui, &info, &batch, hold)?;
         moved |= self.report_position(ctx, &info).await?;
         self.update_bar(ctx.ui, &info);
         let outcome = Outcome::of(&info);
@@ -413,13 +419,30 @@ impl Follower {
         due(self.shown.as_deref(), &info.state, info.is_terminal())
     }
 
-    /// The new output and the state lines, in the order things happened. Whether anything was
-    /// shown.
-    fn show(&mut self, ui: &Ui, info: &JobInfo, batch: &LogBatch) -> Result<bool, CliError> {
+    /// Whether the record's latest phase move came after output not read yet (it is stored
+    /// apart from the record, and may lag). A phase filter leaves other phases' fragments out,
+    /// so such a follower cannot tell.
+    fn behind(&self, info: &JobInfo) -> bool {
+        self.follow.phase.is_none() && info.shipped(self.follow.stream) > self.next_fragment
+    }
+
+    /// Whether the record's state line waits, because output shipped before the move is not
+    /// read yet; for at most [`HOLD_LIMIT`] (output lost on the way must not stop the lines).
+    fn hold_state(&mut self, info: &JobInfo) -> bool {
+        if info.is_terminal() || !self.behind(info) {
+            self.held_since = None;
+            return false;
+        }
+        self.held_since.get_or_insert_with(Instant::now).elapsed() < HOLD_LIMIT
+    }
+
+    /// The new output and the state lines, in the order things happened (`hold`: the record's
+    /// state waits for output still missing). Whether anything was shown.
+    fn show(&mut self, ui: &Ui, info: &JobInfo, batch: &LogBatch, hold: bool) -> Result<bool, CliError> {
         let steps = order(
             self.shown.as_deref(),
             &info.state,
-            info.is_terminal(),
+            info.is_terminal() || hold,
             &batch.pieces,
         );
         let moved = !steps.is_empty();
@@ -575,13 +598,14 @@ fn due(shown: Option<&str>, state: &str, terminal: bool) -> bool {
 /// The state lines and the new output (`pieces`, in phase order) in the order things happened:
 /// each phase's output after its own state line and before the next phase's — the record's
 /// `state` comes before its own phase's output, after the earlier phases' — and a phase the
-/// record has not reached yet is announced by its output.
-fn order(shown: Option<&str>, state: &str, terminal: bool, pieces: &[PhaseText]) -> Vec<Step> {
+/// record has not reached yet is announced by its output. `quiet`: the record's state is not
+/// announced (it is an end, which the outcome says, or it waits for output not read yet).
+fn order(shown: Option<&str>, state: &str, quiet: bool, pieces: &[PhaseText]) -> Vec<Step> {
     let mut shown = shown.map(str::to_owned);
     let mut steps = vec![];
     for (i, piece) in pieces.iter().enumerate().filter(|(_, p)| !p.text.is_empty()) {
         let phase = rank(&piece.phase);
-        if phase.is_some() && phase >= rank(state) && due(shown.as_deref(), state, terminal) {
+        if phase.is_some() && phase >= rank(state) && due(shown.as_deref(), state, quiet) {
             steps.push(Step::Announce(state.to_owned()));
             shown = Some(state.to_owned());
         }
@@ -596,7 +620,7 @@ fn order(shown: Option<&str>, state: &str, terminal: bool, pieces: &[PhaseText])
         }
         steps.push(Step::Output(i));
     }
-    if due(shown.as_deref(), state, terminal) {
+    if due(shown.as_deref(), state, quiet) {
         steps.push(Step::Announce(state.to_owned()));
     }
     steps
@@ -668,6 +692,14 @@ mod tests {
         assert_eq!(steps, vec![Step::Output(0), line("cleanup")]);
         let steps = order(Some("test"), "cleanup", false, &pieces(&["test", "cleanup"]));
         assert_eq!(steps, vec![Step::Output(0), line("cleanup"), Step::Output(1)]);
+    }
+
+    #[test]
+    fn a_state_waiting_for_output_is_not_announced_yet() {
+        // The record moved to cleanup; the test phase's last line is not read yet.
+        assert_eq!(order(Some("test"), "cleanup", true, &[]), vec![]);
+        let steps = order(Some("test"), "cleanup", true, &pieces(&["test"]));
+        assert_eq!(steps, vec![Step::Output(0)]);
     }
 
     #[test]

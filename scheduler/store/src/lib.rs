@@ -31,7 +31,7 @@ pub mod sqlite;
 pub use backup::{BackupError, BackupSummary};
 pub use blobs::{BLOB_CHUNK, BlobError, BlobInfo, BlobKind, BlobName, ByteStream};
 pub use docs::{Doc, DocKind};
-pub use model::{AgentRecord, AttemptRecord, JobRecord, Lease, OutputFragment, Reservation};
+pub use model::{AgentRecord, AttemptRecord, JobRecord, Lease, OutputFragment, Reservation, ShippedOutput};
 pub use query::{JobCount, JobOrder, JobQuery, OutputQuery};
 pub use records::Records;
 pub use records::{

@@ -69,6 +69,33 @@ pub struct JobRecord {
     /// the device and the child ends `complete`, not `cancelled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released: Option<String>,
+    /// How many output chunks of each stream the current attempt had shipped by its latest
+    /// recorded phase move. Output and states are stored from two queues, so a reader may find
+    /// the record past a phase whose last output is not stored yet: it shows that much output
+    /// before the record's state. `None` before any move, and from agents that do not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_shipped: Option<ShippedOutput>,
+}
+
+/// Output chunks an attempt had shipped (sequence numbers `0..output`, `0..serial`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippedOutput {
+    pub attempt: u32,
+    pub output: u64,
+    pub serial: u64,
+}
+
+impl ShippedOutput {
+    /// The chunks of `stream` shipped by `attempt` (0 for another attempt).
+    pub fn of(this: Option<&ShippedOutput>, attempt: u32, stream: LogStream) -> u64 {
+        match this {
+            Some(s) if s.attempt == attempt => match stream {
+                LogStream::Output => s.output,
+                LogStream::Serial => s.serial,
+            },
+            _ => 0,
+        }
+    }
 }
 
 impl JobRecord {
@@ -110,6 +137,7 @@ impl JobRecord {
             children: Vec::new(),
             output_truncated: BTreeMap::new(),
             released: None,
+            output_shipped: None,
         }
     }
 }

@@ -748,6 +748,8 @@ struct JobDoc {
     children: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     output_truncated: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    output_shipped: Option<ShippedOutput>,
 }
 
 fn job_to_doc(job: &JobRecord) -> StoreResult<Document> {
@@ -782,6 +784,7 @@ fn job_to_doc(job: &JobRecord) -> StoreResult<Document> {
         last_output_at: job.last_output_at,
         children: job.children.iter().map(Uuid::to_string).collect(),
         output_truncated: job.output_truncated.clone(),
+        output_shipped: job.output_shipped,
     };
     bson::to_document(&shaped).map_err(|e| StoreError::Other(format!("job {}: encode: {e}", job.job_id)))
 }
@@ -830,6 +833,7 @@ fn job_from_doc(doc: Document) -> StoreResult<JobRecord> {
             .collect::<Result<_, _>>()
             .map_err(|e| corrupt("children", &e))?,
         output_truncated: d.output_truncated,
+        output_shipped: d.output_shipped,
     })
 }
 
@@ -1022,6 +1026,9 @@ fn job_update(u: &JobUpdate) -> StoreResult<Modification> {
     }
     if let Some(t) = &u.output_truncated {
         set.insert("output_truncated", to_bson("output_truncated", t)?);
+    }
+    if let Some(s) = &u.output_shipped {
+        set.insert("output_shipped", to_bson("output_shipped", s)?);
     }
     let pushed = u
         .push_attempt

@@ -5,7 +5,7 @@
 //! runs them inside a write transaction; the MongoDB backend translates them into a filter and an
 //! update document for one `findOneAndUpdate`. The contract suite checks both agree.
 
-use super::model::{AttemptRecord, JobRecord, Lease, Reservation};
+use super::model::{AttemptRecord, JobRecord, Lease, Reservation, ShippedOutput};
 use broker_schema::{AgentName, Failure, IllegalTransition, JobState, Millis, Phase};
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -141,6 +141,8 @@ pub struct JobUpdate {
     pub add_child: Option<Uuid>,
     /// Replaces `output_truncated` (stream → bytes not shipped).
     pub output_truncated: Option<BTreeMap<String, u64>>,
+    /// Replaces `output_shipped`.
+    pub output_shipped: Option<ShippedOutput>,
 }
 
 impl JobUpdate {
@@ -166,6 +168,7 @@ impl JobUpdate {
             close_attempt: None,
             add_child: None,
             output_truncated: None,
+            output_shipped: None,
         }
     }
 
@@ -235,6 +238,9 @@ impl JobUpdate {
             && !job.children.contains(&child)
         {
             job.children.push(child);
+        }
+        if let Some(s) = self.output_shipped {
+            job.output_shipped = Some(s);
         }
         if let Some(t) = &self.output_truncated {
             job.output_truncated = t.clone();

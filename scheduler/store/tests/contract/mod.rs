@@ -24,7 +24,7 @@ use flinger_store::{
     AgentRecord, AttemptRecord, BlobError, BlobName, ByteStream, ClientRecord, DevicePoll, DocKind,
     DynSchedulerStore, Inserted, JobOrder, JobQuery, JobRecord, JobUpdate, Lease, OutputFragment,
     OutputQuery, PendingSignOnRecord, Precondition, ProvisionEntry, Purge, Records, RefreshTokenRecord,
-    Reservation, Revoked, Role, SecretRecord, SignOnFlow, StateChange,
+    Reservation, Revoked, Role, SecretRecord, ShippedOutput, SignOnFlow, StateChange,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -745,6 +745,11 @@ pub async fn update_sets_every_field_and_returns_the_stored_record(db: &Fresh) {
         close_attempt: Some((3, t(90), "complete".into())),
         add_child: Some(Uuid::from_u128(42)),
         output_truncated: Some([("serial".to_owned(), 1234)].into()),
+        output_shipped: Some(ShippedOutput {
+            attempt: 3,
+            output: 17,
+            serial: 2,
+        }),
     };
     let mut expected = job.clone();
     update.apply(&mut expected);
@@ -766,6 +771,10 @@ pub async fn update_sets_every_field_and_returns_the_stored_record(db: &Fresh) {
     );
     assert_eq!(got.enqueued_at, Some(t(1)));
     assert_eq!(got.output_truncated, [("serial".to_owned(), 1234)].into());
+    assert_eq!(
+        got.output_shipped.map(|s| (s.attempt, s.output, s.serial)),
+        Some((3, 17, 2))
+    );
     assert!(!got.awaiting_attachments);
     assert_eq!((got.started_at, got.ended_at), (Some(t(10)), Some(t(90))));
     assert_eq!(
