@@ -2,6 +2,9 @@
 //! and its answers over plain HTTP. With `FLINGER_UI_SCREENSHOTS=docs/web-ui` the browser tests
 //! save the screenshots `docs/web-ui.md` shows.
 
+use broker_schema::Phase;
+use broker_schema::messages::{JobEventKind, Outcome, OutputCounts};
+use flinger_tests::agent_double::AgentDouble;
 use flinger_tests::browser::{Browser, WAIT};
 use flinger_tests::{AgentSpec, Lab, eventually};
 use serde_json::{Value, json};
@@ -576,6 +579,175 @@ async fn a_reservation_counts_down_and_extend_moves_its_deadline() {
     let info = lab.wait_done(id, Duration::from_secs(60)).await;
     assert_eq!(info["state"], "cancelled", "{info}");
     b.close().await;
+    lab.stop().await;
+}
+
+/// Records, in the page, the order in which the test phase's last line and the cleanup state
+/// first show (`window.__order`); both in one change would be `together`.
+const ORDER_WATCH: &str = r#"
+window.__order = [];
+const look = () => {
+  const out = document.getElementById('out-output').textContent.includes('the last test line');
+  const state = document.getElementById('job-state');
+  const cleanup = state !== null && state.textContent === 'cleanup';
+  const o = window.__order;
+  const newLine = out && !o.includes('last line') && !o.includes('together');
+  const newState = cleanup && !o.includes('cleanup') && !o.includes('together');
+  if (newLine && newState) { o.push('together'); }
+  else if (newLine) { o.push('last line'); }
+  else if (newState) { o.push('cleanup'); }
+};
+new MutationObserver(look).observe(document.body, {childList: true, subtree: true, characterData: true});
+"#;
+
+/// The scheduler stores output and states from two queues, so the record can reach the next
+/// phase before the previous phase's last line is stored, and a page that joined late gets
+/// that line from the store only. An agent double sends the move to cleanup, then holds the
+/// test phase's last line back until the page's stream has held its summary (its gateway says
+/// so at debug level): the page still shows the line before the state turns `cleanup`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_page_shows_a_phase_output_before_the_next_phase_state() {
+    let lab = Lab::builder()
+        .name("uilate")
+        // The double does not renew its lease: a lease that outlasts the test.
+        .scheduler_arg("--lease-secs", "300")
+        .gateway_env("FLINGER_LOG", "info,flinger_gateway::ui::stream=debug")
+        .start()
+        .await;
+    let agent = AgentDouble::start(&lab.broker_url, &lab.names, "uilate").await;
+    let id = lab
+        .submit(&json!({"job_queue": "uilate", "test_data": {"test_cmds": "x"}}))
+        .await;
+    let grant = agent.lease_next().await;
+    let shipped = |output| Some(OutputCounts { output, serial: 0 });
+    agent
+        .report_after(
+            &grant,
+            JobEventKind::PhaseStarted { phase: Phase::Test },
+            shipped(0),
+        )
+        .await;
+    agent.output(&grant, 0, Phase::Test, "test line 1\n").await;
+    let b = Browser::start(1100, 900).await;
+    b.goto(&lab.url(&format!("/jobs/{id}"))).await;
+    b.wait_text("#out-output", "the first line", |t| t.contains("test line 1"))
+        .await;
+    b.wait_text("#job-state", "the test phase", |s| s == "test").await;
+    b.js(ORDER_WATCH).await;
+    // The move to cleanup, two chunks in, before the second chunk.
+    agent
+        .report_after(
+            &grant,
+            JobEventKind::PhaseStarted {
+                phase: Phase::Cleanup,
+            },
+            shipped(2),
+        )
+        .await;
+    lab.wait_state(id, &["cleanup"], WAIT).await;
+    let gateway = lab.gateway.as_ref().expect("a gateway");
+    eventually(WAIT, "the page's summary to wait for the output", || async {
+        let log = gateway.log_text();
+        (log.contains("summary waits for the output") && log.contains(&id.to_string())).then_some(())
+    })
+    .await;
+    agent.output(&grant, 1, Phase::Test, "the last test line\n").await;
+    b.wait_text("#job-state", "the cleanup state", |s| s == "cleanup")
+        .await;
+    assert_eq!(
+        b.js("return window.__order;").await,
+        json!(["last line", "cleanup"])
+    );
+    assert!(
+        b.text("#out-output")
+            .await
+            .unwrap_or_default()
+            .contains("the last test line"),
+        "the line is shown"
+    );
+    agent.output(&grant, 2, Phase::Cleanup, "cleaning up\n").await;
+    agent
+        .report(
+            &grant,
+            JobEventKind::Finished {
+                outcome: Outcome::Complete,
+                output: OutputCounts { output: 3, serial: 0 },
+                phase_status: [(Phase::Test, 0), (Phase::Cleanup, 0)].into(),
+                device_info: None,
+                output_truncated: Default::default(),
+            },
+        )
+        .await;
+    b.wait_text("#job-state", "the job to complete", |s| s == "complete")
+        .await;
+    b.close().await;
+    agent.stop().await;
+    lab.stop().await;
+}
+
+/// A job page opens with the end of a large output only, and links to the whole text; its
+/// live stream goes on from the fragment after the last one shown.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_page_shows_the_end_of_a_large_output_and_links_to_the_whole() {
+    let lab = Lab::builder()
+        .name("uitail")
+        // The double does not renew its lease: a lease that outlasts the test.
+        .scheduler_arg("--lease-secs", "300")
+        .start()
+        .await;
+    let agent = AgentDouble::start(&lab.broker_url, &lab.names, "uitail").await;
+    let id = lab
+        .submit(&json!({"job_queue": "uitail", "test_data": {"test_cmds": "x"}}))
+        .await;
+    let grant = agent.lease_next().await;
+    agent
+        .report(&grant, JobEventKind::PhaseStarted { phase: Phase::Test })
+        .await;
+    // 40 chunks of 64 KiB (as agents ship them at most), then 1000 short lines.
+    let mut whole = String::new();
+    let mut seq = 0;
+    for i in 0..40 {
+        let mut chunk = format!("BIG-{i:02} ");
+        chunk.push_str(&"x".repeat(64 * 1024 - chunk.len() - 1));
+        chunk.push('\n');
+        agent.output(&grant, seq, Phase::Test, &chunk).await;
+        whole.push_str(&chunk);
+        seq += 1;
+    }
+    for i in 0..1000 {
+        let line = format!("short line {i:04}\n");
+        agent.output(&grant, seq, Phase::Test, &line).await;
+        whole.push_str(&line);
+        seq += 1;
+    }
+    // Once every chunk is stored, the page's live stream starts after the last one.
+    let cursor = format!("cursor={}.{seq}.0", grant.attempt);
+    let html = eventually(WAIT, "the page to show the whole tail", || async {
+        let (status, html) = get_html(&lab, &format!("/jobs/{id}")).await;
+        (status == 200 && html.contains(&cursor)).then_some(html)
+    })
+    .await;
+    assert!(
+        html.len() < 200 * 1024,
+        "the page carries {} bytes of a {}-byte output",
+        html.len(),
+        whole.len()
+    );
+    assert!(html.contains("short line 0999"), "the end is shown");
+    assert!(!html.contains("BIG-00"), "the start is not");
+    let link = format!("/jobs/{id}/output");
+    assert!(
+        html.contains(&format!("href=\"{link}\"")),
+        "a link to the whole output"
+    );
+    let r = lab.http.get(lab.url(&link)).send().await.expect("GET");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "text/plain; charset=utf-8"
+    );
+    assert!(r.text().await.unwrap() == whole, "the whole output, as shipped");
+    agent.stop().await;
     lab.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! `/jobs` (the list, filtered and paged on the server) and `/jobs/<id>` (one job, its output
 //! live), with the job page's two actions: cancel and extend the reservation.
 
+use super::output::{self, Tail};
 use super::page::{Page, UiError, answer};
 use super::session::{CsrfField, Viewer};
 use super::stream::Cursor;
@@ -18,7 +19,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use broker_schema::messages::{ExtendRequest, LogStream, SchedulerRequest};
 use broker_schema::{DeviceClass, JobState, Millis, Phase};
-use flinger_store::{BlobName, JobOrder, JobQuery, JobRecord, OutputFragment, OutputQuery};
+use flinger_store::{BlobName, JobOrder, JobQuery, JobRecord, OutputQuery};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -507,8 +508,12 @@ async fn summary(state: &AppState, viewer: &Viewer, job: &JobRecord) -> Result<J
 #[derive(Template)]
 #[template(path = "ui/job_tail.html")]
 struct JobTail {
+    id: String,
     output: String,
+    /// Output comes before what is shown (the whole text is behind a link).
+    output_earlier: bool,
     serial: String,
+    serial_earlier: bool,
     output_phase: String,
     serial_phase: String,
     yaml: String,
@@ -517,13 +522,13 @@ struct JobTail {
     device_info: String,
 }
 
-/// A stream's output as HTML, with a heading where each phase starts, and the cursor after it
+/// A stream's tail as HTML, with a heading where each phase starts, and the cursor after it
 /// (only the fragments numbered without a gap count: the live stream sends the rest).
-fn render_output(fragments: &mut [OutputFragment]) -> (String, String, u64) {
-    fragments.sort_by_key(|f| f.seq);
+fn render_output(tail: &Tail) -> (String, String, u64) {
+    let fragments = &tail.fragments;
     let mut html = String::new();
     let mut phase = String::new();
-    let mut next = 0;
+    let mut next = fragments.first().map_or(0, |f| f.seq);
     let mut bytes: Vec<u8> = vec![];
     let flush = |html: &mut String, bytes: &mut Vec<u8>| {
         html.push_str(&text::ansi_html(&String::from_utf8_lossy(bytes)));
@@ -557,14 +562,11 @@ pub async fn job_page(State(state): State<AppState>, viewer: Viewer, Path(raw): 
         let job = find(&state, job_id).await?;
         let summary = summary(&state, &viewer, &job).await?;
         let store = state.store();
-        let mut out = store
-            .read_output(&OutputQuery::all(job_id, job.attempt, LogStream::Output))
-            .await?;
-        let mut serial = store
-            .read_output(&OutputQuery::all(job_id, job.attempt, LogStream::Serial))
-            .await?;
-        let (output, output_phase, out_next) = render_output(&mut out);
-        let (serial, serial_phase, serial_next) = render_output(&mut serial);
+        // The end of each stream: earlier output is behind a link.
+        let out = output::tail(store, job_id, job.attempt, LogStream::Output).await?;
+        let serial = output::tail(store, job_id, job.attempt, LogStream::Serial).await?;
+        let (output, output_phase, out_next) = render_output(&out);
+        let (serial_html, serial_phase, serial_next) = render_output(&serial);
         let cursor = Cursor {
             attempt: job.attempt,
             output: out_next,
@@ -572,8 +574,11 @@ pub async fn job_page(State(state): State<AppState>, viewer: Viewer, Path(raw): 
         };
         let raw = job.definition.raw();
         let tail = JobTail {
+            id: job_id.to_string(),
             output,
-            serial,
+            output_earlier: out.earlier,
+            serial: serial_html,
+            serial_earlier: serial.earlier,
             output_phase,
             serial_phase,
             yaml: yaml(raw),

@@ -8,6 +8,8 @@
 //! - [`home`], [`jobs`], [`agents`], [`queues`]: one module per page family. Each page is a
 //!   fixed part (title, filters) around a *live region* that the page's event stream renders
 //!   again when something it shows changes;
+//! - [`output`]: the tail of a job's output a job page opens with, and the whole text behind
+//!   its link;
 //! - [`live`]: the gateway's own queue of events (status, heartbeats, the output of jobs whose
 //!   pages are open) and their fan-out to open pages; [`stream`]: the pages' event streams;
 //! - [`text`]: how output, times and durations are shown (output is text: escaped, ANSI colours
@@ -20,6 +22,7 @@
 
 pub mod assets;
 pub mod live;
+mod output;
 mod page;
 mod session;
 mod sso;
@@ -47,6 +50,8 @@ pub fn routes() -> Router<AppState> {
         .route("/jobs", get(jobs::list_page))
         .route("/jobs/{job_id}", get(jobs::job_page))
         .route("/jobs/{job_id}/live", get(stream::job))
+        .route("/jobs/{job_id}/output", get(output::whole_output))
+        .route("/jobs/{job_id}/serial", get(output::whole_serial))
         .route("/jobs/{job_id}/cancel", post(jobs::cancel))
         .route("/jobs/{job_id}/extend", post(jobs::extend))
         .route("/agents", get(agents::list_page))
