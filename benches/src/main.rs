@@ -15,11 +15,13 @@ mod tracker;
 
 use clap::{Parser, Subcommand};
 use report::Report;
+use scenarios::big_reads::BigReadsArgs;
 use scenarios::estimate::EstimateArgs;
 use scenarios::footprint::FootprintArgs;
 use scenarios::gateway::GatewayArgs;
 use scenarios::output::OutputArgs;
 use scenarios::pickup::PickupArgs;
+use scenarios::purge::PurgeArgs;
 use scenarios::scale::ScaleArgs;
 use scenarios::throughput::ThroughputArgs;
 use scenarios::ui::UiArgs;
@@ -30,7 +32,7 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(
     name = "flinger-bench",
-    about = "Flinger's benchmarks: pickup, throughput, output, gateway, scale, footprint, estimate, ui"
+    about = "Flinger's benchmarks: pickup, throughput, output, gateway, scale, footprint, estimate, ui, big-reads, purge"
 )]
 struct Cli {
     /// The store every component uses.
@@ -61,6 +63,10 @@ enum Scenario {
     Estimate(EstimateArgs),
     /// The web UI with 100,000 jobs: page latencies, a line's delay to an open page, idle streams' CPU.
     Ui(UiArgs),
+    /// A job of 256 MiB of output read whole by 20 clients at once: the gateway's memory.
+    BigReads(BigReadsArgs),
+    /// Pickup latency idle, then while retention purges 100,000 ended jobs with output.
+    Purge(PurgeArgs),
     /// Every scenario on SQLite, then pickup, throughput and output on MongoDB.
     All {
         /// Skip the MongoDB runs.
@@ -124,6 +130,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Footprint(a) => emit(scenarios::footprint::run(store, &a).await),
         Scenario::Estimate(a) => emit(scenarios::estimate::run(&a).await),
         Scenario::Ui(a) => emit(scenarios::ui::run(store, &a).await),
+        Scenario::BigReads(a) => emit(scenarios::big_reads::run(store, &a).await),
+        Scenario::Purge(a) => emit(scenarios::purge::run(store, &a).await),
         Scenario::All { no_mongo, quick } => {
             let d = Defaults::new(quick);
             emit(scenarios::footprint::run(Store::Sqlite, &d.footprint).await);
@@ -134,6 +142,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             emit(scenarios::scale::run(Store::Sqlite, &d.scale).await);
             emit(scenarios::estimate::run(&d.estimate).await);
             emit(scenarios::ui::run(Store::Sqlite, &d.ui).await);
+            emit(scenarios::big_reads::run(Store::Sqlite, &d.big_reads).await);
+            emit(scenarios::purge::run(Store::Sqlite, &d.purge).await);
             if !no_mongo {
                 emit(scenarios::pickup::run(Store::Mongo, &d.pickup).await);
                 emit(scenarios::throughput::run(Store::Mongo, &d.mongo_throughput).await);
@@ -170,6 +180,8 @@ struct Defaults {
     footprint: FootprintArgs,
     estimate: EstimateArgs,
     ui: UiArgs,
+    big_reads: BigReadsArgs,
+    purge: PurgeArgs,
 }
 
 impl Defaults {
@@ -225,6 +237,8 @@ impl Defaults {
                     "--window",
                     "5",
                 ]),
+                big_reads: parse(&["--mib", "8", "--clients", "4"]),
+                purge: parse(&["--jobs", "2000", "--probes", "30", "--warmup", "5"]),
             }
         } else {
             Defaults {
@@ -238,6 +252,8 @@ impl Defaults {
                 footprint: parse(&[]),
                 estimate: parse(&[]),
                 ui: parse(&[]),
+                big_reads: parse(&[]),
+                purge: parse(&[]),
             }
         }
     }

@@ -23,20 +23,37 @@ impl Store {
     }
 }
 
+/// The scheduler's timings as a deployment sets them (the fault tests shorten every timer).
+pub const SCHEDULER_ARGS: [(&str, &str); 5] = [
+    ("--lease-secs", "30"),
+    ("--renew-secs", "10"),
+    ("--reap-secs", "2"),
+    ("--republish-secs", "15"),
+    ("--backstop-grace-secs", "60"),
+];
+
+/// [`SCHEDULER_ARGS`] and `extra`, as a scheduler's command line (for one started mid-run).
+pub fn scheduler_args(extra: &[(&str, &str)]) -> Vec<String> {
+    SCHEDULER_ARGS
+        .iter()
+        .chain(extra)
+        .flat_map(|(k, v)| [(*k).to_owned(), (*v).to_owned()])
+        .collect()
+}
+
 /// A lab as a deployment would run it, not as the fault tests do (they shorten every timer).
 pub fn lab(store: Store, name: &str) -> LabBuilder {
-    Lab::builder()
+    let mut builder = Lab::builder()
         .name(name)
         .store(match store {
             Store::Sqlite => StoreKind::Sqlite,
             Store::Mongo => StoreKind::Mongo,
         })
-        .agent_heartbeat(10.0)
-        .scheduler_arg("--lease-secs", "30")
-        .scheduler_arg("--renew-secs", "10")
-        .scheduler_arg("--reap-secs", "2")
-        .scheduler_arg("--republish-secs", "15")
-        .scheduler_arg("--backstop-grace-secs", "60")
+        .agent_heartbeat(10.0);
+    for (flag, value) in SCHEDULER_ARGS {
+        builder = builder.scheduler_arg(flag, value);
+    }
+    builder
         // The load comes from one client (this process): per-client limits would measure
         // themselves, not the gateway.
         .gateway_env("FLINGER_RATE_LIMIT", "0")
