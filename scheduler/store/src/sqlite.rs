@@ -178,6 +178,10 @@ pub struct SqliteStore {
     /// Read-only connections, used in turn.
     readers: Vec<tokio_rusqlite::Connection>,
     next_reader: AtomicUsize,
+    /// Checkpoints the WAL after retention's batches. A checkpoint waits for its disk sync
+    /// (milliseconds); on a connection of its own, the writer — and the leases and events queued
+    /// behind it — go on meanwhile (WAL lets a checkpoint run beside a writer).
+    checkpointer: tokio_rusqlite::Connection,
 }
 
 impl SqliteStore {
@@ -209,10 +213,13 @@ impl SqliteStore {
                 .map_err(call_err)?;
             readers.push(reader);
         }
+        let checkpointer = tokio_rusqlite::Connection::open(&path).await.map_err(open_err)?;
+        checkpointer.call(|c| configure(c)).await.map_err(call_err)?;
         Ok(SqliteStore {
             writer,
             readers,
             next_reader: AtomicUsize::new(0),
+            checkpointer,
         })
     }
 
@@ -1071,12 +1078,15 @@ impl SchedulerStore for SqliteStore {
             .await?;
         if removed > 0 {
             // Moves the freed pages out of the WAL into the file (where new rows reuse them)
-            // without waiting for readers; a busy checkpoint is simply retried next batch.
-            self.write(|c| {
-                let _ = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-                Ok(())
-            })
-            .await?;
+            // without waiting for readers; a busy checkpoint is simply retried next batch. Not
+            // on the writer: its disk sync would hold up every write queued behind it.
+            self.checkpointer
+                .call(|c| {
+                    let _ = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    Ok::<_, StoreError>(())
+                })
+                .await
+                .map_err(call_err)?;
         }
         Ok(removed)
     }
