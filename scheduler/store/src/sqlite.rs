@@ -132,9 +132,19 @@ CREATE INDEX jobs_run_time ON jobs
 "#,
 ];
 
-/// The WHERE clause is the partial index `jobs_live`'s, word for word, so that SQLite uses it.
-const COUNT_LIVE_JOBS: &str = "SELECT queue, state, COUNT(*) FROM jobs \
-     WHERE state NOT IN ('complete', 'cancelled', 'failed') GROUP BY state, queue";
+/// The partial index `jobs_live`'s condition (migration 4), word for word: a query that says it
+/// can use that index.
+macro_rules! live {
+    () => {
+        "state NOT IN ('complete', 'cancelled', 'failed')"
+    };
+}
+const LIVE: &str = live!();
+const COUNT_LIVE_JOBS: &str = concat!(
+    "SELECT queue, state, COUNT(*) FROM jobs WHERE ",
+    live!(),
+    " GROUP BY state, queue"
+);
 const SELECT_JOB: &str = "SELECT doc FROM jobs WHERE job_id = ?1";
 const INSERT_JOB: &str = "INSERT INTO jobs (job_id, queue, state, priority, created_at, updated_at, enqueued_at, \
      lease_until, tags, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (job_id) DO NOTHING";
@@ -417,6 +427,12 @@ fn job_filter(q: &JobQuery) -> (String, Vec<Value>) {
         } else {
             sql.push_str(&format!(" AND state IN ({})", placeholders(states.len())));
             args.extend(states.iter().map(|s| Value::Text(s.as_str().to_owned())));
+            // Only live states: say so in `jobs_live`'s words, so that SQLite searches that
+            // index of the live jobs rather than reading every job the store keeps (the
+            // scheduler's periodic passes ask for the running and the waiting jobs this way).
+            if states.iter().all(|s| !s.is_terminal()) {
+                sql.push_str(&format!(" AND {LIVE}"));
+            }
         }
     }
     if !q.tags.is_empty() {
@@ -494,6 +510,15 @@ fn job_order(order: JobOrder) -> &'static str {
     }
 }
 
+/// The statement `find_jobs` runs for `query`, and its arguments.
+fn find_jobs_sql(query: &JobQuery) -> (String, Vec<Value>) {
+    let (filter, mut args) = job_filter(query);
+    let sql = format!("SELECT doc{filter}{} LIMIT ? OFFSET ?", job_order(query.order));
+    args.push(sql_limit(query.limit));
+    args.push(Value::Integer(i64::from(query.offset.unwrap_or(0))));
+    (sql, args)
+}
+
 /// SQLite's "no limit".
 fn sql_limit(limit: Option<u32>) -> Value {
     Value::Integer(limit.map_or(-1, i64::from))
@@ -555,10 +580,7 @@ impl Store for SqliteStore {
     }
 
     async fn find_jobs(&self, query: &JobQuery) -> StoreResult<Vec<JobRecord>> {
-        let (filter, mut args) = job_filter(query);
-        let sql = format!("SELECT doc{filter}{} LIMIT ? OFFSET ?", job_order(query.order));
-        args.push(sql_limit(query.limit));
-        args.push(Value::Integer(i64::from(query.offset.unwrap_or(0))));
+        let (sql, args) = find_jobs_sql(query);
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&sql)?;
             let docs = stmt.query_map(params_from_iter(args), |r| r.get::<_, String>(0))?;
@@ -1096,17 +1118,15 @@ impl SchedulerStore for SqliteStore {
 mod tests {
     use super::*;
 
-    /// The live-jobs count reads the partial index of live jobs, never the table (which keeps
-    /// every ended job).
-    #[tokio::test]
-    async fn counting_live_jobs_reads_only_the_live_jobs_index() {
-        let path = std::env::temp_dir().join(format!("flinger-live-{}.db", uuid::Uuid::new_v4()));
+    /// SQLite's plan for `sql` on a store of the current schema: one line per step.
+    async fn plan(sql: &str, args: Vec<Value>) -> Vec<String> {
+        let path = std::env::temp_dir().join(format!("flinger-plan-{}.db", uuid::Uuid::new_v4()));
         drop(SqliteStore::open(&path).await.unwrap());
         let c = rusqlite::Connection::open(&path).unwrap();
         let plan: Vec<String> = c
-            .prepare(&format!("EXPLAIN QUERY PLAN {COUNT_LIVE_JOBS}"))
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .unwrap()
-            .query_map([], |r| r.get::<_, String>(3))
+            .query_map(params_from_iter(args), |r| r.get::<_, String>(3))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
@@ -1114,9 +1134,46 @@ mod tests {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
+        plan
+    }
+
+    /// The live-jobs count reads the partial index of live jobs, never the table (which keeps
+    /// every ended job).
+    #[tokio::test]
+    async fn counting_live_jobs_reads_only_the_live_jobs_index() {
+        let plan = plan(COUNT_LIVE_JOBS, vec![]).await;
         assert!(
             plan.iter().any(|step| step.contains("COVERING INDEX jobs_live")),
             "{plan:?}"
         );
+    }
+
+    /// The scheduler's periodic passes (the reaper's running jobs, the lost-message check's
+    /// waiting ones) search the index of live jobs by state; none reads the whole table, which
+    /// keeps every ended job until retention removes it.
+    #[tokio::test]
+    async fn jobs_asked_for_by_state_are_searched_not_scanned() {
+        let running = JobState::ALL.iter().copied().filter(|s| s.is_active()).collect();
+        for (what, states, limit) in [
+            ("running", running, None),
+            ("waiting", vec![JobState::Waiting], Some(1000)),
+        ] {
+            let query = JobQuery {
+                states: Some(states),
+                limit,
+                ..Default::default()
+            };
+            let (sql, args) = find_jobs_sql(&query);
+            let plan = plan(&sql, args).await;
+            assert!(
+                plan.iter()
+                    .any(|s| s.starts_with("SEARCH jobs USING INDEX jobs_live")),
+                "{what}: {plan:?}"
+            );
+            assert!(
+                !plan.iter().any(|s| s.starts_with("SCAN jobs")),
+                "{what}: {plan:?}"
+            );
+        }
     }
 }
