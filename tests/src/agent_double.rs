@@ -109,6 +109,27 @@ impl AgentDouble {
             .unwrap();
     }
 
+    /// Reports that `phase` started after `output` chunks of output (none of the serial log),
+    /// as an agent's runner does.
+    pub async fn phase_started(&self, grant: &LeaseGrant, phase: broker_schema::Phase, output: u64) {
+        let shipped = OutputCounts { output, serial: 0 };
+        self.report_after(grant, JobEventKind::PhaseStarted { phase }, Some(shipped))
+            .await
+    }
+
+    /// Reports the run complete after `output` chunks of output, every phase of `phases`
+    /// having exited 0.
+    pub async fn finished_complete(&self, grant: &LeaseGrant, output: u64, phases: &[broker_schema::Phase]) {
+        let kind = JobEventKind::Finished {
+            outcome: Outcome::Complete,
+            output: OutputCounts { output, serial: 0 },
+            phase_status: phases.iter().map(|p| (*p, 0)).collect(),
+            device_info: None,
+            output_truncated: Default::default(),
+        };
+        self.report(grant, kind).await
+    }
+
     /// Publishes one chunk of the run's output, as an agent's output pipe does.
     pub async fn output(&self, grant: &LeaseGrant, seq: u64, phase: broker_schema::Phase, text: &str) {
         let chunk = OutputChunk {

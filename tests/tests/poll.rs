@@ -6,7 +6,7 @@
 
 use broker_schema::Millis;
 use broker_schema::Phase;
-use broker_schema::messages::{JobEventKind, Outcome, OutputCounts};
+use broker_schema::messages::{JobEventKind, OutputCounts};
 use flinger_tests::agent_double::AgentDouble;
 use flinger_tests::{AgentSpec, Lab, eventually};
 use serde_json::{Value, json};
@@ -296,14 +296,7 @@ async fn poll_waits_for_the_output_shipped_before_a_phase_move() {
         .submit(&json!({"job_queue": "poll-late", "test_data": {"test_cmds": "x"}}))
         .await;
     let grant = agent.lease_next().await;
-    let shipped = |output| Some(OutputCounts { output, serial: 0 });
-    agent
-        .report_after(
-            &grant,
-            JobEventKind::PhaseStarted { phase: Phase::Test },
-            shipped(0),
-        )
-        .await;
+    agent.phase_started(&grant, Phase::Test, 0).await;
     agent.output(&grant, 0, Phase::Test, "test line 1\n").await;
     let args = ["--debug", "poll", &id.to_string()].map(str::to_owned);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -314,15 +307,7 @@ async fn poll_waits_for_the_output_shipped_before_a_phase_move() {
     })
     .await;
     // The move to cleanup, two chunks in, before the second chunk.
-    agent
-        .report_after(
-            &grant,
-            JobEventKind::PhaseStarted {
-                phase: Phase::Cleanup,
-            },
-            shipped(2),
-        )
-        .await;
+    agent.phase_started(&grant, Phase::Cleanup, 2).await;
     lab.wait_state(id, &["cleanup"], TIMEOUT).await;
     // Three more reads of the record: the last two began after it said cleanup, and the CLI
     // decided what to print of the first of them before it asked again.
@@ -342,20 +327,11 @@ async fn poll_waits_for_the_output_shipped_before_a_phase_move() {
                 exit_code: 0,
                 detail: None,
             },
-            shipped(3),
+            Some(OutputCounts { output: 3, serial: 0 }),
         )
         .await;
     agent
-        .report(
-            &grant,
-            JobEventKind::Finished {
-                outcome: Outcome::Complete,
-                output: OutputCounts { output: 3, serial: 0 },
-                phase_status: [(Phase::Test, 0), (Phase::Cleanup, 0)].into(),
-                device_info: None,
-                output_truncated: Default::default(),
-            },
-        )
+        .finished_complete(&grant, 3, &[Phase::Test, Phase::Cleanup])
         .await;
     let (code, text) = ended(&args, child, &path).await;
     assert_eq!(code, 0, "{text}");

@@ -3,7 +3,7 @@
 //! save the screenshots `docs/web-ui.md` shows.
 
 use broker_schema::Phase;
-use broker_schema::messages::{JobEventKind, Outcome, OutputCounts};
+use broker_schema::messages::JobEventKind;
 use flinger_tests::agent_double::AgentDouble;
 use flinger_tests::browser::{Browser, WAIT};
 use flinger_tests::{AgentSpec, Lab, eventually};
@@ -619,14 +619,7 @@ async fn a_job_page_shows_a_phase_output_before_the_next_phase_state() {
         .submit(&json!({"job_queue": "uilate", "test_data": {"test_cmds": "x"}}))
         .await;
     let grant = agent.lease_next().await;
-    let shipped = |output| Some(OutputCounts { output, serial: 0 });
-    agent
-        .report_after(
-            &grant,
-            JobEventKind::PhaseStarted { phase: Phase::Test },
-            shipped(0),
-        )
-        .await;
+    agent.phase_started(&grant, Phase::Test, 0).await;
     agent.output(&grant, 0, Phase::Test, "test line 1\n").await;
     let b = Browser::start(1100, 900).await;
     b.goto(&lab.url(&format!("/jobs/{id}"))).await;
@@ -635,15 +628,7 @@ async fn a_job_page_shows_a_phase_output_before_the_next_phase_state() {
     b.wait_text("#job-state", "the test phase", |s| s == "test").await;
     b.js(ORDER_WATCH).await;
     // The move to cleanup, two chunks in, before the second chunk.
-    agent
-        .report_after(
-            &grant,
-            JobEventKind::PhaseStarted {
-                phase: Phase::Cleanup,
-            },
-            shipped(2),
-        )
-        .await;
+    agent.phase_started(&grant, Phase::Cleanup, 2).await;
     lab.wait_state(id, &["cleanup"], WAIT).await;
     let gateway = lab.gateway.as_ref().expect("a gateway");
     eventually(WAIT, "the page's summary to wait for the output", || async {
@@ -667,16 +652,7 @@ async fn a_job_page_shows_a_phase_output_before_the_next_phase_state() {
     );
     agent.output(&grant, 2, Phase::Cleanup, "cleaning up\n").await;
     agent
-        .report(
-            &grant,
-            JobEventKind::Finished {
-                outcome: Outcome::Complete,
-                output: OutputCounts { output: 3, serial: 0 },
-                phase_status: [(Phase::Test, 0), (Phase::Cleanup, 0)].into(),
-                device_info: None,
-                output_truncated: Default::default(),
-            },
-        )
+        .finished_complete(&grant, 3, &[Phase::Test, Phase::Cleanup])
         .await;
     b.wait_text("#job-state", "the job to complete", |s| s == "complete")
         .await;
