@@ -5,7 +5,7 @@
 
 use broker_schema::JobState;
 use broker_schema::messages::LogStream;
-use flinger_store::{DynStore, OutputQuery, StoreConfig};
+use flinger_store::{DynStore, OutputQuery, Records, StoreConfig};
 use uuid::Uuid;
 
 pub async fn open(store: &str) -> DynStore {
@@ -14,6 +14,19 @@ pub async fn open(store: &str) -> DynStore {
         .open()
         .await
         .expect("open store")
+}
+
+/// Every stored secret's id (`client/path`), sorted.
+pub async fn secret_ids(store: &DynStore) -> Vec<String> {
+    let mut ids: Vec<String> = store
+        .list_secrets()
+        .await
+        .expect("list secrets")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// Panics with every violation found among `accepted` jobs.

@@ -174,14 +174,7 @@ async fn old_ended_jobs_go_and_the_rest_stay(store: StoreKind) {
     .await;
     assert!(expired_gone.is_ok(), "{}", lab.log_tails(15));
     assert!(store.get_refresh_token("rt-live").await.unwrap().is_some());
-    let secrets: Vec<String> = store
-        .list_secrets()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    assert_eq!(secrets, ["rt-person/live"]);
+    assert_eq!(invariants::secret_ids(&store).await, ["rt-person/live"]);
 
     assert_eq!(lab.info(waiting).await.expect("waiting job")["state"], "waiting");
     assert_eq!(lab.info(running).await.expect("running job")["state"], "test");

@@ -173,13 +173,7 @@ async fn single_use_expiring_and_default_lifetimes_through_the_cli() {
         "{body}"
     );
     let store = flinger_tests::invariants::open(&lab.store).await;
-    let left: Vec<String> = store
-        .list_secrets()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let left = flinger_tests::invariants::secret_ids(&store).await;
     assert!(!left.contains(&"alice/once".to_owned()), "{left:?}");
     assert!(left.contains(&"alice/forever".to_owned()), "{left:?}");
     lab.stop().await;

@@ -2094,6 +2094,19 @@ pub async fn concurrent_modifications_of_a_doc_are_never_lost(db: &Fresh) {
     assert_eq!(d.version, 12);
 }
 
+/// Every stored secret's id (`client/path`), sorted.
+async fn secret_ids(s: &DynSchedulerStore) -> Vec<String> {
+    let mut ids: Vec<String> = s
+        .list_secrets()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    ids.sort();
+    ids
+}
+
 fn client(id: &str, role: Role) -> ClientRecord {
     ClientRecord {
         client_id: id.into(),
@@ -2284,14 +2297,7 @@ pub async fn retention_forgets_expired_refresh_tokens_and_secrets_and_keeps_live
             assert_eq!(kept.as_ref(), Some(record), "{hash} is kept as it was");
         }
     }
-    let secrets: Vec<String> = s
-        .list_secrets()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    assert_eq!(secrets, vec!["alice/forever", "alice/live"]);
+    assert_eq!(secret_ids(s).await, ["alice/forever", "alice/live"]);
     // Nothing more to do until the next one expires.
     assert_eq!(s.purge_expired_refresh_tokens(t(1_000)).await.unwrap(), 0);
     assert_eq!(s.purge_expired_secrets(t(1_000)).await.unwrap(), 0);
@@ -2467,15 +2473,7 @@ pub async fn a_single_use_secret_is_taken_once_and_values_are_replaced_only_as_r
     // An expired single-use secret gives nothing (and is left to expire).
     assert_eq!(s.take_secret("alice", "gone", t(10)).await.unwrap(), None);
 
-    let mut ids: Vec<String> = s
-        .list_secrets()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    ids.sort();
-    assert_eq!(ids, ["alice/gone", "alice/kept"]);
+    assert_eq!(secret_ids(s).await, ["alice/gone", "alice/kept"]);
     // Replaced only while it holds what was read.
     assert!(
         !s.replace_secret_value("alice/kept", "stale", "new")
