@@ -479,6 +479,20 @@ impl Lab {
         format!("{}{path}", self.base)
     }
 
+    /// GETs `path` as a browser asks for a page (`Accept: text/html`); returns the status code
+    /// and the body.
+    pub async fn get_page(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .expect("GET");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }
+
     /// POSTs a job; returns the status code and the JSON body.
     pub async fn post_job(&self, job: &Value) -> (u16, Value) {
         let r = self

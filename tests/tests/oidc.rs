@@ -142,24 +142,10 @@ async fn people_sign_in_with_the_device_flow_and_anonymous_callers_are_refused()
             .unwrap();
         assert_eq!(r.status(), 401, "{method} {path}");
     }
-    let page = lab
-        .http
-        .get(lab.url("/jobs"))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 401);
-    assert!(page.text().await.unwrap().contains("Sign in required"));
-    let signin = lab
-        .http
-        .get(lab.url("/login"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (status, page) = lab.get_page("/jobs").await;
+    assert_eq!(status, 401);
+    assert!(page.contains("Sign in required"));
+    let (_, signin) = lab.get_page("/login").await;
     assert!(signin.contains("id=\"sso-sign-in\""), "{signin}");
     // Client credentials still work (agents, CI, the bootstrap admin).
     assert_eq!(get_as(&lab, &admin, "/v1/agents/data").await.0, 200);

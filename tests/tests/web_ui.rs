@@ -35,18 +35,6 @@ fn job(name: &str, lines: &[&str], secs: u32) -> Value {
     })
 }
 
-async fn get_html(lab: &Lab, path: &str) -> (u16, String) {
-    let r = lab
-        .http
-        .get(lab.url(path))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .expect("GET");
-    let status = r.status().as_u16();
-    (status, r.text().await.unwrap_or_default())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_jobs_agents_and_queues_are_html_not_found_pages() {
     let lab = lab("ui404").await;
@@ -58,7 +46,7 @@ async fn unknown_jobs_agents_and_queues_are_html_not_found_pages() {
         "/queues/no-such-queue",
         "/no/such/page",
     ] {
-        let (status, body) = get_html(&lab, path).await;
+        let (status, body) = lab.get_page(path).await;
         assert_eq!(status, 404, "{path}: {body}");
         assert!(
             body.contains("<h1 id=\"message-heading\">Not found</h1>"),
@@ -78,7 +66,7 @@ async fn unknown_jobs_agents_and_queues_are_html_not_found_pages() {
         "/queues",
         "/queues/ui",
     ] {
-        let (status, body) = get_html(&lab, path).await;
+        let (status, body) = lab.get_page(path).await;
         assert_eq!(status, 200, "{path}: {body}");
     }
     // The API keeps its JSON 404s.
@@ -114,7 +102,7 @@ async fn unknown_jobs_agents_and_queues_are_html_not_found_pages() {
 
 /// The names in the rows of `/jobs` (as served with `query`), top to bottom.
 async fn listed_names(lab: &Lab, query: &str) -> Vec<String> {
-    let (status, body) = get_html(lab, &format!("/jobs?tag=web-ui{query}")).await;
+    let (status, body) = lab.get_page(&format!("/jobs?tag=web-ui{query}")).await;
     assert_eq!(status, 200, "{body}");
     let rows = body.split("<tr data-job=").skip(1);
     rows.map(|row| {
@@ -203,7 +191,7 @@ async fn output_that_looks_like_html_is_shown_as_text_and_never_runs() {
     let info = lab.wait_done(id, Duration::from_secs(60)).await;
     assert_eq!(info["state"], "complete", "{info}");
     // Over HTTP: escaped in the page as served.
-    let (status, body) = get_html(&lab, &format!("/jobs/{id}")).await;
+    let (status, body) = lab.get_page(&format!("/jobs/{id}")).await;
     assert_eq!(status, 200);
     assert!(
         body.contains("&lt;script&gt;window.__pwned = &#39;script&#39;&lt;/script&gt;"),
@@ -228,7 +216,7 @@ async fn output_that_looks_like_html_is_shown_as_text_and_never_runs() {
             "/jobs?q={}",
             url::form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>()
         );
-        let (status, list) = get_html(&lab, &path).await;
+        let (status, list) = lab.get_page(&path).await;
         assert_eq!(status, 200);
         assert_eq!(list.contains(&id.to_string()), found, "{q}: {list}");
     }
@@ -699,7 +687,7 @@ async fn a_job_page_shows_the_end_of_a_large_output_and_links_to_the_whole() {
     // Once every chunk is stored, the page's live stream starts after the last one.
     let cursor = format!("cursor={}.{seq}.0", grant.attempt);
     let html = eventually(WAIT, "the page to show the whole tail", || async {
-        let (status, html) = get_html(&lab, &format!("/jobs/{id}")).await;
+        let (status, html) = lab.get_page(&format!("/jobs/{id}")).await;
         (status == 200 && html.contains(&cursor)).then_some(html)
     })
     .await;
@@ -776,7 +764,7 @@ async fn without_anonymous_use_pages_ask_to_sign_in_and_a_session_opens_them() {
         .await;
     let id = "00000000-0000-4000-8000-000000000000";
     for path in ["/", "/jobs", &format!("/jobs/{id}"), "/agents", "/queues"] {
-        let (status, body) = get_html(&lab, path).await;
+        let (status, body) = lab.get_page(path).await;
         assert_eq!(status, 401, "{path}: {body}");
         assert!(body.contains("Sign in required"), "{path}: {body}");
         // Nor does its event stream answer.
